@@ -1,0 +1,59 @@
+"""Entry point of the ``mb`` command.
+
+Commands only parse arguments and call the Python API. Errors a user can fix are
+:class:`mbdata.errors.MBError`; they are printed as one line and exit with status 2. Ctrl-C exits
+with 130 (builds are atomic, so nothing half-written is left behind).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import click
+
+from mbdata.errors import EXIT_USER_ERROR, MBError
+
+from . import commands as _commands
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="mbdefense", prog_name="mb")
+def cli() -> None:
+    """mbdefense: build, audit and train on MB-Defense immunization datasets."""
+
+
+def _register_commands() -> None:
+    for info in sorted(pkgutil.iter_modules(_commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{_commands.__name__}.{info.name}")
+        for command in getattr(module, "COMMANDS", []):
+            cli.add_command(command)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``mb``; returns the exit code (used by the console script and by tests)."""
+    try:
+        cli.main(args=argv, prog_name="mb", standalone_mode=False)
+    except MBError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_USER_ERROR
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

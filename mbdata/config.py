@@ -1,0 +1,194 @@
+"""Strict, typed config blocks built from plain mappings (parsed YAML/JSON).
+
+Every block of a recipe is a frozen dataclass. :func:`from_mapping` turns a mapping into one,
+rejecting unknown keys, wrong types and out-of-range values with a message that names the key path
+(``attacks[1].rate``) and the allowed values. :func:`to_mapping` is the inverse and is what goes into
+the manifest (defaults filled in), so a resolved block can be parsed back into the same object.
+
+Constraints are declared next to the field, via :func:`spec`:
+
+    rate: float = spec(0.01, ge=0.0, le=1.0, doc="fraction of training rows")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from typing import Any, Literal, Union, get_args, get_origin
+
+from .errors import RecipeError
+
+_MISSING = dataclasses.MISSING
+
+
+def spec(default: Any = _MISSING, *, default_factory: Any = _MISSING, ge: float | None = None,
+         le: float | None = None, gt: float | None = None, lt: float | None = None,
+         pattern: str | None = None, form: str | None = None, doc: str = "") -> Any:
+    """A dataclass field with validation metadata (bounds, regex ``pattern`` described to users
+    as ``form``) and a docstring."""
+    meta = {"ge": ge, "le": le, "gt": gt, "lt": lt, "pattern": pattern, "form": form, "doc": doc}
+    if default_factory is not _MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    if default is _MISSING:
+        return dataclasses.field(metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp) if a is not type(None)) + " | null"
+    if origin is list:
+        return f"list of {_type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return f"mapping of {_type_name(get_args(tp)[1])}"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _check_bounds(value: Any, meta: dict, path: str) -> None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if meta.get("ge") is not None and value < meta["ge"]:
+            raise RecipeError(f"{path}: must be >= {meta['ge']}, got {value}")
+        if meta.get("le") is not None and value > meta["le"]:
+            raise RecipeError(f"{path}: must be <= {meta['le']}, got {value}")
+        if meta.get("gt") is not None and value <= meta["gt"]:
+            raise RecipeError(f"{path}: must be > {meta['gt']}, got {value}")
+        if meta.get("lt") is not None and value >= meta["lt"]:
+            raise RecipeError(f"{path}: must be < {meta['lt']}, got {value}")
+    if isinstance(value, str) and meta.get("pattern") and not re.fullmatch(meta["pattern"], value):
+        form = meta.get("form") or f"matching {meta['pattern']}"
+        raise RecipeError(f"{path}: {value!r} is not {form}")
+
+
+def coerce(tp: Any, value: Any, path: str) -> Any:
+    """Check ``value`` against the type annotation ``tp``; build nested dataclasses."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise RecipeError(f"{path}: must not be null; expected {_type_name(tp)}")
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return coerce(option, value, path)
+            except RecipeError as exc:
+                errors.append(str(exc))
+        if len(errors) == 1:
+            raise RecipeError(errors[0])
+        raise RecipeError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed or type(value) is not type(allowed[allowed.index(value)]):
+            raise RecipeError(f"{path}: {value!r} is not allowed; allowed values: "
+                              + ", ".join(repr(a) for a in allowed))
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = get_args(tp)
+        return [coerce(item_tp, v, _join(path, i)) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{path}: expected a mapping, got {type(value).__name__}")
+        key_tp, val_tp = get_args(tp)
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise RecipeError(f"{path}: keys must be strings, got {k!r}")
+            out[k] = coerce(val_tp, v, _join(path, k))
+        return out
+    if dataclasses.is_dataclass(tp):
+        return from_mapping(tp, value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecipeError(f"{path}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecipeError(f"{path}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise RecipeError(f"{path}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in a block definition
+
+
+def from_mapping(cls: type, data: Any, path: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``, strictly. ``path`` prefixes error messages."""
+    where = path or "recipe"
+    if data is None:
+        data = {}
+    shorthand = getattr(cls, "from_shorthand", None)
+    if shorthand is not None and not isinstance(data, dict):
+        data = shorthand(data, where)
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise RecipeError(f"{where}: unknown key {unknown[0]!r}; allowed keys: " + ", ".join(fields))
+    kwargs = {}
+    for name, field in fields.items():
+        key_path = _join(path, name)
+        if name not in data:
+            if field.default is _MISSING and field.default_factory is _MISSING:
+                raise RecipeError(f"{key_path}: required key is missing")
+            continue
+        value = coerce(hints[name], data[name], key_path)
+        _check_bounds(value, field.metadata, key_path)
+        kwargs[name] = value
+    obj = cls(**kwargs)
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        check(path)
+    return obj
+
+
+def to_mapping(obj: Any) -> Any:
+    """The inverse of :func:`from_mapping`: plain dicts/lists with every default filled in."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_mapping(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+    if isinstance(obj, (list, tuple)):
+        return [to_mapping(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_mapping(v) for k, v in obj.items()}
+    return obj
+
+
+def describe(cls: type) -> list[tuple[str, str, str, str]]:
+    """(key, type, default, doc) rows for documentation tables of a block."""
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        if f.default is not _MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not _MISSING:
+            default = repr(to_mapping(f.default_factory()))
+        else:
+            default = "(required)"
+        rows.append((f.name, _type_name(hints[f.name]), default, f.metadata.get("doc", "")))
+    return rows

