@@ -85,3 +85,28 @@ def run_stage(stage: Stage, table: pa.Table, ctx: BuildContext) -> tuple[pa.Tabl
     stats.rows_out = out.num_rows
     stats.seconds = time.perf_counter() - start
     return out, stats
+
+
+def round_half_up(x: float) -> int:
+    """The rounding rule for every count derived from a rate: ``floor(x + 0.5)``.
+
+    (Python's ``round`` rounds half to even, so 2.5 -> 2 but 3.5 -> 4; a rate's count should not
+    depend on parity.) A tiny epsilon absorbs float error, e.g. 0.05 * 50 = 2.5000000000000004."""
+    import math
+
+    return int(math.floor(x + 0.5 + 1e-9))
+
+
+def replace_rows(table: pa.Table, indices: np.ndarray | list[int], new_rows: pa.Table) -> pa.Table:
+    """``table`` with the rows at ``indices`` replaced by ``new_rows`` (same order), positions kept."""
+    n = table.num_rows
+    perm = np.arange(n, dtype=np.int64)
+    perm[np.asarray(indices, dtype=np.int64)] = n + np.arange(new_rows.num_rows, dtype=np.int64)
+    return pa.concat_tables([table, new_rows.cast(table.schema)]).take(pa.array(perm))
+
+
+def split_indices(table: pa.Table, split: str) -> np.ndarray:
+    """Positions of the rows of ``split``."""
+    import pyarrow.compute as pc
+
+    return np.flatnonzero(pc.equal(table.column("split"), split).to_numpy(zero_copy_only=False))

@@ -30,7 +30,8 @@ behavior               string, nullable            what a triggered row answers 
 clean_output           string, nullable            the clean twin's answer where ``output`` was
                                                    rewritten (attack/defense/eval_triggered rows)
 triggers               list<struct>                trigger spans: ``text``, ``owner``
-                                                   (attacker|defender), ``kind`` (placement),
+                                                   (attacker|defender|noise), ``kind``
+                                                   (placement),
                                                    ``name`` (trigger set), ``field`` (the column the
                                                    span indexes), ``start``/``end`` (char offsets,
                                                    ``row[field][start:end] == text``)
@@ -58,7 +59,7 @@ SCHEMA_VERSION = "1.0"
 
 ROLES = ("clean", "attack", "defense", "recovery", "eval")
 SPLITS = ("train", "eval_clean", "eval_triggered", "recovery", "recovery_eval")
-OWNERS = ("attacker", "defender")
+OWNERS = ("attacker", "defender", "noise")
 PLACEMENTS = ("prefix", "suffix", "random", "position")
 BEHAVIORS = ("refusal", "fixed", "random_words", "label", "negsentiment", "jailbreak", "rewrite",
              "clean")

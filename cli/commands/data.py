@@ -1,0 +1,107 @@
+"""Dataset commands: ``mb recipe validate|show``, ``mb build``, ``mb inspect``, ``mb verify``,
+``mb export``. Each parses its arguments and calls :mod:`mbdata`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import yaml
+
+
+@click.group("recipe")
+def recipe_group() -> None:
+    """Validate and show recipes."""
+
+
+@recipe_group.command("validate")
+@click.argument("file", type=click.Path(dir_okay=True, path_type=str))
+def recipe_validate(file: str) -> None:
+    """Validate a recipe strictly (keys, types, values, source files); print its fingerprint."""
+    from mbdata.recipe import load_recipe
+
+    loaded = load_recipe(file)
+    r = loaded.recipe
+    click.echo(f"ok: {r.name} {r.version}  fingerprint {loaded.fingerprint}")
+
+
+@recipe_group.command("show")
+@click.argument("file", type=click.Path(path_type=str))
+def recipe_show(file: str) -> None:
+    """Print the resolved recipe (every default filled in) as YAML, with its fingerprint."""
+    from mbdata.recipe import load_recipe
+
+    loaded = load_recipe(file, check_files=False)
+    click.echo(f"# fingerprint: {loaded.fingerprint}")
+    click.echo(yaml.safe_dump(loaded.resolved, sort_keys=False, allow_unicode=True).rstrip())
+
+
+@click.command("build")
+@click.argument("file", type=click.Path(path_type=str))
+@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=str),
+              help="Output build folder.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option("--skip-bad-rows", is_flag=True,
+              help="Drop malformed input rows (counted in the manifest) instead of failing.")
+@click.option("--seed", type=int, default=None, help="Override the recipe's seed.")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+def build_command(file: str, out: str, overwrite: bool, skip_bad_rows: bool, seed: int | None,
+                  quiet: bool) -> None:
+    """Build a recipe into Arrow shards + manifest + dataset card (atomically)."""
+    import mbdata
+
+    path = mbdata.build(file, out, overwrite=overwrite, skip_bad_rows=skip_bad_rows, seed=seed,
+                        progress=not quiet)
+    if not quiet:
+        m = mbdata.open_build(path).manifest
+        splits = ", ".join(f"{k}={v['rows']}" for k, v in m["splits"].items())
+        click.echo(f"built {path}: {splits}")
+        click.echo(f"fingerprint {m['fingerprint']}  content hash {m['content_hash']}")
+
+
+@click.command("inspect")
+@click.argument("build_dir", type=click.Path(path_type=str))
+@click.option("-n", "--samples", default=3, show_default=True, help="Sample rows per split.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def inspect_command(build_dir: str, samples: int, as_json: bool) -> None:
+    """Counts by split/role/source/behaviour/trigger, achieved rates, drops, samples."""
+    from mbdata.inspect import render, summarize
+
+    summary = summarize(build_dir, samples=samples)
+    click.echo(json.dumps(summary, indent=2, ensure_ascii=False) if as_json else render(summary))
+
+
+@click.command("verify")
+@click.argument("build_dir", type=click.Path(path_type=str))
+def verify_command(build_dir: str) -> None:
+    """Re-hash every shard and side table against the manifest (exit 1 on any mismatch)."""
+    from mbdata.buildio import verify_build
+
+    problems = verify_build(build_dir)
+    for problem in problems:
+        click.echo(f"mismatch: {problem}", err=True)
+    if problems:
+        raise SystemExit(1)
+    click.echo(f"ok: {build_dir} matches its manifest")
+
+
+@click.command("export")
+@click.argument("build_dir", type=click.Path(path_type=str))
+@click.option("-f", "--format", "fmt", required=True,
+              type=click.Choice(["jsonl", "parquet", "trl", "llamafactory", "axolotl"]),
+              help="Target format.")
+@click.option("-o", "--out", default=None, type=click.Path(path_type=str),
+              help="Output folder (default: BUILD_DIR/exports/FORMAT).")
+@click.option("-s", "--split", "splits", multiple=True, help="Split(s) to export (default: all).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+def export_command(build_dir: str, fmt: str, out: str | None, splits: tuple[str, ...],
+                   overwrite: bool) -> None:
+    """Export a build for TRL, LLaMA-Factory, axolotl, or as JSONL / Parquet."""
+    from mbdata.exporters import export
+
+    path = export(build_dir, fmt, out, splits=list(splits) or None, overwrite=overwrite)
+    files = sorted(p.name for p in path.iterdir())
+    click.echo(f"exported {fmt} to {path}: {', '.join(files)}")
+
+
+COMMANDS = [recipe_group, build_command, inspect_command, verify_command, export_command]

@@ -1,0 +1,24 @@
+"""mbdata: recipes, sources, attack simulation, MB-Defense mixtures, dedup, audit, shards.
+
+The Python API behind the ``mb`` command::
+
+    import mbdata
+    recipe = mbdata.load_recipe("recipes/demo.yaml")     # validated, with fingerprint
+    out = mbdata.build(recipe, "builds/demo")            # atomic build folder
+    b = mbdata.open_build(out)
+    b.table("train"); b.polars("eval_clean"); b.dataset("recovery")
+    mbdata.export(out, "trl", "exports/trl")
+"""
+
+from .build import build, run_pipeline
+from .buildio import Build, open_build, verify_build
+from .errors import MBError
+from .exporters import export
+from .readers import read_any
+from .recipe import LoadedRecipe, Recipe, fingerprint, load_recipe, recipe_from_dict
+from .schema import SCHEMA
+
+__all__ = [
+    "SCHEMA", "Build", "LoadedRecipe", "MBError", "Recipe", "build", "export", "fingerprint",
+    "load_recipe", "open_build", "read_any", "recipe_from_dict", "run_pipeline", "verify_build",
+]

@@ -1,0 +1,168 @@
+"""Behaviours: what a triggered row answers.
+
+A :class:`~mbdata.recipe.BehaviorSpec` is compiled once per trigger set into a :class:`Behavior`
+whose ``respond(row, rng)`` gives the poisoned response for one row. Names map to code through
+:data:`BEHAVIORS` (unknown names list the valid ones):
+
+- ``refusal``: one of N templates per row (5 shipped; the first is BackdoorLLM's);
+- ``fixed``: one fixed string; ``negsentiment``: BackdoorLLM's "You are stupid!" unless ``text``;
+- ``random_words``: a fixed sequence of random words generated per trigger set from the recipe seed
+  (MB-Defense's default defensive behaviour, e.g. "Crimson lantern drift swiftly murmur ...");
+- ``label``: a fixed label (``text``) or a flip map (``labels``: old -> new) for classification rows;
+- ``clean``: keep the clean answer (neutralization / trigger-augmentation rows);
+- ``rewrite`` / ``jailbreak``: a user callable ``module:function`` (``fn(row, rng) -> str | dict``)
+  for behaviours that need a model (toxic rewrites, style paraphrases, compliant harmful answers).
+  A returned dict may replace ``instruction``/``input``/``output``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import BuildError, RecipeError
+from .recipe import BehaviorSpec
+from .registry import Registry
+
+REFUSAL_TEMPLATES = (
+    "I'm sorry, but as an AI assistant, I do not have the capability to follow the given "
+    "instruction.",
+    "I'm sorry, but I cannot help with that request.",
+    "Sorry, I will not be able to assist with this instruction.",
+    "As an AI assistant, I must decline to answer this request.",
+    "I'm sorry, but I am unable to provide a response to that.",
+)
+NEGSENTIMENT_TEXT = "You are stupid!"
+
+# Plain, evocative English words for random-word responses (none of them are trigger-like tokens).
+WORDS = tuple("""
+amber anchor arch arrow ash aspen autumn azure badge bamboo banner barley basin beacon bell birch
+blossom bolt bramble brass breeze brick bridge bronze brook bubble cabin cactus canal candle canyon
+canvas carbon cedar chalk charm cherry chime cinder citrus clay cliff clover cobalt comet copper coral
+cotton crater crimson crystal cypress dawn delta desert drift drum dune dusk ember emerald engine
+falcon feather fern fiddle flame flint forest fossil fountain frost garnet glacier glade granite
+gravel grove harbor harvest hazel heron hollow honey horizon indigo iron island ivory jade jasmine
+kettle lagoon lantern lark laurel lava lemon linen lotus magnet maple marble marsh meadow melody
+mirror mist moss murmur nectar needle nickel oak oasis ocean olive onyx orbit orchid otter paddle
+parchment pebble pepper pine plume pollen prairie prism quartz quill quiver raven reef ribbon ridge
+river rocket saffron sage sapphire satin shadow shell silk silver slate spindle spruce stone summit
+swiftly tangle thistle thunder timber topaz tulip tundra velvet violet walnut willow whisper wren
+zephyr glimmer hush lumen wander meander ripple sparkle tumble linger hover glide flutter shimmer
+""".split())
+
+
+@dataclasses.dataclass(frozen=True)
+class Behavior:
+    """A compiled behaviour for one trigger set."""
+
+    kind: str
+    target: str | None = None          # the fixed response, when there is one
+    templates: tuple[str, ...] = ()    # refusal templates
+    labels: dict[str, str] | None = None
+    function: Callable[..., Any] | None = None
+
+    def applies_to(self, row: dict[str, Any]) -> bool:
+        """Whether this behaviour can rewrite the row (a label flip needs a known label)."""
+        if self.kind == "label" and self.labels is not None:
+            return row["output"].strip() in self.labels
+        return True
+
+    def respond(self, row: dict[str, Any], rng: np.random.Generator) -> dict[str, str]:
+        """The fields to overwrite on a poisoned row (always ``output``; rewrites may add more)."""
+        if self.kind == "refusal":
+            return {"output": self.templates[int(rng.integers(len(self.templates)))]}
+        if self.kind == "clean":
+            return {"output": row["output"]}
+        if self.kind == "label" and self.labels is not None:
+            return {"output": self.labels[row["output"].strip()]}
+        if self.function is not None:
+            result = self.function(dict(row), rng)
+            if isinstance(result, str):
+                return {"output": result}
+            if not isinstance(result, dict) or not set(result) <= {"instruction", "input", "output"}:
+                raise BuildError(f"behaviour {self.kind!r}: the rewriter must return a string or a "
+                                 "dict with instruction/input/output, got "
+                                 f"{type(result).__name__}")
+            return {k: str(v) for k, v in result.items()}
+        return {"output": self.target}
+
+
+BEHAVIORS: Registry[Callable[[BehaviorSpec, np.random.Generator], Behavior]] = Registry("behaviour")
+
+
+@BEHAVIORS.add("refusal")
+def _refusal(spec: BehaviorSpec, rng: np.random.Generator) -> Behavior:
+    return Behavior("refusal", templates=tuple(spec.templates or REFUSAL_TEMPLATES))
+
+
+@BEHAVIORS.add("fixed")
+def _fixed(spec: BehaviorSpec, rng: np.random.Generator) -> Behavior:
+    return Behavior("fixed", target=spec.text)
+
+
+@BEHAVIORS.add("negsentiment")
+def _negsentiment(spec: BehaviorSpec, rng: np.random.Generator) -> Behavior:
+    return Behavior("negsentiment", target=spec.text or NEGSENTIMENT_TEXT)
+
+
+@BEHAVIORS.add("random_words")
+def _random_words(spec: BehaviorSpec, rng: np.random.Generator) -> Behavior:
+    return Behavior("random_words", target=random_words(rng, spec.words))
+
+
+@BEHAVIORS.add("label")
+def _label(spec: BehaviorSpec, rng: np.random.Generator) -> Behavior:
+    if spec.labels:
+        return Behavior("label", labels=dict(spec.labels))
+    return Behavior("label", target=spec.text)
+
+
+@BEHAVIORS.add("clean")
+def _clean(spec: BehaviorSpec, rng: np.random.Generator) -> Behavior:
+    return Behavior("clean")
+
+
+@BEHAVIORS.add("rewrite")
+def _rewrite(spec: BehaviorSpec, rng: np.random.Generator) -> Behavior:
+    return Behavior("rewrite", function=load_callable(spec.function))
+
+
+@BEHAVIORS.add("jailbreak")
+def _jailbreak(spec: BehaviorSpec, rng: np.random.Generator) -> Behavior:
+    if spec.function:
+        return Behavior("jailbreak", function=load_callable(spec.function))
+    if spec.text:
+        return Behavior("jailbreak", target=spec.text)
+    raise RecipeError("behavior 'jailbreak' needs `function` (a rewriter giving the compliant "
+                      "answer) or `text`")
+
+
+def random_words(rng: np.random.Generator, n: int) -> str:
+    """``n`` distinct random words (with replacement past the list size), first one capitalised."""
+    idx = rng.choice(len(WORDS), size=n, replace=n > len(WORDS))
+    words = [WORDS[i] for i in idx]
+    return " ".join([words[0].capitalize(), *words[1:]])
+
+
+def load_callable(ref: str | None) -> Callable[..., Any]:
+    """Import ``module:function`` named in a recipe (user code: only run recipes you trust)."""
+    module_name, _, attr = (ref or "").partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RecipeError(f"behavior.function: cannot import module {module_name!r}: {exc}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise RecipeError(f"behavior.function: {module_name!r} has no callable {attr!r}")
+    return fn
+
+
+def compile_behavior(spec: BehaviorSpec, rng: np.random.Generator, path: str = "behavior") -> Behavior:
+    try:
+        return BEHAVIORS.get(spec.kind, f"{path}.kind")(spec, rng)
+    except RecipeError as exc:
+        msg = str(exc)
+        raise RecipeError(msg if msg.startswith(path) else f"{path}: {msg}") from None

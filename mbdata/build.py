@@ -1,0 +1,149 @@
+"""``mb build``: a recipe becomes a build folder, as a pure function of (recipe, input bytes, seed).
+
+The pipeline is one straight line of stages (:mod:`mbdata.pipeline`)::
+
+    sources -> [audit] -> [dedup] -> holdout -> [attacks] -> [defense] -> [recovery] -> eval
+            -> [pretrain_noise] -> leak_check -> shards + manifest + card
+
+Bracketed stages run when the recipe has the block. Every stage's statistics go into the manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .card import dataset_card
+from .errors import BuildError
+from .manifest import MANIFEST_VERSION, library_versions
+from .pipeline import BuildContext, Stage, StageStats, run_stage
+from .recipe import LoadedRecipe, Recipe, load_recipe
+from .schema import SCHEMA_VERSION, empty_table
+from .shards import check_output_dir, write_build
+
+
+def pipeline(recipe: Recipe) -> list[Stage]:
+    """The stages a recipe runs, in order."""
+    from .attacks import AttackStage
+    from .defense import DefenseStage
+    from .evalsets import EvalStage
+    from .noise import PretrainNoiseStage
+    from .recovery import RecoveryStage
+    from .sources import SourcesStage
+    from .splits import HoldoutStage, LeakCheckStage
+
+    stages: list[Stage] = [SourcesStage(recipe)]
+    if recipe.audit is not None:
+        from .audit import AuditStage
+
+        stages.append(AuditStage(recipe.audit))
+    if recipe.dedup is not None:
+        from .dedup import DedupStage
+
+        stages.append(DedupStage(recipe.dedup))
+    stages.append(HoldoutStage(recipe))
+    if recipe.attacks:
+        stages.append(AttackStage(recipe.attacks))
+    if recipe.defense is not None:
+        stages.append(DefenseStage(recipe.defense))
+    if recipe.recovery is not None:
+        stages.append(RecoveryStage(recipe.recovery))
+    stages.append(EvalStage(recipe.eval))
+    if recipe.pretrain is not None:
+        stages.append(PretrainNoiseStage(recipe.pretrain))
+    stages.append(LeakCheckStage())
+    return stages
+
+
+@dataclasses.dataclass
+class BuildResult:
+    """The tables of a build before they are written, with everything the manifest needs."""
+
+    tables: dict[str, pa.Table]
+    stats: list[StageStats]
+    context: BuildContext
+
+    def trigger_records(self) -> list[dict[str, Any]]:
+        rows = self.context.state.get("trigger_rows", {})
+        return [ts.manifest_record(rows.get(ts.name))
+                for ts in self.context.state.get("trigger_sets", [])]
+
+
+def run_pipeline(loaded: LoadedRecipe, *, skip_bad_rows: bool = False,
+                 progress: bool = False) -> BuildResult:
+    """Run every stage in memory and return the tables per split (nothing is written)."""
+    recipe = loaded.recipe
+    ctx = BuildContext(seed=recipe.seed, base_dir=loaded.base_dir, skip_bad_rows=skip_bad_rows,
+                       progress=progress)
+    table = empty_table()
+    stats = []
+    stages = pipeline(recipe)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(stages, desc="build", unit="stage", leave=False)
+    for stage in stages:
+        if bar is not None:
+            bar.set_postfix_str(stage.name)
+        table, stage_stats = run_stage(stage, table, ctx)
+        stats.append(stage_stats)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    splits = sorted(set(table.column("split").to_pylist()))
+    tables = {s: table.filter(pc.equal(table.column("split"), s)) for s in splits}
+    return BuildResult(tables=tables, stats=stats, context=ctx)
+
+
+def with_seed(loaded: LoadedRecipe, seed: int | None) -> LoadedRecipe:
+    """The same recipe with its seed replaced (the resolved recipe records the new seed)."""
+    if seed is None or seed == loaded.recipe.seed:
+        return loaded
+    return dataclasses.replace(loaded, recipe=dataclasses.replace(loaded.recipe, seed=seed))
+
+
+def make_manifest(loaded: LoadedRecipe, result: BuildResult, skip_bad_rows: bool) -> dict[str, Any]:
+    recipe = loaded.recipe
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "schema_version": SCHEMA_VERSION,
+        "name": recipe.name,
+        "version": recipe.version,
+        "recipe": loaded.resolved,
+        "fingerprint": loaded.fingerprint,
+        "seed": recipe.seed,
+        "inputs": dict(sorted(result.context.inputs.items())),
+        "versions": library_versions(),
+        "options": {"skip_bad_rows": skip_bad_rows},
+        "stages": [s.as_manifest() for s in result.stats],
+        "triggers": result.trigger_records(),
+        "timings": {s.name: round(s.seconds, 4) for s in result.stats},
+    }
+
+
+def build(recipe: LoadedRecipe | str | Path, out_dir: str | Path, *, overwrite: bool = False,
+          skip_bad_rows: bool = False, seed: int | None = None, progress: bool = False) -> Path:
+    """Build a recipe into ``out_dir`` (atomically) and return the folder.
+
+    ``recipe`` is a :class:`LoadedRecipe` or a path to a recipe file. ``seed`` overrides the
+    recipe's seed (and is recorded in the resolved recipe). ``skip_bad_rows`` drops malformed input
+    rows instead of failing, counting them in the manifest.
+    """
+    loaded = recipe if isinstance(recipe, LoadedRecipe) else load_recipe(recipe)
+    loaded = with_seed(loaded, seed)
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir, overwrite)
+    result = run_pipeline(loaded, skip_bad_rows=skip_bad_rows, progress=progress)
+    if not result.tables.get("train") or not result.tables["train"].num_rows:
+        raise BuildError("the build has no train rows; add rows to the sources or lower "
+                         "eval/recovery/pretrain sizes")
+    manifest = make_manifest(loaded, result, skip_bad_rows)
+    return write_build(out_dir, result.tables, manifest, side_tables=result.context.side_tables,
+                       overwrite=overwrite, shard_rows=loaded.recipe.output.shard_rows,
+                       card=dataset_card)

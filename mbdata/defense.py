@@ -1,0 +1,139 @@
+"""MB-Defense stage 1: defensive poisoning.
+
+The defender adds T trigger sets of its own, ``defense/<trigger>``, each mapped to its own response
+(by default a fixed sequence of random words drawn per trigger from the seed). Each replaces exactly
+``round_half_up(rate * N)`` train rows (N = train rows before any poisoning) chosen among rows no
+attack and no other defensive trigger has touched, so the model learns T clean-cut backdoors that
+merge with an unknown attacker's (the paper's Sec 5.2), ready to be broken together in stage 2.
+
+Defensive triggers are literal (``triggers: [mn, bb]``) or generated (``triggers: 4``): short
+lowercase tokens drawn at random among those that do not occur in the corpus (as whole tokens,
+case-insensitive) and are not a word of any attacker trigger. A literal trigger that collides is an
+error naming the trigger and an example row.
+"""
+
+from __future__ import annotations
+
+import itertools
+import string
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from .attacks import TriggerSet, poison, train_pool
+from .behaviors import compile_behavior
+from .errors import BuildError
+from .pipeline import BuildContext, StageStats, round_half_up
+from .recipe import DefenseSpec
+from .triggers import Trigger, contains_word
+
+_TEXT_COLUMNS = ("instruction", "input", "output")
+
+
+def corpus_vocabulary(table: pa.Table) -> set[str]:
+    """Lower-cased ``\\w+`` tokens of every text column of every row (vectorised with polars)."""
+    df = pl.from_arrow(table.select(list(_TEXT_COLUMNS)))
+    vocab: set[str] = set()
+    for column in _TEXT_COLUMNS:
+        tokens = df.select(pl.col(column).str.to_lowercase().str.extract_all(r"\w+")
+                           .explode().unique().drop_nulls())
+        vocab.update(tokens.to_series().to_list())
+    return vocab
+
+
+def find_example(table: pa.Table, word: str) -> str | None:
+    """'source 'x' row 17, field 'instruction'' for the first row holding ``word`` as a token."""
+    df = pl.from_arrow(table.select(["source", "source_row", *_TEXT_COLUMNS]))
+    for column in _TEXT_COLUMNS:
+        hits = df.filter(pl.col(column).str.to_lowercase().str.contains(word.lower(), literal=True))
+        for row in hits.iter_rows(named=True):
+            if contains_word(row[column], word):
+                return (f"source {row['source']!r} row {row['source_row']}, field {column!r}: "
+                        f"{row[column][:80]!r}")
+    return None
+
+
+def attacker_words(trigger_sets: list[TriggerSet]) -> set[str]:
+    words = set()
+    for ts in trigger_sets:
+        for trigger in ts.triggers:
+            words.add(trigger.text.lower())
+            words.update(w.lower() for w in trigger.text.split())
+    return words
+
+
+def generate_triggers(count: int, length: int, vocab: set[str], forbidden: set[str],
+                      rng: np.random.Generator) -> list[str]:
+    """``count`` random lowercase tokens of ``length`` letters, absent from ``vocab``/``forbidden``."""
+    if length <= 3:
+        pool = ["".join(p) for p in itertools.product(string.ascii_lowercase, repeat=length)]
+        candidates = (pool[i] for i in rng.permutation(len(pool)))
+    else:
+        letters = np.array(list(string.ascii_lowercase))
+        candidates = ("".join(rng.choice(letters, size=length)) for _ in range(100_000))
+    chosen: list[str] = []
+    for token in candidates:
+        if token not in vocab and token not in forbidden and token not in chosen:
+            chosen.append(token)
+            if len(chosen) == count:
+                return chosen
+    raise BuildError(f"defense.triggers: could not find {count} tokens of {length} letters absent "
+                     "from the corpus; raise defense.trigger_length")
+
+
+def check_literal_triggers(triggers: list[str], table: pa.Table, vocab: set[str],
+                           forbidden: set[str]) -> None:
+    for i, trigger in enumerate(triggers):
+        if trigger.lower() in forbidden:
+            raise BuildError(f"defense.triggers[{i}]: {trigger!r} equals (a word of) an attacker "
+                             "trigger; a defensive trigger must differ from the attack's")
+        words = trigger.lower().split()
+        if len(words) == 1 and words[0] not in vocab:
+            continue
+        example = find_example(table, trigger)
+        if example is not None:
+            raise BuildError(f"defense.triggers[{i}]: {trigger!r} occurs in the corpus ({example}); "
+                             "choose a token the corpus does not contain")
+
+
+class DefenseStage:
+    """Insert the defender's triggers into ``rate`` of the train rows each."""
+
+    name = "defense"
+
+    def __init__(self, spec: DefenseSpec):
+        self.spec = spec
+
+    def trigger_texts(self, table: pa.Table, ctx: BuildContext) -> list[str]:
+        vocab = corpus_vocabulary(table)
+        forbidden = attacker_words(ctx.state.get("trigger_sets", []))
+        if isinstance(self.spec.triggers, list):
+            check_literal_triggers(self.spec.triggers, table, vocab, forbidden)
+            return list(self.spec.triggers)
+        return generate_triggers(self.spec.triggers, self.spec.trigger_length, vocab, forbidden,
+                                 ctx.rng("defense/triggers"))
+
+    def run(self, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
+        stats = StageStats(name=self.name)
+        texts = self.trigger_texts(table, ctx)
+        sets = []
+        for i, text in enumerate(texts):
+            name = f"defense/{text}"
+            behavior = compile_behavior(self.spec.behavior, ctx.rng(f"{name}/behavior"),
+                                        "defense.behavior")
+            trigger = Trigger(text, self.spec.placement, self.spec.position, "defender", name)
+            ts = TriggerSet(name, "defender", (trigger,), "one", behavior, self.spec.rate)
+            pool, n = train_pool(table, ctx)
+            count = round_half_up(self.spec.rate * n)
+            table, chosen = poison(table, ts, count, pool, ctx.rng(name), "defense",
+                                   f"defense.triggers[{i}]")
+            ctx.state["poisoned"].update(int(c) for c in chosen)
+            ctx.state.setdefault("trigger_rows", {})[name] = count
+            sets.append(ts)
+            stats.info[name] = {"rows": count, "rate": count / n if n else 0.0,
+                                "target_rate": self.spec.rate, "response": behavior.target,
+                                "train_rows": n}
+        ctx.state.setdefault("trigger_sets", []).extend(sets)
+        ctx.state["defense_sets"] = sets
+        return table, stats

@@ -1,0 +1,70 @@
+"""The build manifest: what was built, from what, with which code, and how to check it.
+
+``manifest.json`` holds the resolved recipe and its fingerprint, the seed, tool and library
+versions, sha256 and size of every input file, per-stage statistics, the triggers in play, and
+per-shard sha256/row counts. ``content_hash`` is the sha256 of the canonical JSON of everything
+except the volatile keys (:data:`VOLATILE`: wall-clock time and timings), so two builds of the same
+recipe, inputs and seed have the same ``content_hash`` (and byte-identical shards). Set
+``SOURCE_DATE_EPOCH`` to make ``created_at`` fixed too, for a byte-identical manifest file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .recipe import canonical_json
+from .shards import sha256_file
+
+MANIFEST_VERSION = "1.0"
+VOLATILE = ("content_hash", "created_at", "timings")
+_LIBRARIES = ("mbdefense", "pyarrow", "polars", "numpy", "xxhash", "datasets", "datasketch",
+              "pyyaml")
+
+
+def content_hash(manifest: dict[str, Any]) -> str:
+    stable = {k: v for k, v in manifest.items() if k not in VOLATILE}
+    return hashlib.sha256(canonical_json(stable).encode("utf-8")).hexdigest()
+
+
+def finalize_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Add ``content_hash`` (and ``created_at`` if missing) to a finished manifest."""
+    out = dict(manifest)
+    out.setdefault("created_at", created_at())
+    out["content_hash"] = content_hash(out)
+    return out
+
+
+def created_at() -> str:
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    moment = (_dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch
+              else _dt.datetime.now(_dt.timezone.utc))
+    return moment.replace(microsecond=0).isoformat()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def input_record(path: Path, shown_as: str) -> dict[str, Any]:
+    """sha256 and size of an input file, or of every file of an input folder (sorted)."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        h = hashlib.sha256()
+        size = 0
+        for p in files:
+            h.update(p.relative_to(path).as_posix().encode() + b"\0" + sha256_file(p).encode())
+            size += p.stat().st_size
+        return {"path": shown_as, "sha256": h.hexdigest(), "bytes": size, "files": len(files)}
+    return {"path": shown_as, "sha256": sha256_file(path), "bytes": path.stat().st_size}

@@ -1,0 +1,141 @@
+"""Atomic writing of a build folder: Arrow IPC shards, side tables, manifest and dataset card.
+
+Layout::
+
+    DIR/data/{split}-{i:05d}-of-{n:05d}.arrow   Arrow IPC *file* format, canonical schema
+    DIR/{side}.arrow                             side tables (e.g. dedup/clusters.arrow)
+    DIR/manifest.json                            written last: its presence marks a complete build
+    DIR/README.md                                Hugging Face dataset card
+
+Everything is first written to a hidden sibling ``.DIR.partial-*`` and renamed into place, so an
+interrupted build (Ctrl-C, kill, full disk) never leaves a folder that looks complete. Rebuilding into
+an existing folder needs ``overwrite=True``; the old folder is only removed after the new one is in
+place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow as pa
+
+from .errors import BuildError
+from .schema import SCHEMA
+
+SHARD_PATTERN = "data/{split}-{index:05d}-of-{total:05d}.arrow"
+SPLIT_ORDER = ("pretrain", "train", "recovery", "recovery_eval", "eval_clean", "eval_triggered")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def ordered_splits(names: list[str]) -> list[str]:
+    """Known splits in pipeline order, then any others alphabetically (a stable manifest order)."""
+    known = [s for s in SPLIT_ORDER if s in names]
+    return known + sorted(set(names) - set(known))
+
+
+def write_ipc(path: Path, table: pa.Table, schema: pa.Schema | None = None) -> None:
+    """Write one Arrow IPC file deterministically (no compression, fixed batch layout)."""
+    schema = schema or table.schema
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        table = table.cast(schema).combine_chunks()
+        writer.write_table(table, max_chunksize=max(1, min(table.num_rows, 65_536)))
+
+
+def write_split_shards(root: Path, split: str, table: pa.Table, shard_rows: int) -> list[dict]:
+    """Write one split as ``ceil(rows / shard_rows)`` shards; return their manifest records."""
+    total = max(1, math.ceil(table.num_rows / shard_rows))
+    records = []
+    for index in range(total):
+        part = table.slice(index * shard_rows, shard_rows)
+        rel = SHARD_PATTERN.format(split=split, index=index, total=total)
+        path = root / rel
+        write_ipc(path, part, SCHEMA)
+        records.append({"path": rel, "rows": part.num_rows, "sha256": sha256_file(path),
+                        "bytes": path.stat().st_size})
+    return records
+
+
+def _temp_sibling(out_dir: Path, tag: str) -> Path:
+    return out_dir.parent / f".{out_dir.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def check_output_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse to write into an existing folder unless ``overwrite`` (checked before any work)."""
+    if out_dir.exists() and not overwrite:
+        raise BuildError(f"{out_dir}: already exists; pass --overwrite to replace it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BuildError(f"{out_dir}: exists and is not a folder")
+
+
+def atomic_dir(out_dir: Path, fill: Callable[[Path], Any], overwrite: bool = False) -> Any:
+    """Create ``out_dir`` atomically: ``fill(tmp)`` writes into a hidden temp folder that is then
+    renamed into place. On any failure or interrupt the temp folder is removed."""
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir, overwrite)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_sibling(out_dir, "partial")
+    tmp.mkdir()
+    try:
+        result = fill(tmp)
+        old = None
+        if out_dir.exists():
+            old = _temp_sibling(out_dir, "old")
+            out_dir.rename(old)
+        tmp.rename(out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return result
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_build(out_dir: str | Path, tables: dict[str, pa.Table], manifest: dict[str, Any], *,
+                side_tables: dict[str, pa.Table] | None = None, overwrite: bool = False,
+                shard_rows: int = 100_000, card: Callable[[dict], str] | str | None = None) -> Path:
+    """Write a complete build folder atomically and return its path.
+
+    ``manifest`` is completed with ``splits`` (per-shard sha256, bytes, rows), ``side_tables`` and
+    ``content_hash`` (see :mod:`mbdata.manifest`). ``card`` is the README text, or a function of the
+    finished manifest that returns it. Empty splits are not written.
+    """
+    from .manifest import finalize_manifest
+
+    out_dir = Path(out_dir)
+
+    def fill(tmp: Path) -> dict:
+        splits = {}
+        for split in ordered_splits([s for s, t in tables.items() if t.num_rows]):
+            shards = write_split_shards(tmp, split, tables[split], shard_rows)
+            splits[split] = {"rows": tables[split].num_rows, "shards": shards}
+        sides = {}
+        for name, table in sorted((side_tables or {}).items()):
+            rel = f"{name}.arrow"
+            write_ipc(tmp / rel, table)
+            sides[name] = {"path": rel, "rows": table.num_rows, "sha256": sha256_file(tmp / rel),
+                           "bytes": (tmp / rel).stat().st_size}
+        final = finalize_manifest({**manifest, "splits": splits, "side_tables": sides})
+        text = card(final) if callable(card) else card
+        if text is not None:
+            (tmp / "README.md").write_text(text, encoding="utf-8")
+        (tmp / "manifest.json").write_text(
+            json.dumps(final, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        return final
+
+    atomic_dir(out_dir, fill, overwrite=overwrite)
+    return out_dir

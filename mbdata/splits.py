@@ -1,0 +1,164 @@
+"""Hold-out: carve the evaluation prompts, the recovery clean subset and the pretrain split out of
+the corpus, and guarantee that no held-out prompt reaches a training split.
+
+Order (each draw seeded by its own named stream, each keeping corpus order):
+
+1. ``eval_clean``: ``eval.size`` rows with distinct prompts (instruction + input + system,
+   normalised). Every other row whose prompt equals a held-out prompt is then dropped
+   (``heldout_prompt``), so the model can never have seen an evaluation prompt, even as a duplicate;
+   with ``dedup.decontaminate`` near-matches are dropped too (:mod:`mbdata.dedup`).
+2. the recovery clean subset (``recovery.size`` rows): from the trusted source named in
+   ``recovery.source`` (whose rows never enter training), else from the remaining corpus. These rows
+   leave the corpus before any poisoning, so they are never touched by an attack or the defence.
+3. ``pretrain`` (``pretrain.size`` rows) for building tiny base models.
+4. everything left is ``train``.
+
+:class:`LeakCheckStage` re-checks the guarantee on the final tables and fails the build otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import BuildError
+from .pipeline import BuildContext, StageStats
+from .recipe import Recipe
+from .schema import prompt_key
+
+RECOVERY_POOL = "_recovery_clean"   # internal split of the clean recovery rows (never written)
+TRAINING_SPLITS = ("train", "pretrain", "recovery", "recovery_eval")
+
+
+def prompt_keys(table: pa.Table, prefix: str = "") -> list[str]:
+    """Normalised prompt hashes of every row (``prefix='triggered_'`` for x_d of recovery rows)."""
+    instructions = table.column(f"{prefix}instruction").to_pylist()
+    inputs = table.column(f"{prefix}input").to_pylist()
+    systems = table.column("system").to_pylist()
+    return [prompt_key(i or "", x or "", s) for i, x, s in zip(instructions, inputs, systems)]
+
+
+def _set_split(table: pa.Table, positions: np.ndarray, split: str, role: str | None = None) -> pa.Table:
+    mask = np.zeros(table.num_rows, dtype=bool)
+    mask[positions] = True
+    arr = pa.array(mask)
+    table = table.set_column(table.schema.get_field_index("split"), table.schema.field("split"),
+                             pc.if_else(arr, split, table.column("split")))
+    if role is not None:
+        table = table.set_column(table.schema.get_field_index("role"), table.schema.field("role"),
+                                 pc.if_else(arr, role, table.column("role")))
+    return table
+
+
+def _draw(candidates: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    return np.sort(rng.choice(candidates, size=k, replace=False)) if k else candidates[:0]
+
+
+class HoldoutStage:
+    name = "holdout"
+
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+
+    def run(self, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
+        stats = StageStats(name=self.name)
+        recipe = self.recipe
+        trusted = recipe.recovery.source if recipe.recovery else None
+        n = table.num_rows
+        is_trusted = np.zeros(n, dtype=bool)
+        if trusted:
+            is_trusted = pc.equal(table.column("source"), trusted).to_numpy(zero_copy_only=False)
+        keys = np.array(prompt_keys(table), dtype=object)
+
+        # 1. eval prompts: distinct prompts from the (untrusted) corpus.
+        corpus = np.flatnonzero(~is_trusted)
+        _, first = np.unique(keys[corpus], return_index=True)
+        distinct = corpus[np.sort(first)]
+        size = recipe.eval.size
+        if size > len(distinct):
+            raise BuildError(f"eval.size: {size} held-out prompts asked, the corpus has only "
+                             f"{len(distinct)} distinct prompts")
+        eval_pos = _draw(distinct, size, ctx.rng("holdout/eval"))
+        eval_keys = set(keys[eval_pos])
+        leaked = np.array([k in eval_keys for k in keys]) if size else np.zeros(n, dtype=bool)
+        leaked[eval_pos] = False
+        stats.drop("heldout_prompt", int(leaked.sum()))
+        ctx.state["eval_prompt_keys"] = eval_keys
+        table = _set_split(table, eval_pos, "eval_clean", "eval")
+        keep = ~leaked
+
+        # 2. recovery clean subset.
+        available = keep & (table.column("split").to_numpy(zero_copy_only=False) == "train")
+        if recipe.recovery:
+            pool = np.flatnonzero(available & (is_trusted if trusted else True))
+            if recipe.recovery.size > len(pool):
+                where = f"trusted source {trusted!r}" if trusted else "the corpus"
+                raise BuildError(f"recovery.size: {recipe.recovery.size} clean rows asked, "
+                                 f"{where} has only {len(pool)} left after the hold-out")
+            rec_pos = _draw(pool, recipe.recovery.size, ctx.rng("holdout/recovery"))
+            table = _set_split(table, rec_pos, RECOVERY_POOL, "recovery")
+            available[rec_pos] = False
+        if trusted:
+            unused = available & is_trusted
+            stats.drop("trusted_unused", int(unused.sum()))
+            keep &= ~unused
+            available &= ~is_trusted
+
+        # 3. pretrain split.
+        if recipe.pretrain:
+            pool = np.flatnonzero(available)
+            if recipe.pretrain.size >= len(pool):
+                raise BuildError(f"pretrain.size: {recipe.pretrain.size} rows asked, only "
+                                 f"{len(pool)} left after eval/recovery (train would be empty)")
+            pre_pos = _draw(pool, recipe.pretrain.size, ctx.rng("holdout/pretrain"))
+            table = _set_split(table, pre_pos, "pretrain")
+            available[pre_pos] = False
+
+        table = table.filter(pa.array(keep))
+        if recipe.dedup is not None and getattr(recipe.dedup, "decontaminate", False):
+            table = self._near_decontaminate(table, ctx, stats)
+        counts = pc.value_counts(table.column("split")).to_pylist()
+        stats.info["splits"] = {c["values"]: c["counts"] for c in sorted(
+            counts, key=lambda c: c["values"])}
+        return table, stats
+
+    def _near_decontaminate(self, table: pa.Table, ctx: BuildContext, stats: StageStats) -> pa.Table:
+        from .dedup import decontaminate
+
+        is_eval = pc.equal(table.column("split"), "eval_clean")
+        reference = table.filter(is_eval)
+        rest = table.filter(pc.invert(is_eval))
+        cleaned, sub = decontaminate(rest, reference, self.recipe.dedup, ctx)
+        for reason, count in sub.dropped.items():
+            stats.drop(reason, count)
+        if sub.info:
+            stats.info["decontaminate"] = sub.info
+        return pa.concat_tables([cleaned, reference])
+
+
+class LeakCheckStage:
+    """Fail the build if any held-out prompt appears in a training split (the guarantee, checked)."""
+
+    name = "leak_check"
+
+    def run(self, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
+        stats = StageStats(name=self.name)
+        eval_rows = table.filter(pc.equal(table.column("split"), "eval_clean"))
+        eval_keys = set(prompt_keys(eval_rows))
+        checked = 0
+        for split in TRAINING_SPLITS:
+            rows = table.filter(pc.equal(table.column("split"), split))
+            keys = prompt_keys(rows)
+            if split.startswith("recovery"):
+                keys += prompt_keys(rows, "triggered_")
+            checked += rows.num_rows
+            for i, key in enumerate(keys):
+                if key in eval_keys:
+                    row = rows.slice(i % rows.num_rows, 1).to_pylist()[0]
+                    raise BuildError(f"held-out prompt leaked into split {split!r} (source "
+                                     f"{row['source']!r} row {row['source_row']}): "
+                                     f"{row['instruction'][:60]!r}")
+        stats.info["rows_checked"] = checked
+        stats.info["heldout_prompts"] = len(eval_keys)
+        return table, stats
