@@ -123,7 +123,6 @@ def make_manifest(loaded: LoadedRecipe, result: BuildResult, skip_bad_rows: bool
         "options": {"skip_bad_rows": skip_bad_rows},
         "stages": [s.as_manifest() for s in result.stats],
         "triggers": result.trigger_records(),
-        "timings": {s.name: round(s.seconds, 4) for s in result.stats},
     }
 
 
@@ -144,6 +143,7 @@ def build(recipe: LoadedRecipe | str | Path, out_dir: str | Path, *, overwrite: 
         raise BuildError("the build has no train rows; add rows to the sources or lower "
                          "eval/recovery/pretrain sizes")
     manifest = make_manifest(loaded, result, skip_bad_rows)
+    timings = {s.name: round(s.seconds, 4) for s in result.stats}
     return write_build(out_dir, result.tables, manifest, side_tables=result.context.side_tables,
                        overwrite=overwrite, shard_rows=loaded.recipe.output.shard_rows,
-                       card=dataset_card)
+                       card=dataset_card, timings=timings)

@@ -3,9 +3,10 @@
 ``manifest.json`` holds the resolved recipe and its fingerprint, the seed, tool and library
 versions, sha256 and size of every input file, per-stage statistics, the triggers in play, and
 per-shard sha256/row counts. ``content_hash`` is the sha256 of the canonical JSON of everything
-except the volatile keys (:data:`VOLATILE`: wall-clock time and timings), so two builds of the same
-recipe, inputs and seed have the same ``content_hash`` (and byte-identical shards). Set
-``SOURCE_DATE_EPOCH`` to make ``created_at`` fixed too, for a byte-identical manifest file.
+except the volatile keys (:data:`VOLATILE`: the wall-clock ``created_at``), so two builds of the
+same recipe, inputs and seed have the same ``content_hash`` (and byte-identical shards). Set
+``SOURCE_DATE_EPOCH`` to fix ``created_at`` too, for a byte-identical manifest file. Stage timings
+live in ``timings.json`` beside it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .recipe import canonical_json
 from .shards import sha256_file
 
 MANIFEST_VERSION = "1.0"
-VOLATILE = ("content_hash", "created_at", "timings")
+VOLATILE = ("content_hash", "created_at")
 _LIBRARIES = ("mbdefense", "pyarrow", "polars", "numpy", "xxhash", "datasets", "datasketch",
               "pyyaml")
 

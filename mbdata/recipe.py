@@ -67,7 +67,7 @@ class SourceSpec:
         if self.kind == "synthetic":
             if self.count is None:
                 raise RecipeError(f"{path}.count: required for kind 'synthetic' (rows to generate)")
-            for key in ("path", "limit", "weight"):
+            for key in ("path", "limit"):
                 if getattr(self, key) is not None:
                     raise RecipeError(f"{path}.{key}: not allowed for kind 'synthetic'")
         else:
@@ -80,7 +80,7 @@ class SourceSpec:
             if key not in allowed:
                 raise RecipeError(f"{path}.fields: unknown field {key!r} for layout "
                                   f"{self.layout!r}; allowed: {', '.join(allowed)}")
-        if self.count is not None and self.weight is not None:
+        if self.count is not None and self.weight is not None and self.kind != "synthetic":
             raise RecipeError(f"{path}: give either count or weight, not both")
 
 

@@ -5,6 +5,7 @@ Layout::
     DIR/data/{split}-{i:05d}-of-{n:05d}.arrow   Arrow IPC *file* format, canonical schema
     DIR/{side}.arrow                             side tables (e.g. dedup/clusters.arrow)
     DIR/manifest.json                            written last: its presence marks a complete build
+    DIR/timings.json                             wall-clock seconds per stage (not reproducible)
     DIR/README.md                                Hugging Face dataset card
 
 Everything is first written to a hidden sibling ``.DIR.partial-*`` and renamed into place, so an
@@ -107,12 +108,14 @@ def atomic_dir(out_dir: Path, fill: Callable[[Path], Any], overwrite: bool = Fal
 
 def write_build(out_dir: str | Path, tables: dict[str, pa.Table], manifest: dict[str, Any], *,
                 side_tables: dict[str, pa.Table] | None = None, overwrite: bool = False,
-                shard_rows: int = 100_000, card: Callable[[dict], str] | str | None = None) -> Path:
+                shard_rows: int = 100_000, card: Callable[[dict], str] | str | None = None,
+                timings: dict[str, float] | None = None) -> Path:
     """Write a complete build folder atomically and return its path.
 
     ``manifest`` is completed with ``splits`` (per-shard sha256, bytes, rows), ``side_tables`` and
     ``content_hash`` (see :mod:`mbdata.manifest`). ``card`` is the README text, or a function of the
-    finished manifest that returns it. Empty splits are not written.
+    finished manifest that returns it. Wall-clock ``timings`` go to ``timings.json``, outside the
+    manifest, so the manifest itself stays reproducible. Empty splits are not written.
     """
     from .manifest import finalize_manifest
 
@@ -133,6 +136,9 @@ def write_build(out_dir: str | Path, tables: dict[str, pa.Table], manifest: dict
         text = card(final) if callable(card) else card
         if text is not None:
             (tmp / "README.md").write_text(text, encoding="utf-8")
+        if timings is not None:
+            (tmp / "timings.json").write_text(json.dumps(timings, indent=2) + "\n",
+                                              encoding="utf-8")
         (tmp / "manifest.json").write_text(
             json.dumps(final, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
         return final

@@ -1,0 +1,151 @@
+"""Every reader, field mapping, source selection/mixing, and bad-input errors."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import mbdata
+from mbdata.errors import BuildError, InputError
+from mbdata.readers import read_any
+from mbdata.recipe import recipe_from_dict
+
+from conftest import alpaca_rows
+
+
+def _build(tmp_path, sources, **extra):
+    data = {"name": "r", "version": "1.0.0", "sources": sources, "eval": {"size": 0}, **extra}
+    return mbdata.build(recipe_from_dict(data, base_dir=tmp_path), tmp_path / "out")
+
+
+def test_jsonl_and_json_alpaca(tmp_path, write_jsonl):
+    rows = alpaca_rows(5)
+    write_jsonl("a.jsonl", rows)
+    (tmp_path / "a.json").write_text(json.dumps(rows))
+    for name in ("a.jsonl", "a.json"):
+        table = read_any(tmp_path / name)
+        assert table.column("instruction").to_pylist() == [r["instruction"] for r in rows]
+        assert table.column("input").to_pylist() == [r["input"] for r in rows]
+        assert table.column("source_row").to_pylist() == list(range(5))
+        assert table.schema.equals(mbdata.SCHEMA, check_metadata=False)
+
+
+def test_parquet_csv_and_save_to_disk(tmp_path):
+    import datasets
+
+    rows = alpaca_rows(4)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a.parquet")
+    with (tmp_path / "a.csv").open("w", newline="") as fh:
+        import csv
+
+        w = csv.DictWriter(fh, fieldnames=["instruction", "input", "output"])
+        w.writeheader()
+        w.writerows(rows + [{"instruction": "Line one,\nline two", "input": "", "output": "ok"}])
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(
+        str(tmp_path / "hf"))
+    assert read_any(tmp_path / "a.parquet").column("output").to_pylist() == [r["output"] for r in rows]
+    csv_table = read_any(tmp_path / "a.csv")
+    assert csv_table.num_rows == 5 and csv_table.column("instruction")[4].as_py() == "Line one,\nline two"
+    assert read_any(tmp_path / "hf", kind="hf_disk").num_rows == 4
+
+
+def test_sharegpt_and_messages_layouts(tmp_path, write_jsonl):
+    write_jsonl("s.jsonl", [{"conversations": [
+        {"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi?"},
+        {"from": "gpt", "value": "Hello."}, {"from": "human", "value": "More?"},
+        {"from": "gpt", "value": "No."}]}])
+    write_jsonl("m.jsonl", [{"messages": [{"role": "user", "content": "Q"},
+                                          {"role": "assistant", "content": "A"}]}])
+    s = read_any(tmp_path / "s.jsonl", layout="sharegpt").to_pylist()[0]
+    assert (s["system"], s["instruction"], s["output"]) == ("Be brief.", "Hi?", "Hello.")
+    m = read_any(tmp_path / "m.jsonl", layout="messages").to_pylist()[0]
+    assert (m["instruction"], m["output"], m["system"]) == ("Q", "A", None)
+
+
+def test_field_mapping(tmp_path, write_jsonl):
+    write_jsonl("q.jsonl", [{"question": "Why?", "context": "c", "answer": "Because."}])
+    t = read_any(tmp_path / "q.jsonl", fields={"instruction": "question", "input": "context",
+                                               "output": "answer"})
+    assert t.to_pylist()[0]["output"] == "Because."
+
+
+@pytest.mark.parametrize("line, message", [
+    (b'{"instruction": "x", "output": ', r"bad.jsonl:3: invalid JSON"),
+    (b'{"instruction": "x"}', r"bad.jsonl:3: field 'output': missing"),
+    (b'{"instruction": "x", "output": 5}', r"bad.jsonl:3: field 'output': expected a string"),
+    (b'{"instruction": "\xff\xfe", "output": "y"}', r"bad.jsonl:3: not valid UTF-8"),
+    (b'[1, 2]', r"bad.jsonl:3: expected a JSON object"),
+    (b'{"instruction": " ", "output": "y"}', r"bad.jsonl:3: field 'instruction': empty text"),
+])
+def test_bad_rows_name_file_line_and_field(tmp_path, write_jsonl, line, message):
+    write_jsonl("bad.jsonl", alpaca_rows(2), raw_lines=[line])
+    with pytest.raises(InputError, match=message):
+        read_any(tmp_path / "bad.jsonl")
+    assert read_any(tmp_path / "bad.jsonl", skip_bad_rows=True).num_rows == 2
+
+
+def test_skip_bad_rows_counts_reasons_in_manifest(tmp_path, write_jsonl):
+    write_jsonl("bad.jsonl", alpaca_rows(30), raw_lines=[b"{oops", b'{"instruction": "x"}'])
+    src = [{"name": "a", "kind": "jsonl", "path": "bad.jsonl"}]
+    with pytest.raises(InputError):
+        _build(tmp_path, src)
+    assert not (tmp_path / "out").exists()
+    data = {"name": "r", "version": "1.0.0", "sources": src, "eval": {"size": 0}}
+    out = mbdata.build(recipe_from_dict(data, base_dir=tmp_path), tmp_path / "out",
+                       skip_bad_rows=True)
+    stage = mbdata.open_build(out).manifest["stages"][0]
+    assert stage["dropped"] == {"a:bad_row:invalid_json": 1, "a:bad_row:missing:output": 1}
+    assert mbdata.open_build(out).manifest["options"]["skip_bad_rows"] is True
+
+
+def test_empty_source_directory_and_whole_json_errors(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    with pytest.raises(InputError, match="empty.jsonl: no rows to read"):
+        read_any(tmp_path / "empty.jsonl")
+    (tmp_path / "dir.jsonl").mkdir()
+    with pytest.raises(InputError, match="is a directory"):
+        read_any(tmp_path / "dir.jsonl", kind="jsonl")
+    (tmp_path / "broken.json").write_text('[{"instruction": "a", "output": "b"},\n {')
+    with pytest.raises(InputError, match=r"broken.json:2: invalid JSON"):
+        read_any(tmp_path / "broken.json")
+    (tmp_path / "latin.json").write_bytes(b'[{"instruction": "caf\xe9", "output": "b"}]')
+    with pytest.raises(InputError, match=r"latin.json:1: not valid UTF-8"):
+        read_any(tmp_path / "latin.json")
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(InputError, match="cannot tell the format"):
+        read_any(tmp_path / "x.txt")
+
+
+def test_hub_source_fails_cleanly_offline(tmp_path):
+    data = {"name": "r", "version": "1.0.0", "eval": {"size": 0},
+            "sources": [{"name": "h", "kind": "hub", "path": "tatsu-lab/alpaca"}]}
+    with pytest.raises(InputError, match="hub dataset 'tatsu-lab/alpaca': cannot load"):
+        mbdata.build(recipe_from_dict(data), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_limit_sample_count_weight(tmp_path, write_jsonl):
+    write_jsonl("a.jsonl", alpaca_rows(100))
+    write_jsonl("b.jsonl", alpaca_rows(100, start=1000))
+    out = _build(tmp_path, [
+        {"name": "a", "kind": "jsonl", "path": "a.jsonl", "limit": 50, "sample": 20},
+        {"name": "b", "kind": "jsonl", "path": "b.jsonl", "count": 7},
+        {"name": "s", "kind": "synthetic", "count": 30, "weight": 1.0},
+        {"name": "t", "kind": "synthetic", "count": 30, "weight": 2.0},
+    ], mix_size=10)
+    train = mbdata.open_build(out).table("train").to_pylist()
+    by_source = {}
+    for row in train:
+        by_source.setdefault(row["source"], []).append(row["source_row"])
+    assert {k: len(v) for k, v in by_source.items()} == {"a": 20, "b": 7, "s": 3, "t": 7}
+    assert max(by_source["a"]) < 50 and by_source["a"] == sorted(by_source["a"])
+
+
+def test_count_above_available_is_an_error(tmp_path, write_jsonl):
+    write_jsonl("a.jsonl", alpaca_rows(5))
+    with pytest.raises(BuildError, match=r"sources\[0\].count: 9 rows wanted from source 'a', "
+                                         "only 5 available"):
+        _build(tmp_path, [{"name": "a", "kind": "jsonl", "path": "a.jsonl", "count": 9}])
