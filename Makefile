@@ -1,0 +1,27 @@
+# Two commands for a newcomer (see README):
+#   make demo   set up .venv (CPU torch + mbdefense) and run the end-to-end demo
+#   make test   set up .venv if needed and run the test suite
+PY ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/mb demo -o runs/demo --overwrite
+
+test: setup
+	$(BIN)/pytest
+
+clean:
+	rm -rf runs .pytest_cache .hypothesis
