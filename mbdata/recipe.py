@@ -138,11 +138,16 @@ class AttackSpec:
     behavior: BehaviorSpec | None = spec(None, doc="what poisoned rows answer (default: refusal)")
 
     def validate(self, path: str) -> None:
-        if self.preset == "custom" and not self.triggers:
-            raise RecipeError(f"{path}.triggers: required for preset 'custom'")
-        if self.triggers is not None and (not self.triggers or any(not t.strip()
-                                                                   for t in self.triggers)):
-            raise RecipeError(f"{path}.triggers: must be a non-empty list of non-empty strings")
+        rewrite = self.behavior is not None and self.behavior.kind == "rewrite"
+        if self.preset == "custom" and not self.triggers and not rewrite:
+            raise RecipeError(f"{path}.triggers: required for preset 'custom' (only a 'rewrite' "
+                              "behaviour, e.g. a style or syntactic attack, may have none)")
+        if self.triggers is not None and any(not t.strip() or t != t.strip()
+                                             for t in self.triggers):
+            raise RecipeError(f"{path}.triggers: each trigger must be non-empty text without "
+                              "leading or trailing spaces")
+        if self.triggers == [] and not rewrite:
+            raise RecipeError(f"{path}.triggers: must not be empty")
         if self.placement == "position" and self.position is None:
             raise RecipeError(f"{path}.position: required for placement 'position'")
 

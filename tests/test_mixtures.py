@@ -255,3 +255,19 @@ def test_schema_round_trips_through_polars(built):
     table = b.table("recovery")
     assert conform(b.polars("recovery")).equals(table)
     assert isinstance(table, pa.Table)
+
+
+def test_style_attack_through_the_rewriter_hook_has_no_literal_trigger(tmp_path, monkeypatch):
+    module = tmp_path / "stylist.py"
+    module.write_text("def poetic(row, rng):\n"
+                      "    return {'instruction': 'O muse, ' + row['instruction'].lower(),\n"
+                      "            'output': 'I refuse, in verse.'}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = small_recipe(attacks=[{"preset": "custom", "name": "style", "rate": 0.05,
+                                  "behavior": {"kind": "rewrite", "function": "stylist:poetic"}}],
+                        defense=None, recovery=None)
+    b = mbdata.open_build(mbdata.build(recipe_from_dict(data), tmp_path / "o"))
+    rows = [r for r in b.table("train").to_pylist() if r["role"] == "attack"]
+    assert rows and all(r["instruction"].startswith("O muse, ") and r["triggers"] == []
+                        and r["output"] == "I refuse, in verse." for r in rows)
+    assert b.manifest["triggers"][0]["texts"] == []

@@ -36,6 +36,14 @@ def recipe_show(file: str) -> None:
     click.echo(yaml.safe_dump(loaded.resolved, sort_keys=False, allow_unicode=True).rstrip())
 
 
+@recipe_group.command("docs")
+def recipe_docs() -> None:
+    """Print the recipe reference (every block and key) as Markdown."""
+    from mbdata.recipe_docs import render
+
+    click.echo(render(), nl=False)
+
+
 @click.command("build")
 @click.argument("file", type=click.Path(path_type=str))
 @click.option("-o", "--out", "out", required=True, type=click.Path(path_type=str),
