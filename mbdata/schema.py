@@ -122,14 +122,14 @@ def row_id(row: dict[str, Any]) -> str:
     """Content hash of a row's normalised text fields (xxh3-128 hex, 32 chars).
 
     Provenance, split and role are deliberately not part of the id: the same text gets the same id
-    wherever it appears, which is what makes leak checks a plain join on ``id``.
+    wherever it appears, which is what makes leak checks a plain join on ``id``. A null field and an
+    empty one hash differently (``\x00`` vs ``\x01`` marker), fields are ``\x1f``-separated.
     """
-    h = xxhash.xxh3_128()
+    parts = []
     for name in _ID_FIELDS:
         value = row.get(name)
-        h.update(b"\x00" if value is None else b"\x01" + normalize_text(value).encode("utf-8"))
-        h.update(b"\x1f")
-    return h.hexdigest()
+        parts.append("\x00" if value is None else "\x01" + normalize_text(value))
+    return xxhash.xxh3_128_hexdigest("\x1f".join(parts).encode("utf-8"))
 
 
 def prompt_key(instruction: str, input: str | None = "", system: str | None = None) -> str:
