@@ -1,0 +1,165 @@
+"""One streaming pass over a table that reduces each row to what dedup compares.
+
+A :class:`TableSketch` holds, per row: the 128-bit exact key, the shingle count, the LSH band keys
+and, depending on the verification mode, either the shingle hash values (for exact Jaccard) or
+the MinHash signature (for estimated similarity). Everything is numpy; the table is walked in slices
+of ``slice_rows`` rows so the Python objects of one slice (strings, shingle sets) are all that exist
+at a time. Memory per row: 16 B key + 8 B per band (+ 8 B count), plus ~4 B per shingle when verifying; a
+signature is kept only on request (:func:`estimate_pairs` asks for the few rows it needs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pyarrow as pa
+
+from .config import DedupConfig
+from .lsh import band_keys, optimal_params
+from .minhash import Ragged, hash_sets, signature_dtype, signatures_from_hashes
+from .normalize import normalize_rows
+from .shingle import shingler
+
+SLICE_ROWS = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class NearParams:
+    """Resolved near-dedup parameters (``ngram``, ``bands``/``rows`` filled in)."""
+
+    shingle: str
+    ngram: int
+    num_perm: int
+    seed: int
+    hash: str
+    scheme: str
+    threshold: float
+    bands: int
+    rows: int
+    verify: bool
+    fn_weight: float | None       # the weight bands/rows were derived with; None: given
+
+    @classmethod
+    def from_config(cls, config: DedupConfig, n_rows: int,
+                    threshold: float | None = None) -> "NearParams":
+        """Parameters for a corpus of ``n_rows`` rows (``verify: null`` depends on its size);
+        ``threshold`` overrides the config's (decontamination has its own)."""
+        verify = config.resolved_verify(n_rows)
+        threshold = config.threshold if threshold is None else threshold
+        if config.bands is None:
+            fn_weight = config.resolved_fn_weight(verify)
+            bands, rows = optimal_params(threshold, config.num_perm, 1.0 - fn_weight, fn_weight)
+        else:
+            bands, rows, fn_weight = config.bands, config.rows, None
+        return cls(shingle=config.shingle, ngram=config.resolved_ngram, num_perm=config.num_perm,
+                   seed=config.hash_seed, hash=config.hash, scheme=config.scheme,
+                   threshold=threshold, bands=bands, rows=rows, verify=verify,
+                   fn_weight=fn_weight)
+
+    def info(self) -> dict:
+        """The resolved settings, for the manifest (derived values included)."""
+        return {"shingle": self.shingle, "ngram": self.ngram, "num_perm": self.num_perm,
+                "hash": self.hash, "scheme": self.scheme, "hash_seed": self.seed,
+                "threshold": self.threshold, "bands": self.bands, "rows": self.rows,
+                "bands_derived": self.fn_weight is not None,
+                "false_negative_weight": self.fn_weight, "verify": self.verify}
+
+
+class ShingleStore:
+    """Shingle hash values of a table's rows, kept per slice (no global concatenation).
+
+    Values are stored as hashed (unsorted, repeats possible); a row's set is made unique only when
+    it is verified, which is rare compared to storing.
+    """
+
+    def __init__(self, slice_rows: int):
+        self.slice_rows = slice_rows
+        self.parts: list[Ragged] = []
+
+    def append(self, part: Ragged) -> None:
+        self.parts.append(part)
+
+    def row(self, i: int) -> np.ndarray:
+        return self.parts[i // self.slice_rows].row(i % self.slice_rows)
+
+    def jaccard(self, i: int, other: "ShingleStore", j: int) -> float:
+        """Exact Jaccard similarity of row ``i`` here and row ``j`` of ``other``."""
+        a, b = np.unique(self.row(i)), np.unique(other.row(j))
+        if a.size == 0 or b.size == 0:
+            return 0.0
+        inter = np.intersect1d(a, b, assume_unique=True).size
+        return inter / (a.size + b.size - inter)
+
+
+@dataclasses.dataclass
+class TableSketch:
+    keys: np.ndarray                        # (n, 2) uint64 exact keys
+    shingle_counts: np.ndarray              # (n,) int64 (repeats counted); 0: no near dedup
+    band_keys: np.ndarray | None            # (n, bands) uint64
+    signatures: np.ndarray | None           # (n, num_perm), when kept
+    shingles: ShingleStore | None           # when kept
+
+    def jaccard(self, i: int, other: "TableSketch", j: int) -> float:
+        """Exact Jaccard of row ``i`` here and row ``j`` of ``other`` (shingles must be kept)."""
+        return self.shingles.jaccard(i, other.shingles, j)
+
+
+def estimate_pairs(table: pa.Table, rows: np.ndarray, other: pa.Table, other_rows: np.ndarray,
+                   group: str, params: NearParams) -> np.ndarray:
+    """MinHash-estimated similarity of each pair ``(table[rows[k]], other[other_rows[k]])``.
+
+    Used without verification: only the rows of reported pairs are sketched again (a few), so the
+    main pass never has to keep every row's signature.
+    """
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.float64)
+
+    def signatures(t: pa.Table, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        unique = np.unique(positions)
+        sub = t.take(pa.array(unique, type=pa.int64()))
+        sig = sketch_table(sub, group, params, keep_signatures=True).signatures
+        return sig, np.searchsorted(unique, positions)
+
+    sig_a, at_a = signatures(table, rows)
+    sig_b, at_b = signatures(other, other_rows)
+    return np.count_nonzero(sig_a[at_a] == sig_b[at_b], axis=1) / params.num_perm
+
+
+def sketch_table(table: pa.Table, group: str, params: NearParams | None, *,
+                 keep_shingles: bool = False, keep_signatures: bool = False,
+                 salt: np.ndarray | None = None, slice_rows: int = SLICE_ROWS) -> TableSketch:
+    """Sketch every row of ``table`` for field group ``group``; ``params=None``: exact keys only.
+
+    ``salt`` (uint64 per row) separates rows into scopes that never share an LSH bucket.
+    """
+    n = table.num_rows
+    keys = np.empty((n, 2), dtype=np.uint64)
+    counts = np.zeros(n, dtype=np.int64)
+    near = params is not None
+    bkeys = np.empty((n, params.bands), dtype=np.uint64) if near else None
+    sigs = (np.empty((n, params.num_perm), dtype=signature_dtype(params.scheme))
+            if near and keep_signatures else None)
+    store = ShingleStore(slice_rows) if near and keep_shingles else None
+    make_shingles = shingler(params.shingle) if near else None
+    for start in range(0, n, slice_rows):
+        part = table.slice(start, slice_rows)
+        stop = start + part.num_rows
+        rows = normalize_rows(part, group)
+        keys[start:stop] = rows.keys
+        if not near:
+            continue
+        shingles = [make_shingles(text, params.ngram) for text in rows.texts]
+        hashed = hash_sets(shingles, params.hash, params.scheme)
+        del shingles
+        counts[start:stop] = hashed.sizes()
+        sig = signatures_from_hashes(hashed, params.num_perm, params.seed, params.scheme)
+        bkeys[start:stop] = band_keys(sig, params.bands, params.rows,
+                                      None if salt is None else salt[start:stop])
+        if sigs is not None:
+            sigs[start:stop] = sig
+        if store is not None:
+            store.append(hashed)
+    return TableSketch(keys=keys, shingle_counts=counts, band_keys=bkeys, signatures=sigs,
+                       shingles=store)
+
