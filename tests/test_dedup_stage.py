@@ -66,6 +66,20 @@ def test_exact_field_groups(fields, expected):
     assert out.column("source_row").to_pylist() == expected
 
 
+def test_exact_keys_are_the_row_id_and_the_prompt_key():
+    from mbdata.dedup.normalize import key_hex, normalize_rows
+    from mbdata.schema import prompt_key, row_id
+
+    rows = [row("Ａ  Prompt", "x"), row("p", "", input="ctx", system="Be brief."),
+            row("p", "y", triggered_instruction="cf p", triggered_output="z")]
+    t = table(*rows)
+    assert [key_hex(k) for k in normalize_rows(t, "all").keys] == [r["id"] for r in rows]
+    assert [key_hex(k) for k in normalize_rows(t, "prompt").keys] == [
+        prompt_key(r["instruction"], r["input"], r["system"]) for r in rows]
+    assert [key_hex(k) for k in normalize_rows(t, "output").keys] == [
+        row_id({"output": r["output"]}) for r in rows]
+
+
 def test_exact_all_key_is_the_row_id():
     a = row("Same text", "x", trigger_set=None)
     b = row("Same text", "x", triggered_instruction="cf Same text", triggered_output="y")

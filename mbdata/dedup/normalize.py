@@ -48,27 +48,36 @@ class NormalizedRows:
     texts: list[str]          # normalised group fields joined by one space ("" when all empty)
 
 
+def _normalized_column(table: pa.Table, name: str) -> list[str | None] | None:
+    """Normalised values of one column (None for nulls), or None when every value is null."""
+    column = table.column(name)
+    if column.null_count == len(column):
+        return None
+    return [None if v is None else normalize_text(v) for v in column.to_pylist()]
+
+
 def normalize_rows(table: pa.Table, group: str) -> NormalizedRows:
     """Exact keys and near-dedup texts of every row of ``table`` for field group ``group``."""
     fields = group_fields(group)
-    columns = [table.column(name).to_pylist() if name in fields else None for name in ID_FIELDS]
+    columns = [_normalized_column(table, name) if name in fields else None for name in ID_FIELDS]
     n = table.num_rows
+    # Exactly the bytes mbdata.schema.row_id hashes: per field b"\x00" when null (or outside the
+    # group) or b"\x01" + normalised UTF-8, joined by b"\x1f" (tests pin the equality).
     digests = []
     texts = []
     for i in range(n):
-        h = xxhash.xxh3_128()
+        pieces = []
         parts = []
         for column in columns:
             value = None if column is None else column[i]
             if value is None:
-                h.update(b"\x00\x1f")
-                continue
-            norm = normalize_text(value)
-            h.update(b"\x01" + norm.encode("utf-8") + b"\x1f")
-            if norm:
-                parts.append(norm)
-        digests.append(h.digest())
-        texts.append(" ".join(parts))
+                pieces.append(b"\x00")
+            else:
+                pieces.append(b"\x01" + value.encode("utf-8"))
+                if value:
+                    parts.append(value)
+        digests.append(xxhash.xxh3_128_digest(b"\x1f".join(pieces)))
+        texts.append(parts[0] if len(parts) == 1 else " ".join(parts))
     keys = np.frombuffer(b"".join(digests), dtype=">u8").astype(np.uint64).reshape(n, 2)
     return NormalizedRows(keys=keys, texts=texts)
 
