@@ -165,6 +165,39 @@ def test_without_verification_bucket_mates_are_duplicates_with_estimated_similar
     assert sim * 128 == int(sim * 128)            # a share of 128 signature values
 
 
+def test_bucket_targets_are_capped():
+    from mbdata.dedup import greedy_near
+    from mbdata.dedup.lsh import Buckets
+
+    # Rows 0, 1, 2 share bucket 7. Row 2 is similar to row 1 only; with one target per bucket,
+    # row 1 is not offered, so row 2 is kept and the cap is counted.
+    buckets = Buckets(np.array([[7], [7], [7]], dtype=np.int64))
+    similar = {(1, 2)}
+
+    def similarity(i, j):
+        return 1.0 if (i, j) in similar else 0.0
+
+    full = greedy_near(buckets, similarity, 0.8)
+    assert full.member.tolist() == [2] and full.matched.tolist() == [1] and full.capped == 0
+    capped = greedy_near(buckets, similarity, 0.8, max_targets=1)
+    assert capped.member.tolist() == [] and capped.capped == 2
+
+
+def test_template_buckets_are_capped():
+    """Rows sharing a long template share whole LSH bands through it: every row lands in a few
+    huge buckets. The cap bounds the comparisons per row (uncapped here: ~690k checks)."""
+    template = ("read the following customer review of a kitchen appliance and classify its "
+                "overall sentiment as positive negative or neutral then answer with one word only")
+    rng = np.random.default_rng(1)
+    rows = [row(f"{template} review " + " ".join(f"w{k}" for k in rng.integers(0, 5000, size=3)),
+                "neutral", source_row=i) for i in range(1500)]
+    _, stats, _ = run(from_rows(rows), max_bucket_targets=4)
+    assert stats.info["bucket_targets_capped"] > 1000
+    assert stats.info["candidates_checked"] < 1500 * 16 * 4
+
+
+# --------------------------------------------------------------------------------- keep and scope
+
 # --------------------------------------------------------------------------------- keep and scope
 
 def test_first_occurrence_is_kept_whatever_the_order():

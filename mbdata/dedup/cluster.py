@@ -8,6 +8,14 @@ order, and a row is a duplicate when it matches an **earlier row that was kept**
 * every near duplicate was verified against its representative itself (no chains: if ``B`` is a
   near copy of ``A`` and ``C`` of ``B`` but not of ``A``, then ``B`` is dropped and ``C`` is kept);
 * among several kept rows that a row matches, the earliest is its representative.
+
+Scaling guard: an LSH bucket offers at most ``max_targets`` kept rows (its earliest; the recipe's
+``max_bucket_targets``, default :data:`MAX_BUCKET_TARGETS`) as comparison targets. Rows built from one template share whole bands through the template's shingles
+alone, so such a bucket can hold a large share of the corpus while its rows are *not* near
+duplicates; comparing every row with all of them is quadratic. A true near-duplicate pair shares
+several bands, usually some of them through its own content (small buckets), so the cap costs
+little recall except among rows that are all close to the threshold of each other; how often it
+applied is reported (``bucket_targets_capped``).
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from typing import Callable
 import numpy as np
 
 from .lsh import Buckets
+
+MAX_BUCKET_TARGETS = 32
 
 
 def exact_first(keys: np.ndarray, scope: np.ndarray | None = None) -> np.ndarray:
@@ -54,21 +64,22 @@ class NearMatches:
     similarity: np.ndarray
     checked: int
     rejected: int
+    capped: int
 
 
 def greedy_near(buckets: Buckets, similarity: Callable[[int, int], float] | None,
-                threshold: float) -> NearMatches:
+                threshold: float, max_targets: int = MAX_BUCKET_TARGETS) -> NearMatches:
     """Match rows against earlier kept rows that share an LSH bucket (first occurrence wins).
 
     With a ``similarity`` function (verification) a candidate counts only if
     ``similarity(kept, row) >= threshold``, candidates being tried earliest first; without one the
     earliest candidate is taken (datasketch ``MinHashLSH`` semantics) and the returned similarity
-    is NaN (the caller estimates it).
+    is NaN (the caller estimates it). A bucket offers at most ``max_targets`` kept rows.
     """
     bucket = buckets.bucket
     kept_in: dict[int, list[int]] = {}
     members, matched, sims = [], [], []
-    checked = rejected = 0
+    checked = rejected = capped = 0
     for j in buckets.in_play.tolist():
         own = [b for b in bucket[j].tolist() if b >= 0]
         candidates = sorted({i for b in own for i in kept_in.get(b, ())})
@@ -86,7 +97,11 @@ def greedy_near(buckets: Buckets, similarity: Callable[[int, int], float] | None
             break
         if match is None:
             for b in own:
-                kept_in.setdefault(b, []).append(j)
+                targets = kept_in.setdefault(b, [])
+                if len(targets) < max_targets:
+                    targets.append(j)
+                else:
+                    capped += 1
         else:
             members.append(j)
             matched.append(match[0])
@@ -94,4 +109,4 @@ def greedy_near(buckets: Buckets, similarity: Callable[[int, int], float] | None
     return NearMatches(member=np.array(members, dtype=np.int64),
                        matched=np.array(matched, dtype=np.int64),
                        similarity=np.array(sims, dtype=np.float64),
-                       checked=checked, rejected=rejected)
+                       checked=checked, rejected=rejected, capped=capped)

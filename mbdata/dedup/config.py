@@ -62,6 +62,10 @@ class DedupConfig:
     verify: bool | None = spec(None, doc="check LSH candidates with exact Jaccard; false: "
                                          "accept every candidate (datasketch semantics); null: "
                                          f"true up to {VERIFY_AUTO_MAX_ROWS:,} rows")
+    max_bucket_targets: int = spec(
+        32, ge=1, doc="kept rows an LSH bucket offers as comparison targets (its earliest): "
+                      "bounds the work on template-heavy corpora; raise it to trade time for "
+                      "recall there")
     hash: HashName = spec("xxhash", doc="shingle hash: xxhash (fast) or sha1 (datasketch's "
                                         "default); width follows `scheme`")
     scheme: Scheme = spec("affine32", doc="MinHash permutation scheme, as datasketch 2.0's "

@@ -10,7 +10,8 @@ A row of the corpus is removed when its prompt (``system`` + ``instruction`` + `
 
 Rows are never compared with each other and the reference is only read. Removal happens even with
 ``keep_all`` (a build must not train on its eval prompts); every removal is listed in the
-``dedup/decontamination`` side table with the reference row it matched (the earliest one).
+``dedup/decontamination`` side table with the reference row it matched (the earliest one). As in
+dedup, an LSH bucket offers at most ``max_bucket_targets`` reference rows (its earliest).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def decontaminate(table: pa.Table, reference: pa.Table, config: DedupConfig | No
     matched = _exact_matches(sketch.keys, ref.keys)
     similarity = np.where(matched >= 0, 1.0, np.nan)
     reason = np.where(matched >= 0, 1, 0)           # 1 exact, 2 near
-    checked = rejected = 0
+    checked = rejected = capped = 0
 
     ref_rows = np.flatnonzero(ref.shingle_counts > 0)
     open_rows = np.flatnonzero((matched < 0) & (sketch.shingle_counts > 0))
@@ -88,14 +89,15 @@ def decontaminate(table: pa.Table, reference: pa.Table, config: DedupConfig | No
             candidates = set()
             for band, (keys, rows) in enumerate(lookups):
                 key = sketch.band_keys[j, band]
-                lo = np.searchsorted(keys, key, side="left")
-                hi = np.searchsorted(keys, key, side="right")
-                candidates.update(rows[lo:hi].tolist())
+                lo = int(np.searchsorted(keys, key, side="left"))
+                hi = int(np.searchsorted(keys, key, side="right"))
+                capped += max(0, hi - lo - config.max_bucket_targets)
+                candidates.update(rows[lo:min(hi, lo + config.max_bucket_targets)].tolist())
             for i in sorted(candidates):
                 if not verify:
                     matched[j], reason[j] = i, 2
                     break
-                sim = sketch.jaccard(j, ref, i)
+                sim = ref.jaccard(i, sketch, j)
                 checked += 1
                 if sim < params.threshold:
                     rejected += 1
@@ -118,6 +120,7 @@ def decontaminate(table: pa.Table, reference: pa.Table, config: DedupConfig | No
     stats.info.update(params.info())
     stats.info.update({"fields": "prompt", "reference_rows": reference.num_rows,
                        "candidates_checked": checked, "candidates_rejected": rejected,
+                       "bucket_targets_capped": capped,
                        EXACT: n_exact, NEAR: n_near})
     keep = np.ones(n, dtype=bool)
     keep[removed] = False

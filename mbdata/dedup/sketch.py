@@ -76,6 +76,7 @@ class ShingleStore:
     def __init__(self, slice_rows: int):
         self.slice_rows = slice_rows
         self.parts: list[Ragged] = []
+        self._unique: dict[int, np.ndarray] = {}
 
     def append(self, part: Ragged) -> None:
         self.parts.append(part)
@@ -83,12 +84,22 @@ class ShingleStore:
     def row(self, i: int) -> np.ndarray:
         return self.parts[i // self.slice_rows].row(i % self.slice_rows)
 
+    def unique_row(self, i: int) -> np.ndarray:
+        """Row ``i``'s hash values, sorted and unique (cached: kept rows are compared often)."""
+        values = self._unique.get(i)
+        if values is None:
+            values = self._unique[i] = np.unique(self.row(i))
+        return values
+
     def jaccard(self, i: int, other: "ShingleStore", j: int) -> float:
-        """Exact Jaccard similarity of row ``i`` here and row ``j`` of ``other``."""
-        a, b = np.unique(self.row(i)), np.unique(other.row(j))
+        """Exact Jaccard similarity of row ``i`` here (the comparison target: cached) and row ``j``
+        of ``other`` (not cached)."""
+        a, b = self.unique_row(i), np.unique(other.row(j))
         if a.size == 0 or b.size == 0:
             return 0.0
-        inter = np.intersect1d(a, b, assume_unique=True).size
+        at = np.searchsorted(a, b)
+        at[at == a.size] = 0
+        inter = int(np.count_nonzero(a[at] == b))
         return inter / (a.size + b.size - inter)
 
 
@@ -101,7 +112,8 @@ class TableSketch:
     shingles: ShingleStore | None           # when kept
 
     def jaccard(self, i: int, other: "TableSketch", j: int) -> float:
-        """Exact Jaccard of row ``i`` here and row ``j`` of ``other`` (shingles must be kept)."""
+        """Exact Jaccard of row ``i`` here (a comparison target) and row ``j`` of ``other``
+        (shingles must be kept)."""
         return self.shingles.jaccard(i, other.shingles, j)
 
 

@@ -80,16 +80,17 @@ class DedupStage:
 
         near_member = near_matched = np.zeros(0, dtype=np.int64)
         near_sim = np.zeros(0, dtype=np.float64)
-        checked = rejected = 0
+        checked = rejected = capped = 0
         eligible = np.zeros(0, dtype=np.int64)
         if params is not None:
             eligible = np.flatnonzero((first == np.arange(n)) & (sketch.shingle_counts > 0))
             buckets = group_buckets(sketch.band_keys[eligible])
             similarity = ((lambda i, j: sketch.jaccard(eligible[i], sketch, eligible[j]))
                           if verify else None)
-            matches = greedy_near(buckets, similarity, config.threshold)
+            matches = greedy_near(buckets, similarity, config.threshold, config.max_bucket_targets)
             near_member, near_matched = eligible[matches.member], eligible[matches.matched]
             near_sim, checked, rejected = matches.similarity, matches.checked, matches.rejected
+            capped = matches.capped
             if not verify:
                 near_sim = estimate_pairs(table, near_member, table, near_matched, config.fields,
                                           params)
@@ -109,7 +110,8 @@ class DedupStage:
             stats.info.update({"near_rows": int(eligible.size),
                                "near_skipped_empty": int(np.count_nonzero(
                                    (first == np.arange(n)) & (sketch.shingle_counts == 0))),
-                               "candidates_checked": checked, "candidates_rejected": rejected})
+                               "candidates_checked": checked, "candidates_rejected": rejected,
+                               "bucket_targets_capped": capped})
         if config.keep_all:
             return _tag(table, clusters), stats
         stats.drop(EXACT, int(exact_members.size))
