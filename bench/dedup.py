@@ -17,7 +17,8 @@ One run, one machine:
    rows/s extrapolated;
 4. reports rows/s, speed-up, recall of planted pairs at or above the threshold (a pair counts when
    the copy ends up in its base's cluster), precision of the reported duplicate pairs (true Jaccard
-   of each (member, matched) pair recomputed from the strings), peak RSS and machine load.
+   of each (member, matched) pair recomputed from the strings), peak RSS (``VmHWM`` of the child
+   process, which holds the corpus table too) and machine load.
 
 Usage::
 
@@ -58,10 +59,6 @@ def make_vocabulary(rng: np.random.Generator, size: int) -> list[str]:
     return sorted(words)[:size]
 
 
-def draw_words(rng: np.random.Generator, vocab: list[str], probs: np.ndarray, n: int) -> list[str]:
-    return [vocab[i] for i in rng.choice(len(vocab), size=n, p=probs)]
-
-
 def generate_rows(n: int, seed: int) -> tuple[list[list[list[str]]], list[int], list[int]]:
     """Rows as token lists per field (instruction, input, output) plus planted (base, copy) pairs.
 
@@ -76,15 +73,15 @@ def generate_rows(n: int, seed: int) -> tuple[list[list[list[str]]], list[int], 
     inp_len = np.where(has_input, rng.integers(5, 41, size=n), 0)
     out_len = np.clip(rng.lognormal(mean=3.6, sigma=0.6, size=n).astype(int), 5, 200)
     total = int(ins_len.sum() + inp_len.sum() + out_len.sum())
-    flat = rng.choice(len(vocab), size=total, p=probs)
+    cdf = np.cumsum(probs)
+    cdf[-1] = 1.0                     # no draw may fall past the last word through rounding
+    flat = np.array(vocab, dtype=object)[np.searchsorted(cdf, rng.random(total))].tolist()
     rows = []
     pos = 0
     for a, b, c in zip(ins_len.tolist(), inp_len.tolist(), out_len.tolist()):
-        fields = []
-        for length in (a, b, c):
-            fields.append([vocab[i] for i in flat[pos:pos + length]])
-            pos += length
-        rows.append(fields)
+        rows.append([flat[pos:pos + a], flat[pos + a:pos + a + b], flat[pos + a + b:pos + a + b + c]])
+        pos += a + b + c
+    del flat
 
     # Planted families: 10% of positions are copies of an earlier base row.
     n_copies = n // 10
@@ -97,23 +94,23 @@ def generate_rows(n: int, seed: int) -> tuple[list[list[list[str]]], list[int], 
         if earlier == 0:
             continue
         base = int(base_pool[rng.integers(0, earlier)])
-        rows[p] = mutate(rows[base], rng, vocab, probs)
+        rows[p] = mutate(rows[base], rng, vocab, cdf)
         copies.append(p)
         bases.append(base)
     return rows, copies, bases
 
 
 def mutate(fields: list[list[str]], rng: np.random.Generator, vocab: list[str],
-           probs: np.ndarray) -> list[list[str]]:
+           cdf: np.ndarray) -> list[list[str]]:
     """A copy of a row with 0 (15% of copies, case/space noise only) or 1-10 word edits."""
     fields = [list(f) for f in fields]
     edits = 0 if rng.random() < 0.15 else int(rng.integers(1, 11))
-    lengths = np.array([len(f) for f in fields], dtype=float)
+    field_cdf = np.cumsum([len(f) for f in fields]) / sum(len(f) for f in fields)
     for _ in range(edits):
-        field = fields[int(rng.choice(3, p=lengths / lengths.sum()))]
+        field = fields[min(2, int(np.searchsorted(field_cdf, rng.random(), side="right")))]
         kind = rng.random()
         at = int(rng.integers(0, len(field) + 1))
-        word = vocab[int(rng.choice(len(vocab), p=probs))]
+        word = vocab[int(np.searchsorted(cdf, rng.random()))]
         if kind < 0.6 and field:
             field[min(at, len(field) - 1)] = word
         elif kind < 0.8 or len(field) < 2:
@@ -215,13 +212,22 @@ def run_baseline(corpus: str, rows: int, bands: int, band_rows: int) -> dict:
     return {"rows": table.num_rows, "seconds": seconds, "dropped": dropped}
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (VmHWM). ``ru_maxrss`` is not used: on Linux it keeps
+    the parent's high-water mark across fork + exec, so every child would report the parent's."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(argv: list[str]) -> None:
     kind, corpus, result = argv[:3]
     if kind == "ours":
         report = run_ours(corpus, argv[3], argv[4], argv[5])
     else:
         report = run_baseline(corpus, int(argv[3]), int(argv[4]), int(argv[5]))
-    report["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report["max_rss_mb"] = peak_rss_mb()
     Path(result).write_text(json.dumps(report))
 
 

@@ -11,6 +11,8 @@ dropped and cluster members are tagged ``dup_cluster=<id>`` plus ``dup_role=repr
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,7 +22,7 @@ from ..schema import SCHEMA
 from .cluster import exact_first, greedy_near
 from .config import DedupConfig
 from .lsh import group_buckets
-from .sketch import NearParams, estimate_pairs, sketch_table
+from .sketch import NearParams, TableSketch, estimate_pairs, sketch_table
 
 EXACT = "exact_duplicate"
 NEAR = "near_duplicate"
@@ -70,67 +72,80 @@ class DedupStage:
         n = table.num_rows
         stats = StageStats(name=self.name, rows_in=n)
         params = NearParams.from_config(config, n) if config.near else None
-        verify = params is not None and params.verify
         codes = scope_codes(table)
-        sketch = sketch_table(table, config.fields, params, keep_shingles=verify,
+        sketch = sketch_table(table, config.fields, params,
+                              keep_shingles=params is not None and params.verify,
                               salt=scope_salt(codes) if params is not None else None)
+        positions = np.arange(n, dtype=np.int64)
+        first = exact_first(sketch.keys, codes) if config.exact else positions
+        exact_members = np.flatnonzero(first != positions)
+        near = _near(table, sketch, first == positions, config, params)
 
-        first = exact_first(sketch.keys, codes) if config.exact else np.arange(n, dtype=np.int64)
-        exact_members = np.flatnonzero(first != np.arange(n))
-
-        near_member = near_matched = np.zeros(0, dtype=np.int64)
-        near_sim = np.zeros(0, dtype=np.float64)
-        checked = rejected = capped = 0
-        eligible = np.zeros(0, dtype=np.int64)
-        if params is not None:
-            eligible = np.flatnonzero((first == np.arange(n)) & (sketch.shingle_counts > 0))
-            buckets = group_buckets(sketch.band_keys[eligible])
-            similarity = ((lambda i, j: sketch.jaccard(eligible[i], sketch, eligible[j]))
-                          if verify else None)
-            matches = greedy_near(buckets, similarity, config.threshold, config.max_bucket_targets)
-            near_member, near_matched = eligible[matches.member], eligible[matches.matched]
-            near_sim, checked, rejected = matches.similarity, matches.checked, matches.rejected
-            capped = matches.capped
-            if not verify:
-                near_sim = estimate_pairs(table, near_member, table, near_matched, config.fields,
-                                          params)
-
-        clusters = _cluster_table(table, codes, first, exact_members, near_member, near_matched,
-                                  near_sim, dropped=not config.keep_all)
+        clusters = _cluster_table(table, first, exact_members, near, dropped=not config.keep_all)
         ctx.add_side_table(CLUSTERS_TABLE, clusters)
-
         stats.info.update({
             "fields": config.fields, "exact": config.exact, "near": config.near,
             "keep_all": config.keep_all, "keep": "first", "scope": "split",
             "clusters": len(set(clusters.column("cluster").to_pylist())),
-            EXACT: int(exact_members.size), NEAR: int(near_member.size),
+            EXACT: int(exact_members.size), NEAR: int(near.member.size),
         })
         if params is not None:
             stats.info.update(params.info())
-            stats.info.update({"near_rows": int(eligible.size),
-                               "near_skipped_empty": int(np.count_nonzero(
-                                   (first == np.arange(n)) & (sketch.shingle_counts == 0))),
-                               "candidates_checked": checked, "candidates_rejected": rejected,
-                               "bucket_targets_capped": capped})
+            stats.info.update({
+                "near_rows": near.rows,
+                "near_skipped_empty": int(np.count_nonzero((first == positions)
+                                                           & (sketch.shingle_counts == 0))),
+                "candidates_checked": near.checked, "candidates_rejected": near.rejected,
+                "bucket_targets_capped": near.capped})
         if config.keep_all:
             return _tag(table, clusters), stats
         stats.drop(EXACT, int(exact_members.size))
-        stats.drop(NEAR, int(near_member.size))
+        stats.drop(NEAR, int(near.member.size))
         keep = np.ones(n, dtype=bool)
         keep[exact_members] = False
-        keep[near_member] = False
+        keep[near.member] = False
         return table.filter(pa.array(keep)), stats
 
 
-def _cluster_table(table: pa.Table, codes: np.ndarray, first: np.ndarray, exact_members: np.ndarray,
-                   near_member: np.ndarray, near_matched: np.ndarray, near_sim: np.ndarray,
-                   dropped: bool) -> pa.Table:
+@dataclasses.dataclass(frozen=True)
+class _NearResult:
+    """Near duplicates in table positions: ``member[k]`` matched kept row ``matched[k]``."""
+
+    member: np.ndarray
+    matched: np.ndarray
+    similarity: np.ndarray
+    rows: int = 0
+    checked: int = 0
+    rejected: int = 0
+    capped: int = 0
+
+
+def _near(table: pa.Table, sketch: TableSketch, exact_kept: np.ndarray, config: DedupConfig,
+          params: NearParams | None) -> _NearResult:
+    """Near dedup among the rows exact dedup kept (and that have shingles)."""
+    if params is None:
+        none = np.zeros(0, dtype=np.int64)
+        return _NearResult(none, none, np.zeros(0, dtype=np.float64))
+    eligible = np.flatnonzero(exact_kept & (sketch.shingle_counts > 0))
+    buckets = group_buckets(sketch.band_keys[eligible])
+    similarity = ((lambda i, j: sketch.jaccard(eligible[i], sketch, eligible[j]))
+                  if params.verify else None)
+    matches = greedy_near(buckets, similarity, config.threshold, config.max_bucket_targets)
+    member, matched = eligible[matches.member], eligible[matches.matched]
+    sims = matches.similarity
+    if not params.verify:
+        sims = estimate_pairs(table, member, table, matched, config.fields, params)
+    return _NearResult(member, matched, sims, rows=int(eligible.size), checked=matches.checked,
+                       rejected=matches.rejected, capped=matches.capped)
+
+
+def _cluster_table(table: pa.Table, first: np.ndarray, exact_members: np.ndarray,
+                   near: _NearResult, dropped: bool) -> pa.Table:
     """The ``dedup/clusters`` side table: one row per duplicate, sorted by (cluster, member_row)."""
     n = table.num_rows
+    near_member, near_matched, near_sim = near.member, near.matched, near.similarity
     near_rep = np.arange(n, dtype=np.int64)          # a near-dropped row -> its kept row
     near_rep[near_member] = near_matched
-    sim_to_rep = np.ones(n, dtype=np.float64)        # similarity of a near-dropped row to it
-    sim_to_rep[near_member] = near_sim
 
     member = np.concatenate([exact_members, near_member])
     matched = np.concatenate([first[exact_members], near_matched])
