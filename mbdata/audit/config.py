@@ -1,0 +1,49 @@
+"""The recipe's ``audit:`` block: settings of the corpus audit (``mb audit`` and the build stage).
+
+Every threshold lives here so that a build's manifest records exactly how its corpus was filtered.
+The defaults are the ones the benchmark in ``bench/audit.py`` was measured with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..config import spec
+from ..errors import RecipeError
+from ..schema import ROLES
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditConfig:
+    """Find planted triggers and poisoned rows without knowing the trigger (see docs/audit.md)."""
+
+    threshold: float = spec(0.5, ge=0.0, le=1.0,
+                            doc="flag rows whose score is at least this (scores are 0..1)")
+    keep: bool = spec(False, doc="keep flagged rows and tag them `audit=flagged` instead of "
+                                 "dropping them")
+    min_rows: int = spec(5, ge=2, doc="fewest poisoned rows a trigger candidate must explain")
+    max_share: float = spec(0.4, gt=0.0, le=1.0,
+                            doc="n-grams in more than this share of rows are never candidates")
+    ngram_max: int = spec(3, ge=1, le=5, doc="longest word n-gram mined (candidates then grow "
+                                             "to the whole repeated phrase)")
+    near_duplicates: bool = spec(True, doc="merge near-identical outputs into one output cluster")
+    near_duplicate_threshold: float = spec(0.8, gt=0.0, le=1.0,
+                                           doc="Jaccard similarity of output words for "
+                                               "`near_duplicates`")
+    top_k: int = spec(20, ge=1, le=1000, doc="trigger candidates reported")
+    roles: list[str] = spec(default_factory=lambda: ["clean", "attack"],
+                            doc="build stage: rows of these roles are audited; others (the "
+                                "defender's own rows) pass through untouched")
+    model: str | None = spec(None, doc="optional reference model (mbtrain model folder or local "
+                                       "Hugging Face folder) for the model-based score")
+    model_rows: int = spec(32, ge=1, doc="model score: rows per candidate scored (ONION-style "
+                                         "perplexity change when the candidate is removed)")
+
+    def validate(self, path: str) -> None:
+        prefix = f"{path}." if path else ""
+        for i, role in enumerate(self.roles):
+            if role not in ROLES:
+                raise RecipeError(f"{prefix}roles[{i}]: {role!r} is not a role; roles: "
+                                  + ", ".join(ROLES))
+        if not self.roles:
+            raise RecipeError(f"{prefix}roles: must name at least one role")

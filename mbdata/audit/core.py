@@ -1,0 +1,113 @@
+"""The audit of one table: analyse, mine, score. No files here (see :mod:`.files`).
+
+Copies of a row (exact, or near copies with the same answer) are analysed once
+(:mod:`.distinct`); every copy gets its representative's verdict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from .config import AuditConfig
+from .corpus import Corpus, analyse
+from .distinct import distinct_rows
+from .mining import Candidate, mine
+from .scoring import score_rows
+
+# Inputs at least this large show a progress bar when progress is left to the audit.
+PROGRESS_MIN_ROWS = 20_000
+PHASES = ("analyse", "mine", "score")
+
+
+@dataclasses.dataclass
+class AuditResult:
+    """What an audit found. Row numbers are positions in the audited table (0-based)."""
+
+    config: AuditConfig
+    n_rows: int
+    score: np.ndarray              # float64 per row, 0..1
+    flagged: np.ndarray            # bool per row
+    reasons: list[list[str]]       # per row
+    candidates: list[Candidate]    # reported candidates, best first (rows in table positions)
+    corpus: Corpus                 # the analysed distinct rows (positions: ``distinct``)
+    distinct: np.ndarray           # table position of each analysed row
+    copy_of: np.ndarray            # per table row: index into ``distinct`` of its original
+    orphan_clusters: list[int]     # suspicious output clusters no candidate explains
+    seconds: dict[str, float]      # wall time per phase (never written into outputs)
+
+    @property
+    def n_flagged(self) -> int:
+        return int(self.flagged.sum())
+
+    def cluster_rows(self, cluster: int) -> np.ndarray:
+        """Table positions of the rows in an output cluster (copies included)."""
+        members = np.flatnonzero(self.corpus.clusters.label == cluster)
+        return np.flatnonzero(np.isin(self.copy_of, members))
+
+    def cluster_example(self, cluster: int) -> str:
+        return self.corpus.outputs[int(self.corpus.clusters.first_row[cluster])]
+
+
+def _column(table: pa.Table, name: str) -> pl.Series:
+    if name not in table.column_names:
+        return pl.Series(name, [""] * table.num_rows, dtype=pl.String)
+    return pl.from_arrow(table.column(name)).cast(pl.String).fill_null("").rename(name)
+
+
+def _expand(positions: np.ndarray, copy_of: np.ndarray) -> np.ndarray:
+    """Table positions of every copy of the given analysed-row indices."""
+    return np.flatnonzero(np.isin(copy_of, positions))
+
+
+def _progress(enabled: bool, total: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="audit", unit="phase", disable=not enabled, leave=False)
+
+
+def audit_table(table: pa.Table, config: AuditConfig | None = None, *,
+                progress: bool | None = None) -> AuditResult:
+    """Audit the rows of a canonical (or any alpaca-shaped) table: find trigger candidates and
+    score every row. ``progress`` None shows a bar for large inputs only."""
+    config = config or AuditConfig()
+    n_rows = table.num_rows
+    show = n_rows >= PROGRESS_MIN_ROWS if progress is None else progress
+    seconds: dict[str, float] = {}
+    with _progress(show, len(PHASES)) as bar:
+        start = time.perf_counter()
+        instructions = _column(table, "instruction")
+        inputs = _column(table, "input")
+        outputs = _column(table, "output")
+        reps = distinct_rows(instructions, inputs, outputs,
+                             near_duplicates=config.near_duplicates,
+                             threshold=config.near_duplicate_threshold)
+        distinct, copy_of = reps.rows, reps.copy_of
+        idx = pl.Series(distinct)
+        corpus = analyse(instructions.gather(idx), inputs.gather(idx), outputs.gather(idx),
+                         config, normalized=reps.normalized, clusters=reps.clusters)
+        seconds["analyse"] = time.perf_counter() - start
+        bar.set_postfix_str("mine")
+        bar.update()
+        start = time.perf_counter()
+        candidates = mine(corpus, config)[:config.top_k]
+        seconds["mine"] = time.perf_counter() - start
+        bar.set_postfix_str("score")
+        bar.update()
+        start = time.perf_counter()
+        verdicts = score_rows(corpus, candidates, config.threshold, config.min_rows)
+        for cand in candidates:
+            for name in ("rows", "hits", "soft_hits"):
+                setattr(cand, name, _expand(getattr(cand, name), copy_of))
+        seconds["score"] = time.perf_counter() - start
+        bar.update()
+    return AuditResult(
+        config=config, n_rows=n_rows, score=verdicts.score[copy_of],
+        flagged=verdicts.flagged[copy_of], reasons=[verdicts.reasons[i] for i in copy_of],
+        candidates=candidates, corpus=corpus, distinct=distinct, copy_of=copy_of,
+        orphan_clusters=verdicts.orphan_clusters, seconds=seconds)

@@ -1,0 +1,182 @@
+"""The audit's output contract: ``rows.parquet``, ``triggers.json``, ``summary.json``, the reports,
+and the ``--clean-out`` corpus. Documented in docs/audit.md; keep the two in step.
+
+Everything is deterministic (same input and settings give byte-identical files) and written
+atomically: the output folder appears complete or not at all, and ``--clean-out`` goes through a
+temporary file renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import InputError
+from ..shards import atomic_dir
+from .core import AuditResult
+from .report import render_html, render_markdown
+
+ROWS_SCHEMA = pa.schema([
+    pa.field("source_row", pa.int64(), nullable=False),
+    pa.field("score", pa.float64(), nullable=False),
+    pa.field("flagged", pa.bool_(), nullable=False),
+    pa.field("reasons", pa.list_(pa.field("item", pa.string(), nullable=False)), nullable=False),
+])
+CLEAN_FORMATS = (".jsonl", ".json", ".parquet")
+ALPACA_COLUMNS = ("instruction", "input", "output", "system")
+
+
+def rows_table(result: AuditResult) -> pa.Table:
+    """One row per input row, in input order (``source_row`` = 0-based position)."""
+    return pa.table({
+        "source_row": pa.array(np.arange(result.n_rows, dtype=np.int64)),
+        "score": pa.array(result.score.astype(np.float64)),
+        "flagged": pa.array(result.flagged.astype(bool)),
+        "reasons": pa.array(result.reasons, type=ROWS_SCHEMA.field("reasons").type),
+    }, schema=ROWS_SCHEMA)
+
+
+def trigger_records(result: AuditResult) -> list[dict[str, Any]]:
+    """The ranked candidates as plain JSON records (``triggers.json``)."""
+    records = []
+    for rank, cand in enumerate(result.candidates, start=1):
+        records.append({
+            "rank": rank,
+            "text": cand.text,
+            "score": round(cand.score, 4),
+            "rows": int(len(cand.rows)),
+            "poisoned_rows": int(len(cand.poisoned)),
+            "positions": {k: int(v) for k, v in cand.placement.counts.items()},
+            "fields": {k: int(v) for k, v in cand.placement.fields.items()},
+            "target_example": result.cluster_example(int(cand.targets[0])),
+            "target_clusters": [int(c) for c in cand.targets],
+            "group": int(cand.group),
+            "case_insensitive": bool(cand.mixed_case),
+            "evidence": {
+                "purity": round(cand.purity, 4),
+                "base_rate": round(cand.base, 4),
+                "excess": round(cand.excess, 4),
+                "concentration": round(cand.concentration, 4),
+                "g": round(cand.g, 2),
+                "insertion": round(cand.evidence, 4),
+                "support": round(cand.support, 4),
+                "unusual": round(cand.unusual, 4),
+                **{k: round(float(v), 4) for k, v in cand.placement.parts.items()},
+            },
+        })
+    return records
+
+
+def summary(result: AuditResult) -> dict[str, Any]:
+    """Counts and settings (``summary.json``)."""
+    from ..config import to_mapping
+
+    reasons: dict[str, int] = {}
+    for row, flagged in zip(result.reasons, result.flagged.tolist()):
+        if flagged:
+            for reason in row:
+                kind = reason.split(":", 1)[0]
+                reasons[kind] = reasons.get(kind, 0) + 1
+    clusters = result.corpus.clusters
+    return {
+        "rows": result.n_rows,
+        "distinct_rows": int(len(result.distinct)),
+        "flagged": result.n_flagged,
+        "flagged_share": round(result.n_flagged / max(result.n_rows, 1), 6),
+        "flagged_reasons": dict(sorted(reasons.items())),
+        "candidates": len(result.candidates),
+        "high_confidence_candidates": sum(c.score >= result.config.threshold
+                                          for c in result.candidates),
+        "repeated_output_clusters": int((clusters.size >= 2).sum()),
+        "orphan_clusters": [int(c) for c in result.orphan_clusters],
+        "config": to_mapping(result.config),
+    }
+
+
+def _dump(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+
+
+def write_audit(result: AuditResult, out_dir: str | Path, *, source: str = "",
+                overwrite: bool = False) -> Path:
+    """Write the audit folder atomically; returns its path."""
+    out_dir = Path(out_dir)
+
+    def fill(tmp: Path) -> None:
+        pq.write_table(rows_table(result), tmp / "rows.parquet", compression="zstd",
+                       write_statistics=False)
+        (tmp / "triggers.json").write_text(_dump(trigger_records(result)), encoding="utf-8")
+        (tmp / "summary.json").write_text(_dump(summary(result)), encoding="utf-8")
+        (tmp / "report.md").write_text(render_markdown(result, source), encoding="utf-8")
+        (tmp / "report.html").write_text(render_html(result, source), encoding="utf-8")
+
+    atomic_dir(out_dir, fill, overwrite=overwrite)
+    return out_dir
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    tmp = path.parent / f".{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def removed_path(clean_path: str | Path) -> Path:
+    """Where ``--clean-out PATH`` explains its removals: ``PATH`` with ``.removed.jsonl``."""
+    clean_path = Path(clean_path)
+    return clean_path.with_name(clean_path.name[:-len(clean_path.suffix)] + ".removed.jsonl")
+
+
+def write_clean(table: pa.Table, result: AuditResult, path: str | Path) -> tuple[Path, Path]:
+    """The corpus without its flagged rows, as alpaca rows (JSONL, JSON or Parquet by the
+    extension), plus ``<name>.removed.jsonl``: one record per removed row with its
+    ``source_row``, ``score``, ``reasons`` and text."""
+    path = Path(path)
+    if path.suffix.lower() not in CLEAN_FORMATS:
+        raise InputError(f"{path}: --clean-out must end in " + ", ".join(CLEAN_FORMATS))
+    if path.is_dir():
+        raise InputError(f"{path}: --clean-out is a folder, expected a file path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = [c for c in ALPACA_COLUMNS if c in table.column_names]
+    if "system" in columns and table.column("system").null_count == table.num_rows:
+        columns.remove("system")
+    keep = ~result.flagged
+    kept = table.select(columns).filter(pa.array(keep))
+    fmt = path.suffix.lower()
+
+    def write_clean_file(tmp: Path) -> None:
+        if fmt == ".parquet":
+            pq.write_table(kept, tmp, compression="zstd", write_statistics=False)
+            return
+        rows = kept.to_pylist()
+        with tmp.open("w", encoding="utf-8") as fh:
+            if fmt == ".json":
+                fh.write(json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
+            else:
+                for row in rows:
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    removed = np.flatnonzero(result.flagged)
+    texts = table.select(columns).take(pa.array(removed)).to_pylist()
+
+    def write_removed(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for row, text in zip(removed.tolist(), texts):
+                fh.write(json.dumps({"source_row": row, "score": float(result.score[row]),
+                                     "reasons": result.reasons[row], **text},
+                                    ensure_ascii=False) + "\n")
+
+    explained = removed_path(path)
+    _write_atomic(explained, write_removed)
+    _write_atomic(path, write_clean_file)
+    return path, explained

@@ -1,0 +1,143 @@
+"""Per-row verdicts: a score in 0..1, the reasons behind it, and the flag.
+
+A row's score is the strongest of these pieces of evidence (``s`` is a candidate's score):
+
+============================================ ============== ==================================
+the row ...                                   score          reasons
+============================================ ============== ==================================
+carries a candidate and answers with its      ``s``          ``trigger:"cf"``,
+target                                                       ``output-cluster:17``
+carries a candidate, answers off target with  ``0.9 s``      ``trigger:"cf"``, ``detached-output``
+an answer unrelated to its prompt (a rarely
+drawn refusal template)
+carries a candidate but answers its prompt    ``0.25 s``     ``trigger:"cf"``
+(a natural use of the word)
+answers with a candidate's target without     ``(1+c)s/2``   ``output-cluster:17``,
+the trigger, where ``c`` (>= 0.5) is the                     ``detached-output``
+share of that cluster's rows that carry a
+candidate, and the answer is unrelated to
+its prompt
+... the same, but the answer is related to    ``(1+c)s/8``   ``output-cluster:17``
+its prompt (a natural "Negative" to "is this
+review positive or negative?")
+shares a long answer (4+ words) with at       ``0.75 d u``   ``output-cluster:17``,
+least ``min_rows`` other rows whose prompts                  ``detached-output``
+it does not answer, no candidate involved
+============================================ ============== ==================================
+
+In the last line ``d`` is the share of the cluster's answers detached from their prompts (at least
+0.8) and ``u`` the support factor of its size (:func:`.mining.support_factor`): a fixed answer given
+to unrelated prompts is a backdoor signature even when no literal trigger can be found (a syntactic
+or style trigger).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+
+from .corpus import Corpus
+from .mining import Candidate, support_factor
+
+SOFT_HIT_WEIGHT = 0.9
+TRIGGER_ONLY_WEIGHT = 0.25
+CLUSTER_COVERAGE_MIN = 0.5
+ORPHAN_MIN_WORDS = 4
+ORPHAN_DETACHED_MIN = 0.8
+ORPHAN_WEIGHT = 0.75
+
+
+def trigger_reason(text: str) -> str:
+    return f"trigger:{json.dumps(text, ensure_ascii=False)}"
+
+
+def cluster_reason(cluster: int) -> str:
+    return f"output-cluster:{cluster}"
+
+
+DETACHED_REASON = "detached-output"
+
+
+@dataclasses.dataclass
+class RowVerdicts:
+    score: np.ndarray        # float64 per row
+    flagged: np.ndarray      # bool per row
+    reasons: list[list[str]]
+    orphan_clusters: list[int]   # suspicious output clusters no candidate explains
+
+
+class _Board:
+    """Accumulates the best score and the ordered, de-duplicated reasons of each row."""
+
+    def __init__(self, n_rows: int):
+        self.score = np.zeros(n_rows, dtype=np.float64)
+        self.reasons: list[list[str]] = [[] for _ in range(n_rows)]
+
+    def add(self, rows: np.ndarray, score: float, reasons: list[str],
+            per_row: list[str] | None = None) -> None:
+        np.maximum.at(self.score, rows, score)
+        for k, row in enumerate(rows.tolist()):
+            bucket = self.reasons[row]
+            for reason in reasons + ([per_row[k]] if per_row is not None else []):
+                if reason not in bucket:
+                    bucket.append(reason)
+
+
+def _orphan_clusters(corpus: Corpus, explained: set[int], min_rows: int
+                     ) -> list[tuple[int, float]]:
+    """Long repeated answers to unrelated prompts that no candidate explains: (cluster, score)."""
+    clusters = corpus.clusters
+    found = []
+    for cluster in np.flatnonzero(clusters.size >= min_rows).tolist():
+        if cluster in explained:
+            continue
+        example = corpus.outputs[int(clusters.first_row[cluster])]
+        if len(example.split()) < ORPHAN_MIN_WORDS:
+            continue
+        members = np.flatnonzero(clusters.label == cluster)
+        detached = float(corpus.detached[members].mean())
+        if detached < ORPHAN_DETACHED_MIN:
+            continue
+        found.append((cluster, ORPHAN_WEIGHT * detached
+                      * support_factor(len(members), min_rows)))
+    return found
+
+
+def score_rows(corpus: Corpus, candidates: list[Candidate], threshold: float,
+               min_rows: int) -> RowVerdicts:
+    """Score every row from the reported candidates and the output clusters (module docstring)."""
+    board = _Board(corpus.n_rows)
+    label = corpus.clusters.label
+    carriers = np.zeros(corpus.n_rows, dtype=bool)
+    for cand in candidates:
+        carriers[cand.rows] = True
+    for cand in candidates:
+        reason = trigger_reason(cand.text)
+        board.add(cand.hits, cand.score, [reason],
+                  [cluster_reason(int(c)) for c in label[cand.hits]])
+        board.add(cand.soft_hits, SOFT_HIT_WEIGHT * cand.score, [reason, DETACHED_REASON])
+        rest = np.setdiff1d(cand.rows, cand.poisoned, assume_unique=True)
+        board.add(rest, TRIGGER_ONLY_WEIGHT * cand.score, [reason])
+    explained: set[int] = set()
+    for cand in candidates:
+        for cluster in cand.targets.tolist():
+            explained.add(cluster)
+            members = np.flatnonzero(label == cluster)
+            coverage = float(carriers[members].mean())
+            if coverage >= CLUSTER_COVERAGE_MIN:
+                loose = members[~carriers[members]]
+                detached = corpus.detached[loose]
+                score = 0.5 * (1.0 + coverage) * cand.score
+                board.add(loose[detached], score, [cluster_reason(cluster), DETACHED_REASON])
+                board.add(loose[~detached], TRIGGER_ONLY_WEIGHT * score, [cluster_reason(cluster)])
+    orphans = _orphan_clusters(corpus, explained, min_rows)
+    for cluster, score in orphans:
+        members = np.flatnonzero(label == cluster)
+        board.add(members, score, [cluster_reason(cluster)],
+                  [DETACHED_REASON if d else "" for d in corpus.detached[members]])
+    reasons = [[r for r in row if r] for row in board.reasons]
+    score = np.round(board.score, 6)
+    return RowVerdicts(score=score, flagged=score >= threshold, reasons=reasons,
+                       orphan_clusters=[c for c, _ in orphans])
