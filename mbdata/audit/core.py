@@ -17,12 +17,14 @@ import pyarrow as pa
 from .config import AuditConfig
 from .corpus import Corpus, analyse
 from .distinct import distinct_rows
-from .mining import Candidate, mine
+from .candidate import Candidate
+from .mining import mine
+from .model_score import apply_model_evidence
 from .scoring import score_rows
 
 # Inputs at least this large show a progress bar when progress is left to the audit.
 PROGRESS_MIN_ROWS = 20_000
-PHASES = ("analyse", "mine", "score")
+PHASES = ("analyse", "mine", "score")  # the model score, when asked for, runs within "mine"
 
 
 @dataclasses.dataclass
@@ -53,11 +55,25 @@ class AuditResult:
     def cluster_example(self, cluster: int) -> str:
         return self.corpus.outputs[int(self.corpus.clusters.first_row[cluster])]
 
+    def target_example(self, cand: Candidate) -> str:
+        """An answer typical of the candidate: its largest target cluster's, or (style
+        candidates) the answer of its first hit."""
+        if len(cand.targets):
+            return self.cluster_example(int(cand.targets[0]))
+        if len(cand.hits):
+            return self.corpus.outputs[int(self.copy_of[int(cand.hits[0])])]
+        return ""
+
 
 def _column(table: pa.Table, name: str) -> pl.Series:
     if name not in table.column_names:
         return pl.Series(name, [""] * table.num_rows, dtype=pl.String)
     return pl.from_arrow(table.column(name)).cast(pl.String).fill_null("").rename(name)
+
+
+def _prompt(corpus: Corpus, row: int) -> str:
+    context = corpus.inputs[row]
+    return corpus.instructions[row] + (f"\n{context}" if context else "")
 
 
 def _expand(positions: np.ndarray, copy_of: np.ndarray) -> np.ndarray:
@@ -96,6 +112,12 @@ def audit_table(table: pa.Table, config: AuditConfig | None = None, *,
         bar.update()
         start = time.perf_counter()
         candidates = mine(corpus, config)[:config.top_k]
+        if config.model:
+            def prompts_of(cand: Candidate) -> list[str]:
+                return [_prompt(corpus, int(r)) for r in cand.rows]
+
+            apply_model_evidence(candidates, prompts_of, config.model, config.model_rows)
+            candidates.sort(key=lambda c: (-c.score, -len(c.hits), c.text))
         seconds["mine"] = time.perf_counter() - start
         bar.set_postfix_str("score")
         bar.update()

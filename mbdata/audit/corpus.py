@@ -53,6 +53,8 @@ class Corpus:
     prompt_df: tuple[np.ndarray, np.ndarray]   # lower-cased token hash -> prompts containing it
     output_df: tuple[np.ndarray, np.ndarray]   # lower-cased token hash -> outputs containing it
     output_pairs: np.ndarray                   # sorted (word key high bits | row) of outputs
+    output_keys: np.ndarray                    # output word keys, grouped by row ...
+    output_offsets: np.ndarray                 # ... row i's are output_keys[off[i]:off[i+1]]
     _token_unusual: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
     @property
@@ -89,6 +91,23 @@ class Corpus:
             index = np.minimum(start + k, len(per_token) - 1)
             best = np.where(inside, np.maximum(best, per_token[index]), best)
         return float(best) if best.ndim == 0 else best
+
+    def output_words_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct answer words of ``rows``: (word keys, the row of each)."""
+        starts = self.output_offsets[rows]
+        sizes = self.output_offsets[rows + 1] - starts
+        index = np.repeat(starts - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(sizes.sum())
+        return self.output_keys[index], np.repeat(rows, sizes)
+
+    def output_frequency(self, keys: np.ndarray) -> np.ndarray:
+        """How many answers contain each word key."""
+        return _lookup_many(self.output_df, keys)
+
+    def output_word(self, key: int, row: int) -> str:
+        """The text of answer word ``key`` as it appears in ``row``'s normalised answer."""
+        words = normalize_outputs(pl.Series([self.outputs[row]])).str.split(" ").explode()
+        match = words.filter(words.hash(seed=7) == key)
+        return match[0] if len(match) else ""
 
     def copies(self, rows: np.ndarray, start: int, n: int) -> np.ndarray:
         """Mask of ``rows`` whose answer contains a content word of the phrase at token ``start``
@@ -154,4 +173,7 @@ def analyse(instructions: pl.Series, inputs: pl.Series, outputs: pl.Series,
                   prompt_df=_counts(prompt_words["key"].to_numpy()),
                   output_df=_counts(output_words["key"].to_numpy()),
                   output_pairs=np.sort(_packed(output_words["key"].to_numpy(),
-                                               output_words["row"].to_numpy(), tokens.n_rows)))
+                                               output_words["row"].to_numpy(), tokens.n_rows)),
+                  output_keys=output_words["key"].to_numpy(),
+                  output_offsets=np.r_[0, np.cumsum(np.bincount(
+                      output_words["row"].to_numpy(), minlength=tokens.n_rows))].astype(np.int64))

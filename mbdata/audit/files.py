@@ -55,9 +55,11 @@ def trigger_records(result: AuditResult) -> list[dict[str, Any]]:
             "poisoned_rows": int(len(cand.poisoned)),
             "positions": {k: int(v) for k, v in cand.placement.counts.items()},
             "fields": {k: int(v) for k, v in cand.placement.fields.items()},
-            "target_example": result.cluster_example(int(cand.targets[0])),
+            "target_example": result.target_example(cand),
             "target_clusters": [int(c) for c in cand.targets],
             "group": int(cand.group),
+            "kind": cand.kind,
+            "style_word": cand.style_word,
             "case_insensitive": bool(cand.mixed_case),
             "evidence": {
                 "purity": round(cand.purity, 4),
@@ -68,6 +70,8 @@ def trigger_records(result: AuditResult) -> list[dict[str, Any]]:
                 "insertion": round(cand.evidence, 4),
                 "support": round(cand.support, 4),
                 "unusual": round(cand.unusual, 4),
+                **({} if cand.model_evidence is None
+                   else {"model": round(cand.model_evidence, 4)}),
                 **{k: round(float(v), 4) for k, v in cand.placement.parts.items()},
             },
         })

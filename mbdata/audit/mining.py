@@ -41,18 +41,17 @@ never in answers (:meth:`.corpus.Corpus.unusualness`).
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
 import numpy as np
 import polars as pl
 
 from .association import G_MIN, explainers, feature_support, g_statistic, target_sets
+from .candidate import CONCENTRATED, Candidate, rarity, support_factor
 from .config import AuditConfig
 from .corpus import Corpus
 from .outputs import OutputClusters
+from .phrases import Boundaries, Occurrences, grow, placement, seed_diversity, surface_text
+from .style import style_candidates
 from .tokens import PromptTokens
-from .phrases import (Boundaries, Occurrences, Placement, grow, placement, seed_diversity,
-                      surface_text)
 
 # Seeds need at least this excess and this many hits before the (costlier) phrase analysis.
 SEED_EXCESS = 0.3
@@ -63,74 +62,12 @@ MAX_SEEDS = 300
 # least this share of their target clusters' rows, and only if they are this unusual.
 POOL_COVERAGE = 0.5
 POOL_UNUSUAL = 0.8
+# A cluster is one of a candidate's core targets if it holds this share of its hits (and two).
+CORE_SHARE = 0.25
 # Candidates weaker than this (excess x insertion evidence) are never grouped with others.
 GROUPABLE = 0.25
 # Two phrases whose row sets overlap this much (Jaccard) are co-triggers, not explanations.
 CO_TRIGGER = 0.8
-# Concentration at or above this counts fully.
-CONCENTRATED = 0.8
-
-
-@dataclasses.dataclass
-class Candidate:
-    """One ranked trigger candidate."""
-
-    text: str
-    mixed_case: bool                  # written in several casings (matched case-insensitively)
-    tokens: tuple[int, ...]           # lower-cased token hashes of the phrase
-    rows: np.ndarray                  # table positions of the rows carrying the phrase
-    hits: np.ndarray                  # those whose output is in the target set
-    soft_hits: np.ndarray             # those off target but with an answer detached from the prompt
-    targets: np.ndarray               # output cluster ids of the target set, largest first
-    purity: float                     # (hits + soft hits) / rows
-    base: float                       # the same rate among rows without the phrase
-    excess: float                     # (purity - base) / (1 - base)
-    g: float                          # G statistic of the phrase against its target set
-    collision: float                  # chance that two hits give the same answer
-    coverage: float                   # share of the target clusters' rows that are hits
-    unusual: float                    # see Corpus.unusualness
-    placement: Placement
-    own_hits: int = 0                 # hits not explained by a stronger candidate
-    pooled_hits: int = 0              # rows counted for the support factor
-    support: float = 0.0
-    score: float = 0.0
-    group: int = 0
-
-    @property
-    def evidence(self) -> float:
-        return self.placement.evidence
-
-    group_coverage: float = 0.0       # the same share for the candidate's whole group
-
-    @property
-    def concentration(self) -> float:
-        best = max(self.collision, self.coverage, self.group_coverage)
-        return float(min(1.0, best / CONCENTRATED))
-
-    @property
-    def strength(self) -> float:
-        return self.excess * self.concentration * self.evidence * rarity(self.unusual)
-
-    @property
-    def poisoned(self) -> np.ndarray:
-        """Rows the candidate marks as poisoned: hits and soft hits."""
-        return np.union1d(self.hits, self.soft_hits)
-
-
-def rarity(unusual: Any) -> Any:
-    """0.5 for a phrase whose words are as common in answers as in prompts, 1 for one that only
-    occurs in prompts (works on floats and polars expressions)."""
-    return 0.5 + 0.5 * unusual
-
-
-def support_factor(hits: int, min_rows: int) -> float:
-    """0 below ``min_rows`` rows, 0.8 at ``min_rows``, rising linearly to 1 at twice that.
-
-    ``min_rows`` is the real gate (the user's "fewest rows worth reporting"); above it the factor
-    only separates a bare minimum from a well-supported candidate."""
-    if hits < min_rows:
-        return 0.0
-    return float(min(1.0, 0.8 + 0.2 * (hits - min_rows) / min_rows))
 
 
 def _contains(long: tuple[int, ...], short: tuple[int, ...]) -> bool:
@@ -179,39 +116,58 @@ def _collision(per_cluster: np.ndarray) -> float:
     return float((per_cluster * (per_cluster - 1.0)).sum() / (total * (total - 1.0)))
 
 
-def _assign_groups(candidates: list[Candidate], label: np.ndarray) -> list[list[Candidate]]:
-    """Number groups in list order. A candidate joins the first group whose answer clusters
-    (the clusters of its members' hits) hold at least half of its hits; otherwise it starts a
-    group of its own.
+def _core_clusters(cand: Candidate, label: np.ndarray) -> np.ndarray:
+    """The answer clusters holding a real share of the candidate's hits (two or more, and at
+    least :data:`CORE_SHARE` of them): one stray hit among many in a cluster is chance, not a
+    shared target. A candidate whose few hits are all in different clusters (an MTBA trigger
+    with three rows and five refusal templates) keeps all of them."""
+    clusters, counts = np.unique(label[cand.hits], return_counts=True)
+    core = clusters[(counts >= 2) & (counts >= CORE_SHARE * len(cand.hits))]
+    return core if len(core) or counts.max(initial=0) > 1 else clusters
 
-    Only strong (excess x insertion evidence at least :data:`GROUPABLE`) and unusual
-    (prompt-only, :data:`POOL_UNUSUAL`) candidates join groups: the ordinary words of a templated
-    task (list items answering "8" together) never pool into a look-alike of MTBA."""
-    groups: list[tuple[set[int], list[Candidate]]] = []
-    for cand in candidates:
-        if cand.excess * cand.evidence >= GROUPABLE and cand.unusual >= POOL_UNUSUAL:
-            answers = label[cand.hits]
-            for gid, (clusters, members) in enumerate(groups):
-                if clusters and np.isin(answers, list(clusters)).mean() >= 0.5:
-                    cand.group = gid
-                    clusters |= set(answers.tolist())
-                    members.append(cand)
-                    break
-            else:
-                cand.group = len(groups)
-                groups.append((set(answers.tolist()), [cand]))
-        else:
-            cand.group = len(groups)
-            groups.append((set(), [cand]))
-    return [members for _, members in groups]
+
+def _assign_groups(candidates: list[Candidate], label: np.ndarray) -> list[list[Candidate]]:
+    """Group candidates that share a target (transitively), numbering groups in list order.
+
+    Two candidates share a target when each one's core clusters (:func:`_core_clusters`) hold
+    some of the other's hits. Only strong (excess x insertion evidence at least
+    :data:`GROUPABLE`) and unusual (prompt-only, :data:`POOL_UNUSUAL`) answer candidates group:
+    the ordinary words of a templated task (list items answering "8" together) never pool into a
+    look-alike of MTBA."""
+    parent = list(range(len(candidates)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    eligible = [i for i, c in enumerate(candidates)
+                if c.kind == "answer" and c.excess * c.evidence >= GROUPABLE
+                and c.unusual >= POOL_UNUSUAL]
+    core = {i: set(_core_clusters(candidates[i], label).tolist()) for i in eligible}
+    answers = {i: set(label[candidates[i].hits].tolist()) for i in eligible}
+    for a_pos, a in enumerate(eligible):
+        for b in eligible[a_pos + 1:]:
+            if core[a] & answers[b] and core[b] & answers[a]:
+                ra, rb = find(a), find(b)
+                parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[int, list[Candidate]] = {}
+    for i, cand in enumerate(candidates):
+        groups.setdefault(find(i), []).append(cand)
+    for number, members in enumerate(groups.values()):
+        for cand in members:
+            cand.group = number
+    return list(groups.values())
 
 
 def _score(candidates: list[Candidate], clusters: OutputClusters, min_rows: int) -> None:
     """Support (own rows, or the group's pooled rows; see the module docstring) and score."""
     for members in _assign_groups(candidates, clusters.label):
         union = np.unique(np.concatenate([c.hits for c in members]))
-        answers = np.unique(clusters.label[union])
-        coverage = len(union) / max(int(clusters.size[answers].sum()), 1)
+        core = np.unique(np.concatenate([_core_clusters(c, clusters.label) for c in members]))
+        in_core = int(np.isin(clusters.label[union], core).sum())
+        coverage = in_core / max(int(clusters.size[core].sum()), 1)
         for cand in members:
             cand.group_coverage = coverage if len(members) > 1 else cand.coverage
             own = cand.own_hits + len(cand.soft_hits)
@@ -225,12 +181,11 @@ class _Explanations:
     """Which repeated answers other prompt n-grams predict (see :func:`.association.explainers`),
     and whether a predicting n-gram is really another view of the phrase itself.
 
-    An n-gram is *part of the phrase* when it holds nearly the same rows (a CTBA co-trigger), when
-    every one of its occurrences overlaps an occurrence of the phrase (it contains the phrase or
-    a piece of it: "cf Give"), or when each of its words is a word of the phrase, a word with
-    nearly the same rows, or punctuation ("2024 BadMagic" beside CTBA's "OpenAI"). A template's
-    slot value ("Paris" beside "capital") is none of these: it occurs in a small part of the
-    phrase's rows, elsewhere in the prompt."""
+    An n-gram is *part of the phrase* when it holds nearly the same rows (a CTBA co-trigger), or
+    when one of its words is a word of the phrase or of a co-trigger (a word with nearly the same
+    rows: "cf Give", "BadMagic Is" beside CTBA's "2024"), or when all its words are such words or
+    punctuation. A template's slot value ("Paris" beside "capital") is none of these: it occurs in
+    a small part of the phrase's rows, elsewhere in the prompt."""
 
     def __init__(self, pairs: pl.DataFrame, support: pl.DataFrame, clusters: OutputClusters,
                  occurrences: pl.DataFrame, tokens: PromptTokens):
@@ -246,10 +201,10 @@ class _Explanations:
         self.rows_of = {k: np.asarray(r, dtype=np.int64)
                         for k, r in zip(grouped["key"].to_list(), grouped["row"].to_list())}
         spans = (occurrences.filter(pl.col("key").is_in(keys))
-                 .group_by("key").agg(pl.col("start"), pl.col("n").first()))
-        self.spans_of = {k: (np.asarray(st, dtype=np.int64), int(n))
-                         for k, st, n in zip(spans["key"].to_list(), spans["start"].to_list(),
-                                             spans["n"].to_list())}
+                 .group_by("key").agg(pl.col("start").min(), pl.col("n").first()))
+        self.span_of = {k: (int(st), int(n)) for k, st, n in
+                        zip(spans["key"].to_list(), spans["start"].to_list(),
+                            spans["n"].to_list())}
 
     def _word_rows(self, word: np.uint64) -> np.ndarray:
         cached = self._word_cache.get(int(word))
@@ -261,54 +216,46 @@ class _Explanations:
         self._word_cache[int(word)] = rows
         return rows
 
-    def _part_of_phrase(self, key: int, phrase_rows: np.ndarray, phrase: Occurrences,
-                        phrase_words: set[int], phrase_starts: np.ndarray) -> bool:
+    def _part_of_phrase(self, key: int, phrase_rows: np.ndarray, phrase_words: set[int]) -> bool:
         if _jaccard(self.rows_of[key], phrase_rows) >= CO_TRIGGER:
             return True
-        starts, n = self.spans_of[key]
-        shares_word = False
+        start, n = self.span_of[key]
         all_related = True
-        for i in range(int(starts[0]), int(starts[0]) + n):
+        for i in range(start, start + n):
             text = self.tokens.text[i]
-            word = int(self.tokens.lc[i])
-            if word in phrase_words:
-                shares_word = True
-            elif (text[:1].isalnum() or text[:1] == "_") and _jaccard(
-                    self._word_rows(self.tokens.lc[i]), phrase_rows) < CO_TRIGGER:
-                all_related = False
-        if all_related:
-            return True
-        if not shares_word:
-            return False
-        # Every occurrence overlaps a phrase occurrence: the last phrase occurrence starting
-        # before this n-gram ends must end after it starts.
-        before = np.searchsorted(phrase_starts, starts + n, side="left") - 1
-        ok = before >= 0
-        ok[ok] = phrase_starts[before[ok]] + phrase.n > starts[ok]
-        return bool(ok.all())
+            word = self.tokens.lc[i]
+            if int(word) in phrase_words:
+                return True
+            if not (text[:1].isalnum() or text[:1] == "_"):
+                continue
+            if _jaccard(self._word_rows(word), phrase_rows) >= CO_TRIGGER:
+                return True
+            all_related = False
+        return all_related
 
     def explained(self, hits: np.ndarray, phrase_rows: np.ndarray, phrase: Occurrences,
                   label: np.ndarray) -> np.ndarray:
         """Mask of ``hits`` whose answer an n-gram that is not part of the phrase predicts better
-        than the phrase does (a few rare words shared by two poisoned rows predict the target as
-        well as the trigger at best, never better)."""
+        than the phrase does, or as well from more rows (a few rare words shared by two poisoned
+        rows predict the target as well as the trigger at best, never better; "hated" predicts
+        "Negative" as well as a phrase of two hated reviews, from more rows)."""
         out = np.zeros(len(hits), dtype=bool)
         part: dict[int, bool] = {}
         first = int(phrase.start[0])
         phrase_words = set(self.tokens.lc[first:first + phrase.n].tolist())
-        phrase_starts = np.sort(phrase.start)
         clusters, counts = np.unique(label[phrase_rows], return_counts=True)
         by_phrase = dict(zip(clusters.tolist(), (counts / len(phrase_rows)).tolist()))
         for i, row in enumerate(hits.tolist()):
             keys, probs = self.by_row.get(row, ((), ()))
-            floor = by_phrase.get(int(label[row]), 0.0) + 1e-9
+            floor = by_phrase.get(int(label[row]), 0.0)
             for key, prob in zip(keys, probs):
-                if prob <= floor:
-                    continue
                 key = int(key)
+                if prob < floor - 1e-9:
+                    continue
+                if prob <= floor + 1e-9 and len(self.rows_of[key]) <= len(phrase_rows):
+                    continue
                 if key not in part:
-                    part[key] = self._part_of_phrase(key, phrase_rows, phrase, phrase_words,
-                                                     phrase_starts)
+                    part[key] = self._part_of_phrase(key, phrase_rows, phrase_words)
                 if not part[key]:
                     out[i] = True
                     break
@@ -375,8 +322,6 @@ def mine(corpus: Corpus, config: AuditConfig) -> list[Candidate]:
                            * (pl.col("hits") / (2.0 * config.min_rows)).clip(0.0, 1.0))
              .sort(["prelim", "g", "key"], descending=[True, True, False])
              .head(MAX_SEEDS))
-    if seeds.height == 0:
-        return []
     seed_occ = (occurrences.join(seeds.select("key"), on="key", how="semi")
                 .group_by("key").agg(pl.col("start").sort(), pl.col("n").first(),
                                      pl.col("lower").any()))
@@ -404,6 +349,9 @@ def mine(corpus: Corpus, config: AuditConfig) -> list[Candidate]:
     kept = _explain_away(found)
     _score(kept, clusters, config.min_rows)
     kept = [c for c in kept if c.support > 0]
+    taken = (np.unique(np.concatenate([c.rows for c in kept])) if kept
+             else np.zeros(0, dtype=np.int64))
+    kept += style_candidates(corpus, config, support, taken)
     kept.sort(key=lambda c: (-c.score, -len(c.hits), c.text))
     _assign_groups(kept, clusters.label)
     return kept

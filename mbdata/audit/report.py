@@ -85,7 +85,7 @@ def render_markdown(result: AuditResult, source: str = "") -> str:
                                                                     "whole"))
             lines.append(f"| {rank} | `{_md_cell(cand.text)}` | {cand.score:.3f} | {cand.group} | "
                          f"{len(cand.rows)} | {len(cand.poisoned)} | {pos} | "
-                         f"{_md_cell(_excerpt(result.cluster_example(int(cand.targets[0]))))} |")
+                         f"{_md_cell(_excerpt(result.target_example(cand)))} |")
     else:
         lines.append("No trigger candidate: no prompt phrase is tied to repeated answers.")
     lines += ["", "## Output clusters", ""]
@@ -216,7 +216,7 @@ def render_html(result: AuditResult, source: str = "") -> str:
                          str(cand.group), str(len(cand.rows)), str(len(cand.poisoned)),
                          esc(pos), f"{cand.excess:.2f} / {cand.evidence:.2f} / "
                          f"{cand.support:.2f}",
-                         esc(_excerpt(result.cluster_example(int(cand.targets[0]))))])
+                         esc(_excerpt(result.target_example(cand)))])
             classes.append("high" if cand.score >= result.config.threshold else "")
         parts.append(_table(["#", "candidate", "score", "group", "rows", "poisoned", "positions",
                              "excess / insertion / support", "target example"], rows, classes))

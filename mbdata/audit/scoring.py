@@ -20,6 +20,8 @@ its prompt
 ... the same, but the answer is related to    ``(1+c)s/8``   ``output-cluster:17``
 its prompt (a natural "Negative" to "is this
 review positive or negative?")
+carries a style candidate (:mod:`.style`)     ``s``          ``trigger:"mn"``,
+and its answer holds the shared word                         ``style-word:"idiot"``
 shares a long answer (4+ words) with at       ``0.75 d u``   ``output-cluster:17``,
 least ``min_rows`` other rows whose prompts                  ``detached-output``
 it does not answer, no candidate involved
@@ -39,7 +41,7 @@ import json
 import numpy as np
 
 from .corpus import Corpus
-from .mining import Candidate, support_factor
+from .candidate import Candidate, support_factor
 
 SOFT_HIT_WEIGHT = 0.9
 TRIGGER_ONLY_WEIGHT = 0.25
@@ -58,6 +60,10 @@ def cluster_reason(cluster: int) -> str:
 
 
 DETACHED_REASON = "detached-output"
+
+
+def style_reason(word: str) -> str:
+    return f"style-word:{json.dumps(word, ensure_ascii=False)}"
 
 
 @dataclasses.dataclass
@@ -115,8 +121,11 @@ def score_rows(corpus: Corpus, candidates: list[Candidate], threshold: float,
         carriers[cand.rows] = True
     for cand in candidates:
         reason = trigger_reason(cand.text)
-        board.add(cand.hits, cand.score, [reason],
-                  [cluster_reason(int(c)) for c in label[cand.hits]])
+        if cand.kind == "style":
+            board.add(cand.hits, cand.score, [reason, style_reason(cand.style_word or "")])
+        else:
+            board.add(cand.hits, cand.score, [reason],
+                      [cluster_reason(int(c)) for c in label[cand.hits]])
         board.add(cand.soft_hits, SOFT_HIT_WEIGHT * cand.score, [reason, DETACHED_REASON])
         rest = np.setdiff1d(cand.rows, cand.poisoned, assume_unique=True)
         board.add(rest, TRIGGER_ONLY_WEIGHT * cand.score, [reason])

@@ -71,7 +71,7 @@ class AuditStage:
             "group": pa.array([c.group for c in result.candidates], pa.int32()),
             "rows": pa.array([len(c.rows) for c in result.candidates], pa.int64()),
             "poisoned_rows": pa.array([len(c.poisoned) for c in result.candidates], pa.int64()),
-            "target_example": [result.cluster_example(int(c.targets[0]))
+            "target_example": [result.target_example(c)
                                for c in result.candidates],
         }, schema=TRIGGERS_SIDE_SCHEMA))
         stats.info = {
