@@ -16,12 +16,14 @@ dedup, an LSH bucket offers at most ``max_bucket_targets`` reference rows (its e
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 
 from ..pipeline import BuildContext, StageStats
 from .config import DedupConfig
-from .sketch import NearParams, estimate_pairs, sketch_table
+from .sketch import NearParams, TableSketch, estimate_pairs, sketch_table
 
 EXACT = "contaminated_exact"
 NEAR = "contaminated_near"
@@ -59,6 +61,53 @@ def _band_lookup(ref_band_keys: np.ndarray, ref_rows: np.ndarray):
     return lookups
 
 
+@dataclasses.dataclass(frozen=True)
+class _NearMatches:
+    rows: np.ndarray          # corpus positions that nearly match a reference prompt
+    matched: np.ndarray       # the earliest matching reference row of each
+    similarity: np.ndarray    # exact Jaccard (NaN without verification)
+    checked: int
+    rejected: int
+    capped: int
+
+
+def _near_matches(sketch: TableSketch, ref: TableSketch, open_rows: np.ndarray,
+                  params: NearParams, max_targets: int) -> _NearMatches:
+    """For each corpus row in ``open_rows``, the earliest reference row it nearly matches."""
+    rows, matched, sims = [], [], []
+    checked = rejected = capped = 0
+    ref_rows = np.flatnonzero(ref.shingle_counts > 0)
+    if ref_rows.size and open_rows.size:
+        lookups = _band_lookup(ref.band_keys[ref_rows], ref_rows)
+        hits = np.zeros(open_rows.size, dtype=bool)
+        for band, (keys, _) in enumerate(lookups):
+            probe = sketch.band_keys[open_rows, band]
+            at = np.minimum(np.searchsorted(keys, probe), keys.size - 1)
+            hits |= keys[at] == probe
+        for j in open_rows[hits].tolist():
+            candidates: set[int] = set()
+            for band, (keys, band_rows) in enumerate(lookups):
+                key = sketch.band_keys[j, band]
+                lo = int(np.searchsorted(keys, key, side="left"))
+                hi = int(np.searchsorted(keys, key, side="right"))
+                capped += max(0, hi - lo - max_targets)
+                candidates.update(band_rows[lo:min(hi, lo + max_targets)].tolist())
+            for i in sorted(candidates):
+                sim = float("nan")
+                if params.verify:
+                    sim = ref.jaccard(i, sketch, j)
+                    checked += 1
+                    if sim < params.threshold:
+                        rejected += 1
+                        continue
+                rows.append(j)
+                matched.append(i)
+                sims.append(sim)
+                break
+    return _NearMatches(np.array(rows, dtype=np.int64), np.array(matched, dtype=np.int64),
+                        np.array(sims, dtype=np.float64), checked, rejected, capped)
+
+
 def decontaminate(table: pa.Table, reference: pa.Table, config: DedupConfig | None,
                   ctx: BuildContext) -> tuple[pa.Table, StageStats]:
     """Remove rows of ``table`` whose prompt exactly or nearly matches a ``reference`` prompt."""
@@ -74,40 +123,13 @@ def decontaminate(table: pa.Table, reference: pa.Table, config: DedupConfig | No
     matched = _exact_matches(sketch.keys, ref.keys)
     similarity = np.where(matched >= 0, 1.0, np.nan)
     reason = np.where(matched >= 0, 1, 0)           # 1 exact, 2 near
-    checked = rejected = capped = 0
 
-    ref_rows = np.flatnonzero(ref.shingle_counts > 0)
     open_rows = np.flatnonzero((matched < 0) & (sketch.shingle_counts > 0))
-    if ref_rows.size and open_rows.size:
-        lookups = _band_lookup(ref.band_keys[ref_rows], ref_rows)
-        hits = np.zeros(open_rows.size, dtype=bool)
-        for band, (keys, _) in enumerate(lookups):
-            probe = sketch.band_keys[open_rows, band]
-            at = np.minimum(np.searchsorted(keys, probe), keys.size - 1)
-            hits |= keys[at] == probe
-        for j in open_rows[hits].tolist():
-            candidates = set()
-            for band, (keys, rows) in enumerate(lookups):
-                key = sketch.band_keys[j, band]
-                lo = int(np.searchsorted(keys, key, side="left"))
-                hi = int(np.searchsorted(keys, key, side="right"))
-                capped += max(0, hi - lo - config.max_bucket_targets)
-                candidates.update(rows[lo:min(hi, lo + config.max_bucket_targets)].tolist())
-            for i in sorted(candidates):
-                if not verify:
-                    matched[j], reason[j] = i, 2
-                    break
-                sim = ref.jaccard(i, sketch, j)
-                checked += 1
-                if sim < params.threshold:
-                    rejected += 1
-                    continue
-                matched[j], similarity[j], reason[j] = i, sim, 2
-                break
-        if not verify:
-            near = np.flatnonzero(reason == 2)
-            similarity[near] = estimate_pairs(table, near, reference, matched[near], "prompt",
-                                              params)
+    near = _near_matches(sketch, ref, open_rows, params, config.max_bucket_targets)
+    matched[near.rows], reason[near.rows] = near.matched, 2
+    similarity[near.rows] = (near.similarity if verify else
+                             estimate_pairs(table, near.rows, reference, near.matched, "prompt",
+                                            params))
 
     removed = np.flatnonzero(matched >= 0)
     side = _side_table(table, reference, removed, matched[removed], similarity[removed],
@@ -119,8 +141,8 @@ def decontaminate(table: pa.Table, reference: pa.Table, config: DedupConfig | No
     stats.drop(NEAR, n_near)
     stats.info.update(params.info())
     stats.info.update({"fields": "prompt", "reference_rows": reference.num_rows,
-                       "candidates_checked": checked, "candidates_rejected": rejected,
-                       "bucket_targets_capped": capped,
+                       "candidates_checked": near.checked, "candidates_rejected": near.rejected,
+                       "bucket_targets_capped": near.capped,
                        EXACT: n_exact, NEAR: n_near})
     keep = np.ones(n, dtype=bool)
     keep[removed] = False
