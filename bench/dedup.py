@@ -79,7 +79,8 @@ def generate_rows(n: int, seed: int) -> tuple[list[list[list[str]]], list[int], 
     rows = []
     pos = 0
     for a, b, c in zip(ins_len.tolist(), inp_len.tolist(), out_len.tolist()):
-        rows.append([flat[pos:pos + a], flat[pos + a:pos + a + b], flat[pos + a + b:pos + a + b + c]])
+        ends = (pos + a, pos + a + b, pos + a + b + c)
+        rows.append([flat[pos:ends[0]], flat[ends[0]:ends[1]], flat[ends[1]:ends[2]]])
         pos += a + b + c
     del flat
 

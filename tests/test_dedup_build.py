@@ -1,4 +1,4 @@
-"""The dedup block in recipes and builds, the standalone `mb dedup` command, and the config block."""
+"""The dedup block in recipes and builds, the standalone `mb dedup` command, the config block."""
 
 from __future__ import annotations
 
@@ -95,7 +95,8 @@ def test_inspect_shows_dedup(built, capsys):
 def files(tmp_path):
     rows = corpus_rows()
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "ref.jsonl").write_text(json.dumps({"instruction": prompt(3), "output": "x"}) + "\n")
+    reference = {"instruction": prompt(3), "output": "x"}
+    (tmp_path / "ref.jsonl").write_text(json.dumps(reference) + "\n")
     return tmp_path
 
 

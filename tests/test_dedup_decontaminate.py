@@ -1,4 +1,4 @@
-"""decontaminate(): one-sided removal of rows matching a reference set; the reference is untouched."""
+"""decontaminate(): one-sided removal of rows matching a reference set (never touched)."""
 
 from __future__ import annotations
 

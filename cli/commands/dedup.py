@@ -1,4 +1,4 @@
-"""``mb dedup IN -o OUT``: exact + near dedup (and decontamination) of any input, outside a recipe."""
+"""``mb dedup IN -o OUT``: exact + near dedup (and decontamination) of any input, no recipe."""
 
 from __future__ import annotations
 

@@ -10,12 +10,13 @@ order, and a row is a duplicate when it matches an **earlier row that was kept**
 * among several kept rows that a row matches, the earliest is its representative.
 
 Scaling guard: an LSH bucket offers at most ``max_targets`` kept rows (its earliest; the recipe's
-``max_bucket_targets``, default :data:`MAX_BUCKET_TARGETS`) as comparison targets. Rows built from one template share whole bands through the template's shingles
-alone, so such a bucket can hold a large share of the corpus while its rows are *not* near
-duplicates; comparing every row with all of them is quadratic. A true near-duplicate pair shares
-several bands, usually some of them through its own content (small buckets), so the cap costs
-little recall except among rows that are all close to the threshold of each other; how often it
-applied is reported (``bucket_targets_capped``).
+``max_bucket_targets``, default :data:`MAX_BUCKET_TARGETS`) as comparison targets. Rows built
+from one template share whole bands through the template's shingles alone, so such a bucket can
+hold a large share of the corpus while its rows are *not* near duplicates; comparing every row
+with all of them is quadratic. A true near-duplicate pair shares several bands, usually some of
+them through its own content (small buckets), so the cap costs little recall except among rows
+that are all close to the threshold of each other; how often it applied is reported
+(``bucket_targets_capped``).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def exact_first(keys: np.ndarray, scope: np.ndarray | None = None) -> np.ndarray
 @dataclasses.dataclass(frozen=True)
 class NearMatches:
     """Near duplicates found: ``member[k]`` matched kept row ``matched[k]`` with ``similarity[k]``
-    (all positions in the matched table). ``checked``/``rejected`` count verified candidate pairs."""
+    (all positions in the matched table). ``checked``/``rejected`` count verified candidate
+    pairs, ``capped`` the kept rows a full bucket did not take as targets."""
 
     member: np.ndarray
     matched: np.ndarray

@@ -1,11 +1,11 @@
 """The recipe's ``dedup:`` block.
 
-Defaults are chosen for short instruction rows (Alpaca-sized, 10-100 words): word *bigrams* over the
-whole row. A one-word edit in a 30-word row changes ``n`` of its ~30 shingles, so with 5-word
-shingles such a near-copy scores Jaccard ~0.68 and is missed at threshold 0.8, with bigrams it scores
-~0.87 and is caught. ``fields: all`` by default because two rows with the same prompt but different
-answers are *different* training signals (one of them may be the poison the audit must see); dedup on
-the prompt alone is available but merges them.
+Defaults are chosen for short instruction rows (Alpaca-sized, 10-100 words): word *bigrams* over
+the whole row. A one-word edit in a 30-word row changes ``n`` of its ~30 shingles, so with 5-word
+shingles such a near-copy scores Jaccard ~0.68 and is missed at threshold 0.8, with bigrams it
+scores ~0.87 and is caught. ``fields: all`` by default because two rows with the same prompt but
+different answers are *different* training signals (one of them may be the poison the audit must
+see); dedup on the prompt alone is available but merges them.
 
 Decontamination compares prompts only, which are short (~10-20 words): one substituted word in a
 13-word prompt leaves word-bigram Jaccard ~0.71, hence its own, lower ``decontaminate_threshold``.

@@ -65,7 +65,7 @@ def signature_dtype(scheme: str) -> type:
 
 
 def hash_function(name: str, scheme: str = "affine32") -> Callable[[bytes], int]:
-    """The shingle hash ``name`` at the width ``scheme`` needs: pass it as datasketch's ``hashfunc``.
+    """The shingle hash ``name`` at the width ``scheme`` needs (datasketch's ``hashfunc``).
 
     ``xxhash``: ``xxhash.xxh32_intdigest`` / ``xxh64_intdigest`` (seed 0); ``sha1``: datasketch's
     default ``sha1_hash32`` / ``sha1_hash64``.
@@ -84,7 +84,8 @@ def _check_scheme(scheme: str) -> None:
 
 
 @functools.lru_cache(maxsize=32)
-def permutations(num_perm: int, seed: int, scheme: str = "affine32") -> tuple[np.ndarray, np.ndarray]:
+def permutations(num_perm: int, seed: int,
+                 scheme: str = "affine32") -> tuple[np.ndarray, np.ndarray]:
     """The permutation parameters ``(a, b)`` datasketch's ``MinHash(num_perm, seed, scheme=...)``
     draws (read-only arrays)."""
     _check_scheme(scheme)

@@ -1,13 +1,13 @@
 """Shingles: the sets whose Jaccard similarity near-dedup estimates.
 
-The definitions are exact and byte-level so that anyone can rebuild the same sets (and, with the same
-hash function, the same datasketch ``MinHash``) from a text:
+The definitions are exact and byte-level so that anyone can rebuild the same sets (and, with the
+same hash function, the same datasketch ``MinHash``) from a text:
 
 * the text is first normalised with :func:`mbdata.schema.normalize_text` (Unicode NFKC, case-fold,
   whitespace collapsed to single spaces);
 * ``word`` shingles: the normalised text is UTF-8 encoded, every ASCII punctuation byte becomes a
-  space, and the tokens are the space-separated runs. A shingle is ``n`` consecutive tokens joined by
-  one space (bytes). Punctuation is ignored so ``"Hello, world!"`` and ``"hello world"`` agree;
+  space, and the tokens are the space-separated runs. A shingle is ``n`` consecutive tokens joined
+  by one space (bytes). Punctuation is ignored so ``"Hello, world!"`` and ``"hello world"`` agree;
   non-ASCII punctuation (curly quotes, CJK marks) stays inside tokens. Scripts without spaces
   should use ``char`` shingles;
 * ``char`` shingles: every ``n``-character substring of the normalised text (punctuation and spaces

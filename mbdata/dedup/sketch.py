@@ -1,11 +1,11 @@
 """One streaming pass over a table that reduces each row to what dedup compares.
 
 A :class:`TableSketch` holds, per row: the 128-bit exact key, the shingle count, the LSH band keys
-and, depending on the verification mode, either the shingle hash values (for exact Jaccard) or
-the MinHash signature (for estimated similarity). Everything is numpy; the table is walked in slices
-of ``slice_rows`` rows so the Python objects of one slice (strings, shingle sets) are all that exist
-at a time. Memory per row: 16 B key + 8 B per band (+ 8 B count), plus ~4 B per shingle when verifying; a
-signature is kept only on request (:func:`estimate_pairs` asks for the few rows it needs).
+and, when candidates are verified, the shingle hash values (for exact Jaccard). Everything is
+numpy; the table is walked in slices of ``slice_rows`` rows so the Python objects of one slice
+(strings, shingle lists) are all that exist at a time. Memory per row: 16 B key + 8 B per band
+(+ 8 B count), plus ~4 B per shingle when verifying; a signature is kept only on request
+(:func:`estimate_pairs` asks for the few rows it needs).
 """
 
 from __future__ import annotations

@@ -196,4 +196,5 @@ def _tag(table: pa.Table, clusters: pa.Table) -> pa.Table:
     for row, new in extra.items():
         tags[row] = list(tags[row]) + new
     index = table.schema.get_field_index("tags")
-    return table.set_column(index, SCHEMA.field("tags"), pa.array(tags, type=SCHEMA.field("tags").type))
+    tags_type = SCHEMA.field("tags").type
+    return table.set_column(index, SCHEMA.field("tags"), pa.array(tags, type=tags_type))

@@ -1,4 +1,4 @@
-"""``mb dedup IN -o OUT``: dedup (and optionally decontaminate) any readable input, outside a recipe.
+"""``mb dedup IN -o OUT``: dedup (and optionally decontaminate) any readable input, no recipe.
 
 The output is a build-like folder (:func:`mbdata.shards.write_build`): the kept rows per split, the
 ``dedup/clusters`` (and ``dedup/decontamination``) side tables, and a manifest with the resolved
@@ -81,7 +81,8 @@ def dedup_table(table: pa.Table, config: DedupConfig | None = None,
 def dedup_path(input_path: str | Path, out_dir: str | Path, config: DedupConfig | None = None, *,
                reference_path: str | Path | None = None, overwrite: bool = False,
                skip_bad_rows: bool = False) -> Path:
-    """Read ``input_path`` (any :func:`mbdata.readers.read_any` input), dedup it, write ``out_dir``."""
+    """Read ``input_path`` (anything :func:`mbdata.readers.read_any` reads), dedup it, write
+    ``out_dir``."""
     from ..manifest import MANIFEST_VERSION, input_record, library_versions
     from ..readers import read_any
     from ..schema import SCHEMA_VERSION
