@@ -196,11 +196,12 @@ class _Explanations:
         self.by_row = explainers(pairs, support, clusters)
         keys = pl.Series(np.unique(np.concatenate([k for k, _ in self.by_row.values()]))
                          if self.by_row else [], dtype=pl.UInt64)
-        grouped = (pairs.filter(pl.col("key").is_in(keys))
+        wanted = pl.DataFrame({"key": keys})
+        grouped = (pairs.join(wanted, on="key", how="semi")
                    .group_by("key").agg(pl.col("row").sort()))
         self.rows_of = {k: np.asarray(r, dtype=np.int64)
                         for k, r in zip(grouped["key"].to_list(), grouped["row"].to_list())}
-        spans = (occurrences.filter(pl.col("key").is_in(keys))
+        spans = (occurrences.join(wanted, on="key", how="semi")
                  .group_by("key").agg(pl.col("start").min(), pl.col("n").first()))
         self.span_of = {k: (int(st), int(n)) for k, st, n in
                         zip(spans["key"].to_list(), spans["start"].to_list(),

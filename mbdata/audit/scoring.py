@@ -93,7 +93,8 @@ class _Board:
 
 def _orphan_clusters(corpus: Corpus, explained: set[int], min_rows: int
                      ) -> list[tuple[int, float]]:
-    """Long repeated answers to unrelated prompts that no candidate explains: (cluster, score)."""
+    """Long repeated answers to unrelated prompts whose rows mostly carry no candidate:
+    (cluster, score)."""
     clusters = corpus.clusters
     found = []
     for cluster in np.flatnonzero(clusters.size >= min_rows).tolist():
@@ -132,10 +133,10 @@ def score_rows(corpus: Corpus, candidates: list[Candidate], threshold: float,
     explained: set[int] = set()
     for cand in candidates:
         for cluster in cand.targets.tolist():
-            explained.add(cluster)
             members = np.flatnonzero(label == cluster)
             coverage = float(carriers[members].mean())
             if coverage >= CLUSTER_COVERAGE_MIN:
+                explained.add(cluster)
                 loose = members[~carriers[members]]
                 detached = corpus.detached[loose]
                 score = 0.5 * (1.0 + coverage) * cand.score
