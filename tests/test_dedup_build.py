@@ -105,7 +105,7 @@ def test_mb_dedup_writes_a_build_folder(files, capsys):
     assert main(["dedup", str(files / "in.jsonl"), "-o", str(out), "--reference",
                  str(files / "ref.jsonl")]) == 0
     b = mbdata.open_build(out)
-    assert b.manifest["kind"] == "dedup"
+    assert b.manifest["kind"] == "dedup" and len(b.manifest["fingerprint"]) == 64
     assert [s["name"] for s in b.manifest["stages"]] == ["decontaminate", "dedup"]
     # prompt(3) is in the reference: it and its upper-case copy go; 8 - 1 exact copies remain.
     assert b.manifest["stages"][0]["dropped"] == {"contaminated_exact": 2}

@@ -7,6 +7,7 @@ The output is a build-like folder (:func:`mbdata.shards.write_build`): the kept 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pyarrow as pa
@@ -84,6 +85,7 @@ def dedup_path(input_path: str | Path, out_dir: str | Path, config: DedupConfig 
     """Read ``input_path`` (anything :func:`mbdata.readers.read_any` reads), dedup it, write
     ``out_dir``."""
     from ..manifest import MANIFEST_VERSION, input_record, library_versions
+    from ..recipe import canonical_json
     from ..readers import read_any
     from ..schema import SCHEMA_VERSION
     from ..shards import check_output_dir, write_build
@@ -99,12 +101,16 @@ def dedup_path(input_path: str | Path, out_dir: str | Path, config: DedupConfig 
     kept, stats, ctx = dedup_table(table, config, reference)
     splits = sorted(set(kept.column("split").to_pylist()))
     tables = {s: kept.filter(pc.equal(kept.column("split"), s)) for s in splits}
+    settings = to_mapping(config)
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "schema_version": SCHEMA_VERSION,
         "kind": "dedup",
         "name": Path(input_path).stem or "dedup",
-        "dedup": to_mapping(config),
+        # sha256 of the resolved settings: two outputs with the same fingerprint and input hashes
+        # were made the same way (the role a recipe fingerprint plays for builds).
+        "fingerprint": hashlib.sha256(canonical_json(settings).encode("utf-8")).hexdigest(),
+        "dedup": settings,
         "inputs": inputs,
         "versions": library_versions(),
         "stages": [s.as_manifest() for s in stats],
