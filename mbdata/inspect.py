@@ -79,9 +79,12 @@ def _short(text: str, n: int = 70) -> str:
 
 def render(summary: dict[str, Any]) -> str:
     s = summary
-    lines = [f"{s['name']} {s['version']}  ({s['path']})",
-             f"fingerprint  {s['fingerprint']}", f"content hash {s['content_hash']}",
-             f"seed         {s['seed']}", "", "splits"]
+    def show(value: Any) -> str:
+        return "-" if value is None else str(value)
+
+    lines = [f"{show(s['name'])} {show(s['version'])}  ({s['path']})",
+             f"fingerprint  {show(s['fingerprint'])}", f"content hash {show(s['content_hash'])}",
+             f"seed         {show(s['seed'])}", "", "splits"]
     lines += _table(["split", "rows", "roles", "sources"],
                     [[sp, n, ", ".join(f"{k}={v}" for k, v in s["by_split"][sp]["role"].items()),
                       ", ".join(f"{k}={v}" for k, v in s["by_split"][sp]["source"].items())]
