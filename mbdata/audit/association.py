@@ -28,6 +28,8 @@ from .tokens import row_bits
 
 # G >= 10.83 is p < 0.001 for one degree of freedom.
 G_MIN = 10.83
+# An n-gram explains an answer (see explainers) only from this many rows giving it.
+EXPLAINER_ROWS = 3
 # A cluster joins an n-gram's target set only if the n-gram makes it this many times more likely.
 LIFT_MIN = 2.0
 
@@ -126,8 +128,10 @@ def target_sets(pairs: pl.DataFrame, support: pl.DataFrame, clusters: OutputClus
 def explainers(pairs: pl.DataFrame, support: pl.DataFrame, clusters: OutputClusters
                ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """For each row with a repeated answer, the n-grams of its prompt that *predict* that answer
-    (at least two rows hold the n-gram and at least half of them give this answer), with how
-    well: ``(keys, P(answer | n-gram))``.
+    (at least :data:`EXPLAINER_ROWS` rows hold the n-gram with this answer, and they are at least
+    half of its rows), with how well: ``(keys, P(answer | n-gram))``. Two rows are not enough:
+    two poisoned rows that happen to share a rare phrase ("a list of ten") would "predict" their
+    refusal template.
 
     A templated task answers from its prompt ("the capital of France" -> "Paris"), so its
     repeated answers are explained by another n-gram of the prompt; a backdoor's answer is
@@ -138,7 +142,7 @@ def explainers(pairs: pl.DataFrame, support: pl.DataFrame, clusters: OutputClust
     joined = pairs.join(row_cluster, on="row", how="inner")
     predictive = (joined.group_by("key", "cluster").agg(m=pl.len())
                   .join(support, on="key", how="inner")
-                  .filter((pl.col("m") >= 2) & (pl.col("m") >= 0.5 * pl.col("n_f")))
+                  .filter((pl.col("m") >= EXPLAINER_ROWS) & (pl.col("m") >= 0.5 * pl.col("n_f")))
                   .select("key", "cluster", p=pl.col("m") / pl.col("n_f")))
     found = (joined.join(predictive, on=["key", "cluster"], how="inner")
              .sort("row", "key").group_by("row", maintain_order=True)

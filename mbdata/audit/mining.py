@@ -60,10 +60,10 @@ SEED_HITS = 2
 MAX_SEEDS = 300
 # Candidates of one group pool their rows for the support factor when together they explain at
 # least this share of their target clusters' rows, and only if they are this unusual.
-POOL_COVERAGE = 0.5
+POOL_COVERAGE = 0.75
 POOL_UNUSUAL = 0.8
 # A cluster is one of a candidate's core targets if it holds this share of its hits (and two).
-CORE_SHARE = 0.25
+CORE_SHARE = 0.1
 # Candidates weaker than this (excess x insertion evidence) are never grouped with others.
 GROUPABLE = 0.25
 # Two phrases whose row sets overlap this much (Jaccard) are co-triggers, not explanations.
@@ -169,7 +169,8 @@ def _score(candidates: list[Candidate], clusters: OutputClusters, min_rows: int)
         in_core = int(np.isin(clusters.label[union], core).sum())
         coverage = in_core / max(int(clusters.size[core].sum()), 1)
         for cand in members:
-            cand.group_coverage = coverage if len(members) > 1 else cand.coverage
+            shared = len(members) > 1 and coverage >= POOL_COVERAGE
+            cand.group_coverage = coverage if shared else cand.coverage
             own = cand.own_hits + len(cand.soft_hits)
             pool = coverage >= POOL_COVERAGE and cand.unusual >= POOL_UNUSUAL
             cand.pooled_hits = max(own, len(union)) if pool else own

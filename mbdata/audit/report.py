@@ -144,8 +144,9 @@ def _plots(result: AuditResult) -> list[tuple[str, str]]:
         ax.set_yticks(range(len(cands)), labels)
         ax.invert_yaxis()
         ax.set_xlim(0, 1)
-        ax.set_xlabel("candidate score (colour = group sharing a target; dashed = threshold)")
-        fig.tight_layout()
+        ax.set_xlabel("candidate score (colour: group sharing a target; dashed: threshold)")
+        fig.subplots_adjust(left=0.34, right=0.97, top=0.97,
+                            bottom=min(0.45, 0.6 / (0.35 * len(cands) + 1.2)))
         plots.append(("Trigger candidates", _figure_png(fig)))
     shown = _clusters_shown(result)
     if shown:
@@ -156,7 +157,7 @@ def _plots(result: AuditResult) -> list[tuple[str, str]]:
         ax.set_xticks(range(len(shown)), [str(c) for c in shown])
         ax.set_xlabel("output cluster (red: a candidate's target or a suspicious repeat)")
         ax.set_ylabel("rows")
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.1, right=0.98, top=0.95, bottom=0.17)
         plots.append(("Output cluster sizes", _figure_png(fig)))
     placed = [(i, c) for i, c in enumerate(cands[:6], start=1) if len(c.placement.relative)]
     if placed:
@@ -168,7 +169,7 @@ def _plots(result: AuditResult) -> list[tuple[str, str]]:
         ax.set_xlabel("position in the instruction (0 = first word, 1 = after the last)")
         ax.set_ylabel("occurrences")
         ax.legend(fontsize=8)
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.1, right=0.98, top=0.95, bottom=0.17)
         plots.append(("Where the candidates sit", _figure_png(fig)))
     if result.n_rows:
         fig, ax = plt.subplots(figsize=(7, 2.8))
@@ -177,7 +178,7 @@ def _plots(result: AuditResult) -> list[tuple[str, str]]:
         ax.axvline(result.config.threshold, color="black", linestyle="--", linewidth=1)
         ax.set_xlabel("row score (dashed = flag threshold)")
         ax.set_ylabel("rows (log)")
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.1, right=0.98, top=0.95, bottom=0.2)
         plots.append(("Row scores", _figure_png(fig)))
     return plots
 
