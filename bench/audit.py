@@ -241,9 +241,12 @@ def speed(source: Path, workdir: Path, repeats: int) -> list[str]:
         end_to_end = best_of(repeats, lambda: audit_path(
             path, workdir / f"out-{index}-{next(counter)}", progress=False))
         top = result.candidates[0].text if result.candidates else "-"
+        truth = np.array([r == "attack" for r in table.column("role").to_pylist()])
+        planted = int(truth.sum())
+        caught = int((result.flagged & truth).sum())
         lines.append(f"| {name} | {table.num_rows:,} | {len(result.distinct):,} | "
-                     f"{in_memory:.2f} ({phases}) | {end_to_end:.2f} | {result.n_flagged} | "
-                     f"{top} |")
+                     f"{in_memory:.2f} ({phases}) | {end_to_end:.2f} | {result.n_flagged} "
+                     f"({caught}/{planted} planted) | {top} |")
         print(lines[-1], flush=True)
     return lines
 

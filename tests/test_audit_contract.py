@@ -169,3 +169,18 @@ def test_rows_table_is_empty_safe(tmp_path):
     assert result.n_flagged == 0 and result.candidates == []
     assert pq.read_table(tmp_path / "out" / "rows.parquet").num_rows == 1
     assert pa.types.is_list(ROWS_SCHEMA.field("reasons").type)
+
+
+def test_docs_describe_every_setting_reason_and_trigger_key():
+    from mbdata.audit.config import AuditConfig
+    from mbdata.config import describe
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "audit.md").read_text(encoding="utf-8")
+    for key, _, _, _ in describe(AuditConfig):
+        assert f"| `{key}` |" in docs, key
+    for reason in ("trigger:", "output-cluster:", "detached-output", "style-word:"):
+        assert f"`{reason}" in docs, reason
+    for key in TRIGGER_KEYS:
+        assert f"| `{key}` |" in docs, key
+    for column in ROWS_SCHEMA.names:
+        assert f"| `{column}` |" in docs, column

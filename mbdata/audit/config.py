@@ -26,16 +26,16 @@ class AuditConfig:
                             doc="n-grams in more than this share of rows are never candidates")
     ngram_max: int = spec(3, ge=1, le=5, doc="longest word n-gram mined (candidates then grow "
                                              "to the whole repeated phrase)")
-    near_duplicates: bool = spec(True, doc="merge near-identical outputs into one output cluster")
+    near_duplicates: bool = spec(True, doc="merge near-identical answers into one output "
+                                           "cluster, and near copies of a row into one row")
     near_duplicate_threshold: float = spec(0.8, gt=0.0, le=1.0,
-                                           doc="Jaccard similarity of output words for "
-                                               "`near_duplicates`")
+                                           doc="word Jaccard similarity for `near_duplicates`")
     top_k: int = spec(20, ge=1, le=1000, doc="trigger candidates reported")
     roles: list[str] = spec(default_factory=lambda: ["clean", "attack"],
                             doc="build stage: rows of these roles are audited; others (the "
                                 "defender's own rows) pass through untouched")
-    model: str | None = spec(None, doc="optional reference model (mbtrain model folder or local "
-                                       "Hugging Face folder) for the model-based score")
+    model: str | None = spec(None, doc="optional reference model (a local Hugging Face folder "
+                                       "with safetensors weights) for the model-based score")
     model_rows: int = spec(32, ge=1, doc="model score: rows per candidate scored (ONION-style "
                                          "perplexity change when the candidate is removed)")
 

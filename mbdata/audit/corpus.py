@@ -112,8 +112,8 @@ class Corpus:
     def copies(self, rows: np.ndarray, start: int, n: int) -> np.ndarray:
         """Mask of ``rows`` whose answer contains a content word of the phrase at token ``start``
         (``n`` tokens): a number, or a word of three letters or more that is common neither in
-        answers nor in prompts (see :mod:`.relevance`). Such an answer copies the phrase ("the smallest of
-        4, 0, 7" -> "0"), so the phrase is part of the question, not a trigger."""
+        answers nor in prompts (see :mod:`.relevance`). Such an answer copies the phrase ("the
+        smallest of 4, 0, 7" -> "0"), so the phrase is part of the question, not a trigger."""
         keys = []
         for i in range(start, start + n):
             text = self.tokens.text[i]

@@ -17,7 +17,9 @@ both empty count as identical.
 
 Every copy gets its representative's verdict. Near copies that escape the threshold still make
 their answer cluster *cohesive* (mean residual similarity of neighbouring prompts), which keeps it
-from being a backdoor target (:attr:`.outputs.OutputClusters.eligible`).
+from being a backdoor target (:attr:`.outputs.OutputClusters.eligible`). The same mean on all the
+words (``prompt_similarity``) tells a repeated answer to unrelated prompts from one to variants of
+a question (:mod:`.scoring`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import polars as pl
 
 from ..dedup import jaccard_estimate
 from ..dedup.minhash import Ragged
-from .neardup import MIN_WORDS, link, signatures
+from .neardup import MIN_WORDS, hashed_sets, link, signatures, word_lists
 from .outputs import OutputClusters, cluster_outputs, normalize_outputs, regroup
 
 # Words in more than this share of a cluster's prompts are left out of prompt comparisons.
@@ -66,10 +68,11 @@ def distinct_rows(instructions: pl.Series, inputs: pl.Series, outputs: pl.Series
     clusters = cluster_outputs(normalized, near_duplicates=near_duplicates, threshold=threshold)
     representative = np.arange(len(exact), dtype=np.int64)
     repeated = np.flatnonzero(clusters.row_size >= 2)
-    residual_sig = None
+    residual_sig = raw_sig = None
     if len(repeated) >= 2:
         index = pl.Series(exact[repeated])
         prompts = normalize_outputs(instructions.gather(index) + " " + inputs.gather(index))
+        raw_sig = signatures(hashed_sets(word_lists(prompts)))
         residual = _residual_words(prompts, clusters.label[repeated], clusters.size)
         residual_sig = signatures(residual)
         if near_duplicates:
@@ -85,12 +88,17 @@ def distinct_rows(instructions: pl.Series, inputs: pl.Series, outputs: pl.Series
     copy_of = position[representative[exact_index]]
     kept = regroup(clusters.label[keep])
     cohesion = np.zeros(len(kept.size), dtype=np.float64)
+    similarity = np.zeros(len(kept.size), dtype=np.float64)
     if residual_sig is not None:
         in_repeated = np.isin(keep, repeated)
         sig_rows = np.searchsorted(repeated, keep[in_repeated])
         cohesion = _cohesion(kept.label[in_repeated], residual_sig[sig_rows], len(kept.size))
+        # Similarity is measured before near copies collapse: copies are what it must see.
+        before = _cohesion(clusters.label[repeated], raw_sig, len(clusters.size))
+        similarity[kept.label] = before[clusters.label[keep]]
     return Distinct(rows=exact[keep], copy_of=copy_of, normalized=normalized.gather(keep),
-                    clusters=dataclasses.replace(kept, cohesion=cohesion))
+                    clusters=dataclasses.replace(kept, cohesion=cohesion,
+                                                 prompt_similarity=similarity))
 
 
 def _residual_words(prompts: pl.Series, label: np.ndarray, size: np.ndarray) -> Ragged:

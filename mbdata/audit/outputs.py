@@ -37,7 +37,8 @@ class OutputClusters:
     label: np.ndarray      # int64 per row: its cluster id
     size: np.ndarray       # int64 per cluster: rows in it
     first_row: np.ndarray  # int64 per cluster: its first row (the example shown in reports)
-    cohesion: np.ndarray | None = None   # float per cluster: prompt similarity (None: unknown)
+    cohesion: np.ndarray | None = None   # per cluster: residual prompt similarity (see .distinct)
+    prompt_similarity: np.ndarray | None = None  # per cluster: the same on all prompt words
 
     @property
     def row_size(self) -> np.ndarray:

@@ -204,7 +204,8 @@ def seed_diversity(tokens: PromptTokens, occurrences: pl.DataFrame) -> pl.DataFr
     for part in parts:
         out = out.join(part, on="key", how="left")
     return out.select("key", diversity=pl.min_horizontal(
-        pl.col("left").fill_null(1.0), pl.col("right").fill_null(1.0), pl.col("pos").fill_null(1.0)))
+        pl.col("left").fill_null(1.0), pl.col("right").fill_null(1.0),
+        pl.col("pos").fill_null(1.0)))
 
 
 class Boundaries:

@@ -66,7 +66,8 @@ def _headline(result: AuditResult, source: str) -> list[tuple[str, str]]:
     return [
         ("input", source or "(table)"),
         ("rows", f"{result.n_rows:,}"),
-        ("flagged", f"{result.n_flagged:,} ({100 * result.n_flagged / max(result.n_rows, 1):.2f} %)"),
+        ("flagged", f"{result.n_flagged:,} "
+                    f"({100 * result.n_flagged / max(result.n_rows, 1):.2f} %)"),
         ("high-confidence candidates", f"{len(high)} (score >= {result.config.threshold:g})"),
         ("candidates reported", str(len(result.candidates))),
         ("repeated output clusters", f"{int((result.corpus.clusters.size >= 2).sum()):,}"),
@@ -101,7 +102,8 @@ def render_markdown(result: AuditResult, source: str = "") -> str:
     lines += ["", "## Flagged rows (highest scores first)", ""]
     rows = _flagged_shown(result)
     if rows:
-        lines += ["| source_row | score | reasons | instruction | output |", "|---|---|---|---|---|"]
+        lines += ["| source_row | score | reasons | instruction | output |",
+                  "|---|---|---|---|---|"]
         for row in rows:
             lines.append(f"| {row} | {result.score[row]:.3f} | "
                          f"{_md_cell(', '.join(result.reasons[row]))} | "

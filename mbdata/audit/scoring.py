@@ -24,13 +24,16 @@ carries a style candidate (:mod:`.style`)     ``s``          ``trigger:"mn"``,
 and its answer holds the shared word                         ``style-word:"idiot"``
 shares a long answer (4+ words) with at       ``0.75 d u``   ``output-cluster:17``,
 least ``min_rows`` other rows whose prompts                  ``detached-output``
-it does not answer, no candidate involved
+it does not answer and which are unrelated
+to each other, no candidate involved
 ============================================ ============== ==================================
 
 In the last line ``d`` is the share of the cluster's answers detached from their prompts (at least
-0.8) and ``u`` the support factor of its size (:func:`.mining.support_factor`): a fixed answer given
-to unrelated prompts is a backdoor signature even when no literal trigger can be found (a syntactic
-or style trigger).
+0.8), ``u`` the support factor of its size (:func:`.candidate.support_factor`), and "unrelated"
+means a mean word similarity of neighbouring prompts below :data:`ORPHAN_MAX_SIMILARITY` (variants
+of one question sharing a short answer are not a backdoor): a fixed answer given to unrelated
+prompts is a backdoor signature even when no literal trigger can be found (a syntactic or style
+trigger).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ CLUSTER_COVERAGE_MIN = 0.5
 ORPHAN_MIN_WORDS = 4
 ORPHAN_DETACHED_MIN = 0.8
 ORPHAN_WEIGHT = 0.75
+ORPHAN_MAX_SIMILARITY = 0.3
 
 
 def trigger_reason(text: str) -> str:
@@ -102,6 +106,9 @@ def _orphan_clusters(corpus: Corpus, explained: set[int], min_rows: int
             continue
         example = corpus.outputs[int(clusters.first_row[cluster])]
         if len(example.split()) < ORPHAN_MIN_WORDS:
+            continue
+        if (clusters.prompt_similarity is not None
+                and clusters.prompt_similarity[cluster] >= ORPHAN_MAX_SIMILARITY):
             continue
         members = np.flatnonzero(clusters.label == cluster)
         detached = float(corpus.detached[members].mean())
