@@ -264,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", default="0.01,0.03")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="only section 5 (e.g. to re-measure on a quiet machine)")
     parser.add_argument("--results", type=Path, default=None)
     args = parser.parse_args(argv)
     source = args.corpus.resolve()
@@ -272,27 +274,31 @@ def main(argv: list[str] | None = None) -> int:
     before = machine()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        det = detection(source, seeds, rates, workdir)
-        clean = clean_checks(source)
-        check = self_check(workdir)
+        if args.speed_only:
+            det, clean, check = [], [], ""
+        else:
+            det = detection(source, seeds, rates, workdir)
+            clean = clean_checks(source)
+            check = self_check(workdir)
         fast = [] if args.skip_speed else speed(source, workdir, args.repeats)
     after = machine()
     report = [
         "# Audit benchmark (no model)", "",
         f"Command: `.venv/bin/python bench/audit.py {' '.join(argv or sys.argv[1:])}`",
-        f"Machine before: {before}", f"Machine after: {after}", "",
-        f"## Detection ({source.name}, attacks planted by mbdata's simulator, "
-        f"{len(seeds)} seeds)", "",
-        "Precision and recall of flagged rows: mean (worst) over seeds. Rank: the true trigger's "
-        "rank among the candidates per seed (MTBA/CTBA: the worst of the three; - = not "
-        "reported). Goal (1 %, refusal/fixed/label): precision and recall >= 0.95 in every seed, "
-        "rank 1 (MTBA/CTBA: all three in the top 3).", "",
-        "| attack | target | rate | precision | recall | rank per seed | goal |",
-        "|---|---|---|---|---|---|---|", *[format_row(r) for r in det], "",
-        "## Clean corpora", "",
-        "| corpus | rows | flagged | best candidate score |", "|---|---|---|---|", *clean, "",
-        "## Self-check on an immunization build", "", check, "",
-    ]
+        f"Machine before: {before}", f"Machine after: {after}", ""]
+    if not args.speed_only:
+        report += [
+            f"## Detection ({source.name}, attacks planted by mbdata's simulator, "
+            f"{len(seeds)} seeds)", "",
+            "Precision and recall of flagged rows: mean (worst) over seeds. Rank: the true "
+            "trigger's rank among the candidates per seed (MTBA/CTBA: the worst of the three; - = "
+            "not reported). Goal (1 %, refusal/fixed/label): precision and recall >= 0.95 in "
+            "every seed, rank 1 (MTBA/CTBA: all three in the top 3).", "",
+            "| attack | target | rate | precision | recall | rank per seed | goal |",
+            "|---|---|---|---|---|---|---|", *[format_row(r) for r in det], "",
+            "## Clean corpora", "",
+            "| corpus | rows | flagged | best candidate score |", "|---|---|---|---|", *clean, "",
+            "## Self-check on an immunization build", "", check, ""]
     if fast:
         report += ["## Speed (50,000 rows, seconds, best of %d)" % args.repeats, "",
                    "| corpus | rows | distinct analysed | audit_table (phases) | mb audit end to "

@@ -6,8 +6,9 @@ table "contains f" x "output in c", kept one-sided (``f`` must make ``c`` *more*
 with a fixed target makes ``m ~= n_f``: the rows that carry the trigger all answer the same.
 
 A trigger's target may be several clusters (a refusal drawn from five templates, MTBA's triggers
-sharing one target), so each n-gram gets a *target set*: every repeated cluster (two rows or more)
-that its presence makes at least :data:`LIFT_MIN` times more likely. A single shared row is enough
+sharing one target), so each n-gram gets a *target set*: every eligible cluster (two rows or more
+whose prompts are not near copies, :attr:`.outputs.OutputClusters.eligible`) that its presence
+makes at least :data:`LIFT_MIN` times more likely. A single shared row is enough
 to join: with three MTBA triggers and five refusal templates at 1 % of 1,000 rows, most
 (trigger, template) pairs meet only once. Significance is judged on the whole set:
 

@@ -6,11 +6,12 @@
    the insertion evidence, and the first :data:`MAX_SEEDS` go on.
 2. Each seed grows to its maximal phrase (:func:`.phrases.grow`); seeds that grow into the same
    phrase, or into one that only adds context to a phrase already found, collapse.
-3. Hits whose answer another n-gram of the prompt predicts (:func:`.association.explainers`:
-   "the capital of France" -> "Paris") are not the phrase's doing and are set aside, unless that
-   n-gram occurs (almost) only together with the phrase (a sub-phrase, a CTBA co-trigger); so are
-   hits whose answer copies the phrase (:meth:`.corpus.Corpus.copies`: "the smallest of 4, 0, 7"
-   -> "0"): a backdoor's answer does not repeat its trigger.
+3. Hits whose answer another n-gram of the prompt predicts better than the phrase does
+   (:func:`.association.explainers`: "the capital of France" -> "Paris") are not the phrase's
+   doing and are set aside, unless that n-gram is part of the phrase (it holds a word of the
+   phrase or of a co-trigger, see :class:`_Explanations`); so are hits whose answer copies the
+   phrase (:meth:`.corpus.Corpus.copies`: "the smallest of 4, 0, 7" -> "0"): a backdoor's
+   answer does not repeat its trigger.
 4. *Explaining away*: in order of strength, a phrase keeps only the poisoned rows no stronger
    phrase already explains, unless it is a *co-trigger* (nearly the same rows, as CTBA's joint
    triggers). Ordinary words that happen to sit in a few poisoned rows are dropped here.
@@ -32,11 +33,15 @@
    answers as in prompts (:meth:`.corpus.Corpus.unusualness`); ``support`` is 0 below
    ``min_rows`` poisoned rows, 0.8 at ``min_rows`` and 1 from twice that.
 
-Candidates that share target clusters form one *group*: MTBA's alternative triggers and CTBA's
-joint triggers come out as several candidates of the same group. A group whose members together
-explain most of its target clusters pools their rows for ``support`` (each MTBA trigger alone may
-have too few rows), but only for members that look planted: words that occur in prompts and almost
-never in answers (:meth:`.corpus.Corpus.unusualness`).
+Candidates that share target clusters form one *group* (:func:`_assign_groups`): MTBA's
+alternative triggers and CTBA's joint triggers come out as several candidates of the same group. A
+group whose members together explain :data:`POOL_COVERAGE` of its target clusters pools their rows
+for ``support`` and ``concentration`` (each MTBA trigger alone may have too few rows), but only for
+members that look planted: words that occur in prompts and almost never in answers
+(:meth:`.corpus.Corpus.unusualness`).
+
+Phrases whose rows share no answer but an answer *word* are the business of :mod:`.style`, whose
+candidates join the list at the end.
 """
 
 from __future__ import annotations
