@@ -43,8 +43,8 @@ import json
 
 import numpy as np
 
-from .corpus import Corpus
 from .candidate import Candidate, support_factor
+from .corpus import Corpus
 
 SOFT_HIT_WEIGHT = 0.9
 TRIGGER_ONLY_WEIGHT = 0.25
