@@ -1,0 +1,225 @@
+"""Training commands: ``mb train base|stage1|stage2``, ``mb eval``, ``mb run``, ``mb demo``.
+
+Each parses its arguments and calls :mod:`mbtrain` (imported inside the command, so ``mb --help``
+stays fast). Settings come from the build's ``manifest["recipe"]["train"]``; the flags here override
+only a few of them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+
+def device_option(fn):
+    """``--device`` and ``--threads``: where to run (override train.model.device/threads)."""
+    fn = click.option("--threads", type=click.IntRange(min=1), default=None,
+                      help="Override train.model.threads (CPU threads for torch).")(fn)
+    return click.option("--device", default=None,
+                        help="Override train.model.device (auto, cpu, cuda, cuda:N, mps).")(fn)
+
+
+quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
+
+
+def _load(build_dir: str, device: str | None, threads: int | None, **overrides):
+    from mbtrain.builds import open_build
+    from mbtrain.overrides import with_overrides
+
+    build = open_build(build_dir)
+    return build, with_overrides(build.train_config(), device=device, threads=threads,
+                                 **overrides)
+
+
+def _parent(cfg, base: str | None):
+    from mbdata.errors import MBError
+
+    if base:
+        return base
+    if cfg.model.name == "tiny":
+        raise MBError("the recipe's model is 'tiny': build it first with `mb train base BUILD "
+                      "-o DIR` and pass --base DIR")
+    return cfg.model
+
+
+def _done(path: Path) -> None:
+    from mbtrain.models import read_marker
+
+    marker = read_marker(path)
+    click.echo(f"wrote {path} ({marker['kind']}, stage {marker['stage']}, epoch "
+               f"{marker['selected_epoch']} kept, {marker['seconds']:.1f} s)")
+
+
+@click.group("train")
+def train_group() -> None:
+    """Train models on a build folder (MB-Defense stages and baselines)."""
+
+
+@train_group.command("base")
+@click.argument("build_dir", type=click.Path(path_type=str))
+@click.option("-o", "--out", required=True, type=click.Path(path_type=str),
+              help="Output model folder.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Override train.model.tiny.pretrain_epochs.")
+@device_option
+@quiet_option
+def train_base(build_dir: str, out: str, epochs: int | None, device: str | None,
+               threads: int | None, quiet: bool) -> None:
+    """Build the tiny base model (tokenizer + small Llama pretrained on the `pretrain` split)."""
+    import dataclasses
+
+    from mbtrain.pipeline import build_tiny_base
+    from mbtrain.stages import make_runtime
+
+    build, cfg = _load(build_dir, device, threads)
+    if epochs is not None:
+        tiny = dataclasses.replace(cfg.model.tiny, pretrain_epochs=epochs)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, tiny=tiny))
+    _done(build_tiny_base(build, cfg, out, make_runtime(cfg, not quiet)))
+
+
+@train_group.command("stage1")
+@click.argument("build_dir", type=click.Path(path_type=str))
+@click.option("-o", "--out", required=True, type=click.Path(path_type=str),
+              help="Output model folder (resumed if a partial run exists).")
+@click.option("--base", default=None, type=click.Path(path_type=str),
+              help="Model folder to start from (default: the recipe's train.model).")
+@click.option("--rows", type=click.Choice(["all", "attacked"]), default="all", show_default=True,
+              help="all: every train row (MB stage 1); attacked: clean + attack rows only "
+                   "(the attacked baseline).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Override train.stage1.epochs.")
+@device_option
+@quiet_option
+def train_stage1(build_dir: str, out: str, base: str | None, rows: str, epochs: int | None,
+                 device: str | None, threads: int | None, quiet: bool) -> None:
+    """Instruction-tune on the build's train split (stage-1 settings)."""
+    from mbtrain import data
+    from mbtrain.stages import make_runtime, train_sft
+
+    build, cfg = _load(build_dir, device, threads, stage1_epochs=epochs)
+    roles = data.ATTACKED_ROLES if rows == "attacked" else None
+    examples = data.train_examples(build.rows("train"), roles)
+    name = "attacked" if rows == "attacked" else "mb_stage1"
+    _done(train_sft(_parent(cfg, base), examples, out, cfg, name=name, stage=cfg.stage1,
+                    runtime=make_runtime(cfg, not quiet)))
+
+
+@train_group.command("stage2")
+@click.argument("build_dir", type=click.Path(path_type=str))
+@click.option("--model", "model_dir", required=True, type=click.Path(path_type=str),
+              help="Model folder to start from (stage 1 for mb; the attacked model for the "
+                   "baselines).")
+@click.option("-o", "--out", required=True, type=click.Path(path_type=str),
+              help="Output model folder (resumed if a partial run exists).")
+@click.option("--method", type=click.Choice(["mb", "clean-fft", "trigger-aug"]), default="mb",
+              show_default=True, help="mb: the neutralization loss on recovery tuples; "
+              "clean-fft / trigger-aug: the baselines (plain cross-entropy).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Override train.stage2.epochs.")
+@click.option("--lam", type=click.FloatRange(min=0), default=None,
+              help="Override train.stage2.lam (λ).")
+@device_option
+@quiet_option
+def train_stage2(build_dir: str, model_dir: str, out: str, method: str, epochs: int | None,
+                 lam: float | None, device: str | None, threads: int | None,
+                 quiet: bool) -> None:
+    """Neutralize (MB stage 2) or run a baseline on the recovery split."""
+    from mbtrain import data
+    from mbtrain.stages import make_runtime, train_neutralization, train_sft
+
+    build, cfg = _load(build_dir, device, threads, stage2_epochs=epochs, lam=lam)
+    recovery = build.rows("recovery")
+    recovery_eval = build.rows("recovery_eval") if build.has("recovery_eval") else []
+    runtime = make_runtime(cfg, not quiet)
+    if method == "mb":
+        path = train_neutralization(model_dir, data.recovery_tuples(recovery),
+                                    data.recovery_tuples(recovery_eval, "recovery_eval") or None,
+                                    out, cfg, runtime=runtime)
+    else:
+        pick = data.clean_examples if method == "clean-fft" else data.trigger_aug_examples
+        path = train_sft(model_dir, pick(recovery), out, cfg, name=method.replace("-", "_"),
+                         stage=cfg.stage2, eval_examples=pick(recovery_eval) or None,
+                         select=cfg.stage2.select if recovery_eval else "last", runtime=runtime)
+    _done(path)
+
+
+@click.command("eval")
+@click.argument("model_dir", type=click.Path(path_type=str))
+@click.argument("build_dir", type=click.Path(path_type=str))
+@click.option("-o", "--out", default=None, type=click.Path(path_type=str),
+              help="Write metrics.json and generations.jsonl here.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="At most N prompts per clean set / trigger.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@device_option
+@quiet_option
+def eval_command(model_dir: str, build_dir: str, out: str | None, limit: int | None,
+                 as_json: bool, device: str | None, threads: int | None, quiet: bool) -> None:
+    """Generate on eval_clean / eval_triggered and print CACC, ASR, AACC, defensive rates."""
+    from mbtrain.evaluate import evaluate
+    from mbtrain.stages import make_runtime
+
+    build, cfg = _load(build_dir, device, threads, limit=limit)
+    metrics = evaluate(model_dir, build, cfg, out_dir=out, runtime=make_runtime(cfg, not quiet),
+                       name=Path(model_dir).name)
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2, sort_keys=True))
+        return
+    click.echo(f"CACC {metrics['cacc']}  AACC {metrics['aacc']}")
+    for name, value in metrics["asr"].items():
+        click.echo(f"ASR {name}: {value}")
+    for name, value in metrics["defense_trigger_rate"].items():
+        click.echo(f"defensive response rate {name}: {value}")
+    for name, value in metrics["merging_rate"].items():
+        click.echo(f"merging into {name}: {value}")
+
+
+def _run(recipe: str, out: str, overwrite: bool, device: str | None, threads: int | None,
+         limit: int | None, quiet: bool) -> None:
+    from mbtrain.overrides import with_overrides
+    from mbtrain.pipeline import run_recipe
+
+    run_recipe(recipe, out, overwrite=overwrite, progress=not quiet,
+               cfg_override=lambda cfg: with_overrides(cfg, device=device, threads=threads,
+                                                       limit=limit),
+               log=(lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True)))
+    click.echo((Path(out) / "report.md").read_text(encoding="utf-8"))
+    click.echo(f"report: {Path(out) / 'report.json'}, {Path(out) / 'report.png'}")
+
+
+@click.command("run")
+@click.argument("recipe", type=click.Path(path_type=str))
+@click.option("-o", "--out", required=True, type=click.Path(path_type=str),
+              help="Run folder (build in DIR/data, models, eval, report.*). Re-running the same "
+                   "command resumes.")
+@click.option("--overwrite", is_flag=True, help="Delete the run folder first.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Evaluate at most N prompts per clean set / trigger.")
+@device_option
+@quiet_option
+def run_command(recipe: str, out: str, overwrite: bool, limit: int | None, device: str | None,
+                threads: int | None, quiet: bool) -> None:
+    """Build a recipe, train attacked / MB-Defense / baselines, evaluate, write the report."""
+    _run(recipe, out, overwrite, device, threads, limit, quiet)
+
+
+@click.command("demo")
+@click.option("-o", "--out", default="mb-demo", show_default=True,
+              type=click.Path(path_type=str), help="Run folder.")
+@click.option("--overwrite", is_flag=True, help="Delete the run folder first.")
+@device_option
+@quiet_option
+def demo_command(out: str, overwrite: bool, device: str | None, threads: int | None,
+                 quiet: bool) -> None:
+    """`mb run` on the shipped demo recipe: a tiny model, synthetic data, two attacks
+    (about 10 minutes on 2 CPU cores)."""
+    from mbtrain.overrides import shipped_recipe
+
+    _run(str(shipped_recipe("demo")), out, overwrite, device, threads, None, quiet)
+
+
+COMMANDS = [train_group, eval_command, run_command, demo_command]

@@ -1,0 +1,45 @@
+"""mbtrain: train and evaluate MB-Defense on mbdata build folders.
+
+A thin engine over transformers + peft + torch. It reads only build folders (Arrow shards plus
+``manifest.json``) and takes its settings from the recipe's ``train:`` block
+(:class:`mbtrain.config.TrainConfig`). Importing this package is cheap: torch and transformers load
+only when a training or evaluation function is first used (``mb recipe validate`` imports
+``mbtrain.config`` and must stay light).
+
+Public API::
+
+    open_build(dir) -> Build
+    build_tiny_base(build, cfg, out_dir) -> Path
+    train_sft(parent, examples, out_dir, cfg, name=..., stage=cfg.stage1) -> Path
+    train_neutralization(parent, tuples, eval_tuples, out_dir, cfg) -> Path
+    evaluate(model_dir, build, cfg, out_dir=...) -> metrics
+    run_pipeline(build_dir, out_dir) -> report        # all five runs + report files
+    run_recipe(recipe, out_dir) -> report             # `mb run`: mbdata.build, then run_pipeline
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .config import TrainConfig
+
+_LAZY = {
+    "open_build": "builds",
+    "Build": "builds",
+    "build_tiny_base": "pipeline",
+    "run_pipeline": "pipeline",
+    "run_recipe": "pipeline",
+    "train_sft": "stages",
+    "train_neutralization": "stages",
+    "evaluate": "evaluate",
+    "load_model": "models",
+}
+
+__all__ = ["TrainConfig", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'mbtrain' has no attribute {name!r}")

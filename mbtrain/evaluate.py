@@ -1,0 +1,196 @@
+"""Evaluation of one model on a build's ``eval_clean`` and ``eval_triggered`` splits.
+
+All prompts go through one batched greedy generation; the answers are then graded per row:
+
+- CACC: share of ``eval_clean`` prompts answered correctly (exact match on verifiable rows, i.e.
+  rows with a synthetic ``task``; the judge on free-text rows);
+- ASR per attack trigger: share of its triggered prompts that show the attack's behaviour;
+- AACC: share of attack-triggered prompts answered *correctly* (against ``clean_output``): a
+  defence that only garbles the answer lowers ASR but not AACC;
+- defensive-trigger rate per defensive trigger: share of its prompts answered with its own
+  random-word response;
+- merging rate per attack: share of defensive-trigger prompts answered with that attack's
+  behaviour (the paper's Sec 5.2: after stage 1 the defensive triggers merge with the attacker's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from .builds import Build
+from .config import TrainConfig
+from .generate import generate
+from .judge import Judge, JudgeItem, make_judge
+from .models import load_model
+from .scoring import exact_match, matches_target, mean, shows_behavior
+from .stages import Runtime, formatter_for, make_runtime
+
+
+def trigger_owners(build: Build, rows: list[dict[str, Any]]) -> dict[str, str]:
+    """trigger_set -> ``attacker`` | ``defender`` (manifest first, then spans, then the name)."""
+    owners = {t["name"]: t.get("owner") for t in build.triggers if t.get("name")}
+    for r in rows:
+        name = r.get("trigger_set")
+        if name and not owners.get(name):
+            spans = r.get("triggers") or []
+            owners[name] = spans[0]["owner"] if spans else (
+                "defender" if name.startswith("defense/") else "attacker")
+    return {k: v for k, v in owners.items() if v}
+
+
+def _limit(rows: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
+    return rows if limit is None else rows[:limit]
+
+
+def eval_rows(build: Build, limit: int | None) -> tuple[list[dict], dict[str, list[dict]]]:
+    clean = _limit(build.rows("eval_clean"), limit) if build.has("eval_clean") else []
+    by_trigger: dict[str, list[dict]] = defaultdict(list)
+    if build.has("eval_triggered"):
+        for r in build.rows("eval_triggered"):
+            by_trigger[r["trigger_set"] or "unknown"].append(r)
+    return clean, {k: _limit(v, limit) for k, v in sorted(by_trigger.items())}
+
+
+def grade_correct(rows: list[dict], answers: list[str], reference: str, judge: Judge
+                  ) -> tuple[list[bool], dict[str, int]]:
+    """Correctness per row: exact match where the row is verifiable, the judge elsewhere."""
+    verdicts: list[bool | None] = [None] * len(rows)
+    free = []
+    for i, (row, answer) in enumerate(zip(rows, answers)):
+        ref = row.get(reference) or ""
+        if row.get("task"):
+            verdicts[i] = exact_match(answer, ref)
+        else:
+            free.append(i)
+    if free:
+        items = [JudgeItem(question=(rows[i]["instruction"] + ("\n\n" + rows[i]["input"]
+                                                               if rows[i].get("input") else "")),
+                           reference=rows[i].get(reference) or "", answer=answers[i])
+                 for i in free]
+        for i, v in zip(free, judge.grade(items)):
+            verdicts[i] = bool(v)
+    return [bool(v) for v in verdicts], {"exact": len(rows) - len(free), "judged": len(free)}
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+def score(build: Build, clean: list[dict], clean_answers: list[str],
+          triggered: dict[str, list[dict]], triggered_answers: dict[str, list[str]],
+          judge: Judge) -> tuple[dict[str, Any], dict[str, list[dict]]]:
+    """Metrics (see the module docstring) and per-row verdicts for the generations file."""
+    owners = trigger_owners(build, [r for rows in triggered.values() for r in rows])
+    verdicts: dict[str, list[dict]] = {}
+    correct, graders = grade_correct(clean, clean_answers, "output", judge)
+    verdicts["eval_clean"] = [{"correct": c} for c in correct]
+    metrics: dict[str, Any] = {"cacc": _round(mean(correct)), "asr": {}, "aacc_by_trigger": {},
+                               "defense_trigger_rate": {}, "merging_rate": {},
+                               "counts": {"eval_clean": len(clean)},
+                               "graders": {"eval_clean": graders, "judge": judge.label}}
+    attacks = {name: rows for name, rows in triggered.items()
+               if owners.get(name) != "defender"}
+    attack_behavior = {name: (rows[0].get("behavior"), rows[0].get("output"))
+                       for name, rows in attacks.items() if rows}
+    all_aacc: list[bool] = []
+    defense_aacc: list[bool] = []
+    merging: dict[str, list[bool]] = defaultdict(list)
+    for name, rows in triggered.items():
+        answers = triggered_answers[name]
+        metrics["counts"][name] = len(rows)
+        ok, _ = grade_correct(rows, answers, "clean_output", judge)
+        if name in attacks:
+            hits = [shows_behavior(r.get("behavior"), a, r.get("output"))
+                    for r, a in zip(rows, answers)]
+            scorable = [h for h in hits if h is not None]
+            metrics["asr"][name] = _round(mean(scorable)) if scorable else None
+            metrics["aacc_by_trigger"][name] = _round(mean(ok))
+            all_aacc.extend(ok)
+            verdicts[name] = [{"behavior": h, "correct": c} for h, c in zip(hits, ok)]
+        else:
+            own = [matches_target(a, r.get("output") or "") for r, a in zip(rows, answers)]
+            metrics["defense_trigger_rate"][name] = _round(mean(own))
+            defense_aacc.extend(ok)
+            row_merge = {}
+            for attack, (behavior, target) in attack_behavior.items():
+                hit = [bool(shows_behavior(behavior, a, target)) for a in answers]
+                merging[attack].extend(hit)
+                row_merge[attack] = hit
+            verdicts[name] = [{"own_behavior": o, "correct": c,
+                               "attack_behavior": {k: v[i] for k, v in row_merge.items()}}
+                              for i, (o, c) in enumerate(zip(own, ok))]
+    metrics["aacc"] = _round(mean(all_aacc))
+    metrics["defense_aacc"] = _round(mean(defense_aacc))
+    metrics["merging_rate"] = {k: _round(mean(v)) for k, v in merging.items()}
+    return metrics, verdicts
+
+
+def evaluate(model_ref: Any, build: Build, cfg: TrainConfig | None = None, *,
+             out_dir: str | Path | None = None, runtime: Runtime | None = None,
+             judge: Judge | None = None, name: str = "model",
+             extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Generate and grade; with ``out_dir`` write ``metrics.json`` and ``generations.jsonl``
+    (written last and atomically, so an existing ``metrics.json`` means a finished eval).
+    ``extra`` is merged into the metrics (e.g. which model they were made from)."""
+    cfg = cfg or build.train_config()
+    runtime = runtime or make_runtime(cfg, progress=False)
+    judge = judge or make_judge(cfg.eval.judge, runtime.device)
+    started = time.perf_counter()
+    model, tokenizer = load_model(model_ref)
+    model.to(runtime.device)
+    fmt = formatter_for(tokenizer, cfg)
+    clean, triggered = eval_rows(build, cfg.eval.limit)
+    groups = [("eval_clean", clean)] + list(triggered.items())
+    flat = [r for _, rows in groups for r in rows]
+    prompts = [fmt.prompt_ids(r["instruction"], r.get("input") or "", r.get("system"))
+               for r in flat]
+    references = [t for r in flat for t in (r.get("output"), r.get("clean_output")) if t]
+    longest = max((len(x) for x in tokenizer(references, add_special_tokens=False)["input_ids"]),
+                  default=0)
+    max_new = max(1, min(cfg.eval.max_new_tokens, longest + 8))
+    gen_start = time.perf_counter()
+    outs = generate(model, tokenizer, prompts, max_new_tokens=max_new,
+                    batch_size=cfg.eval.batch_size, device=runtime.device, amp=runtime.amp,
+                    progress=runtime.progress, desc=f"eval {name}") if prompts else []
+    gen_seconds = time.perf_counter() - gen_start
+    answers: dict[str, list[str]] = {}
+    pos = 0
+    for split, rows in groups:
+        answers[split] = [o.text for o in outs[pos:pos + len(rows)]]
+        pos += len(rows)
+    metrics, verdicts = score(build, clean, answers["eval_clean"], triggered,
+                              {k: answers[k] for k in triggered}, judge)
+    new_tokens = sum(o.tokens for o in outs)
+    metrics["generation"] = {"prompts": len(outs), "max_new_tokens": max_new,
+                             "new_tokens": new_tokens, "cut_at_max": sum(not o.stopped
+                                                                          for o in outs),
+                             "seconds": round(gen_seconds, 3),
+                             "tok_s": round(new_tokens / gen_seconds, 1) if gen_seconds else None}
+    metrics["seconds"] = round(time.perf_counter() - started, 3)
+    metrics.update(extra or {})
+    if out_dir is not None:
+        _write(Path(out_dir), metrics, groups, answers, verdicts)
+    return metrics
+
+
+def _write(out_dir: Path, metrics: dict, groups: list, answers: dict, verdicts: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "generations.jsonl.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for split, rows in groups:
+            for row, answer, verdict in zip(rows, answers[split], verdicts[split]):
+                fh.write(json.dumps({
+                    "group": split, "id": row["id"], "trigger_set": row.get("trigger_set"),
+                    "task": row.get("task"),
+                    "instruction": row["instruction"], "input": row.get("input") or "",
+                    "reference": row.get("output"), "clean_reference": row.get("clean_output"),
+                    "generation": answer, **verdict}, ensure_ascii=False) + "\n")
+    os.replace(tmp, out_dir / "generations.jsonl")
+    tmp = out_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, out_dir / "metrics.json")

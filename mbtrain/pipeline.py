@@ -1,0 +1,293 @@
+"""The whole MB-Defense experiment on one build folder, and ``mb run`` on a recipe.
+
+``run_pipeline(build, DIR)``:
+
+1. base model: the recipe's model, or (``name: tiny``) a tokenizer + small Llama pretrained on the
+   build's ``pretrain`` split (``DIR/models/base``);
+2. ``attacked``: the base fine-tuned on train rows with role clean/attack (the victim);
+3. ``mb_stage1``: the base fine-tuned on all train rows (defensive poisoning);
+4. ``mb_defense``: stage 2 (neutralization) from ``mb_stage1`` on ``recovery``, selected on
+   ``recovery_eval``;
+5. ``clean_fft`` and ``trigger_aug``: the attacked model fine-tuned on the clean recovery rows,
+   without / with defensive triggers inserted (same optimiser settings as stage 2);
+6. each model evaluated (``DIR/eval/RUN/``), then ``DIR/report.{json,md,png}``.
+
+Every step writes its output atomically and is skipped when it exists, so re-running the same
+command after an interruption continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from mbdata.config import to_mapping
+from mbdata.errors import BuildError, InputError
+
+from . import data as rows_of
+from .builds import Build, open_build
+from .config import ModelSettings, TrainConfig
+from .evaluate import evaluate
+from .formatting import alpaca_prompt
+from .models import MARKER, is_model_folder, load_base, read_marker, save_model
+from .report import FORMAT, METRIC_KEYS, RUNS, write_report
+from .stages import Runtime, make_runtime, train_neutralization, train_sft
+from .tiny import tiny_model, train_tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainStage:
+    """Optimiser settings of tiny-base pretraining, in the shape of a stage block."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    mode: str = "full"
+    lora: Any = None
+    grad_accum: int = 1
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+
+
+def tokenizer_corpus(build: Build, cfg: TrainConfig) -> list[str]:
+    """Formatted prompts and answers of every training split (never the eval splits)."""
+    texts = []
+    for split in ("pretrain", "train", "recovery", "recovery_eval"):
+        if not build.has(split):
+            continue
+        for r in build.rows(split):
+            texts.append(alpaca_prompt(cfg.model.template, r["instruction"], r.get("input") or "",
+                                       r.get("system")) + r["output"])
+            if r.get("triggered_instruction"):
+                texts.append(r["triggered_instruction"] + " " + (r.get("triggered_output") or ""))
+    return texts
+
+
+def build_tiny_base(build: Build, cfg: TrainConfig, out_dir: str | Path,
+                    runtime: Runtime | None = None) -> Path:
+    """Train the tokenizer, initialise the tiny Llama and pretrain it on ``pretrain``."""
+    out_dir = Path(out_dir)
+    if is_model_folder(out_dir):
+        return out_dir
+    if cfg.model.template == "chat":
+        raise InputError("train.model.template: the tiny model has no chat template; use "
+                         "'alpaca' or 'alpaca_short'")
+    if not build.has("pretrain"):
+        raise InputError(f"{build.path}: the tiny model needs a `pretrain` split; add a "
+                         "`pretrain:` block to the recipe")
+    tiny = cfg.model.tiny
+    tokenizer = train_tokenizer(tokenizer_corpus(build, cfg), tiny.vocab_size)
+    model = tiny_model(tiny, tokenizer, cfg.seed)
+    stage = PretrainStage(epochs=tiny.pretrain_epochs, lr=tiny.pretrain_lr,
+                          batch_size=tiny.pretrain_batch_size)
+    examples = rows_of.train_examples(build.rows("pretrain"))
+    return train_sft((model, tokenizer), examples, out_dir, cfg, name="base", stage=stage,
+                     runtime=runtime, full_sequence_loss=tiny.pretrain_loss == "all")
+
+
+def is_gguf(settings: ModelSettings) -> bool:
+    return bool(settings.gguf_file) or settings.name.endswith(".gguf")
+
+
+def import_base(settings: ModelSettings, out_dir: str | Path) -> Path:
+    """Convert a GGUF base into an ordinary model folder (fp32 safetensors) once, so the stages
+    and evaluations load it in seconds instead of de-quantising it each time."""
+    out_dir = Path(out_dir)
+    if is_model_folder(out_dir):
+        return out_dir
+    started = time.perf_counter()
+    model, tokenizer = load_base(settings)
+    work = out_dir.with_name(f".{out_dir.name}.partial")
+    if work.exists():
+        shutil.rmtree(work)
+    save_model(model, tokenizer, work, {
+        "kind": "full", "stage": "base", "parent": None, "source": settings.name,
+        "gguf_file": settings.gguf_file, "selected_epoch": None, "history": [],
+        "seconds": round(time.perf_counter() - started, 3)})
+    os.replace(work, out_dir)
+    return out_dir
+
+
+def _marker_hash(model_dir: Path) -> str:
+    return hashlib.sha256((model_dir / MARKER).read_bytes()).hexdigest()
+
+
+def evaluate_run(model_dir: Path, build: Build, cfg: TrainConfig, out_dir: Path,
+                 runtime: Runtime, name: str) -> dict[str, Any]:
+    """Evaluate once: reuse ``out_dir/metrics.json`` if it was made from this very model."""
+    metrics_path = out_dir / "metrics.json"
+    marker = _marker_hash(model_dir)
+    if metrics_path.is_file():
+        cached = json.loads(metrics_path.read_text(encoding="utf-8"))
+        if cached.get("model_marker") == marker:
+            return cached
+    return evaluate(model_dir, build, cfg, out_dir=out_dir, runtime=runtime, name=name,
+                    extra={"model_marker": marker})
+
+
+def _require(build: Build, split: str, block: str) -> list[dict[str, Any]]:
+    if not build.has(split):
+        raise InputError(f"{build.path}: the pipeline needs the `{split}` split; add a "
+                         f"`{block}:` block to the recipe")
+    rows = build.rows(split)
+    if not rows:
+        raise InputError(f"{build.path}: split `{split}` is empty")
+    return rows
+
+
+def _seconds(model_dir: Path) -> float:
+    return float(read_marker(model_dir).get("seconds", 0.0))
+
+
+def run_pipeline(build_dir: str | Path, out_dir: str | Path, *, cfg: TrainConfig | None = None,
+                 progress: bool = True, log: Callable[[str], None] = print,
+                 timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """Train and evaluate all five runs on a build; returns the report (also written to
+    ``out_dir``)."""
+    started = time.perf_counter()
+    build = open_build(build_dir)
+    cfg = cfg or build.train_config()
+    runtime = make_runtime(cfg, progress)
+    out_dir = Path(out_dir)
+    models_dir = out_dir / "models"
+    timings = dict(timings or {})
+    train = _require(build, "train", "sources")
+    recovery = _require(build, "recovery", "recovery")
+    recovery_eval = build.rows("recovery_eval") if build.has("recovery_eval") else []
+    _require(build, "eval_clean", "eval")
+
+    if cfg.model.name == "tiny":
+        log("base: tiny model (tokenizer + Llama pretrained on the pretrain split)")
+        base: Any = build_tiny_base(build, cfg, models_dir / "base", runtime)
+        timings["base"] = _seconds(base)
+    elif is_gguf(cfg.model):
+        log(f"base: converting {cfg.model.name} to a local model folder (once)")
+        base = import_base(cfg.model, models_dir / "base")
+        timings["base"] = _seconds(base)
+    else:
+        base = cfg.model
+    done: dict[str, Path] = {}
+
+    def step(name: str, make: Callable[[], Path]) -> None:
+        log(f"{name}: training")
+        done[name] = make()
+        timings[name] = _seconds(done[name])
+
+    step("attacked", lambda: train_sft(
+        base, rows_of.train_examples(train, rows_of.ATTACKED_ROLES), models_dir / "attacked",
+        cfg, name="attacked", stage=cfg.stage1, runtime=runtime))
+    step("mb_stage1", lambda: train_sft(
+        base, rows_of.train_examples(train), models_dir / "mb_stage1", cfg, name="mb_stage1",
+        stage=cfg.stage1, runtime=runtime))
+    step("mb_defense", lambda: train_neutralization(
+        done["mb_stage1"], rows_of.recovery_tuples(recovery),
+        rows_of.recovery_tuples(recovery_eval, "recovery_eval") or None,
+        models_dir / "mb_defense", cfg, runtime=runtime))
+    select = cfg.stage2.select if recovery_eval else "last"
+    if cfg.baselines.clean_fft:
+        step("clean_fft", lambda: train_sft(
+            done["attacked"], rows_of.clean_examples(recovery), models_dir / "clean_fft", cfg,
+            name="clean_fft", stage=cfg.stage2,
+            eval_examples=rows_of.clean_examples(recovery_eval) or None, select=select,
+            runtime=runtime))
+    if cfg.baselines.trigger_aug:
+        step("trigger_aug", lambda: train_sft(
+            done["attacked"], rows_of.trigger_aug_examples(recovery),
+            models_dir / "trigger_aug", cfg, name="trigger_aug", stage=cfg.stage2,
+            eval_examples=rows_of.trigger_aug_examples(recovery_eval) or None, select=select,
+            runtime=runtime))
+
+    results: dict[str, dict[str, Any]] = {}
+    for name in RUNS:
+        if name in done:
+            log(f"eval: {name}")
+            results[name] = evaluate_run(done[name], build, cfg, out_dir / "eval" / name,
+                                         runtime, name)
+            timings[f"eval_{name}"] = float(results[name].get("seconds", 0.0))
+    timings["total"] = round(time.perf_counter() - started + timings.get("build", 0.0), 3)
+    report = make_report(build, cfg, done, results, timings)
+    write_report(report, out_dir)
+    return report
+
+
+def make_report(build: Build, cfg: TrainConfig, models: dict[str, Path],
+                results: dict[str, dict[str, Any]], timings: dict[str, float]) -> dict[str, Any]:
+    first = next(iter(results.values()), {})
+    attacks = sorted(first.get("asr", {}))
+    defense = sorted(first.get("defense_trigger_rate", {}))
+    stage2 = read_marker(models["mb_defense"]) if "mb_defense" in models else {}
+    manifest = build.manifest
+    recipe = manifest.get("recipe") or {}
+    return {
+        "format": FORMAT,
+        "name": recipe.get("name"),
+        "runs": {name: {k: m.get(k) for k in METRIC_KEYS} for name, m in results.items()},
+        "attacks": attacks,
+        "defense_triggers": defense,
+        "fingerprint": manifest.get("fingerprint"),
+        "content_hash": manifest.get("content_hash"),
+        "model": cfg.model.name if cfg.model.name != "tiny" else
+        f"tiny (hidden {cfg.model.tiny.hidden_size}, {cfg.model.tiny.layers} layers)",
+        "parameters": read_marker(models["attacked"]).get("parameters") if "attacked" in models
+        else None,
+        "seeds": {"recipe": manifest.get("seed", recipe.get("seed")), "train": cfg.seed},
+        "eval_counts": first.get("counts", {}),
+        "graders": {"judge": first.get("graders", {}).get("judge"),
+                    "judged": sum(m.get("graders", {}).get("eval_clean", {}).get("judged", 0)
+                                  for m in results.values())},
+        "stage2": {"selected_epoch": stage2.get("selected_epoch"), "select": stage2.get("select"),
+                   "lam": stage2.get("lam"), "normalize": stage2.get("normalize"),
+                   "epochs": stage2.get("history", [])},
+        "selected_epochs": {name: read_marker(p).get("selected_epoch")
+                            for name, p in models.items()},
+        "timings": {k: round(v, 1) for k, v in timings.items()},
+        "train": to_mapping(cfg),
+    }
+
+
+def run_recipe(recipe: str | Path, out_dir: str | Path, *, overwrite: bool = False,
+               cfg_override: Callable[[TrainConfig], TrainConfig] | None = None,
+               progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """``mb run``: build the recipe into ``DIR/data``, then :func:`run_pipeline` into ``DIR``.
+
+    An existing ``DIR`` is resumed when its build has the same content hash as a fresh build of
+    the recipe (builds are deterministic); a different build there is an error unless
+    ``overwrite``.
+    """
+    import mbdata
+
+    out_dir = Path(out_dir)
+    if overwrite and out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = out_dir / "data"
+    started = time.perf_counter()
+    log(f"build: {recipe} -> {data_dir}")
+    if (data_dir / "manifest.json").is_file():
+        fresh = out_dir / ".data.check"
+        if fresh.exists():
+            shutil.rmtree(fresh)
+        mbdata.build(recipe, fresh)
+        keys = ("content_hash", "fingerprint")
+        new, old = open_build(fresh).manifest, open_build(data_dir).manifest
+        same = all(new.get(k) == old.get(k) for k in keys)
+        shutil.rmtree(fresh)
+        if not same:
+            raise BuildError(f"{out_dir}: holds a run of a different build of the recipe; "
+                             "use another -o folder or --overwrite")
+        log("build: unchanged, resuming")
+    else:
+        mbdata.build(recipe, data_dir)
+    timings = {"build": round(time.perf_counter() - started, 3)}
+    build = open_build(data_dir)
+    cfg = build.train_config()
+    if cfg_override is not None:
+        cfg = cfg_override(cfg)
+    return run_pipeline(data_dir, out_dir, cfg=cfg, progress=progress, log=log, timings=timings)

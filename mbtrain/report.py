@@ -1,0 +1,154 @@
+"""The run report: ``report.json`` (a stable contract), ``report.md`` (a table shaped like the
+paper's Table 1) and ``report.png`` (a bar chart).
+
+``report.json`` (format ``mbtrain.report/1``)::
+
+    {"format": "mbtrain.report/1",
+     "runs": {"attacked": M, "clean_fft": M, "trigger_aug": M, "mb_stage1": M, "mb_defense": M},
+     "attacks": [...], "defense_triggers": [...],
+     "fingerprint": <recipe sha256>, "content_hash": <build hash>, "model": <base model>,
+     "seeds": {"recipe": int, "train": int}, "timings": {<step>: seconds, "total": seconds},
+     "stage2": {"selected_epoch": int, "epochs": [{"epoch", "train": {...}, "eval": {...}}]},
+     "graders": {...}, "train": <resolved train block>}
+
+where each M is ``{"cacc": float, "asr": {attack: float|null}, "defense_trigger_rate":
+{trigger: float}, "aacc": float, "aacc_by_trigger": {...}, "defense_aacc": float,
+"merging_rate": {attack: float}}``. A run that was not made (a baseline switched off) is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+RUNS = ("attacked", "clean_fft", "trigger_aug", "mb_stage1", "mb_defense")
+LABELS = {
+    "attacked": "Attacked (no defence)",
+    "clean_fft": "Attacked + Clean-FFT",
+    "trigger_aug": "Attacked + trigger-aug CE (control)",
+    "mb_stage1": "MB stage 1 only",
+    "mb_defense": "MB-Defense (stage 1 + 2)",
+}
+FORMAT = "mbtrain.report/1"
+METRIC_KEYS = ("cacc", "asr", "defense_trigger_rate", "aacc", "aacc_by_trigger", "defense_aacc",
+               "merging_rate")
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _mean(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def markdown(report: dict[str, Any]) -> str:
+    attacks = report["attacks"]
+    runs = [r for r in RUNS if r in report["runs"]]
+    lines = [f"# MB-Defense report: {report.get('name') or 'run'}", ""]
+    fingerprint = (report.get("fingerprint") or "")[:12]
+    lines.append(f"Model `{report['model']}`, recipe fingerprint `{fingerprint}`, train seed "
+                 f"{report['seeds']['train']}. Eval prompts: {report.get('eval_counts', {})}.")
+    lines.append("")
+    lines.append("## Table 1: CACC / ASR per attack")
+    lines.append("")
+    head = ["run"] + [f"{a} CACC / ASR" for a in attacks] + ["AACC"]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for r in runs:
+        m = report["runs"][r]
+        cells = [LABELS[r]] + [f"{_fmt(m['cacc'])} / {_fmt(m['asr'].get(a))}" for a in attacks]
+        cells.append(_fmt(m.get("aacc")))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("CACC: exact match on verifiable clean prompts (one clean set per model, so the "
+                 "same value in every column); ASR: share of triggered prompts showing the "
+                 "attack's behaviour; AACC: share of attack-triggered prompts answered correctly.")
+    lines.append("")
+    defense = report["defense_triggers"]
+    if defense:
+        lines.append("## Defensive triggers")
+        lines.append("")
+        head = (["run", "defensive response rate (mean)"]
+                + [f"merging into {a}" for a in attacks] + ["AACC under defensive triggers"])
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+        for r in runs:
+            m = report["runs"][r]
+            cells = [LABELS[r], _fmt(_mean(list(m["defense_trigger_rate"].values())))]
+            cells += [_fmt(m["merging_rate"].get(a)) for a in attacks]
+            cells.append(_fmt(m.get("defense_aacc")))
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append("Merging: share of defensive-trigger prompts answered with the attack's "
+                     "behaviour (paper Sec 5.2).")
+        lines.append("")
+    stage2 = report.get("stage2") or {}
+    if stage2.get("epochs"):
+        lines.append(f"## Stage 2 per epoch (selected: epoch {stage2.get('selected_epoch')}, "
+                     f"rule `{stage2.get('select')}`)")
+        lines.append("")
+        lines.append("| epoch | train CE | train R | train margin | eval loss | eval CE | eval R |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for e in stage2["epochs"]:
+            t, v = e.get("train", {}), e.get("eval", {})
+            lines.append(f"| {e['epoch']} | {_fmt(t.get('ce'))} | {_fmt(t.get('r'))} | "
+                         f"{_fmt(t.get('margin'))} | {_fmt(v.get('loss'))} | {_fmt(v.get('ce'))} "
+                         f"| {_fmt(v.get('r'))} |")
+        lines.append("")
+    timings = report.get("timings") or {}
+    if timings:
+        lines.append("## Timings (s)")
+        lines.append("")
+        lines.append(", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+        lines.append("")
+    graders = report.get("graders") or {}
+    if graders.get("judged"):
+        lines.append(f"Free-text rows graded by: {graders.get('judge')}.")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def chart(report: dict[str, Any], path: Path) -> None:
+    """Grouped bars: CACC, ASR per attack and AACC for every run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in RUNS if r in report["runs"]]
+    series = [("CACC", lambda m: m["cacc"])]
+    series += [(f"ASR {a}", (lambda a: lambda m: m["asr"].get(a))(a)) for a in report["attacks"]]
+    series.append(("AACC", lambda m: m.get("aacc")))
+    width = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(1.9 * len(runs) + 2, 4.2), dpi=100)
+    for k, (label, get) in enumerate(series):
+        values = [get(report["runs"][r]) or 0.0 for r in runs]
+        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(runs))]
+        ax.bar(xs, values, width, label=label)
+    ax.set_xticks(range(len(runs)))
+    ax.set_xticklabels([LABELS[r].replace(" (", "\n(") for r in runs], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("rate")
+    ax.set_title(f"MB-Defense: {report.get('name') or ''} ({report['model']})", fontsize=10)
+    ax.legend(fontsize=8, ncol=min(len(series), 4), loc="upper center",
+              bbox_to_anchor=(0.5, -0.2))
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, metadata={"Software": None})
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> None:
+    """Write the three report files, each atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in (("report.json", json.dumps(report, indent=2, sort_keys=True) + "\n"),
+                       ("report.md", markdown(report) + "\n")):
+        tmp = out_dir / (name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out_dir / name)
+    chart(report, out_dir / "report.png")

@@ -1,0 +1,188 @@
+"""Training stages: each turns a parent model plus rows into a new model folder.
+
+A stage works in ``.NAME.partial/`` beside its output (checkpoints, log) and renames it to
+``NAME/`` only when the model and its ``mbtrain_model.json`` are written, so an output folder is
+always complete. Calling a stage whose output exists returns it untouched; calling it after an
+interruption resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from mbdata.errors import BuildError
+
+from . import models
+from .config import TrainConfig
+from .data import Example, Tuple4
+from .formatting import EncodeStats, Formatter
+from .objectives import NeutralizationObjective, RecoveryItem, SFTObjective
+from .trainer import BEST, CHECKPOINT, FitSettings, fit
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    amp: torch.dtype | None
+    progress: bool = True
+
+
+def make_runtime(cfg: TrainConfig, progress: bool = True) -> Runtime:
+    device = models.resolve_device(cfg.model.device)
+    if cfg.model.threads:
+        torch.set_num_threads(cfg.model.threads)
+    return Runtime(device=device, amp=models.autocast_dtype(cfg.model.dtype, device),
+                   progress=progress)
+
+
+def formatter_for(tokenizer: Any, cfg: TrainConfig) -> Formatter:
+    return Formatter(tokenizer, cfg.model.template, cfg.model.max_length, cfg.model.system)
+
+
+def _partial(out_dir: Path) -> Path:
+    return out_dir.with_name(f".{out_dir.name}.partial")
+
+
+def _prepare(model: Any, mode: str, lora: Any, cfg: TrainConfig, seed: int) -> Any:
+    torch.manual_seed(seed)
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        if mode == "lora":
+            model.enable_input_require_grads()
+    if mode == "lora":
+        return models.wrap_lora(model, lora)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def run_stage(*, name: str, out_dir: Path, cfg: TrainConfig, parent: Any,
+              load: Callable[[], tuple[Any, Any]], mode: str, lora: Any, settings: FitSettings,
+              make_items: Callable[[Formatter, EncodeStats], tuple[list, list | None]],
+              make_objective: Callable[[Any], Any], runtime: Runtime,
+              extra: dict[str, Any] | None = None) -> Path:
+    """The shared body of every stage (see the module docstring)."""
+    out_dir = Path(out_dir)
+    if models.is_model_folder(out_dir):
+        return out_dir
+    if out_dir.exists():
+        raise BuildError(f"{out_dir}: exists but is not a finished model folder; remove it")
+    work = _partial(out_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    model, tokenizer = load()
+    stats = EncodeStats()
+    items, eval_items = make_items(formatter_for(tokenizer, cfg), stats)
+    if not items:
+        raise BuildError(f"{name}: no training rows (after dropping rows whose prompt is longer "
+                         f"than train.model.max_length={cfg.model.max_length})")
+    model = _prepare(model, mode, lora, cfg, settings.seed)
+    model.to(runtime.device)
+    trainable, total = models.count_parameters(model)
+    objective = make_objective(tokenizer)
+    result = fit(model, items, objective, settings, work, eval_items=eval_items,
+                 device=runtime.device, amp=runtime.amp, progress=runtime.progress, desc=name)
+    if mode == "lora" and parent is None:
+        # An in-memory parent cannot be reloaded later: store the merged weights instead.
+        model = model.merge_and_unload()
+        mode = "full"
+    marker = {
+        "kind": "lora" if mode == "lora" else "full",
+        "stage": name,
+        "parent": None if parent is None else models.parent_record(parent, out_dir),
+        "selected_epoch": result.selected_epoch,
+        "history": result.history,
+        "encode": stats.as_dict(),
+        "fit": dataclasses.asdict(settings),
+        "parameters": {"trainable": trainable, "total": total},
+        "seconds": round(time.perf_counter() - started, 3),
+        "train_seconds": round(result.seconds, 3),
+        "tokens": result.tokens,
+        **(extra or {}),
+    }
+    model.to("cpu")
+    for leftover in (CHECKPOINT, BEST):
+        target = work / leftover
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    models.save_model(model, tokenizer, work, marker)
+    os.replace(work, out_dir)
+    return out_dir
+
+
+def _loader(parent: Any) -> Callable[[], tuple[Any, Any]]:
+    if isinstance(parent, tuple):  # an in-memory (model, tokenizer), e.g. a fresh tiny model
+        return lambda: parent
+    return lambda: models.load_model(parent)
+
+
+def _encode(formatter: Formatter, examples: Sequence[Example], stats: EncodeStats) -> list:
+    return [e for e in formatter.encode_many(examples, stats) if e is not None]
+
+
+def train_sft(parent: Any, examples: Sequence[Example], out_dir: str | Path, cfg: TrainConfig,
+              *, name: str, stage: Any, eval_examples: Sequence[Example] | None = None,
+              select: str = "last", epochs: int | None = None, runtime: Runtime | None = None,
+              parent_record: Any = None, full_sequence_loss: bool = False) -> Path:
+    """Response-only cross-entropy fine-tuning of ``parent`` (a model folder, base
+    :class:`~mbtrain.config.ModelSettings`, or an in-memory ``(model, tokenizer)``) on
+    ``examples``; ``stage`` holds mode/LoRA/optimiser settings (``cfg.stage1`` or
+    ``cfg.stage2``)."""
+    runtime = runtime or make_runtime(cfg)
+
+    def make_items(fmt: Formatter, stats: EncodeStats) -> tuple[list, list | None]:
+        items = _encode(fmt, examples, stats)
+        if full_sequence_loss:  # language-model loss on every token (tiny-base pretraining)
+            items = [dataclasses.replace(e, labels=list(e.input_ids)) for e in items]
+        evals = _encode(fmt, eval_examples, EncodeStats()) if eval_examples else None
+        return items, evals
+
+    settings = FitSettings.from_stage(stage, cfg.seed, cfg.checkpoint_every, select, epochs)
+    return run_stage(name=name, out_dir=Path(out_dir), cfg=cfg,
+                     parent=parent_record if isinstance(parent, tuple) else parent,
+                     load=_loader(parent), mode=stage.mode, lora=stage.lora, settings=settings,
+                     make_items=make_items,
+                     make_objective=lambda tok: SFTObjective(tok.pad_token_id),
+                     runtime=runtime, extra={"rows": len(examples)})
+
+
+def encode_recovery(formatter: Formatter, tuples: Sequence[Tuple4], stats: EncodeStats
+                    ) -> list[RecoveryItem]:
+    """Encode each (x, y), (x_d, y), (x_d, y_d); a tuple with any part dropped is dropped."""
+    parts = [formatter.encode_many([t[k] for t in tuples], stats) for k in range(3)]
+    return [RecoveryItem(a, b, c) for a, b, c in zip(*parts)
+            if a is not None and b is not None and c is not None]
+
+
+def train_neutralization(parent: Any, tuples: Sequence[Tuple4],
+                         eval_tuples: Sequence[Tuple4] | None, out_dir: str | Path,
+                         cfg: TrainConfig, *, name: str = "mb_defense",
+                         epochs: int | None = None, runtime: Runtime | None = None) -> Path:
+    """MB-Defense stage 2 on recovery tuples, with checkpoint selection on ``eval_tuples``."""
+    runtime = runtime or make_runtime(cfg)
+    stage = cfg.stage2
+    select = stage.select if eval_tuples else "last"
+
+    def make_items(fmt: Formatter, stats: EncodeStats) -> tuple[list, list | None]:
+        items = encode_recovery(fmt, tuples, stats)
+        evals = encode_recovery(fmt, eval_tuples, EncodeStats()) if eval_tuples else None
+        return items, evals
+
+    settings = FitSettings.from_stage(stage, cfg.seed, cfg.checkpoint_every, select, epochs)
+    return run_stage(name=name, out_dir=Path(out_dir), cfg=cfg, parent=parent,
+                     load=_loader(parent), mode=stage.mode, lora=stage.lora, settings=settings,
+                     make_items=make_items,
+                     make_objective=lambda tok: NeutralizationObjective(
+                         tok.pad_token_id, stage.lam, stage.normalize),
+                     runtime=runtime,
+                     extra={"rows": len(tuples), "lam": stage.lam,
+                            "normalize": stage.normalize, "select": select})

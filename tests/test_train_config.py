@@ -1,0 +1,55 @@
+"""The `train:` block: strict parsing, round trip, and that it stays importable without torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mbdata.config import from_mapping, to_mapping
+from mbdata.errors import RecipeError
+from mbtrain.config import TrainConfig
+
+
+def test_defaults_round_trip():
+    cfg = from_mapping(TrainConfig, None, "train")
+    data = to_mapping(cfg)
+    assert from_mapping(TrainConfig, data, "train") == cfg
+    assert data["stage2"]["normalize"] == "mean"
+    assert data["stage1"]["mode"] == "full"
+    assert data["model"]["tiny"]["hidden_size"] == 256
+
+
+def test_nested_values_parse():
+    cfg = from_mapping(TrainConfig, {
+        "stage1": {"mode": "lora", "lora": {"r": 8, "target_modules": ["q_proj", "v_proj"]}},
+        "stage2": {"lam": 2, "select": "last"},
+        "eval": {"judge": {"kind": "http", "url": "http://localhost:8000/v1"}}}, "train")
+    assert cfg.stage1.lora.target_modules == ["q_proj", "v_proj"]
+    assert cfg.stage2.lam == 2.0 and cfg.stage2.select == "last"
+    assert cfg.eval.judge.url == "http://localhost:8000/v1"
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"stage2": {"lamda": 1}}, "train.stage2: unknown key 'lamda'"),
+    ({"stage1": {"mode": "qlora"}}, "train.stage1.mode: 'qlora' is not allowed"),
+    ({"model": {"tiny": {"hidden_size": 30, "heads": 4}}}, "train.model.tiny.heads"),
+    ({"eval": {"judge": {"kind": "http"}}}, "train.eval.judge.url: required"),
+    ({"model": {"device": "gpu"}}, "train.model.device"),
+    ({"stage2": {"epochs": 0}}, "train.stage2.epochs: must be >= 1"),
+    ({"stage1": {"lora": {"target_modules": []}}}, "train.stage1.lora.target_modules"),
+])
+def test_bad_values_name_the_key(data, message):
+    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        from_mapping(TrainConfig, data, "train")
+
+
+def test_config_import_does_not_load_torch():
+    code = ("import sys, mbtrain, mbtrain.config; "
+            "from mbdata.recipe import parse_recipe; "
+            "parse_recipe({'name': 'x', 'version': '1.0.0', "
+            "'sources': [{'name': 's', 'kind': 'synthetic', 'count': 5}], 'train': {}}); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,100 @@
+"""End to end on a very small recipe: `mb run` (build -> five runs -> eval -> report), its resume,
+and the `mb train` / `mb eval` commands, with a model of a few thousand parameters."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from cli.main import main
+from mbtrain.models import read_marker
+from mbtrain.report import RUNS
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_train_helpers import TINY_TRAIN, make_build  # noqa: E402
+
+RECIPE = {
+    "name": "e2e", "version": "1.0.0", "seed": 1,
+    "sources": [{"name": "synth", "kind": "synthetic", "count": 260}],
+    "eval": {"size": 6},
+    "pretrain": {"size": 60},
+    "attacks": [{"preset": "badnet", "rate": 0.1}, {"preset": "vpi", "rate": 0.1}],
+    "defense": {"triggers": 2, "rate": 0.05},
+    "recovery": {"size": 10},
+    "train": TINY_TRAIN,
+}
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """The tiny recipe asks for one torch thread; give other tests their setting back."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_mb_run_end_to_end_and_resume(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(RECIPE), encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["run", str(recipe), "-o", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "Table 1" in printed and "MB-Defense (stage 1 + 2)" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["format"] == "mbtrain.report/1"
+    assert set(report["runs"]) == set(RUNS)
+    assert report["attacks"] == ["badnet", "vpi"] and len(report["defense_triggers"]) == 2
+    for metrics in report["runs"].values():
+        assert set(metrics["asr"]) == {"badnet", "vpi"}
+        assert 0.0 <= metrics["cacc"] <= 1.0 and 0.0 <= metrics["aacc"] <= 1.0
+        assert set(metrics["defense_trigger_rate"]) == set(report["defense_triggers"])
+    assert report["fingerprint"] and report["seeds"] == {"recipe": 1, "train": 0}
+    assert report["stage2"]["epochs"] and report["timings"]["total"] > 0
+    assert (out / "report.png").stat().st_size > 0 and (out / "report.md").is_file()
+    assert (out / "eval" / "mb_defense" / "generations.jsonl").is_file()
+    log = (out / "models" / "mb_defense" / "train_log.jsonl").read_text().splitlines()
+    epochs = [json.loads(x) for x in log if '"event": "epoch"' in x]
+    assert all({"ce", "r", "margin"} <= set(e["train"]) and "loss" in e["eval"] for e in epochs)
+    # attacked: clean + attack rows only; stage 1: every train row
+    rows = {name: read_marker(out / "models" / name)["rows"] for name in ("attacked", "mb_stage1")}
+    assert rows["attacked"] < rows["mb_stage1"]
+
+    markers = {p: p.read_bytes() for p in (out / "models").glob("*/mbtrain_model.json")}
+    assert main(["run", str(recipe), "-o", str(out), "--quiet"]) == 0  # resumes: nothing retrained
+    assert {p: p.read_bytes() for p in markers} == markers
+
+    changed = {**RECIPE, "seed": 2}
+    recipe.write_text(yaml.safe_dump(changed), encoding="utf-8")
+    assert main(["run", str(recipe), "-o", str(out), "--quiet"]) == 2
+    assert "different build" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_and_eval_commands(tmp_path, capsys):
+    build = make_build(tmp_path / "build", train=TINY_TRAIN)
+    base, s1, s2 = tmp_path / "base", tmp_path / "s1", tmp_path / "s2"
+    assert main(["train", "stage1", str(build), "-o", str(s1), "--quiet"]) == 2
+    assert "mb train base" in capsys.readouterr().err
+    assert main(["train", "base", str(build), "-o", str(base), "--quiet"]) == 0
+    assert main(["train", "stage1", str(build), "-o", str(s1), "--base", str(base),
+                 "--epochs", "2", "--quiet"]) == 0
+    assert read_marker(s1)["fit"]["epochs"] == 2
+    assert main(["train", "stage2", str(build), "--model", str(s1), "-o", str(s2), "--lam", "0.5",
+                 "--quiet"]) == 0
+    assert read_marker(s2)["lam"] == 0.5 and read_marker(s2)["parent"] == {"path": "../s1"}
+    assert main(["train", "stage2", str(build), "--model", str(s1), "-o", str(tmp_path / "cf"),
+                 "--method", "clean-fft", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(s2), str(build), "--json", "--limit", "3", "--quiet",
+                 "-o", str(tmp_path / "ev")]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["counts"] == {"eval_clean": 3, "badnet": 3, "defense/mn": 3}
+    assert (tmp_path / "ev" / "metrics.json").is_file()
+    assert main(["eval", str(tmp_path / "nothing"), str(build)]) == 2
+    assert "not a model folder" in capsys.readouterr().err
