@@ -129,6 +129,12 @@ def load_base(settings: ModelSettings) -> tuple[Any, Any]:
     tokenizer = _from_pretrained(AutoTokenizer, source, kwargs, "a tokenizer")
     model = _from_pretrained(AutoModelForCausalLM, source, {**kwargs, "dtype": torch.float32},
                              "a model")
+    if "gguf_file" in kwargs:
+        # The weights are de-quantised to fp32 on load; drop the GGUF marker so the model trains
+        # and saves as the ordinary float model it now is.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     return model, prepare_tokenizer(tokenizer)
 
 

@@ -121,15 +121,17 @@ def _marker_hash(model_dir: Path) -> str:
 
 def evaluate_run(model_dir: Path, build: Build, cfg: TrainConfig, out_dir: Path,
                  runtime: Runtime, name: str) -> dict[str, Any]:
-    """Evaluate once: reuse ``out_dir/metrics.json`` if it was made from this very model."""
+    """Evaluate once: reuse ``out_dir/metrics.json`` if it was made from this very model with the
+    same evaluation settings."""
     metrics_path = out_dir / "metrics.json"
-    marker = _marker_hash(model_dir)
+    key = {"model_marker": _marker_hash(model_dir),
+           "eval_settings": to_mapping(cfg.eval), "template": cfg.model.template}
     if metrics_path.is_file():
         cached = json.loads(metrics_path.read_text(encoding="utf-8"))
-        if cached.get("model_marker") == marker:
+        if all(cached.get(k) == v for k, v in key.items()):
             return cached
     return evaluate(model_dir, build, cfg, out_dir=out_dir, runtime=runtime, name=name,
-                    extra={"model_marker": marker})
+                    extra=key)
 
 
 def _require(build: Build, split: str, block: str) -> list[dict[str, Any]]:

@@ -68,6 +68,10 @@ def test_mb_run_end_to_end_and_resume(tmp_path, capsys):
     markers = {p: p.read_bytes() for p in (out / "models").glob("*/mbtrain_model.json")}
     assert main(["run", str(recipe), "-o", str(out), "--quiet"]) == 0  # resumes: nothing retrained
     assert {p: p.read_bytes() for p in markers} == markers
+    # other evaluation settings: models reused, evaluation redone
+    assert main(["run", str(recipe), "-o", str(out), "--quiet", "--limit", "2"]) == 0
+    assert json.loads((out / "report.json").read_text())["eval_counts"]["eval_clean"] == 2
+    assert {p: p.read_bytes() for p in markers} == markers
 
     changed = {**RECIPE, "seed": 2}
     recipe.write_text(yaml.safe_dump(changed), encoding="utf-8")

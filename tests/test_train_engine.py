@@ -302,3 +302,27 @@ def test_generation_stops_at_eos(tokenizer):
 def test_stage1_settings_drive_fit_settings():
     s = FitSettings.from_stage(Stage1Settings(epochs=2, lr=1e-3, batch_size=4), seed=3)
     assert (s.epochs, s.lr, s.batch_size, s.seed, s.select) == (2, 1e-3, 4, 3, "last")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("pkg:no_such_package_mb/model.gguf", "is not installed"),
+    ("pkg:json/no-such-file.gguf", "no file 'no-such-file.gguf'"),
+    ("/nonexistent/model.gguf", "GGUF file '/nonexistent/model.gguf' not found"),
+    ("no-such-org/no-such-model-mb", "not in the Hugging Face cache"),
+    ("tiny", "built by `mb run`"),
+])
+def test_model_names_that_cannot_load_are_one_line_errors(name, message, monkeypatch):
+    from mbdata.errors import MBError
+    from mbtrain.config import ModelSettings
+    from mbtrain.models import load_base
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MBError, match=message.replace("(", r"\(")) as info:
+        load_base(ModelSettings(name=name))
+    assert "\n" not in str(info.value)
+
+
+def test_package_file_resolves_inside_an_installed_package():
+    from mbtrain.models import package_file
+
+    assert package_file("pkg:json/__init__.py").name == "__init__.py"

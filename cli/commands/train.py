@@ -216,7 +216,7 @@ def run_command(recipe: str, out: str, overwrite: bool, limit: int | None, devic
 def demo_command(out: str, overwrite: bool, device: str | None, threads: int | None,
                  quiet: bool) -> None:
     """`mb run` on the shipped demo recipe: a tiny model, synthetic data, two attacks
-    (about 10 minutes on 2 CPU cores)."""
+    (under 10 minutes on 2 CPU cores)."""
     from mbtrain.overrides import shipped_recipe
 
     _run(str(shipped_recipe("demo")), out, overwrite, device, threads, None, quiet)
