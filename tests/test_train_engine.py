@@ -13,7 +13,7 @@ from mbtrain.config import LoraSettings, Stage1Settings, TinyModel, TrainConfig
 from mbtrain.formatting import IGNORE, EncodeStats, Formatter, alpaca_prompt
 from mbtrain.generate import generate, left_pad
 from mbtrain.models import is_model_folder, load_model, read_marker
-from mbtrain.objectives import NeutralizationObjective, RecoveryItem, SFTObjective
+from mbtrain.objectives import NeutralizationObjective, SFTObjective
 from mbtrain.stages import Runtime, encode_recovery, train_sft
 from mbtrain.tiny import tiny_model, train_tokenizer
 from mbtrain.trainer import (FitSettings, evaluate_loss, fit, lr_at, micro_batches,
@@ -326,3 +326,26 @@ def test_package_file_resolves_inside_an_installed_package():
     from mbtrain.models import package_file
 
     assert package_file("pkg:json/__init__.py").name == "__init__.py"
+
+
+def test_hf_judge_asks_a_local_model_and_parses_its_verdict(tokenizer, tmp_path, monkeypatch):
+    import mbtrain.generate as generation
+    from mbtrain.generate import Generation
+    from mbtrain.judge import HFJudge, JudgeItem
+    from mbtrain.models import save_model
+
+    save_model(fresh_model(tokenizer, seed=9), tokenizer, tmp_path / "judge", {"kind": "full"})
+    judge = HFJudge(str(tmp_path / "judge"))
+    items = [JudgeItem("Add 2 and 3.", "5", "5"), JudgeItem("Add 2 and 3.", "5", "6")]
+    verdicts = judge.grade(items)  # a random model: any verdict, one per item
+    assert len(verdicts) == 2 and all(isinstance(v, bool) for v in verdicts)
+    seen = []
+
+    def fake_generate(model, tok, prompts, **kw):
+        seen.extend(tok.decode(p) for p in prompts)
+        return [Generation("Yes.", 2, True), Generation("no", 1, True)]
+
+    monkeypatch.setattr(generation, "generate", fake_generate)
+    assert judge.grade(items) == [True, False]
+    assert "Reference answer: 5" in seen[0] and "Answer to grade: 6" in seen[1]
+    assert "local model" in judge.label
