@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from mbdata.config import to_mapping
 from mbdata.errors import BuildError
 
 from . import models
@@ -101,6 +102,7 @@ def run_stage(*, name: str, out_dir: Path, cfg: TrainConfig, parent: Any,
         "history": result.history,
         "encode": stats.as_dict(),
         "fit": dataclasses.asdict(settings),
+        "train_config": to_mapping(cfg),
         "parameters": {"trainable": trainable, "total": total},
         "seconds": round(time.perf_counter() - started, 3),
         "train_seconds": round(result.seconds, 3),
