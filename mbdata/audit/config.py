@@ -34,8 +34,9 @@ class AuditConfig:
     roles: list[str] = spec(default_factory=lambda: ["clean", "attack"],
                             doc="build stage: rows of these roles are audited; others (the "
                                 "defender's own rows) pass through untouched")
-    model: str | None = spec(None, doc="optional reference model (a local Hugging Face folder "
-                                       "with safetensors weights) for the model-based score")
+    model: str | None = spec(None, doc="optional reference model (an mbtrain model folder, a local "
+                                       "Hugging Face folder or a .gguf file) for the model-based "
+                                       "score")
     model_rows: int = spec(32, ge=1, doc="model score: rows per candidate scored (ONION-style "
                                          "perplexity change when the candidate is removed)")
 

@@ -14,7 +14,8 @@ model leaves scores unchanged, a convinced one raises them by half (this is how 
 candidate, capped at 0.6 by statistics alone, can reach the flag threshold), a dismissive one
 halves them.
 
-Models load with safetensors weights and ``trust_remote_code`` off, from a local folder only.
+Models load through ``mbtrain.models.load_model`` with ``trust_remote_code`` off, from local
+files only (an mbtrain model folder, a Hugging Face folder, or a GGUF file).
 """
 
 from __future__ import annotations
@@ -29,24 +30,19 @@ from .candidate import Candidate
 
 
 def load_reference_model(path: str | Path) -> tuple[Any, Any]:
-    """A causal LM and its tokenizer from a local Hugging Face folder (CPU, fp32, eval mode)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """A causal LM and its tokenizer through ``mbtrain``'s loader (CPU, fp32, eval mode).
+
+    ``path`` is a model folder written by ``mb train`` (LoRA adapters are merged), a Hugging Face
+    folder, or a ``.gguf`` file; ``trust_remote_code`` stays off and nothing is downloaded."""
+    from mbtrain.config import ModelSettings
+    from mbtrain.models import load_model
 
     path = Path(path)
-    if not (path / "config.json").is_file():
+    if not path.exists():
+        raise InputError(f"{path}: reference model not found")
+    if path.is_dir() and not (path / "config.json").is_file():
         raise InputError(f"{path}: not a model folder (no config.json)")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True,
-                                                  trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True,
-                                                     trust_remote_code=False, dtype=torch.float32,
-                                                     use_safetensors=True)
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: cannot load the reference model: {first}") from None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model, tokenizer = load_model(path if path.is_dir() else ModelSettings(name=str(path)))
     model.eval()
     return model, tokenizer
 
