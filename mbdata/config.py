@@ -21,6 +21,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from .errors import RecipeError
 
 _MISSING = dataclasses.MISSING
+_YAML11_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
 def spec(default: Any = _MISSING, *, default_factory: Any = _MISSING, ge: float | None = None,
@@ -126,6 +127,9 @@ def coerce(tp: Any, value: Any, path: str) -> Any:
             raise RecipeError(f"{path}: expected an integer, got {type(value).__name__} {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+            # PyYAML follows YAML 1.1, which reads `5e-4` (no dot) as a string.
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecipeError(f"{path}: expected a number, got {type(value).__name__} {value!r}")
         return float(value)

@@ -114,3 +114,12 @@ def test_behavior_shorthand_and_literal_defense_triggers():
     assert loaded.recipe.attacks[0].behavior.kind == "negsentiment"
     assert loaded.recipe.defense.triggers == ["mn", "bb"]
     assert "defense.triggers: duplicate" in _error(small_recipe(defense={"triggers": ["mn", "mn"]}))
+
+
+def test_yaml11_exponent_floats_are_accepted(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(small_recipe()).replace("rate: 0.05", "rate: 5e-2"))
+    assert yaml.safe_load(path.read_text())["attacks"][0]["rate"] == "5e-2"  # YAML 1.1 quirk
+    assert load_recipe(path).recipe.attacks[0].rate == 0.05
+    assert "expected a number" in _error(small_recipe(attacks=[{"preset": "badnet",
+                                                                 "rate": "five"}]))
