@@ -7,6 +7,7 @@ from the code, so the documentation always matches what the validator accepts.
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 from .config import describe
 from .recipe import (EXTENSION_BLOCKS, AttackSpec, BehaviorSpec, DefenseSpec, EvalSpec, OutputSpec,
@@ -49,12 +50,27 @@ def _table(cls: type) -> list[str]:
     return lines
 
 
+def _nested(cls: type, path: str) -> list[tuple[str, type, str]]:
+    """Sub-blocks of an extension block (``train.model``, ``train.model.tiny``...), depth first."""
+    found = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        options = typing.get_args(hints[f.name]) or (hints[f.name],)
+        for tp in options:
+            if dataclasses.is_dataclass(tp):
+                sub = f"{path}.{f.name}"
+                found.append((f"`{sub}`", tp, (tp.__doc__ or "").strip().split("\n\n")[0]))
+                found += _nested(tp, sub)
+    return found
+
+
 def render() -> str:
     out = [INTRO]
     blocks = list(BLOCKS)
     for block in EXTENSION_BLOCKS:
         cls = _block_class(block)
         blocks.append((f"`{block}`", cls, (cls.__doc__ or "").strip().split("\n\n")[0]))
+        blocks += _nested(cls, block)
     for title, cls, doc in blocks:
         assert dataclasses.is_dataclass(cls)
         out += [f"## {title}", ""]
