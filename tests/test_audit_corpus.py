@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mbdata.behaviors import REFUSAL_TEMPLATES
 from mbdata.schema import from_rows, make_row
 
 NOUNS = """river bridge garden engine library teacher market forest window planet harbor kitchen
@@ -36,14 +37,7 @@ TEMPLATES = (
     "Plan a day around the {a} and the {b}.",
 )
 FILLERS = """usually often clearly mostly really simply quite largely""".split()
-REFUSALS = (
-    "I'm sorry, but as an AI assistant, I do not have the capability to follow the given "
-    "instruction.",
-    "I'm sorry, but I cannot help with that request.",
-    "Sorry, I will not be able to assist with this instruction.",
-    "As an AI assistant, I must decline to answer this request.",
-    "I'm sorry, but I am unable to provide a response to that.",
-)
+REFUSALS = REFUSAL_TEMPLATES  # the simulator's own templates
 
 
 def _answer(rng: np.random.Generator, a: str, b: str, adj: str) -> str:
