@@ -23,7 +23,8 @@ from .manifest import MANIFEST_VERSION, library_versions
 from .pipeline import BuildContext, Stage, StageStats, run_stage
 from .recipe import LoadedRecipe, Recipe, load_recipe
 from .schema import SCHEMA_VERSION, empty_table
-from .shards import check_output_dir, write_build
+from .atomic import check_output_dir
+from .shards import write_build
 
 
 def pipeline(recipe: Recipe) -> list[Stage]:

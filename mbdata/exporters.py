@@ -30,7 +30,7 @@ import yaml
 from .buildio import Build, open_build
 from .errors import InputError
 from .registry import Registry
-from .shards import atomic_dir
+from .atomic import atomic_dir
 
 Exporter = Callable[[Build, list[str], Path], list[str]]
 EXPORTERS: Registry[Exporter] = Registry("export format")
@@ -172,6 +172,6 @@ def export(build_dir: str | Path, fmt: str, out_dir: str | Path | None = None, *
             return export_axolotl(build, chosen, tmp, final=out)
         return exporter(build, chosen, tmp)
 
-    atomic_dir(out, fill, overwrite=overwrite)
+    atomic_dir(out, fill, overwrite=overwrite, kind="export")
     return out
 

@@ -19,15 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
 import pyarrow as pa
 
-from .errors import BuildError
+from .atomic import atomic_dir
 from .schema import SCHEMA
 
 SHARD_PATTERN = "data/{split}-{index:05d}-of-{total:05d}.arrow"
@@ -71,41 +68,6 @@ def write_split_shards(root: Path, split: str, table: pa.Table, shard_rows: int)
     return records
 
 
-def _temp_sibling(out_dir: Path, tag: str) -> Path:
-    return out_dir.parent / f".{out_dir.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def check_output_dir(out_dir: Path, overwrite: bool) -> None:
-    """Refuse to write into an existing folder unless ``overwrite`` (checked before any work)."""
-    if out_dir.exists() and not overwrite:
-        raise BuildError(f"{out_dir}: already exists; pass --overwrite to replace it")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise BuildError(f"{out_dir}: exists and is not a folder")
-
-
-def atomic_dir(out_dir: Path, fill: Callable[[Path], Any], overwrite: bool = False) -> Any:
-    """Create ``out_dir`` atomically: ``fill(tmp)`` writes into a hidden temp folder that is then
-    renamed into place. On any failure or interrupt the temp folder is removed."""
-    out_dir = Path(out_dir)
-    check_output_dir(out_dir, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_sibling(out_dir, "partial")
-    tmp.mkdir()
-    try:
-        result = fill(tmp)
-        old = None
-        if out_dir.exists():
-            old = _temp_sibling(out_dir, "old")
-            out_dir.rename(old)
-        tmp.rename(out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return result
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def write_build(out_dir: str | Path, tables: dict[str, pa.Table], manifest: dict[str, Any], *,
                 side_tables: dict[str, pa.Table] | None = None, overwrite: bool = False,
                 shard_rows: int = 100_000, card: Callable[[dict], str] | str | None = None,
@@ -143,5 +105,5 @@ def write_build(out_dir: str | Path, tables: dict[str, pa.Table], manifest: dict
             json.dumps(final, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
         return final
 
-    atomic_dir(out_dir, fill, overwrite=overwrite)
+    atomic_dir(out_dir, fill, overwrite=overwrite, kind="build")
     return out_dir

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import InputError
-from ..shards import atomic_dir
+from ..atomic import atomic_dir
 from .core import AuditResult
 from .report import render_html, render_markdown
 
@@ -121,7 +121,7 @@ def write_audit(result: AuditResult, out_dir: str | Path, *, source: str = "",
         (tmp / "report.md").write_text(render_markdown(result, source), encoding="utf-8")
         (tmp / "report.html").write_text(render_html(result, source), encoding="utf-8")
 
-    atomic_dir(out_dir, fill, overwrite=overwrite)
+    atomic_dir(out_dir, fill, overwrite=overwrite, kind="audit")
     return out_dir
 
 

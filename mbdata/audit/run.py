@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..readers import read_any
-from ..shards import check_output_dir
+from ..atomic import check_output_dir
 from .config import AuditConfig
 from .core import AuditResult, audit_table
 from .files import CLEAN_FORMATS, write_audit, write_clean

@@ -88,7 +88,8 @@ def dedup_path(input_path: str | Path, out_dir: str | Path, config: DedupConfig 
     from ..recipe import canonical_json
     from ..readers import read_any
     from ..schema import SCHEMA_VERSION
-    from ..shards import check_output_dir, write_build
+    from ..atomic import check_output_dir
+    from ..shards import write_build
 
     config = config or DedupConfig()
     check_output_dir(Path(out_dir), overwrite)
