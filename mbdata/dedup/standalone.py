@@ -115,6 +115,7 @@ def dedup_path(input_path: str | Path, out_dir: str | Path, config: DedupConfig 
         "inputs": inputs,
         "versions": library_versions(),
         "stages": [s.as_manifest() for s in stats],
-        "timings": {s.name: round(s.seconds, 4) for s in stats},
     }
-    return write_build(out_dir, tables, manifest, side_tables=ctx.side_tables, overwrite=overwrite)
+    timings = {s.name: round(s.seconds, 4) for s in stats}
+    return write_build(out_dir, tables, manifest, side_tables=ctx.side_tables, overwrite=overwrite,
+                       timings=timings)
