@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .card import dataset_card
-from .errors import BuildError
+from .errors import BuildError, RecipeError
 from .manifest import MANIFEST_VERSION, library_versions
 from .pipeline import BuildContext, Stage, StageStats, run_stage
 from .recipe import LoadedRecipe, Recipe, load_recipe
@@ -106,6 +106,8 @@ def with_seed(loaded: LoadedRecipe, seed: int | None) -> LoadedRecipe:
     """The same recipe with its seed replaced (the resolved recipe records the new seed)."""
     if seed is None or seed == loaded.recipe.seed:
         return loaded
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise RecipeError(f"seed: must be an integer >= 0, got {seed!r}")
     return dataclasses.replace(loaded, recipe=dataclasses.replace(loaded.recipe, seed=seed))
 
 

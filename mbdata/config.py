@@ -13,6 +13,7 @@ Constraints are declared next to the field, via :func:`spec`:
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -132,6 +133,8 @@ def coerce(tp: Any, value: Any, path: str) -> Any:
             return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecipeError(f"{path}: expected a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):
+            raise RecipeError(f"{path}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -152,7 +155,7 @@ def from_mapping(cls: type, data: Any, path: str = "") -> Any:
         raise RecipeError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=repr)
     if unknown:
         raise RecipeError(f"{where}: unknown key {unknown[0]!r}; allowed keys: " + ", ".join(fields))
     kwargs = {}

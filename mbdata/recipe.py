@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -75,6 +76,15 @@ class SourceSpec:
                 raise RecipeError(f"{path}.path: required for kind {self.kind!r}")
             if self.tasks is not None:
                 raise RecipeError(f"{path}.tasks: only allowed for kind 'synthetic'")
+        if self.kind == "synthetic" and self.tasks is not None:
+            from .synthetic import TASKS
+
+            if not self.tasks:
+                raise RecipeError(f"{path}.tasks: must not be empty (leave it out for all tasks)")
+            for j, task in enumerate(self.tasks):
+                TASKS.get(task, f"{path}.tasks[{j}]")
+                if self.tasks.index(task) != j:
+                    raise RecipeError(f"{path}.tasks[{j}]: {task!r} is listed twice")
         allowed = LAYOUT_FIELDS[self.layout]
         for key in self.fields:
             if key not in allowed:
@@ -168,12 +178,17 @@ class DefenseSpec:
         if isinstance(self.triggers, int) and self.triggers < 1:
             raise RecipeError(f"{path}.triggers: must be >= 1, got {self.triggers}")
         if isinstance(self.triggers, list):
-            if not self.triggers or any(not t.strip() for t in self.triggers):
-                raise RecipeError(f"{path}.triggers: must be non-empty strings")
+            if not self.triggers or any(not t.strip() or t != t.strip() for t in self.triggers):
+                raise RecipeError(f"{path}.triggers: each trigger must be non-empty text without "
+                                  "leading or trailing spaces")
             if len(set(self.triggers)) != len(self.triggers):
                 raise RecipeError(f"{path}.triggers: duplicate trigger")
         if self.placement == "position" and self.position is None:
             raise RecipeError(f"{path}.position: required for placement 'position'")
+        if self.behavior.kind in ("label", "clean"):
+            raise RecipeError(f"{path}.behavior.kind: {self.behavior.kind!r} cannot be a defensive "
+                              "behaviour (every train row must be able to carry it, and it must "
+                              "differ from the clean answer); use random_words, fixed or refusal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +200,12 @@ class RecoverySpec:
                                         "excluding every row touched by attack/defense/eval)")
     eval_fraction: float = spec(0.2, ge=0.0, lt=1.0, doc="share of clean rows held out for "
                                                           "checkpoint selection (8:2 split)")
+
+    def validate(self, path: str) -> None:
+        held_out = math.floor(self.size * self.eval_fraction + 0.5 + 1e-9)
+        if held_out >= self.size:
+            raise RecipeError(f"{path}.eval_fraction: {self.eval_fraction} of {self.size} rows "
+                              "leaves no clean row for the recovery split")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,9 +267,17 @@ class Recipe:
         weighted = [s for s in self.sources if s.weight is not None]
         if weighted and self.mix_size is None:
             raise RecipeError("mix_size: required when a source has a weight")
-        if self.recovery and self.recovery.source and self.recovery.source not in names:
-            raise RecipeError(f"recovery.source: unknown source {self.recovery.source!r}; "
-                              f"sources: {', '.join(names)}")
+        if self.recovery and self.recovery.source:
+            if self.recovery.source not in names:
+                raise RecipeError(f"recovery.source: unknown source {self.recovery.source!r}; "
+                                  f"sources: {', '.join(names)}")
+            if not self.sources[names.index(self.recovery.source)].trusted:
+                raise RecipeError(f"recovery.source: source {self.recovery.source!r} is not marked "
+                                  "`trusted: true`; recovery rows must come from a verified-clean "
+                                  "source")
+        if self.recovery and self.defense is None:
+            raise RecipeError("recovery: needs a `defense:` block (its tuples pair each clean row "
+                              "with each defensive trigger)")
         attack_names = [a.name or a.preset for a in self.attacks]
         for i, name in enumerate(attack_names):
             if attack_names.index(name) != i:

@@ -69,9 +69,32 @@ def test_fingerprint_changes_with_content_not_key_order():
     ({"attacks": [{"preset": "badnet"}, {"preset": "badnet"}]}, "attacks[1].name: duplicate"),
     ({"recovery": {"source": "nope"}}, "recovery.source: unknown source 'nope'"),
     ({"unknown_block": 1}, "unknown key 'unknown_block'"),
+    ({"attacks": [{"preset": "badnet", "rate": float("nan")}]}, "attacks[0].rate: expected a "
+                                                                "finite number"),
+    ({"mix_size": 5, "sources": [{"name": "s", "kind": "synthetic", "count": 9,
+                                  "weight": float("inf")}]}, "expected a finite number"),
+    ({"defense": {"triggers": ["mn "]}}, "defense.triggers: each trigger must be non-empty text "
+                                         "without leading or trailing spaces"),
+    ({"defense": {"behavior": {"kind": "label", "text": "x"}}}, "defense.behavior.kind: 'label' "
+                                                                "cannot be a defensive behaviour"),
+    ({"defense": None}, "recovery: needs a `defense:` block"),
+    ({"recovery": {"size": 2, "eval_fraction": 0.75}}, "recovery.eval_fraction: 0.75 of 2 rows "
+                                                       "leaves no clean row"),
+    ({"sources": [{"name": "s", "kind": "synthetic", "count": 9, "tasks": ["add", "addd"]}]},
+     "sources[0].tasks[1]: unknown synthetic task 'addd'; valid names: add"),
+    ({"sources": [{"name": "s", "kind": "synthetic", "count": 9, "tasks": ["add", "add"]}]},
+     "sources[0].tasks[1]: 'add' is listed twice"),
+    ({"sources": [{"name": "s", "kind": "synthetic", "count": 9}], "recovery": {"source": "s"}},
+     "recovery.source: source 's' is not marked `trusted: true`"),
 ])
+
 def test_bad_values_name_the_key_path(patch, expected):
     assert expected in _error(small_recipe(**patch))
+
+
+def test_unknown_keys_of_mixed_types_are_reported():
+    data = {**small_recipe(), True: 1, "atacks": []}  # YAML 1.1 reads `on:` as True
+    assert "unknown key" in _error(data)
 
 
 def test_missing_source_file_is_rejected(tmp_path):

@@ -51,7 +51,8 @@ def recipe_docs() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--skip-bad-rows", is_flag=True,
               help="Drop malformed input rows (counted in the manifest) instead of failing.")
-@click.option("--seed", type=int, default=None, help="Override the recipe's seed.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Override the recipe's seed.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def build_command(file: str, out: str, overwrite: bool, skip_bad_rows: bool, seed: int | None,
                   quiet: bool) -> None:
@@ -69,7 +70,8 @@ def build_command(file: str, out: str, overwrite: bool, skip_bad_rows: bool, see
 
 @click.command("inspect")
 @click.argument("build_dir", type=click.Path(path_type=str))
-@click.option("-n", "--samples", default=3, show_default=True, help="Sample rows per split.")
+@click.option("-n", "--samples", default=3, show_default=True, type=click.IntRange(min=0),
+              help="Sample rows per split.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def inspect_command(build_dir: str, samples: int, as_json: bool) -> None:
     """Counts by split/role/source/behaviour/trigger, achieved rates, drops, samples."""
