@@ -6,7 +6,8 @@ Order (each draw seeded by its own named stream, each keeping corpus order):
 1. ``eval_clean``: ``eval.size`` rows with distinct prompts (instruction + input + system,
    normalised). Every other row whose prompt equals a held-out prompt is then dropped
    (``heldout_prompt``), so the model can never have seen an evaluation prompt, even as a duplicate;
-   with ``dedup.decontaminate`` near-matches are dropped too (:mod:`mbdata.dedup`).
+   with ``dedup.decontaminate`` near-matches are dropped too (:mod:`mbdata.dedup`), before any
+   later draw, so recovery and pretrain sizes hold.
 2. the recovery clean subset (``recovery.size`` rows): from the trusted source named in
    ``recovery.source`` (whose rows never enter training), else from the remaining corpus. These rows
    leave the corpus before any poisoning, so they are never touched by an attack or the defence.
@@ -87,6 +88,8 @@ class HoldoutStage:
         ctx.state["eval_prompt_keys"] = eval_keys
         table = _set_split(table, eval_pos, "eval_clean", "eval")
         keep = ~leaked
+        if recipe.dedup is not None and getattr(recipe.dedup, "decontaminate", False):
+            keep &= self._near_decontaminate(table, keep, eval_pos, ctx, stats)
 
         # 2. recovery clean subset.
         available = keep & (table.column("split").to_numpy(zero_copy_only=False) == "train")
@@ -116,25 +119,29 @@ class HoldoutStage:
             available[pre_pos] = False
 
         table = table.filter(pa.array(keep))
-        if recipe.dedup is not None and getattr(recipe.dedup, "decontaminate", False):
-            table = self._near_decontaminate(table, ctx, stats)
         counts = pc.value_counts(table.column("split")).to_pylist()
         stats.info["splits"] = {c["values"]: c["counts"] for c in sorted(
             counts, key=lambda c: c["values"])}
         return table, stats
 
-    def _near_decontaminate(self, table: pa.Table, ctx: BuildContext, stats: StageStats) -> pa.Table:
-        from .dedup import decontaminate
+    def _near_decontaminate(self, table: pa.Table, keep: np.ndarray, eval_pos: np.ndarray,
+                            ctx: BuildContext, stats: StageStats) -> np.ndarray:
+        """Keep-mask over all rows: False for a row whose prompt nearly matches a held-out prompt.
+        Runs before the recovery and pretrain draws, so those get exactly the sizes asked for."""
+        from .dedup import contamination_mask
 
-        is_eval = pc.equal(table.column("split"), "eval_clean")
-        reference = table.filter(is_eval)
-        rest = table.filter(pc.invert(is_eval))
-        cleaned, sub = decontaminate(rest, reference, self.recipe.dedup, ctx)
+        rest = keep.copy()
+        rest[eval_pos] = False
+        rest_pos = np.flatnonzero(rest)
+        clean, sub = contamination_mask(table.take(rest_pos), table.take(eval_pos),
+                                        self.recipe.dedup, ctx)
         for reason, count in sub.dropped.items():
             stats.drop(reason, count)
         if sub.info:
             stats.info["decontaminate"] = sub.info
-        return pa.concat_tables([cleaned, reference])
+        mask = np.ones(table.num_rows, dtype=bool)
+        mask[rest_pos[~clean]] = False
+        return mask
 
 
 class LeakCheckStage:

@@ -75,6 +75,21 @@ def test_no_training_prompt_nearly_matches_an_eval_prompt(built):
     assert "dedup/decontamination" in b.manifest["side_tables"]
 
 
+def test_recovery_and_pretrain_sizes_hold_with_decontamination(tmp_path):
+    # Near-matches are dropped before the recovery and pretrain draws, not after them: the
+    # corpus has 32 near-copies of prompts, many of them held out, and the sizes still hold.
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus_rows()))
+    data = {"name": "d", "version": "1.0.0", "seed": 2, "eval": {"size": 24},
+            "sources": [{"name": "a", "kind": "jsonl", "path": "corpus.jsonl"}],
+            "dedup": {}, "defense": {"triggers": 1, "rate": 0.02},
+            "recovery": {"size": 30, "eval_fraction": 0.2}, "pretrain": {"size": 10}}
+    b = mbdata.open_build(mbdata.build(recipe_from_dict(data, base_dir=tmp_path), tmp_path / "o"))
+    holdout = next(s for s in b.manifest["stages"] if s["name"] == "holdout")
+    assert holdout["dropped"].get("contaminated_near", 0) >= 1
+    assert b.table("recovery").num_rows + b.table("recovery_eval").num_rows == 30
+    assert b.table("pretrain").num_rows == 10
+
+
 def test_rebuild_is_identical(built):
     b, again = built
     assert b.manifest["content_hash"] == again.manifest["content_hash"]

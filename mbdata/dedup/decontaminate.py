@@ -111,6 +111,15 @@ def _near_matches(sketch: TableSketch, ref: TableSketch, open_rows: np.ndarray,
 def decontaminate(table: pa.Table, reference: pa.Table, config: DedupConfig | None,
                   ctx: BuildContext) -> tuple[pa.Table, StageStats]:
     """Remove rows of ``table`` whose prompt exactly or nearly matches a ``reference`` prompt."""
+    keep, stats = contamination_mask(table, reference, config, ctx)
+    return table.filter(pa.array(keep)), stats
+
+
+def contamination_mask(table: pa.Table, reference: pa.Table, config: DedupConfig | None,
+                       ctx: BuildContext) -> tuple[np.ndarray, StageStats]:
+    """The keep-mask of :func:`decontaminate` (False: the row's prompt matches a reference prompt),
+    for callers that must decide before they filter (the hold-out draws its recovery and pretrain
+    rows only from rows that survive)."""
     config = config or DedupConfig()
     n = table.num_rows
     stats = StageStats(name="decontaminate", rows_in=n)
@@ -146,7 +155,7 @@ def decontaminate(table: pa.Table, reference: pa.Table, config: DedupConfig | No
                        EXACT: n_exact, NEAR: n_near})
     keep = np.ones(n, dtype=bool)
     keep[removed] = False
-    return table.filter(pa.array(keep)), stats
+    return keep, stats
 
 
 def _side_table(table: pa.Table, reference: pa.Table, rows: np.ndarray, ref_rows: np.ndarray,
