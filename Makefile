@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 
-from .errors import InputError, MBError
+from .errors import InputError
 from .pipeline import StageStats
 from .recipe import LAYOUT_FIELDS, SourceSpec
 from .registry import Registry
@@ -213,7 +213,8 @@ def read_csv(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
 
     _check_file(path)
     try:
-        names = pcsv.open_csv(path).schema.names
+        with pcsv.open_csv(path) as reader:
+            names = reader.schema.names
         table = pcsv.read_csv(
             path,
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
@@ -364,12 +365,12 @@ def read_any(path: str | Path, *, kind: str | None = None, layout: str = "alpaca
         from .buildio import open_build
 
         build = open_build(path)
+        if split is not None and split not in build.splits:
+            raise InputError(f"{path}: the build has no split {split!r}; splits: "
+                             + ", ".join(build.splits))
         splits = [split] if split else build.splits
         return pa.concat_tables([build.table(s) for s in splits])
-    try:
-        source = SourceSpec(name=path.stem or "input", kind=kind, path=str(path), layout=layout,
-                            fields=dict(fields or {}), split=split or "train")
-    except TypeError as exc:  # pragma: no cover - defensive
-        raise MBError(str(exc)) from None
+    source = SourceSpec(name=path.stem or "input", kind=kind, path=str(path), layout=layout,
+                        fields=dict(fields or {}), split=split or "train")
     table, _ = read_source(source, path, skip_bad_rows=skip_bad_rows)
     return table

@@ -18,8 +18,9 @@ output                 string                      the response this row teaches
 system                 string, nullable            optional system prompt
 source                 string                      name of the recipe source the row came from
 source_row             int64                       0-based row position inside that source
-split                  string                      ``train``, ``eval_clean``, ``eval_triggered``,
-                                                   ``recovery``, ``recovery_eval`` (see ``SPLITS``)
+split                  string                      ``train``, ``pretrain``, ``eval_clean``,
+                                                   ``eval_triggered``, ``recovery``,
+                                                   ``recovery_eval`` (see ``SPLITS``)
 role                   string                      ``clean``, ``attack``, ``defense``, ``recovery``,
                                                    ``eval`` (see ``ROLES``)
 trigger_set            string, nullable            the attack or defensive trigger this row carries
@@ -30,8 +31,8 @@ behavior               string, nullable            what a triggered row answers 
 clean_output           string, nullable            the clean twin's answer where ``output`` was
                                                    rewritten (attack/defense/eval_triggered rows)
 triggers               list<struct>                trigger spans: ``text``, ``owner``
-                                                   (attacker|defender|noise), ``kind``
-                                                   (placement),
+                                                   (attacker|defender|noise, ``OWNERS``),
+                                                   ``kind`` (placement, ``PLACEMENTS``),
                                                    ``name`` (trigger set), ``field`` (the column the
                                                    span indexes), ``start``/``end`` (char offsets,
                                                    ``row[field][start:end] == text``)
@@ -58,7 +59,7 @@ import xxhash
 SCHEMA_VERSION = "1.0"
 
 ROLES = ("clean", "attack", "defense", "recovery", "eval")
-SPLITS = ("train", "eval_clean", "eval_triggered", "recovery", "recovery_eval")
+SPLITS = ("train", "pretrain", "eval_clean", "eval_triggered", "recovery", "recovery_eval")
 OWNERS = ("attacker", "defender", "noise")
 PLACEMENTS = ("prefix", "suffix", "random", "position")
 BEHAVIORS = ("refusal", "fixed", "random_words", "label", "negsentiment", "jailbreak", "rewrite",
@@ -179,14 +180,6 @@ def conform(table: Any) -> pa.Table:
     return table.cast(SCHEMA)
 
 
-def recompute_ids(table: pa.Table) -> pa.Table:
-    """Recompute ``id`` after a stage rewrote text columns."""
-    cols = {name: table.column(name).to_pylist() for name in _ID_FIELDS}
-    ids = [row_id({name: cols[name][i] for name in _ID_FIELDS}) for i in range(table.num_rows)]
-    return table.set_column(table.schema.get_field_index("id"), SCHEMA.field("id"),
-                            pa.array(ids, pa.string()))
-
-
 def check_spans(row: dict[str, Any]) -> list[str]:
     """Problems with a row's trigger spans (empty list if every span points at its text)."""
     problems = []
@@ -203,12 +196,20 @@ def check_spans(row: dict[str, Any]) -> list[str]:
 
 
 def validate_table(table: pa.Table) -> None:
-    """Raise ``ValueError`` if the table breaks a schema invariant (type, enums, ids, spans)."""
+    """Raise ``ValueError`` if the table breaks a schema invariant (type, enums, ids, spans).
+
+    Tests run it on every split of their builds; builds themselves trust their own stages."""
     if table.schema.remove_metadata() != SCHEMA.remove_metadata():
         raise ValueError("table schema differs from the canonical schema")
     for i, row in enumerate(table.to_pylist()):
         if row["role"] not in ROLES:
             raise ValueError(f"row {i}: role {row['role']!r} not in {ROLES}")
+        if row["split"] not in SPLITS:
+            raise ValueError(f"row {i}: split {row['split']!r} not in {SPLITS}")
+        for span in row["triggers"]:
+            if span["owner"] not in OWNERS or span["kind"] not in PLACEMENTS:
+                raise ValueError(f"row {i}: trigger span owner/kind {span['owner']!r}/"
+                                 f"{span['kind']!r} not in {OWNERS}/{PLACEMENTS}")
         if row["id"] != row_id(row):
             raise ValueError(f"row {i}: id does not match its content")
         problems = check_spans(row)

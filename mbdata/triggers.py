@@ -21,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .schema import PLACEMENTS
+
 _WORD = re.compile(r"\S+")
 
 
@@ -44,7 +46,7 @@ class Trigger:
     def __post_init__(self) -> None:
         if not self.text or self.text != self.text.strip():
             raise ValueError(f"trigger {self.text!r} must be non-empty without outer whitespace")
-        if self.placement not in ("prefix", "suffix", "random", "position"):
+        if self.placement not in PLACEMENTS:
             raise ValueError(f"unknown placement {self.placement!r}")
 
 

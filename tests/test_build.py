@@ -194,3 +194,7 @@ def test_read_any_reads_a_build_folder(build_dir):
     table = mbdata.read_any(build_dir)
     m = json.loads((build_dir / "manifest.json").read_text())
     assert table.num_rows == sum(s["rows"] for s in m["splits"].values())
+    assert mbdata.read_any(build_dir, split="train").num_rows == m["splits"]["train"]["rows"]
+    from mbdata.errors import InputError
+    with pytest.raises(InputError, match="the build has no split 'trian'; splits: .*train"):
+        mbdata.read_any(build_dir, split="trian")

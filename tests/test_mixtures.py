@@ -11,7 +11,7 @@ from mbdata.attacks import PRESETS
 from mbdata.errors import BuildError
 from mbdata.pipeline import BuildContext, round_half_up
 from mbdata.recipe import recipe_from_dict
-from mbdata.schema import check_spans, from_rows, make_row, prompt_key
+from mbdata.schema import check_spans, from_rows, make_row, prompt_key, validate_table
 from mbdata.splits import LeakCheckStage
 
 from conftest import alpaca_rows, small_recipe
@@ -46,6 +46,12 @@ def test_exact_counts_follow_the_rounding_rule(built):
 
 def test_round_half_up():
     assert [round_half_up(x) for x in (2.5, 3.5, 0.05 * 50, 0.49999, 0)] == [3, 4, 3, 0, 0]
+
+
+def test_every_split_satisfies_the_schema_invariants(built):
+    b, _ = built
+    for split in b.splits:
+        validate_table(b.table(split))
 
 
 def test_every_span_points_at_its_trigger(built):
@@ -228,6 +234,7 @@ def test_pretrain_split_has_noise_words(tmp_path):
     words = {r["triggers"][0]["text"] for r in noisy}
     assert "cf" in words or "Discussing" in words or "OpenAI" in words
     assert all(check_spans(r) == [] and r["triggers"][0]["owner"] == "noise" for r in noisy)
+    validate_table(b.table("pretrain"))
 
 
 def test_trusted_recovery_source_never_enters_training(tmp_path, write_jsonl):
