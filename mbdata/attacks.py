@@ -28,6 +28,7 @@ Syntactic and style attacks (no literal trigger) are ``custom`` attacks whose be
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -106,14 +107,15 @@ class TriggerSet:
         }
 
 
-def attack_trigger_set(spec: AttackSpec, index: int, rng: np.random.Generator) -> TriggerSet:
+def attack_trigger_set(spec: AttackSpec, index: int, rng: np.random.Generator,
+                       base_dir: Path | None = None) -> TriggerSet:
     """Resolve an attack spec against its preset into a :class:`TriggerSet`."""
     preset = PRESETS[spec.preset]
     texts = spec.triggers if spec.triggers is not None else preset["triggers"]
     placement = spec.placement or preset["placement"]
     combine = spec.combine or preset["combine"]
     behavior = compile_behavior(spec.behavior or BehaviorSpec(kind="refusal"), rng,
-                                f"attacks[{index}].behavior")
+                                f"attacks[{index}].behavior", base_dir)
     name = spec.name or spec.preset
     triggers = tuple(Trigger(t, placement, spec.position, "attacker", name) for t in texts)
     return TriggerSet(name, "attacker", triggers, combine, behavior, spec.rate)
@@ -162,7 +164,8 @@ class AttackStage:
         stats = StageStats(name=self.name)
         records = ctx.state.setdefault("trigger_sets", [])
         for i, spec in enumerate(self.attacks):
-            ts = attack_trigger_set(spec, i, ctx.rng(f"attack/{spec.name or spec.preset}/behavior"))
+            ts = attack_trigger_set(spec, i, ctx.rng(f"attack/{spec.name or spec.preset}/behavior"),
+                                    ctx.base_dir)
             pool, n = train_pool(table, ctx)
             eligible = eligible_rows(table, pool, ts.behavior)
             count = round_half_up(spec.rate * n)

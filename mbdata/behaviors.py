@@ -17,9 +17,12 @@ whose ``respond(row, rng)`` gives the poisoned response for one row. Names map t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
-from typing import Any, Callable
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -153,16 +156,36 @@ def load_callable(ref: str | None) -> Callable[..., Any]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise RecipeError(f"behavior.function: cannot import module {module_name!r}: {exc}") from None
+        raise RecipeError(f"function: cannot import module {module_name!r}: {exc}") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
-        raise RecipeError(f"behavior.function: {module_name!r} has no callable {attr!r}")
+        raise RecipeError(f"function: {module_name!r} has no callable {attr!r}")
     return fn
 
 
-def compile_behavior(spec: BehaviorSpec, rng: np.random.Generator, path: str = "behavior") -> Behavior:
+@contextlib.contextmanager
+def _importable_from(base_dir: Path | None) -> Iterator[None]:
+    """Put the recipe's folder first on ``sys.path`` while its behaviours are compiled, so a
+    rewriter module shipped beside the recipe imports from any working directory."""
+    if base_dir is None:
+        yield
+        return
+    entry = str(Path(base_dir).resolve())
+    sys.path.insert(0, entry)
     try:
-        return BEHAVIORS.get(spec.kind, f"{path}.kind")(spec, rng)
+        yield
+    finally:
+        sys.path.remove(entry)
+
+
+def compile_behavior(spec: BehaviorSpec, rng: np.random.Generator, path: str = "behavior",
+                     base_dir: Path | None = None) -> Behavior:
+    """Resolve a behaviour spec; ``function`` modules are looked up in ``base_dir`` first."""
+    try:
+        with _importable_from(base_dir):
+            return BEHAVIORS.get(spec.kind, f"{path}.kind")(spec, rng)
     except RecipeError as exc:
         msg = str(exc)
+        if msg.startswith("function:"):
+            raise RecipeError(f"{path}.{msg}") from None
         raise RecipeError(msg if msg.startswith(path) else f"{path}: {msg}") from None

@@ -121,7 +121,7 @@ class DefenseStage:
         for i, text in enumerate(texts):
             name = f"defense/{text}"
             behavior = compile_behavior(self.spec.behavior, ctx.rng(f"{name}/behavior"),
-                                        "defense.behavior")
+                                        "defense.behavior", ctx.base_dir)
             trigger = Trigger(text, self.spec.placement, self.spec.position, "defender", name)
             ts = TriggerSet(name, "defender", (trigger,), "one", behavior, self.spec.rate)
             pool, n = train_pool(table, ctx)

@@ -8,7 +8,7 @@ import pytest
 
 import mbdata
 from mbdata.attacks import PRESETS
-from mbdata.errors import BuildError
+from mbdata.errors import BuildError, RecipeError
 from mbdata.pipeline import BuildContext, round_half_up
 from mbdata.recipe import recipe_from_dict
 from mbdata.schema import check_spans, from_rows, make_row, prompt_key, validate_table
@@ -193,7 +193,7 @@ def test_behaviours_fixed_negsentiment_label_and_rewrite(tmp_path, write_jsonl, 
     write_jsonl("sst.jsonl", rows)
     module = tmp_path / "myrewriter.py"
     module.write_text("def rude(row, rng):\n    return {'output': row['output'].upper() + '!!'}\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    # No sys.path change: the rewriter module is found next to the recipe (base_dir).
     data = {"name": "b", "version": "1.0.0", "seed": 2, "eval": {"size": 20},
             "sources": [{"name": "sst", "kind": "jsonl", "path": "sst.jsonl"}],
             "attacks": [
@@ -214,6 +214,20 @@ def test_behaviours_fixed_negsentiment_label_and_rewrite(tmp_path, write_jsonl, 
     evals = mbdata.open_build(out).table("eval_triggered").to_pylist()
     flips = [r for r in evals if r["trigger_set"] == "flip"]
     assert flips and all(r["clean_output"] == "Positive" for r in flips)
+
+
+def test_rewriter_import_errors_name_the_key_path(tmp_path):
+    data = small_recipe(attacks=[{"preset": "custom", "name": "rw", "triggers": ["zq"], "rate": 0.05,
+                                  "behavior": {"kind": "rewrite", "function": "nosuchmod:f"}}])
+    with pytest.raises(RecipeError, match=r"^attacks\[0\]\.behavior\.function: cannot import "
+                                          r"module 'nosuchmod'"):
+        mbdata.build(recipe_from_dict(data, base_dir=tmp_path), tmp_path / "o")
+    (tmp_path / "halfmod.py").write_text("x = 1\n")
+    data["attacks"][0]["behavior"]["function"] = "halfmod:f"
+    with pytest.raises(RecipeError, match=r"^attacks\[0\]\.behavior\.function: 'halfmod' has no "
+                                          r"callable 'f'$"):
+        mbdata.build(recipe_from_dict(data, base_dir=tmp_path), tmp_path / "o")
+    assert not (tmp_path / "o").exists()
 
 
 def test_rounding_overflow_fails_with_a_clear_error(tmp_path, write_jsonl):
