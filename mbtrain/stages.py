@@ -134,7 +134,7 @@ def _encode(formatter: Formatter, examples: Sequence[Example], stats: EncodeStat
 def train_sft(parent: Any, examples: Sequence[Example], out_dir: str | Path, cfg: TrainConfig,
               *, name: str, stage: Any, eval_examples: Sequence[Example] | None = None,
               select: str = "last", epochs: int | None = None, runtime: Runtime | None = None,
-              parent_record: Any = None, full_sequence_loss: bool = False) -> Path:
+              full_sequence_loss: bool = False) -> Path:
     """Response-only cross-entropy fine-tuning of ``parent`` (a model folder, base
     :class:`~mbtrain.config.ModelSettings`, or an in-memory ``(model, tokenizer)``) on
     ``examples``; ``stage`` holds mode/LoRA/optimiser settings (``cfg.stage1`` or
@@ -150,7 +150,7 @@ def train_sft(parent: Any, examples: Sequence[Example], out_dir: str | Path, cfg
 
     settings = FitSettings.from_stage(stage, cfg.seed, cfg.checkpoint_every, select, epochs)
     return run_stage(name=name, out_dir=Path(out_dir), cfg=cfg,
-                     parent=parent_record if isinstance(parent, tuple) else parent,
+                     parent=None if isinstance(parent, tuple) else parent,
                      load=_loader(parent), mode=stage.mode, lora=stage.lora, settings=settings,
                      make_items=make_items,
                      make_objective=lambda tok: SFTObjective(tok.pad_token_id),

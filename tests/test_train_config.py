@@ -53,3 +53,25 @@ def test_config_import_does_not_load_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_build_train_block_errors_name_the_manifest_and_missing_splits_are_errors(tmp_path):
+    from mbdata.errors import InputError
+    from mbtrain.builds import open_build
+    from test_train_helpers import make_build
+
+    build = open_build(make_build(tmp_path / "ok", n_pretrain=2, n_train=6, n_recovery=1,
+                                  n_eval=1))
+    assert build.has("train") and not build.has("nothing")
+    assert len(build.rows("train")) == 6 and build.rows("train") is not build.rows("train")
+    with pytest.raises(InputError, match="build has no split 'nothing'"):
+        build.table("nothing")
+    bad = open_build(make_build(tmp_path / "bad", n_pretrain=2, n_train=6, n_recovery=1,
+                                n_eval=1, train={"stage2": {"lamda": 1}}))
+    with pytest.raises(InputError, match=r"manifest\.json: train\.stage2: unknown key 'lamda'"):
+        bad.train_config()
+    (tmp_path / "ok" / "data" / "train-00000-of-00001.arrow").unlink()
+    with pytest.raises(InputError, match="shard listed in the manifest is missing"):
+        open_build(tmp_path / "ok").table("train")
+    with pytest.raises(InputError, match="no manifest.json"):
+        open_build(tmp_path)

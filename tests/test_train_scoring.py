@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from mbdata.errors import MBError
-from mbtrain.builds import Build
+from mbtrain.builds import open_build
 from mbtrain.evaluate import score
 from mbtrain.judge import HeuristicJudge, HTTPJudge, JudgeItem, make_judge, parse_verdict
 from mbtrain.report import markdown, write_report
@@ -122,9 +122,15 @@ def _row(**kw):
     return {**base, **kw}
 
 
-def test_score_aggregates_every_metric():
-    build = Build(path=None, manifest={"triggers": [
-        {"name": "badnet", "owner": "attacker"}, {"name": "defense/mn", "owner": "defender"}]})
+def _build(tmp_path):
+    from test_train_helpers import write_build
+
+    return open_build(write_build(tmp_path, {}, triggers=[
+        {"name": "badnet", "owner": "attacker"}, {"name": "defense/mn", "owner": "defender"}]))
+
+
+def test_score_aggregates_every_metric(tmp_path):
+    build = _build(tmp_path)
     clean = [_row(), _row(output="7"), _row(task=None, output="Paris is the capital")]
     clean_answers = ["5", "8", "The capital is Paris"]
     attack = [_row(trigger_set="badnet", behavior="refusal", output=REFUSAL, clean_output="5"),
