@@ -4,7 +4,8 @@ A build is a straight line of :class:`Stage` objects (like datatrove's pipeline 
 reports rows in/out and rows dropped per reason in a :class:`StageStats`; the build records them in
 the manifest, so every removal and every rate is explained. Randomness comes only from
 :meth:`BuildContext.rng`, which derives an independent, named stream from the recipe seed: adding or
-changing one stage never shifts the random draws of another.
+changing one stage never changes the random numbers another stage draws (what a later stage can
+choose from may still depend on what an earlier one did, e.g. rows already poisoned).
 """
 
 from __future__ import annotations
