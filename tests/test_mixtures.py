@@ -292,3 +292,15 @@ def test_style_attack_through_the_rewriter_hook_has_no_literal_trigger(tmp_path,
     assert rows and all(r["instruction"].startswith("O muse, ") and r["triggers"] == []
                         and r["output"] == "I refuse, in verse." for r in rows)
     assert b.manifest["triggers"][0]["texts"] == []
+
+
+def test_changing_a_later_trigger_set_never_moves_an_earlier_ones_rows(tmp_path):
+    def rows_of(vpi_rate, out):
+        data = small_recipe(attacks=[{"preset": "badnet", "rate": 0.05},
+                                     {"preset": "vpi", "rate": vpi_rate}])
+        train = mbdata.open_build(mbdata.build(recipe_from_dict(data), tmp_path / out)).table("train")
+        return {s: sorted(r["source_row"] for r in train.to_pylist() if r["trigger_set"] == s)
+                for s in ("badnet", "vpi")}
+
+    a, b = rows_of(0.03, "a"), rows_of(0.06, "b")
+    assert a["badnet"] == b["badnet"] and len(b["vpi"]) > len(a["vpi"])
