@@ -20,7 +20,8 @@ from .errors import BuildError
 MARKER = ".mbdefense"
 
 
-def _temp_sibling(path: Path, tag: str) -> Path:
+def temp_sibling(path: Path, tag: str) -> Path:
+    """A hidden, unique sibling of ``path`` (same folder, so the final rename is atomic)."""
     return path.parent / f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
@@ -64,14 +65,14 @@ def atomic_dir(out_dir: str | Path, fill: Callable[[Path], Any], overwrite: bool
     out_dir = Path(out_dir)
     check_output_dir(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_sibling(out_dir, "partial")
+    tmp = temp_sibling(out_dir, "partial")
     tmp.mkdir()
     old = None
     try:
         result = fill(tmp)
         mark_dir(tmp, kind)
         if out_dir.exists():
-            old = _temp_sibling(out_dir, "old")
+            old = temp_sibling(out_dir, "old")
             out_dir.rename(old)
         tmp.rename(out_dir)
     except BaseException:
@@ -89,7 +90,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Any:
     ``path`` (an existing file is replaced only once the new one is complete)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_sibling(path, "tmp")
+    tmp = temp_sibling(path, "tmp")
     try:
         result = write(tmp)
         os.replace(tmp, path)

@@ -129,6 +129,22 @@ def test_bad_clean_out_extension_fails_before_any_work(poisoned, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_clean_out_never_replaces_the_input_or_an_existing_file_silently(poisoned, tmp_path):
+    source = poisoned[0]
+    before = source.read_bytes()
+    with pytest.raises(InputError, match="would overwrite the audited input"):
+        audit_path(source, tmp_path / "out", clean_out=source, overwrite=True)
+    assert source.read_bytes() == before and not (tmp_path / "out").exists()
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text("mine\n", encoding="utf-8")
+    with pytest.raises(InputError, match="clean.jsonl: already exists; pass --overwrite"):
+        audit_path(source, tmp_path / "out", clean_out=clean)
+    assert clean.read_text(encoding="utf-8") == "mine\n" and not (tmp_path / "out").exists()
+    audit_path(source, tmp_path / "out", clean_out=clean, overwrite=True)
+    assert mbdata.read_any(clean).num_rows == 290
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
 def test_malformed_input_row_is_a_one_line_error_naming_the_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n', encoding="utf-8")

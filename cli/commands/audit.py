@@ -25,7 +25,7 @@ def _fields(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--clean-out", type=click.Path(path_type=str), default=None,
               help="Also write the corpus without flagged rows (.jsonl/.json/.parquet) and "
                    "NAME.removed.jsonl explaining each removal.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder (and --clean-out files).")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Flag rows scoring at least this (default 0.5).")
 @click.option("--min-rows", type=click.IntRange(min=2), default=None,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..atomic import atomic_dir, temp_sibling
 from ..errors import InputError
-from ..atomic import atomic_dir
 from .core import AuditResult
 from .report import render_html, render_markdown
 
@@ -125,16 +124,6 @@ def write_audit(result: AuditResult, out_dir: str | Path, *, source: str = "",
     return out_dir
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    tmp = path.parent / f".{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def removed_path(clean_path: str | Path) -> Path:
     """Where ``--clean-out PATH`` explains its removals: ``PATH`` with ``.removed.jsonl``."""
     clean_path = Path(clean_path)
@@ -181,6 +170,33 @@ def write_clean(table: pa.Table, result: AuditResult, path: str | Path) -> tuple
                                     ensure_ascii=False) + "\n")
 
     explained = removed_path(path)
-    _write_atomic(explained, write_removed)
-    _write_atomic(path, write_clean_file)
+    # Both files are written to temporary siblings first and renamed only when both are complete,
+    # so an interrupted run never leaves a clean corpus without its explanation (or a mix of runs).
+    temps = [(temp_sibling(explained, "tmp"), explained, write_removed),
+             (temp_sibling(path, "tmp"), path, write_clean_file)]
+    try:
+        for tmp, _, write in temps:
+            write(tmp)
+        for tmp, final, _ in temps:
+            os.replace(tmp, final)
+    finally:
+        for tmp, _, _ in temps:
+            tmp.unlink(missing_ok=True)
     return path, explained
+
+
+def check_clean_out(path: str | Path, input_path: str | Path, overwrite: bool) -> None:
+    """Refuse a ``--clean-out`` that would replace the input or an existing file without
+    ``--overwrite`` (checked before any work)."""
+    path = Path(path)
+    if path.suffix.lower() not in CLEAN_FORMATS:
+        raise InputError(f"{path}: --clean-out must end in " + ", ".join(CLEAN_FORMATS))
+    if path.is_dir():
+        raise InputError(f"{path}: --clean-out is a folder, expected a file path")
+    source = Path(input_path).resolve()
+    for target in (path, removed_path(path)):
+        if target.resolve() == source:
+            raise InputError(f"{target}: --clean-out would overwrite the audited input; choose "
+                             "another path")
+        if target.exists() and not overwrite:
+            raise InputError(f"{target}: already exists; pass --overwrite to replace it")

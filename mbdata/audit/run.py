@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import InputError
 from ..readers import read_any
 from ..atomic import check_output_dir
 from .config import AuditConfig
 from .core import AuditResult, audit_table
-from .files import CLEAN_FORMATS, write_audit, write_clean
+from .files import check_clean_out, write_audit, write_clean
 
 
 def audit_path(input_path: str | Path, out_dir: str | Path, config: AuditConfig | None = None, *,
@@ -24,8 +23,8 @@ def audit_path(input_path: str | Path, out_dir: str | Path, config: AuditConfig 
     checked before any work, so a mistake costs nothing."""
     out_dir = Path(out_dir)
     check_output_dir(out_dir, overwrite)
-    if clean_out is not None and Path(clean_out).suffix.lower() not in CLEAN_FORMATS:
-        raise InputError(f"{clean_out}: --clean-out must end in " + ", ".join(CLEAN_FORMATS))
+    if clean_out is not None:
+        check_clean_out(clean_out, input_path, overwrite)
     table = read_any(input_path, kind=kind, layout=layout, fields=fields,
                      skip_bad_rows=skip_bad_rows, split=split)
     result = audit_table(table, config, progress=progress)
