@@ -32,8 +32,10 @@ class AuditConfig:
                                            doc="word Jaccard similarity for `near_duplicates`")
     top_k: int = spec(20, ge=1, le=1000, doc="trigger candidates reported")
     roles: list[str] = spec(default_factory=lambda: ["clean", "attack"],
-                            doc="build stage: rows of these roles are audited; others (the "
-                                "defender's own rows) pass through untouched")
+                            doc="rows of these roles are audited, others pass through "
+                                "untouched. Inside `mb build` the audit runs right after the "
+                                "sources, where every row is still `clean`; this matters when "
+                                "AuditStage runs on a built table from Python")
     model: str | None = spec(None, doc="optional reference model (an mbtrain model folder, a local "
                                        "Hugging Face folder or a .gguf file) for the model-based "
                                        "score")

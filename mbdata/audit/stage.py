@@ -1,8 +1,9 @@
 """The ``audit:`` recipe block as a build stage: drop (or tag) the rows the audit flags.
 
 It runs right after the sources are read (``sources -> audit -> dedup -> ...``), so a corpus from
-a third party is cleaned before anything else touches it. Only rows of ``audit.roles`` are audited;
-the others pass through untouched (the defender's own rows are never removed).
+a third party is cleaned before anything else touches it; there every row is still ``clean``.
+Run from Python on a built table (attack/defense rows present), only rows of ``audit.roles`` are
+audited and the others pass through untouched (the defender's own rows are never removed).
 
 Side tables: ``audit/rows`` (one row per audited row: ``id``, ``source``, ``source_row``,
 ``score``, ``flagged``, ``reasons``) and ``audit/triggers`` (the ranked candidates).
