@@ -36,7 +36,8 @@ import pyarrow as pa
 
 from .behaviors import Behavior, compile_behavior
 from .errors import BuildError
-from .pipeline import BuildContext, StageStats, replace_rows, round_half_up, split_indices
+from .pipeline import (BuildContext, StageStats, replace_rows, round_half_up, seeded_subset,
+                       split_indices)
 from .recipe import AttackSpec, BehaviorSpec
 from .schema import from_rows, make_row
 from .triggers import Span, Trigger, insert_many
@@ -127,7 +128,7 @@ def poison(table: pa.Table, trigger_set: TriggerSet, count: int, eligible: np.nd
     if count > len(eligible):
         raise BuildError(f"{path}: needs {count} rows but only {len(eligible)} eligible train rows "
                          "remain (lower the rate or add rows)")
-    chosen = np.sort(rng.choice(eligible, size=count, replace=False)) if count else eligible[:0]
+    chosen = seeded_subset(eligible, count, rng)
     rows = table.take(pa.array(chosen, pa.int64())).to_pylist()
     poisoned = [trigger_set.apply(row, rng, role=role) for row in rows]
     return replace_rows(table, chosen, from_rows(poisoned)), chosen

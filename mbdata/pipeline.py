@@ -111,3 +111,16 @@ def split_indices(table: pa.Table, split: str) -> np.ndarray:
     import pyarrow.compute as pc
 
     return np.flatnonzero(pc.equal(table.column("split"), split).to_numpy(zero_copy_only=False))
+
+
+def seeded_subset(candidates: np.ndarray | int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``k`` of ``candidates`` (positions, or ``range(candidates)`` for an int), drawn without
+    replacement from ``rng`` and returned in ascending order, so a subset keeps corpus order.
+
+    The one way every stage draws rows (source samples, mixing, hold-outs, poisoned rows): the same
+    (seed, stream name, candidates, k) always gives the same rows."""
+    if isinstance(candidates, (int, np.integer)):
+        candidates = np.arange(int(candidates), dtype=np.int64)
+    if k == 0:
+        return candidates[:0]
+    return np.sort(rng.choice(candidates, size=k, replace=False))

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from .errors import BuildError
 from .manifest import input_record
-from .pipeline import BuildContext, StageStats
+from .pipeline import BuildContext, StageStats, seeded_subset
 from .readers import read_source
 from .recipe import Recipe, SourceSpec
 
@@ -30,11 +30,6 @@ def largest_remainder(total: int, weights: list[float]) -> list[int]:
     for i in order[: total - sum(shares)]:
         shares[i] += 1
     return shares
-
-
-def _seeded_subset(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    """``k`` of ``n`` indices, chosen at random, returned in ascending order."""
-    return np.sort(rng.choice(n, size=k, replace=False)) if k < n else np.arange(n)
 
 
 def _synthetic_seed(seed: int, name: str) -> int:
@@ -81,7 +76,7 @@ class SourcesStage:
                 if source.sample > read.num_rows:
                     raise BuildError(f"sources[{i}].sample: {source.sample} rows asked, only "
                                      f"{read.num_rows} available in source {source.name!r}")
-                keep = _seeded_subset(read.num_rows, source.sample, ctx.rng(f"sample/{source.name}"))
+                keep = seeded_subset(read.num_rows, source.sample, ctx.rng(f"sample/{source.name}"))
                 stats.drop(f"{source.name}:sample", read.num_rows - len(keep))
                 read = read.take(pa.array(keep))
             info["rows_after_select"] = read.num_rows
@@ -109,7 +104,7 @@ class SourcesStage:
                     key = "count" if source.count is not None else "weight"
                     raise BuildError(f"sources[{i}].{key}: {want} rows wanted from source "
                                      f"{source.name!r}, only {table.num_rows} available")
-                keep = _seeded_subset(table.num_rows, want, ctx.rng(f"mix/{source.name}"))
+                keep = seeded_subset(table.num_rows, want, ctx.rng(f"mix/{source.name}"))
                 stats.drop(f"{source.name}:mix", table.num_rows - len(keep))
                 table = table.take(pa.array(keep))
             stats.info[source.name]["rows_mixed"] = table.num_rows

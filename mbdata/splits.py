@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import BuildError
-from .pipeline import BuildContext, StageStats
+from .pipeline import BuildContext, StageStats, seeded_subset
 from .recipe import Recipe
 from .schema import prompt_key
 
@@ -52,10 +52,6 @@ def _set_split(table: pa.Table, positions: np.ndarray, split: str, role: str | N
     return table
 
 
-def _draw(candidates: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    return np.sort(rng.choice(candidates, size=k, replace=False)) if k else candidates[:0]
-
-
 class HoldoutStage:
     name = "holdout"
 
@@ -80,7 +76,7 @@ class HoldoutStage:
         if size > len(distinct):
             raise BuildError(f"eval.size: {size} held-out prompts asked, the corpus has only "
                              f"{len(distinct)} distinct prompts")
-        eval_pos = _draw(distinct, size, ctx.rng("holdout/eval"))
+        eval_pos = seeded_subset(distinct, size, ctx.rng("holdout/eval"))
         eval_keys = set(keys[eval_pos])
         leaked = np.array([k in eval_keys for k in keys]) if size else np.zeros(n, dtype=bool)
         leaked[eval_pos] = False
@@ -99,7 +95,7 @@ class HoldoutStage:
                 where = f"trusted source {trusted!r}" if trusted else "the corpus"
                 raise BuildError(f"recovery.size: {recipe.recovery.size} clean rows asked, "
                                  f"{where} has only {len(pool)} left after the hold-out")
-            rec_pos = _draw(pool, recipe.recovery.size, ctx.rng("holdout/recovery"))
+            rec_pos = seeded_subset(pool, recipe.recovery.size, ctx.rng("holdout/recovery"))
             table = _set_split(table, rec_pos, RECOVERY_POOL, "recovery")
             available[rec_pos] = False
         if trusted:
@@ -114,7 +110,7 @@ class HoldoutStage:
             if recipe.pretrain.size >= len(pool):
                 raise BuildError(f"pretrain.size: {recipe.pretrain.size} rows asked, only "
                                  f"{len(pool)} left after eval/recovery (train would be empty)")
-            pre_pos = _draw(pool, recipe.pretrain.size, ctx.rng("holdout/pretrain"))
+            pre_pos = seeded_subset(pool, recipe.pretrain.size, ctx.rng("holdout/pretrain"))
             table = _set_split(table, pre_pos, "pretrain")
             available[pre_pos] = False
 
