@@ -21,6 +21,9 @@ from typing import Literal
 from mbdata.config import spec
 from mbdata.errors import RecipeError
 
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+DEVICE_FORM = "auto, cpu, mps, cuda or cuda:N"
+
 Mode = Literal["full", "lora"]
 Template = Literal["alpaca", "alpaca_short", "chat"]
 
@@ -80,8 +83,7 @@ class ModelSettings:
                                           "truncated (counted in the log)")
     dtype: Literal["auto", "float32", "bfloat16"] = spec(
         "auto", doc="auto: bf16 autocast on a GPU, fp32 on CPU")
-    device: str = spec("auto", pattern=r"auto|cpu|mps|cuda(:\d+)?",
-                       form="auto, cpu, mps, cuda or cuda:N", doc="where to train")
+    device: str = spec("auto", pattern=DEVICE_PATTERN, form=DEVICE_FORM, doc="where to train")
     threads: int | None = spec(None, ge=1, doc="CPU threads for torch (default: torch's "
                                                "choice); 1 is faster for tiny models on a busy "
                                                "machine")

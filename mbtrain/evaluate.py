@@ -16,14 +16,15 @@ All prompts go through one batched greedy generation; the answers are then grade
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from mbdata.atomic import atomic_write, atomic_write_text
+
 from .builds import Build
-from .config import TrainConfig
+from .config import ModelSettings, TrainConfig
 from .generate import generate
 from .judge import Judge, JudgeItem, make_judge
 from .models import load_model
@@ -141,7 +142,9 @@ def evaluate(model_ref: Any, build: Build, cfg: TrainConfig | None = None, *,
     runtime = runtime or make_runtime(cfg, progress=False)
     judge = judge or make_judge(cfg.eval.judge, runtime.device)
     started = time.perf_counter()
-    model, tokenizer = load_model(model_ref)
+    # remote code only when the user's own train.model settings allow it
+    model, tokenizer = load_model(model_ref, ModelSettings(
+        trust_remote_code=cfg.model.trust_remote_code))
     model.to(runtime.device)
     fmt = formatter_for(tokenizer, cfg)
     clean, triggered = eval_rows(build, cfg.eval.limit)
@@ -179,18 +182,20 @@ def evaluate(model_ref: Any, build: Build, cfg: TrainConfig | None = None, *,
 
 
 def _write(out_dir: Path, metrics: dict, groups: list, answers: dict, verdicts: dict) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "generations.jsonl.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for split, rows in groups:
-            for row, answer, verdict in zip(rows, answers[split], verdicts[split]):
-                fh.write(json.dumps({
-                    "group": split, "id": row["id"], "trigger_set": row.get("trigger_set"),
-                    "task": row.get("task"),
-                    "instruction": row["instruction"], "input": row.get("input") or "",
-                    "reference": row.get("output"), "clean_reference": row.get("clean_output"),
-                    "generation": answer, **verdict}, ensure_ascii=False) + "\n")
-    os.replace(tmp, out_dir / "generations.jsonl")
-    tmp = out_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, out_dir / "metrics.json")
+    """``generations.jsonl`` then ``metrics.json``, each atomically: an existing
+    ``metrics.json`` always sits beside the generations it was computed from."""
+    def generations(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for split, rows in groups:
+                for row, answer, verdict in zip(rows, answers[split], verdicts[split]):
+                    fh.write(json.dumps({
+                        "group": split, "id": row["id"], "trigger_set": row.get("trigger_set"),
+                        "task": row.get("task"),
+                        "instruction": row["instruction"], "input": row.get("input") or "",
+                        "reference": row.get("output"),
+                        "clean_reference": row.get("clean_output"),
+                        "generation": answer, **verdict}, ensure_ascii=False) + "\n")
+
+    atomic_write(out_dir / "generations.jsonl", generations)
+    atomic_write_text(out_dir / "metrics.json",
+                      json.dumps(metrics, indent=2, sort_keys=True) + "\n")

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from mbdata.atomic import atomic_write_text
 from mbdata.errors import MBError
 
 from .config import LoraSettings, ModelSettings
@@ -36,12 +37,28 @@ def quiet_transformers() -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when present, else CPU), ``cpu``, ``mps``, ``cuda`` or ``cuda:N``; anything
+    else, or a device this machine lacks, is a one-line error."""
+    import re
+
+    from .config import DEVICE_FORM, DEVICE_PATTERN
+
+    if not re.fullmatch(DEVICE_PATTERN, name):
+        raise MBError(f"train.model.device: {name!r} is not a device; allowed: {DEVICE_FORM}")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MBError(f"train.model.device: {name!r} asked for but no CUDA device is available")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise MBError(f"train.model.device: {name!r} asked for but no CUDA device is "
+                          "available")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise MBError(f"train.model.device: {name!r} asked for but this machine has "
+                          f"{torch.cuda.device_count()} CUDA device(s)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise MBError("train.model.device: 'mps' asked for but MPS is not available")
     return torch.device(name)
 
 
@@ -59,7 +76,27 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def is_model_folder(path: str | Path) -> bool:
+    """A folder written by mbtrain (it holds :data:`MARKER`)."""
     return (Path(path) / MARKER).is_file()
+
+
+def is_loadable_folder(path: str | Path) -> bool:
+    """A folder :func:`load_model` can open: an mbtrain model folder (full weights or a LoRA
+    adapter) or a plain Hugging Face model folder (``config.json``)."""
+    path = Path(path)
+    return path.is_dir() and (is_model_folder(path) or (path / "config.json").is_file())
+
+
+def require_safetensors(path: Path, adapter: bool = False) -> None:
+    """Refuse a local folder whose weights are not safetensors: loading a pickled
+    ``pytorch_model.bin`` / ``adapter_model.bin`` can run arbitrary code."""
+    stem = "adapter_model" if adapter else "model"
+    if (path / f"{stem}.safetensors").is_file() or (
+            not adapter and (path / "model.safetensors.index.json").is_file()):
+        return
+    pickled = sorted(p.name for p in path.glob("*.bin"))
+    found = f" (found {', '.join(pickled)}: pickled weights are never loaded)" if pickled else ""
+    raise MBError(f"{path}: no {stem}.safetensors{found}; convert the weights to safetensors")
 
 
 def read_marker(path: str | Path) -> dict[str, Any]:
@@ -81,6 +118,8 @@ def _base_source(settings: ModelSettings) -> tuple[str, dict[str, Any]]:
     if settings.gguf_file:
         kwargs["gguf_file"] = settings.gguf_file
     if path.is_dir():
+        if "gguf_file" not in kwargs:
+            require_safetensors(path)
         return str(path), kwargs
     if path.exists():
         raise MBError(f"train.model.name: {name!r} is a file but not a .gguf model")
@@ -127,8 +166,10 @@ def load_base(settings: ModelSettings) -> tuple[Any, Any]:
     quiet_transformers()
     source, kwargs = _base_source(settings)
     tokenizer = _from_pretrained(AutoTokenizer, source, kwargs, "a tokenizer")
-    model = _from_pretrained(AutoModelForCausalLM, source, {**kwargs, "dtype": torch.float32},
-                             "a model")
+    weights = {**kwargs, "dtype": torch.float32}
+    if "gguf_file" not in kwargs:
+        weights["use_safetensors"] = True  # never fall back to a pickled checkpoint
+    model = _from_pretrained(AutoModelForCausalLM, source, weights, "a model")
     if "gguf_file" in kwargs:
         # The weights are de-quantised to fp32 on load; drop the GGUF marker so the model trains
         # and saves as the ordinary float model it now is.
@@ -149,29 +190,46 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
 
 def load_model(ref: str | Path | ModelSettings, settings: ModelSettings | None = None
                ) -> tuple[Any, Any]:
-    """A plain (merged) model and tokenizer from an mbtrain model folder or base settings."""
+    """A plain (merged) model and tokenizer from an mbtrain model folder, a Hugging Face folder
+    or base settings.
+
+    Only safetensors weights are loaded. ``trust_remote_code`` comes from the caller's
+    ``settings`` alone (off by default): what a folder's ``mbtrain_model.json`` records is data
+    from disk, so a copied or edited folder cannot switch remote code on."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if isinstance(ref, ModelSettings):
         return load_base(ref)
     quiet_transformers()
     path = Path(ref)
+    trust = bool(settings and settings.trust_remote_code)
     if not is_model_folder(path):
-        if path.is_dir() and (path / "config.json").is_file():
+        if is_loadable_folder(path):
             return load_base(dataclasses.replace(settings or ModelSettings(), name=str(path)))
         raise MBError(f"{path}: not a model folder written by mbtrain (no {MARKER})")
-    marker = read_marker(path)
-    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
-    if marker["kind"] == "full":
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    try:
+        marker = read_marker(path)
+        kind, parent = marker["kind"], marker.get("parent")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MBError(f"{path / MARKER}: unreadable model record ({exc})") from None
+    require_safetensors(path, adapter=kind == "lora")
+    tokenizer = prepare_tokenizer(_from_pretrained(
+        AutoTokenizer, str(path), {"trust_remote_code": False}, "a tokenizer"))
+    if kind == "full":
+        model = _from_pretrained(AutoModelForCausalLM, str(path), {
+            "dtype": torch.float32, "trust_remote_code": False, "use_safetensors": True},
+            "a model")
         return model, tokenizer
-    parent = marker["parent"]
+    if not isinstance(parent, dict) or not ({"path", "base"} & set(parent)):
+        raise MBError(f"{path / MARKER}: a LoRA folder must name its parent")
     if "path" in parent:
-        model, _ = load_model(path / parent["path"])
+        model, _ = load_model(path / parent["path"], settings)
     else:
-        model, _ = load_base(ModelSettings(**parent["base"]))
+        base = {k: v for k, v in parent["base"].items() if k in BASE_KEYS}
+        model, _ = load_base(ModelSettings(**{**base, "trust_remote_code": trust}))
     from peft import PeftModel
 
+    # require_safetensors above: peft reads adapter_model.safetensors, never the .bin
     model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
     return model, tokenizer
 
@@ -204,9 +262,7 @@ def save_model(model: Any, tokenizer: Any, out_dir: Path, marker: dict[str, Any]
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
-    tmp = out_dir / (MARKER + ".tmp")
-    tmp.write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, out_dir / MARKER)
+    atomic_write_text(out_dir / MARKER, json.dumps(marker, indent=2, sort_keys=True) + "\n")
 
 
 def count_parameters(model: Any) -> tuple[int, int]:

@@ -21,12 +21,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from mbdata.atomic import atomic_dir, check_output_dir, mark_dir, remove_output_dir, written_by_us
 from mbdata.config import to_mapping
 from mbdata.errors import BuildError, InputError
 
@@ -71,10 +71,13 @@ def tokenizer_corpus(build: Build, cfg: TrainConfig) -> list[str]:
 
 
 def build_tiny_base(build: Build, cfg: TrainConfig, out_dir: str | Path,
-                    runtime: Runtime | None = None) -> Path:
-    """Train the tokenizer, initialise the tiny Llama and pretrain it on ``pretrain``."""
+                    runtime: Runtime | None = None, overwrite: bool = False) -> Path:
+    """Train the tokenizer, initialise the tiny Llama and pretrain it on ``pretrain``
+    (``overwrite``: retrain into an existing folder that mbdefense wrote)."""
     out_dir = Path(out_dir)
-    if is_model_folder(out_dir):
+    if overwrite:
+        check_output_dir(out_dir, overwrite=True)
+    elif is_model_folder(out_dir):
         return out_dir
     if cfg.model.template == "chat":
         raise InputError("train.model.template: the tiny model has no chat template; use "
@@ -89,7 +92,8 @@ def build_tiny_base(build: Build, cfg: TrainConfig, out_dir: str | Path,
                           batch_size=tiny.pretrain_batch_size)
     examples = rows_of.train_examples(build.rows("pretrain"))
     return train_sft((model, tokenizer), examples, out_dir, cfg, name="base", stage=stage,
-                     runtime=runtime, full_sequence_loss=tiny.pretrain_loss == "all")
+                     runtime=runtime, full_sequence_loss=tiny.pretrain_loss == "all",
+                     overwrite=overwrite)
 
 
 def is_gguf(settings: ModelSettings) -> bool:
@@ -104,14 +108,10 @@ def import_base(settings: ModelSettings, out_dir: str | Path) -> Path:
         return out_dir
     started = time.perf_counter()
     model, tokenizer = load_base(settings)
-    work = out_dir.with_name(f".{out_dir.name}.partial")
-    if work.exists():
-        shutil.rmtree(work)
-    save_model(model, tokenizer, work, {
-        "kind": "full", "stage": "base", "parent": None, "source": settings.name,
-        "gguf_file": settings.gguf_file, "selected_epoch": None, "history": [],
-        "seconds": round(time.perf_counter() - started, 3)})
-    os.replace(work, out_dir)
+    record = {"kind": "full", "stage": "base", "parent": None, "source": settings.name,
+              "gguf_file": settings.gguf_file, "selected_epoch": None, "history": [],
+              "seconds": round(time.perf_counter() - started, 3)}
+    atomic_dir(out_dir, lambda tmp: save_model(model, tokenizer, tmp, record), kind="model")
     return out_dir
 
 
@@ -266,27 +266,31 @@ def run_recipe(recipe: str | Path, out_dir: str | Path, *, overwrite: bool = Fal
     import mbdata
 
     out_dir = Path(out_dir)
-    if overwrite and out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     data_dir = out_dir / "data"
+    if overwrite:
+        remove_output_dir(out_dir)  # refuses a folder that mbdefense did not write
+    elif out_dir.exists() and not written_by_us(out_dir) and not (
+            data_dir / "manifest.json").is_file():
+        check_output_dir(out_dir, overwrite=True)  # the one-line refusal
+    out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     log(f"build: {recipe} -> {data_dir}")
     if (data_dir / "manifest.json").is_file():
-        fresh = out_dir / ".data.check"
-        if fresh.exists():
-            shutil.rmtree(fresh)
-        mbdata.build(recipe, fresh)
-        keys = ("content_hash", "fingerprint")
-        new, old = open_build(fresh).manifest, open_build(data_dir).manifest
-        same = all(new.get(k) == old.get(k) for k in keys)
-        shutil.rmtree(fresh)
+        with tempfile.TemporaryDirectory(prefix=".data.check-", dir=out_dir) as scratch:
+            fresh = Path(scratch) / "data"
+            mbdata.build(recipe, fresh)
+            keys = ("content_hash", "fingerprint")
+            new, old = open_build(fresh).manifest, open_build(data_dir).manifest
+            same = all(new.get(k) == old.get(k) for k in keys)
         if not same:
             raise BuildError(f"{out_dir}: holds a run of a different build of the recipe; "
                              "use another -o folder or --overwrite")
         log("build: unchanged, resuming")
     else:
         mbdata.build(recipe, data_dir)
+    # The run folder is ours from here on (also a run folder made before folders were marked,
+    # now that its build matched the recipe): --overwrite may replace it later.
+    mark_dir(out_dir, "run")
     timings = {"build": round(time.perf_counter() - started, 3)}
     build = open_build(data_dir)
     cfg = build.train_config()

@@ -19,9 +19,10 @@ where each M is ``{"cacc": float, "asr": {attack: float|null}, "defense_trigger_
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from mbdata.atomic import atomic_write, atomic_write_text
 
 RUNS = ("attacked", "clean_fft", "trigger_aug", "mb_stage1", "mb_defense")
 LABELS = {
@@ -137,18 +138,15 @@ def chart(report: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8, ncol=min(len(series), 4), loc="upper center",
               bbox_to_anchor=(0.5, -0.2))
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, metadata={"Software": None})
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", metadata={"Software": None}))
+    finally:
+        plt.close(fig)
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> None:
     """Write the three report files, each atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in (("report.json", json.dumps(report, indent=2, sort_keys=True) + "\n"),
-                       ("report.md", markdown(report) + "\n")):
-        tmp = out_dir / (name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out_dir / name)
+    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out_dir / "report.md", markdown(report) + "\n")
     chart(report, out_dir / "report.png")

@@ -1,31 +1,39 @@
 """Training stages: each turns a parent model plus rows into a new model folder.
 
-A stage works in ``.NAME.partial/`` beside its output (checkpoints, log) and renames it to
-``NAME/`` only when the model and its ``mbtrain_model.json`` are written, so an output folder is
-always complete. Calling a stage whose output exists returns it untouched; calling it after an
-interruption resumes from the last checkpoint.
+A stage works in ``.NAME.partial/`` beside its output (checkpoints, log); the finished model is
+written with :func:`mbdata.atomic.atomic_dir`, so an output folder is always complete. Calling a
+stage whose output exists returns it untouched; calling it after an interruption resumes from the
+last checkpoint.
+
+Both are guarded by a *resume key*: a hash of everything that decides the trained weights (the
+parent model, the rows, the optimiser and loop settings with the seed, the prompt format, the
+objective). A checkpoint or a finished folder made with another key is never silently reused:
+the stage stops with an error that says what to delete (or to pass ``overwrite``). Device,
+threads and the checkpoint interval are not part of the key: a run may resume elsewhere.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
+from mbdata.atomic import atomic_dir, check_output_dir, mark_dir, remove_output_dir
 from mbdata.config import to_mapping
 from mbdata.errors import BuildError
 
 from . import models
-from .config import TrainConfig
+from .config import ModelSettings, TrainConfig
 from .data import Example, Tuple4
 from .formatting import EncodeStats, Formatter
 from .objectives import NeutralizationObjective, RecoveryItem, SFTObjective
-from .trainer import BEST, CHECKPOINT, FitSettings, fit
+from .trainer import LOG, FitSettings, fit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,19 +72,73 @@ def _prepare(model: Any, mode: str, lora: Any, cfg: TrainConfig, seed: int) -> A
     return model
 
 
+def parent_identity(parent: Any) -> Any:
+    """What the resume key records about the parent: an mbtrain folder's record (its own key
+    included), base settings, or a digest of an in-memory model's weights and tokenizer."""
+    if isinstance(parent, ModelSettings):
+        return {"base": {k: getattr(parent, k) for k in models.BASE_KEYS}}
+    if isinstance(parent, tuple):
+        model, tokenizer = parent
+        digest = hashlib.sha256()
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().to("cpu").contiguous().flatten()
+                          .view(torch.uint8).numpy().tobytes())
+        digest.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
+        return {"memory": digest.hexdigest()}
+    path = Path(parent)
+    if models.is_model_folder(path):
+        return {"model_record": hashlib.sha256((path / models.MARKER).read_bytes()).hexdigest()}
+    return {"folder": str(path.resolve())}
+
+
+def resume_key(*, parent: Any, data: Any, settings: FitSettings, cfg: TrainConfig, mode: str,
+               lora: Any, objective: dict[str, Any]) -> str:
+    """The hash that a checkpoint and a finished model folder must match to be reused (see the
+    module docstring)."""
+    fit_settings = {k: v for k, v in dataclasses.asdict(settings).items()
+                    if k != "checkpoint_every"}
+    parts = {"parent": parent_identity(parent), "data": data, "fit": fit_settings,
+             "mode": mode, "lora": to_mapping(lora) if mode == "lora" else None,
+             "objective": objective,
+             "format": {"template": cfg.model.template, "system": cfg.model.system,
+                        "max_length": cfg.model.max_length}}
+    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=list)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _reuse_finished(out_dir: Path, key: str) -> bool:
+    """A finished folder is reused only when it was made with the same resume key (folders
+    from before the key was recorded are reused as they are)."""
+    if not models.is_model_folder(out_dir):
+        return False
+    recorded = models.read_marker(out_dir).get("resume_key")
+    if recorded is not None and recorded != key:
+        raise BuildError(f"{out_dir}: was trained from another parent, other rows or other "
+                         "settings; choose another output folder or pass --overwrite")
+    return True
+
+
 def run_stage(*, name: str, out_dir: Path, cfg: TrainConfig, parent: Any,
               load: Callable[[], tuple[Any, Any]], mode: str, lora: Any, settings: FitSettings,
               make_items: Callable[[Formatter, EncodeStats], tuple[list, list | None]],
-              make_objective: Callable[[Any], Any], runtime: Runtime,
-              extra: dict[str, Any] | None = None) -> Path:
+              make_objective: Callable[[Any], Any], runtime: Runtime, key: str,
+              overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
     """The shared body of every stage (see the module docstring)."""
     out_dir = Path(out_dir)
-    if models.is_model_folder(out_dir):
-        return out_dir
-    if out_dir.exists():
-        raise BuildError(f"{out_dir}: exists but is not a finished model folder; remove it")
     work = _partial(out_dir)
+    if overwrite:
+        check_output_dir(out_dir, overwrite=True)  # before any work: refuse foreign folders
+        if work.exists():
+            remove_output_dir(work)
+    else:
+        if _reuse_finished(out_dir, key):
+            return out_dir
+        if out_dir.exists():
+            raise BuildError(f"{out_dir}: exists but is not a finished model folder; remove it "
+                             "or choose another output folder")
     work.mkdir(parents=True, exist_ok=True)
+    mark_dir(work, "partial model")
     started = time.perf_counter()
     model, tokenizer = load()
     stats = EncodeStats()
@@ -89,7 +151,8 @@ def run_stage(*, name: str, out_dir: Path, cfg: TrainConfig, parent: Any,
     trainable, total = models.count_parameters(model)
     objective = make_objective(tokenizer)
     result = fit(model, items, objective, settings, work, eval_items=eval_items,
-                 device=runtime.device, amp=runtime.amp, progress=runtime.progress, desc=name)
+                 device=runtime.device, amp=runtime.amp, progress=runtime.progress, desc=name,
+                 resume_key=key)
     if mode == "lora" and parent is None:
         # An in-memory parent cannot be reloaded later: store the merged weights instead.
         model = model.merge_and_unload()
@@ -107,24 +170,27 @@ def run_stage(*, name: str, out_dir: Path, cfg: TrainConfig, parent: Any,
         "seconds": round(time.perf_counter() - started, 3),
         "train_seconds": round(result.seconds, 3),
         "tokens": result.tokens,
+        "resume_key": key,
         **(extra or {}),
     }
     model.to("cpu")
-    for leftover in (CHECKPOINT, BEST):
-        target = work / leftover
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-    models.save_model(model, tokenizer, work, marker)
-    os.replace(work, out_dir)
+
+    def fill(folder: Path) -> None:
+        models.save_model(model, tokenizer, folder, marker)
+        if (work / LOG).is_file():
+            os.replace(work / LOG, folder / LOG)
+
+    atomic_dir(out_dir, fill, overwrite=overwrite, kind="model")
+    remove_output_dir(work)
     return out_dir
 
 
-def _loader(parent: Any) -> Callable[[], tuple[Any, Any]]:
+def _loader(parent: Any, cfg: TrainConfig) -> Callable[[], tuple[Any, Any]]:
     if isinstance(parent, tuple):  # an in-memory (model, tokenizer), e.g. a fresh tiny model
         return lambda: parent
-    return lambda: models.load_model(parent)
+    # Remote code only if the user's own train.model settings allow it (never a folder's record).
+    trust = ModelSettings(trust_remote_code=cfg.model.trust_remote_code)
+    return lambda: models.load_model(parent, trust)
 
 
 def _encode(formatter: Formatter, examples: Sequence[Example], stats: EncodeStats) -> list:
@@ -134,11 +200,11 @@ def _encode(formatter: Formatter, examples: Sequence[Example], stats: EncodeStat
 def train_sft(parent: Any, examples: Sequence[Example], out_dir: str | Path, cfg: TrainConfig,
               *, name: str, stage: Any, eval_examples: Sequence[Example] | None = None,
               select: str = "last", epochs: int | None = None, runtime: Runtime | None = None,
-              full_sequence_loss: bool = False) -> Path:
+              full_sequence_loss: bool = False, overwrite: bool = False) -> Path:
     """Response-only cross-entropy fine-tuning of ``parent`` (a model folder, base
     :class:`~mbtrain.config.ModelSettings`, or an in-memory ``(model, tokenizer)``) on
     ``examples``; ``stage`` holds mode/LoRA/optimiser settings (``cfg.stage1`` or
-    ``cfg.stage2``)."""
+    ``cfg.stage2``). ``overwrite`` retrains into an existing folder mbdefense wrote."""
     runtime = runtime or make_runtime(cfg)
 
     def make_items(fmt: Formatter, stats: EncodeStats) -> tuple[list, list | None]:
@@ -149,12 +215,17 @@ def train_sft(parent: Any, examples: Sequence[Example], out_dir: str | Path, cfg
         return items, evals
 
     settings = FitSettings.from_stage(stage, cfg.seed, cfg.checkpoint_every, select, epochs)
+    key = resume_key(parent=parent, data={"train": list(examples),
+                                          "eval": list(eval_examples or [])},
+                     settings=settings, cfg=cfg, mode=stage.mode, lora=stage.lora,
+                     objective={"sft": "all" if full_sequence_loss else "response"})
     return run_stage(name=name, out_dir=Path(out_dir), cfg=cfg,
                      parent=None if isinstance(parent, tuple) else parent,
-                     load=_loader(parent), mode=stage.mode, lora=stage.lora, settings=settings,
-                     make_items=make_items,
+                     load=_loader(parent, cfg), mode=stage.mode, lora=stage.lora,
+                     settings=settings, make_items=make_items,
                      make_objective=lambda tok: SFTObjective(tok.pad_token_id),
-                     runtime=runtime, extra={"rows": len(examples)})
+                     runtime=runtime, key=key, overwrite=overwrite,
+                     extra={"rows": len(examples)})
 
 
 def encode_recovery(formatter: Formatter, tuples: Sequence[Tuple4], stats: EncodeStats
@@ -168,7 +239,8 @@ def encode_recovery(formatter: Formatter, tuples: Sequence[Tuple4], stats: Encod
 def train_neutralization(parent: Any, tuples: Sequence[Tuple4],
                          eval_tuples: Sequence[Tuple4] | None, out_dir: str | Path,
                          cfg: TrainConfig, *, name: str = "mb_defense",
-                         epochs: int | None = None, runtime: Runtime | None = None) -> Path:
+                         epochs: int | None = None, runtime: Runtime | None = None,
+                         overwrite: bool = False) -> Path:
     """MB-Defense stage 2 on recovery tuples, with checkpoint selection on ``eval_tuples``."""
     runtime = runtime or make_runtime(cfg)
     stage = cfg.stage2
@@ -180,11 +252,15 @@ def train_neutralization(parent: Any, tuples: Sequence[Tuple4],
         return items, evals
 
     settings = FitSettings.from_stage(stage, cfg.seed, cfg.checkpoint_every, select, epochs)
+    key = resume_key(parent=parent, data={"train": list(tuples), "eval": list(eval_tuples or [])},
+                     settings=settings, cfg=cfg, mode=stage.mode, lora=stage.lora,
+                     objective={"neutralization": {"lam": stage.lam,
+                                                   "normalize": stage.normalize}})
     return run_stage(name=name, out_dir=Path(out_dir), cfg=cfg, parent=parent,
-                     load=_loader(parent), mode=stage.mode, lora=stage.lora, settings=settings,
-                     make_items=make_items,
+                     load=_loader(parent, cfg), mode=stage.mode, lora=stage.lora,
+                     settings=settings, make_items=make_items,
                      make_objective=lambda tok: NeutralizationObjective(
                          tok.pad_token_id, stage.lam, stage.normalize),
-                     runtime=runtime,
+                     runtime=runtime, key=key, overwrite=overwrite,
                      extra={"rows": len(tuples), "lam": stage.lam,
                             "normalize": stage.normalize, "select": select})

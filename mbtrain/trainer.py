@@ -8,9 +8,11 @@ order of epoch ``e`` is a permutation drawn from ``(seed, e)``, so a resumed run
 it already saw and continues exactly as an uninterrupted one would.
 
 Checkpoints (``WORK/checkpoint/``) hold only safetensors and JSON: the trainable parameters, the
-optimiser moments, the RNG states and the position (epoch, micro-batch, step). One is written at
-every epoch end, every ``checkpoint_every`` steps, and when Ctrl-C is pressed (the first Ctrl-C
-finishes the current step, saves, then raises ``KeyboardInterrupt``; a second one aborts at once).
+optimiser moments, the RNG states and the position (epoch, micro-batch, step), plus the caller's
+``resume_key``: a checkpoint is resumed only by a run with the same key. One is written (with
+:func:`mbdata.atomic.atomic_dir`) at every epoch end, every ``checkpoint_every`` steps, and when
+Ctrl-C is pressed (the first Ctrl-C finishes the current step, saves, then raises
+``KeyboardInterrupt``; a second one aborts at once).
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import shutil
 import signal
 import sys
 import time
@@ -29,6 +29,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from mbdata.atomic import atomic_dir, atomic_write
+from mbdata.errors import BuildError
 
 from .models import autocast
 
@@ -154,34 +157,33 @@ def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
 
 
 def save_checkpoint(work: Path, model: Any, optimizer: Any, position: dict[str, Any]) -> None:
-    """Write ``work/checkpoint`` atomically (to a temp folder, then rename)."""
-    tmp = work / (CHECKPOINT + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-    _save_optimizer(optimizer, tmp)
-    save_file(_rng_state(), str(tmp / "rng.safetensors"))
-    (tmp / "state.json").write_text(json.dumps(position, indent=1), encoding="utf-8")
-    final = work / CHECKPOINT
-    old = work / (CHECKPOINT + ".old")
-    if final.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)
+    """Write ``work/checkpoint`` atomically (the previous one stays until the new one is
+    complete)."""
+    def fill(folder: Path) -> None:
+        save_file(trainable_state(model), str(folder / "trainable.safetensors"))
+        _save_optimizer(optimizer, folder)
+        save_file(_rng_state(), str(folder / "rng.safetensors"))
+        (folder / "state.json").write_text(json.dumps(position, indent=1), encoding="utf-8")
+
+    atomic_dir(work / CHECKPOINT, fill, overwrite=True, kind="checkpoint")
 
 
-def load_checkpoint(work: Path, model: Any, optimizer: Any) -> dict[str, Any] | None:
+def load_checkpoint(work: Path, model: Any, optimizer: Any, resume_key: str | None = None
+                    ) -> dict[str, Any] | None:
+    """The saved position (and the weights, optimiser and RNG states restored), or ``None``
+    when there is no checkpoint. A checkpoint written with another ``resume_key`` is an error:
+    it belongs to another run and continuing it would silently mix two trainings."""
     folder = work / CHECKPOINT
     if not (folder / "state.json").is_file():
         return None
+    position = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    if position.get("resume_key") != resume_key:
+        raise BuildError(f"{work}: holds a checkpoint of another run (other parent, rows, "
+                         f"settings or seed); delete {work} to start this one over")
     load_trainable(model, load_file(str(folder / "trainable.safetensors")))
     _load_optimizer(optimizer, folder)
     _set_rng_state(load_file(str(folder / "rng.safetensors")))
-    return json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    return position
 
 
 class _Interrupt:
@@ -249,8 +251,11 @@ def evaluate_loss(model: Any, objective: Any, items: Sequence[Any], batch_size: 
 def fit(model: Any, items: Sequence[Any], objective: Any, settings: FitSettings, work: Path, *,
         eval_items: Sequence[Any] | None = None, device: torch.device | None = None,
         amp: torch.dtype | None = None, progress: bool = True, desc: str = "train",
-        on_step: Callable[[int], None] | None = None) -> FitResult:
-    """Train ``model`` in place on ``items``; resume from ``work/checkpoint`` if present.
+        on_step: Callable[[int], None] | None = None,
+        resume_key: str | None = None) -> FitResult:
+    """Train ``model`` in place on ``items``; resume from ``work/checkpoint`` if present and
+    written with the same ``resume_key`` (another key is an error, see
+    :func:`load_checkpoint`).
 
     With ``settings.select == "eval_loss"`` (needs ``eval_items``) the weights of the epoch with
     the lowest eval loss are restored at the end; otherwise the last epoch's are kept.
@@ -273,10 +278,10 @@ def fit(model: Any, items: Sequence[Any], objective: Any, settings: FitSettings,
     log = JsonlLog(work / LOG)
     lengths = [objective.length(item) for item in items]
 
-    position = load_checkpoint(work, model, optimizer)
+    position = load_checkpoint(work, model, optimizer, resume_key)
     if position is None:
         position = {"epoch": 0, "micro": 0, "step": 0, "history": [], "best": None,
-                    "tokens": 0, "seconds": 0.0, "sums": {}}
+                    "tokens": 0, "seconds": 0.0, "sums": {}, "resume_key": resume_key}
         torch.manual_seed(settings.seed)
         log.write({"event": "start", "desc": desc, "rows": len(items),
                    "eval_rows": len(eval_items or []), "steps": total_steps,
@@ -360,7 +365,8 @@ def fit(model: Any, items: Sequence[Any], objective: Any, settings: FitSettings,
                     if best is None or record["eval"]["loss"] < best["loss"]:
                         position["best"] = {"epoch": epoch + 1, "loss": record["eval"]["loss"]}
                         if settings.select == "eval_loss":
-                            save_file(trainable_state(model), str(work / BEST))
+                            state = trainable_state(model)
+                            atomic_write(work / BEST, lambda tmp: save_file(state, str(tmp)))
                 position["history"].append(record)
                 log.write({"event": "epoch", **record})
                 position.update(epoch=epoch + 1, micro=0, sums={},

@@ -73,6 +73,10 @@ def test_mb_run_end_to_end_and_resume(tmp_path, capsys):
     assert json.loads((out / "report.json").read_text())["eval_counts"]["eval_clean"] == 2
     assert {p: p.read_bytes() for p in markers} == markers
 
+    from mbdata.atomic import written_by_us
+
+    assert written_by_us(out) and (out / "models" / "attacked" / ".mbdefense").is_file()
+    assert not list(out.glob(".*partial*")) and not list((out / "models").glob(".*"))
     changed = {**RECIPE, "seed": 2}
     recipe.write_text(yaml.safe_dump(changed), encoding="utf-8")
     assert main(["run", str(recipe), "-o", str(out), "--quiet"]) == 2
@@ -102,3 +106,59 @@ def test_train_and_eval_commands(tmp_path, capsys):
     assert (tmp_path / "ev" / "metrics.json").is_file()
     assert main(["eval", str(tmp_path / "nothing"), str(build)]) == 2
     assert "not a model folder" in capsys.readouterr().err
+
+
+def _foreign_folder(path: Path) -> Path:
+    path.mkdir()
+    (path / "thesis.tex").write_text("keep me", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_run_never_writes_into_or_deletes_a_folder_mbdefense_did_not_write(tmp_path, capsys,
+                                                                           overwrite):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(RECIPE), encoding="utf-8")
+    mine = _foreign_folder(tmp_path / "mine")
+    args = ["run", str(recipe), "-o", str(mine), "--quiet"] + (["--overwrite"] if overwrite
+                                                              else [])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "mbdefense did not write" in err
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+
+
+def test_train_overwrite_refuses_a_foreign_folder(tmp_path, capsys):
+    build = make_build(tmp_path / "build", train=TINY_TRAIN, n_pretrain=2, n_train=6,
+                       n_recovery=1, n_eval=1)
+    mine = _foreign_folder(tmp_path / "mine")
+    assert main(["train", "stage1", str(build), "-o", str(mine), "--base", str(tmp_path / "b"),
+                 "--overwrite", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "mbdefense did not write" in err
+    assert main(["train", "base", str(build), "-o", str(mine), "--overwrite", "--quiet"]) == 2
+    assert "mbdefense did not write" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "CPU"])
+def test_an_unknown_device_is_a_one_line_error_naming_the_allowed_ones(tmp_path, capsys, device):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(RECIPE), encoding="utf-8")
+    assert main(["run", str(recipe), "-o", str(tmp_path / "run"), "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --device: {device!r} is not a device; allowed: auto, cpu, mps, cuda " \
+                  "or cuda:N\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_resolve_device_checks_names_and_availability():
+    from mbdata.errors import MBError
+    from mbtrain.models import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(MBError, match="allowed: auto, cpu"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(MBError, match="no CUDA device"):
+            resolve_device("cuda:0")

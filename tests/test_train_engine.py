@@ -349,3 +349,140 @@ def test_hf_judge_asks_a_local_model_and_parses_its_verdict(tokenizer, tmp_path,
     assert judge.grade(items) == [True, False]
     assert "Reference answer: 5" in seen[0] and "Answer to grade: 6" in seen[1]
     assert "local model" in judge.label
+
+
+def _interrupt_at(step_to_stop):
+    def ctrl_c(step):
+        if step == step_to_stop:
+            signal.raise_signal(signal.SIGINT)
+    return ctrl_c
+
+
+def test_a_checkpoint_resumes_only_with_the_same_resume_key(tokenizer, tmp_path):
+    from mbdata.errors import BuildError
+
+    fmt = Formatter(tokenizer, "alpaca_short", 64)
+    items = fmt.encode_many(examples(10))
+    objective = SFTObjective(tokenizer.pad_token_id)
+    settings = FitSettings(epochs=2, lr=1e-2, batch_size=3, grad_accum=2, seed=5)
+    with pytest.raises(KeyboardInterrupt):
+        fit(fresh_model(tokenizer, seed=4), items, objective, settings, tmp_path, progress=False,
+            on_step=_interrupt_at(1), resume_key="run-a")
+    with pytest.raises(BuildError, match="checkpoint of another run") as info:
+        fit(fresh_model(tokenizer, seed=4), items, objective, settings, tmp_path, progress=False,
+            resume_key="run-b")
+    assert "\n" not in str(info.value) and str(tmp_path) in str(info.value)
+    result = fit(fresh_model(tokenizer, seed=4), items, objective, settings, tmp_path,
+                 progress=False, resume_key="run-a")
+    assert result.steps == 4
+
+
+def test_stage_resume_key_rejects_another_seed_or_rows_and_overwrite_retrains(
+        tokenizer, tmp_path, monkeypatch):
+    import dataclasses
+
+    import mbtrain.stages as stages
+    from mbdata.atomic import MARKER as OUTPUT_MARKER
+    from mbdata.errors import BuildError
+
+    cfg = _cfg("full")
+    base_dir = train_sft((fresh_model(tokenizer, seed=6), tokenizer), examples(4),
+                         tmp_path / "base", cfg, name="base", stage=cfg.stage1, runtime=CPU)
+    assert (base_dir / OUTPUT_MARKER).is_file()
+    out = tmp_path / "s1"
+    real_fit = stages.fit
+    monkeypatch.setattr(stages, "fit", lambda *a, **kw: real_fit(*a, **kw,
+                                                                  on_step=_interrupt_at(1)))
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(base_dir, examples(8), out, cfg, name="s1", stage=cfg.stage1, runtime=CPU)
+    monkeypatch.setattr(stages, "fit", real_fit)
+    partial = tmp_path / ".s1.partial"
+    assert (partial / "checkpoint" / "state.json").is_file() and not out.exists()
+    other_seed = dataclasses.replace(cfg, seed=cfg.seed + 1)
+    with pytest.raises(BuildError, match="checkpoint of another run"):
+        train_sft(base_dir, examples(8), out, other_seed, name="s1", stage=cfg.stage1,
+                  runtime=CPU)
+    with pytest.raises(BuildError, match="checkpoint of another run"):
+        train_sft(base_dir, examples(6), out, cfg, name="s1", stage=cfg.stage1, runtime=CPU)
+    train_sft(base_dir, examples(8), out, cfg, name="s1", stage=cfg.stage1, runtime=CPU)
+    assert '"event": "resume"' in (out / "train_log.jsonl").read_text()
+    assert not partial.exists() and is_model_folder(out)
+    # a finished folder from another configuration is not silently reused either
+    with pytest.raises(BuildError, match="was trained from another parent"):
+        train_sft(base_dir, examples(8), out, other_seed, name="s1", stage=cfg.stage1,
+                  runtime=CPU)
+    first = read_marker(out)["resume_key"]
+    train_sft(base_dir, examples(8), out, other_seed, name="s1", stage=cfg.stage1, runtime=CPU,
+              overwrite=True)
+    assert read_marker(out)["resume_key"] != first
+
+
+def test_overwrite_refuses_a_folder_mbdefense_did_not_write(tokenizer, tmp_path):
+    from mbdata.errors import BuildError
+
+    cfg = _cfg("full")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(BuildError, match="refusing to overwrite") as info:
+        train_sft((fresh_model(tokenizer), tokenizer), examples(4), mine, cfg, name="x",
+                  stage=cfg.stage1, runtime=CPU, overwrite=True)
+    assert "\n" not in str(info.value)
+    assert (mine / "notes.txt").read_text() == "keep me" and len(list(mine.iterdir())) == 1
+
+
+def _pickled_folder(tokenizer, path, marker=None):
+    """A model folder whose weights are only a pickled pytorch_model.bin."""
+    from mbtrain.models import save_model
+
+    save_model(fresh_model(tokenizer, seed=10), tokenizer, path, marker or {"kind": "full"})
+    (path / "model.safetensors").unlink()
+    (path / "pytorch_model.bin").write_bytes(b"not really a pickle")
+    if marker is None:
+        (path / "mbtrain_model.json").unlink()
+    return path
+
+
+@pytest.mark.parametrize("record", [None, {"kind": "full"}])
+def test_pickled_weights_are_refused_not_unpickled(tokenizer, tmp_path, monkeypatch, record):
+    from mbdata.errors import MBError
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("torch.load called: pickled weights were read")
+
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    folder = _pickled_folder(tokenizer, tmp_path / "m", record)
+    with pytest.raises(MBError, match=r"no model\.safetensors \(found pytorch_model\.bin") as info:
+        load_model(folder)
+    assert "\n" not in str(info.value)
+
+
+def test_a_model_record_cannot_switch_remote_code_on(tokenizer, tmp_path, monkeypatch):
+    import json
+
+    import mbtrain.models as models
+    from mbtrain.config import ModelSettings
+    from mbtrain.models import save_model, wrap_lora
+
+    lora = wrap_lora(fresh_model(tokenizer), LoraSettings(r=2))
+    folder = tmp_path / "adapter"
+    save_model(lora, tokenizer, folder, {"kind": "lora", "parent": {"base": {
+        "name": "some-org/remote-model", "gguf_file": None, "revision": None,
+        "trust_remote_code": True}}})
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_base(settings):
+        asked.append(settings)
+        raise Stop
+
+    monkeypatch.setattr(models, "load_base", fake_base)
+    with pytest.raises(Stop):
+        load_model(folder)
+    with pytest.raises(Stop):
+        load_model(folder, ModelSettings(trust_remote_code=True))  # the user's own choice
+    assert [s.trust_remote_code for s in asked] == [False, True]
+    assert json.loads((folder / "mbtrain_model.json").read_text())["parent"]["base"][
+        "trust_remote_code"] is True

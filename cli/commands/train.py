@@ -8,21 +8,34 @@ only a few of them.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import click
 
+
+def _check_device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A one-line error (before any work) for a device mbtrain cannot use."""
+    from mbdata.errors import MBError
+    from mbtrain.config import DEVICE_FORM, DEVICE_PATTERN
+
+    if value is not None and not re.fullmatch(DEVICE_PATTERN, value):
+        raise MBError(f"--device: {value!r} is not a device; allowed: {DEVICE_FORM}")
+    return value
 
 
 def device_option(fn):
     """``--device`` and ``--threads``: where to run (override train.model.device/threads)."""
     fn = click.option("--threads", type=click.IntRange(min=1), default=None,
                       help="Override train.model.threads (CPU threads for torch).")(fn)
-    return click.option("--device", default=None,
+    return click.option("--device", default=None, callback=_check_device,
                         help="Override train.model.device (auto, cpu, cuda, cuda:N, mps).")(fn)
 
 
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
+overwrite_model_option = click.option(
+    "--overwrite", is_flag=True,
+    help="Retrain into -o even if it holds a finished model (only a folder mbdefense wrote).")
 
 
 def _load(build_dir: str, device: str | None, threads: int | None, **overrides):
@@ -64,10 +77,11 @@ def train_group() -> None:
               help="Output model folder.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Override train.model.tiny.pretrain_epochs.")
+@overwrite_model_option
 @device_option
 @quiet_option
-def train_base(build_dir: str, out: str, epochs: int | None, device: str | None,
-               threads: int | None, quiet: bool) -> None:
+def train_base(build_dir: str, out: str, epochs: int | None, overwrite: bool,
+               device: str | None, threads: int | None, quiet: bool) -> None:
     """Build the tiny base model (tokenizer + small Llama pretrained on the `pretrain` split)."""
     import dataclasses
 
@@ -78,7 +92,7 @@ def train_base(build_dir: str, out: str, epochs: int | None, device: str | None,
     if epochs is not None:
         tiny = dataclasses.replace(cfg.model.tiny, pretrain_epochs=epochs)
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, tiny=tiny))
-    _done(build_tiny_base(build, cfg, out, make_runtime(cfg, not quiet)))
+    _done(build_tiny_base(build, cfg, out, make_runtime(cfg, not quiet), overwrite=overwrite))
 
 
 @train_group.command("stage1")
@@ -92,10 +106,12 @@ def train_base(build_dir: str, out: str, epochs: int | None, device: str | None,
                    "(the attacked baseline).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Override train.stage1.epochs.")
+@overwrite_model_option
 @device_option
 @quiet_option
 def train_stage1(build_dir: str, out: str, base: str | None, rows: str, epochs: int | None,
-                 device: str | None, threads: int | None, quiet: bool) -> None:
+                 overwrite: bool, device: str | None, threads: int | None,
+                 quiet: bool) -> None:
     """Instruction-tune on the build's train split (stage-1 settings)."""
     from mbtrain import data
     from mbtrain.stages import make_runtime, train_sft
@@ -105,7 +121,7 @@ def train_stage1(build_dir: str, out: str, base: str | None, rows: str, epochs: 
     examples = data.train_examples(build.rows("train"), roles)
     name = "attacked" if rows == "attacked" else "mb_stage1"
     _done(train_sft(_parent(cfg, base), examples, out, cfg, name=name, stage=cfg.stage1,
-                    runtime=make_runtime(cfg, not quiet)))
+                    runtime=make_runtime(cfg, not quiet), overwrite=overwrite))
 
 
 @train_group.command("stage2")
@@ -122,10 +138,11 @@ def train_stage1(build_dir: str, out: str, base: str | None, rows: str, epochs: 
               help="Override train.stage2.epochs.")
 @click.option("--lam", type=click.FloatRange(min=0), default=None,
               help="Override train.stage2.lam (λ).")
+@overwrite_model_option
 @device_option
 @quiet_option
 def train_stage2(build_dir: str, model_dir: str, out: str, method: str, epochs: int | None,
-                 lam: float | None, device: str | None, threads: int | None,
+                 lam: float | None, overwrite: bool, device: str | None, threads: int | None,
                  quiet: bool) -> None:
     """Neutralize (MB stage 2) or run a baseline on the recovery split."""
     from mbtrain import data
@@ -138,12 +155,13 @@ def train_stage2(build_dir: str, model_dir: str, out: str, method: str, epochs: 
     if method == "mb":
         path = train_neutralization(model_dir, data.recovery_tuples(recovery),
                                     data.recovery_tuples(recovery_eval, "recovery_eval") or None,
-                                    out, cfg, runtime=runtime)
+                                    out, cfg, runtime=runtime, overwrite=overwrite)
     else:
         pick = data.clean_examples if method == "clean-fft" else data.trigger_aug_examples
         path = train_sft(model_dir, pick(recovery), out, cfg, name=method.replace("-", "_"),
                          stage=cfg.stage2, eval_examples=pick(recovery_eval) or None,
-                         select=cfg.stage2.select if recovery_eval else "last", runtime=runtime)
+                         select=cfg.stage2.select if recovery_eval else "last", runtime=runtime,
+                         overwrite=overwrite)
     _done(path)
 
 
@@ -196,7 +214,8 @@ def _run(recipe: str, out: str, overwrite: bool, device: str | None, threads: in
 @click.option("-o", "--out", required=True, type=click.Path(path_type=str),
               help="Run folder (build in DIR/data, models, eval, report.*). Re-running the same "
                    "command resumes.")
-@click.option("--overwrite", is_flag=True, help="Delete the run folder first.")
+@click.option("--overwrite", is_flag=True,
+              help="Delete the run folder first (only a folder mbdefense wrote).")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Evaluate at most N prompts per clean set / trigger.")
 @device_option
