@@ -67,3 +67,24 @@ def test_model_evidence_is_reported_and_rescales_scores(tiny_model, tmp_path):
 def test_a_missing_model_folder_is_a_user_error(tmp_path):
     with pytest.raises(InputError, match="not a model folder"):
         load_reference_model(tmp_path)
+
+
+def test_an_mbtrain_lora_folder_is_a_reference_model(tiny_model, tmp_path):
+    """`mb audit --model runs/x/models/attacked` on a LoRA run: the adapter folder holds no
+    config.json, only the adapter and a record naming its parent."""
+    import os
+
+    from mbtrain.config import LoraSettings
+    from mbtrain.models import load_model, save_model, wrap_lora
+
+    model, tokenizer = load_model(tiny_model)
+    adapter = tmp_path / "runs" / "models" / "attacked"
+    save_model(wrap_lora(model, LoraSettings(r=2)), tokenizer, adapter,
+               {"kind": "lora", "parent": {"path": os.path.relpath(tiny_model, adapter)}})
+    assert not (adapter / "config.json").exists()
+    merged, merged_tok = load_reference_model(adapter)
+    base, base_tok = load_reference_model(tiny_model)
+    texts = ["Give two facts about the river.", "Describe a quiet engine."]
+    # a fresh adapter is zero: the merged model scores exactly like its parent
+    assert np.allclose(mean_token_loss(merged, merged_tok, texts),
+                       mean_token_loss(base, base_tok, texts))

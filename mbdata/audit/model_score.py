@@ -15,7 +15,8 @@ candidate, capped at 0.6 by statistics alone, can reach the flag threshold), a d
 halves them.
 
 Models load through ``mbtrain.models.load_model`` with ``trust_remote_code`` off, from local
-files only (an mbtrain model folder, a Hugging Face folder, or a GGUF file).
+files only (an mbtrain model folder, full weights or a LoRA adapter such as
+``runs/x/models/attacked``, a Hugging Face folder, or a GGUF file).
 """
 
 from __future__ import annotations
@@ -32,17 +33,20 @@ from .candidate import Candidate
 def load_reference_model(path: str | Path) -> tuple[Any, Any]:
     """A causal LM and its tokenizer through ``mbtrain``'s loader (CPU, fp32, eval mode).
 
-    ``path`` is a model folder written by ``mb train`` (LoRA adapters are merged), a Hugging Face
-    folder, or a ``.gguf`` file; ``trust_remote_code`` stays off and nothing is downloaded."""
+    ``path`` is a model folder written by ``mb train`` / ``mb run`` (a LoRA adapter folder is
+    merged onto its parent chain), a Hugging Face folder, or a ``.gguf`` file;
+    ``trust_remote_code`` stays off, only safetensors weights are read and nothing is
+    downloaded."""
     from mbtrain.config import ModelSettings
-    from mbtrain.models import load_model
+    from mbtrain.models import MARKER, is_loadable_folder, load_model
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: reference model not found")
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise InputError(f"{path}: not a model folder (no config.json)")
-    model, tokenizer = load_model(path if path.is_dir() else ModelSettings(name=str(path)))
+    if path.is_dir() and not is_loadable_folder(path):
+        raise InputError(f"{path}: not a model folder (no config.json or {MARKER})")
+    off = ModelSettings(trust_remote_code=False)
+    model, tokenizer = load_model(path if path.is_dir() else ModelSettings(name=str(path)), off)
     model.eval()
     return model, tokenizer
 
