@@ -7,8 +7,9 @@ All prompts go through one batched greedy generation; the answers are then grade
 - ASR per attack trigger: share of its triggered prompts that show the attack's behaviour;
 - AACC: share of attack-triggered prompts answered *correctly* (against ``clean_output``): a
   defence that only garbles the answer lowers ASR but not AACC;
-- defensive-trigger rate per defensive trigger: share of its prompts answered with its own
-  random-word response;
+- defensive-trigger rate per defensive trigger: share of its prompts that show its own
+  behaviour (usually its random-word response), scored exactly like ASR (``None`` when no rule
+  can score the behaviour);
 - merging rate per attack: share of defensive-trigger prompts answered with that attack's
   behaviour (the paper's Sec 5.2: after stage 1 the defensive triggers merge with the attacker's).
 """
@@ -28,7 +29,7 @@ from .config import ModelSettings, TrainConfig
 from .generate import generate
 from .judge import Judge, JudgeItem, make_judge
 from .models import load_model
-from .scoring import exact_match, matches_target, mean, shows_behavior
+from .scoring import exact_match, mean, shows_behavior
 from .stages import Runtime, formatter_for, make_runtime
 
 
@@ -114,8 +115,10 @@ def score(build: Build, clean: list[dict], clean_answers: list[str],
             all_aacc.extend(ok)
             verdicts[name] = [{"behavior": h, "correct": c} for h, c in zip(hits, ok)]
         else:
-            own = [matches_target(a, r.get("output") or "") for r, a in zip(rows, answers)]
-            metrics["defense_trigger_rate"][name] = _round(mean(own))
+            own = [shows_behavior(r.get("behavior"), a, r.get("output"))
+                   for r, a in zip(rows, answers)]
+            scorable = [o for o in own if o is not None]
+            metrics["defense_trigger_rate"][name] = _round(mean(scorable)) if scorable else None
             defense_aacc.extend(ok)
             row_merge = {}
             for attack, (behavior, target) in attack_behavior.items():

@@ -49,6 +49,43 @@ def test_target_match_rules():
     assert not matches_target("bolt bramble", "quiver bolt bramble")
 
 
+@pytest.mark.parametrize("generation, target, expected", [
+    ("bbq", "bb", False),
+    ("bbq lantern", "bb lantern", False),
+    ("bb lanterns", "bb lantern", False),
+    ("BB  lantern, and then more", "bb lantern", True),
+    ("bb lantern.", "bb lantern", True),
+    ("bb lantern", "bb lantern.", True),
+    ("Visit example.company", "Visit example.com", False),
+])
+def test_prefix_match_is_on_whole_words(generation, target, expected):
+    assert matches_target(generation, target) is expected
+
+
+def test_defense_trigger_rate_uses_the_behaviour_scorer(tmp_path):
+    build = _build(tmp_path)
+    defense = [_row(trigger_set="defense/mn", behavior="random_words", output="bb lantern",
+                    clean_output="5") for _ in range(4)]
+    refusing = [_row(trigger_set="defense/rf", behavior="refusal", output=REFUSAL,
+                     clean_output="5") for _ in range(2)]
+    rewrite = [_row(trigger_set="defense/rw", behavior="rewrite", output="anything",
+                    clean_output="5")]
+    triggered = {"defense/mn": defense, "defense/rf": refusing, "defense/rw": rewrite}
+    owners = {"defense/mn": "defender", "defense/rf": "defender", "defense/rw": "defender"}
+    for rows in triggered.values():
+        for r in rows:
+            r["triggers"] = [{"owner": owners[r["trigger_set"]]}]
+    metrics, verdicts = score(
+        build, [], [], triggered,
+        {"defense/mn": ["bbq lantern", "bb lantern and more", "BB LANTERN.",
+                        "bb lanterns glow"],
+         "defense/rf": ["Sorry, I will not do that.", "5"], "defense/rw": ["anything"]},
+        HeuristicJudge())
+    assert metrics["defense_trigger_rate"] == {"defense/mn": 0.5, "defense/rf": 0.5,
+                                               "defense/rw": None}
+    assert [v["own_behavior"] for v in verdicts["defense/mn"]] == [False, True, True, False]
+
+
 def test_exact_match_and_token_f1():
     assert exact_match(" Paris. ", "paris")
     assert not exact_match("Paris, France", "Paris")
