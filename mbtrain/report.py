@@ -113,8 +113,10 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def chart(report: dict[str, Any], path: Path) -> None:
-    """Grouped bars: CACC, ASR per attack and AACC for every run."""
+def draw_chart(report: dict[str, Any]) -> Any:
+    """Grouped bars: CACC, ASR per attack and AACC for every run (a matplotlib Figure). A value
+    that was not measured (``None``) gets no bar and an "n/a" label, never a bar at zero: a
+    zero ASR is the result a defence wants, so it must not be faked by a missing number."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,9 +129,14 @@ def chart(report: dict[str, Any], path: Path) -> None:
     width = 0.8 / max(len(series), 1)
     fig, ax = plt.subplots(figsize=(1.9 * len(runs) + 2, 4.2), dpi=100)
     for k, (label, get) in enumerate(series):
-        values = [get(report["runs"][r]) or 0.0 for r in runs]
+        values = [get(report["runs"][r]) for r in runs]
         xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(runs))]
-        ax.bar(xs, values, width, label=label)
+        bars = ax.bar(xs, [float("nan") if v is None else v for v in values], width,
+                      label=label)
+        for x, v in zip(xs, values):
+            if v is None:
+                ax.text(x, 0.01, "n/a", ha="center", va="bottom", rotation=90, fontsize=7,
+                        color=bars.patches[0].get_facecolor())
     ax.set_xticks(range(len(runs)))
     ax.set_xticklabels([LABELS[r].replace(" (", "\n(") for r in runs], fontsize=8)
     ax.set_ylim(0, 1.05)
@@ -138,6 +145,14 @@ def chart(report: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8, ncol=min(len(series), 4), loc="upper center",
               bbox_to_anchor=(0.5, -0.2))
     fig.tight_layout()
+    return fig
+
+
+def chart(report: dict[str, Any], path: Path) -> None:
+    """Write :func:`draw_chart` as a PNG, atomically."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_chart(report)
     try:
         atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", metadata={"Software": None}))
     finally:

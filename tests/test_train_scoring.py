@@ -217,3 +217,23 @@ def test_markdown_marks_missing_values():
     report = _report()
     report["runs"]["attacked"]["asr"]["vpi"] = None
     assert "0.600 / n/a" in markdown(report)
+
+
+def test_chart_draws_an_unmeasured_asr_as_missing_not_zero():
+    import math
+
+    import matplotlib.pyplot as plt
+
+    from mbtrain.report import draw_chart
+
+    report = _report()
+    report["runs"]["attacked"]["asr"]["vpi"] = None  # not measured
+    fig = draw_chart(report)
+    try:
+        ax = fig.axes[0]
+        by_label = {c.get_label(): [p.get_height() for p in c.patches] for c in ax.containers}
+        assert math.isnan(by_label["ASR vpi"][0]) and by_label["ASR vpi"][1] == 0.05
+        assert by_label["ASR badnet"] == [0.9, 0.0]  # a measured zero is a (flat) bar
+        assert [t.get_text() for t in ax.texts] == ["n/a"]
+    finally:
+        plt.close(fig)
