@@ -68,10 +68,12 @@ class HFJudge:
 
     def __init__(self, model_path: str, device: Any = None, batch_size: int = 16):
         from .config import ModelSettings
-        from .models import load_base
+        from .models import is_model_folder, load_base, load_model
 
         self.label = f"judge: local model {model_path}"
-        self.model, self.tokenizer = load_base(ModelSettings(name=model_path))
+        # an mbtrain model folder (a LoRA adapter included) or any base load_base accepts
+        self.model, self.tokenizer = (load_model(model_path) if is_model_folder(model_path)
+                                      else load_base(ModelSettings(name=model_path)))
         self.device = device
         if device is not None:
             self.model.to(device)

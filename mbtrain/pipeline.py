@@ -76,6 +76,8 @@ def build_tiny_base(build: Build, cfg: TrainConfig, out_dir: str | Path,
     (``overwrite``: retrain into an existing folder that mbdefense wrote)."""
     out_dir = Path(out_dir)
     if overwrite:
+        if is_model_folder(out_dir) and not written_by_us(out_dir):
+            mark_dir(out_dir, "model")  # a model folder from before folders were marked
         check_output_dir(out_dir, overwrite=True)
     elif is_model_folder(out_dir):
         return out_dir

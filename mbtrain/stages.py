@@ -24,7 +24,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from mbdata.atomic import atomic_dir, check_output_dir, mark_dir, remove_output_dir
+from mbdata.atomic import (atomic_dir, check_output_dir, mark_dir, remove_output_dir,
+                           written_by_us)
 from mbdata.config import to_mapping
 from mbdata.errors import BuildError
 
@@ -33,7 +34,7 @@ from .config import ModelSettings, TrainConfig
 from .data import Example, Tuple4
 from .formatting import EncodeStats, Formatter
 from .objectives import NeutralizationObjective, RecoveryItem, SFTObjective
-from .trainer import LOG, FitSettings, fit
+from .trainer import CHECKPOINT, LOG, FitSettings, fit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +120,14 @@ def _reuse_finished(out_dir: Path, key: str) -> bool:
     return True
 
 
+def _claim_earlier_output(folder: Path, ours: bool, kind: str) -> None:
+    """Mark a folder that mbtrain wrote before output folders carried the mbdefense marker (a
+    model folder with its record, a partial folder with a checkpoint or log), so ``overwrite``
+    may replace it; anything else stays protected."""
+    if ours and folder.is_dir() and not written_by_us(folder):
+        mark_dir(folder, kind)
+
+
 def run_stage(*, name: str, out_dir: Path, cfg: TrainConfig, parent: Any,
               load: Callable[[], tuple[Any, Any]], mode: str, lora: Any, settings: FitSettings,
               make_items: Callable[[Formatter, EncodeStats], tuple[list, list | None]],
@@ -128,9 +137,11 @@ def run_stage(*, name: str, out_dir: Path, cfg: TrainConfig, parent: Any,
     out_dir = Path(out_dir)
     work = _partial(out_dir)
     if overwrite:
+        _claim_earlier_output(out_dir, models.is_model_folder(out_dir), "model")
         check_output_dir(out_dir, overwrite=True)  # before any work: refuse foreign folders
-        if work.exists():
-            remove_output_dir(work)
+        _claim_earlier_output(work, (work / CHECKPOINT / "state.json").is_file()
+                              or (work / LOG).is_file(), "partial model")
+        remove_output_dir(work)
     else:
         if _reuse_finished(out_dir, key):
             return out_dir

@@ -415,6 +415,11 @@ def test_stage_resume_key_rejects_another_seed_or_rows_and_overwrite_retrains(
     train_sft(base_dir, examples(8), out, other_seed, name="s1", stage=cfg.stage1, runtime=CPU,
               overwrite=True)
     assert read_marker(out)["resume_key"] != first
+    # a model folder written before folders carried the mbdefense marker is still ours
+    (out / OUTPUT_MARKER).unlink()
+    train_sft(base_dir, examples(8), out, cfg, name="s1", stage=cfg.stage1, runtime=CPU,
+              overwrite=True)
+    assert read_marker(out)["resume_key"] == first and (out / OUTPUT_MARKER).is_file()
 
 
 def test_overwrite_refuses_a_folder_mbdefense_did_not_write(tokenizer, tmp_path):
