@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -188,8 +188,8 @@ def run_stage(*, name: str, out_dir: Path, cfg: TrainConfig, parent: Any,
 
     def fill(folder: Path) -> None:
         models.save_model(model, tokenizer, folder, marker)
-        if (work / LOG).is_file():
-            os.replace(work / LOG, folder / LOG)
+        if (work / LOG).is_file():  # copied: a failed rename keeps the log with the checkpoint
+            shutil.copyfile(work / LOG, folder / LOG)
 
     atomic_dir(out_dir, fill, overwrite=overwrite, kind="model")
     remove_output_dir(work)
