@@ -177,6 +177,10 @@ def load_checkpoint(work: Path, model: Any, optimizer: Any, resume_key: str | No
     if not (folder / "state.json").is_file():
         return None
     position = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    if "resume_key" not in position and resume_key is not None:
+        raise BuildError(f"{work}: holds a checkpoint written by an older mbtrain (no resume key), "
+                         f"which cannot be checked against this run; delete {work} to start "
+                         "this stage over")
     if position.get("resume_key") != resume_key:
         raise BuildError(f"{work}: holds a checkpoint of another run (other parent, rows, "
                          f"settings or seed); delete {work} to start this one over")

@@ -372,6 +372,16 @@ def test_a_checkpoint_resumes_only_with_the_same_resume_key(tokenizer, tmp_path)
         fit(fresh_model(tokenizer, seed=4), items, objective, settings, tmp_path, progress=False,
             resume_key="run-b")
     assert "\n" not in str(info.value) and str(tmp_path) in str(info.value)
+    state = next(tmp_path.rglob("state.json"))
+    saved = state.read_text()
+    import json
+    old = json.loads(saved)
+    del old["resume_key"]  # a checkpoint from before resume keys existed
+    state.write_text(json.dumps(old))
+    with pytest.raises(BuildError, match="written by an older mbtrain"):
+        fit(fresh_model(tokenizer, seed=4), items, objective, settings, tmp_path, progress=False,
+            resume_key="run-a")
+    state.write_text(saved)
     result = fit(fresh_model(tokenizer, seed=4), items, objective, settings, tmp_path,
                  progress=False, resume_key="run-a")
     assert result.steps == 4
