@@ -88,16 +88,26 @@ def atomic_dir(out_dir: str | Path, fill: Callable[[Path], Any], overwrite: bool
 def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Any:
     """Write one file atomically: ``write(tmp_path)`` fills a temporary sibling, then it replaces
     ``path`` (an existing file is replaced only once the new one is complete)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(path, "tmp")
+    return atomic_write_all([(path, write)])[0]
+
+
+def atomic_write_all(writes: list[tuple[str | Path, Callable[[Path], Any]]]) -> list[Any]:
+    """Write several files that belong together: every ``write(tmp_path)`` fills its temporary
+    sibling first, and the renames happen only once all are complete, so an interrupted run never
+    leaves one file of a new set beside another of an old one. Returns the writers' results."""
+    temps = []
+    for path, _ in writes:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temps.append((temp_sibling(path, "tmp"), path))
     try:
-        result = write(tmp)
-        os.replace(tmp, path)
-        return result
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        results = [write(tmp) for (tmp, _), (_, write) in zip(temps, writes)]
+        for tmp, path in temps:
+            os.replace(tmp, path)
+        return results
+    finally:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

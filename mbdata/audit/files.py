@@ -9,7 +9,6 @@ temporary file renamed into place.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..atomic import atomic_dir, temp_sibling
+from ..atomic import atomic_dir, atomic_write_all
 from ..errors import InputError
 from .core import AuditResult
 from .report import render_html, render_markdown
@@ -124,6 +123,16 @@ def write_audit(result: AuditResult, out_dir: str | Path, *, source: str = "",
     return out_dir
 
 
+def _clean_out_path(path: str | Path) -> Path:
+    """``path`` if it can take a clean corpus (a known extension, not a folder)."""
+    path = Path(path)
+    if path.suffix.lower() not in CLEAN_FORMATS:
+        raise InputError(f"{path}: --clean-out must end in " + ", ".join(CLEAN_FORMATS))
+    if path.is_dir():
+        raise InputError(f"{path}: --clean-out is a folder, expected a file path")
+    return path
+
+
 def removed_path(clean_path: str | Path) -> Path:
     """Where ``--clean-out PATH`` explains its removals: ``PATH`` with ``.removed.jsonl``."""
     clean_path = Path(clean_path)
@@ -134,12 +143,7 @@ def write_clean(table: pa.Table, result: AuditResult, path: str | Path) -> tuple
     """The corpus without its flagged rows, as alpaca rows (JSONL, JSON or Parquet by the
     extension), plus ``<name>.removed.jsonl``: one record per removed row with its
     ``source_row``, ``score``, ``reasons`` and text."""
-    path = Path(path)
-    if path.suffix.lower() not in CLEAN_FORMATS:
-        raise InputError(f"{path}: --clean-out must end in " + ", ".join(CLEAN_FORMATS))
-    if path.is_dir():
-        raise InputError(f"{path}: --clean-out is a folder, expected a file path")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _clean_out_path(path)
     columns = [c for c in ALPACA_COLUMNS if c in table.column_names]
     if "system" in columns and table.column("system").null_count == table.num_rows:
         columns.remove("system")
@@ -170,29 +174,15 @@ def write_clean(table: pa.Table, result: AuditResult, path: str | Path) -> tuple
                                     ensure_ascii=False) + "\n")
 
     explained = removed_path(path)
-    # Both files are written to temporary siblings first and renamed only when both are complete,
-    # so an interrupted run never leaves a clean corpus without its explanation (or a mix of runs).
-    temps = [(temp_sibling(explained, "tmp"), explained, write_removed),
-             (temp_sibling(path, "tmp"), path, write_clean_file)]
-    try:
-        for tmp, _, write in temps:
-            write(tmp)
-        for tmp, final, _ in temps:
-            os.replace(tmp, final)
-    finally:
-        for tmp, _, _ in temps:
-            tmp.unlink(missing_ok=True)
+    # Renamed together once both are complete: never a clean corpus without its explanation.
+    atomic_write_all([(explained, write_removed), (path, write_clean_file)])
     return path, explained
 
 
 def check_clean_out(path: str | Path, input_path: str | Path, overwrite: bool) -> None:
     """Refuse a ``--clean-out`` that would replace the input or an existing file without
     ``--overwrite`` (checked before any work)."""
-    path = Path(path)
-    if path.suffix.lower() not in CLEAN_FORMATS:
-        raise InputError(f"{path}: --clean-out must end in " + ", ".join(CLEAN_FORMATS))
-    if path.is_dir():
-        raise InputError(f"{path}: --clean-out is a folder, expected a file path")
+    path = _clean_out_path(path)
     source = Path(input_path).resolve()
     for target in (path, removed_path(path)):
         if target.resolve() == source:
