@@ -17,13 +17,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .atomic import check_output_dir, check_separate
 from .card import dataset_card
 from .errors import BuildError, RecipeError
 from .manifest import MANIFEST_VERSION, library_versions
 from .pipeline import BuildContext, Stage, StageStats, run_stage
 from .recipe import LoadedRecipe, Recipe, load_recipe
 from .schema import SCHEMA_VERSION, empty_table
-from .atomic import check_output_dir
 from .shards import write_build
 
 
@@ -129,6 +129,16 @@ def make_manifest(loaded: LoadedRecipe, result: BuildResult, skip_bad_rows: bool
     }
 
 
+def recipe_inputs(loaded: LoadedRecipe) -> list[Path]:
+    """The recipe file and its local source files (what an output must never overwrite)."""
+    paths = [loaded.path] if loaded.path is not None else []
+    for source in loaded.recipe.sources:
+        if source.kind not in ("synthetic", "hub") and source.path:
+            p = Path(source.path).expanduser()
+            paths.append(p if p.is_absolute() else loaded.base_dir / p)
+    return paths
+
+
 def build(recipe: LoadedRecipe | str | Path, out_dir: str | Path, *, overwrite: bool = False,
           skip_bad_rows: bool = False, seed: int | None = None, progress: bool = False) -> Path:
     """Build a recipe into ``out_dir`` (atomically) and return the folder.
@@ -140,6 +150,7 @@ def build(recipe: LoadedRecipe | str | Path, out_dir: str | Path, *, overwrite: 
     loaded = recipe if isinstance(recipe, LoadedRecipe) else load_recipe(recipe)
     loaded = with_seed(loaded, seed)
     out_dir = Path(out_dir)
+    check_separate(recipe_inputs(loaded), [out_dir])
     check_output_dir(out_dir, overwrite)
     result = run_pipeline(loaded, skip_bad_rows=skip_bad_rows, progress=progress)
     if not result.tables.get("train") or not result.tables["train"].num_rows:

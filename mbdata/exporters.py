@@ -30,7 +30,7 @@ import yaml
 from .buildio import Build, open_build
 from .errors import InputError
 from .registry import Registry
-from .atomic import atomic_dir
+from .atomic import atomic_dir, check_separate
 
 Exporter = Callable[[Build, list[str], Path], list[str]]
 EXPORTERS: Registry[Exporter] = Registry("export format")
@@ -166,6 +166,7 @@ def export(build_dir: str | Path, fmt: str, out_dir: str | Path | None = None, *
         if split not in build.splits:
             raise InputError(f"{build_dir}: no split {split!r}; splits: {', '.join(build.splits)}")
     out = Path(out_dir) if out_dir is not None else Path(build_dir) / "exports" / fmt
+    check_separate([build_dir], [out], inside_ok=Path(build_dir) / "exports")
 
     def fill(tmp: Path) -> list[str]:
         if fmt == "axolotl":

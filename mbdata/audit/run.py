@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..atomic import check_output_dir, check_separate
 from ..readers import read_any
-from ..atomic import check_output_dir
 from .config import AuditConfig
 from .core import AuditResult, audit_table
-from .files import check_clean_out, write_audit, write_clean
+from .files import check_clean_out, commit_audit
 
 
 def audit_path(input_path: str | Path, out_dir: str | Path, config: AuditConfig | None = None, *,
@@ -22,13 +22,13 @@ def audit_path(input_path: str | Path, out_dir: str | Path, config: AuditConfig 
     build folder: its splits concatenated in manifest order, or only ``split``). Output paths are
     checked before any work, so a mistake costs nothing."""
     out_dir = Path(out_dir)
+    check_separate([input_path], [out_dir])
     check_output_dir(out_dir, overwrite)
     if clean_out is not None:
-        check_clean_out(clean_out, input_path, overwrite)
+        check_clean_out(clean_out, input_path, overwrite, out_dir=out_dir)
     table = read_any(input_path, kind=kind, layout=layout, fields=fields,
                      skip_bad_rows=skip_bad_rows, split=split)
     result = audit_table(table, config, progress=progress)
-    write_audit(result, out_dir, source=str(input_path), overwrite=overwrite)
-    if clean_out is not None:
-        write_clean(table, result, clean_out)
+    commit_audit(result, out_dir, table=table, clean_out=clean_out, source=str(input_path),
+                 overwrite=overwrite)
     return result

@@ -88,10 +88,11 @@ def dedup_path(input_path: str | Path, out_dir: str | Path, config: DedupConfig 
     from ..recipe import canonical_json
     from ..readers import read_any
     from ..schema import SCHEMA_VERSION
-    from ..atomic import check_output_dir
+    from ..atomic import check_output_dir, check_separate
     from ..shards import write_build
 
     config = config or DedupConfig()
+    check_separate([input_path, reference_path], [out_dir])
     check_output_dir(Path(out_dir), overwrite)
     table = read_any(input_path, skip_bad_rows=skip_bad_rows)
     reference = None
