@@ -23,6 +23,7 @@ import yaml
 
 from .config import from_mapping, spec, to_mapping
 from .errors import RecipeError
+from .limits import YamlLimitError, load_yaml, short_repr
 
 SEMVER = r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?"
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
@@ -84,11 +85,11 @@ class SourceSpec:
             for j, task in enumerate(self.tasks):
                 TASKS.get(task, f"{path}.tasks[{j}]")
                 if self.tasks.index(task) != j:
-                    raise RecipeError(f"{path}.tasks[{j}]: {task!r} is listed twice")
+                    raise RecipeError(f"{path}.tasks[{j}]: {short_repr(task)} is listed twice")
         allowed = LAYOUT_FIELDS[self.layout]
         for key in self.fields:
             if key not in allowed:
-                raise RecipeError(f"{path}.fields: unknown field {key!r} for layout "
+                raise RecipeError(f"{path}.fields: unknown field {short_repr(key)} for layout "
                                   f"{self.layout!r}; allowed: {', '.join(allowed)}")
         if self.count is not None and self.weight is not None and self.kind != "synthetic":
             raise RecipeError(f"{path}: give either count or weight, not both")
@@ -113,7 +114,7 @@ class BehaviorSpec:
     def from_shorthand(cls, value: Any, path: str) -> dict:
         if isinstance(value, str):
             return {"kind": value}
-        raise RecipeError(f"{path}: expected a behaviour name or a mapping, got {value!r}")
+        raise RecipeError(f"{path}: expected a behaviour name or a mapping, got {short_repr(value)}")
 
     def validate(self, path: str) -> None:
         if self.kind == "fixed" and not self.text:
@@ -263,16 +264,16 @@ class Recipe:
         names = [s.name for s in self.sources]
         for i, name in enumerate(names):
             if names.index(name) != i:
-                raise RecipeError(f"sources[{i}].name: duplicate source name {name!r}")
+                raise RecipeError(f"sources[{i}].name: duplicate source name {short_repr(name)}")
         weighted = [s for s in self.sources if s.weight is not None]
         if weighted and self.mix_size is None:
             raise RecipeError("mix_size: required when a source has a weight")
         if self.recovery and self.recovery.source:
             if self.recovery.source not in names:
-                raise RecipeError(f"recovery.source: unknown source {self.recovery.source!r}; "
+                raise RecipeError(f"recovery.source: unknown source {short_repr(self.recovery.source)}; "
                                   f"sources: {', '.join(names)}")
             if not self.sources[names.index(self.recovery.source)].trusted:
-                raise RecipeError(f"recovery.source: source {self.recovery.source!r} is not marked "
+                raise RecipeError(f"recovery.source: source {short_repr(self.recovery.source)} is not marked "
                                   "`trusted: true`; recovery rows must come from a verified-clean "
                                   "source")
         if self.recovery and self.defense is None:
@@ -281,7 +282,7 @@ class Recipe:
         attack_names = [a.name or a.preset for a in self.attacks]
         for i, name in enumerate(attack_names):
             if attack_names.index(name) != i:
-                raise RecipeError(f"attacks[{i}].name: duplicate attack name {name!r}; give each "
+                raise RecipeError(f"attacks[{i}].name: duplicate attack name {short_repr(name)}; give each "
                                   "attack a distinct `name`")
         total = sum(a.rate for a in self.attacks)
         if self.defense:
@@ -360,7 +361,9 @@ def load_recipe(path: str | Path, check_files: bool = True) -> LoadedRecipe:
     except UnicodeDecodeError as exc:
         raise RecipeError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except YamlLimitError as exc:
+        raise RecipeError(f"{path}: refused YAML: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         loc = f":{mark.line + 1}" if mark is not None else ""
@@ -394,9 +397,9 @@ def check_source_files(loaded: LoadedRecipe) -> None:
         p = p if p.is_absolute() else loaded.base_dir / p
         key = f"sources[{i}].path"
         if not p.exists():
-            raise RecipeError(f"{key}: {source.path!r} not found (looked at {p})")
+            raise RecipeError(f"{key}: {short_repr(source.path)} not found (looked at {p})")
         if source.kind == "hf_disk" and not p.is_dir():
-            raise RecipeError(f"{key}: {source.path!r} must be a folder written by save_to_disk")
+            raise RecipeError(f"{key}: {short_repr(source.path)} must be a folder written by save_to_disk")
         if source.kind != "hf_disk" and p.is_dir():
-            raise RecipeError(f"{key}: {source.path!r} is a directory, expected a {source.kind} "
+            raise RecipeError(f"{key}: {short_repr(source.path)} is a directory, expected a {source.kind} "
                               "file")

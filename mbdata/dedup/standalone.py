@@ -42,10 +42,12 @@ def config_from_options(config_path: str | Path | None, overrides: dict) -> Dedu
 
         path = Path(config_path)
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            from ..limits import YamlLimitError, load_yaml
+
+            loaded = load_yaml(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise RecipeError(f"{path}: config file not found") from None
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        except (yaml.YAMLError, YamlLimitError, UnicodeDecodeError) as exc:
             raise RecipeError(f"{path}: unreadable YAML: {str(exc).splitlines()[0]}") from None
         if isinstance(loaded, dict) and "dedup" in loaded:
             loaded = loaded["dedup"]
