@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-from .buildio import Build, open_build
+from .buildio import Build, verify_shards
 from .errors import InputError
 from .registry import Registry
 from .atomic import atomic_dir, check_separate
@@ -160,7 +160,7 @@ def export(build_dir: str | Path, fmt: str, out_dir: str | Path | None = None, *
            splits: list[str] | None = None, overwrite: bool = False) -> Path:
     """Export a build in ``fmt`` into ``out_dir`` (default ``DIR/exports/<fmt>``); returns it."""
     exporter = EXPORTERS.get(fmt, "--format")
-    build = open_build(build_dir)
+    build = verify_shards(build_dir)
     chosen = splits or build.splits
     for split in chosen:
         if split not in build.splits:

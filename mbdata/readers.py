@@ -377,9 +377,9 @@ def read_any(path: str | Path, *, kind: str | None = None, layout: str = "alpaca
         raise InputError(f"{path}: not found")
     kind = kind or detect_kind(path)
     if kind == "build":
-        from .buildio import open_build
+        from .buildio import verify_shards
 
-        build = open_build(path)
+        build = verify_shards(path)
         if split is not None and split not in build.splits:
             raise InputError(f"{path}: the build has no split {split!r}; splits: "
                              + ", ".join(build.splits))
