@@ -140,14 +140,20 @@ def recipe_inputs(loaded: LoadedRecipe) -> list[Path]:
 
 
 def build(recipe: LoadedRecipe | str | Path, out_dir: str | Path, *, overwrite: bool = False,
-          skip_bad_rows: bool = False, seed: int | None = None, progress: bool = False) -> Path:
+          skip_bad_rows: bool = False, seed: int | None = None, progress: bool = False,
+          hooks: bool = True) -> Path:
     """Build a recipe into ``out_dir`` (atomically) and return the folder.
 
     ``recipe`` is a :class:`LoadedRecipe` or a path to a recipe file. ``seed`` overrides the
     recipe's seed (and is recorded in the resolved recipe). ``skip_bad_rows`` drops malformed input
-    rows instead of failing, counting them in the manifest.
+    rows instead of failing, counting them in the manifest. A recipe with a rewrite hook
+    (``function: module:fn``) runs that code; ``hooks=False`` refuses such a recipe.
     """
-    loaded = recipe if isinstance(recipe, LoadedRecipe) else load_recipe(recipe)
+    loaded = recipe if isinstance(recipe, LoadedRecipe) else load_recipe(recipe, hooks=hooks)
+    if not hooks:
+        from .behaviors import check_hooks
+
+        check_hooks(loaded.recipe, loaded.base_dir, allow=False)
     loaded = with_seed(loaded, seed)
     out_dir = Path(out_dir)
     check_separate(recipe_inputs(loaded), [out_dir])

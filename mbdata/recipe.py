@@ -320,7 +320,14 @@ class LoadedRecipe:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.recipe)
+        """sha256 of the resolved recipe; with code hooks, also of the hook modules' bytes."""
+        from .behaviors import hook_digest
+
+        base = fingerprint(self.recipe)
+        hooks = hook_digest(self.recipe, self.base_dir)
+        if hooks is None:
+            return base
+        return hashlib.sha256(f"{base}:{hooks}".encode()).hexdigest()
 
 
 def parse_recipe(data: Any) -> Recipe:
@@ -349,8 +356,9 @@ def fingerprint(recipe: Recipe) -> str:
     return hashlib.sha256(canonical_json(resolved_mapping(recipe)).encode("utf-8")).hexdigest()
 
 
-def load_recipe(path: str | Path, check_files: bool = True) -> LoadedRecipe:
-    """Read, parse and validate a recipe file. Source paths are checked to exist."""
+def load_recipe(path: str | Path, check_files: bool = True, hooks: bool = True) -> LoadedRecipe:
+    """Read, parse and validate a recipe file. Source paths are checked to exist and code hooks
+    resolved (``hooks=False`` refuses a recipe that has any)."""
     path = Path(path)
     if path.is_dir():
         raise RecipeError(f"{path}: is a directory, expected a recipe YAML file")
@@ -376,6 +384,13 @@ def load_recipe(path: str | Path, check_files: bool = True) -> LoadedRecipe:
     loaded = LoadedRecipe(recipe=recipe, base_dir=path.resolve().parent, path=path)
     if check_files:
         check_source_files(loaded)
+    if check_files or not hooks:
+        from .behaviors import check_hooks
+
+        try:
+            check_hooks(loaded.recipe, loaded.base_dir, allow=hooks)
+        except RecipeError as exc:
+            raise RecipeError(f"{path}: {exc}") from None
     return loaded
 
 
@@ -384,7 +399,10 @@ def recipe_from_dict(data: dict[str, Any], base_dir: str | Path = ".",
     """Build a :class:`LoadedRecipe` from a mapping (for Python users and tests)."""
     loaded = LoadedRecipe(recipe=parse_recipe(data), base_dir=Path(base_dir).resolve())
     if check_files:
+        from .behaviors import check_hooks
+
         check_source_files(loaded)
+        check_hooks(loaded.recipe, loaded.base_dir)
     return loaded
 
 
