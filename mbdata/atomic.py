@@ -300,15 +300,25 @@ def output_lock(targets: Sequence[str | Path], timeout: float | None = None) -> 
 
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM back while renames run (they are delivered right after)."""
+    """Hold SIGINT/SIGTERM back while the renames run, then deliver them to the original
+    handlers. (Masking is not enough: Python runs handlers in the main thread whichever thread
+    the kernel picked, so the handlers themselves are swapped.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    pending: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        pending.append(signum)
+
+    old = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, handler in old.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        for s in dict.fromkeys(pending):
+            signal.raise_signal(s)
 
 
 # --------------------------------------------------------------------------- journal
