@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -140,3 +141,23 @@ def test_a_kill_during_the_audit_commit_leaves_report_and_clean_corpus_together(
         audit_path(bld, out, AuditConfig(), clean_out=clean, overwrite=True, progress=False,
                    split="train")
         assert json.loads((out / "summary.json").read_text())["rows"] == first.n_rows
+
+
+def test_two_builds_racing_on_one_output(recipe, tmp_path):
+    """A slowed `mb build` (fault injection: 2 s at its commit) and a second one started while it
+    writes, neither with --overwrite: the second waits for the lock, finds the folder, refuses."""
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "cli.main", "build", str(recipe), "-o", str(out), "--quiet"]
+    slow = subprocess.Popen(cmd, env={**os.environ, "MBDEFENSE_FAULT_SLEEP": "filled:2"},
+                            stderr=subprocess.PIPE, text=True)
+    journal = tmp_path / ".o.mbdefense-journal"
+    deadline = time.time() + 120
+    while not journal.exists():
+        assert time.time() < deadline and slow.poll() is None
+        time.sleep(0.01)
+    second = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    slow.communicate(timeout=120)
+    assert slow.returncode == 0
+    assert second.returncode == 2 and "already exists" in second.stderr, second.stderr[-400:]
+    assert mbdata.verify_build(out) == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
