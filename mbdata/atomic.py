@@ -133,7 +133,14 @@ def _only_ours(path: Path) -> bool:
         return False
     if written_by_us(path):
         return True
-    return not (path / MARKER).exists() and all(_only_ours(p) for p in path.iterdir())
+    return not (path / MARKER).exists() and all(_only_ours(p) or _our_leftover(p.name)
+                                                for p in path.iterdir())
+
+
+def _our_leftover(name: str) -> bool:
+    """A hidden lock, journal or temporary sibling that mbdefense creates beside an output."""
+    return name.startswith(".") and (name.endswith((LOCK_SUFFIX, JOURNAL_SUFFIX))
+                                     or any(f".{tag}-" in name for tag in _LEFTOVER_TAGS))
 
 
 def mark_dir(path: Path, kind: str, entries: list[str] | None = None) -> None:

@@ -100,8 +100,9 @@ def _file_record(record: Any, where: str, root: Path) -> None:
     if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
         raise InputError(f"{where}.path: must be a relative path inside the build")
     for key, kind in (("rows", int), ("bytes", int), ("sha256", str)):
-        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
-            raise InputError(f"{where}.{key}: missing or not {kind.__name__}")
+        value = record.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise InputError(f"{where}.{key}: not {kind.__name__}; the build is damaged")
 
 
 def check_manifest(manifest: Any, path: Path) -> None:
@@ -158,7 +159,9 @@ def verify_shards(path: str | Path) -> Build:
                          f"content; the build is damaged: run `mb verify {build.path}`")
     for record in _records(build.manifest):
         p = build.path / record["path"]
-        if not p.is_file():
+        if record.get("bytes") is None or record.get("sha256") is None:
+            why = "no size or sha256 recorded in the manifest"
+        elif not p.is_file():
             why = "missing"
         elif p.stat().st_size != record["bytes"]:
             why = f"size {p.stat().st_size} != {record['bytes']} in the manifest"
@@ -186,6 +189,9 @@ def verify_build(path: str | Path) -> list[str]:
         if not p.is_file():
             problems.append(f"{rel}: missing")
             continue
+        if record.get("bytes") is None or record.get("sha256") is None:
+            problems.append(f"{rel}: no size or sha256 recorded in the manifest")
+            continue
         if p.stat().st_size != record["bytes"]:
             problems.append(f"{rel}: size {p.stat().st_size} != {record['bytes']} in the manifest")
         digest = sha256_file(p)
@@ -198,7 +204,7 @@ def verify_build(path: str | Path) -> list[str]:
         except InputError as exc:
             problems.append(f"{rel}: {exc}")
             continue
-        if rows != record["rows"]:
+        if record.get("rows") is not None and rows != record["rows"]:
             problems.append(f"{rel}: {rows} rows != {record['rows']} in the manifest")
     data_dir = build.path / "data"
     if data_dir.is_dir():

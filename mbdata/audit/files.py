@@ -219,6 +219,9 @@ def check_clean_out(path: str | Path, input_path: str | Path, overwrite: bool,
     the existence check is repeated under the lock at commit)."""
     path = _clean_out_path(path)
     for target in (path, removed_path(path)):
+        if target.resolve() == Path(input_path).resolve():
+            raise InputError(f"{target}: --clean-out would overwrite the audited input; choose "
+                             "another path")
         try:
             check_separate([input_path], [target])
         except BuildError as exc:
