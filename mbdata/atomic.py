@@ -524,6 +524,8 @@ def commit_outputs(outputs: Sequence[Output], overwrite: bool = False) -> list[A
         _fault("locked")
         for o, p in zip(outputs, paths):
             (check_output_dir if o.is_dir else check_output_file)(p, overwrite)
+        if len(outputs) == 1 and not outputs[0].is_dir:
+            return [_commit_one_file(outputs[0], paths[0])]
         entries = [{"target": str(p), "partial": str(temp_sibling(p, "partial")),
                     "old": str(temp_sibling(p, "old")), "dir": o.is_dir}
                    for o, p in zip(outputs, paths)]
@@ -555,6 +557,22 @@ def commit_outputs(outputs: Sequence[Output], overwrite: bool = False) -> list[A
             _fault("journal-commit")
             _roll_forward(primary, data)
     return results
+
+
+def _commit_one_file(output: Output, path: Path) -> Any:
+    """One file needs no journal: ``os.replace`` is atomic, and a partial left by a kill is
+    removed by the next run's :func:`recover`."""
+    tmp = temp_sibling(path, "partial")
+    try:
+        result = output.fill(tmp)
+        if not tmp.is_file():
+            raise BuildError(f"{output.path}: nothing was written")
+        _fault("filled")
+        os.replace(tmp, path)
+        _fault("moved-new")
+    finally:
+        tmp.unlink(missing_ok=True)
+    return result
 
 
 def atomic_dir(out_dir: str | Path, fill: Callable[[Path], Any], overwrite: bool = False,

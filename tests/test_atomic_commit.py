@@ -286,3 +286,23 @@ def test_lock_timeout_gives_one_line_error(tmp_path, monkeypatch):
         os.waitpid(pid, 0)
         os.close(fd)
     assert not out.exists()
+
+
+def test_a_single_file_killed_mid_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "report.json"
+    atomic.atomic_write_text(path, "old")
+    for step in ("filled", "moved-new"):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                def die(s, step=step):
+                    if s == step:
+                        os._exit(9)
+                atomic._FAULT = die
+                atomic.atomic_write_text(path, "new")
+            finally:
+                os._exit(1)
+        os.waitpid(pid, 0)
+        assert path.read_text() == ("old" if step == "filled" else "new")
+        atomic.atomic_write_text(path, "old")  # the next write cleans the leftover partial
+        assert _hidden(tmp_path) == []
