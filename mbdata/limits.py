@@ -82,7 +82,7 @@ def load_yaml(text: str) -> Any:
     """``yaml.safe_load`` with the bounds above (raises :class:`YamlLimitError` or
     ``yaml.YAMLError``)."""
     try:
-        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_BoundedLoader)
     except RecursionError:
         raise YamlLimitError("nested too deeply") from None
 

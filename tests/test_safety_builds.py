@@ -8,10 +8,9 @@ import shutil
 
 import pytest
 import yaml
+from conftest import small_recipe
 
 from cli.main import main
-
-from conftest import small_recipe
 
 
 @pytest.fixture(scope="module")

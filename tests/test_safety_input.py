@@ -7,11 +7,10 @@ import json
 
 import pytest
 import yaml
+from conftest import alpaca_rows
 
 from cli.main import main
 from mbdata.limits import json_too_deep, short_repr
-
-from conftest import alpaca_rows
 
 
 def _bomb(levels: int, key: str = "name") -> str:

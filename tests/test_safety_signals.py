@@ -10,7 +10,6 @@ import sys
 import time
 
 import yaml
-
 from conftest import small_recipe
 
 
