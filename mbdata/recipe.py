@@ -23,6 +23,7 @@ import yaml
 
 from .config import from_mapping, spec, to_mapping
 from .errors import RecipeError
+from .plugins import recipe_block_class
 from .presets import ATTACK_PRESETS
 
 SEMVER = r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?"
@@ -296,16 +297,20 @@ class Recipe:
             raise RecipeError(f"attacks/defense: rates add up to {total:.3g} > 1 of the train rows")
 
 
-# Blocks declared by the package that consumes them: block -> "module:Class".
+# Blocks validated by a config class of their own: mbdata's (block -> "module:Class"), then the
+# ones other packages own through the ``mbdefense.recipe_blocks`` entry points (mbtrain: `train`).
 EXTENSION_BLOCKS = {
     "dedup": "mbdata.dedup.config:DedupConfig",
     "audit": "mbdata.audit.config:AuditConfig",
-    "train": "mbtrain.config:TrainConfig",
+    "train": None,
 }
 
 
 def _block_class(block: str) -> type:
-    module, _, cls = EXTENSION_BLOCKS[block].partition(":")
+    target = EXTENSION_BLOCKS[block]
+    if target is None:
+        return recipe_block_class(block)
+    module, _, cls = target.partition(":")
     return getattr(importlib.import_module(module), cls)
 
 
