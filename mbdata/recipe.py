@@ -29,9 +29,20 @@ from .presets import ATTACK_PRESETS
 SEMVER = r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?"
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 
-SourceKind = Literal["synthetic", "json", "jsonl", "parquet", "csv", "hf_disk", "hub"]
-Layout = Literal["alpaca", "sharegpt", "messages"]
 Placement = Literal["prefix", "suffix", "random", "position"]
+
+def _container_names() -> list[str]:
+    """The reader registry's containers (imported late: readers read these specs)."""
+    from .readers import CONTAINERS
+
+    return CONTAINERS.names()
+
+
+def _layout_names() -> list[str]:
+    from .readers import LAYOUTS
+
+    return LAYOUTS.names()
+
 
 def _behavior_names() -> list[str]:
     """The behaviour registry's names (imported late: behaviours are compiled from these specs)."""
@@ -54,9 +65,10 @@ class SourceSpec:
 
     name: str = spec(pattern=NAME, form="a name of letters, digits, '_', '.', '-'",
                      doc="unique source name; recorded in each row's `source`")
-    kind: SourceKind = spec(doc="container: synthetic, json, jsonl, parquet, csv, hf_disk, hub")
+    kind: str = spec(choices=_container_names, doc="container (the reader registry's names)")
     path: str | None = spec(None, doc="file (json/jsonl/parquet/csv), save_to_disk folder, or hub id")
-    layout: Layout = spec("alpaca", doc="row shape: alpaca, sharegpt (conversations), messages")
+    layout: str = spec("alpaca", choices=_layout_names,
+                       doc="row shape: alpaca, sharegpt (conversations), messages")
     fields: dict[str, str] = spec(default_factory=dict,
                                   doc="canonical field -> column name in this source")
     split: str = spec("train", doc="split to read from hf_disk / hub datasets")
