@@ -17,10 +17,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .artifacts import TriggerSets
 from .card import dataset_card
 from .errors import BuildError, RecipeError
 from .manifest import MANIFEST_VERSION, library_versions
-from .pipeline import BuildContext, Stage, StageStats, run_stage
+from .pipeline import BuildContext, Stage, StageStats, check_wiring, run_stage
 from .recipe import LoadedRecipe, Recipe, load_recipe
 from .schema import SCHEMA_VERSION, empty_table
 from .atomic import check_output_dir
@@ -57,6 +58,7 @@ def pipeline(recipe: Recipe) -> list[Stage]:
     if recipe.pretrain is not None:
         stages.append(PretrainNoiseStage(recipe.pretrain))
     stages.append(LeakCheckStage())
+    check_wiring(stages)
     return stages
 
 
@@ -69,9 +71,8 @@ class BuildResult:
     context: BuildContext
 
     def trigger_records(self) -> list[dict[str, Any]]:
-        rows = self.context.state.get("trigger_rows", {})
-        return [ts.manifest_record(rows.get(ts.name))
-                for ts in self.context.state.get("trigger_sets", [])]
+        planted = self.context.artifacts.get(TriggerSets)
+        return planted.manifest_records() if planted else []
 
 
 def run_pipeline(loaded: LoadedRecipe, *, skip_bad_rows: bool = False,

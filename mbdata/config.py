@@ -13,6 +13,7 @@ Constraints are declared next to the field, via :func:`spec`:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import types
@@ -27,10 +28,13 @@ _YAML11_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 def spec(default: Any = _MISSING, *, default_factory: Any = _MISSING, ge: float | None = None,
          le: float | None = None, gt: float | None = None, lt: float | None = None,
-         pattern: str | None = None, form: str | None = None, doc: str = "") -> Any:
+         pattern: str | None = None, form: str | None = None, doc: str = "",
+         choices: Any = None) -> Any:
     """A dataclass field with validation metadata (bounds, regex ``pattern`` described to users
-    as ``form``) and a docstring."""
-    meta = {"ge": ge, "le": le, "gt": gt, "lt": lt, "pattern": pattern, "form": form, "doc": doc}
+    as ``form``, ``choices``: a zero-argument callable giving the allowed names, normally a
+    :meth:`mbdata.registry.Registry.choices`, so the registry is the one list) and a docstring."""
+    meta = {"ge": ge, "le": le, "gt": gt, "lt": lt, "pattern": pattern, "form": form, "doc": doc,
+            "choices": choices}
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     if default is _MISSING:
@@ -69,6 +73,15 @@ def _check_bounds(value: Any, meta: dict, path: str) -> None:
             raise RecipeError(f"{path}: must be > {meta['gt']}, got {value}")
         if meta.get("lt") is not None and value >= meta["lt"]:
             raise RecipeError(f"{path}: must be < {meta['lt']}, got {value}")
+    if isinstance(value, str) and meta.get("choices") is not None:
+        registry = getattr(meta["choices"], "__self__", None)
+        if value not in meta["choices"]():
+            if registry is not None:
+                raise RecipeError(registry.unknown(value, path))
+            close = difflib.get_close_matches(value.lower(), meta["choices"](), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise RecipeError(f"{path}: {value!r} is not allowed{hint}; allowed values: "
+                              + ", ".join(repr(a) for a in meta["choices"]()))
     if isinstance(value, str) and meta.get("pattern") and not re.fullmatch(meta["pattern"], value):
         form = meta.get("form") or f"matching {meta['pattern']}"
         raise RecipeError(f"{path}: {value!r} is not {form}")
@@ -197,5 +210,10 @@ def describe(cls: type) -> list[tuple[str, str, str, str]]:
             default = repr(to_mapping(f.default_factory()))
         else:
             default = "(required)"
-        rows.append((f.name, _type_name(hints[f.name]), default, f.metadata.get("doc", "")))
+        type_name = _type_name(hints[f.name])
+        if f.metadata.get("choices") is not None:
+            type_name = " | ".join(repr(c) for c in f.metadata["choices"]())
+            if "null" in _type_name(hints[f.name]):
+                type_name += " | null"
+        rows.append((f.name, type_name, default, f.metadata.get("doc", "")))
     return rows

@@ -8,6 +8,8 @@ import json
 import click
 import yaml
 
+from ..params import RegistryChoice
+
 
 @click.group("recipe")
 def recipe_group() -> None:
@@ -98,8 +100,8 @@ def verify_command(build_dir: str) -> None:
 @click.command("export")
 @click.argument("build_dir", type=click.Path(path_type=str))
 @click.option("-f", "--format", "fmt", required=True,
-              type=click.Choice(["jsonl", "parquet", "trl", "llamafactory", "axolotl"]),
-              help="Target format.")
+              type=RegistryChoice("mbdata.exporters:EXPORTERS"),
+              help="Target format (any case).")
 @click.option("-o", "--out", default=None, type=click.Path(path_type=str),
               help="Output folder (default: BUILD_DIR/exports/FORMAT).")
 @click.option("-s", "--split", "splits", multiple=True, help="Split(s) to export (default: all).")
