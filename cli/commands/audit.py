@@ -19,14 +19,16 @@ def skipped_note(skipped: list, where: str) -> None:
                f"{more}; all listed in {where}", err=True)
 
 
-def _fields(values: tuple[str, ...]) -> dict[str, str]:
+def _fields(values: tuple[str, ...], option: str = "--field") -> dict[str, str]:
+    """``CANONICAL=COLUMN`` options as a mapping (the canonical names are checked by the reader,
+    which knows the layout)."""
     from mbdata.errors import InputError
 
     out = {}
     for value in values:
         key, sep, column = value.partition("=")
         if not sep or not key or not column:
-            raise InputError(f"--field {value!r}: expected CANONICAL=COLUMN, e.g. output=response")
+            raise InputError(f"{option} {value!r}: expected CANONICAL=COLUMN, e.g. output=response")
         out[key] = column
     return out
 

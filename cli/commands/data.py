@@ -128,7 +128,7 @@ def export_command(build_dir: str, fmt: str, out: str | None, splits: tuple[str,
     from mbdata.exporters import export
 
     path = export(build_dir, fmt, out, splits=list(splits) or None, overwrite=overwrite)
-    files = sorted(p.name for p in path.iterdir())
+    files = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
     click.echo(f"exported {fmt} to {path}: {', '.join(files)}")
 
 
