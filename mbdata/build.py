@@ -88,15 +88,18 @@ def run_pipeline(loaded: LoadedRecipe, *, skip_bad_rows: bool = False,
         from tqdm import tqdm
 
         bar = tqdm(stages, desc="build", unit="stage", leave=False)
-    for stage in stages:
+    try:
+        for stage in stages:
+            if bar is not None:
+                bar.set_postfix_str(stage.name)
+            table, stage_stats = run_stage(stage, table, ctx)
+            stats.append(stage_stats)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        # Cleared before an error is printed, so the message gets a line of its own.
         if bar is not None:
-            bar.set_postfix_str(stage.name)
-        table, stage_stats = run_stage(stage, table, ctx)
-        stats.append(stage_stats)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.close()
     splits = sorted(set(table.column("split").to_pylist()))
     tables = {s: table.filter(pc.equal(table.column("split"), s)) for s in splits}
     return BuildResult(tables=tables, stats=stats, context=ctx)

@@ -125,3 +125,47 @@ def test_build_summary_shows_trusted_rows_left_unused(tmp_path, capsys):
     (tmp_path / "x.yaml").write_text(yaml.safe_dump(data))
     assert main(["build", str(tmp_path / "x.yaml"), "-o", str(tmp_path / "o")]) == 0
     assert "trusted rows left unused: 70" in capsys.readouterr().out
+
+
+def test_recipe_hints_version_quote_did_you_mean_and_missing_path_names_the_file(tmp_path,
+                                                                                  capsys):
+    recipe = {**small_recipe(), "version": 1.0}
+    (tmp_path / "v.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["recipe", "validate", str(tmp_path / "v.yaml")]) == 2
+    assert 'quote it, e.g. version: "1.0.0"' in capsys.readouterr().err
+    recipe = {**small_recipe()}
+    recipe["defence"] = recipe.pop("defense")
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["recipe", "validate", str(tmp_path / "d.yaml")]) == 2
+    assert "unknown key 'defence' (did you mean 'defense'?)" in capsys.readouterr().err
+    recipe = {**small_recipe(), "sources": [{"name": "a", "kind": "jsonl", "path": "nope.jsonl"}]}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["recipe", "validate", str(tmp_path / "m.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'm.yaml'}: sources[0].path: 'nope.jsonl' not found")
+
+
+def test_export_format_is_case_insensitive_and_markers_are_not_listed(tmp_path, capsys):
+    out = tmp_path / "b"
+    assert main(["build", str(_recipe(tmp_path, eval={"size": 5})), "-o", str(out), "--quiet"]) == 0
+    assert main(["export", str(out), "--format", "TRL", "-o", str(tmp_path / "trl")]) == 0
+    printed = capsys.readouterr().out
+    assert "exported trl to" in printed and ".mbdefense" not in printed
+    assert (tmp_path / "trl" / "train.prompt_completion.jsonl").exists()
+
+
+def test_errors_are_printed_on_their_own_line_not_the_progress_bar(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    recipe = _bad_corpus(tmp_path)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "build", str(recipe), "-o",
+                           str(tmp_path / "o")], capture_output=True, text=True, env=env,
+                          cwd=root, timeout=120)
+    assert proc.returncode == 2
+    last = proc.stderr.replace("\r", "\n").rstrip("\n").split("\n")[-1]
+    assert last.startswith("error: ") and "3 bad rows" in last

@@ -116,7 +116,8 @@ def verify_command(build_dir: str) -> None:
 @click.command("export")
 @click.argument("build_dir", type=click.Path(path_type=str))
 @click.option("-f", "--format", "fmt", required=True,
-              type=click.Choice(["jsonl", "parquet", "trl", "llamafactory", "axolotl"]),
+              type=click.Choice(["jsonl", "parquet", "trl", "llamafactory", "axolotl"],
+                                case_sensitive=False),
               help="Target format.")
 @click.option("-o", "--out", default=None, type=click.Path(path_type=str),
               help="Output folder (default: BUILD_DIR/exports/FORMAT).")
@@ -127,6 +128,7 @@ def export_command(build_dir: str, fmt: str, out: str | None, splits: tuple[str,
     """Export a build for TRL, LLaMA-Factory, axolotl, or as JSONL / Parquet."""
     from mbdata.exporters import export
 
+    fmt = fmt.lower()
     path = export(build_dir, fmt, out, splits=list(splits) or None, overwrite=overwrite)
     files = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
     click.echo(f"exported {fmt} to {path}: {', '.join(files)}")
