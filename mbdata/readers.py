@@ -368,30 +368,45 @@ def check_fields(layout: str, fields: dict[str, str], option: str = "--field") -
 
 
 def _check_schema(source: SourceSpec, path: Path | None, probe: list[dict],
-                  prompts_only: bool) -> None:
-    """Fail once, before any row error, when a required column is absent from the first rows."""
+                  prompts_only: bool, option: str = "--field") -> None:
+    """Fail once, before any row error, when required columns are absent from the first rows:
+    list the columns found and say how to map them (with the exact column when only the case
+    differs)."""
     if not probe or source.kind == "synthetic":
         return
     found: dict[str, None] = {}
     for record in probe:
         found.update(dict.fromkeys(record))
+    missing, mapping = [], {}
     for name, column in _required_columns(source, prompts_only).items():
         if column in found:
             continue
-        hint = f"map it with --field {name}=COLUMN (recipe: `fields: {{{name}: COLUMN}}`)"
+        missing.append(f"{column!r}" + ("" if column == name else f" ({name})"))
         same = [c for c in found if isinstance(c, str) and c.lower() == column.lower()]
-        if same:
-            hint = (f"{same[0]!r} differs only in case: use --field {name}={same[0]} "
-                    f"(recipe: `fields: {{{name}: {same[0]}}}`)")
-        columns = ", ".join(repr(c) for c in found) or "(none)"
-        raise InputError(f"{_where(source, path)}: column {column!r} ({name}) is missing from the "
-                         f"first {len(probe)} rows; columns found: {columns}; {hint}")
+        mapping[name] = same[0] if same else None
+    if not missing:
+        return
+    if all(mapping.values()):
+        pairs = list(mapping.items())
+        lead = "the names differ only in case: map them"
+    else:
+        pairs = [(name, column or "COLUMN") for name, column in mapping.items()]
+        lead = "map the columns that hold them"
+    recipe = "`fields: {" + ", ".join(f"{n}: {c}" for n, c in pairs) + "}`"
+    how = (f"in the recipe's source: {recipe}" if option == "fields:" else
+           "with " + " ".join(f"{option} {n}={c}" for n, c in pairs) + f" (recipe: {recipe})")
+    columns = ", ".join(repr(c) for c in found) or "(none)"
+    what = "column" if len(missing) == 1 else "columns"
+    raise InputError(f"{_where(source, path)}: required {what} {', '.join(missing)} missing from "
+                     f"the first {len(probe)} rows; columns found: {columns}; {lead} {how}")
 
 
 def _records_with_schema_check(records: Iterator[RawRecord], source: SourceSpec,
-                               path: Path | None, prompts_only: bool) -> Iterator[RawRecord]:
+                               path: Path | None, prompts_only: bool,
+                               option: str) -> Iterator[RawRecord]:
     probe = list(itertools.islice(records, SCHEMA_PROBE_ROWS))
-    _check_schema(source, path, [r for _, _, r in probe if isinstance(r, dict)], prompts_only)
+    _check_schema(source, path, [r for _, _, r in probe if isinstance(r, dict)], prompts_only,
+                  option)
     yield from probe
     yield from records
 
@@ -435,7 +450,8 @@ def layout_without_answer(record: dict, source: SourceSpec) -> dict[str, Any]:
 
 
 def read_rows(source: SourceSpec, path: Path | None, *, seed: int = 0, skip_bad_rows: bool = False,
-              lenient: bool = False, prompts_only: bool = False) -> ReadResult:
+              lenient: bool = False, prompts_only: bool = False,
+              field_option: str = "--field") -> ReadResult:
     """Read one source into a canonical table (``split='train'``, ``role='clean'``).
 
     ``source_row`` is the 0-based index of the row in the input as read, skipped rows included.
@@ -452,7 +468,7 @@ def read_rows(source: SourceSpec, path: Path | None, *, seed: int = 0, skip_bad_
     stats = StageStats(name=f"read/{source.name}")
     container = CONTAINERS.get(source.kind, "kind")
     LAYOUTS.get(source.layout, "layout")
-    check_fields(source.layout, source.fields)
+    check_fields(source.layout, source.fields, field_option)
     records = (container(path, source, seed=seed) if source.kind == "synthetic"
                else container(path, source))
     rows = []
@@ -460,7 +476,7 @@ def read_rows(source: SourceSpec, path: Path | None, *, seed: int = 0, skip_bad_
     extra_turns = 0
     seen = 0
     for pos, source_row, record in _records_with_schema_check(records, source, path,
-                                                              prompts_only):
+                                                              prompts_only, field_option):
         seen += 1
         try:
             if isinstance(record, RowProblem):
@@ -530,13 +546,14 @@ class InputRead:
 def read_input(path: str | Path, *, kind: str | None = None, layout: str = "alpaca",
                fields: dict[str, str] | None = None, skip_bad_rows: bool = False,
                split: str | None = None, lenient: bool = False,
-               prompts_only: bool = False) -> InputRead:
+               prompts_only: bool = False, field_option: str = "--field") -> InputRead:
     """Read a file or folder into a canonical table, guessing the kind from the path.
 
     A build folder yields all its splits (or ``split``) with rows as stored, numbered by position;
     any other input yields rows with ``source`` = the file stem and ``source_row`` = the 0-based
     index of the row in the input as read (skipped rows included). See :func:`read_rows` for
-    ``skip_bad_rows``, ``lenient`` and ``prompts_only``.
+    ``skip_bad_rows``, ``lenient`` and ``prompts_only``; ``field_option`` is the option named in
+    column-mapping hints (``--reference-field`` for a decontamination reference).
     """
     path = Path(path)
     if not path.exists():
@@ -552,11 +569,11 @@ def read_input(path: str | Path, *, kind: str | None = None, layout: str = "alpa
         splits = [split] if split else build.splits
         table = pa.concat_tables([build.table(s) for s in splits])
         return InputRead(table, [], np.arange(table.num_rows, dtype=np.int64), True)
-    check_fields(layout, dict(fields or {}))
+    check_fields(layout, dict(fields or {}), field_option)
     source = SourceSpec(name=path.stem or "input", kind=kind, path=str(path), layout=layout,
                         fields=dict(fields or {}), split=split or "train")
     result = read_rows(source, path, skip_bad_rows=skip_bad_rows, lenient=lenient,
-                       prompts_only=prompts_only)
+                       prompts_only=prompts_only, field_option=field_option)
     rows = result.table.column("source_row").to_numpy().astype(np.int64)
     return InputRead(result.table, result.skipped, rows, False)
 

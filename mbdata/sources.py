@@ -53,7 +53,8 @@ class SourcesStage:
             seed = _synthetic_seed(self.recipe.seed, source.name)
             ctx.inputs[source.name] = {"synthetic": {"count": source.count, "seed": seed,
                                                      "tasks": source.tasks}}
-            return self._rows(read_rows(source, None, seed=seed, skip_bad_rows=ctx.skip_bad_rows),
+            return self._rows(read_rows(source, None, seed=seed, skip_bad_rows=ctx.skip_bad_rows,
+                                        field_option="fields:"),
                               ctx)
         if source.kind == "hub":
             ctx.inputs[source.name] = {"hub": source.path, "subset": source.subset,
@@ -61,7 +62,8 @@ class SourcesStage:
         else:
             path = ctx.resolve(source.path)
             ctx.inputs[source.name] = input_record(path, source.path)
-        return self._rows(read_rows(source, path, skip_bad_rows=ctx.skip_bad_rows), ctx)
+        return self._rows(read_rows(source, path, skip_bad_rows=ctx.skip_bad_rows,
+                                        field_option="fields:"), ctx)
 
     @staticmethod
     def _rows(result, ctx: BuildContext) -> tuple[pa.Table, StageStats]:

@@ -44,7 +44,8 @@ def test_prompts_only_reference_with_reference_field(tmp_path, capsys):
     corpus, ref = _corpus(tmp_path)
     assert main(["dedup", str(corpus), "-o", str(tmp_path / "o"), "--reference", str(ref)]) == 2
     err = capsys.readouterr().err
-    assert "column 'instruction' (instruction) is missing" in err and "'question'" in err
+    assert "required column 'instruction' missing" in err and "'question'" in err
+    assert "--reference-field instruction=COLUMN" in err
     assert main(["dedup", str(corpus), "-o", str(tmp_path / "o"), "--reference", str(ref),
                  "--reference-field", "instruction=question"]) == 0
     b = mbdata.open_build(tmp_path / "o")

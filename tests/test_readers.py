@@ -207,13 +207,14 @@ def test_missing_column_is_one_schema_error_listing_the_columns(tmp_path, write_
     with pytest.raises(InputError) as err:
         read_any(tmp_path / "a.csv", skip_bad_rows=True)
     message = str(err.value)
-    assert "column 'output' (output) is missing from the first 3 rows" in message
+    assert "required column 'output' missing from the first 3 rows" in message
     assert "columns found: 'instruction', 'input', 'response'" in message
-    assert "--field output=COLUMN" in message and "fields:" in message
+    assert "--field output=COLUMN" in message and "fields: {output: COLUMN}" in message
     assert "bad row" not in message
     write_jsonl("cap.jsonl", [{"Instruction": "a", "Output": "b"}])
-    with pytest.raises(InputError, match=r"'Instruction' differs only in case: use "
-                                         r"--field instruction=Instruction"):
+    with pytest.raises(InputError, match=r"required columns 'instruction', 'output' missing .*"
+                                         r"differ only in case: map them with --field "
+                                         r"instruction=Instruction --field output=Output"):
         read_any(tmp_path / "cap.jsonl")
     t = read_any(tmp_path / "cap.jsonl", fields={"instruction": "Instruction", "output": "Output"})
     assert t.num_rows == 1
@@ -239,7 +240,7 @@ def test_json_array_read_as_jsonl_suggests_kind_json(tmp_path):
 
 def test_prompts_only_reference_reads_without_output(tmp_path, write_jsonl):
     write_jsonl("ref.jsonl", [{"prompt": "Tell me a joke."}, {"prompt": "Name a colour."}])
-    with pytest.raises(InputError, match="column 'instruction'"):
+    with pytest.raises(InputError, match="required column 'instruction' missing"):
         read_any(tmp_path / "ref.jsonl", prompts_only=True)
     t = read_any(tmp_path / "ref.jsonl", prompts_only=True, fields={"instruction": "prompt"})
     assert t.column("instruction").to_pylist() == ["Tell me a joke.", "Name a colour."]

@@ -112,7 +112,8 @@ def dedup_path(input_path: str | Path, out_dir: str | Path, config: DedupConfig 
     reference = reference_rows = None
     inputs = {"input": input_record(Path(input_path), str(input_path))}
     if reference_path is not None:
-        ref = read_input(reference_path, fields=reference_fields, lenient=True, prompts_only=True)
+        ref = read_input(reference_path, fields=reference_fields, lenient=True, prompts_only=True,
+                         field_option="--reference-field")
         reference, reference_rows = ref.table, ref.row_numbers
         skipped += [{**b.record(), "source": f"reference:{b.source}"} for b in ref.skipped]
         inputs["reference"] = input_record(Path(reference_path), str(reference_path))
