@@ -387,6 +387,13 @@ def _check_schema(source: SourceSpec, path: Path | None, probe: list[dict],
     if not missing:
         return
     if all(mapping.values()):
+        # Optional columns spelt the same way are mapped too (else `Input` would be silently lost).
+        for name in LAYOUT_FIELDS[source.layout]:
+            column = source.fields.get(name, name)
+            if name not in mapping and column not in found:
+                same = [c for c in found if isinstance(c, str) and c.lower() == column.lower()]
+                if same:
+                    mapping[name] = same[0]
         pairs = list(mapping.items())
         lead = "the names differ only in case: map them"
     else:

@@ -211,10 +211,11 @@ def test_missing_column_is_one_schema_error_listing_the_columns(tmp_path, write_
     assert "columns found: 'instruction', 'input', 'response'" in message
     assert "--field output=COLUMN" in message and "fields: {output: COLUMN}" in message
     assert "bad row" not in message
-    write_jsonl("cap.jsonl", [{"Instruction": "a", "Output": "b"}])
+    write_jsonl("cap.jsonl", [{"Instruction": "a", "Input": "c", "Output": "b"}])
     with pytest.raises(InputError, match=r"required columns 'instruction', 'output' missing .*"
                                          r"differ only in case: map them with --field "
-                                         r"instruction=Instruction --field output=Output"):
+                                         r"instruction=Instruction --field output=Output "
+                                         r"--field input=Input"):
         read_any(tmp_path / "cap.jsonl")
     t = read_any(tmp_path / "cap.jsonl", fields={"instruction": "Instruction", "output": "Output"})
     assert t.num_rows == 1
