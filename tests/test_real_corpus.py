@@ -72,6 +72,9 @@ def test_build_is_strict_then_skips_and_keeps_row_numbers(messy, capsys):
     assert len(clean) > 200
     for r in clean + list(b.table("eval_clean").to_pylist()):
         assert r["instruction"] == _instruction_of(rows, r["source_row"])
+    assert main(["inspect", str(root / "b"), "-n", "0"]) == 0
+    assert ("skipped input rows: 4 (corpus:empty:output=2, corpus:invalid_json=1, "
+            "corpus:missing:output=1), each listed in skipped.jsonl") in capsys.readouterr().out
     used = {r["source_row"] for s in b.splits for r in b.table(s).to_pylist()}
     assert not used & {7, 50, 123, 200}
 
