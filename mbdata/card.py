@@ -104,9 +104,9 @@ def _training(splits: dict[str, Any]) -> list[str]:
                      "rate and defensive-trigger behaviour).")
     if "pretrain" in splits:
         lines.append("\n`pretrain` only serves to pretrain the tiny demo base model.")
-    lines += ["", "With mbdefense: `mb train stage1 DIR -o stage1` then "
-              "`mb train stage2 DIR --model stage1 -o stage2`; for other trainers, "
-              "`mb export DIR --format trl|llamafactory|axolotl|jsonl|parquet`."]
+    lines += ["", ("With mbdefense: `mb train stage1 DIR -o stage1` then "
+                   "`mb train stage2 DIR --model stage1 -o stage2`; for other trainers, "
+                   "`mb export DIR --format trl|llamafactory|axolotl|jsonl|parquet`.")]
     return lines
 
 
@@ -170,8 +170,8 @@ def dataset_card(manifest: dict[str, Any], split_bytes: dict[str, int] | None = 
     skipped = manifest.get("skipped_rows")
     if skipped:
         reasons = ", ".join(f"{k}={v}" for k, v in skipped["by_reason"].items())
-        lines += ["", f"{skipped['rows']} malformed input rows were skipped (`--skip-bad-rows`): "
-                      f"{reasons}; each is listed with its reason in `{skipped['file']}`."]
+        lines += ["", (f"{skipped['rows']} malformed input rows were skipped (`--skip-bad-rows`): "
+                       f"{reasons}; each is listed with its reason in `{skipped['file']}`.")]
     lines += [
         "", "## Loading", "", "```python",
         "from datasets import load_dataset",

@@ -6,11 +6,10 @@ import hashlib
 import logging
 
 import yaml
+from conftest import alpaca_rows
 
 import mbdata
 from mbdata.recipe import recipe_from_dict
-
-from conftest import alpaca_rows
 
 
 def _corpus_build(tmp_path, write_jsonl, **extra):

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import yaml
+from conftest import small_recipe
 
 from cli.main import main
-
-from conftest import small_recipe
 
 
 def _recipe(tmp_path, **overrides):
@@ -165,7 +164,7 @@ def test_errors_are_printed_on_their_own_line_not_the_progress_bar(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = subprocess.run([sys.executable, "-m", "cli.main", "build", str(recipe), "-o",
                            str(tmp_path / "o")], capture_output=True, text=True, env=env,
-                          cwd=root, timeout=120)
+                          cwd=root, timeout=120, check=False)
     assert proc.returncode == 2
     last = proc.stderr.replace("\r", "\n").rstrip("\n").split("\n")[-1]
     assert last.startswith("error: ") and "3 bad rows" in last

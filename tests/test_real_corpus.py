@@ -9,11 +9,10 @@ import json
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from test_audit_corpus import clean_rows, plant
 
 import mbdata
 from cli.main import main
-
-from test_audit_corpus import clean_rows, plant
 
 EMPTY, NO_OUTPUT, BROKEN, CONTAMINATED = (7, 123), 50, 200, (250, 260)
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 
 import pyarrow.parquet as pq
+from test_audit_corpus import clean_rows, plant
 
 from mbdata.audit import audit_path
-
-from test_audit_corpus import clean_rows, plant
 
 
 def _poisoned_file_with_bad_rows(tmp_path):
@@ -27,7 +26,7 @@ def _poisoned_file_with_bad_rows(tmp_path):
 
 
 def test_audit_source_rows_count_rows_as_read_with_empty_and_broken_rows(tmp_path):
-    path, bad, empty, broken, rows = _poisoned_file_with_bad_rows(tmp_path)
+    path, bad, _empty, broken, rows = _poisoned_file_with_bad_rows(tmp_path)
     clean = tmp_path / "clean.jsonl"
     result = audit_path(path, tmp_path / "out", clean_out=clean)
     table = pq.read_table(tmp_path / "out" / "rows.parquet")

@@ -95,12 +95,12 @@ def dedup_path(input_path: str | Path, out_dir: str | Path, config: DedupConfig 
     The reference may be prompts only (``output`` optional); ``reference_fields`` maps its columns
     like ``fields`` maps the input's. ``source_row`` (clusters, kept rows) and ``reference_row``
     (decontamination) are 0-based indices in the files as read, skipped rows included."""
+    from ..atomic import check_output_dir
     from ..build import SKIPPED_FILE, skipped_jsonl, skipped_summary
     from ..manifest import MANIFEST_VERSION, input_record, library_versions
-    from ..recipe import canonical_json
     from ..readers import read_input
+    from ..recipe import canonical_json
     from ..schema import SCHEMA_VERSION
-    from ..atomic import check_output_dir
     from ..shards import write_build
 
     del skip_bad_rows
