@@ -34,18 +34,35 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def close_progress_bars() -> None:
+    """Close every open tqdm bar, so a message printed next starts on a clean line of its own
+    (an error raised mid-build would otherwise land after the bar's text)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+def fail(message: str) -> None:
+    """Print an error message on its own line of stderr, after any progress bar is cleared."""
+    close_progress_bars()
+    click.echo(message, err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``mb``; returns the exit code (used by the console script and by tests)."""
     try:
         cli.main(args=argv, prog_name="mb", standalone_mode=False)
     except MBError as exc:
-        click.echo(f"error: {exc}", err=True)
+        fail(f"error: {exc}")
         return EXIT_USER_ERROR
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        fail("aborted")
         return 130
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        fail("interrupted")
         return 130
     except click.ClickException as exc:
         exc.show()

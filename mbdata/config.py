@@ -151,9 +151,29 @@ def coerce(tp: Any, value: Any, path: str) -> Any:
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise RecipeError(f"{path}: expected a string, got {type(value).__name__} {value!r}")
+            raise RecipeError(f"{path}: expected a string, got {type(value).__name__} {value!r}"
+                              f"{_quote_hint(path, value)}")
         return value
     raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in a block definition
+
+
+def _did_you_mean(key: Any, allowed: Any) -> str:
+    """`` (did you mean 'defense'?)`` for a near miss of an allowed key, else ""."""
+    import difflib
+
+    if not isinstance(key, str):
+        return ""
+    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _quote_hint(path: str, value: Any) -> str:
+    """YAML reads an unquoted ``1.0`` or ``2`` as a number; say how to keep it a string."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return ""
+    key = path.rsplit(".", 1)[-1] or "key"
+    example = "1.0.0" if key == "version" else str(value)
+    return f" (YAML reads an unquoted {value!r} as a number: quote it, e.g. {key}: \"{example}\")"
 
 
 def from_mapping(cls: type, data: Any, path: str = "") -> Any:
@@ -170,7 +190,8 @@ def from_mapping(cls: type, data: Any, path: str = "") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields), key=repr)
     if unknown:
-        raise RecipeError(f"{where}: unknown key {unknown[0]!r}; allowed keys: " + ", ".join(fields))
+        raise RecipeError(f"{where}: unknown key {unknown[0]!r}{_did_you_mean(unknown[0], fields)}; "
+                          "allowed keys: " + ", ".join(fields))
     kwargs = {}
     for name, field in fields.items():
         key_path = _join(path, name)

@@ -413,7 +413,8 @@ def check_source_files(loaded: LoadedRecipe) -> None:
             continue
         p = Path(source.path).expanduser()
         p = p if p.is_absolute() else loaded.base_dir / p
-        key = f"sources[{i}].path"
+        # The one check made after parsing: name the recipe file like every other recipe error.
+        key = f"{loaded.path}: sources[{i}].path" if loaded.path else f"sources[{i}].path"
         if not p.exists():
             raise RecipeError(f"{key}: {source.path!r} not found (looked at {p})")
         if source.kind == "hf_disk" and not p.is_dir():

@@ -56,7 +56,7 @@ def test_fingerprint_changes_with_content_not_key_order():
     ({"defense": {"rate": -0.1}}, "defense.rate: must be >= 0.0"),
     ({"recovery": {"size": -5}}, "recovery.size: must be >= 1"),
     ({"recovery": {"eval_fraction": 1.0}}, "recovery.eval_fraction: must be < 1.0"),
-    ({"eval": {"sizee": 3}}, "eval: unknown key 'sizee'; allowed keys: size, attack_triggers"),
+    ({"eval": {"sizee": 3}}, "eval: unknown key 'sizee' (did you mean 'size'?); allowed keys: size, attack_triggers"),
     ({"sources": [{"name": "s", "kind": "synthetic"}]}, "sources[0].count: required"),
     ({"sources": [{"name": "s", "kind": "jsonl"}]}, "sources[0].path: required for kind 'jsonl'"),
     ({"sources": [{"name": "s", "kind": "synthetic", "count": -1}]}, "sources[0].count: must be >= 0"),
