@@ -9,6 +9,7 @@ artifact               written by                   read by
 :class:`PoisonedRows`  attacks, defense             attacks, defense (rows still free)
 :class:`TriggerSets`   attacks, defense             defense, eval, pretrain_noise, manifest
 :class:`DefenseSets`   defense                      recovery
+:class:`SkippedRows`   sources                      manifest, ``skipped.jsonl``
 =====================  ===========================  =========================================
 """
 
@@ -55,3 +56,11 @@ class DefenseSets:
     """The defender's trigger sets, in order (stage 2's tuples are built from them)."""
 
     sets: tuple[TriggerSet, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class SkippedRows:
+    """Input rows ``--skip-bad-rows`` left out, one JSON record each (source, row, reason), in
+    reading order."""
+
+    records: tuple[dict, ...] = ()

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .artifacts import TriggerSets
+from .artifacts import SkippedRows, TriggerSets
 from .card import dataset_card
 from .errors import BuildError, RecipeError
 from .manifest import MANIFEST_VERSION, library_versions
@@ -69,6 +69,10 @@ class BuildResult:
     tables: dict[str, pa.Table]
     stats: list[StageStats]
     context: BuildContext
+
+    def skipped_rows(self) -> list[dict[str, Any]]:
+        found = self.context.artifacts.get(SkippedRows)
+        return list(found.records) if found else []
 
     def trigger_records(self) -> list[dict[str, Any]]:
         planted = self.context.artifacts.get(TriggerSets)
@@ -140,7 +144,7 @@ def skipped_jsonl(records: list[dict[str, Any]]) -> bytes:
 
 def make_manifest(loaded: LoadedRecipe, result: BuildResult, skip_bad_rows: bool) -> dict[str, Any]:
     recipe = loaded.recipe
-    skipped = result.context.state.get("skipped_rows", [])
+    skipped = result.skipped_rows()
     # Only present when rows were skipped, so builds without skipped rows keep their content hash.
     extra = {"skipped_rows": skipped_summary(skipped)} if skipped else {}
     return {
@@ -179,7 +183,7 @@ def build(recipe: LoadedRecipe | str | Path, out_dir: str | Path, *, overwrite: 
                          "eval/recovery/pretrain sizes")
     manifest = make_manifest(loaded, result, skip_bad_rows)
     timings = {s.name: round(s.seconds, 4) for s in result.stats}
-    skipped = result.context.state.get("skipped_rows", [])
+    skipped = result.skipped_rows()
     extra = {SKIPPED_FILE: skipped_jsonl(skipped)} if skipped else None
     return write_build(out_dir, result.tables, manifest, side_tables=result.context.side_tables,
                        overwrite=overwrite, shard_rows=loaded.recipe.output.shard_rows,

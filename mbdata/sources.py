@@ -1,7 +1,7 @@
 """The first stage: read every source, apply ``limit`` / ``sample`` / ``count`` / ``weight``, mix.
 
 Per source, in this order: read (``source_row`` = 0-based index in the source as read, skipped
-rows included; with ``--skip-bad-rows`` each skipped row is kept in ``ctx.state["skipped_rows"]``
+rows included; with ``--skip-bad-rows`` each skipped row is kept in the :class:`SkippedRows` artifact
 for the build's ``skipped.jsonl``) -> ``limit``
 (first N rows) -> ``sample`` (seeded N rows) -> the mix: ``count`` (seeded N rows) or ``weight`` (a
 share of ``mix_size`` among weighted sources, rounded by largest remainder so shares add up exactly).
@@ -15,6 +15,7 @@ import hashlib
 import numpy as np
 import pyarrow as pa
 
+from .artifacts import SkippedRows
 from .errors import BuildError
 from .manifest import input_record
 from .pipeline import BuildContext, StageStats, seeded_subset
@@ -43,6 +44,7 @@ class SourcesStage:
     """Read and mix all sources into one canonical table (``split='train'``, ``role='clean'``)."""
 
     name = "sources"
+    writes = (SkippedRows,)
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
@@ -68,7 +70,9 @@ class SourcesStage:
     @staticmethod
     def _rows(result, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
         """The read table and stats; skipped rows are kept for ``skipped.jsonl``."""
-        ctx.state.setdefault("skipped_rows", []).extend(b.record() for b in result.skipped)
+        if result.skipped:
+            before = ctx.find(SkippedRows) or SkippedRows()
+            ctx.put(SkippedRows(before.records + tuple(b.record() for b in result.skipped)))
         return result.table, result.stats
 
     def run(self, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
