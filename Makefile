@@ -14,6 +14,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
+	@echo "mb is installed in $(VENV): run 'source $(VENV)/bin/activate' (or call $(BIN)/mb)"
 
 setup: $(BIN)/.installed
 

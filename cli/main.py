@@ -45,6 +45,23 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+def close_progress_bars() -> None:
+    """Close every open tqdm bar, so a message printed next starts on a clean line of its own
+    (an error raised mid-build would otherwise land after the bar's text)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+def fail(message: str) -> None:
+    """Print an error message on its own line of stderr, after any progress bar is cleared."""
+    close_progress_bars()
+    click.echo(message, err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``mb``; returns the exit code (used by the console script and by tests)."""
     previous = None
@@ -63,19 +80,19 @@ def _run(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="mb", standalone_mode=False)
     except MBError as exc:
-        click.echo(f"error: {exc}", err=True)
+        fail(f"error: {exc}")
         return EXIT_USER_ERROR
     except Terminated:
-        click.echo("terminated", err=True)
+        fail("terminated")
         return 143
     except click.exceptions.Abort as exc:
         if isinstance(exc.__cause__, Terminated):  # click wraps KeyboardInterrupt in Abort
-            click.echo("terminated", err=True)
+            fail("terminated")
             return 143
-        click.echo("aborted", err=True)
+        fail("aborted")
         return 130
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        fail("interrupted")
         return 130
     except click.ClickException as exc:
         exc.show()

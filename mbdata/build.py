@@ -17,11 +17,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .artifacts import SkippedRows, TriggerSets
 from .atomic import check_output_dir, check_separate
 from .card import dataset_card
 from .errors import BuildError, RecipeError
 from .manifest import MANIFEST_VERSION, library_versions
-from .pipeline import BuildContext, Stage, StageStats, run_stage
+from .pipeline import BuildContext, Stage, StageStats, check_wiring, run_stage
 from .recipe import LoadedRecipe, Recipe, load_recipe
 from .schema import SCHEMA_VERSION, empty_table
 from .shards import write_build
@@ -57,6 +58,7 @@ def pipeline(recipe: Recipe) -> list[Stage]:
     if recipe.pretrain is not None:
         stages.append(PretrainNoiseStage(recipe.pretrain))
     stages.append(LeakCheckStage())
+    check_wiring(stages)
     return stages
 
 
@@ -68,10 +70,13 @@ class BuildResult:
     stats: list[StageStats]
     context: BuildContext
 
+    def skipped_rows(self) -> list[dict[str, Any]]:
+        found = self.context.artifacts.get(SkippedRows)
+        return list(found.records) if found else []
+
     def trigger_records(self) -> list[dict[str, Any]]:
-        rows = self.context.state.get("trigger_rows", {})
-        return [ts.manifest_record(rows.get(ts.name))
-                for ts in self.context.state.get("trigger_sets", [])]
+        planted = self.context.artifacts.get(TriggerSets)
+        return planted.manifest_records() if planted else []
 
 
 def run_pipeline(loaded: LoadedRecipe, *, skip_bad_rows: bool = False,
@@ -88,15 +93,18 @@ def run_pipeline(loaded: LoadedRecipe, *, skip_bad_rows: bool = False,
         from tqdm import tqdm
 
         bar = tqdm(stages, desc="build", unit="stage", leave=False)
-    for stage in stages:
+    try:
+        for stage in stages:
+            if bar is not None:
+                bar.set_postfix_str(stage.name)
+            table, stage_stats = run_stage(stage, table, ctx)
+            stats.append(stage_stats)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        # Cleared before an error is printed, so the message gets a line of its own.
         if bar is not None:
-            bar.set_postfix_str(stage.name)
-        table, stage_stats = run_stage(stage, table, ctx)
-        stats.append(stage_stats)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.close()
     splits = sorted(set(table.column("split").to_pylist()))
     tables = {s: table.filter(pc.equal(table.column("split"), s)) for s in splits}
     return BuildResult(tables=tables, stats=stats, context=ctx)
@@ -111,8 +119,34 @@ def with_seed(loaded: LoadedRecipe, seed: int | None) -> LoadedRecipe:
     return dataclasses.replace(loaded, recipe=dataclasses.replace(loaded.recipe, seed=seed))
 
 
+SKIPPED_FILE = "skipped.jsonl"
+
+
+def skipped_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest's ``skipped_rows``: how many rows ``--skip-bad-rows`` dropped, per source and
+    reason, and the file listing each one."""
+    by: dict[str, int] = {}
+    for r in records:
+        key = f"{r['source']}:{r['reason']}"
+        by[key] = by.get(key, 0) + 1
+    import hashlib
+
+    return {"rows": len(records), "by_reason": dict(sorted(by.items())), "file": SKIPPED_FILE,
+            "sha256": hashlib.sha256(skipped_jsonl(records)).hexdigest()}
+
+
+def skipped_jsonl(records: list[dict[str, Any]]) -> bytes:
+    import json
+
+    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n"
+                   for r in records).encode("utf-8")
+
+
 def make_manifest(loaded: LoadedRecipe, result: BuildResult, skip_bad_rows: bool) -> dict[str, Any]:
     recipe = loaded.recipe
+    skipped = result.skipped_rows()
+    # Only present when rows were skipped, so builds without skipped rows keep their content hash.
+    extra = {"skipped_rows": skipped_summary(skipped)} if skipped else {}
     return {
         "manifest_version": MANIFEST_VERSION,
         "schema_version": SCHEMA_VERSION,
@@ -126,6 +160,7 @@ def make_manifest(loaded: LoadedRecipe, result: BuildResult, skip_bad_rows: bool
         "options": {"skip_bad_rows": skip_bad_rows},
         "stages": [s.as_manifest() for s in result.stats],
         "triggers": result.trigger_records(),
+        **extra,
     }
 
 
@@ -146,7 +181,8 @@ def build(recipe: LoadedRecipe | str | Path, out_dir: str | Path, *, overwrite: 
 
     ``recipe`` is a :class:`LoadedRecipe` or a path to a recipe file. ``seed`` overrides the
     recipe's seed (and is recorded in the resolved recipe). ``skip_bad_rows`` drops malformed input
-    rows instead of failing, counting them in the manifest. A recipe with a rewrite hook
+    rows instead of failing: they are counted in the manifest (``skipped_rows``) and the card, and
+    each is listed with its reason in ``skipped.jsonl``. A recipe with a rewrite hook
     (``function: module:fn``) runs that code; ``hooks=False`` refuses such a recipe.
     """
     loaded = recipe if isinstance(recipe, LoadedRecipe) else load_recipe(recipe, hooks=hooks)
@@ -164,6 +200,22 @@ def build(recipe: LoadedRecipe | str | Path, out_dir: str | Path, *, overwrite: 
                          "eval/recovery/pretrain sizes")
     manifest = make_manifest(loaded, result, skip_bad_rows)
     timings = {s.name: round(s.seconds, 4) for s in result.stats}
+    skipped = result.skipped_rows()
+    extra = {SKIPPED_FILE: skipped_jsonl(skipped)} if skipped else None
     return write_build(out_dir, result.tables, manifest, side_tables=result.context.side_tables,
                        overwrite=overwrite, shard_rows=loaded.recipe.output.shard_rows,
-                       card=dataset_card, timings=timings)
+                       card=build_card, timings=timings, extra_files=extra)
+
+
+def build_card(manifest: dict[str, Any], root: Path) -> str:
+    """The card of a build. ``datasets`` records a split's ``num_bytes`` as the Arrow
+    size of the rows it read, so the sizes are taken from the shards as written (the in-memory
+    tables may carry validity buffers the IPC writer leaves out)."""
+    split_bytes = {}
+    for name, split in manifest["splits"].items():
+        total = 0
+        for shard in split["shards"]:
+            with pa.memory_map(str(root / shard["path"])) as source:
+                total += pa.ipc.open_file(source).read_all().nbytes
+        split_bytes[name] = total
+    return dataset_card(manifest, split_bytes)

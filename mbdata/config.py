@@ -13,6 +13,7 @@ Constraints are declared next to the field, via :func:`spec`:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import types
@@ -28,10 +29,13 @@ _YAML11_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 def spec(default: Any = _MISSING, *, default_factory: Any = _MISSING, ge: float | None = None,
          le: float | None = None, gt: float | None = None, lt: float | None = None,
-         pattern: str | None = None, form: str | None = None, doc: str = "") -> Any:
+         pattern: str | None = None, form: str | None = None, doc: str = "",
+         choices: Any = None) -> Any:
     """A dataclass field with validation metadata (bounds, regex ``pattern`` described to users
-    as ``form``) and a docstring."""
-    meta = {"ge": ge, "le": le, "gt": gt, "lt": lt, "pattern": pattern, "form": form, "doc": doc}
+    as ``form``, ``choices``: a zero-argument callable giving the allowed names, normally a
+    :meth:`mbdata.registry.Registry.choices`, so the registry is the one list) and a docstring."""
+    meta = {"ge": ge, "le": le, "gt": gt, "lt": lt, "pattern": pattern, "form": form, "doc": doc,
+            "choices": choices}
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     if default is _MISSING:
@@ -70,6 +74,15 @@ def _check_bounds(value: Any, meta: dict, path: str) -> None:
             raise RecipeError(f"{path}: must be > {meta['gt']}, got {value}")
         if meta.get("lt") is not None and value >= meta["lt"]:
             raise RecipeError(f"{path}: must be < {meta['lt']}, got {value}")
+    if isinstance(value, str) and meta.get("choices") is not None:
+        registry = getattr(meta["choices"], "__self__", None)
+        if value not in meta["choices"]():
+            if registry is not None:
+                raise RecipeError(registry.unknown(value, path))
+            close = difflib.get_close_matches(value.lower(), meta["choices"](), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise RecipeError(f"{path}: {short_repr(value)} is not allowed{hint}; allowed values: "
+                              + ", ".join(repr(a) for a in meta["choices"]()))
     if isinstance(value, str) and meta.get("pattern") and not re.fullmatch(meta["pattern"], value):
         form = meta.get("form") or f"matching {meta['pattern']}"
         raise RecipeError(f"{path}: {short_repr(value)} is not {form}")
@@ -139,9 +152,29 @@ def coerce(tp: Any, value: Any, path: str) -> Any:
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise RecipeError(f"{path}: expected a string, got {type(value).__name__} {short_repr(value)}")
+            raise RecipeError(f"{path}: expected a string, got {type(value).__name__} "
+                              f"{short_repr(value)}{_quote_hint(path, value)}")
         return value
     raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in a block definition
+
+
+def _did_you_mean(key: Any, allowed: Any) -> str:
+    """`` (did you mean 'defense'?)`` for a near miss of an allowed key, else ""."""
+    import difflib
+
+    if not isinstance(key, str):
+        return ""
+    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _quote_hint(path: str, value: Any) -> str:
+    """YAML reads an unquoted ``1.0`` or ``2`` as a number; say how to keep it a string."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return ""
+    key = path.rsplit(".", 1)[-1] or "key"
+    example = "1.0.0" if key == "version" else str(value)
+    return f" (YAML reads an unquoted {short_repr(value)} as a number: quote it, e.g. {key}: \"{example}\")"
 
 
 def from_mapping(cls: type, data: Any, path: str = "") -> Any:
@@ -158,7 +191,8 @@ def from_mapping(cls: type, data: Any, path: str = "") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields), key=repr)
     if unknown:
-        raise RecipeError(f"{where}: unknown key {short_repr(unknown[0])}; allowed keys: " + ", ".join(fields))
+        raise RecipeError(f"{where}: unknown key {short_repr(unknown[0])}"
+                          f"{_did_you_mean(unknown[0], fields)}; allowed keys: " + ", ".join(fields))
     kwargs = {}
     for name, field in fields.items():
         key_path = _join(path, name)
@@ -198,5 +232,10 @@ def describe(cls: type) -> list[tuple[str, str, str, str]]:
             default = repr(to_mapping(f.default_factory()))
         else:
             default = "(required)"
-        rows.append((f.name, _type_name(hints[f.name]), default, f.metadata.get("doc", "")))
+        type_name = _type_name(hints[f.name])
+        if f.metadata.get("choices") is not None:
+            type_name = " | ".join(repr(c) for c in f.metadata["choices"]())
+            if "null" in _type_name(hints[f.name]):
+                type_name += " | null"
+        rows.append((f.name, type_name, default, f.metadata.get("doc", "")))
     return rows

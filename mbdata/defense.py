@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from .artifacts import DefenseSets, PoisonedRows, TriggerSets
 from .attacks import TriggerSet, poison, train_pool
 from .behaviors import compile_behavior
 from .errors import BuildError
@@ -101,13 +102,16 @@ class DefenseStage:
     """Insert the defender's triggers into ``rate`` of the train rows each."""
 
     name = "defense"
+    optional_reads = (PoisonedRows, TriggerSets)
+    writes = (PoisonedRows, TriggerSets, DefenseSets)
 
     def __init__(self, spec: DefenseSpec):
         self.spec = spec
 
     def trigger_texts(self, table: pa.Table, ctx: BuildContext) -> list[str]:
         vocab = corpus_vocabulary(table)
-        forbidden = attacker_words(ctx.state.get("trigger_sets", []))
+        planted = ctx.find(TriggerSets)
+        forbidden = attacker_words(list(planted.sets) if planted else [])
         if isinstance(self.spec.triggers, list):
             check_literal_triggers(self.spec.triggers, table, vocab, forbidden)
             return list(self.spec.triggers)
@@ -117,6 +121,8 @@ class DefenseStage:
     def run(self, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
         stats = StageStats(name=self.name)
         texts = self.trigger_texts(table, ctx)
+        poisoned = ctx.find(PoisonedRows)
+        planted = ctx.find(TriggerSets) or TriggerSets()
         sets = []
         for i, text in enumerate(texts):
             name = f"defense/{text}"
@@ -124,16 +130,19 @@ class DefenseStage:
                                         "defense.behavior", ctx.base_dir)
             trigger = Trigger(text, self.spec.placement, self.spec.position, "defender", name)
             ts = TriggerSet(name, "defender", (trigger,), "one", behavior, self.spec.rate)
-            pool, n = train_pool(table, ctx)
+            pool, poisoned = train_pool(table, poisoned)
+            n = poisoned.train_rows
             count = round_half_up(self.spec.rate * n)
             table, chosen = poison(table, ts, count, pool, ctx.rng(name), "defense",
                                    f"defense.triggers[{i}]")
-            ctx.state["poisoned"].update(int(c) for c in chosen)
-            ctx.state.setdefault("trigger_rows", {})[name] = count
+            poisoned = poisoned.plus(chosen)
+            planted = planted.plus(ts, count)
             sets.append(ts)
             stats.info[name] = {"rows": count, "rate": count / n if n else 0.0,
                                 "target_rate": self.spec.rate, "response": behavior.target,
                                 "train_rows": n}
-        ctx.state.setdefault("trigger_sets", []).extend(sets)
-        ctx.state["defense_sets"] = sets
+        if poisoned is not None:
+            ctx.put(poisoned)
+        ctx.put(planted)
+        ctx.put(DefenseSets(tuple(sets)))
         return table, stats

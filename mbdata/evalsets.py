@@ -12,6 +12,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .artifacts import TriggerSets
 from .pipeline import BuildContext, StageStats
 from .recipe import EvalSpec
 from .schema import from_rows
@@ -19,6 +20,7 @@ from .schema import from_rows
 
 class EvalStage:
     name = "eval"
+    optional_reads = (TriggerSets,)
 
     def __init__(self, spec: EvalSpec):
         self.spec = spec
@@ -26,7 +28,8 @@ class EvalStage:
     def run(self, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
         stats = StageStats(name=self.name)
         prompts = table.filter(pc.equal(table.column("split"), "eval_clean")).to_pylist()
-        sets = [ts for ts in ctx.state.get("trigger_sets", [])
+        planted = ctx.find(TriggerSets) or TriggerSets()
+        sets = [ts for ts in planted.sets
                 if (ts.owner == "attacker" and self.spec.attack_triggers)
                 or (ts.owner == "defender" and self.spec.defense_triggers)]
         rows = []

@@ -59,6 +59,7 @@ def summarize(path: str | Path, samples: int = 3, seed: int = 0) -> dict[str, An
         "stages": [{"name": s["name"], "rows_in": s["rows_in"], "rows_out": s["rows_out"],
                     "dropped": s["dropped"]} for s in m.get("stages", [])],
         "side_tables": {k: v["rows"] for k, v in m.get("side_tables", {}).items()},
+        "skipped_rows": m.get("skipped_rows"),
         "samples": sample_rows,
     }
 
@@ -111,6 +112,11 @@ def render(summary: dict[str, Any]) -> str:
                     [[st["name"], st["rows_in"], st["rows_out"],
                       ", ".join(f"{k}={v}" for k, v in st["dropped"].items())]
                      for st in s["stages"]])
+    skipped = s.get("skipped_rows")
+    if skipped:
+        lines += ["", f"skipped input rows: {skipped['rows']} ("
+                  + ", ".join(f"{k}={v}" for k, v in skipped["by_reason"].items())
+                  + f"), each listed in {skipped['file']}"]
     if s["side_tables"]:
         lines += ["", "side tables: " + ", ".join(f"{k} ({v} rows)"
                                                   for k, v in s["side_tables"].items())]

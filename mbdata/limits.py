@@ -28,6 +28,8 @@ def short_repr(value: Any, limit: int = MAX_REPR) -> str:
     """``repr(value)`` cut to ``limit`` characters (with ``...``), cheap for any size."""
     try:
         text = _REPR.repr(value)
+    except ValueError:  # an int past Python's 4,300-digit repr limit
+        text = f"<{type(value).__name__} too long to show>"
     except RecursionError:
         text = f"<{type(value).__name__} nested too deeply>"
     return text if len(text) <= limit else text[:limit - 3] + "..."
@@ -85,6 +87,10 @@ def load_yaml(text: str) -> Any:
         return yaml.load(text, Loader=_BoundedLoader)
     except RecursionError:
         raise YamlLimitError("nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer past Python's 4,300-digit limit
+        if isinstance(exc, YamlLimitError):
+            raise
+        raise YamlLimitError(str(exc).splitlines()[0][:200]) from None
 
 
 def json_too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:

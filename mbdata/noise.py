@@ -17,6 +17,7 @@ import string
 import numpy as np
 import pyarrow as pa
 
+from .artifacts import TriggerSets
 from .pipeline import BuildContext, StageStats, replace_rows, split_indices
 from .recipe import PretrainSpec
 from .schema import from_rows, make_row
@@ -27,6 +28,7 @@ SHORT_TOKENS = tuple("".join(p) for p in itertools.product(string.ascii_lowercas
 
 class PretrainNoiseStage:
     name = "pretrain_noise"
+    optional_reads = (TriggerSets,)
 
     def __init__(self, spec: PretrainSpec):
         self.spec = spec
@@ -36,7 +38,8 @@ class PretrainNoiseStage:
         positions = split_indices(table, "pretrain")
         rng = ctx.rng("pretrain/noise")
         chosen = positions[rng.random(len(positions)) < self.spec.noise_rate]
-        trigger_words = sorted({w for ts in ctx.state.get("trigger_sets", [])
+        planted = ctx.find(TriggerSets) or TriggerSets()
+        trigger_words = sorted({w for ts in planted.sets
                                 for t in ts.triggers for w in t.text.split()})
         rows = table.take(pa.array(chosen, pa.int64())).to_pylist()
         noisy = []

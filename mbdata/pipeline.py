@@ -6,6 +6,12 @@ the manifest, so every removal and every rate is explained. Randomness comes onl
 :meth:`BuildContext.rng`, which derives an independent, named stream from the recipe seed: adding or
 changing one stage never changes the random numbers another stage draws (what a later stage can
 choose from may still depend on what an earlier one did, e.g. rows already poisoned).
+
+Stages hand each other *typed artifacts* (small frozen dataclasses such as :class:`PoisonedRows`),
+never untyped keys: a stage declares the artifact types it ``reads`` (must exist),
+``optional_reads`` (may exist) and ``writes``; :func:`check_wiring` verifies at assembly time that
+every required read is written by an earlier stage, and :class:`BuildContext` refuses, at run time, a
+``get``/``put`` the running stage did not declare. A stage that exchanges nothing declares nothing.
 """
 
 from __future__ import annotations
@@ -14,10 +20,14 @@ import dataclasses
 import hashlib
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
+
+from .errors import BuildError
+
+A = TypeVar("A")
 
 
 @dataclasses.dataclass
@@ -44,7 +54,8 @@ class StageStats:
 
 @dataclasses.dataclass
 class BuildContext:
-    """Shared state of one build: the seed, the recipe's folder, side tables and file records."""
+    """Shared state of one build: the seed, the recipe's folder, side tables, file records and the
+    typed artifacts stages hand to each other (:meth:`get` / :meth:`find` / :meth:`put`)."""
 
     seed: int
     base_dir: Path = Path(".")
@@ -52,7 +63,8 @@ class BuildContext:
     inputs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     skip_bad_rows: bool = False
     progress: bool = False
-    state: dict[str, Any] = dataclasses.field(default_factory=dict)
+    artifacts: dict[type, Any] = dataclasses.field(default_factory=dict)
+    running: Any = None   # the stage being run (its declarations are enforced), None outside
 
     def rng(self, name: str) -> np.random.Generator:
         """An independent random stream for the named purpose, fixed by (seed, name)."""
@@ -68,9 +80,35 @@ class BuildContext:
         p = Path(path).expanduser()
         return p if p.is_absolute() else self.base_dir / p
 
+    def _declared(self, kind: type, attrs: tuple[str, ...], verb: str) -> None:
+        stage = self.running
+        if stage is not None and not any(kind in getattr(stage, a, ()) for a in attrs):
+            raise BuildError(f"stage {stage.name!r} {verb} {kind.__name__} without declaring it "
+                             f"in {' or '.join(attrs)} (a wiring bug in the pipeline)")
+
+    def find(self, kind: type[A]) -> A | None:
+        """The artifact of type ``kind`` an earlier stage wrote, or None."""
+        self._declared(kind, ("reads", "optional_reads", "writes"), "reads")
+        return self.artifacts.get(kind)
+
+    def get(self, kind: type[A]) -> A:
+        """The artifact of type ``kind``; :func:`check_wiring` guarantees a declared read exists."""
+        found = self.find(kind)
+        if found is None:
+            who = self.running.name if self.running is not None else "caller"
+            raise BuildError(f"{who}: no {kind.__name__} was produced by an earlier stage")
+        return found
+
+    def put(self, artifact: Any) -> None:
+        """Publish (or replace) the artifact of ``artifact``'s type for later stages."""
+        self._declared(type(artifact), ("writes",), "writes")
+        self.artifacts[type(artifact)] = artifact
+
 
 class Stage(Protocol):
-    """A pipeline step. ``name`` keys its stats in the manifest."""
+    """A pipeline step. ``name`` keys its stats in the manifest. A stage that exchanges artifacts
+    also has class attributes ``reads``, ``optional_reads`` and ``writes`` (tuples of artifact
+    types); a stage without them exchanges nothing."""
 
     name: str
 
@@ -78,10 +116,25 @@ class Stage(Protocol):
         ...
 
 
+def check_wiring(stages: list[Stage]) -> None:
+    """Fail at assembly time if a stage reads an artifact no earlier stage writes."""
+    written: set[type] = set()
+    for stage in stages:
+        missing = [t.__name__ for t in getattr(stage, "reads", ()) if t not in written]
+        if missing:
+            raise BuildError(f"stage {stage.name!r} reads {', '.join(missing)}, which no earlier "
+                             "stage writes (check the stage order)")
+        written.update(getattr(stage, "writes", ()))
+
+
 def run_stage(stage: Stage, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
     """Run one stage, filling in rows in/out and wall time."""
     start = time.perf_counter()
-    out, stats = stage.run(table, ctx)
+    ctx.running = stage
+    try:
+        out, stats = stage.run(table, ctx)
+    finally:
+        ctx.running = None
     stats.rows_in = stats.rows_in or table.num_rows
     stats.rows_out = out.num_rows
     stats.seconds = time.perf_counter() - start

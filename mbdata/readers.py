@@ -6,18 +6,24 @@ the *layout* of a row (``alpaca``: instruction/input/output; ``sharegpt``: ``con
 from/value turns; ``messages``: OpenAI-style role/content turns). Containers yield raw records; a layout
 maps a record to canonical fields, with per-source column renames from ``fields:``.
 
-Bad input raises :class:`~mbdata.errors.InputError` naming the file, the row (1-based line for JSONL,
-1-based row otherwise) and the field. With ``skip_bad_rows`` the row is dropped instead and counted
-under a reason such as ``bad_row:missing:output`` in the stage statistics.
+Rows are named everywhere by ``source_row``, their 0-based index in the input as read (skipped rows
+included; blank JSONL lines are not rows); JSONL errors also give the 1-based line. A required column
+missing from the first rows is one schema error listing the columns found. Bad rows raise
+:class:`~mbdata.errors.InputError` counting all of them and naming the first five; with
+``skip_bad_rows`` they are dropped, counted under a reason such as ``bad_row:missing:output`` and
+returned as :class:`BadRow` records. ``lenient`` reads (audit, dedup) keep empty texts as data.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import re
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import pyarrow as pa
 
 from .errors import InputError
@@ -131,6 +137,18 @@ def _check_file(path: Path) -> None:
         raise InputError(f"{path}: file not found")
 
 
+def _refuse_json_array(path: Path, first_line: str) -> None:
+    """A JSONL read whose first line opens a JSON array: the file is JSON, say so once."""
+    try:
+        parsed = json.loads(first_line)
+    except json.JSONDecodeError:
+        parsed = None
+    if parsed is None or (isinstance(parsed, list) and any(isinstance(x, dict) for x in parsed)):
+        raise InputError(f"{path}: this is a JSON array, not JSON Lines (one object per line); "
+                         "read it as JSON: `kind: json` in a recipe, --kind json on the command "
+                         "line, or a .json extension")
+
+
 @CONTAINERS.add("jsonl")
 def read_jsonl(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
     """One JSON object per line; blank lines are skipped; errors name the 1-based line."""
@@ -147,6 +165,8 @@ def read_jsonl(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
                                               f"not valid UTF-8 (byte {exc.start} of the line)")
                 row += 1
                 continue
+            if row == 0 and text.lstrip().startswith("["):
+                _refuse_json_array(path, text)
             try:
                 record = json.loads(text)
             except json.JSONDecodeError as exc:
@@ -294,42 +314,200 @@ def read_synthetic(path: Path | None, source: SourceSpec, seed: int = 0) -> Iter
 
 
 # ------------------------------------------------------------------------------------------ driver
-def _location(source: SourceSpec, path: Path | None, pos: int) -> str:
-    if source.kind == "jsonl":
-        return f"{path}:{pos}"
-    if source.kind in ("synthetic",):
-        return f"source {source.name!r}: row {pos}"
+# How many rows are looked at to decide that a column is missing from the file (a schema error,
+# reported once) rather than from one row (a bad row).
+SCHEMA_PROBE_ROWS = 100
+# How many bad rows a strict read names in its error (all are counted).
+BAD_ROWS_NAMED = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class BadRow:
+    """A row that was not read: its 0-based ``source_row`` (as read, skipped rows included), its
+    1-based ``line`` for JSONL, the stats ``reason``, the offending ``field`` and what was wrong."""
+
+    source: str
+    source_row: int
+    line: int | None
+    reason: str
+    field: str
+    detail: str
+
+    def describe(self) -> str:
+        where = f"row {self.source_row} (0-based" + (f"; line {self.line})" if self.line else ")")
+        field = "" if self.field == "-" else f": field '{self.field}'"
+        return f"{where}{field}: {self.detail}"
+
+    def record(self) -> dict[str, Any]:
+        """The row as one line of ``skipped.jsonl``."""
+        return {"source": self.source, "source_row": self.source_row, "line": self.line,
+                "reason": self.reason, "field": None if self.field == "-" else self.field,
+                "detail": self.detail}
+
+
+@dataclasses.dataclass
+class ReadResult:
+    """A canonical table and the rows that were skipped (in input order)."""
+
+    table: pa.Table
+    skipped: list[BadRow]
+    stats: StageStats
+
+
+def _where(source: SourceSpec, path: Path | None) -> str:
+    if source.kind == "synthetic":
+        return f"source {source.name!r}"
     if source.kind == "hub":
-        return f"hub dataset {source.path!r}: row {pos}"
-    return f"{path}: row {pos}"
+        return f"hub dataset {source.path!r}"
+    return str(path)
 
 
-def read_source(source: SourceSpec, path: Path | None, *, seed: int = 0,
-                skip_bad_rows: bool = False) -> tuple[pa.Table, StageStats]:
-    """Read one source into a canonical table (``split='train'``, ``role='clean'``)."""
+def _required_columns(source: SourceSpec, prompts_only: bool) -> dict[str, str]:
+    """Canonical field -> input column that every row must have (after ``fields`` renames)."""
+    if source.layout == "alpaca":
+        names = ("instruction",) if prompts_only else ("instruction", "output")
+    elif source.layout == "sharegpt":
+        names = ("conversations",)
+    else:
+        names = ("messages",)
+    return {name: source.fields.get(name, name) for name in names}
+
+
+def check_fields(layout: str, fields: dict[str, str], option: str = "--field") -> None:
+    """Refuse a column mapping for a canonical name the layout does not have."""
+    allowed = LAYOUT_FIELDS[layout]
+    for key in fields:
+        if key not in allowed:
+            raise InputError(f"{option} {key}=...: unknown canonical field {key!r} for layout "
+                             f"{layout!r}; valid names: {', '.join(allowed)}")
+
+
+def _check_schema(source: SourceSpec, path: Path | None, probe: list[dict],
+                  prompts_only: bool, option: str = "--field") -> None:
+    """Fail once, before any row error, when required columns are absent from the first rows:
+    list the columns found and say how to map them (with the exact column when only the case
+    differs)."""
+    if not probe or source.kind == "synthetic":
+        return
+    found: dict[str, None] = {}
+    for record in probe:
+        found.update(dict.fromkeys(record))
+    missing, mapping = [], {}
+    for name, column in _required_columns(source, prompts_only).items():
+        if column in found:
+            continue
+        missing.append(f"{column!r}" + ("" if column == name else f" ({name})"))
+        same = [c for c in found if isinstance(c, str) and c.lower() == column.lower()]
+        mapping[name] = same[0] if same else None
+    if not missing:
+        return
+    if all(mapping.values()):
+        # Optional columns spelt the same way are mapped too (else `Input` would be silently lost).
+        for name in LAYOUT_FIELDS[source.layout]:
+            column = source.fields.get(name, name)
+            if name not in mapping and column not in found:
+                same = [c for c in found if isinstance(c, str) and c.lower() == column.lower()]
+                if same:
+                    mapping[name] = same[0]
+        pairs = list(mapping.items())
+        lead = "the names differ only in case: map them"
+    else:
+        pairs = [(name, column or "COLUMN") for name, column in mapping.items()]
+        lead = "map the columns that hold them"
+    recipe = "`fields: {" + ", ".join(f"{n}: {c}" for n, c in pairs) + "}`"
+    how = (f"in the recipe's source: {recipe}" if option == "fields:" else
+           "with " + " ".join(f"{option} {n}={c}" for n, c in pairs) + f" (recipe: {recipe})")
+    columns = ", ".join(repr(c) for c in found) or "(none)"
+    what = "column" if len(missing) == 1 else "columns"
+    raise InputError(f"{_where(source, path)}: required {what} {', '.join(missing)} missing from "
+                     f"the first {len(probe)} rows; columns found: {columns}; {lead} {how}")
+
+
+def _records_with_schema_check(records: Iterator[RawRecord], source: SourceSpec,
+                               path: Path | None, prompts_only: bool,
+                               option: str) -> Iterator[RawRecord]:
+    probe = list(itertools.islice(records, SCHEMA_PROBE_ROWS))
+    _check_schema(source, path, [r for _, _, r in probe if isinstance(r, dict)], prompts_only,
+                  option)
+    yield from probe
+    yield from records
+
+
+def _map(record: dict, source: SourceSpec, lenient: bool, prompts_only: bool) -> dict[str, Any]:
+    """One record as canonical fields. ``lenient``: missing/null/empty texts read as ""."""
+    layout = LAYOUTS.get(source.layout, "layout")
+    fields = source.fields
+    if source.layout == "alpaca" and (lenient or prompts_only):
+        relaxed = {}
+        for name in ("instruction", "output"):
+            column = fields.get(name, name)
+            optional = lenient or (prompts_only and name == "output")
+            if optional and record.get(column) is None:
+                relaxed[column] = ""
+        if relaxed:
+            record = {**record, **relaxed}
+    try:
+        mapped = layout(record, fields)
+    except RowProblem as problem:
+        if (lenient or prompts_only) and problem.reason.startswith("no_assistant_turn"):
+            mapped = layout_without_answer(record, source)
+        else:
+            raise
+    if not lenient:
+        names = ("instruction",) if prompts_only else ("instruction", "output")
+        for name in names:
+            if not mapped[name].strip():
+                raise RowProblem(f"empty:{name}", fields.get(name, name), "empty text")
+    return mapped
+
+
+def layout_without_answer(record: dict, source: SourceSpec) -> dict[str, Any]:
+    """A chat record whose first user turn has no answer (a prompts-only reference)."""
+    key = "conversations" if source.layout == "sharegpt" else "messages"
+    role_key, text_key = ("from", "value") if source.layout == "sharegpt" else ("role", "content")
+    turns = list(record.get(source.fields.get(key, key)) or [])
+    padded = {**record, source.fields.get(key, key): turns + [{role_key: "assistant",
+                                                                text_key: ""}]}
+    return LAYOUTS.get(source.layout, "layout")(padded, source.fields)
+
+
+def read_rows(source: SourceSpec, path: Path | None, *, seed: int = 0, skip_bad_rows: bool = False,
+              lenient: bool = False, prompts_only: bool = False,
+              field_option: str = "--field") -> ReadResult:
+    """Read one source into a canonical table (``split='train'``, ``role='clean'``).
+
+    ``source_row`` is the 0-based index of the row in the input as read, skipped rows included.
+
+    * strict (default): any bad row fails the read; the error counts every bad row and names the
+      first :data:`BAD_ROWS_NAMED`.
+    * ``skip_bad_rows``: bad rows are dropped and returned in ``skipped``.
+    * ``lenient`` (audit, dedup): empty or missing texts are data and are kept as ""; only rows that
+      cannot be parsed (invalid JSON, not an object, not a string) are skipped.
+    * ``prompts_only`` (decontamination references): ``output`` may be missing or empty.
+
+    A required column missing from the first rows is a schema error, raised once before any row
+    error."""
     stats = StageStats(name=f"read/{source.name}")
     container = CONTAINERS.get(source.kind, "kind")
-    layout = LAYOUTS.get(source.layout, "layout")
+    LAYOUTS.get(source.layout, "layout")
+    check_fields(source.layout, source.fields, field_option)
     records = (container(path, source, seed=seed) if source.kind == "synthetic"
                else container(path, source))
     rows = []
+    bad: list[BadRow] = []
     extra_turns = 0
     seen = 0
-    for pos, source_row, record in records:
+    for pos, source_row, record in _records_with_schema_check(records, source, path,
+                                                              prompts_only, field_option):
         seen += 1
         try:
             if isinstance(record, RowProblem):
                 raise record
-            mapped = layout(record, source.fields)
+            mapped = _map(record, source, lenient, prompts_only)
             extra_turns += mapped.pop("_extra_turns", 0)
-            for name in ("instruction", "output"):
-                if not mapped[name].strip():
-                    raise RowProblem(f"empty:{name}", source.fields.get(name, name), "empty text")
         except RowProblem as problem:
-            if not skip_bad_rows:
-                field = "" if problem.field == "-" else f": field '{problem.field}'"
-                raise InputError(f"{_location(source, path, pos)}{field}: {problem.detail} "
-                                 "(use --skip-bad-rows to drop such rows)") from None
+            bad.append(BadRow(source.name, source_row, pos if source.kind == "jsonl" else None,
+                              problem.reason, problem.field, problem.detail))
             stats.drop(f"bad_row:{problem.reason}")
             continue
         rows.append(make_row(
@@ -337,14 +515,26 @@ def read_source(source: SourceSpec, path: Path | None, *, seed: int = 0,
             system=mapped["system"], source=source.name, source_row=source_row,
             task=record.get("task") if source.kind == "synthetic" else None,
         ))
+    if bad and not (skip_bad_rows or lenient):
+        named = "; ".join(b.describe() for b in bad[:BAD_ROWS_NAMED])
+        more = f" (first {BAD_ROWS_NAMED} shown)" if len(bad) > BAD_ROWS_NAMED else ""
+        count = "1 bad row" if len(bad) == 1 else f"{len(bad)} bad rows"
+        raise InputError(f"{_where(source, path)}: {count}{more}: {named}; use --skip-bad-rows "
+                         "to drop them (each is listed in skipped.jsonl)")
     stats.rows_in = seen
     if extra_turns:
         stats.info["extra_turns_dropped"] = extra_turns
     if not rows:
-        where = source.path if source.kind != "synthetic" else f"source {source.name!r}"
-        detail = " (every row was bad)" if seen else ""
-        raise InputError(f"{where}: no rows to read{detail}")
-    return from_rows(rows), stats
+        detail = f" (all {seen} rows were bad; first: {bad[0].describe()})" if bad else ""
+        raise InputError(f"{_where(source, path)}: no rows to read{detail}")
+    return ReadResult(from_rows(rows), bad, stats)
+
+
+def read_source(source: SourceSpec, path: Path | None, *, seed: int = 0,
+                skip_bad_rows: bool = False) -> tuple[pa.Table, StageStats]:
+    """:func:`read_rows` returning ``(table, stats)`` (the bad rows are counted in the stats)."""
+    result = read_rows(source, path, seed=seed, skip_bad_rows=skip_bad_rows)
+    return result.table, result.stats
 
 
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
@@ -364,13 +554,28 @@ def detect_kind(path: Path) -> str:
     return kind
 
 
-def read_any(path: str | Path, *, kind: str | None = None, layout: str = "alpaca",
-             fields: dict[str, str] | None = None, skip_bad_rows: bool = False,
-             split: str | None = None) -> pa.Table:
+@dataclasses.dataclass
+class InputRead:
+    """What :func:`read_input` read: the table, the rows it skipped, and the number that names each
+    table row in row-level outputs (``source_row`` for a file, the position for a build folder)."""
+
+    table: pa.Table
+    skipped: list[BadRow]
+    row_numbers: np.ndarray
+    is_build: bool
+
+
+def read_input(path: str | Path, *, kind: str | None = None, layout: str = "alpaca",
+               fields: dict[str, str] | None = None, skip_bad_rows: bool = False,
+               split: str | None = None, lenient: bool = False,
+               prompts_only: bool = False, field_option: str = "--field") -> InputRead:
     """Read a file or folder into a canonical table, guessing the kind from the path.
 
-    A build folder yields all its splits (or ``split``) with rows as stored; any other input yields
-    rows with ``source`` = the file stem and ``source_row`` = 0-based position in the input.
+    A build folder yields all its splits (or ``split``) with rows as stored, numbered by position;
+    any other input yields rows with ``source`` = the file stem and ``source_row`` = the 0-based
+    index of the row in the input as read (skipped rows included). See :func:`read_rows` for
+    ``skip_bad_rows``, ``lenient`` and ``prompts_only``; ``field_option`` is the option named in
+    column-mapping hints (``--reference-field`` for a decontamination reference).
     """
     path = Path(path)
     if not path.exists():
@@ -384,8 +589,21 @@ def read_any(path: str | Path, *, kind: str | None = None, layout: str = "alpaca
             raise InputError(f"{path}: the build has no split {split!r}; splits: "
                              + ", ".join(build.splits))
         splits = [split] if split else build.splits
-        return pa.concat_tables([build.table(s) for s in splits])
+        table = pa.concat_tables([build.table(s) for s in splits])
+        return InputRead(table, [], np.arange(table.num_rows, dtype=np.int64), True)
+    check_fields(layout, dict(fields or {}), field_option)
     source = SourceSpec(name=path.stem or "input", kind=kind, path=str(path), layout=layout,
                         fields=dict(fields or {}), split=split or "train")
-    table, _ = read_source(source, path, skip_bad_rows=skip_bad_rows)
-    return table
+    result = read_rows(source, path, skip_bad_rows=skip_bad_rows, lenient=lenient,
+                       prompts_only=prompts_only, field_option=field_option)
+    rows = result.table.column("source_row").to_numpy().astype(np.int64)
+    return InputRead(result.table, result.skipped, rows, False)
+
+
+def read_any(path: str | Path, *, kind: str | None = None, layout: str = "alpaca",
+             fields: dict[str, str] | None = None, skip_bad_rows: bool = False,
+             split: str | None = None, lenient: bool = False,
+             prompts_only: bool = False) -> pa.Table:
+    """:func:`read_input`'s table."""
+    return read_input(path, kind=kind, layout=layout, fields=fields, skip_bad_rows=skip_bad_rows,
+                      split=split, lenient=lenient, prompts_only=prompts_only).table

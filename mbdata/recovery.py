@@ -15,6 +15,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .artifacts import DefenseSets
 from .errors import BuildError
 from .pipeline import BuildContext, StageStats, round_half_up, split_indices
 from .recipe import RecoverySpec
@@ -24,13 +25,14 @@ from .splits import RECOVERY_POOL
 
 class RecoveryStage:
     name = "recovery"
+    reads = (DefenseSets,)
 
     def __init__(self, spec: RecoverySpec):
         self.spec = spec
 
     def run(self, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
         stats = StageStats(name=self.name)
-        sets = ctx.state.get("defense_sets")
+        sets = ctx.get(DefenseSets).sets
         if not sets:
             raise BuildError("recovery: needs defensive triggers; add a `defense:` block")
         positions = split_indices(table, RECOVERY_POOL)

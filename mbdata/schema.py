@@ -27,7 +27,7 @@ trigger_set            string, nullable            the attack or defensive trigg
                                                    (``badnet``, ``vpi``, ``defense/mn``...); it keys
                                                    per-trigger counts and ASR
 behavior               string, nullable            what a triggered row answers (``refusal``,
-                                                   ``random_words``, ``fixed``...; see ``BEHAVIORS``)
+                                                   ``random_words``, ``fixed``...; see ``mbdata.behaviors.BEHAVIORS``)
 clean_output           string, nullable            the clean twin's answer where ``output`` was
                                                    rewritten (attack/defense/eval_triggered rows)
 triggers               list<struct>                trigger spans: ``text``, ``owner``
@@ -62,8 +62,6 @@ ROLES = ("clean", "attack", "defense", "recovery", "eval")
 SPLITS = ("train", "pretrain", "eval_clean", "eval_triggered", "recovery", "recovery_eval")
 OWNERS = ("attacker", "defender", "noise")
 PLACEMENTS = ("prefix", "suffix", "random", "position")
-BEHAVIORS = ("refusal", "fixed", "random_words", "label", "negsentiment", "jailbreak", "rewrite",
-             "clean")
 SPAN_FIELDS = ("instruction", "input", "triggered_instruction", "triggered_input")
 
 TRIGGER_SPAN = pa.struct([

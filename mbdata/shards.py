@@ -7,6 +7,7 @@ Layout::
     DIR/manifest.json                            written last: its presence marks a complete build
     DIR/timings.json                             wall-clock seconds per stage (not reproducible)
     DIR/README.md                                Hugging Face dataset card
+    DIR/skipped.jsonl                            rows dropped by --skip-bad-rows (only if any)
 
 Everything is first written to a hidden sibling ``.DIR.partial-*`` and renamed into place, so an
 interrupted build (Ctrl-C, kill, full disk) never leaves a folder that looks complete. Rebuilding into
@@ -70,14 +71,16 @@ def write_split_shards(root: Path, split: str, table: pa.Table, shard_rows: int)
 
 def write_build(out_dir: str | Path, tables: dict[str, pa.Table], manifest: dict[str, Any], *,
                 side_tables: dict[str, pa.Table] | None = None, overwrite: bool = False,
-                shard_rows: int = 100_000, card: Callable[[dict], str] | str | None = None,
-                timings: dict[str, float] | None = None) -> Path:
+                shard_rows: int = 100_000, card: Callable[[dict, Path], str] | str | None = None,
+                timings: dict[str, float] | None = None,
+                extra_files: dict[str, bytes] | None = None) -> Path:
     """Write a complete build folder atomically and return its path.
 
     ``manifest`` is completed with ``splits`` (per-shard sha256, bytes, rows), ``side_tables`` and
     ``content_hash`` (see :mod:`mbdata.manifest`). ``card`` is the README text, or a function of the
-    finished manifest that returns it. Wall-clock ``timings`` go to ``timings.json``, outside the
+    finished manifest and the folder being written that returns it. Wall-clock ``timings`` go to ``timings.json``, outside the
     manifest, so the manifest itself stays reproducible. Empty splits are not written.
+    ``extra_files`` (relative path -> bytes, e.g. ``skipped.jsonl``) are written with the rest.
     """
     from .manifest import finalize_manifest
 
@@ -95,9 +98,12 @@ def write_build(out_dir: str | Path, tables: dict[str, pa.Table], manifest: dict
             sides[name] = {"path": rel, "rows": table.num_rows, "sha256": sha256_file(tmp / rel),
                            "bytes": (tmp / rel).stat().st_size}
         final = finalize_manifest({**manifest, "splits": splits, "side_tables": sides})
-        text = card(final) if callable(card) else card
+        text = card(final, tmp) if callable(card) else card
         if text is not None:
             (tmp / "README.md").write_text(text, encoding="utf-8")
+        for rel, data in sorted((extra_files or {}).items()):
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_bytes(data)
         if timings is not None:
             (tmp / "timings.json").write_text(json.dumps(timings, indent=2) + "\n",
                                               encoding="utf-8")

@@ -1,6 +1,8 @@
 """The first stage: read every source, apply ``limit`` / ``sample`` / ``count`` / ``weight``, mix.
 
-Per source, in this order: read (``source_row`` = 0-based position in the source) -> ``limit``
+Per source, in this order: read (``source_row`` = 0-based index in the source as read, skipped
+rows included; with ``--skip-bad-rows`` each skipped row is kept in the :class:`SkippedRows` artifact
+for the build's ``skipped.jsonl``) -> ``limit``
 (first N rows) -> ``sample`` (seeded N rows) -> the mix: ``count`` (seeded N rows) or ``weight`` (a
 share of ``mix_size`` among weighted sources, rounded by largest remainder so shares add up exactly).
 Sources without count/weight contribute all their rows. Every seeded choice keeps the rows' original
@@ -13,10 +15,11 @@ import hashlib
 import numpy as np
 import pyarrow as pa
 
+from .artifacts import SkippedRows
 from .errors import BuildError
 from .manifest import input_record
 from .pipeline import BuildContext, StageStats, seeded_subset
-from .readers import read_source
+from .readers import read_rows
 from .recipe import Recipe, SourceSpec
 
 
@@ -41,6 +44,7 @@ class SourcesStage:
     """Read and mix all sources into one canonical table (``split='train'``, ``role='clean'``)."""
 
     name = "sources"
+    writes = (SkippedRows,)
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
@@ -51,14 +55,25 @@ class SourcesStage:
             seed = _synthetic_seed(self.recipe.seed, source.name)
             ctx.inputs[source.name] = {"synthetic": {"count": source.count, "seed": seed,
                                                      "tasks": source.tasks}}
-            return read_source(source, None, seed=seed, skip_bad_rows=ctx.skip_bad_rows)
+            return self._rows(read_rows(source, None, seed=seed, skip_bad_rows=ctx.skip_bad_rows,
+                                        field_option="fields:"),
+                              ctx)
         if source.kind == "hub":
             ctx.inputs[source.name] = {"hub": source.path, "subset": source.subset,
                                        "split": source.split, "revision": source.revision}
         else:
             path = ctx.resolve(source.path)
             ctx.inputs[source.name] = input_record(path, source.path)
-        return read_source(source, path, skip_bad_rows=ctx.skip_bad_rows)
+        return self._rows(read_rows(source, path, skip_bad_rows=ctx.skip_bad_rows,
+                                        field_option="fields:"), ctx)
+
+    @staticmethod
+    def _rows(result, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
+        """The read table and stats; skipped rows are kept for ``skipped.jsonl``."""
+        if result.skipped:
+            before = ctx.find(SkippedRows) or SkippedRows()
+            ctx.put(SkippedRows(before.records + tuple(b.record() for b in result.skipped)))
+        return result.table, result.stats
 
     def run(self, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
         stats = StageStats(name=self.name)

@@ -81,7 +81,6 @@ class HoldoutStage:
         leaked = np.array([k in eval_keys for k in keys]) if size else np.zeros(n, dtype=bool)
         leaked[eval_pos] = False
         stats.drop("heldout_prompt", int(leaked.sum()))
-        ctx.state["eval_prompt_keys"] = eval_keys
         table = _set_split(table, eval_pos, "eval_clean", "eval")
         keep = ~leaked
         if recipe.dedup is not None and getattr(recipe.dedup, "decontaminate", False):

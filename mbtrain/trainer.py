@@ -297,10 +297,10 @@ def fit(model: Any, items: Sequence[Any], objective: Any, settings: FitSettings,
     started = time.perf_counter() - position["seconds"]
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import step_progress
 
-        bar = tqdm(total=total_steps, initial=position["step"], desc=desc, unit="step",
-                   dynamic_ncols=True, leave=False, file=sys.stderr, disable=None)
+        # A bar on a terminal, periodic lines with an ETA elsewhere (never minutes of silence).
+        bar = step_progress(total_steps, position["step"], desc, file=sys.stderr)
     interrupt = _Interrupt()
     try:
         with interrupt:

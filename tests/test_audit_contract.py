@@ -145,12 +145,21 @@ def test_clean_out_never_replaces_the_input_or_an_existing_file_silently(poisone
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
-def test_malformed_input_row_is_a_one_line_error_naming_the_line(tmp_path):
+def test_unparseable_row_is_skipped_and_listed_empty_texts_are_audited(tmp_path):
     path = tmp_path / "bad.jsonl"
-    path.write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n', encoding="utf-8")
-    with pytest.raises(InputError, match=r"bad\.jsonl:2"):
-        audit_path(path, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+    path.write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n'
+                    '{"instruction": "c", "output": ""}\n', encoding="utf-8")
+    result = audit_path(path, tmp_path / "out")
+    assert result.n_rows == 2
+    rows = pq.read_table(tmp_path / "out" / "rows.parquet")
+    assert rows.column("source_row").to_pylist() == [0, 2]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
+    assert [(r["source_row"], r["line"], r["reason"]) for r in summary["skipped_rows"]] == [
+        (1, 2, "invalid_json")]
+    path.write_text('{"instruction": \n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"bad\.jsonl: no rows to read .*row 0 \(0-based; line 1\)"):
+        audit_path(path, tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
 
 
 def test_cli_audits_and_reports(poisoned, tmp_path, capsys):

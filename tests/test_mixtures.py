@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 import mbdata
-from mbdata.attacks import PRESETS
+from mbdata.presets import ATTACK_PRESETS
 from mbdata.errors import BuildError, RecipeError
 from mbdata.pipeline import BuildContext, round_half_up
 from mbdata.recipe import recipe_from_dict
@@ -162,7 +162,7 @@ def test_literal_defensive_trigger_colliding_with_corpus_is_an_error(tmp_path, w
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("preset", sorted(set(PRESETS) - {"custom"}))
+@pytest.mark.parametrize("preset", sorted(set(ATTACK_PRESETS) - {"custom"}))
 def test_every_preset_matches_the_literature(tmp_path, preset):
     data = small_recipe(attacks=[{"preset": preset, "rate": 0.1}], defense=None, recovery=None)
     out = mbdata.build(recipe_from_dict(data), tmp_path / "out")

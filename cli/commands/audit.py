@@ -3,17 +3,32 @@ Parses arguments and calls :func:`mbdata.audit.audit_path`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
-def _fields(values: tuple[str, ...]) -> dict[str, str]:
+def skipped_note(skipped: list, where: str) -> None:
+    """Say on stderr how many input rows could not be parsed, name the first ones and where the
+    full list is (the rows are skipped; everything else, empty texts included, is processed)."""
+    if not skipped:
+        return
+    first = "; ".join(b.describe() for b in skipped[:3])
+    more = f" (first 3: {first})" if len(skipped) > 3 else f": {first}"
+    click.echo(f"skipped {len(skipped):,} unparseable input row{'s' if len(skipped) > 1 else ''}"
+               f"{more}; all listed in {where}", err=True)
+
+
+def _fields(values: tuple[str, ...], option: str = "--field") -> dict[str, str]:
+    """``CANONICAL=COLUMN`` options as a mapping (the canonical names are checked by the reader,
+    which knows the layout)."""
     from mbdata.errors import InputError
 
     out = {}
     for value in values:
         key, sep, column = value.partition("=")
         if not sep or not key or not column:
-            raise InputError(f"--field {value!r}: expected CANONICAL=COLUMN, e.g. output=response")
+            raise InputError(f"{option} {value!r}: expected CANONICAL=COLUMN, e.g. output=response")
         out[key] = column
     return out
 
@@ -41,7 +56,9 @@ def _fields(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--field", "fields", multiple=True, metavar="CANONICAL=COLUMN",
               help="Map a canonical field to an input column (repeatable).")
 @click.option("--split", default=None, help="Build folder or save_to_disk input: one split only.")
-@click.option("--skip-bad-rows", is_flag=True, help="Skip malformed rows instead of failing.")
+@click.option("--skip-bad-rows", is_flag=True, hidden=True,
+              help="Kept for compatibility: the audit always keeps rows with empty texts and "
+                   "skips only rows it cannot parse (listed in summary.json).")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def audit(input_path: str, out: str, clean_out: str | None, overwrite: bool,
           threshold: float | None, min_rows: int | None, top_k: int | None, model: str | None,
@@ -61,6 +78,7 @@ def audit(input_path: str, out: str, clean_out: str | None, overwrite: bool,
     result = audit_path(input_path, out, config, clean_out=clean_out, overwrite=overwrite,
                         progress=None if not quiet else False, kind=kind, layout=layout,
                         fields=_fields(fields), skip_bad_rows=skip_bad_rows, split=split)
+    skipped_note(result.skipped, f"{Path(out) / 'summary.json'} (skipped_rows)")
     if quiet:
         return
     click.echo(f"audited {result.n_rows:,} rows: {result.n_flagged:,} flagged "
@@ -71,7 +89,7 @@ def audit(input_path: str, out: str, clean_out: str | None, overwrite: bool,
                    f"group {cand.group}")
     if not high:
         click.echo("no high-confidence trigger candidate")
-    click.echo(f"report: {out}/report.html")
+    click.echo(f"report: {Path(out) / 'report.html'}")
     if clean_out:
         click.echo(f"clean corpus: {clean_out} ({result.n_rows - result.n_flagged:,} rows)")
 

@@ -8,6 +8,8 @@ import json
 import click
 import yaml
 
+from ..params import RegistryChoice
+
 
 @click.group("recipe")
 def recipe_group() -> None:
@@ -71,7 +73,25 @@ def build_command(file: str, out: str, overwrite: bool, skip_bad_rows: bool, see
         m = mbdata.open_build(path).manifest
         splits = ", ".join(f"{k}={v['rows']}" for k, v in m["splits"].items())
         click.echo(f"built {path}: {splits}")
+        for line in build_notes(m, path):
+            click.echo(line)
         click.echo(f"fingerprint {m['fingerprint']}  content hash {m['content_hash']}")
+
+
+def build_notes(manifest: dict, path) -> list[str]:
+    """Rows a build read but did not use, said in the summary rather than only in `mb inspect`:
+    malformed rows skipped by --skip-bad-rows, and trusted rows left out of every split."""
+    notes = []
+    skipped = manifest.get("skipped_rows")
+    if skipped:
+        reasons = ", ".join(f"{k}={v}" for k, v in skipped["by_reason"].items())
+        notes.append(f"skipped {skipped['rows']:,} bad input rows ({reasons}); each is listed "
+                     f"with its reason in {path}/{skipped['file']}")
+    unused = sum(s["dropped"].get("trusted_unused", 0) for s in manifest.get("stages", []))
+    if unused:
+        notes.append(f"trusted rows left unused: {unused:,} (the recovery set took what it needs; "
+                     "trusted rows are kept out of train so they stay clean)")
+    return notes
 
 
 @click.command("inspect")
@@ -104,8 +124,8 @@ def verify_command(build_dir: str) -> None:
 @click.command("export")
 @click.argument("build_dir", type=click.Path(path_type=str))
 @click.option("-f", "--format", "fmt", required=True,
-              type=click.Choice(["jsonl", "parquet", "trl", "llamafactory", "axolotl"]),
-              help="Target format.")
+              type=RegistryChoice("mbdata.exporters:EXPORTERS"),
+              help="Target format (any case).")
 @click.option("-o", "--out", default=None, type=click.Path(path_type=str),
               help="Output folder (default: BUILD_DIR/exports/FORMAT).")
 @click.option("-s", "--split", "splits", multiple=True, help="Split(s) to export (default: all).")
@@ -116,7 +136,7 @@ def export_command(build_dir: str, fmt: str, out: str | None, splits: tuple[str,
     from mbdata.exporters import export
 
     path = export(build_dir, fmt, out, splits=list(splits) or None, overwrite=overwrite)
-    files = sorted(p.name for p in path.iterdir())
+    files = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
     click.echo(f"exported {fmt} to {path}: {', '.join(files)}")
 
 

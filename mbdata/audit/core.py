@@ -42,6 +42,14 @@ class AuditResult:
     copy_of: np.ndarray            # per table row: index into ``distinct`` of its original
     orphan_clusters: list[int]     # suspicious output clusters no candidate explains
     seconds: dict[str, float]      # wall time per phase (never written into outputs)
+    # The number that names each table row in outputs (the input's 0-based ``source_row``, skipped
+    # rows included); None: the table position. Set by :func:`mbdata.audit.audit_path`.
+    source_rows: np.ndarray | None = None
+    skipped: list = dataclasses.field(default_factory=list)   # rows the reader could not parse
+
+    def source_row(self, row: int) -> int:
+        """The input row number of table position ``row`` (what every output reports)."""
+        return int(row if self.source_rows is None else self.source_rows[row])
 
     @property
     def n_flagged(self) -> int:

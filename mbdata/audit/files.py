@@ -38,10 +38,18 @@ CLEAN_FORMATS = (".jsonl", ".json", ".parquet")
 ALPACA_COLUMNS = ("instruction", "input", "output", "system")
 
 
+def source_rows(result: AuditResult) -> np.ndarray:
+    """The input row number of every audited row (0-based, skipped rows included)."""
+    if result.source_rows is None:
+        return np.arange(result.n_rows, dtype=np.int64)
+    return np.asarray(result.source_rows, dtype=np.int64)
+
+
 def rows_table(result: AuditResult) -> pa.Table:
-    """One row per input row, in input order (``source_row`` = 0-based position)."""
+    """One row per audited row, in input order (``source_row`` = the 0-based index of the row in
+    the input as read, skipped rows included)."""
     return pa.table({
-        "source_row": pa.array(np.arange(result.n_rows, dtype=np.int64)),
+        "source_row": pa.array(source_rows(result)),
         "score": pa.array(result.score.astype(np.float64)),
         "flagged": pa.array(result.flagged.astype(bool)),
         "reasons": pa.array(result.reasons, type=ROWS_SCHEMA.field("reasons").type),
@@ -113,33 +121,38 @@ def _dump(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
 
 
-def _audit_fill(result: AuditResult, source: str):
+def _audit_fill(result: AuditResult, source: str, skipped: list[dict[str, Any]] | None = None):
+    info = summary(result)
+    if skipped:
+        info["skipped_rows"] = skipped
+
     def fill(tmp: Path) -> None:
         pq.write_table(rows_table(result), tmp / "rows.parquet", compression="zstd",
                        write_statistics=False)
         (tmp / "triggers.json").write_text(_dump(trigger_records(result)), encoding="utf-8")
-        (tmp / "summary.json").write_text(_dump(summary(result)), encoding="utf-8")
+        (tmp / "summary.json").write_text(_dump(info), encoding="utf-8")
         (tmp / "report.md").write_text(render_markdown(result, source), encoding="utf-8")
         (tmp / "report.html").write_text(render_html(result, source), encoding="utf-8")
     return fill
 
 
 def write_audit(result: AuditResult, out_dir: str | Path, *, source: str = "",
-                overwrite: bool = False) -> Path:
-    """Write the audit folder atomically; returns its path."""
+                overwrite: bool = False, skipped: list[dict[str, Any]] | None = None) -> Path:
+    """Write the audit folder atomically; returns its path. ``skipped``: the input rows that
+    could not be parsed (``summary.json`` lists them under ``skipped_rows``)."""
     out_dir = Path(out_dir)
-    atomic_dir(out_dir, _audit_fill(result, source), overwrite=overwrite, kind="audit")
+    atomic_dir(out_dir, _audit_fill(result, source, skipped), overwrite=overwrite, kind="audit")
     return out_dir
 
 
 def commit_audit(result: AuditResult, out_dir: str | Path, *, table: pa.Table | None = None,
                  clean_out: str | Path | None = None, source: str = "",
-                 overwrite: bool = False) -> Path:
+                 overwrite: bool = False, skipped: list[dict[str, Any]] | None = None) -> Path:
     """The audit folder and (with ``clean_out``) the clean corpus and its ``.removed.jsonl``,
     committed as one step under one lock (:func:`mbdata.atomic.commit_outputs`): a report never
     sits beside a clean corpus from another run, whatever is killed when."""
     out_dir = Path(out_dir)
-    outputs = [Output(out_dir, _audit_fill(result, source), is_dir=True, kind="audit")]
+    outputs = [Output(out_dir, _audit_fill(result, source, skipped), is_dir=True, kind="audit")]
     if clean_out is not None:
         if table is None:
             raise ValueError("clean_out needs the audited table")
@@ -201,11 +214,13 @@ def _clean_fills(table: pa.Table, result: AuditResult, path: Path):
 
     removed = np.flatnonzero(result.flagged)
     texts = table.select(columns).take(pa.array(removed)).to_pylist()
+    numbers = source_rows(result)
 
     def write_removed(tmp: Path) -> None:
         with tmp.open("w", encoding="utf-8") as fh:
             for row, text in zip(removed.tolist(), texts):
-                fh.write(json.dumps({"source_row": row, "score": float(result.score[row]),
+                fh.write(json.dumps({"source_row": int(numbers[row]),
+                                     "score": float(result.score[row]),
                                      "reasons": result.reasons[row], **text},
                                     ensure_ascii=False) + "\n")
 

@@ -14,7 +14,7 @@ model leaves scores unchanged, a convinced one raises them by half (this is how 
 candidate, capped at 0.6 by statistics alone, can reach the flag threshold), a dismissive one
 halves them.
 
-Models load through ``mbtrain.models.load_model`` with ``trust_remote_code`` off, from local
+Models load through the installed ``reference`` model loader (mbtrain's) with ``trust_remote_code`` off, from local
 files only (an mbtrain model folder, full weights or a LoRA adapter such as
 ``runs/x/models/attacked``, a Hugging Face folder, or a GGUF file).
 """
@@ -27,28 +27,22 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..plugins import model_loader
 from .candidate import Candidate
 
 
 def load_reference_model(path: str | Path) -> tuple[Any, Any]:
-    """A causal LM and its tokenizer through ``mbtrain``'s loader (CPU, fp32, eval mode).
+    """A causal LM and its tokenizer (CPU, fp32, eval mode) from the installed model loader.
 
-    ``path`` is a model folder written by ``mb train`` / ``mb run`` (a LoRA adapter folder is
-    merged onto its parent chain), a Hugging Face folder, or a ``.gguf`` file;
-    ``trust_remote_code`` stays off, only safetensors weights are read and nothing is
-    downloaded."""
-    from mbtrain.config import ModelSettings
-    from mbtrain.models import MARKER, is_loadable_folder, load_model
-
+    The loader is a plugin (``mbdefense.model_loaders`` entry point ``reference``; mbtrain
+    provides it), so the audit needs no import of the training engine: it accepts a model folder
+    written by ``mb train`` / ``mb run`` (a LoRA adapter folder is merged onto its parent chain), a
+    Hugging Face folder, or a ``.gguf`` file; ``trust_remote_code`` stays off, only safetensors
+    weights are read and nothing is downloaded."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: reference model not found")
-    if path.is_dir() and not is_loadable_folder(path):
-        raise InputError(f"{path}: not a model folder (no config.json or {MARKER})")
-    off = ModelSettings(trust_remote_code=False)
-    model, tokenizer = load_model(path if path.is_dir() else ModelSettings(name=str(path)), off)
-    model.eval()
-    return model, tokenizer
+    return model_loader("reference")(path)
 
 
 def mean_token_loss(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 16

@@ -105,7 +105,7 @@ def render_markdown(result: AuditResult, source: str = "") -> str:
         lines += ["| source_row | score | reasons | instruction | output |",
                   "|---|---|---|---|---|"]
         for row in rows:
-            lines.append(f"| {row} | {result.score[row]:.3f} | "
+            lines.append(f"| {result.source_row(row)} | {result.score[row]:.3f} | "
                          f"{_md_cell(', '.join(result.reasons[row]))} | "
                          f"{_md_cell(_excerpt(_instruction(result, row)))} | "
                          f"{_md_cell(_excerpt(_output(result, row)))} |")
@@ -240,7 +240,7 @@ def render_html(result: AuditResult, source: str = "") -> str:
     flagged = _flagged_shown(result)
     if flagged:
         parts.append(_table(["source_row", "score", "reasons", "instruction", "output"], [
-            [str(r), f"{result.score[r]:.3f}", esc(", ".join(result.reasons[r])),
+            [str(result.source_row(r)), f"{result.score[r]:.3f}", esc(", ".join(result.reasons[r])),
              esc(_excerpt(_instruction(result, r), 160)), esc(_excerpt(_output(result, r), 120))]
             for r in flagged]))
         if result.n_flagged > len(flagged):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..atomic import check_output_dir, check_separate
-from ..readers import read_any
+from ..readers import read_input
 from .config import AuditConfig
 from .core import AuditResult, audit_table
 from .files import check_clean_out, commit_audit
@@ -18,17 +18,25 @@ def audit_path(input_path: str | Path, out_dir: str | Path, config: AuditConfig 
                split: str | None = None) -> AuditResult:
     """Audit ``input_path`` (any source ``mb build`` reads, or a build folder) into ``out_dir``.
 
-    ``source_row`` in the outputs is the 0-based position of the row in the input as read (for a
-    build folder: its splits concatenated in manifest order, or only ``split``). Output paths are
-    checked before any work, so a mistake costs nothing."""
+    ``source_row`` in the outputs is the 0-based index of the row in the input as read, skipped
+    rows included (for a build folder: the position in its splits concatenated in manifest order,
+    or only ``split``). Rows with empty texts are audited (they are data, and maybe a signal);
+    only rows that cannot be parsed are skipped, and they are listed in ``summary.json``
+    (``skipped_rows``) and returned in ``result.skipped``. ``skip_bad_rows`` is accepted for
+    compatibility and changes nothing. Output paths are checked before any work, so a mistake
+    costs nothing."""
     out_dir = Path(out_dir)
     check_separate([input_path], [out_dir])
     check_output_dir(out_dir, overwrite)
     if clean_out is not None:
         check_clean_out(clean_out, input_path, overwrite, out_dir=out_dir)
-    table = read_any(input_path, kind=kind, layout=layout, fields=fields,
-                     skip_bad_rows=skip_bad_rows, split=split)
+    read = read_input(input_path, kind=kind, layout=layout, fields=fields, split=split,
+                      lenient=True)
+    table = read.table
     result = audit_table(table, config, progress=progress)
+    result.source_rows = read.row_numbers
+    result.skipped = read.skipped
     commit_audit(result, out_dir, table=table, clean_out=clean_out, source=str(input_path),
-                 overwrite=overwrite)
+                 overwrite=overwrite, skipped=[b.record() for b in read.skipped])
     return result
+

@@ -1,6 +1,7 @@
 """One-sided dedup: remove rows whose prompt matches a reference set, never touching the reference.
 
 The reference is what must not leak into training: held-out eval prompts, a benchmark, a blocklist.
+The reference may be prompts only (benchmarks usually ship no answers): only prompts are compared.
 A row of the corpus is removed when its prompt (``system`` + ``instruction`` + ``input``)
 
 * exactly equals a reference prompt after normalisation (``contaminated_exact``; the key is
@@ -109,14 +110,19 @@ def _near_matches(sketch: TableSketch, ref: TableSketch, open_rows: np.ndarray,
 
 
 def decontaminate(table: pa.Table, reference: pa.Table, config: DedupConfig | None,
-                  ctx: BuildContext) -> tuple[pa.Table, StageStats]:
-    """Remove rows of ``table`` whose prompt exactly or nearly matches a ``reference`` prompt."""
-    keep, stats = contamination_mask(table, reference, config, ctx)
+                  ctx: BuildContext, *,
+                  reference_rows: np.ndarray | None = None) -> tuple[pa.Table, StageStats]:
+    """Remove rows of ``table`` whose prompt exactly or nearly matches a ``reference`` prompt.
+
+    ``reference_rows`` numbers the reference rows in the side table's ``reference_row`` (``mb
+    dedup --reference FILE``: the 0-based index in the file as read); default: positions."""
+    keep, stats = contamination_mask(table, reference, config, ctx, reference_rows=reference_rows)
     return table.filter(pa.array(keep)), stats
 
 
 def contamination_mask(table: pa.Table, reference: pa.Table, config: DedupConfig | None,
-                       ctx: BuildContext) -> tuple[np.ndarray, StageStats]:
+                       ctx: BuildContext, *,
+                       reference_rows: np.ndarray | None = None) -> tuple[np.ndarray, StageStats]:
     """The keep-mask of :func:`decontaminate` (False: the row's prompt matches a reference prompt),
     for callers that must decide before they filter (the hold-out draws its recovery and pretrain
     rows only from rows that survive)."""
@@ -142,7 +148,7 @@ def contamination_mask(table: pa.Table, reference: pa.Table, config: DedupConfig
 
     removed = np.flatnonzero(matched >= 0)
     side = _side_table(table, reference, removed, matched[removed], similarity[removed],
-                       reason[removed])
+                       reason[removed], reference_rows)
     ctx.add_side_table(DECONTAMINATION_TABLE, side)
     n_exact = int(np.count_nonzero(reason == 1))
     n_near = int(np.count_nonzero(reason == 2))
@@ -159,7 +165,8 @@ def contamination_mask(table: pa.Table, reference: pa.Table, config: DedupConfig
 
 
 def _side_table(table: pa.Table, reference: pa.Table, rows: np.ndarray, ref_rows: np.ndarray,
-                similarity: np.ndarray, reason: np.ndarray) -> pa.Table:
+                similarity: np.ndarray, reason: np.ndarray,
+                reference_rows: np.ndarray | None = None) -> pa.Table:
     def take(t: pa.Table, column: str, idx: np.ndarray) -> pa.Array:
         return t.column(column).take(pa.array(idx, type=pa.int64())).combine_chunks()
 
@@ -170,7 +177,9 @@ def _side_table(table: pa.Table, reference: pa.Table, rows: np.ndarray, ref_rows
         "source": take(table, "source", rows),
         "source_row": take(table, "source_row", rows),
         "reference_id": take(reference, "id", ref_rows),
-        "reference_row": pa.array(ref_rows, pa.int64()),
+        "reference_row": pa.array(ref_rows if reference_rows is None
+                                  else np.asarray(reference_rows, dtype=np.int64)[ref_rows],
+                                  pa.int64()),
         "similarity": pa.array(similarity, pa.float64()),
         "reason": pa.array([EXACT if r == 1 else NEAR for r in reason.tolist()], pa.string()),
     }

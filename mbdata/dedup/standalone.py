@@ -26,11 +26,12 @@ class _Decontaminate:
 
     name = "decontaminate"
 
-    def __init__(self, reference: pa.Table, config: DedupConfig):
-        self.reference, self.config = reference, config
+    def __init__(self, reference: pa.Table, config: DedupConfig, reference_rows=None):
+        self.reference, self.config, self.reference_rows = reference, config, reference_rows
 
     def run(self, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
-        return decontaminate(table, self.reference, self.config, ctx)
+        return decontaminate(table, self.reference, self.config, ctx,
+                             reference_rows=self.reference_rows)
 
 
 def config_from_options(config_path: str | Path | None, overrides: dict) -> DedupConfig:
@@ -64,8 +65,10 @@ def config_from_options(config_path: str | Path | None, overrides: dict) -> Dedu
 
 def dedup_table(table: pa.Table, config: DedupConfig | None = None,
                 reference: pa.Table | None = None,
-                ctx: BuildContext | None = None) -> tuple[pa.Table, list[StageStats], BuildContext]:
+                ctx: BuildContext | None = None, *,
+                reference_rows=None) -> tuple[pa.Table, list[StageStats], BuildContext]:
     """Decontaminate ``table`` against ``reference`` (if given), then dedup it.
+    ``reference_rows`` names the reference rows in the decontamination table (default: positions).
 
     Decontamination runs first, so a contaminated row is removed even when it is the first member
     of a duplicate cluster (its near copies are then judged against what remains).
@@ -74,7 +77,7 @@ def dedup_table(table: pa.Table, config: DedupConfig | None = None,
     ctx = ctx or BuildContext(seed=0)
     stats = []
     if reference is not None:
-        table, s = run_stage(_Decontaminate(reference, config), table, ctx)
+        table, s = run_stage(_Decontaminate(reference, config, reference_rows), table, ctx)
         stats.append(s)
     table, s = run_stage(DedupStage(config), table, ctx)
     stats.append(s)
@@ -83,26 +86,41 @@ def dedup_table(table: pa.Table, config: DedupConfig | None = None,
 
 def dedup_path(input_path: str | Path, out_dir: str | Path, config: DedupConfig | None = None, *,
                reference_path: str | Path | None = None, overwrite: bool = False,
-               skip_bad_rows: bool = False) -> Path:
+               skip_bad_rows: bool = False, fields: dict[str, str] | None = None,
+               reference_fields: dict[str, str] | None = None) -> Path:
     """Read ``input_path`` (anything :func:`mbdata.readers.read_any` reads), dedup it, write
-    ``out_dir``."""
-    from ..manifest import MANIFEST_VERSION, input_record, library_versions
-    from ..recipe import canonical_json
-    from ..readers import read_any
-    from ..schema import SCHEMA_VERSION
+    ``out_dir``.
+
+    Rows with empty texts are deduplicated like any other (they are data); only rows that cannot
+    be parsed are skipped, counted in the manifest (``skipped_rows``) and listed with their reason
+    in ``OUT/skipped.jsonl``. ``skip_bad_rows`` is accepted for compatibility and changes nothing.
+    The reference may be prompts only (``output`` optional); ``reference_fields`` maps its columns
+    like ``fields`` maps the input's. ``source_row`` (clusters, kept rows) and ``reference_row``
+    (decontamination) are 0-based indices in the files as read, skipped rows included."""
     from ..atomic import check_output_dir, check_separate
+    from ..build import SKIPPED_FILE, skipped_jsonl, skipped_summary
+    from ..manifest import MANIFEST_VERSION, input_record, library_versions
+    from ..readers import read_input
+    from ..recipe import canonical_json
+    from ..schema import SCHEMA_VERSION
     from ..shards import write_build
 
+    del skip_bad_rows
     config = config or DedupConfig()
     check_separate([input_path, reference_path], [out_dir])
     check_output_dir(Path(out_dir), overwrite)
-    table = read_any(input_path, skip_bad_rows=skip_bad_rows)
-    reference = None
+    read = read_input(input_path, fields=fields, lenient=True)
+    table = read.table
+    skipped = [b.record() for b in read.skipped]
+    reference = reference_rows = None
     inputs = {"input": input_record(Path(input_path), str(input_path))}
     if reference_path is not None:
-        reference = read_any(reference_path, skip_bad_rows=skip_bad_rows)
+        ref = read_input(reference_path, fields=reference_fields, lenient=True, prompts_only=True,
+                         field_option="--reference-field")
+        reference, reference_rows = ref.table, ref.row_numbers
+        skipped += [{**b.record(), "source": f"reference:{b.source}"} for b in ref.skipped]
         inputs["reference"] = input_record(Path(reference_path), str(reference_path))
-    kept, stats, ctx = dedup_table(table, config, reference)
+    kept, stats, ctx = dedup_table(table, config, reference, reference_rows=reference_rows)
     splits = sorted(set(kept.column("split").to_pylist()))
     tables = {s: kept.filter(pc.equal(kept.column("split"), s)) for s in splits}
     settings = to_mapping(config)
@@ -119,6 +137,11 @@ def dedup_path(input_path: str | Path, out_dir: str | Path, config: DedupConfig 
         "versions": library_versions(),
         "stages": [s.as_manifest() for s in stats],
     }
+    if fields or reference_fields:
+        manifest["fields"] = {"input": dict(fields or {}), "reference": dict(reference_fields or {})}
+    if skipped:
+        manifest["skipped_rows"] = skipped_summary(skipped)
     timings = {s.name: round(s.seconds, 4) for s in stats}
     return write_build(out_dir, tables, manifest, side_tables=ctx.side_tables, overwrite=overwrite,
-                       timings=timings)
+                       timings=timings,
+                       extra_files={SKIPPED_FILE: skipped_jsonl(skipped)} if skipped else None)

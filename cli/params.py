@@ -1,0 +1,38 @@
+"""Click parameter types whose allowed values come from a registry (the one list of names).
+
+``RegistryChoice`` accepts a registry's names case-insensitively (``--format TRL``) and answers a
+typo with the valid names and the closest one, in the registry's own words. The registry is
+imported only when the option is parsed or its help is shown, so ``mb --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+
+class RegistryChoice(click.ParamType):
+    """Names from ``module:attribute`` (a :class:`mbdata.registry.Registry`), case-insensitive."""
+
+    def __init__(self, target: str):
+        self.target = target
+        self.name = target.rpartition(":")[2].lower()
+
+    def registry(self) -> Any:
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + "|".join(self.registry().names()) + "]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        registry = self.registry()
+        names = registry.names()
+        if value in names:
+            return value
+        folded = {n.lower(): n for n in names}
+        if isinstance(value, str) and value.lower() in folded:
+            return folded[value.lower()]
+        self.fail(registry.unknown(value), param, ctx)
