@@ -99,14 +99,27 @@ def test_build_output_never_replaces_its_source_folder(tmp_path, capsys, write_j
 
 
 def test_two_audits_on_one_clean_out_do_not_both_win(bld, tmp_path, capsys):
+    """Two audits racing on one --clean-out (different -o, no --overwrite): the first is slowed at
+    its commit, the second starts while it writes; exactly one wins, whole."""
     clean = tmp_path / "clean.jsonl"
-    assert main(["audit", str(bld), "-o", str(tmp_path / "a1"), "--clean-out", str(clean),
-                 "--quiet"]) == 0
-    first = clean.read_bytes()
+    first = subprocess.Popen([sys.executable, "-m", "cli.main", "audit", str(bld), "-o",
+                              str(tmp_path / "a1"), "--clean-out", str(clean), "--quiet"],
+                             env={**os.environ, "MBDEFENSE_FAULT_SLEEP": "filled:2"},
+                             stderr=subprocess.PIPE, text=True)
+    journal = tmp_path / ".a1.mbdefense-journal"
+    deadline = time.time() + 120
+    while not journal.exists():
+        assert time.time() < deadline and first.poll() is None
+        time.sleep(0.01)
+    assert not clean.exists()  # the first one has not committed yet
     assert main(["audit", str(bld), "-o", str(tmp_path / "a2"), "--clean-out", str(clean),
                  "--quiet"]) == 2
-    _one_line_error(capsys, "already exists")
-    assert clean.read_bytes() == first and not (tmp_path / "a2").exists()
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("note: waiting for pid") and len(err) == 2
+    assert err[1].startswith("error: ") and "already exists" in err[1]
+    first.communicate(timeout=120)
+    assert first.returncode == 0
+    assert _consistent(tmp_path / "a1", clean) and not (tmp_path / "a2").exists()
 
 
 def _consistent(out, clean):
