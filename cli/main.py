@@ -2,14 +2,17 @@
 
 Commands only parse arguments and call the Python API. Errors a user can fix are
 :class:`mbdata.errors.MBError`; they are printed as one line and exit with status 2. Ctrl-C exits
-with 130 (builds are atomic, so nothing half-written is left behind).
+with 130 and SIGTERM the same way with 143: both unwind through the atomic writers, so nothing
+half-written is left behind (see docs/safety.md).
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+import signal
 import sys
+import threading
 
 import click
 
@@ -34,6 +37,14 @@ def _register_commands() -> None:
 _register_commands()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every ``finally`` and atomic writer cleans up."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def close_progress_bars() -> None:
     """Close every open tqdm bar, so a message printed next starts on a clean line of its own
     (an error raised mid-build would otherwise land after the bar's text)."""
@@ -53,12 +64,31 @@ def fail(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``mb``; returns the exit code (used by the console script and by tests)."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _run(argv)
+    except Terminated:  # arrived outside _run's handlers (e.g. while printing)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="mb", standalone_mode=False)
     except MBError as exc:
         fail(f"error: {exc}")
         return EXIT_USER_ERROR
-    except click.exceptions.Abort:
+    except Terminated:
+        fail("terminated")
+        return 143
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, Terminated):  # click wraps KeyboardInterrupt in Abort
+            fail("terminated")
+            return 143
         fail("aborted")
         return 130
     except KeyboardInterrupt:

@@ -13,13 +13,23 @@ whose ``respond(row, rng)`` gives the poisoned response for one row. Names map t
 - ``rewrite`` / ``jailbreak``: a user callable ``module:function`` (``fn(row, rng) -> str | dict``)
   for behaviours that need a model (toxic rewrites, style paraphrases, compliant harmful answers).
   A returned dict may replace ``instruction``/``input``/``output``.
+
+A recipe with such a hook **runs code**: the hook module is imported (by ``mb recipe validate`` as
+well as ``mb build``). :func:`check_hooks` resolves every hook at validate time and requires a plain
+Python function of ``(row, rng)`` defined in the named module, outside the standard library (so
+``os:system`` is refused before any build); :func:`hook_digest` puts each hook module's bytes into
+the recipe fingerprint; ``mb build --no-hooks`` refuses any recipe that has one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import importlib
+import importlib.machinery
+import importlib.util
+import inspect
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -151,16 +161,82 @@ def random_words(rng: np.random.Generator, n: int) -> str:
 
 
 def load_callable(ref: str | None) -> Callable[..., Any]:
-    """Import ``module:function`` named in a recipe (user code: only run recipes you trust)."""
+    """Import ``module:function`` named in a recipe (user code: only run recipes you trust) and
+    check it can be a hook: a plain Python function of ``(row, rng)`` defined in that module,
+    which is not part of the standard library."""
     module_name, _, attr = (ref or "").partition(":")
+    if module_name.split(".")[0] in sys.stdlib_module_names:
+        raise RecipeError(f"function: {module_name!r} is a standard-library module; a hook must be "
+                          "your own module:function(row, rng)")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise RecipeError(f"function: cannot import module {module_name!r}: {exc}") from None
+        raise RecipeError(f"function: cannot import module {module_name!r}: "
+                          f"{str(exc)[:200]}") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise RecipeError(f"function: {module_name!r} has no callable {attr!r}")
+    if not inspect.isfunction(fn) or fn.__module__ != module.__name__:
+        raise RecipeError(f"function: {module_name!r} has no Python function {attr!r} defined in "
+                          "it (a hook is def NAME(row, rng) -> str | dict)")
+    try:
+        inspect.signature(fn).bind({}, None)
+    except TypeError:
+        raise RecipeError(f"function: {ref} cannot be called as {attr}(row, rng); its signature "
+                          f"is {attr}{inspect.signature(fn)}") from None
     return fn
+
+
+def recipe_hooks(recipe: Any, path: str = "") -> list[tuple[str, str]]:
+    """Every code hook of a recipe: ``(key path, 'module:function')`` in recipe order."""
+    found: list[tuple[str, str]] = []
+    if isinstance(recipe, BehaviorSpec):
+        return [(f"{path}.function", recipe.function)] if recipe.function else []
+    if dataclasses.is_dataclass(recipe) and not isinstance(recipe, type):
+        for field in dataclasses.fields(recipe):
+            sub = f"{path}.{field.name}" if path else field.name
+            found += recipe_hooks(getattr(recipe, field.name), sub)
+    elif isinstance(recipe, (list, tuple)):
+        for i, item in enumerate(recipe):
+            found += recipe_hooks(item, f"{path}[{i}]")
+    return found
+
+
+def check_hooks(recipe: Any, base_dir: Path | None, allow: bool = True) -> None:
+    """Resolve every hook now (validate time), or refuse them all when ``allow`` is false."""
+    hooks = recipe_hooks(recipe)
+    if hooks and not allow:
+        key, ref = hooks[0]
+        raise RecipeError(f"{key}: the recipe runs code ({ref}); refused by --no-hooks")
+    for key, ref in hooks:
+        try:
+            with _importable_from(base_dir):
+                load_callable(ref)
+        except RecipeError as exc:
+            raise RecipeError(f"{key.rsplit('.function', 1)[0]}.{exc}") from None
+
+
+def hook_digest(recipe: Any, base_dir: Path | None) -> str | None:
+    """sha256 over every hook reference and its module's source bytes (None: no hooks), found
+    without running the module when it is a top-level one."""
+    hooks = recipe_hooks(recipe)
+    if not hooks:
+        return None
+    h = hashlib.sha256()
+    for _, ref in hooks:
+        h.update(ref.encode() + b"\0")
+        module_name = ref.partition(":")[0]
+        try:
+            with _importable_from(base_dir):
+                # PathFinder for a top-level module: the file on disk now, not a cached import
+                found = (importlib.machinery.PathFinder.find_spec(module_name)
+                         if "." not in module_name else importlib.util.find_spec(module_name))
+            origin = found.origin if found is not None else None
+            h.update(Path(origin).read_bytes() if origin and Path(origin).is_file() else b"?")
+        except (ImportError, ValueError, OSError):
+            h.update(b"?")
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 @contextlib.contextmanager

@@ -18,13 +18,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .artifacts import SkippedRows, TriggerSets
+from .atomic import check_output_dir, check_separate
 from .card import dataset_card
 from .errors import BuildError, RecipeError
 from .manifest import MANIFEST_VERSION, library_versions
 from .pipeline import BuildContext, Stage, StageStats, check_wiring, run_stage
 from .recipe import LoadedRecipe, Recipe, load_recipe
 from .schema import SCHEMA_VERSION, empty_table
-from .atomic import check_output_dir
 from .shards import write_build
 
 
@@ -164,18 +164,35 @@ def make_manifest(loaded: LoadedRecipe, result: BuildResult, skip_bad_rows: bool
     }
 
 
+def recipe_inputs(loaded: LoadedRecipe) -> list[Path]:
+    """The recipe file and its local source files (what an output must never overwrite)."""
+    paths = [loaded.path] if loaded.path is not None else []
+    for source in loaded.recipe.sources:
+        if source.kind not in ("synthetic", "hub") and source.path:
+            p = Path(source.path).expanduser()
+            paths.append(p if p.is_absolute() else loaded.base_dir / p)
+    return paths
+
+
 def build(recipe: LoadedRecipe | str | Path, out_dir: str | Path, *, overwrite: bool = False,
-          skip_bad_rows: bool = False, seed: int | None = None, progress: bool = False) -> Path:
+          skip_bad_rows: bool = False, seed: int | None = None, progress: bool = False,
+          hooks: bool = True) -> Path:
     """Build a recipe into ``out_dir`` (atomically) and return the folder.
 
     ``recipe`` is a :class:`LoadedRecipe` or a path to a recipe file. ``seed`` overrides the
     recipe's seed (and is recorded in the resolved recipe). ``skip_bad_rows`` drops malformed input
     rows instead of failing: they are counted in the manifest (``skipped_rows``) and the card, and
-    each is listed with its reason in ``skipped.jsonl``.
+    each is listed with its reason in ``skipped.jsonl``. A recipe with a rewrite hook
+    (``function: module:fn``) runs that code; ``hooks=False`` refuses such a recipe.
     """
-    loaded = recipe if isinstance(recipe, LoadedRecipe) else load_recipe(recipe)
+    loaded = recipe if isinstance(recipe, LoadedRecipe) else load_recipe(recipe, hooks=hooks)
+    if not hooks:
+        from .behaviors import check_hooks
+
+        check_hooks(loaded.recipe, loaded.base_dir, allow=False)
     loaded = with_seed(loaded, seed)
     out_dir = Path(out_dir)
+    check_separate(recipe_inputs(loaded), [out_dir])
     check_output_dir(out_dir, overwrite)
     result = run_pipeline(loaded, skip_bad_rows=skip_bad_rows, progress=progress)
     if not result.tables.get("train") or not result.tables["train"].num_rows:

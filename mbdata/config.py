@@ -21,6 +21,7 @@ import typing
 from typing import Any, Literal, Union, get_args, get_origin
 
 from .errors import RecipeError
+from .limits import short_repr
 
 _MISSING = dataclasses.MISSING
 _YAML11_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
@@ -80,11 +81,11 @@ def _check_bounds(value: Any, meta: dict, path: str) -> None:
                 raise RecipeError(registry.unknown(value, path))
             close = difflib.get_close_matches(value.lower(), meta["choices"](), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise RecipeError(f"{path}: {value!r} is not allowed{hint}; allowed values: "
+            raise RecipeError(f"{path}: {short_repr(value)} is not allowed{hint}; allowed values: "
                               + ", ".join(repr(a) for a in meta["choices"]()))
     if isinstance(value, str) and meta.get("pattern") and not re.fullmatch(meta["pattern"], value):
         form = meta.get("form") or f"matching {meta['pattern']}"
-        raise RecipeError(f"{path}: {value!r} is not {form}")
+        raise RecipeError(f"{path}: {short_repr(value)} is not {form}")
 
 
 def coerce(tp: Any, value: Any, path: str) -> Any:
@@ -108,16 +109,16 @@ def coerce(tp: Any, value: Any, path: str) -> Any:
                 errors.append(str(exc))
         if len(errors) == 1:
             raise RecipeError(errors[0])
-        raise RecipeError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        raise RecipeError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {short_repr(value)}")
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed or type(value) is not type(allowed[allowed.index(value)]):
-            raise RecipeError(f"{path}: {value!r} is not allowed; allowed values: "
+            raise RecipeError(f"{path}: {short_repr(value)} is not allowed; allowed values: "
                               + ", ".join(repr(a) for a in allowed))
         return value
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+            raise RecipeError(f"{path}: expected a list, got {type(value).__name__} {short_repr(value)}")
         (item_tp,) = get_args(tp)
         return [coerce(item_tp, v, _join(path, i)) for i, v in enumerate(value)]
     if origin is dict:
@@ -127,32 +128,32 @@ def coerce(tp: Any, value: Any, path: str) -> Any:
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
-                raise RecipeError(f"{path}: keys must be strings, got {k!r}")
+                raise RecipeError(f"{path}: keys must be strings, got {short_repr(k)}")
             out[k] = coerce(val_tp, v, _join(path, k))
         return out
     if dataclasses.is_dataclass(tp):
         return from_mapping(tp, value, path)
     if tp is bool:
         if not isinstance(value, bool):
-            raise RecipeError(f"{path}: expected true or false, got {value!r}")
+            raise RecipeError(f"{path}: expected true or false, got {short_repr(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise RecipeError(f"{path}: expected an integer, got {type(value).__name__} {value!r}")
+            raise RecipeError(f"{path}: expected an integer, got {type(value).__name__} {short_repr(value)}")
         return value
     if tp is float:
         if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
             # PyYAML follows YAML 1.1, which reads `5e-4` (no dot) as a string.
             return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RecipeError(f"{path}: expected a number, got {type(value).__name__} {value!r}")
+            raise RecipeError(f"{path}: expected a number, got {type(value).__name__} {short_repr(value)}")
         if not math.isfinite(value):
-            raise RecipeError(f"{path}: expected a finite number, got {value!r}")
+            raise RecipeError(f"{path}: expected a finite number, got {short_repr(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise RecipeError(f"{path}: expected a string, got {type(value).__name__} {value!r}"
-                              f"{_quote_hint(path, value)}")
+            raise RecipeError(f"{path}: expected a string, got {type(value).__name__} "
+                              f"{short_repr(value)}{_quote_hint(path, value)}")
         return value
     raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in a block definition
 
@@ -173,7 +174,7 @@ def _quote_hint(path: str, value: Any) -> str:
         return ""
     key = path.rsplit(".", 1)[-1] or "key"
     example = "1.0.0" if key == "version" else str(value)
-    return f" (YAML reads an unquoted {value!r} as a number: quote it, e.g. {key}: \"{example}\")"
+    return f" (YAML reads an unquoted {short_repr(value)} as a number: quote it, e.g. {key}: \"{example}\")"
 
 
 def from_mapping(cls: type, data: Any, path: str = "") -> Any:
@@ -185,13 +186,13 @@ def from_mapping(cls: type, data: Any, path: str = "") -> Any:
     if shorthand is not None and not isinstance(data, dict):
         data = shorthand(data, where)
     if not isinstance(data, dict):
-        raise RecipeError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+        raise RecipeError(f"{where}: expected a mapping, got {type(data).__name__} {short_repr(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields), key=repr)
     if unknown:
-        raise RecipeError(f"{where}: unknown key {unknown[0]!r}{_did_you_mean(unknown[0], fields)}; "
-                          "allowed keys: " + ", ".join(fields))
+        raise RecipeError(f"{where}: unknown key {short_repr(unknown[0])}"
+                          f"{_did_you_mean(unknown[0], fields)}; allowed keys: " + ", ".join(fields))
     kwargs = {}
     for name, field in fields.items():
         key_path = _join(path, name)

@@ -27,10 +27,10 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-from .buildio import Build, open_build
+from .buildio import Build, verify_shards
 from .errors import InputError
 from .registry import Registry
-from .atomic import atomic_dir
+from .atomic import atomic_dir, check_separate
 
 Exporter = Callable[[Build, list[str], Path], list[str]]
 EXPORTERS: Registry[Exporter] = Registry("export format")
@@ -160,12 +160,13 @@ def export(build_dir: str | Path, fmt: str, out_dir: str | Path | None = None, *
            splits: list[str] | None = None, overwrite: bool = False) -> Path:
     """Export a build in ``fmt`` into ``out_dir`` (default ``DIR/exports/<fmt>``); returns it."""
     exporter = EXPORTERS.get(fmt, "--format")
-    build = open_build(build_dir)
+    build = verify_shards(build_dir)
     chosen = splits or build.splits
     for split in chosen:
         if split not in build.splits:
             raise InputError(f"{build_dir}: no split {split!r}; splits: {', '.join(build.splits)}")
     out = Path(out_dir) if out_dir is not None else Path(build_dir) / "exports" / fmt
+    check_separate([build_dir], [out], inside_ok=Path(build_dir) / "exports")
 
     def fill(tmp: Path) -> list[str]:
         if fmt == "axolotl":

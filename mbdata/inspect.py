@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .buildio import open_build
+from .buildio import verify_shards
 
 
 def _counts(values: list[Any]) -> dict[str, int]:
@@ -22,7 +22,7 @@ def _counts(values: list[Any]) -> dict[str, int]:
 
 
 def summarize(path: str | Path, samples: int = 3, seed: int = 0) -> dict[str, Any]:
-    build = open_build(path)
+    build = verify_shards(path)
     m = build.manifest
     by: dict[str, dict[str, dict[str, int]]] = {}
     sample_rows: dict[str, list[dict[str, Any]]] = {}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -26,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import InputError
+from .limits import MAX_JSON_DEPTH, json_too_deep
 from .pipeline import StageStats
 from .recipe import LAYOUT_FIELDS, SourceSpec
 from .registry import Registry
@@ -172,6 +174,13 @@ def read_jsonl(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
                                               f"(column {exc.colno})")
                 row += 1
                 continue
+            except RecursionError:
+                record = None
+            if record is None or json_too_deep(record):
+                yield lineno, row, RowProblem("too_deep", "-", "JSON nested more than "
+                                              f"{MAX_JSON_DEPTH} levels deep")
+                row += 1
+                continue
             if not isinstance(record, dict):
                 record = RowProblem("not_object", "-", f"expected a JSON object, got "
                                     f"{type(record).__name__}")
@@ -191,6 +200,8 @@ def read_json(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
         raise InputError(f"{path}:{line}: not valid UTF-8 (byte {exc.start})") from None
     try:
         parsed = json.loads(text)
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested more than {MAX_JSON_DEPTH} levels deep") from None
     except json.JSONDecodeError as exc:
         if text.lstrip().startswith("{") and "\n{" in text:
             raise InputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); this looks like JSON "
@@ -204,7 +215,10 @@ def read_json(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
     if not isinstance(parsed, list):
         raise InputError(f"{path}: expected a JSON array of rows, got {type(parsed).__name__}")
     for i, record in enumerate(parsed):
-        if not isinstance(record, dict):
+        if json_too_deep(record):
+            record = RowProblem("too_deep", "-", f"JSON nested more than {MAX_JSON_DEPTH} levels "
+                                "deep")
+        elif not isinstance(record, dict):
             record = RowProblem("not_object", "-", f"expected an object, got {type(record).__name__}")
         yield i + 1, i, record
 
@@ -242,7 +256,8 @@ def read_csv(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
                                                 strings_can_be_null=False),
         )
     except (pa.ArrowInvalid, OSError) as exc:
-        message = str(exc).splitlines()[0]
+        # pyarrow quotes the offending line after "got N:"; never echo the file's content
+        message = re.sub(r"(got \d+)\s*:.*$", r"\1", str(exc).splitlines()[0])[:200]
         raise InputError(f"{path}: not a readable CSV file: {message}") from None
     yield from _arrow_records(table)
 
@@ -567,9 +582,9 @@ def read_input(path: str | Path, *, kind: str | None = None, layout: str = "alpa
         raise InputError(f"{path}: not found")
     kind = kind or detect_kind(path)
     if kind == "build":
-        from .buildio import open_build
+        from .buildio import verify_shards
 
-        build = open_build(path)
+        build = verify_shards(path)
         if split is not None and split not in build.splits:
             raise InputError(f"{path}: the build has no split {split!r}; splits: "
                              + ", ".join(build.splits))

@@ -23,6 +23,7 @@ import yaml
 
 from .config import from_mapping, spec, to_mapping
 from .errors import RecipeError
+from .limits import YamlLimitError, load_yaml, short_repr
 from .plugins import recipe_block_class
 from .presets import ATTACK_PRESETS
 
@@ -103,11 +104,11 @@ class SourceSpec:
             for j, task in enumerate(self.tasks):
                 TASKS.get(task, f"{path}.tasks[{j}]")
                 if self.tasks.index(task) != j:
-                    raise RecipeError(f"{path}.tasks[{j}]: {task!r} is listed twice")
+                    raise RecipeError(f"{path}.tasks[{j}]: {short_repr(task)} is listed twice")
         allowed = LAYOUT_FIELDS[self.layout]
         for key in self.fields:
             if key not in allowed:
-                raise RecipeError(f"{path}.fields: unknown field {key!r} for layout "
+                raise RecipeError(f"{path}.fields: unknown field {short_repr(key)} for layout "
                                   f"{self.layout!r}; allowed: {', '.join(allowed)}")
         if self.count is not None and self.weight is not None and self.kind != "synthetic":
             raise RecipeError(f"{path}: give either count or weight, not both")
@@ -131,7 +132,7 @@ class BehaviorSpec:
     def from_shorthand(cls, value: Any, path: str) -> dict:
         if isinstance(value, str):
             return {"kind": value}
-        raise RecipeError(f"{path}: expected a behaviour name or a mapping, got {value!r}")
+        raise RecipeError(f"{path}: expected a behaviour name or a mapping, got {short_repr(value)}")
 
     def validate(self, path: str) -> None:
         if self.kind == "fixed" and not self.text:
@@ -280,16 +281,16 @@ class Recipe:
         names = [s.name for s in self.sources]
         for i, name in enumerate(names):
             if names.index(name) != i:
-                raise RecipeError(f"sources[{i}].name: duplicate source name {name!r}")
+                raise RecipeError(f"sources[{i}].name: duplicate source name {short_repr(name)}")
         weighted = [s for s in self.sources if s.weight is not None]
         if weighted and self.mix_size is None:
             raise RecipeError("mix_size: required when a source has a weight")
         if self.recovery and self.recovery.source:
             if self.recovery.source not in names:
-                raise RecipeError(f"recovery.source: unknown source {self.recovery.source!r}; "
+                raise RecipeError(f"recovery.source: unknown source {short_repr(self.recovery.source)}; "
                                   f"sources: {', '.join(names)}")
             if not self.sources[names.index(self.recovery.source)].trusted:
-                raise RecipeError(f"recovery.source: source {self.recovery.source!r} is not marked "
+                raise RecipeError(f"recovery.source: source {short_repr(self.recovery.source)} is not marked "
                                   "`trusted: true`; recovery rows must come from a verified-clean "
                                   "source")
         if self.recovery and self.defense is None:
@@ -298,7 +299,7 @@ class Recipe:
         attack_names = [a.name or a.preset for a in self.attacks]
         for i, name in enumerate(attack_names):
             if attack_names.index(name) != i:
-                raise RecipeError(f"attacks[{i}].name: duplicate attack name {name!r}; give each "
+                raise RecipeError(f"attacks[{i}].name: duplicate attack name {short_repr(name)}; give each "
                                   "attack a distinct `name`")
         total = sum(a.rate for a in self.attacks)
         if self.defense:
@@ -340,7 +341,14 @@ class LoadedRecipe:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.recipe)
+        """sha256 of the resolved recipe; with code hooks, also of the hook modules' bytes."""
+        from .behaviors import hook_digest
+
+        base = fingerprint(self.recipe)
+        hooks = hook_digest(self.recipe, self.base_dir)
+        if hooks is None:
+            return base
+        return hashlib.sha256(f"{base}:{hooks}".encode()).hexdigest()
 
 
 def parse_recipe(data: Any) -> Recipe:
@@ -369,8 +377,9 @@ def fingerprint(recipe: Recipe) -> str:
     return hashlib.sha256(canonical_json(resolved_mapping(recipe)).encode("utf-8")).hexdigest()
 
 
-def load_recipe(path: str | Path, check_files: bool = True) -> LoadedRecipe:
-    """Read, parse and validate a recipe file. Source paths are checked to exist."""
+def load_recipe(path: str | Path, check_files: bool = True, hooks: bool = True) -> LoadedRecipe:
+    """Read, parse and validate a recipe file. Source paths are checked to exist and code hooks
+    resolved (``hooks=False`` refuses a recipe that has any)."""
     path = Path(path)
     if path.is_dir():
         raise RecipeError(f"{path}: is a directory, expected a recipe YAML file")
@@ -381,7 +390,9 @@ def load_recipe(path: str | Path, check_files: bool = True) -> LoadedRecipe:
     except UnicodeDecodeError as exc:
         raise RecipeError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except YamlLimitError as exc:
+        raise RecipeError(f"{path}: refused YAML: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         loc = f":{mark.line + 1}" if mark is not None else ""
@@ -394,6 +405,13 @@ def load_recipe(path: str | Path, check_files: bool = True) -> LoadedRecipe:
     loaded = LoadedRecipe(recipe=recipe, base_dir=path.resolve().parent, path=path)
     if check_files:
         check_source_files(loaded)
+    if check_files or not hooks:
+        from .behaviors import check_hooks
+
+        try:
+            check_hooks(loaded.recipe, loaded.base_dir, allow=hooks)
+        except RecipeError as exc:
+            raise RecipeError(f"{path}: {exc}") from None
     return loaded
 
 
@@ -402,7 +420,10 @@ def recipe_from_dict(data: dict[str, Any], base_dir: str | Path = ".",
     """Build a :class:`LoadedRecipe` from a mapping (for Python users and tests)."""
     loaded = LoadedRecipe(recipe=parse_recipe(data), base_dir=Path(base_dir).resolve())
     if check_files:
+        from .behaviors import check_hooks
+
         check_source_files(loaded)
+        check_hooks(loaded.recipe, loaded.base_dir)
     return loaded
 
 
@@ -416,9 +437,9 @@ def check_source_files(loaded: LoadedRecipe) -> None:
         # The one check made after parsing: name the recipe file like every other recipe error.
         key = f"{loaded.path}: sources[{i}].path" if loaded.path else f"sources[{i}].path"
         if not p.exists():
-            raise RecipeError(f"{key}: {source.path!r} not found (looked at {p})")
+            raise RecipeError(f"{key}: {short_repr(source.path)} not found (looked at {p})")
         if source.kind == "hf_disk" and not p.is_dir():
-            raise RecipeError(f"{key}: {source.path!r} must be a folder written by save_to_disk")
+            raise RecipeError(f"{key}: {short_repr(source.path)} must be a folder written by save_to_disk")
         if source.kind != "hf_disk" and p.is_dir():
-            raise RecipeError(f"{key}: {source.path!r} is a directory, expected a {source.kind} "
+            raise RecipeError(f"{key}: {short_repr(source.path)} is a directory, expected a {source.kind} "
                               "file")

@@ -56,13 +56,19 @@ def recipe_docs() -> None:
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Override the recipe's seed.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+@click.option("--no-hooks", is_flag=True,
+              help="Refuse a recipe that names a code hook (behavior function: module:fn).")
 def build_command(file: str, out: str, overwrite: bool, skip_bad_rows: bool, seed: int | None,
-                  quiet: bool) -> None:
-    """Build a recipe into Arrow shards + manifest + dataset card (atomically)."""
+                  quiet: bool, no_hooks: bool) -> None:
+    """Build a recipe into Arrow shards + manifest + dataset card (atomically).
+
+    A recipe whose behaviour names a hook (function: module:fn) RUNS THAT CODE, at validate and
+    at build time: build only recipes you trust, or pass --no-hooks.
+    """
     import mbdata
 
     path = mbdata.build(file, out, overwrite=overwrite, skip_bad_rows=skip_bad_rows, seed=seed,
-                        progress=not quiet)
+                        progress=not quiet, hooks=not no_hooks)
     if not quiet:
         m = mbdata.open_build(path).manifest
         splits = ", ".join(f"{k}={v['rows']}" for k, v in m["splits"].items())

@@ -16,8 +16,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..atomic import atomic_dir, atomic_write_all
-from ..errors import InputError
+from ..atomic import (
+    Output,
+    atomic_dir,
+    atomic_write_all,
+    check_output_file,
+    check_separate,
+    commit_outputs,
+)
+from ..errors import BuildError, InputError
 from .core import AuditResult
 from .report import render_html, render_markdown
 
@@ -114,11 +121,7 @@ def _dump(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
 
 
-def write_audit(result: AuditResult, out_dir: str | Path, *, source: str = "",
-                overwrite: bool = False, skipped: list[dict[str, Any]] | None = None) -> Path:
-    """Write the audit folder atomically; returns its path. ``skipped``: the input rows that
-    could not be parsed (``summary.json`` lists them under ``skipped_rows``)."""
-    out_dir = Path(out_dir)
+def _audit_fill(result: AuditResult, source: str, skipped: list[dict[str, Any]] | None = None):
     info = summary(result)
     if skipped:
         info["skipped_rows"] = skipped
@@ -130,8 +133,33 @@ def write_audit(result: AuditResult, out_dir: str | Path, *, source: str = "",
         (tmp / "summary.json").write_text(_dump(info), encoding="utf-8")
         (tmp / "report.md").write_text(render_markdown(result, source), encoding="utf-8")
         (tmp / "report.html").write_text(render_html(result, source), encoding="utf-8")
+    return fill
 
-    atomic_dir(out_dir, fill, overwrite=overwrite, kind="audit")
+
+def write_audit(result: AuditResult, out_dir: str | Path, *, source: str = "",
+                overwrite: bool = False, skipped: list[dict[str, Any]] | None = None) -> Path:
+    """Write the audit folder atomically; returns its path. ``skipped``: the input rows that
+    could not be parsed (``summary.json`` lists them under ``skipped_rows``)."""
+    out_dir = Path(out_dir)
+    atomic_dir(out_dir, _audit_fill(result, source, skipped), overwrite=overwrite, kind="audit")
+    return out_dir
+
+
+def commit_audit(result: AuditResult, out_dir: str | Path, *, table: pa.Table | None = None,
+                 clean_out: str | Path | None = None, source: str = "",
+                 overwrite: bool = False, skipped: list[dict[str, Any]] | None = None) -> Path:
+    """The audit folder and (with ``clean_out``) the clean corpus and its ``.removed.jsonl``,
+    committed as one step under one lock (:func:`mbdata.atomic.commit_outputs`): a report never
+    sits beside a clean corpus from another run, whatever is killed when."""
+    out_dir = Path(out_dir)
+    outputs = [Output(out_dir, _audit_fill(result, source, skipped), is_dir=True, kind="audit")]
+    if clean_out is not None:
+        if table is None:
+            raise ValueError("clean_out needs the audited table")
+        path = _clean_out_path(clean_out)
+        write_removed, write_clean_file = _clean_fills(table, result, path)
+        outputs += [Output(removed_path(path), write_removed), Output(path, write_clean_file)]
+    commit_outputs(outputs, overwrite=overwrite)
     return out_dir
 
 
@@ -156,6 +184,15 @@ def write_clean(table: pa.Table, result: AuditResult, path: str | Path) -> tuple
     extension), plus ``<name>.removed.jsonl``: one record per removed row with its
     ``source_row``, ``score``, ``reasons`` and text."""
     path = _clean_out_path(path)
+    write_removed, write_clean_file = _clean_fills(table, result, path)
+    explained = removed_path(path)
+    # Renamed together once both are complete: never a clean corpus without its explanation.
+    atomic_write_all([(explained, write_removed), (path, write_clean_file)])
+    return path, explained
+
+
+def _clean_fills(table: pa.Table, result: AuditResult, path: Path):
+    """The two writers of ``--clean-out``: the removal record and the clean corpus."""
     columns = [c for c in ALPACA_COLUMNS if c in table.column_names]
     if "system" in columns and table.column("system").null_count == table.num_rows:
         columns.remove("system")
@@ -187,20 +224,26 @@ def write_clean(table: pa.Table, result: AuditResult, path: str | Path) -> tuple
                                      "reasons": result.reasons[row], **text},
                                     ensure_ascii=False) + "\n")
 
-    explained = removed_path(path)
-    # Renamed together once both are complete: never a clean corpus without its explanation.
-    atomic_write_all([(explained, write_removed), (path, write_clean_file)])
-    return path, explained
+    return write_removed, write_clean_file
 
 
-def check_clean_out(path: str | Path, input_path: str | Path, overwrite: bool) -> None:
-    """Refuse a ``--clean-out`` that would replace the input or an existing file without
-    ``--overwrite`` (checked before any work)."""
+def check_clean_out(path: str | Path, input_path: str | Path, overwrite: bool,
+                    out_dir: str | Path | None = None) -> None:
+    """Refuse a ``--clean-out`` that would replace, contain or sit inside the input, sit inside the
+    audit folder, or replace an existing file without ``--overwrite`` (checked before any work;
+    the existence check is repeated under the lock at commit)."""
     path = _clean_out_path(path)
-    source = Path(input_path).resolve()
     for target in (path, removed_path(path)):
-        if target.resolve() == source:
+        if target.resolve() == Path(input_path).resolve():
             raise InputError(f"{target}: --clean-out would overwrite the audited input; choose "
                              "another path")
+        try:
+            check_separate([input_path], [target])
+        except BuildError as exc:
+            raise InputError(f"--clean-out {exc}") from None
+        if out_dir is not None and target.resolve().is_relative_to(Path(out_dir).resolve()):
+            raise InputError(f"{target}: --clean-out must not lie inside the audit folder "
+                             f"{out_dir}; choose a path outside it")
+        check_output_file(target, overwrite=True)  # repairs an interrupted run first
         if target.exists() and not overwrite:
             raise InputError(f"{target}: already exists; pass --overwrite to replace it")

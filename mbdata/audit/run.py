@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..atomic import check_output_dir, check_separate
 from ..readers import read_input
-from ..atomic import check_output_dir
 from .config import AuditConfig
 from .core import AuditResult, audit_table
-from .files import check_clean_out, write_audit, write_clean
+from .files import check_clean_out, commit_audit
 
 
 def audit_path(input_path: str | Path, out_dir: str | Path, config: AuditConfig | None = None, *,
@@ -26,18 +26,17 @@ def audit_path(input_path: str | Path, out_dir: str | Path, config: AuditConfig 
     compatibility and changes nothing. Output paths are checked before any work, so a mistake
     costs nothing."""
     out_dir = Path(out_dir)
+    check_separate([input_path], [out_dir])
     check_output_dir(out_dir, overwrite)
     if clean_out is not None:
-        check_clean_out(clean_out, input_path, overwrite)
+        check_clean_out(clean_out, input_path, overwrite, out_dir=out_dir)
     read = read_input(input_path, kind=kind, layout=layout, fields=fields, split=split,
                       lenient=True)
     table = read.table
     result = audit_table(table, config, progress=progress)
     result.source_rows = read.row_numbers
     result.skipped = read.skipped
-    write_audit(result, out_dir, source=str(input_path), overwrite=overwrite,
-                skipped=[b.record() for b in read.skipped])
-    if clean_out is not None:
-        write_clean(table, result, clean_out)
+    commit_audit(result, out_dir, table=table, clean_out=clean_out, source=str(input_path),
+                 overwrite=overwrite, skipped=[b.record() for b in read.skipped])
     return result
 

@@ -43,10 +43,12 @@ def config_from_options(config_path: str | Path | None, overrides: dict) -> Dedu
 
         path = Path(config_path)
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            from ..limits import YamlLimitError, load_yaml
+
+            loaded = load_yaml(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise RecipeError(f"{path}: config file not found") from None
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        except (yaml.YAMLError, YamlLimitError, UnicodeDecodeError) as exc:
             raise RecipeError(f"{path}: unreadable YAML: {str(exc).splitlines()[0]}") from None
         if isinstance(loaded, dict) and "dedup" in loaded:
             loaded = loaded["dedup"]
@@ -95,7 +97,7 @@ def dedup_path(input_path: str | Path, out_dir: str | Path, config: DedupConfig 
     The reference may be prompts only (``output`` optional); ``reference_fields`` maps its columns
     like ``fields`` maps the input's. ``source_row`` (clusters, kept rows) and ``reference_row``
     (decontamination) are 0-based indices in the files as read, skipped rows included."""
-    from ..atomic import check_output_dir
+    from ..atomic import check_output_dir, check_separate
     from ..build import SKIPPED_FILE, skipped_jsonl, skipped_summary
     from ..manifest import MANIFEST_VERSION, input_record, library_versions
     from ..readers import read_input
@@ -105,6 +107,7 @@ def dedup_path(input_path: str | Path, out_dir: str | Path, config: DedupConfig 
 
     del skip_bad_rows
     config = config or DedupConfig()
+    check_separate([input_path, reference_path], [out_dir])
     check_output_dir(Path(out_dir), overwrite)
     read = read_input(input_path, fields=fields, lenient=True)
     table = read.table
