@@ -515,7 +515,7 @@ def write_table(out_dir: Path, recipe: str | Path, sets: list[tuple[str, list[An
     finished = [p for p in points if p.id in results]
     attacks = sorted({a for p in finished for a in results[p.id].get("attacks", [])})
     heuristic = any("heuristic" in str((results[p.id].get("graders") or {}).get("judge", ""))
-                    for p in finished)
+                    and (results[p.id].get("graders") or {}).get("judged") for p in finished)
     doc = {"format": FORMAT, "recipe": str(recipe),
            "sets": {k: v for k, v in sets}, "points_total": len(points),
            "points_finished": len(finished), "stats": stats, "attacks": attacks,

@@ -173,3 +173,21 @@ def test_sweep_refuses_a_foreign_folder(tmp_path, capsys):
                  "--quiet"]) == 2
     assert "mbdefense did not write" in capsys.readouterr().err
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_report_says_up_front_when_cacc_is_the_heuristic():
+    from mbtrain.report import markdown
+
+    run = {"cacc": 0.5, "asr": {"vpi": 0.1}, "aacc": 0.2, "defense_trigger_rate": {},
+           "merging_rate": {}, "defense_aacc": None}
+    report = {"name": "r", "model": "m", "fingerprint": "f", "seeds": {"train": 0},
+              "attacks": ["vpi"], "defense_triggers": [], "runs": {"attacked": run},
+              "graders": {"judge": "heuristic (token F1 >= 0.5 vs reference, no refusal "
+                                   "keyword)", "judged": 7}}
+    text = markdown(report)
+    assert text.index("heuristic, not a judge") < text.index("## Table 1")
+    assert "7 answers" in text
+    report["graders"] = {"judge": "hf judge (/models/j)", "judged": 7}
+    assert "heuristic, not a judge" not in markdown(report)
+    report["graders"] = {"judge": "heuristic (token F1)", "judged": 0}  # all rows verifiable
+    assert "heuristic, not a judge" not in markdown(report)
