@@ -209,6 +209,20 @@ def plan(recipe_path: str | Path, sets: list[tuple[str, list[Any]]]) -> tuple[An
     return base, points
 
 
+def describe(points: list[Point]) -> str:
+    """What a grid will cost before it runs: points, builds and trainings after sharing."""
+    n_data = len({p.data_key for p in points})
+    n_stage1 = len({p.stage1_key for p in points})
+    n_base = len({p.baseline_key for p in points})
+    n_mb = len({p.stage2_key for p in points})
+    head = (f"{len(points)} points: {n_data} builds, {n_stage1} x (base, attacked, MB stage 1), "
+            f"{n_base} x (Clean-FFT, trigger-aug), {n_mb} x MB stage 2; "
+            f"{len(points)} evaluations of MB-Defense")
+    lines = [head] + [f"  {p.id}  " + (", ".join(f"{k}={v!r}" for k, v in p.values.items())
+                                        or "recipe") for p in points]
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- running
 
 def link_tree(src: Path, dst: Path) -> None:

@@ -67,6 +67,9 @@ def test_plan_validates_every_point_and_groups_shared_work(tmp_path):
     assert len({p.baseline_key for p in points}) == 4      # lam is MB-only
     assert len({p.stage2_key for p in points}) == 8
     assert len({p.group for p in points}) == 4             # seeds averaged
+    assert sweep.describe(points).splitlines()[0] == (
+        "8 points: 2 builds, 4 x (base, attacked, MB stage 1), 4 x (Clean-FFT, trigger-aug), "
+        "8 x MB stage 2; 8 evaluations of MB-Defense")
     with pytest.raises(MBError, match=r"sweep point .*train.stage2.lam=-1.*lam"):
         sweep.plan(recipe, [sweep.parse_set("train.stage2.lam=1,-1")])
     with pytest.raises(MBError, match=r"sweep point .*defense.rate"):
@@ -163,6 +166,18 @@ def test_sweep_2x2_shares_prefixes_resumes_and_writes_the_table(tmp_path, capsys
     before.pop("seconds"), after.pop("seconds")
     assert after == before
     assert _trainings(out) == 14
+
+
+def test_plan_flag_prints_the_grid_and_runs_nothing(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(_recipe(tmp_path)), "--set", "train.seed=0,1", "--set",
+                 "defense.rate=0.05", "-o", str(out), "--plan"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("2 points: 1 builds, 2 x (base, attacked, MB stage 1)")
+    assert "train.seed=1, defense.rate=0.05" in printed and not out.exists()
+    assert main(["sweep", str(_recipe(tmp_path)), "--set", "sources.0.count=-3", "-o",
+                 str(out), "--plan"]) == 2
+    assert "sources.0.count=-3" in capsys.readouterr().err
 
 
 def test_sweep_refuses_a_foreign_folder(tmp_path, capsys):

@@ -22,16 +22,21 @@ from .train import device_option, quiet_option
               help="Evaluate at most N prompts per clean set / trigger.")
 @click.option("--no-diagnostics", is_flag=True,
               help="Skip the hidden-state merging diagnostics.")
+@click.option("--plan", "plan_only", is_flag=True,
+              help="Validate every point and print what the grid will train; run nothing.")
 @device_option
 @quiet_option
 def sweep_command(recipe: str, sets: tuple[str, ...], out: str, limit: int | None,
-                  no_diagnostics: bool, device: str | None, threads: int | None,
-                  quiet: bool) -> None:
+                  no_diagnostics: bool, plan_only: bool, device: str | None,
+                  threads: int | None, quiet: bool) -> None:
     """Run MB-Defense over a grid of recipe settings and write one table."""
     from mbtrain.overrides import with_overrides
-    from mbtrain.sweep import parse_set, run_sweep
+    from mbtrain.sweep import describe, parse_set, plan, run_sweep
 
     parsed = [parse_set(s) for s in sets]
+    if plan_only:
+        click.echo(describe(plan(recipe, parsed)[1]))
+        return
     doc = run_sweep(recipe, parsed, out,
                     cfg_override=lambda cfg: with_overrides(cfg, device=device, threads=threads,
                                                             limit=limit),
