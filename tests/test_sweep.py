@@ -144,7 +144,8 @@ def test_sweep_2x2_shares_prefixes_resumes_and_writes_the_table(tmp_path, capsys
         assert len({m["metrics"]["mb_stage1.cacc"] for m in members}) == 1
         assert sorted(len(m["shared"]) for m in members) == [0, 5]
     md = (out / "sweep.md").read_text()
-    assert "| train.stage2.lam | n |" in md and " ± " in md and "token-F1 heuristic" in md
+    assert "| train.stage2.lam | n |" in md and " ± " in md
+    assert "token-F1 heuristic" not in md  # synthetic rows are exact-match: no heuristic used
     table = pl.read_parquet(out / "sweep.parquet")
     assert table.height == 4 and {"set:train.seed", "mb_defense.asr.badnet",
                                   "diag.attacked.shift_cos"} <= set(table.columns)
