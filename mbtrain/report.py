@@ -54,6 +54,12 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append(f"Model `{report['model']}`, recipe fingerprint `{fingerprint}`, train seed "
                  f"{report['seeds']['train']}. Eval prompts: {report.get('eval_counts', {})}.")
     lines.append("")
+    # issue 11: say up front when free-text CACC is the token-F1 heuristic, not a judge
+    graders = report.get("graders") or {}
+    if graders.get("judged") and "heuristic" in str(graders.get("judge")):
+        lines += [(f"> **CACC on free text is a heuristic, not a judge**: {graders['judged']} "
+                   "answers graded by token F1 >= 0.5 against the reference. Set "
+                   "`train.eval.judge` (recipes/alpaca-real-judge.yaml) for judged CACC."), ""]
     lines.append("## Table 1: CACC / ASR per attack")
     lines.append("")
     head = ["run"] + [f"{a} CACC / ASR" for a in attacks] + ["AACC"]
