@@ -38,11 +38,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mbdata.errors import BuildError, MBError
 
-from .objectives import NeutralizationObjective, response_token_count, token_nll
+from .objectives import NeutralizationObjective, response_token_count
 
 LOG = "train_log.jsonl"
 KEY_FILE = "resume_key.json"
@@ -290,18 +289,7 @@ def _neutralization_trainer_class() -> type:
 
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                          num_items_in_batch: Any = None) -> Any:
-            b = int(inputs["rows"])
-            batch = {k: v for k, v in inputs.items() if k != "rows"}
-            nll, mask = token_nll(model, batch)
-            ce_sum = (nll[:b] * mask[:b]).sum()
-            scores = self.objective.sequence_scores(nll[b:], mask[b:])
-            margin = scores[:b] - scores[b:]
-            r = F.logsigmoid(margin)
-            local = {"ce_sum": float(ce_sum.detach()), "tokens": float(mask[:b].sum()),
-                     "r_sum": float(r.detach().sum()), "rows": float(b),
-                     "margin_sum": float(margin.detach().sum()),
-                     "s_clean_sum": float(scores[:b].detach().sum()),
-                     "s_defense_sum": float(scores[b:].detach().sum())}
+            ce_sum, r, local = self.objective.terms(model, inputs)
             mode = "train" if model.training else "eval"
             sums = self.mb_sums[mode]
             for k, v in local.items():
@@ -529,25 +517,18 @@ def fit(model: Any, items: Sequence[Any], objective: Any, settings: FitSettings,
                       "steps": steps_per_epoch * settings.epochs,
                       "settings": dataclasses.asdict(settings)})
             fh.write(json.dumps(event, sort_keys=True, default=list) + "\n")
-    if stage2:
-        cls = _neutralization_trainer_class()
-        trainer = cls(model=model, args=args, train_dataset=list(items),
-                      eval_dataset=list(eval_items) if eval_items else None,
-                      lam=objective.lam, normalize=objective.normalize,
-                      pad_id=objective.pad_id, callbacks=callbacks)
-    else:
-        cls = _sft_trainer_class()
-        trainer = cls(model=model, args=args, train_dataset=sft_dataset(items),
-                      eval_dataset=sft_dataset(eval_items) if eval_items else None,
-                      processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
-    trainer.mb_lengths = lengths
-    trainer.mb_global_batch = settings.batch_size
+    trainer = build_trainer(model, items, objective, args, tokenizer=tokenizer,
+                            eval_items=eval_items, peft_config=peft_config, callbacks=callbacks,
+                            lengths=lengths, global_batch=settings.batch_size)
     ref.append(trainer)
-    _quiet_logs(trainer)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started
     if cb.requested:
+        if _is_main():
+            with open(log_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"event": "interrupted",
+                                     "step": trainer.state.global_step}) + "\n")
         raise KeyboardInterrupt
     history = epoch_history(trainer.state.log_history, settings.epochs)
     selected = settings.epochs
@@ -565,3 +546,27 @@ def fit(model: Any, items: Sequence[Any], objective: Any, settings: FitSettings,
     out.eval()
     return FitResult(history=history, selected_epoch=selected, steps=trainer.state.global_step,
                      seconds=seconds, tokens=tokens, model=out)
+
+def build_trainer(model: Any, items: Sequence[Any], objective: Any, args: Any, *, tokenizer: Any,
+                  eval_items: Sequence[Any] | None = None, peft_config: Any = None,
+                  callbacks: list | None = None, lengths: Sequence[int] | None = None,
+                  global_batch: int | None = None) -> Any:
+    """The configured trainer (``MBSFTTrainer`` or ``NeutralizationTrainer``) without training:
+    what :func:`fit` runs, and what tests and the benchmark inspect."""
+    if isinstance(objective, NeutralizationObjective):
+        cls = _neutralization_trainer_class()
+        trainer = cls(model=model, args=args, train_dataset=list(items),
+                      eval_dataset=list(eval_items) if eval_items else None,
+                      lam=objective.lam, normalize=objective.normalize,
+                      pad_id=objective.pad_id, callbacks=callbacks)
+    else:
+        cls = _sft_trainer_class()
+        trainer = cls(model=model, args=args, train_dataset=sft_dataset(items),
+                      eval_dataset=sft_dataset(eval_items) if eval_items else None,
+                      processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    trainer.mb_lengths = list(lengths if lengths is not None else
+                              [objective.length(item) for item in items])
+    trainer.mb_global_batch = global_batch or args.per_device_train_batch_size * max(
+        args.world_size, 1)
+    _quiet_logs(trainer)
+    return trainer
