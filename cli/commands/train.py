@@ -60,7 +60,10 @@ def _parent(cfg, base: str | None):
 
 def _done(path: Path) -> None:
     from mbtrain.models import read_marker
+    from mbtrain.stages import is_main_process
 
+    if not is_main_process():  # under torchrun / accelerate launch: rank 0 speaks
+        return
     marker = read_marker(path)
     click.echo(f"wrote {path} ({marker['kind']}, stage {marker['stage']}, epoch "
                f"{marker['selected_epoch']} kept, {marker['seconds']:.1f} s)")
