@@ -136,6 +136,21 @@ class Formatter:
             responses = self.tokenizer([y for _, _, y, _ in rows],
                                        add_special_tokens=False)["input_ids"]
             responses = [r + [self.eos_id] for r in responses]
+        return self._join(prompts, responses, stats)
+
+    def encode_texts(self, pairs: Iterable[tuple[str, str]], stats: EncodeStats | None = None
+                     ) -> list[Encoded | None]:
+        """Encode already-rendered (prompt, completion) text pairs, e.g. the rows of a TRL
+        ``prompt_completion`` / ``preference`` export: the prompt with the tokenizer's special
+        tokens, the completion plus EOS, each tokenised on its own (as :meth:`encode_many`)."""
+        pairs = list(pairs)
+        stats = stats if stats is not None else EncodeStats()
+        prompts = self.tokenizer([p for p, _ in pairs])["input_ids"]
+        responses = self.tokenizer([c for _, c in pairs], add_special_tokens=False)["input_ids"]
+        return self._join(prompts, [r + [self.eos_id] for r in responses], stats)
+
+    def _join(self, prompts: list[list[int]], responses: list[list[int]], stats: EncodeStats
+              ) -> list[Encoded | None]:
         out: list[Encoded | None] = []
         for prompt, response in zip(prompts, responses):
             stats.rows += 1

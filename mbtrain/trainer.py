@@ -225,6 +225,8 @@ class _OrderedMixin:
     mb_global_batch: int
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        if not getattr(self, "mb_lengths", None):  # used on its own: the Trainer's sampler
+            return super()._get_train_sampler(train_dataset)  # type: ignore[misc]
         return LengthWindowSampler(self.mb_lengths, self.mb_global_batch, self.args.seed)
 
 
