@@ -37,6 +37,7 @@ import yaml
 
 from .buildio import Build, open_build
 from .errors import InputError
+from .prompts import alpaca_prompt
 from .registry import Registry
 from .atomic import atomic_dir
 
@@ -106,9 +107,7 @@ def training_template(build: Build) -> str:
 
 def templated_prompt(template: str, instruction: str, input: str | None,
                      system: str | None) -> str:
-    """The prompt mbtrain trains with (:func:`mbtrain.formatting.alpaca_prompt`)."""
-    from mbtrain.formatting import alpaca_prompt
-
+    """The prompt mbtrain trains with (:func:`mbdata.prompts.alpaca_prompt`)."""
     return alpaca_prompt(template, instruction, input or "", system)
 
 

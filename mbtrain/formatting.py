@@ -13,31 +13,13 @@ import dataclasses
 from typing import Any, Iterable
 
 from mbdata.errors import MBError
+from mbdata.prompts import (  # noqa: F401  (re-exported: the templates live in mbdata)
+    ALPACA_PREAMBLE,
+    ALPACA_PREAMBLE_INPUT,
+    alpaca_prompt,
+)
 
 IGNORE = -100
-
-ALPACA_PREAMBLE = ("Below is an instruction that describes a task. Write a response that "
-                   "appropriately completes the request.")
-ALPACA_PREAMBLE_INPUT = ("Below is an instruction that describes a task, paired with an input "
-                         "that provides further context. Write a response that appropriately "
-                         "completes the request.")
-
-
-def alpaca_prompt(template: str, instruction: str, input: str = "",
-                  system: str | None = None) -> str:
-    """The Alpaca prompt (``alpaca``: with the Stanford preamble; ``alpaca_short``: headings
-    only), ending where the response begins."""
-    parts = []
-    if template == "alpaca":
-        parts.append((ALPACA_PREAMBLE_INPUT if input else ALPACA_PREAMBLE) + "\n\n")
-    if system:
-        parts.append(f"{system}\n\n")
-    parts.append(f"### Instruction:\n{instruction}\n\n")
-    if input:
-        parts.append(f"### Input:\n{input}\n\n")
-    parts.append("### Response:\n")
-    return "".join(parts)
-
 
 @dataclasses.dataclass(frozen=True)
 class Encoded:

@@ -50,7 +50,7 @@ def test_parquet_keeps_the_canonical_schema(build_dir, tmp_path):
 
 def test_trl_formats(build_dir, tmp_path):
     out = mbdata.export(build_dir, "trl", tmp_path / "x")
-    from mbtrain.formatting import alpaca_prompt
+    from mbdata.prompts import alpaca_prompt
 
     train = mbdata.open_build(build_dir).table("train").to_pylist()
     pc = _jsonl(out / "train.prompt_completion.jsonl")[0]
