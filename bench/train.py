@@ -98,8 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab", type=int, default=1024)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: as the demo recipe; fair on a busy machine)")
     parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     cfg = from_mapping(TrainConfig, {"model": {
         "template": "alpaca_short", "tiny": {"hidden_size": args.hidden, "layers": args.layers,
