@@ -67,3 +67,22 @@ def test_two_process_ddp_gives_the_one_process_loss_curve(tmp_path):
     for one, two in zip(curves[1], curves[2]):
         assert len(one) == len(two) > 2
         assert two == pytest.approx(one, abs=1e-5)
+
+
+def test_launch_options_fail_in_one_line_before_any_work(tmp_path, capsys):
+    build = tmp_path / "nothing"
+    assert main(["train", "stage1", str(build), "-o", str(tmp_path / "o"),
+                 "--accelerate-config", str(tmp_path / "missing.yaml")]) == 2
+    assert "--accelerate-config:" in capsys.readouterr().err
+    ds = tmp_path / "zero3.yaml"
+    ds.write_text("distributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 3\n")
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed") is None:
+        assert main(["train", "stage1", str(build), "-o", str(tmp_path / "o"),
+                     "--accelerate-config", str(ds)]) == 2
+        assert "mbdefense[deepspeed]" in capsys.readouterr().err
+    assert main(["train", "stage1", str(build), "-o", str(tmp_path / "o"),
+                 "--trainer-arg", "no_such_field=1"]) == 2
+    assert "trainer_args.no_such_field: not a SFTConfig field" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

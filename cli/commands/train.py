@@ -48,6 +48,10 @@ def _parse_trainer_args(ctx: click.Context, param: click.Parameter, values: tupl
         if not sep or not key:
             raise MBError(f"--trainer-arg: {item!r} is not KEY=VALUE")
         out[key.strip()] = yaml.safe_load(value)
+    if out:  # checked before any work (imports TRL only when the option is given)
+        from mbtrain.trainer import check_trainer_args
+
+        check_trainer_args(out)
     return out or None
 
 
