@@ -218,11 +218,35 @@ class LengthWindowSampler(torch.utils.data.Sampler):
             yield from (int(i) for i in batch)
 
 
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warmup over ``warmup`` steps (the first step already at 1/warmup of the peak, so
+    no step is spent at lr 0), then cosine decay to 0 at ``total``: the schedule mbtrain used
+    before the move to the Trainer, kept so the same recipe trains the same model."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
 class _OrderedMixin:
-    """Replaces the Trainer's sampler with :class:`LengthWindowSampler` over the global batch."""
+    """Replaces the Trainer's sampler with :class:`LengthWindowSampler` over the global batch,
+    and its cosine schedule with :func:`lr_factor` (``mb_warmup`` set by :func:`build_trainer`
+    when the schedule is mbtrain's cosine)."""
 
     mb_lengths: list[int]
     mb_global_batch: int
+    mb_warmup: int | None = None
+
+    def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+        if self.lr_scheduler is None and self.mb_warmup is not None:  # type: ignore[attr-defined]
+            from torch.optim.lr_scheduler import LambdaLR
+
+            warmup = self.mb_warmup
+            self.lr_scheduler = LambdaLR(  # type: ignore[attr-defined]
+                optimizer or self.optimizer,  # type: ignore[attr-defined]
+                lambda step: lr_factor(step, num_training_steps, warmup))
+            self._created_lr_scheduler = True
+        return super().create_scheduler(num_training_steps, optimizer)  # type: ignore[misc]
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         if not getattr(self, "mb_lengths", None):  # used on its own: the Trainer's sampler
@@ -570,5 +594,8 @@ def build_trainer(model: Any, items: Sequence[Any], objective: Any, args: Any, *
                               [objective.length(item) for item in items])
     trainer.mb_global_batch = global_batch or args.per_device_train_batch_size * max(
         args.world_size, 1)
+    schedule = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
+    if schedule == "cosine" and not args.lr_scheduler_kwargs and lengths is not None:
+        trainer.mb_warmup = int(args.warmup_steps)
     _quiet_logs(trainer)
     return trainer

@@ -583,3 +583,13 @@ def test_a_model_record_cannot_switch_remote_code_on(tokenizer, tmp_path, monkey
     assert [s.trust_remote_code for s in asked] == [False, True]
     assert json.loads((folder / "mbtrain_model.json").read_text())["parent"]["base"][
         "trust_remote_code"] is True
+
+
+def test_schedule_is_the_pre_trainer_one_no_step_at_lr_zero():
+    from mbtrain.trainer import lr_factor
+
+    assert lr_factor(0, 10, 2) == pytest.approx(0.5)
+    assert lr_factor(1, 10, 2) == pytest.approx(1.0)
+    assert lr_factor(2, 10, 2) == pytest.approx(1.0)
+    assert lr_factor(6, 10, 2) == pytest.approx(0.5)
+    assert lr_factor(10, 10, 2) == pytest.approx(0.0)
