@@ -1,4 +1,4 @@
-"""GPU throughput of mbtrain's training engine (run by ``bench/gpu_check.sh``; ``--dry-run`` on CPU).
+"""GPU throughput of mbtrain's training engine (``bench/gpu_check.sh``; ``--dry-run``: CPU).
 
 Three figures, each a JSON line on stdout and in ``--out``:
 
@@ -112,8 +112,13 @@ def stage1(args: argparse.Namespace, device: torch.device) -> dict:
 
 
 def llama1b(args: argparse.Namespace, device: torch.device) -> dict:
-    from transformers import (AutoModelForCausalLM, LlamaConfig, Trainer, TrainingArguments,
-                              default_data_collator)
+    from transformers import (
+        AutoModelForCausalLM,
+        LlamaConfig,
+        Trainer,
+        TrainingArguments,
+        default_data_collator,
+    )
 
     if args.dry_run:
         shape = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,

@@ -31,7 +31,7 @@ from typing import Any
 
 from mbdata.errors import InputError
 
-from .formatting import EncodeStats, Encoded, Formatter
+from .formatting import Encoded, EncodeStats, Formatter
 from .objectives import RecoveryItem
 
 
@@ -74,5 +74,5 @@ def recovery_items(path: str | Path, tokenizer: Any, max_length: int = 256,
     parts = [fmt.encode_texts([(r[p], r[c]) for r in rows], stats)
              for p, c in (("clean_prompt", "chosen"), ("prompt", "chosen"),
                           ("prompt", "rejected"))]
-    return [RecoveryItem(a, b, c) for a, b, c in zip(*parts)
+    return [RecoveryItem(a, b, c) for a, b, c in zip(*parts, strict=True)
             if a is not None and b is not None and c is not None]

@@ -33,8 +33,9 @@ import json
 import math
 import signal
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,7 +70,7 @@ class FitSettings:
     @classmethod
     def from_stage(cls, stage: Any, seed: int, checkpoint_every: int | None = None,
                    select: str = "last", epochs: int | None = None,
-                   trainer_args: dict[str, Any] | None = None) -> "FitSettings":
+                   trainer_args: dict[str, Any] | None = None) -> FitSettings:
         return cls(epochs=epochs or stage.epochs, lr=stage.lr, batch_size=stage.batch_size,
                    grad_accum=stage.grad_accum, warmup_ratio=stage.warmup_ratio,
                    weight_decay=stage.weight_decay, max_grad_norm=stage.max_grad_norm,
@@ -351,7 +352,7 @@ def _neutralization_trainer_class() -> type:
                                   device=self.args.device)
             if self.args.world_size > 1:
                 values = self.accelerator.reduce(values, reduction="sum")
-            return self.objective.summarize(dict(zip(keys, values.tolist())))
+            return self.objective.summarize(dict(zip(keys, values.tolist(), strict=True)))
 
     return NeutralizationTrainer
 
@@ -503,7 +504,8 @@ def fit(model: Any, items: Sequence[Any], objective: Any, settings: FitSettings,
         progress: bool = True, desc: str = "train", on_step: Callable[[int], None] | None = None,
         resume_key: str | None = None, peft_config: Any = None,
         gradient_checkpointing: bool = False) -> FitResult:
-    """Train ``model`` on ``items`` with ``SFTTrainer`` (an :class:`~mbtrain.objectives.SFTObjective`)
+    """Train ``model`` on ``items`` with ``SFTTrainer`` (an
+    :class:`~mbtrain.objectives.SFTObjective`)
     or :class:`NeutralizationTrainer` (a :class:`NeutralizationObjective`); resume from the last
     checkpoint in ``work`` if written with the same ``resume_key``.
 

@@ -64,7 +64,7 @@ def test_two_process_ddp_gives_the_one_process_loss_curve(tmp_path):
         _mb(["train", "stage2", str(build), "--model", str(s1), "-o", str(s2), "--quiet"],
             procs)
         curves[procs] = (_losses(s1), _losses(s2))
-    for one, two in zip(curves[1], curves[2]):
+    for one, two in zip(curves[1], curves[2], strict=True):
         assert len(one) == len(two) > 2
         assert two == pytest.approx(one, abs=1e-5)
 

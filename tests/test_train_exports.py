@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import small_recipe
 
 import mbdata
 from mbdata.recipe import recipe_from_dict
@@ -13,8 +14,6 @@ from mbtrain.config import TinyModel
 from mbtrain.exported import recovery_items, sft_items
 from mbtrain.formatting import IGNORE
 from mbtrain.tiny import tiny_model, train_tokenizer
-
-from conftest import small_recipe
 
 SETTINGS = TinyModel(vocab_size=400, hidden_size=16, layers=1, heads=2, intermediate_size=32,
                      max_positions=512)
@@ -32,8 +31,8 @@ def exported(tmp_path_factory):
 
 
 def _args(tmp_path, cls_name="SFTConfig", **extra):
-    import trl
     import transformers
+    import trl
 
     cls = getattr(trl, cls_name, None) or getattr(transformers, cls_name)
     return cls(output_dir=str(tmp_path / "o"), max_steps=1, per_device_train_batch_size=4,
@@ -55,7 +54,7 @@ def test_trl_tokenises_the_export_exactly_as_mbtrain_and_trains(exported, tmp_pa
     ours = sft_items(path, tok, max_length=10_000)
     theirs = trainer.train_dataset
     assert len(ours) == len(theirs) == ds.num_rows
-    for e, t in zip(ours, theirs):
+    for e, t in zip(ours, theirs, strict=True):
         assert t["input_ids"] == e.input_ids  # no token merges across the prompt boundary
         assert t["labels"] == [x if x != IGNORE else -100 for x in e.labels]
     result = trainer.train()
