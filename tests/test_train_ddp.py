@@ -47,6 +47,7 @@ def _losses(model_dir: Path) -> list[float]:
     return [rec["loss"] for rec in map(json.loads, lines) if "loss" in rec]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (BIN / "torchrun").exists(), reason="torchrun not installed")
 def test_two_process_ddp_gives_the_one_process_loss_curve(tmp_path):
     train = copy.deepcopy(TINY_TRAIN)
