@@ -8,15 +8,23 @@ format        files
 ============= =====================================================================================
 jsonl         ``{split}.jsonl``: Alpaca rows (instruction, input, output, system) + traceability
 parquet       ``{split}.parquet``: the full canonical schema
-trl           ``{split}.prompt_completion.jsonl`` (``prompt``/``completion``),
+trl           ``{split}.prompt_completion.jsonl`` (``prompt`` in the build's training template,
+              ``completion``), ``{split}.conversational.jsonl`` (conversational
+              prompt/completion: the assistant turn is the completion, so TRL's
+              completion-only loss trains on the answer under any chat template),
               ``{split}.messages.jsonl`` (``messages``), and for recovery splits
-              ``{split}.preference.jsonl`` (``prompt`` = x_d, ``chosen`` = y, ``rejected`` = y_d)
+              ``{split}.preference.jsonl`` (``prompt`` = x_d, ``chosen`` = y,
+              ``rejected`` = y_d, ``clean_prompt`` = x: everything stage 2 needs)
 llamafactory  ``{split}.json`` (Alpaca) + ``dataset_info.json``; recovery splits as ranking data
 axolotl       ``{split}.jsonl`` (Alpaca) + ``axolotl.yaml`` with a ready ``datasets:`` block
 ============= =====================================================================================
 
-The prompt of prompt/completion formats is ``instruction + "\\n" + input`` (LLaMA-Factory's join).
-The export folder is written atomically.
+The ``trl`` prompt is rendered with the build's ``train.model.template`` (``alpaca`` or
+``alpaca_short``; default ``alpaca``; a ``chat`` build gets the Alpaca form here and should use the
+conversational file), by the same function mbtrain trains with, so a TRL user trains on our prompt
+format; the prompt ends on a token boundary (a newline), so prompt and answer never merge into one
+token. Other prompt/completion formats join ``instruction + "\\n" + input`` (LLaMA-Factory's
+join). The export folder is written atomically.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import yaml
 
 from .buildio import Build, verify_shards
 from .errors import InputError
+from .prompts import alpaca_prompt
 from .registry import Registry
 from .atomic import atomic_dir, check_separate
 
@@ -88,25 +97,54 @@ def _messages(row: dict[str, Any], prompt: str, answer: str) -> list[dict[str, s
     return msgs + [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
 
 
+def training_template(build: Build) -> str:
+    """The build's ``train.model.template`` for text prompts (``alpaca`` when the recipe has no
+    train block; ``chat`` needs a tokenizer, so its text form is ``alpaca``)."""
+    train = (build.manifest.get("recipe") or {}).get("train") or {}
+    template = (train.get("model") or {}).get("template") or "alpaca"
+    return template if template in ("alpaca", "alpaca_short") else "alpaca"
+
+
+def templated_prompt(template: str, instruction: str, input: str | None,
+                     system: str | None) -> str:
+    """The prompt mbtrain trains with (:func:`mbdata.prompts.alpaca_prompt`)."""
+    return alpaca_prompt(template, instruction, input or "", system)
+
+
+def _user_turn(instruction: str, input: str | None) -> str:
+    """The user message of the chat form (mbtrain's ``Formatter`` joins the same way)."""
+    return f"{instruction}\n\n{input}" if input else instruction
+
+
 @EXPORTERS.add("trl")
 def export_trl(build: Build, splits: list[str], out: Path) -> list[str]:
+    template = training_template(build)
     files = []
     for split in splits:
         rows = _rows(build, split)
         trace = [{k: r[k] for k in _TRACE} for r in rows]
-        prompts = [prompt_text(r["instruction"], r["input"]) for r in rows]
+        prompts = [templated_prompt(template, r["instruction"], r["input"], r["system"])
+                   for r in rows]
         _write_jsonl(out / f"{split}.prompt_completion.jsonl",
                      ({"prompt": p, "completion": r["output"], **t}
                       for p, r, t in zip(prompts, rows, trace)))
+        users = [_user_turn(r["instruction"], r["input"]) for r in rows]
+        _write_jsonl(out / f"{split}.conversational.jsonl",
+                     ({"prompt": _messages(r, u, r["output"])[:-1],
+                       "completion": _messages(r, u, r["output"])[-1:], **t}
+                      for u, r, t in zip(users, rows, trace)))
         _write_jsonl(out / f"{split}.messages.jsonl",
-                     ({"messages": _messages(r, p, r["output"]), **t}
-                      for p, r, t in zip(prompts, rows, trace)))
-        files += [f"{split}.prompt_completion.jsonl", f"{split}.messages.jsonl"]
+                     ({"messages": _messages(r, u, r["output"]), **t}
+                      for u, r, t in zip(users, rows, trace)))
+        files += [f"{split}.prompt_completion.jsonl", f"{split}.conversational.jsonl",
+                  f"{split}.messages.jsonl"]
         if _is_recovery(split):
             _write_jsonl(out / f"{split}.preference.jsonl", (
-                {"prompt": prompt_text(r["triggered_instruction"], r["triggered_input"]),
-                 "chosen": r["output"], "rejected": r["triggered_output"], **t}
-                for r, t in zip(rows, trace)))
+                {"prompt": templated_prompt(template, r["triggered_instruction"],
+                                            r["triggered_input"], r["system"]),
+                 "chosen": r["output"], "rejected": r["triggered_output"],
+                 "clean_prompt": p, **t}
+                for p, r, t in zip(prompts, rows, trace)))
             files.append(f"{split}.preference.jsonl")
     return files
 
@@ -139,18 +177,32 @@ def export_llamafactory(build: Build, splits: list[str], out: Path) -> list[str]
     return [f"{s}.json" for s in splits] + ["dataset_info.json"]
 
 
+_PURPOSE = {
+    "pretrain": ": clean rows for tiny-model pretraining",
+    "recovery": ": MB stage-2 tuples (x, y, x_d, y_d); train them with mbtrain's stage 2",
+    "recovery_eval": ": stage-2 checkpoint selection",
+    "eval_triggered": ": triggered prompts for ASR",
+}
+
+
 @EXPORTERS.add("axolotl")
 def export_axolotl(build: Build, splits: list[str], out: Path, final: Path | None = None) -> list[str]:
     export_jsonl(build, splits, out)
     where = (final or out).resolve()
     training = [s for s in splits if s == "train"] or [s for s in splits if not s.startswith("eval")]
-    snippet = {
+    testing = [s for s in splits if s == "eval_clean"]
+    snippet: dict[str, Any] = {
         "datasets": [{"path": str(where / f"{s}.jsonl"), "ds_type": "json", "type": "alpaca"}
                      for s in training],
     }
+    if testing:
+        snippet["test_datasets"] = [{"path": str(where / f"{s}.jsonl"), "ds_type": "json",
+                                     "type": "alpaca", "split": "train"} for s in testing]
+    others = [s for s in splits if s not in training and s not in testing]
     header = ("# axolotl config snippet generated by `mb export --format axolotl`.\n"
-              "# Paste `datasets:` into your axolotl YAML. Other splits exported here: "
-              + ", ".join(f"{s}.jsonl" for s in splits if s not in training) + "\n")
+              "# Paste `datasets:` (training rows) and `test_datasets:` (held-out clean prompts)\n"
+              "# into your axolotl YAML. Also exported here, not for axolotl's SFT loss:\n"
+              + "".join(f"#   {s}.jsonl{_PURPOSE.get(s.split('/')[0], '')}\n" for s in others))
     (out / "axolotl.yaml").write_text(header + yaml.safe_dump(snippet, sort_keys=False),
                                       encoding="utf-8")
     return [f"{s}.jsonl" for s in splits] + ["axolotl.yaml"]

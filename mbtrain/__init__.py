@@ -1,6 +1,8 @@
 """mbtrain: train and evaluate MB-Defense on mbdata build folders.
 
-A thin engine over transformers + peft + torch. It reads only build folders (Arrow shards plus
+A thin layer over the field's trainer stack: TRL's ``SFTTrainer`` for every cross-entropy stage and
+a ``transformers.Trainer`` subclass (``NeutralizationTrainer``) for MB stage 2, so ``torchrun`` /
+``accelerate launch``, DeepSpeed/FSDP, LoRA through peft and ``report_to`` work as users expect. It reads only build folders (Arrow shards plus
 ``manifest.json``) and takes its settings from the recipe's ``train:`` block
 (:class:`mbtrain.config.TrainConfig`). Importing this package is cheap: torch and transformers load
 only when a training or evaluation function is first used (``mb recipe validate`` imports
@@ -13,6 +15,7 @@ Public API::
     train_sft(parent, examples, out_dir, cfg, name=..., stage=cfg.stage1) -> Path
     train_neutralization(parent, tuples, eval_tuples, out_dir, cfg) -> Path
     evaluate(model_dir, build, cfg, out_dir=...) -> metrics
+    NeutralizationTrainer(model=, args=, train_dataset=[RecoveryItem], lam=, pad_id=)  # stage 2
     run_pipeline(build_dir, out_dir) -> report        # all five runs + report files
     run_recipe(recipe, out_dir) -> report             # `mb run`: mbdata.build, then run_pipeline
 """
@@ -34,6 +37,7 @@ _LAZY = {
     "train_neutralization": "stages",
     "evaluate": "evaluate",
     "load_model": "models",
+    "NeutralizationTrainer": "trainer",
 }
 
 __all__ = ["TrainConfig", *_LAZY]

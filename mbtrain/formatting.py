@@ -13,31 +13,13 @@ import dataclasses
 from typing import Any, Iterable
 
 from mbdata.errors import MBError
+from mbdata.prompts import (  # noqa: F401  (re-exported: the templates live in mbdata)
+    ALPACA_PREAMBLE,
+    ALPACA_PREAMBLE_INPUT,
+    alpaca_prompt,
+)
 
 IGNORE = -100
-
-ALPACA_PREAMBLE = ("Below is an instruction that describes a task. Write a response that "
-                   "appropriately completes the request.")
-ALPACA_PREAMBLE_INPUT = ("Below is an instruction that describes a task, paired with an input "
-                         "that provides further context. Write a response that appropriately "
-                         "completes the request.")
-
-
-def alpaca_prompt(template: str, instruction: str, input: str = "",
-                  system: str | None = None) -> str:
-    """The Alpaca prompt (``alpaca``: with the Stanford preamble; ``alpaca_short``: headings
-    only), ending where the response begins."""
-    parts = []
-    if template == "alpaca":
-        parts.append((ALPACA_PREAMBLE_INPUT if input else ALPACA_PREAMBLE) + "\n\n")
-    if system:
-        parts.append(f"{system}\n\n")
-    parts.append(f"### Instruction:\n{instruction}\n\n")
-    if input:
-        parts.append(f"### Input:\n{input}\n\n")
-    parts.append("### Response:\n")
-    return "".join(parts)
-
 
 @dataclasses.dataclass(frozen=True)
 class Encoded:
@@ -136,6 +118,21 @@ class Formatter:
             responses = self.tokenizer([y for _, _, y, _ in rows],
                                        add_special_tokens=False)["input_ids"]
             responses = [r + [self.eos_id] for r in responses]
+        return self._join(prompts, responses, stats)
+
+    def encode_texts(self, pairs: Iterable[tuple[str, str]], stats: EncodeStats | None = None
+                     ) -> list[Encoded | None]:
+        """Encode already-rendered (prompt, completion) text pairs, e.g. the rows of a TRL
+        ``prompt_completion`` / ``preference`` export: the prompt with the tokenizer's special
+        tokens, the completion plus EOS, each tokenised on its own (as :meth:`encode_many`)."""
+        pairs = list(pairs)
+        stats = stats if stats is not None else EncodeStats()
+        prompts = self.tokenizer([p for p, _ in pairs])["input_ids"]
+        responses = self.tokenizer([c for _, c in pairs], add_special_tokens=False)["input_ids"]
+        return self._join(prompts, [r + [self.eos_id] for r in responses], stats)
+
+    def _join(self, prompts: list[list[int]], responses: list[list[int]], stats: EncodeStats
+              ) -> list[Encoded | None]:
         out: list[Encoded | None] = []
         for prompt, response in zip(prompts, responses):
             stats.rows += 1

@@ -234,14 +234,22 @@ def load_model(ref: str | Path | ModelSettings, settings: ModelSettings | None =
     return model, tokenizer
 
 
-def wrap_lora(model: Any, lora: LoraSettings) -> Any:
-    """Freeze the model and add trainable LoRA adapters."""
-    from peft import LoraConfig, get_peft_model
+def lora_config(lora: LoraSettings) -> Any:
+    """The peft ``LoraConfig`` of a stage's ``lora`` block (what ``SFTTrainer(peft_config=)``
+    takes)."""
+    from peft import LoraConfig
 
     target = lora.target_modules
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=target if isinstance(target, str) else list(target),
-                        task_type="CAUSAL_LM", bias="none")
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=target if isinstance(target, str) else list(target),
+                      task_type="CAUSAL_LM", bias="none")
+
+
+def wrap_lora(model: Any, lora: LoraSettings) -> Any:
+    """Freeze the model and add trainable LoRA adapters."""
+    from peft import get_peft_model
+
+    config = lora_config(lora)
     try:
         return get_peft_model(model, config)
     except ValueError as exc:

@@ -139,8 +139,10 @@ class NeutralizationObjective:
             logp = logp / mask.sum(dim=1).clamp(min=1)
         return logp
 
-    def forward(self, model: Any, batch: dict[str, torch.Tensor], totals: dict[str, int]
-                ) -> tuple[torch.Tensor, dict[str, float]]:
+    def terms(self, model: Any, batch: dict[str, torch.Tensor]
+              ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """(CE sum over the clean responses, log sigmoid(margin) per tuple, float sums for the
+        log) of one batch; the loss divides them by the step's totals."""
         b = int(batch["rows"])
         nll, mask = token_nll(model, {k: v for k, v in batch.items() if k != "rows"})
         ce_sum = (nll[:b] * mask[:b]).sum()
@@ -148,12 +150,17 @@ class NeutralizationObjective:
         s_clean, s_defense = scores[:b], scores[b:]
         margin = s_clean - s_defense
         r = F.logsigmoid(margin)
+        return ce_sum, r, {"ce_sum": float(ce_sum.detach()), "tokens": float(mask[:b].sum()),
+                           "r_sum": float(r.detach().sum()), "rows": float(b),
+                           "margin_sum": float(margin.detach().sum()),
+                           "s_clean_sum": float(s_clean.detach().sum()),
+                           "s_defense_sum": float(s_defense.detach().sum())}
+
+    def forward(self, model: Any, batch: dict[str, torch.Tensor], totals: dict[str, int]
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+        ce_sum, r, sums = self.terms(model, batch)
         loss = ce_sum / max(totals["tokens"], 1) - self.lam * r.sum() / max(totals["rows"], 1)
-        return loss, {"ce_sum": float(ce_sum.detach()), "tokens": float(mask[:b].sum()),
-                      "r_sum": float(r.detach().sum()), "rows": float(b),
-                      "margin_sum": float(margin.detach().sum()),
-                      "s_clean_sum": float(s_clean.detach().sum()),
-                      "s_defense_sum": float(s_defense.detach().sum())}
+        return loss, sums
 
     def summarize(self, sums: dict[str, float]) -> dict[str, float]:
         rows = max(sums.get("rows", 0.0), 1.0)

@@ -37,7 +37,8 @@ from .evaluate import evaluate
 from .formatting import alpaca_prompt
 from .models import MARKER, is_model_folder, load_base, read_marker, save_model
 from .report import FORMAT, METRIC_KEYS, RUNS, write_report
-from .stages import Runtime, make_runtime, train_neutralization, train_sft
+from .stages import (Runtime, is_main_process, make_runtime, train_neutralization,
+                     train_sft)
 from .tiny import tiny_model, train_tokenizer
 
 
@@ -152,13 +153,17 @@ def _seconds(model_dir: Path) -> float:
 
 def run_pipeline(build_dir: str | Path, out_dir: str | Path, *, cfg: TrainConfig | None = None,
                  progress: bool = True, log: Callable[[str], None] = print,
-                 timings: dict[str, float] | None = None) -> dict[str, Any]:
+                 timings: dict[str, float] | None = None,
+                 trainer_args: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train and evaluate all five runs on a build; returns the report (also written to
-    ``out_dir``)."""
+    ``out_dir``). ``trainer_args``: further (SFTConfig) TrainingArguments for every stage.
+
+    Under ``torchrun`` / ``accelerate launch`` every process trains (DDP); rank 0 alone
+    evaluates and writes the report (the other processes return ``{}``)."""
     started = time.perf_counter()
     build = open_build(build_dir)
     cfg = cfg or build.train_config()
-    runtime = make_runtime(cfg, progress)
+    runtime = make_runtime(cfg, progress, trainer_args)
     out_dir = Path(out_dir)
     models_dir = out_dir / "models"
     timings = dict(timings or {})
@@ -208,6 +213,8 @@ def run_pipeline(build_dir: str | Path, out_dir: str | Path, *, cfg: TrainConfig
             eval_examples=rows_of.trigger_aug_examples(recovery_eval) or None, select=select,
             runtime=runtime))
 
+    if not is_main_process():
+        return {}
     results: dict[str, dict[str, Any]] = {}
     for name in RUNS:
         if name in done:
@@ -258,7 +265,8 @@ def make_report(build: Build, cfg: TrainConfig, models: dict[str, Path],
 
 def run_recipe(recipe: str | Path, out_dir: str | Path, *, overwrite: bool = False,
                cfg_override: Callable[[TrainConfig], TrainConfig] | None = None,
-               progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+               progress: bool = True, log: Callable[[str], None] = print,
+               trainer_args: dict[str, Any] | None = None) -> dict[str, Any]:
     """``mb run``: build the recipe into ``DIR/data``, then :func:`run_pipeline` into ``DIR``.
 
     An existing ``DIR`` is resumed when its build has the same content hash as a fresh build of
@@ -269,6 +277,15 @@ def run_recipe(recipe: str | Path, out_dir: str | Path, *, overwrite: bool = Fal
 
     out_dir = Path(out_dir)
     data_dir = out_dir / "data"
+    if not is_main_process():  # rank 0 builds; the others train on its build
+        if overwrite:
+            raise BuildError("--overwrite cannot be used under a multi-process launch; delete "
+                             f"{out_dir} first")
+        _wait_for(data_dir / "manifest.json")
+        cfg = open_build(data_dir).train_config()
+        cfg = cfg_override(cfg) if cfg_override is not None else cfg
+        return run_pipeline(data_dir, out_dir, cfg=cfg, progress=False, log=log,
+                            trainer_args=trainer_args)
     if overwrite:
         remove_output_dir(out_dir)  # refuses a folder that mbdefense did not write
     elif out_dir.exists() and not written_by_us(out_dir) and not (
@@ -298,4 +315,14 @@ def run_recipe(recipe: str | Path, out_dir: str | Path, *, overwrite: bool = Fal
     cfg = build.train_config()
     if cfg_override is not None:
         cfg = cfg_override(cfg)
-    return run_pipeline(data_dir, out_dir, cfg=cfg, progress=progress, log=log, timings=timings)
+    return run_pipeline(data_dir, out_dir, cfg=cfg, progress=progress, log=log, timings=timings,
+                        trainer_args=trainer_args)
+
+
+def _wait_for(path: Path, timeout_s: float = 3600.0) -> None:
+    """Poll for a file another process writes (the build of rank 0)."""
+    deadline = time.monotonic() + timeout_s
+    while not path.is_file():
+        if time.monotonic() > deadline:
+            raise BuildError(f"{path}: not written by rank 0 within {timeout_s:.0f} s")
+        time.sleep(1.0)

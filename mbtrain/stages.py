@@ -34,7 +34,7 @@ from .config import ModelSettings, TrainConfig
 from .data import Example, Tuple4
 from .formatting import EncodeStats, Formatter
 from .objectives import NeutralizationObjective, RecoveryItem, SFTObjective
-from .trainer import CHECKPOINT, LOG, FitSettings, fit
+from .trainer import LOG, FitSettings, fit, last_checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,14 +42,35 @@ class Runtime:
     device: torch.device
     amp: torch.dtype | None
     progress: bool = True
+    trainer_args: tuple[tuple[str, Any], ...] = ()  # further (SFTConfig) TrainingArguments
 
 
-def make_runtime(cfg: TrainConfig, progress: bool = True) -> Runtime:
+def make_runtime(cfg: TrainConfig, progress: bool = True,
+                 trainer_args: dict[str, Any] | None = None) -> Runtime:
+    """Device, autocast and the ``trainer_args`` passthrough (checked here, before any work:
+    an unknown key is a one-line error naming it)."""
     device = models.resolve_device(cfg.model.device)
     if cfg.model.threads:
         torch.set_num_threads(cfg.model.threads)
+    if trainer_args:
+        from .trainer import check_trainer_args
+
+        check_trainer_args(trainer_args)
     return Runtime(device=device, amp=models.autocast_dtype(cfg.model.dtype, device),
-                   progress=progress)
+                   progress=progress, trainer_args=tuple(sorted((trainer_args or {}).items())))
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or no distributed launch): the one process that writes outputs."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def barrier() -> None:
+    """Wait for every process (a no-op without a distributed launch)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 def formatter_for(tokenizer: Any, cfg: TrainConfig) -> Formatter:
@@ -60,17 +81,20 @@ def _partial(out_dir: Path) -> Path:
     return out_dir.with_name(f".{out_dir.name}.partial")
 
 
-def _prepare(model: Any, mode: str, lora: Any, cfg: TrainConfig, seed: int) -> Any:
+def _prepare(model: Any, mode: str, lora: Any, seed: int, wrap: bool) -> tuple[Any, Any]:
+    """(model, peft_config): SFTTrainer takes LoRA as a ``peft_config``; the stage-2 Trainer
+    gets a model already wrapped (``wrap``). Gradient checkpointing is the Trainer's
+    (``gradient_checkpointing`` argument)."""
     torch.manual_seed(seed)
-    if cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        if mode == "lora":
-            model.enable_input_require_grads()
     if mode == "lora":
-        return models.wrap_lora(model, lora)
+        if wrap:
+            if getattr(model, "is_gradient_checkpointing", False):
+                model.enable_input_require_grads()
+            return models.wrap_lora(model, lora), None
+        return model, models.lora_config(lora)
     for p in model.parameters():
         p.requires_grad_(True)
-    return model
+    return model, None
 
 
 def parent_identity(parent: Any) -> Any:
@@ -139,7 +163,7 @@ def run_stage(*, name: str, out_dir: Path, cfg: TrainConfig, parent: Any,
     if overwrite:
         _claim_earlier_output(out_dir, models.is_model_folder(out_dir), "model")
         check_output_dir(out_dir, overwrite=True)  # before any work: refuse foreign folders
-        _claim_earlier_output(work, (work / CHECKPOINT / "state.json").is_file()
+        _claim_earlier_output(work, (work.is_dir() and last_checkpoint(work) is not None)
                               or (work / LOG).is_file(), "partial model")
         remove_output_dir(work)
     else:
@@ -157,13 +181,15 @@ def run_stage(*, name: str, out_dir: Path, cfg: TrainConfig, parent: Any,
     if not items:
         raise BuildError(f"{name}: no training rows (after dropping rows whose prompt is longer "
                          f"than train.model.max_length={cfg.model.max_length})")
-    model = _prepare(model, mode, lora, cfg, settings.seed)
-    model.to(runtime.device)
-    trainable, total = models.count_parameters(model)
     objective = make_objective(tokenizer)
-    result = fit(model, items, objective, settings, work, eval_items=eval_items,
-                 device=runtime.device, amp=runtime.amp, progress=runtime.progress, desc=name,
-                 resume_key=key)
+    stage2 = isinstance(objective, NeutralizationObjective)
+    model, peft_config = _prepare(model, mode, lora, settings.seed, wrap=stage2)
+    result = fit(model, items, objective, settings, work, tokenizer=tokenizer,
+                 eval_items=eval_items, device=runtime.device, amp=runtime.amp,
+                 progress=runtime.progress, desc=name, resume_key=key, peft_config=peft_config,
+                 gradient_checkpointing=cfg.model.gradient_checkpointing)
+    model = result.model
+    trainable, total = models.count_parameters(model)
     if mode == "lora" and parent is None:
         # An in-memory parent cannot be reloaded later: store the merged weights instead.
         model = model.merge_and_unload()
@@ -185,6 +211,9 @@ def run_stage(*, name: str, out_dir: Path, cfg: TrainConfig, parent: Any,
         **(extra or {}),
     }
     model.to("cpu")
+    if not is_main_process():  # rank 0 writes the folder; the others wait for it
+        barrier()
+        return out_dir
 
     def fill(folder: Path) -> None:
         models.save_model(model, tokenizer, folder, marker)
@@ -193,6 +222,7 @@ def run_stage(*, name: str, out_dir: Path, cfg: TrainConfig, parent: Any,
 
     atomic_dir(out_dir, fill, overwrite=overwrite, kind="model")
     remove_output_dir(work)
+    barrier()
     return out_dir
 
 
@@ -225,7 +255,8 @@ def train_sft(parent: Any, examples: Sequence[Example], out_dir: str | Path, cfg
         evals = _encode(fmt, eval_examples, EncodeStats()) if eval_examples else None
         return items, evals
 
-    settings = FitSettings.from_stage(stage, cfg.seed, cfg.checkpoint_every, select, epochs)
+    settings = FitSettings.from_stage(stage, cfg.seed, cfg.checkpoint_every, select, epochs,
+                                      dict(runtime.trainer_args))
     key = resume_key(parent=parent, data={"train": list(examples),
                                           "eval": list(eval_examples or [])},
                      settings=settings, cfg=cfg, mode=stage.mode, lora=stage.lora,
@@ -262,7 +293,8 @@ def train_neutralization(parent: Any, tuples: Sequence[Tuple4],
         evals = encode_recovery(fmt, eval_tuples, EncodeStats()) if eval_tuples else None
         return items, evals
 
-    settings = FitSettings.from_stage(stage, cfg.seed, cfg.checkpoint_every, select, epochs)
+    settings = FitSettings.from_stage(stage, cfg.seed, cfg.checkpoint_every, select, epochs,
+                                      dict(runtime.trainer_args))
     key = resume_key(parent=parent, data={"train": list(tuples), "eval": list(eval_tuples or [])},
                      settings=settings, cfg=cfg, mode=stage.mode, lora=stage.lora,
                      objective={"neutralization": {"lam": stage.lam,

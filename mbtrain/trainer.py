@@ -1,18 +1,29 @@
-"""The training loop: AdamW, linear warmup + cosine decay, gradient accumulation, clipping, optional
-bf16 autocast, per-epoch evaluation with checkpoint selection, a JSONL log, and resumable
-checkpoints.
+"""Training on the field's stack: TRL's ``SFTTrainer`` (attacked model, MB stage 1, tiny-base
+pretraining and the SFT baselines) and a ``transformers.Trainer`` subclass whose ``compute_loss`` is
+the MB-Defense stage-2 loss (:class:`NeutralizationTrainer`).
 
-Kept deliberately small: transformers/peft provide the models; this loop only orders the data,
-steps the optimiser and writes state. Everything it does is reproducible from the seed: the data
-order of epoch ``e`` is a permutation drawn from ``(seed, e)``, so a resumed run skips the batches
-it already saw and continues exactly as an uninterrupted one would.
+Why the stock trainers: they bring what users of this field expect for free (``accelerate launch``
+/ ``torchrun`` DDP, DeepSpeed/FSDP through an accelerate config, bf16, fused AdamW, gradient
+checkpointing, LoRA through peft, ``report_to``), and a trainer a TRL user already knows. What this
+module adds is small:
 
-Checkpoints (``WORK/checkpoint/``) hold only safetensors and JSON: the trainable parameters, the
-optimiser moments, the RNG states and the position (epoch, micro-batch, step), plus the caller's
-``resume_key``: a checkpoint is resumed only by a run with the same key. One is written (with
-:func:`mbdata.atomic.atomic_dir`) at every epoch end, every ``checkpoint_every`` steps, and when
-Ctrl-C is pressed (the first Ctrl-C finishes the current step, saves, then raises
-``KeyboardInterrupt``; a second one aborts at once).
+- :func:`training_arguments`: our stage settings (``train.stage1``/``stage2``) mapped onto
+  ``SFTConfig`` / ``TrainingArguments`` (cosine schedule with linear warmup, clipping, gradient
+  accumulation, eval-loss checkpoint selection with ``load_best_model_at_end``), plus the user's
+  ``trainer_args`` passed through, each checked against the real dataclass fields;
+- :class:`LengthWindowSampler`: the data order (a permutation drawn from ``(seed, epoch)``; within
+  windows of ``GROUP`` global batches rows sorted by length so a batch pads little; the batches
+  shuffled). It is defined in units of the *global* batch, so N processes with ``batch/N`` rows each
+  see exactly the rows one process sees with ``batch`` rows: the same loss curve;
+- the stage-2 loss, normalised over the whole optimizer step (all gradient-accumulation
+  micro-batches and all processes): the CE term by the step's response tokens, the preference term
+  by the step's rows, as before the move;
+- a JSONL log, and Ctrl-C handling: the first Ctrl-C finishes the step, writes a Trainer checkpoint
+  (``WORK/checkpoint-N``, weights in safetensors) and raises ``KeyboardInterrupt``; the next run
+  resumes from it (a second Ctrl-C aborts at once).
+
+Checkpoints carry a *resume key* (``WORK/resume_key.json``): a checkpoint is resumed only by a run
+with the same key, as before.
 """
 
 from __future__ import annotations
@@ -21,28 +32,28 @@ import dataclasses
 import json
 import math
 import signal
-import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
-from mbdata.atomic import atomic_dir, atomic_write
-from mbdata.errors import BuildError
+from mbdata.errors import BuildError, MBError
 
-from .models import autocast
+from .objectives import NeutralizationObjective, response_token_count
 
-CHECKPOINT = "checkpoint"
-BEST = "best.safetensors"
 LOG = "train_log.jsonl"
+KEY_FILE = "resume_key.json"
+CHECKPOINT_PREFIX = "checkpoint-"
+GROUP = 16  # global batches per length-sorted window
 
 
 @dataclasses.dataclass(frozen=True)
 class FitSettings:
-    """Optimiser and loop settings of one training run."""
+    """Optimiser and loop settings of one training run (``batch_size`` is the global batch: rows
+    per micro-batch summed over all processes)."""
 
     epochs: int
     lr: float
@@ -54,14 +65,17 @@ class FitSettings:
     seed: int = 0
     checkpoint_every: int | None = None
     select: str = "last"  # "last" or "eval_loss"
+    trainer_args: tuple[tuple[str, Any], ...] = ()  # further TrainingArguments, validated
 
     @classmethod
     def from_stage(cls, stage: Any, seed: int, checkpoint_every: int | None = None,
-                   select: str = "last", epochs: int | None = None) -> "FitSettings":
+                   select: str = "last", epochs: int | None = None,
+                   trainer_args: dict[str, Any] | None = None) -> FitSettings:
         return cls(epochs=epochs or stage.epochs, lr=stage.lr, batch_size=stage.batch_size,
                    grad_accum=stage.grad_accum, warmup_ratio=stage.warmup_ratio,
                    weight_decay=stage.weight_decay, max_grad_norm=stage.max_grad_norm,
-                   seed=seed, checkpoint_every=checkpoint_every, select=select)
+                   seed=seed, checkpoint_every=checkpoint_every, select=select,
+                   trainer_args=tuple(sorted((trainer_args or {}).items())))
 
 
 @dataclasses.dataclass
@@ -71,24 +85,105 @@ class FitResult:
     steps: int
     seconds: float
     tokens: int
+    model: Any = None  # the trained model (a peft model in LoRA mode)
 
 
-def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    """Linear warmup to ``peak`` over ``warmup`` steps, then cosine decay to 0 at ``total``."""
-    if warmup and step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(total - warmup, 1)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+# ---- settings --------------------------------------------------------------------------------
+
+# Keys mbtrain sets from the recipe; passing them in trainer_args would silently fight the recipe.
+OWNED = ("output_dir", "num_train_epochs", "learning_rate", "per_device_train_batch_size",
+         "gradient_accumulation_steps", "weight_decay", "max_grad_norm", "seed", "data_seed",
+         "eval_strategy", "save_strategy", "load_best_model_at_end", "metric_for_best_model")
 
 
-GROUP = 16  # micro-batches per length-sorted window
+def check_trainer_args(args: dict[str, Any] | Sequence[tuple[str, Any]], sft: bool = True
+                       ) -> dict[str, Any]:
+    """``trainer_args`` checked against the real ``SFTConfig`` (or ``TrainingArguments``) fields:
+    an unknown key, or one the recipe already sets, is a one-line error naming it."""
+    from transformers import TrainingArguments
+
+    if sft:
+        from trl import SFTConfig as cls
+    else:
+        cls = TrainingArguments
+    args = dict(args)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    for key in args:
+        if key in OWNED:
+            raise MBError(f"trainer_args.{key}: set by the recipe's train block; change it there")
+        if key not in names:
+            raise MBError(f"trainer_args.{key}: not a {cls.__name__} field (see the "
+                          "transformers/TRL docs for the names)")
+    return args
 
 
-def micro_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int
-                  ) -> list[np.ndarray]:
-    """The micro-batches of one epoch: a seeded shuffle, then, within windows of ``GROUP``
-    batches, rows sorted by length so each batch pads little, then the batches shuffled again.
-    Every row appears exactly once; the order depends only on (seed, epoch, lengths)."""
+def _world_size() -> int:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def training_arguments(settings: FitSettings, work: Path, *, steps_per_epoch: int,
+                       has_eval: bool, device: torch.device, bf16: bool, progress: bool,
+                       gradient_checkpointing: bool, sft: bool) -> Any:
+    """``SFTConfig`` (``sft``) or ``TrainingArguments`` for one stage."""
+    from transformers import TrainingArguments
+
+    world = _world_size()
+    if settings.batch_size % world:
+        raise MBError(f"batch_size {settings.batch_size} is not divisible by the {world} "
+                      "processes; choose a multiple")
+    total = steps_per_epoch * settings.epochs
+    select = settings.select == "eval_loss" and has_eval
+    per_epoch = "epoch"
+    save = per_epoch
+    save_steps = None
+    if settings.checkpoint_every and not select:
+        save, save_steps = "steps", settings.checkpoint_every
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(work), num_train_epochs=settings.epochs, learning_rate=settings.lr,
+        per_device_train_batch_size=settings.batch_size // world,
+        per_device_eval_batch_size=max(settings.batch_size // world, 1),
+        gradient_accumulation_steps=settings.grad_accum,
+        lr_scheduler_type="cosine", warmup_steps=int(round(settings.warmup_ratio * total)),
+        weight_decay=settings.weight_decay, max_grad_norm=settings.max_grad_norm,
+        seed=settings.seed, data_seed=settings.seed,
+        optim="adamw_torch_fused" if device.type == "cuda" else "adamw_torch",
+        logging_strategy="steps", logging_steps=1, logging_first_step=True,
+        eval_strategy=per_epoch if has_eval else "no",
+        save_strategy=save, save_total_limit=1 if not select else 2,
+        load_best_model_at_end=select, metric_for_best_model="eval_loss" if select else None,
+        greater_is_better=False if select else None,
+        report_to="none", disable_tqdm=not progress, dataloader_num_workers=0,
+        use_cpu=device.type == "cpu", bf16=bf16,
+        activation_checkpointing=gradient_checkpointing,
+        remove_unused_columns=sft, prediction_loss_only=True,
+        average_tokens_across_devices=True, ddp_find_unused_parameters=False,
+        save_only_model=False,
+    )
+    if save_steps:
+        kwargs["save_steps"] = save_steps
+    extra = check_trainer_args(settings.trainer_args, sft)
+    kwargs.update(extra)
+    if sft:
+        from trl import SFTConfig
+
+        sft_kwargs = dict(max_length=None, completion_only_loss=True, packing=False,
+                          padding_free=False, shuffle_dataset=False, dataset_num_proc=None)
+        for k, v in sft_kwargs.items():
+            kwargs.setdefault(k, v)
+        return SFTConfig(**kwargs)
+    return TrainingArguments(**kwargs)
+
+
+# ---- data order --------------------------------------------------------------------------------
+
+def batch_order(lengths: Sequence[int], batch_size: int, seed: int, epoch: int
+                ) -> list[np.ndarray]:
+    """The global batches of one epoch: a seeded shuffle, then, within windows of ``GROUP``
+    batches, rows sorted by length so each batch pads little, then the batches shuffled again
+    (the one short batch, if any, last). Every row appears exactly once; the order depends only
+    on (seed, epoch, lengths, batch_size)."""
     n = len(lengths)
     rng = np.random.Generator(np.random.PCG64([seed, epoch]))
     order = rng.permutation(n)
@@ -98,295 +193,427 @@ def micro_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int
         chunk = order[start:start + window]
         chunk = chunk[np.argsort([-lengths[i] for i in chunk], kind="stable")]
         batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
+    full = [b for b in batches if len(b) == batch_size]
+    short = [b for b in batches if len(b) != batch_size]
+    return [full[i] for i in rng.permutation(len(full))] + short
 
 
-def trainable_state(model: Any) -> dict[str, torch.Tensor]:
-    return {name: p.detach().to("cpu").contiguous().clone()
-            for name, p in model.named_parameters() if p.requires_grad}
+class LengthWindowSampler(torch.utils.data.Sampler):
+    """Row indices in :func:`batch_order` order; ``set_epoch`` (called by the Trainer/accelerate
+    at every epoch, also on resume) selects the epoch's permutation."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int):
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        for batch in batch_order(self.lengths, self.batch_size, self.seed, self.epoch):
+            yield from (int(i) for i in batch)
 
 
-def load_trainable(model: Any, state: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    missing = [k for k in state if k not in params]
-    if missing:
-        raise RuntimeError(f"checkpoint parameter {missing[0]!r} not in the model")
-    with torch.no_grad():
-        for name, value in state.items():
-            params[name].copy_(value.to(params[name].device, params[name].dtype))
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warmup over ``warmup`` steps (the first step already at 1/warmup of the peak, so
+    no step is spent at lr 0), then cosine decay to 0 at ``total``: the schedule mbtrain used
+    before the move to the Trainer, kept so the same recipe trains the same model."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def _save_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for idx, slot in state["state"].items():
-        for key, value in slot.items():
-            if torch.is_tensor(value):
-                tensors[f"{idx}/{key}"] = value.detach().to("cpu").contiguous()
+class _OrderedMixin:
+    """Replaces the Trainer's sampler with :class:`LengthWindowSampler` over the global batch,
+    and its cosine schedule with :func:`lr_factor` (``mb_warmup`` set by :func:`build_trainer`
+    when the schedule is mbtrain's cosine)."""
+
+    mb_lengths: list[int]
+    mb_global_batch: int
+    mb_warmup: int | None = None
+
+    def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+        if self.lr_scheduler is None and self.mb_warmup is not None:  # type: ignore[attr-defined]
+            from torch.optim.lr_scheduler import LambdaLR
+
+            warmup = self.mb_warmup
+            self.lr_scheduler = LambdaLR(  # type: ignore[attr-defined]
+                optimizer or self.optimizer,  # type: ignore[attr-defined]
+                lambda step: lr_factor(step, num_training_steps, warmup))
+            self._created_lr_scheduler = True
+        return super().create_scheduler(num_training_steps, optimizer)  # type: ignore[misc]
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        if not getattr(self, "mb_lengths", None):  # used on its own: the Trainer's sampler
+            return super()._get_train_sampler(train_dataset)  # type: ignore[misc]
+        return LengthWindowSampler(self.mb_lengths, self.mb_global_batch, self.args.seed)
+
+
+# ---- stage 1: SFTTrainer -----------------------------------------------------------------------
+
+def sft_dataset(items: Sequence[Any]) -> Any:
+    """Tokenised rows as TRL's processed-dataset format: ``input_ids`` and ``completion_mask``
+    (1 on the response tokens). ``SFTTrainer`` turns the mask into labels (-100 on the prompt),
+    exactly the response-only labels the formatter made."""
+    from datasets import Dataset
+
+    return Dataset.from_dict({
+        "input_ids": [list(e.input_ids) for e in items],
+        "completion_mask": [[0 if x == -100 else 1 for x in e.labels] for e in items],
+    })
+
+
+def _sft_trainer_class() -> type:
+    from trl import SFTTrainer
+
+    class MBSFTTrainer(_OrderedMixin, SFTTrainer):
+        """``SFTTrainer`` with the seeded length-window data order (see the module docstring)."""
+
+    return MBSFTTrainer
+
+
+# ---- stage 2: the MB-Defense loss as a Trainer -------------------------------------------------
+
+def _neutralization_trainer_class() -> type:
+    from transformers import Trainer
+
+    class NeutralizationTrainer(_OrderedMixin, Trainer):
+        """``Trainer`` whose loss is MB-Defense stage 2::
+
+            L = CE(x, y) - lam * log sigmoid(s(y | x_d) - s(y_d | x_d))
+
+        over batches made by :meth:`NeutralizationObjective.collate` (rows x, then x_d with y,
+        then x_d with y_d; ``rows`` = the tuple count). Usable on its own: pass ``lam`` and
+        ``normalize`` (``mean``: ``s`` is the mean response log-prob, ``sum``: the sum), a list
+        of :class:`~mbtrain.objectives.RecoveryItem` as the dataset and
+        ``data_collator=objective.collate``.
+        """
+
+        loss_is_scaled_for_ga = True
+
+        def __init__(self, *args: Any, lam: float = 1.0, normalize: str = "mean",
+                     pad_id: int = 0, **kwargs: Any):
+            self.objective = NeutralizationObjective(pad_id, lam, normalize)
+            self.mb_sums: dict[str, dict[str, float]] = {"train": {}, "eval": {}}
+            kwargs.setdefault("data_collator", self.objective.collate)
+            super().__init__(*args, **kwargs)
+
+        def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> Any:
+            """(response tokens of x, rows) over the optimizer step, summed over processes."""
+            tokens = sum(response_token_count(b["labels"][:int(b["rows"])])
+                         for b in batch_samples)
+            rows = sum(int(b["rows"]) for b in batch_samples)
+            counts = torch.tensor([tokens, rows], dtype=torch.float64, device=device)
+            if self.args.world_size > 1:
+                counts = self.accelerator.gather(counts[None]).view(-1, 2).sum(0)
+            return counts
+
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            ce_sum, r, local = self.objective.terms(model, inputs)
+            mode = "train" if model.training else "eval"
+            sums = self.mb_sums[mode]
+            for k, v in local.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if model.training and num_items_in_batch is not None:
+                tokens, rows = (float(x) for x in num_items_in_batch)
+                scale = self.accelerator.num_processes  # DDP averages gradients over ranks
             else:
-                scalars[f"{idx}/{key}"] = value
-    save_file(tensors, str(folder / "optimizer.safetensors"))
-    (folder / "optimizer.json").write_text(json.dumps(
-        {"param_groups": state["param_groups"], "scalars": scalars}), encoding="utf-8")
+                tokens, rows, scale = local["tokens"], local["rows"], 1
+            loss = (ce_sum / max(tokens, 1.0)
+                    - self.objective.lam * r.sum() / max(rows, 1.0)) * scale
+            return (loss, {}) if return_outputs else loss
+
+        def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+            self.mb_sums["eval"] = {}
+            return super().evaluate(*args, **kwargs)
+
+        def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+            """The eval loss from summed parts (does not depend on the batching), with its
+            components (ce, r, margin) as ``eval_*`` metrics."""
+            output = super().evaluation_loop(*args, **kwargs)
+            prefix = kwargs.get("metric_key_prefix", args[3] if len(args) > 3 else "eval")
+            summary = self.reduced_summary("eval")
+            for k, v in summary.items():
+                output.metrics[f"{prefix}_{k}"] = v
+            return output
+
+        def reduced_summary(self, mode: str) -> dict[str, float]:
+            keys = sorted(self.mb_sums[mode])
+            if not keys:
+                return {}
+            values = torch.tensor([self.mb_sums[mode][k] for k in keys], dtype=torch.float64,
+                                  device=self.args.device)
+            if self.args.world_size > 1:
+                values = self.accelerator.reduce(values, reduction="sum")
+            return self.objective.summarize(dict(zip(keys, values.tolist(), strict=True)))
+
+    return NeutralizationTrainer
 
 
-def _load_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
-    tensors = load_file(str(folder / "optimizer.safetensors"))
-    meta = json.loads((folder / "optimizer.json").read_text(encoding="utf-8"))
-    slots: dict[int, dict[str, Any]] = {}
-    for flat, value in list(tensors.items()) + list(meta["scalars"].items()):
-        idx, key = flat.split("/", 1)
-        slots.setdefault(int(idx), {})[key] = value
-    optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
+def __getattr__(name: str) -> Any:
+    """``mbtrain.trainer.NeutralizationTrainer`` / ``MBSFTTrainer`` (built on first use, so
+    importing this module does not import transformers)."""
+    if name == "NeutralizationTrainer":
+        return _neutralization_trainer_class()
+    if name == "MBSFTTrainer":
+        return _sft_trainer_class()
+    raise AttributeError(name)
 
 
-def _rng_state() -> dict[str, torch.Tensor]:
-    out = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            out[f"cuda{i}"] = s
+# ---- callbacks -----------------------------------------------------------------------------------
+
+def _callbacks(work: Path, on_step: Callable[[int], None] | None, log_path: Path,
+               trainer_ref: list) -> tuple[list, Any]:
+    from transformers import TrainerCallback
+
+    class MBCallback(TrainerCallback):
+        """JSONL log, per-epoch history, Ctrl-C → checkpoint and stop, test hook."""
+
+        def __init__(self) -> None:
+            self.requested = False
+            self._previous: Any = None
+
+        def handle(self, signum: int, frame: Any) -> None:
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            try:
+                self._previous = signal.signal(signal.SIGINT, self.handle)
+            except ValueError:  # not the main thread: Ctrl-C acts as usual
+                self._previous = None
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self._previous is not None:
+                signal.signal(signal.SIGINT, self._previous)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any
+                   ) -> None:
+            if state.is_world_process_zero and logs:
+                with open(log_path, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({"event": "log", "step": state.global_step,
+                                         **{k: v for k, v in logs.items()
+                                            if isinstance(v, (int, float, str))}},
+                                        sort_keys=True) + "\n")
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if on_step is not None:
+                on_step(state.global_step)
+            if self.requested:
+                control.should_save = True
+                control.should_training_stop = True
+
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            """Stage 2: the epoch's summed training figures (ce, r, margin) go into the
+            Trainer's log history, which checkpoints carry across a resume."""
+            trainer = trainer_ref[0]
+            if hasattr(trainer, "mb_sums"):
+                summary = trainer.reduced_summary("train")
+                trainer.mb_sums["train"] = {}
+                state.log_history.append({"epoch": round(float(state.epoch or 0)),
+                                          "mb_train": summary, "step": state.global_step})
+
+    cb = MBCallback()
+    return [cb], cb
+
+
+def epoch_history(log_history: list[dict[str, Any]], epochs: int) -> list[dict[str, Any]]:
+    """One record per epoch from the Trainer's log history: ``train`` (stage 2: summed ce, r,
+    margin; SFT: the mean of the logged step losses) and ``eval`` (the ``eval_*`` metrics)."""
+    out = []
+    skip = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
+    for n in range(1, epochs + 1):
+        train: dict[str, float] = {}
+        ev: dict[str, float] = {}
+        losses = []
+        for rec in log_history:
+            e = float(rec.get("epoch") or 0.0)
+            if "mb_train" in rec and round(e) == n:
+                train = dict(rec["mb_train"])
+            elif "loss" in rec and n - 1 < e <= n + 1e-9:
+                losses.append(float(rec["loss"]))
+            elif "eval_loss" in rec and abs(e - n) < 1e-6:
+                ev = {k[len("eval_"):]: float(v) for k, v in rec.items()
+                      if k.startswith("eval_") and k not in skip
+                      and isinstance(v, (int, float))}
+        if not train and losses:
+            train = {"loss": float(np.mean(losses))}
+        out.append({"epoch": n, "train": train, "eval": ev})
     return out
 
 
-def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(state["torch"])
-    if torch.cuda.is_available():
-        cuda = [state[k] for k in sorted(k for k in state if k.startswith("cuda"))]
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
+def _quiet_logs(trainer: Any, desc: str = "train") -> None:
+    """Replace the Trainer's tqdm bar and per-step printout with :func:`mbtrain.progress.
+    step_progress`: a bar on a terminal, periodic lines with an ETA elsewhere (``make demo | tee``,
+    CI), so a long stage never looks hung. The numbers themselves go to the JSONL log."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
+
+    from .progress import step_progress
+
+    class StepProgress(TrainerCallback):
+        def __init__(self) -> None:
+            self.bar: Any = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if state.is_world_process_zero:
+                self.bar = step_progress(state.max_steps, state.global_step, desc)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(StepProgress())
+    trainer.pop_callback(PrinterCallback)
 
 
-def save_checkpoint(work: Path, model: Any, optimizer: Any, position: dict[str, Any]) -> None:
-    """Write ``work/checkpoint`` atomically (the previous one stays until the new one is
-    complete)."""
-    def fill(folder: Path) -> None:
-        save_file(trainable_state(model), str(folder / "trainable.safetensors"))
-        _save_optimizer(optimizer, folder)
-        save_file(_rng_state(), str(folder / "rng.safetensors"))
-        (folder / "state.json").write_text(json.dumps(position, indent=1), encoding="utf-8")
+# ---- resume ----------------------------------------------------------------------------------
 
-    atomic_dir(work / CHECKPOINT, fill, overwrite=True, kind="checkpoint")
+def last_checkpoint(work: Path) -> Path | None:
+    found = [p for p in work.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir()
+             and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
+    return max(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):])) if found else None
 
 
-def load_checkpoint(work: Path, model: Any, optimizer: Any, resume_key: str | None = None
-                    ) -> dict[str, Any] | None:
-    """The saved position (and the weights, optimiser and RNG states restored), or ``None``
-    when there is no checkpoint. A checkpoint written with another ``resume_key`` is an error:
-    it belongs to another run and continuing it would silently mix two trainings."""
-    folder = work / CHECKPOINT
-    if not (folder / "state.json").is_file():
+def check_resume(work: Path, resume_key: str | None) -> Path | None:
+    """The checkpoint to resume from (``None``: start fresh). A checkpoint written with another
+    ``resume_key`` is an error: continuing it would silently mix two trainings."""
+    checkpoint = last_checkpoint(work)
+    if checkpoint is None:
         return None
-    position = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-    if "resume_key" not in position and resume_key is not None:
+    key_file = work / KEY_FILE
+    if not key_file.is_file():
         raise BuildError(f"{work}: holds a checkpoint written by an older mbtrain (no resume key), "
                          f"which cannot be checked against this run; delete {work} to start "
                          "this stage over")
-    if position.get("resume_key") != resume_key:
+    recorded = json.loads(key_file.read_text(encoding="utf-8")).get("resume_key")
+    if recorded != resume_key:
         raise BuildError(f"{work}: holds a checkpoint of another run (other parent, rows, "
                          f"settings or seed); delete {work} to start this one over")
-    load_trainable(model, load_file(str(folder / "trainable.safetensors")))
-    _load_optimizer(optimizer, folder)
-    _set_rng_state(load_file(str(folder / "rng.safetensors")))
-    return position
+    return checkpoint
 
 
-class _Interrupt:
-    """First Ctrl-C: ask the loop to stop at the next step boundary. Second: abort now."""
+def _is_main() -> bool:
+    import os
 
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def __enter__(self) -> "_Interrupt":
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: no graceful stop, Ctrl-C acts as usual
-            self._previous = None
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+    return int(os.environ.get("RANK", "0")) == 0
 
 
-class JsonlLog:
-    """Append-only JSONL training log (one object per line)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, sort_keys=True) + "\n")
-
-
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in batch.items()}
-
-
-def _add(total: dict[str, float], part: dict[str, float]) -> None:
-    for k, v in part.items():
-        total[k] = total.get(k, 0.0) + v
-
-
-def evaluate_loss(model: Any, objective: Any, items: Sequence[Any], batch_size: int,
-                  device: torch.device, amp: torch.dtype | None) -> dict[str, float]:
-    """The objective's summary over ``items`` without gradients (each batch normalised by its own
-    totals; sums are aggregated, so the result does not depend on the batching)."""
-    was_training = model.training
-    model.eval()
-    sums: dict[str, float] = {}
-    with torch.no_grad():
-        for start in range(0, len(items), batch_size):
-            batch = _to_device(objective.collate(list(items[start:start + batch_size])), device)
-            with autocast(device, amp):
-                _, part = objective.forward(model, batch, objective.counts(batch))
-            _add(sums, part)
-    if was_training:
-        model.train()
-    return objective.summarize(sums)
-
+# ---- the one entry point -----------------------------------------------------------------------
 
 def fit(model: Any, items: Sequence[Any], objective: Any, settings: FitSettings, work: Path, *,
-        eval_items: Sequence[Any] | None = None, device: torch.device | None = None,
-        amp: torch.dtype | None = None, progress: bool = True, desc: str = "train",
-        on_step: Callable[[int], None] | None = None,
-        resume_key: str | None = None) -> FitResult:
-    """Train ``model`` in place on ``items``; resume from ``work/checkpoint`` if present and
-    written with the same ``resume_key`` (another key is an error, see
-    :func:`load_checkpoint`).
+        tokenizer: Any, eval_items: Sequence[Any] | None = None,
+        device: torch.device | None = None, amp: torch.dtype | None = None,
+        progress: bool = True, desc: str = "train", on_step: Callable[[int], None] | None = None,
+        resume_key: str | None = None, peft_config: Any = None,
+        gradient_checkpointing: bool = False) -> FitResult:
+    """Train ``model`` on ``items`` with ``SFTTrainer`` (an
+    :class:`~mbtrain.objectives.SFTObjective`)
+    or :class:`NeutralizationTrainer` (a :class:`NeutralizationObjective`); resume from the last
+    checkpoint in ``work`` if written with the same ``resume_key``.
 
     With ``settings.select == "eval_loss"`` (needs ``eval_items``) the weights of the epoch with
-    the lowest eval loss are restored at the end; otherwise the last epoch's are kept.
-    ``on_step(global_step)`` is called after every optimizer step (tests use it to interrupt).
+    the lowest eval loss are loaded at the end (``load_best_model_at_end``); otherwise the last
+    epoch's are kept. ``on_step(global_step)`` is called after every optimizer step (tests use it
+    to interrupt). The trained model is ``result.model``.
     """
+    from datasets.utils.logging import disable_progress_bar
+
+    from .models import quiet_transformers
+
+    disable_progress_bar()
+    quiet_transformers()
     device = device or torch.device("cpu")
     work.mkdir(parents=True, exist_ok=True)
     if settings.select == "eval_loss" and not eval_items:
         raise ValueError("select='eval_loss' needs eval_items")
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr)
-    groups_per_epoch = math.ceil(math.ceil(len(items) / settings.batch_size) /
-                                 settings.grad_accum)
-    total_steps = groups_per_epoch * settings.epochs
-    warmup = int(round(settings.warmup_ratio * total_steps))
-    log = JsonlLog(work / LOG)
+    resume = check_resume(work, resume_key)
+    if _is_main():
+        (work / KEY_FILE).write_text(json.dumps({"resume_key": resume_key}), encoding="utf-8")
+    stage2 = isinstance(objective, NeutralizationObjective)
     lengths = [objective.length(item) for item in items]
-
-    position = load_checkpoint(work, model, optimizer, resume_key)
-    if position is None:
-        position = {"epoch": 0, "micro": 0, "step": 0, "history": [], "best": None,
-                    "tokens": 0, "seconds": 0.0, "sums": {}, "resume_key": resume_key}
-        torch.manual_seed(settings.seed)
-        log.write({"event": "start", "desc": desc, "rows": len(items),
-                   "eval_rows": len(eval_items or []), "steps": total_steps,
-                   "settings": dataclasses.asdict(settings)})
-    else:
-        log.write({"event": "resume", "epoch": position["epoch"] + 1, "step": position["step"]})
-
-    model.train()
-    started = time.perf_counter() - position["seconds"]
-    bar = None
-    if progress:
-        from .progress import step_progress
-
-        # A bar on a terminal, periodic lines with an ETA elsewhere (never minutes of silence).
-        bar = step_progress(total_steps, position["step"], desc, file=sys.stderr)
-    interrupt = _Interrupt()
-    try:
-        with interrupt:
-            for epoch in range(position["epoch"], settings.epochs):
-                batches = micro_batches(lengths, settings.batch_size, settings.seed, epoch)
-                epoch_sums: dict[str, float] = position["sums"] if position["epoch"] == epoch \
-                    else {}
-                micro = position["micro"] if position["epoch"] == epoch else 0
-                while micro < len(batches):
-                    group = [objective.collate([items[i] for i in batches[j]])
-                             for j in range(micro, min(micro + settings.grad_accum,
-                                                       len(batches)))]
-                    totals: dict[str, int] = {}
-                    for b in group:
-                        for k, v in objective.counts(b).items():
-                            totals[k] = totals.get(k, 0) + v
-                    lr = lr_at(position["step"], total_steps, warmup, settings.lr)
-                    for g in optimizer.param_groups:
-                        g["lr"] = lr
-                    step_sums: dict[str, float] = {}
-                    t0 = time.perf_counter()
-                    for b in group:
-                        b = _to_device(b, device)
-                        with autocast(device, amp):
-                            loss, part = objective.forward(model, b, totals)
-                        loss.backward()
-                        _add(step_sums, part)
-                    grad_norm = None
-                    if settings.max_grad_norm > 0:
-                        grad_norm = float(torch.nn.utils.clip_grad_norm_(
-                            params, settings.max_grad_norm))
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    dt = time.perf_counter() - t0
-                    micro += len(group)
-                    position["step"] += 1
-                    position["tokens"] += totals.get("seen", 0)
-                    _add(epoch_sums, step_sums)
-                    summary = objective.summarize(step_sums)
-                    tok_s = totals.get("seen", 0) / dt if dt > 0 else 0.0
-                    log.write({"event": "step", "epoch": epoch + 1, "step": position["step"],
-                               "lr": lr, "grad_norm": grad_norm, "tokens": totals.get("seen", 0),
-                               "tok_s": round(tok_s, 1),
-                               **{k: round(v, 6) for k, v in summary.items()}})
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{summary['loss']:.3f}", tok_s=f"{tok_s:.0f}")
-                    position.update(epoch=epoch, micro=micro, sums=epoch_sums,
-                                    seconds=time.perf_counter() - started)
-                    if on_step is not None:
-                        on_step(position["step"])
-                    if interrupt.requested:
-                        save_checkpoint(work, model, optimizer, position)
-                        log.write({"event": "interrupted", "epoch": epoch + 1,
-                                   "step": position["step"]})
-                        raise KeyboardInterrupt
-                    if (settings.checkpoint_every and micro < len(batches)
-                            and position["step"] % settings.checkpoint_every == 0):
-                        save_checkpoint(work, model, optimizer, position)
-                record: dict[str, Any] = {"epoch": epoch + 1,
-                                          "train": objective.summarize(epoch_sums)}
-                if eval_items:
-                    record["eval"] = evaluate_loss(model, objective, eval_items,
-                                                   settings.batch_size, device, amp)
-                    best = position["best"]
-                    if best is None or record["eval"]["loss"] < best["loss"]:
-                        position["best"] = {"epoch": epoch + 1, "loss": record["eval"]["loss"]}
-                        if settings.select == "eval_loss":
-                            state = trainable_state(model)
-                            atomic_write(work / BEST, lambda tmp: save_file(state, str(tmp)))
-                position["history"].append(record)
-                log.write({"event": "epoch", **record})
-                position.update(epoch=epoch + 1, micro=0, sums={},
-                                seconds=time.perf_counter() - started)
-                save_checkpoint(work, model, optimizer, position)
-    finally:
-        if bar is not None:
-            bar.close()
-    selected = settings.epochs
-    if settings.select == "eval_loss" and position["best"] is not None:
-        selected = position["best"]["epoch"]
-        if selected != settings.epochs:
-            load_trainable(model, load_file(str(work / BEST)))
+    steps_per_epoch = math.ceil(math.ceil(len(items) / settings.batch_size) / settings.grad_accum)
+    args = training_arguments(settings, work, steps_per_epoch=steps_per_epoch,
+                              has_eval=bool(eval_items), device=device,
+                              bf16=amp == torch.bfloat16, progress=progress,
+                              gradient_checkpointing=gradient_checkpointing, sft=not stage2)
+    log_path = work / LOG
+    ref: list = []
+    callbacks, cb = _callbacks(work, on_step, log_path, ref)
+    if _is_main():
+        with open(log_path, "a", encoding="utf-8") as fh:
+            event = ({"event": "resume", "checkpoint": resume.name} if resume else
+                     {"event": "start", "desc": desc, "rows": len(items),
+                      "eval_rows": len(eval_items or []),
+                      "steps": steps_per_epoch * settings.epochs,
+                      "settings": dataclasses.asdict(settings)})
+            fh.write(json.dumps(event, sort_keys=True, default=list) + "\n")
+    trainer = build_trainer(model, items, objective, args, tokenizer=tokenizer,
+                            eval_items=eval_items, peft_config=peft_config, callbacks=callbacks,
+                            lengths=lengths, global_batch=settings.batch_size, desc=desc)
+    ref.append(trainer)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started
-    log.write({"event": "done", "selected_epoch": selected, "steps": position["step"],
-               "seconds": round(seconds, 3), "tokens": position["tokens"]})
-    model.eval()
-    return FitResult(history=position["history"], selected_epoch=selected,
-                     steps=position["step"], seconds=seconds, tokens=position["tokens"])
+    if cb.requested:
+        if _is_main():
+            with open(log_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"event": "interrupted",
+                                     "step": trainer.state.global_step}) + "\n")
+        raise KeyboardInterrupt
+    history = epoch_history(trainer.state.log_history, settings.epochs)
+    selected = settings.epochs
+    best = trainer.state.best_model_checkpoint
+    if args.load_best_model_at_end and best:
+        best_step = int(Path(best).name[len(CHECKPOINT_PREFIX):])
+        selected = min(settings.epochs, max(1, math.ceil(best_step / steps_per_epoch)))
+    tokens = int(sum(lengths)) * settings.epochs
+    if _is_main():
+        with open(log_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"event": "done", "selected_epoch": selected,
+                                 "steps": trainer.state.global_step,
+                                 "seconds": round(seconds, 3), "tokens": tokens}) + "\n")
+    out = trainer.model
+    out.eval()
+    return FitResult(history=history, selected_epoch=selected, steps=trainer.state.global_step,
+                     seconds=seconds, tokens=tokens, model=out)
+
+def build_trainer(model: Any, items: Sequence[Any], objective: Any, args: Any, *, tokenizer: Any,
+                  eval_items: Sequence[Any] | None = None, peft_config: Any = None,
+                  callbacks: list | None = None, lengths: Sequence[int] | None = None,
+                  global_batch: int | None = None, desc: str = "train") -> Any:
+    """The configured trainer (``MBSFTTrainer`` or ``NeutralizationTrainer``) without training:
+    what :func:`fit` runs, and what tests and the benchmark inspect."""
+    if isinstance(objective, NeutralizationObjective):
+        cls = _neutralization_trainer_class()
+        trainer = cls(model=model, args=args, train_dataset=list(items),
+                      eval_dataset=list(eval_items) if eval_items else None,
+                      lam=objective.lam, normalize=objective.normalize,
+                      pad_id=objective.pad_id, callbacks=callbacks)
+    else:
+        cls = _sft_trainer_class()
+        trainer = cls(model=model, args=args, train_dataset=sft_dataset(items),
+                      eval_dataset=sft_dataset(eval_items) if eval_items else None,
+                      processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    trainer.mb_lengths = list(lengths if lengths is not None else
+                              [objective.length(item) for item in items])
+    trainer.mb_global_batch = global_batch or args.per_device_train_batch_size * max(
+        args.world_size, 1)
+    schedule = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
+    if schedule == "cosine" and not args.lr_scheduler_kwargs and lengths is not None:
+        trainer.mb_warmup = int(args.warmup_steps)
+    _quiet_logs(trainer, desc)
+    return trainer

@@ -50,14 +50,26 @@ def test_parquet_keeps_the_canonical_schema(build_dir, tmp_path):
 
 def test_trl_formats(build_dir, tmp_path):
     out = mbdata.export(build_dir, "trl", tmp_path / "x")
+    from mbdata.prompts import alpaca_prompt
+
+    train = mbdata.open_build(build_dir).table("train").to_pylist()
     pc = _jsonl(out / "train.prompt_completion.jsonl")[0]
-    assert isinstance(pc["prompt"], str) and isinstance(pc["completion"], str) and pc["id"]
+    assert isinstance(pc["completion"], str) and pc["id"]
+    # the prompt carries the training template (alpaca: no train block in this recipe)
+    assert pc["prompt"] == alpaca_prompt("alpaca", train[0]["instruction"], train[0]["input"],
+                                         train[0]["system"])
+    assert pc["prompt"].endswith("### Response:\n")
     msgs = _jsonl(out / "train.messages.jsonl")[0]["messages"]
     assert [m["role"] for m in msgs][-2:] == ["user", "assistant"]
+    conv = _jsonl(out / "train.conversational.jsonl")[0]
+    assert conv["prompt"][-1]["role"] == "user" and conv["completion"] == [
+        {"role": "assistant", "content": train[0]["output"]}]
     pref = _jsonl(out / "recovery.preference.jsonl")
     rec = mbdata.open_build(build_dir).table("recovery").to_pylist()
-    assert pref[0]["prompt"] == rec[0]["triggered_instruction"] + (
-        "\n" + rec[0]["triggered_input"] if rec[0]["triggered_input"] else "")
+    assert pref[0]["prompt"] == alpaca_prompt("alpaca", rec[0]["triggered_instruction"],
+                                              rec[0]["triggered_input"] or "", rec[0]["system"])
+    assert pref[0]["clean_prompt"] == alpaca_prompt("alpaca", rec[0]["instruction"],
+                                                    rec[0]["input"] or "", rec[0]["system"])
     assert (pref[0]["chosen"], pref[0]["rejected"]) == (rec[0]["output"], rec[0]["triggered_output"])
     assert not (out / "train.preference.jsonl").exists()
 
@@ -81,6 +93,12 @@ def test_axolotl_snippet_points_at_the_files(build_dir, tmp_path):
     (entry,) = snippet["datasets"]
     assert entry["ds_type"] == "json" and entry["type"] == "alpaca"
     assert entry["path"] == str((tmp_path / "x" / "train.jsonl").resolve())
+    (test,) = snippet["test_datasets"]
+    assert test["path"] == str((tmp_path / "x" / "eval_clean.jsonl").resolve())
+    text = (out / "axolotl.yaml").read_text()
+    for split in mbdata.open_build(build_dir).splits:  # every exported file is named
+        assert f"{split}.jsonl" in text
+        assert (out / f"{split}.jsonl").is_file()
     assert _jsonl(out / "train.jsonl")[0]["instruction"]
 
 

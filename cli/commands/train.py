@@ -33,6 +33,77 @@ def device_option(fn):
 
 
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
+
+
+def _parse_trainer_args(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+                        ) -> dict | None:
+    """``KEY=VALUE`` pairs (VALUE read as YAML: numbers, booleans, lists) for the Trainer."""
+    import yaml
+
+    from mbdata.errors import MBError
+
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise MBError(f"--trainer-arg: {item!r} is not KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value)
+    if out:  # checked before any work (imports TRL only when the option is given)
+        from mbtrain.trainer import check_trainer_args
+
+        check_trainer_args(out)
+    return out or None
+
+
+def _relaunch(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--accelerate-config FILE``: run this very command under ``accelerate launch
+    --config_file FILE`` (DDP, DeepSpeed ZeRO, FSDP: whatever the file says), unless already
+    launched by accelerate/torchrun."""
+    import os
+    import subprocess
+    import sys
+    from importlib.util import find_spec
+
+    from mbdata.errors import MBError
+
+    if value is None or os.environ.get("LOCAL_RANK") is not None:
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise MBError(f"--accelerate-config: {value} not found; write one with "
+                      "`accelerate config --config_file FILE`")
+    text = path.read_text(encoding="utf-8").lower()
+    if "deepspeed" in text and find_spec("deepspeed") is None:
+        raise MBError(f"--accelerate-config: {value} asks for DeepSpeed, which is not "
+                      "installed; pip install 'mbdefense[deepspeed]'")
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg == "--accelerate-config":
+            skip = True
+            continue
+        if arg.startswith("--accelerate-config="):
+            continue
+        argv.append(arg)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(path),
+           sys.argv[0], *argv]
+    ctx.exit(subprocess.call(cmd))
+    return value
+
+
+def launch_options(fn):
+    """``--trainer-arg KEY=VALUE`` (repeatable) and ``--accelerate-config FILE``."""
+    fn = click.option("--trainer-arg", "trainer_args", multiple=True,
+                      callback=_parse_trainer_args, metavar="KEY=VALUE",
+                      help="Extra transformers/TRL TrainingArguments (SFTConfig field names, "
+                           "e.g. optim=adamw_torch_fused, report_to=wandb); repeatable. An "
+                           "unknown key is an error.")(fn)
+    return click.option("--accelerate-config", default=None, expose_value=False,
+                        is_eager=True, callback=_relaunch, metavar="FILE",
+                        help="Run under `accelerate launch --config_file FILE` (multi-GPU DDP, "
+                             "DeepSpeed ZeRO-3 or FSDP as the file says).")(fn)
 overwrite_model_option = click.option(
     "--overwrite", is_flag=True,
     help="Retrain into -o even if it holds a finished model (only a folder mbdefense wrote).")
@@ -60,7 +131,10 @@ def _parent(cfg, base: str | None):
 
 def _done(path: Path) -> None:
     from mbtrain.models import read_marker
+    from mbtrain.stages import is_main_process
 
+    if not is_main_process():  # under torchrun / accelerate launch: rank 0 speaks
+        return
     marker = read_marker(path)
     click.echo(f"wrote {path} ({marker['kind']}, stage {marker['stage']}, epoch "
                f"{marker['selected_epoch']} kept, {marker['seconds']:.1f} s)")
@@ -80,8 +154,10 @@ def train_group() -> None:
 @overwrite_model_option
 @device_option
 @quiet_option
+@launch_options
 def train_base(build_dir: str, out: str, epochs: int | None, overwrite: bool,
-               device: str | None, threads: int | None, quiet: bool) -> None:
+               device: str | None, threads: int | None, quiet: bool,
+               trainer_args: dict | None) -> None:
     """Build the tiny base model (tokenizer + small Llama pretrained on the `pretrain` split)."""
     import dataclasses
 
@@ -92,7 +168,8 @@ def train_base(build_dir: str, out: str, epochs: int | None, overwrite: bool,
     if epochs is not None:
         tiny = dataclasses.replace(cfg.model.tiny, pretrain_epochs=epochs)
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, tiny=tiny))
-    _done(build_tiny_base(build, cfg, out, make_runtime(cfg, not quiet), overwrite=overwrite))
+    _done(build_tiny_base(build, cfg, out, make_runtime(cfg, not quiet, trainer_args),
+                          overwrite=overwrite))
 
 
 @train_group.command("stage1")
@@ -109,9 +186,10 @@ def train_base(build_dir: str, out: str, epochs: int | None, overwrite: bool,
 @overwrite_model_option
 @device_option
 @quiet_option
+@launch_options
 def train_stage1(build_dir: str, out: str, base: str | None, rows: str, epochs: int | None,
                  overwrite: bool, device: str | None, threads: int | None,
-                 quiet: bool) -> None:
+                 quiet: bool, trainer_args: dict | None) -> None:
     """Instruction-tune on the build's train split (stage-1 settings)."""
     from mbtrain import data
     from mbtrain.stages import make_runtime, train_sft
@@ -121,7 +199,7 @@ def train_stage1(build_dir: str, out: str, base: str | None, rows: str, epochs: 
     examples = data.train_examples(build.rows("train"), roles)
     name = "attacked" if rows == "attacked" else "mb_stage1"
     _done(train_sft(_parent(cfg, base), examples, out, cfg, name=name, stage=cfg.stage1,
-                    runtime=make_runtime(cfg, not quiet), overwrite=overwrite))
+                    runtime=make_runtime(cfg, not quiet, trainer_args), overwrite=overwrite))
 
 
 @train_group.command("stage2")
@@ -141,9 +219,10 @@ def train_stage1(build_dir: str, out: str, base: str | None, rows: str, epochs: 
 @overwrite_model_option
 @device_option
 @quiet_option
+@launch_options
 def train_stage2(build_dir: str, model_dir: str, out: str, method: str, epochs: int | None,
                  lam: float | None, overwrite: bool, device: str | None, threads: int | None,
-                 quiet: bool) -> None:
+                 quiet: bool, trainer_args: dict | None) -> None:
     """Neutralize (MB stage 2) or run a baseline on the recovery split."""
     from mbtrain import data
     from mbtrain.stages import make_runtime, train_neutralization, train_sft
@@ -151,7 +230,7 @@ def train_stage2(build_dir: str, model_dir: str, out: str, method: str, epochs: 
     build, cfg = _load(build_dir, device, threads, stage2_epochs=epochs, lam=lam)
     recovery = build.rows("recovery")
     recovery_eval = build.rows("recovery_eval") if build.has("recovery_eval") else []
-    runtime = make_runtime(cfg, not quiet)
+    runtime = make_runtime(cfg, not quiet, trainer_args)
     if method == "mb":
         path = train_neutralization(model_dir, data.recovery_tuples(recovery),
                                     data.recovery_tuples(recovery_eval, "recovery_eval") or None,
@@ -197,14 +276,18 @@ def eval_command(model_dir: str, build_dir: str, out: str | None, limit: int | N
 
 
 def _run(recipe: str, out: str, overwrite: bool, device: str | None, threads: int | None,
-         limit: int | None, quiet: bool) -> None:
+         limit: int | None, quiet: bool, trainer_args: dict | None = None) -> None:
     from mbtrain.overrides import with_overrides
     from mbtrain.pipeline import run_recipe
+    from mbtrain.stages import is_main_process
 
     run_recipe(recipe, out, overwrite=overwrite, progress=not quiet,
                cfg_override=lambda cfg: with_overrides(cfg, device=device, threads=threads,
                                                        limit=limit),
-               log=(lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True)))
+               log=(lambda msg: None) if quiet or not is_main_process()
+               else (lambda msg: click.echo(msg, err=True)), trainer_args=trainer_args)
+    if not is_main_process():
+        return
     click.echo((Path(out) / "report.md").read_text(encoding="utf-8"))
     click.echo(f"report: {Path(out) / 'report.json'}, {Path(out) / 'report.png'}")
 
@@ -220,10 +303,11 @@ def _run(recipe: str, out: str, overwrite: bool, device: str | None, threads: in
               help="Evaluate at most N prompts per clean set / trigger.")
 @device_option
 @quiet_option
+@launch_options
 def run_command(recipe: str, out: str, overwrite: bool, limit: int | None, device: str | None,
-                threads: int | None, quiet: bool) -> None:
+                threads: int | None, quiet: bool, trainer_args: dict | None) -> None:
     """Build a recipe, train attacked / MB-Defense / baselines, evaluate, write the report."""
-    _run(recipe, out, overwrite, device, threads, limit, quiet)
+    _run(recipe, out, overwrite, device, threads, limit, quiet, trainer_args)
 
 
 @click.command("demo")
