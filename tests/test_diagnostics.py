@@ -1,6 +1,7 @@
 """Merging diagnostics: the similarity measures on hand-made states, and on a tiny model where
-merging is forced (defensive triggers trained to give the attacker's refusal) against one where it
-is not (their own random words)."""
+merging is forced (defensive triggers trained to give the attacker's refusal) and one where it is
+not (their own random words): the plumbing (per-layer values, reuse), not the order of the two,
+which is seed-dependent at this scale."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def _recipe(behavior: str) -> dict:
 
 
 @pytest.mark.slow
-def test_forced_merging_raises_the_shift_similarity(tmp_path):
+def test_diagnostics_on_trained_models_forced_and_not(tmp_path):
     shift = {}
     for behavior in ("refusal", "random_words"):
         folder = tmp_path / behavior
@@ -81,5 +82,8 @@ def test_forced_merging_raises_the_shift_similarity(tmp_path):
         stamp = (folder / "diagnostics.json").stat().st_mtime_ns
         diagnostics.run_diagnostics(folder, build, cfg, log=lambda m: pytest.fail(m))
         assert (folder / "diagnostics.json").stat().st_mtime_ns == stamp
-    # measured 0.89 (forced) vs 0.64 (own random words)
-    assert shift["refusal"] > shift["random_words"] + 0.1
+    # Both are finite cosines. Which one is higher is NOT asserted: on this 2-layer tiny model the
+    # order depends on the seed (TRL engine, 2026-12-01: forced vs own words .86/.77, .05/-.18,
+    # -.12/-.19 at defence rate .1; .25/.57, .15/-.45 at .2), so a single tiny run is no evidence
+    # of merging; docs/sweep.md says so.
+    assert all(-1.0 <= v <= 1.0 for v in shift.values())
