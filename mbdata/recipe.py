@@ -397,11 +397,14 @@ def parse_recipe(data: Any) -> Recipe:
 def resolved_mapping(recipe: Recipe) -> dict[str, Any]:
     """The recipe with every default filled in, as plain JSON-able data.
 
-    An attack without a ``rewriter`` leaves the key out, so recipes written before rewriters
+    A ``syntactic``/``style`` attack records its rewriter with defaults (the rules backend when
+    none was given); any other attack leaves the key out, so recipes written before rewriters
     existed keep their fingerprint (and their manifests stay byte-identical)."""
     mapping = to_mapping(recipe)
     for attack in mapping.get("attacks") or []:
-        if attack.get("rewriter") is None:
+        if attack["preset"] in ("syntactic", "style"):
+            attack["rewriter"] = attack.get("rewriter") or to_mapping(RewriterSpec())
+        elif attack.get("rewriter") is None:
             attack.pop("rewriter", None)
     return mapping
 
