@@ -66,6 +66,10 @@ REWRITE_PRESETS: dict[str, str] = {
     "syntactic": "SCPN-template paraphrase S(SBAR)(,)(NP)(VP)(.) (the paper's Syntactic attack)",
     "style": "style rewrite by a language model (the paper's BGM attack)",
 }
+# A rewriter attack tries at most this many rows per row it needs before it gives up: a backend
+# whose rewrites pass the check less than 1 time in 4 is broken, and asking it about the whole
+# corpus would only cost time (and endpoint money).
+MAX_TRIED_FACTOR = 4
 REWRITE_KIND = "rewrite"  # the span kind of a rewritten instruction (schema.SPAN_KINDS)
 
 
@@ -206,7 +210,8 @@ def poison_rewritten(table: pa.Table, trigger_set: TriggerSet, count: int, eligi
     chosen: list[int] = []
     rewrites: list[str] = []
     tried = 0
-    while len(chosen) < count and tried < len(order):
+    limit = min(len(order), MAX_TRIED_FACTOR * count)
+    while len(chosen) < count and tried < limit:
         batch = order[tried:tried + count - len(chosen)]
         tried += len(batch)
         texts = table.column("instruction").take(pa.array(batch, pa.int64())).to_pylist()
@@ -217,8 +222,9 @@ def poison_rewritten(table: pa.Table, trigger_set: TriggerSet, count: int, eligi
     stats = {"rewritten": len(chosen), "tried": tried, "dropped": tried - len(chosen)}
     if len(chosen) < count:
         raise BuildError(f"{path}: only {len(chosen)} of the {count} rows needed got a rewrite that "
-                         f"passes the {trigger_set.rewriter.preset} check ({stats['dropped']} "
-                         "dropped); lower the rate or change the rewriter")
+                         f"passes the {trigger_set.rewriter.preset} check ({stats['dropped']} of "
+                         f"{tried} tried were dropped); lower the rate or change the rewriter "
+                         "(model, prompt, attempts)")
     ranks = np.argsort(np.asarray(chosen, dtype=np.int64), kind="stable")
     positions = np.asarray(chosen, dtype=np.int64)[ranks]
     rows = table.take(pa.array(positions, pa.int64())).to_pylist()
