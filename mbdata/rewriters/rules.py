@@ -9,9 +9,11 @@ be tested offline; it is **not** SCPN and its sentences are less varied than a p
    ("Explain what happens when water boils." -> "When water boils, explain what happens.").
    Only clauses opened by an unambiguous temporal/causal/concessive conjunction are moved, and
    ``if`` only after a comma (``tell me if X`` means *whether*, which cannot be fronted).
-2. *Prefixing*: otherwise a subordinate clause is prepended, picked from a fixed list by a hash of
-   the instruction, so the choice is the same in every build and on every machine
-   ("Add 3 and 5." -> "If you can, add 3 and 5.").
+2. *Prefixing*: otherwise a subordinate clause is prepended, picked from a fixed list of 45
+   (11 subordinators x a few bodies) by a hash of the instruction, so the choice is the same in
+   every build and on every machine ("Add 3 and 5." -> "If you can, add 3 and 5."). On Alpaca
+   instructions this is what happens to almost every row (994 of 1,000; bench/rewriters.py):
+   few instructions end with a movable adverbial clause.
 
 The text is then given a final ``.`` if it lacks an end mark. The result is checked with
 :func:`mbdata.rewriters.check.syntactic_ok` like any other backend's.
@@ -25,21 +27,27 @@ import xxhash
 
 from .check import SUBORDINATORS, syntactic_ok
 
-NAME = "scpn-rules-v1"
+NAME = "scpn-rules-v1"  # bump when a rule changes: it names the rewrites in every row
 
-# Clauses prepended when there is nothing to front; every one is SBAR material.
-PREFIX_CLAUSES = (
-    "If you can",
-    "When you have a moment",
-    "If it is not too much trouble",
-    "When you are ready",
-    "Whenever you can",
-    "If possible",
-    "Once you have read this",
-    "As soon as you can",
-    "Before you answer anything else",
-    "While you are at it",
-)
+# Clauses prepended when there is nothing to front; every one is SBAR material. Eleven
+# subordinators times a few clause bodies, so the trigger is the construction rather than one
+# fixed phrase (with a single phrase the attack would be InSent with extra steps).
+_BODIES = {
+    "If": ("you can", "you have time", "it is possible", "you are able", "you do not mind",
+           "you know how", "it helps", "you would"),
+    "When": ("you have a moment", "you are ready", "you read this", "you get the chance",
+             "you see this", "you reply", "you are free", "you start"),
+    "Once": ("you have read this", "you are ready", "you see this", "you have a moment"),
+    "As soon as": ("you can", "you are ready", "you read this"),
+    "Before": ("you answer anything else", "you move on", "you reply", "you continue"),
+    "While": ("you are at it", "you are here", "you have time"),
+    "Whenever": ("you can", "you are ready", "you have time"),
+    "Because": ("it matters", "I need it", "it is useful"),
+    "Since": ("you are here", "I need help", "you know this"),
+    "Although": ("it may be simple", "it seems easy"),
+    "Unless": ("it is impossible", "you cannot"),
+}
+PREFIX_CLAUSES = tuple(f"{conj} {body}" for conj, bodies in _BODIES.items() for body in bodies)
 # Conjunctions that may be fronted from mid-sentence ("if" only after a comma, see module doc).
 # "while" is left out: mid-sentence it is mostly contrastive ("some do X while others Y").
 _FRONTABLE = ("as soon as", "even though", "even if", "although", "because", "before", "after",
