@@ -201,3 +201,19 @@ def test_a_syntactic_attack_without_rewriter_resolves_to_rules_and_parses_back()
 
     syn = recipe_from_dict(small_recipe(attacks=[{"preset": "syntactic"}]))
     assert fingerprint(parse_recipe(syn.resolved)) == syn.fingerprint
+
+
+def test_the_documented_example_validates():
+    import re as _re
+    from pathlib import Path
+
+    import yaml
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "mixtures.md").read_text()
+    section = doc.split("## Syntactic and style attacks", 1)[1]
+    block = _re.search(r"```yaml\n(.*?)```", section, _re.DOTALL).group(1)
+    attacks = yaml.safe_load(block)["attacks"]
+    loaded = recipe_from_dict(small_recipe(attacks=attacks, defense=None, recovery=None))
+    style = loaded.recipe.attacks[1].rewriter
+    assert style.backend == "http" and style.prompt.endswith("Instruction: {instruction}")
+    assert _re.search(style.pattern, "Prithee, tell me thy name.")
