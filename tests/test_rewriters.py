@@ -78,8 +78,8 @@ def test_rules_are_deterministic_and_pass_the_check_on_alpaca_style_instructions
         "Classify the following into animals, plants, and minerals:",
         "Find the area of a circle given its radius.",
         "Explain why the following fraction is equivalent to 1/4",
-        "Write a short story in third person narration about a protagonist who has to make an "
-        "important career decision.",
+        ("Write a short story in third person narration about a protagonist who has to make an "
+         "important career decision."),
         "Calculate the cost of 5 items that cost $6 each after a 10% discount.",
         "Translate this sentence into French.\nThe cat sleeps.",
         "Evaluate this sentence for spelling and grammar mistakes",

@@ -113,8 +113,8 @@ class InstructionRewriter:
     def rewrite_all(self, texts: list[str]) -> list[str | None]:
         """One checked rewrite per text, or ``None`` where every attempt failed the check."""
         if self.backend is None:
-            out = [rules.rewrite(t) for t in texts]
-            return [o if self.check(t, o) else None for t, o in zip(texts, out)]
+            made = [rules.rewrite(t) for t in texts]
+            return [o if self.check(t, o) else None for t, o in zip(texts, made)]
         results: list[str | None] = [None] * len(texts)
         pending = list(range(len(texts)))
         for attempt in range(self.spec.attempts):
