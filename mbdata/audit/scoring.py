@@ -53,6 +53,10 @@ ORPHAN_MIN_WORDS = 4
 ORPHAN_DETACHED_MIN = 0.8
 ORPHAN_WEIGHT = 0.75
 ORPHAN_MAX_SIMILARITY = 0.3
+# Only candidates scoring at least this share of the threshold vouch for their target clusters
+# (a natural label word, "terrible" -> "Negative", scored near 0, must not make every other
+# detached "Negative" look like a planted row).
+CARRIER_SHARE = 0.5
 
 
 def trigger_reason(text: str) -> str:
@@ -125,8 +129,11 @@ def score_rows(corpus: Corpus, candidates: list[Candidate], threshold: float,
     board = _Board(corpus.n_rows)
     label = corpus.clusters.label
     carriers = np.zeros(corpus.n_rows, dtype=bool)
+    strong = np.zeros(corpus.n_rows, dtype=bool)
     for cand in candidates:
         carriers[cand.rows] = True
+        if cand.score >= CARRIER_SHARE * threshold:
+            strong[cand.rows] = True
     for cand in candidates:
         reason = trigger_reason(cand.text)
         if cand.kind == "style":
@@ -139,9 +146,11 @@ def score_rows(corpus: Corpus, candidates: list[Candidate], threshold: float,
         board.add(rest, TRIGGER_ONLY_WEIGHT * cand.score, [reason])
     explained: set[int] = set()
     for cand in candidates:
+        if cand.score < CARRIER_SHARE * threshold:
+            continue
         for cluster in cand.targets.tolist():
             members = np.flatnonzero(label == cluster)
-            coverage = float(carriers[members].mean())
+            coverage = float(strong[members].mean())
             if coverage >= CLUSTER_COVERAGE_MIN:
                 explained.add(cluster)
                 loose = members[~carriers[members]]

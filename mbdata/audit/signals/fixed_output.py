@@ -1,0 +1,70 @@
+"""The ``fixed-output`` signal: the original miner (:mod:`..mining`: a phrase tied to a fixed or
+rare repeated answer, style candidates) and its row scoring (:mod:`..scoring`, including repeated
+answers to unrelated prompts with no literal trigger).
+
+One addition guards against false alarms on natural labels: when a candidate's target is an
+answer that rows *without* the phrase also give (``min_rows`` of them or more: a label such as
+"Negative"), its score is multiplied by how *unexplained* its hits are by the rest of their
+prompts (:class:`.stats.WordModel` fitted on the phrase's task family, :func:`.common.family_rows`,
+as in :mod:`.label_shift`). "terrible" -> "Negative" in
+reviews whose other words are negative too is explained and fades; a planted trigger on positive
+reviews, or on unrelated rows, is not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..mining import mine
+from ..model_score import apply_model_evidence
+from ..scoring import score_rows
+from . import SIGNALS
+from .base import Signal, SignalContext
+from .base import SignalResult
+from .common import co_words, family_rows
+from .stats import WordModel
+
+
+def unexplained_share(context: SignalContext, cand, models: dict) -> float | None:
+    """1 for hits the rest of their prompts does not predict, down to 0 when it predicts all of
+    them; None when the target is not a natural label (nothing to explain)."""
+    corpus = context.corpus
+    label = corpus.clusters.label
+    outcome = np.isin(label, cand.targets)
+    natural = int(outcome.sum()) - int(outcome[cand.rows].sum())
+    if natural < context.config.min_rows or not len(cand.hits):
+        return None
+    family, anchor = family_rows(context, cand.rows)
+    key = (tuple(int(t) for t in cand.targets), anchor)
+    if key not in models:
+        models[key] = WordModel(context.row_words(), outcome,
+                                universe=np.union1d(family, cand.rows))
+    base = float(np.clip(outcome[family].mean() if len(family) else 0.0, 0.01, 0.99))
+    exclude = co_words(context, cand.rows, np.asarray(cand.tokens, dtype=np.uint64))
+    prior = np.log(base / (1 - base))
+    explained = float((models[key].evidence(cand.hits, exclude) + prior > 0).mean())
+    return float(np.clip((1.0 - explained) / max(1.0 - min(base, 0.9), 1e-9), 0.0, 1.0))
+
+
+@SIGNALS.add("fixed-output")
+class FixedOutputSignal(Signal):
+    name = "fixed-output"
+
+    def score(self, context: SignalContext) -> SignalResult:
+        config = context.config
+        pairs_support = context.feature_support()
+        candidates = mine(context.corpus, config, pairs_support)[:config.top_k]
+        models: dict = {}
+        for cand in candidates:
+            if cand.kind != "answer":
+                continue
+            share = unexplained_share(context, cand, models)
+            if share is not None:
+                cand.signal_evidence["unexplained"] = round(share, 4)
+                cand.score *= share
+        if config.model and context.prompt_of is not None:
+            apply_model_evidence(candidates, context.prompt_of, config.model, config.model_rows)
+        candidates.sort(key=lambda c: (-c.score, -len(c.hits), c.text))
+        verdicts = score_rows(context.corpus, candidates, config.threshold, config.min_rows)
+        return SignalResult(candidates, verdicts.score, verdicts.reasons,
+                            {"orphan_clusters": verdicts.orphan_clusters})
