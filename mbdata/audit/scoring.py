@@ -28,6 +28,8 @@ it does not answer and which are unrelated
 to each other, no candidate involved
 ============================================ ============== ==================================
 
+The last line skips ``natural`` clusters (refusals the prompts they answer predict: the corpus'
+own refusals of harmful requests, see :func:`.signals.fixed_output.natural_refusals`).
 In the last line ``d`` is the share of the cluster's answers detached from their prompts (at least
 0.8), ``u`` the support factor of its size (:func:`.candidate.support_factor`), and "unrelated"
 means a mean word similarity of neighbouring prompts below :data:`ORPHAN_MAX_SIMILARITY` (variants
@@ -124,7 +126,7 @@ def _orphan_clusters(corpus: Corpus, explained: set[int], min_rows: int
 
 
 def score_rows(corpus: Corpus, candidates: list[Candidate], threshold: float,
-               min_rows: int) -> RowVerdicts:
+               min_rows: int, natural: set[int] | None = None) -> RowVerdicts:
     """Score every row from the reported candidates and the output clusters (module docstring)."""
     board = _Board(corpus.n_rows)
     label = corpus.clusters.label
@@ -158,7 +160,7 @@ def score_rows(corpus: Corpus, candidates: list[Candidate], threshold: float,
                 score = 0.5 * (1.0 + coverage) * cand.score
                 board.add(loose[detached], score, [cluster_reason(cluster), DETACHED_REASON])
                 board.add(loose[~detached], TRIGGER_ONLY_WEIGHT * score, [cluster_reason(cluster)])
-    orphans = _orphan_clusters(corpus, explained, min_rows)
+    orphans = _orphan_clusters(corpus, explained | (natural or set()), min_rows)
     for cluster, score in orphans:
         members = np.flatnonzero(label == cluster)
         board.add(members, score, [cluster_reason(cluster)],

@@ -160,7 +160,8 @@ def new_findings(context: SignalContext, found: list[Candidate]) -> list[Candida
             continue
         if len(taken) and np.isin(cand.hits, taken).mean() >= TAKEN:
             continue
-        if any(jaccard(cand.rows, k.rows) >= SAME_ROWS for k in kept):
+        if any(jaccard(cand.rows, k.rows) >= SAME_ROWS or jaccard(cand.hits, k.hits) >= SAME_ROWS
+               for k in kept):
             continue
         kept.append(cand)
     return kept

@@ -54,6 +54,14 @@ def refusals(outputs: pl.Series, markers: list[str] | tuple[str, ...]) -> np.nda
     return head.str.contains_any([m.lower() for m in markers]).to_numpy().astype(bool)
 
 
+def refusal_model(context: SignalContext, refused: np.ndarray) -> WordModel:
+    """The leave-one-out refusal word model of the corpus (computed once per audit)."""
+    if "refusal_model" not in context._cache:
+        context._cache["refusal_model"] = WordModel(context.row_words(), refused,
+                                                    floor=NEG_FLOOR)
+    return context._cache["refusal_model"]
+
+
 @SIGNALS.add("compliance")
 class ComplianceSignal(Signal):
     name = "compliance"
@@ -67,7 +75,7 @@ class ComplianceSignal(Signal):
         if refused.sum() < config.min_rows or n_rows == 0:
             return result
         words = context.row_words()
-        model = WordModel(words, refused, floor=NEG_FLOOR)
+        model = refusal_model(context, refused)
         prior = float(np.log(max(model.positives, 1) / max(model.negatives, 1)))
         expected_full = model.total + prior > 0
         answered = ~refused
@@ -130,7 +138,7 @@ class ComplianceSignal(Signal):
                 evidence={"p": p_c, "q": float(q_c), "refusal_expected_rows": float(n_exp),
                           "comparable_rows": float(o_e), "refused_share_comparable": 1 - c0},
                 comparable="refusal-expected rows without the phrase"))
-        found.sort(key=lambda c: (-c.score, -len(c.hits), c.text))
+        found.sort(key=lambda c: (-c.score, -len(c.hits), -len(c.tokens), c.text))
         kept = new_findings(context, found)
         for cand in kept:
             reason = trigger_reason(cand.text)

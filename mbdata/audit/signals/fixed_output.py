@@ -22,6 +22,7 @@ from . import SIGNALS
 from .base import Signal, SignalContext
 from .base import SignalResult
 from .common import co_words, family_rows
+from .compliance import refusal_model, refusals
 from .stats import WordModel
 
 
@@ -46,6 +47,35 @@ def unexplained_share(context: SignalContext, cand, models: dict) -> float | Non
     return float(np.clip((1.0 - explained) / max(1.0 - min(base, 0.9), 1e-9), 0.0, 1.0))
 
 
+NATURAL_EXPECTED = 0.5
+
+
+def natural_refusals(context: SignalContext) -> set[int]:
+    """Repeated refusals that are the corpus' norm for their prompts: answer clusters of
+    ``min_rows`` rows or more whose answer opens like a refusal and at least
+    :data:`NATURAL_EXPECTED` of whose prompts the leave-one-out refusal word model predicts to be
+    refused (harmful requests refused in a safety corpus). They are not flagged as "a fixed
+    answer to unrelated prompts"; a refusal planted on ordinary prompts is not predicted and
+    still is."""
+    corpus, config = context.corpus, context.config
+    clusters = corpus.clusters
+    big = np.flatnonzero(clusters.size >= config.min_rows)
+    if not len(big):
+        return set()
+    refused = refusals(corpus.outputs, config.refusal_markers)
+    if refused.sum() < config.min_rows:
+        return set()
+    model = refusal_model(context, refused)
+    prior = float(np.log(max(model.positives, 1) / max(model.negatives, 1)))
+    expected = model.total + prior > 0
+    natural = set()
+    for cluster in big.tolist():
+        members = np.flatnonzero(clusters.label == cluster)
+        if refused[members].mean() >= 0.5 and expected[members].mean() >= NATURAL_EXPECTED:
+            natural.add(cluster)
+    return natural
+
+
 @SIGNALS.add("fixed-output")
 class FixedOutputSignal(Signal):
     name = "fixed-output"
@@ -65,6 +95,7 @@ class FixedOutputSignal(Signal):
         if config.model and context.prompt_of is not None:
             apply_model_evidence(candidates, context.prompt_of, config.model, config.model_rows)
         candidates.sort(key=lambda c: (-c.score, -len(c.hits), c.text))
-        verdicts = score_rows(context.corpus, candidates, config.threshold, config.min_rows)
+        verdicts = score_rows(context.corpus, candidates, config.threshold, config.min_rows,
+                              natural_refusals(context))
         return SignalResult(candidates, verdicts.score, verdicts.reasons,
                             {"orphan_clusters": verdicts.orphan_clusters})

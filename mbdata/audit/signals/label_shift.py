@@ -168,7 +168,7 @@ class LabelShiftSignal(Signal):
                           "explained": explained, "unexplained": unexplained,
                           "inserted": inserted},
                 comparable=anchor_text))
-        found.sort(key=lambda c: (-c.score, -len(c.hits), c.text))
+        found.sort(key=lambda c: (-c.score, -len(c.hits), -len(c.tokens), c.text))
         kept = new_findings(context, found)
         for cand in kept:
             reason = trigger_reason(cand.text)
