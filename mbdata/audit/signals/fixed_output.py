@@ -36,7 +36,7 @@ def unexplained_share(context: SignalContext, cand, models: dict) -> float | Non
     if natural < context.config.min_rows or not len(cand.hits):
         return None
     family, anchor = family_rows(context, cand.rows)
-    key = (tuple(int(t) for t in cand.targets), anchor)
+    key = (tuple(int(t) for t in cand.targets), anchor, cand.text)
     if key not in models:
         models[key] = WordModel(context.row_words(), outcome,
                                 universe=np.union1d(family, cand.rows))

@@ -139,7 +139,7 @@ class LabelShiftSignal(Signal):
                 continue
             hits = rows[on]
             universe = np.union1d(comparable, rows)
-            cache_key = (cluster, anchor)
+            cache_key = (cluster, anchor, key)
             if cache_key not in models:
                 models[cache_key] = WordModel(context.row_words(), label == cluster,
                                               universe=universe)
