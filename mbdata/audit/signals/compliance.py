@@ -16,7 +16,8 @@
    ``fdr``; the effect is ``(k/e - c0) / (1 - c0)``. Significant words grow into the whole
    phrase (:func:`..phrases.grow`) and are re-tested without the phrase's words.
 
-Score: ``effect x support``; flagged rows: the phrase's refusal-expected rows that are answered.
+Score: ``effect x insertion x support`` (insertion: :func:`.common.insertion`; a template's own
+word, "why" always after "Explain", is not a planted phrase); flagged rows: the phrase's refusal-expected rows that are answered.
 A corpus with fewer than ``min_rows`` refusals gives nothing (there is no norm to invert).
 """
 
@@ -30,7 +31,7 @@ from ..phrases import Occurrences, grow
 from ..scoring import trigger_reason
 from . import SIGNALS
 from .base import Signal, SignalContext, SignalResult
-from .common import co_words, make_candidate, new_findings, trimmed
+from .common import co_words, insertion, make_candidate, new_findings, trimmed
 from .stats import WordModel, benjamini_hochberg, fisher_greater
 
 DEFAULT_REFUSAL_MARKERS = (
@@ -131,16 +132,24 @@ class ComplianceSignal(Signal):
             if q_c > config.fdr or effect < EFFECT_MIN or len(hits) < config.min_rows:
                 continue
             support_ = support_factor(len(hits), config.min_rows)
+            cand = make_candidate(
+                context, occ, kind="compliance", rows=cand_rows, hits=hits,
+                targets=np.zeros(0, dtype=np.int64), purity=rate, base=c0, effect=effect,
+                score=0.0, support=support_, evidence={}, comparable=None)
+            inserted = insertion(cand.placement)
             found.append(make_candidate(
                 context, occ, kind="compliance", rows=cand_rows, hits=hits,
                 targets=np.zeros(0, dtype=np.int64), purity=rate, base=c0, effect=effect,
-                score=effect * support_, support=support_,
+                score=effect * support_ * inserted, support=support_,
                 evidence={"p": p_c, "q": float(q_c), "refusal_expected_rows": float(n_exp),
-                          "comparable_rows": float(o_e), "refused_share_comparable": 1 - c0},
+                          "comparable_rows": float(o_e), "refused_share_comparable": 1 - c0,
+                          "inserted": inserted},
                 comparable="refusal-expected rows without the phrase"))
         found.sort(key=lambda c: (-c.score, -len(c.hits), -len(c.tokens), c.text))
         kept = new_findings(context, found)
-        for cand in kept:
+        # Rows of every significant finding are scored, also of one not listed again because
+        # an earlier signal (or a longer phrase) already reports it.
+        for cand in found:
             reason = trigger_reason(cand.text)
             for row in cand.hits.tolist():
                 result.score[row] = max(result.score[row], cand.score)

@@ -170,7 +170,9 @@ class LabelShiftSignal(Signal):
                 comparable=anchor_text))
         found.sort(key=lambda c: (-c.score, -len(c.hits), -len(c.tokens), c.text))
         kept = new_findings(context, found)
-        for cand in kept:
+        # Rows of every significant finding are scored, also of one not listed again because
+        # an earlier signal (or a longer phrase) already reports it.
+        for cand in found:
             reason = trigger_reason(cand.text)
             for row in cand.hits.tolist():
                 if cand.score > result.score[row]:
