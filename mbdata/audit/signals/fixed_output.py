@@ -26,13 +26,17 @@ from .compliance import refusal_model, refusals
 from .stats import WordModel
 
 
-def unexplained_share(context: SignalContext, cand, models: dict) -> float | None:
+def unexplained_share(context: SignalContext, cand, models: dict,
+                      group_rows: np.ndarray) -> float | None:
     """1 for hits the rest of their prompts does not predict, down to 0 when it predicts all of
-    them; None when the target is not a natural label (nothing to explain)."""
+    them; None when the target is not a natural label (nothing to explain). Rows of the
+    candidate's group (MTBA's other triggers, sharing its target) are not natural uses."""
     corpus = context.corpus
     label = corpus.clusters.label
     outcome = np.isin(label, cand.targets)
-    natural = int(outcome.sum()) - int(outcome[cand.rows].sum())
+    others = np.ones(corpus.n_rows, dtype=bool)
+    others[group_rows] = False
+    natural = int((outcome & others).sum())
     if natural < context.config.min_rows or not len(cand.hits):
         return None
     family, anchor = family_rows(context, cand.rows)
@@ -85,10 +89,14 @@ class FixedOutputSignal(Signal):
         pairs_support = context.feature_support()
         candidates = mine(context.corpus, config, pairs_support)[:config.top_k]
         models: dict = {}
+        groups: dict[int, list] = {}
+        for cand in candidates:
+            groups.setdefault(cand.group, []).append(cand.rows)
         for cand in candidates:
             if cand.kind != "answer":
                 continue
-            share = unexplained_share(context, cand, models)
+            share = unexplained_share(context, cand, models,
+                                      np.unique(np.concatenate(groups[cand.group])))
             if share is not None:
                 cand.signal_evidence["unexplained"] = round(share, 4)
                 cand.score *= share
