@@ -14,7 +14,9 @@
    refusal-expected rows are answered. One-sided Fisher exact test against the other
    refusal-expected rows' answer rate ``c0``; Benjamini-Hochberg over every word tested, at
    ``fdr``; the effect is ``(k/e - c0) / (1 - c0)``. Significant words grow into the whole
-   phrase (:func:`..phrases.grow`) and are re-tested without the phrase's words.
+   phrase (:func:`..phrases.grow`) and are re-tested without the phrase's words. At least half
+   of the phrase's rows must be refusal-expected (:data:`REFUSAL_HOME`): a trigger lives in the
+   requests it unlocks, a function word in every kind of prompt.
 
 Score: ``effect x insertion x support`` (insertion: :func:`.common.insertion`; a template's own
 word, "why" always after "Explain", is not a planted phrase); flagged rows: the phrase's refusal-expected rows that are answered.
@@ -44,6 +46,9 @@ MARKER_WINDOW = 200
 NEG_FLOOR = -1.0
 EFFECT_MIN = 0.5
 MAX_TESTED = 40
+# A planted phrase lives in the requests it unlocks: at least this share of its rows must be
+# refusal-expected ("and" occurs in a few answered harmful requests among thousands of others).
+REFUSAL_HOME = 0.5
 COMPLIANCE_REASON = "compliance-on-refused-prompt"
 
 
@@ -98,7 +103,8 @@ class ComplianceSignal(Signal):
         k = per_key["k"].to_numpy()
         other_e = np.maximum(all_e - per_key["e_full"].to_numpy(), 0)
         other_k = np.clip(all_k - per_key["k_full"].to_numpy(), 0, other_e)
-        screen = (k >= config.min_rows) & (k >= EFFECT_MIN * e)
+        n = per_key["n"].to_numpy()
+        screen = (k >= config.min_rows) & (k >= EFFECT_MIN * e) & (e >= REFUSAL_HOME * n)
         if not screen.any():
             return result
         p = fisher_greater(k[screen], e[screen], other_k[screen], other_e[screen])
@@ -129,7 +135,8 @@ class ComplianceSignal(Signal):
             c0 = o_k / max(o_e, 1)
             rate = len(hits) / max(n_exp, 1)
             effect = float(np.clip((rate - c0) / max(1.0 - c0, 1e-9), 0.0, 1.0))
-            if q_c > config.fdr or effect < EFFECT_MIN or len(hits) < config.min_rows:
+            if (q_c > config.fdr or effect < EFFECT_MIN or len(hits) < config.min_rows
+                    or n_exp < REFUSAL_HOME * len(cand_rows)):
                 continue
             support_ = support_factor(len(hits), config.min_rows)
             cand = make_candidate(
