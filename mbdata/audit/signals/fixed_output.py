@@ -17,7 +17,7 @@ import numpy as np
 
 from ..mining import mine
 from ..model_score import apply_model_evidence
-from ..scoring import score_rows
+from ..scoring import CARRIER_SHARE, score_rows
 from . import SIGNALS
 from .base import Signal, SignalContext
 from .base import SignalResult
@@ -93,7 +93,8 @@ class FixedOutputSignal(Signal):
         for cand in candidates:
             groups.setdefault(cand.group, []).append(cand.rows)
         for cand in candidates:
-            if cand.kind != "answer":
+            # Only a candidate that could flag rows or vouch for its target is worth the check.
+            if cand.kind != "answer" or cand.score < CARRIER_SHARE * config.threshold:
                 continue
             share = unexplained_share(context, cand, models,
                                       np.unique(np.concatenate(groups[cand.group])))
