@@ -46,6 +46,19 @@ def trimmed(context: SignalContext, occ: Occurrences) -> Occurrences:
     return everywhere(tokens, Occurrences(start=start, n=n, lower=occ.lower))
 
 
+def phrase_occurrences(tokens: Any, phrase: tuple[int, ...]) -> Occurrences | None:
+    """Every (lower-cased) occurrence of the phrase given by its token hashes."""
+    hashes = tokens.lc
+    start = np.flatnonzero(hashes == np.uint64(phrase[0]))
+    start = start[start + len(phrase) <= len(hashes)]
+    for k in range(1, len(phrase)):
+        start = start[(hashes[start + k] == np.uint64(phrase[k]))
+                      & (tokens.segment[start + k] == tokens.segment[start])]
+    if not len(start):
+        return None
+    return Occurrences(start=start, n=len(phrase), lower=True)
+
+
 def everywhere(tokens: Any, occ: Occurrences) -> Occurrences:
     """Every occurrence of ``occ``'s phrase in the corpus (growth keeps only the occurrences
     that agree on the neighbours it added; the trimmed phrase may occur in more places)."""

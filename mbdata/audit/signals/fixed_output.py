@@ -21,7 +21,7 @@ from ..scoring import CARRIER_SHARE, score_rows
 from . import SIGNALS
 from .base import Signal, SignalContext
 from .base import SignalResult
-from .common import co_words, family_rows
+from .common import co_words, family_rows, phrase_occurrences
 from .compliance import refusal_model, refusals
 from .stats import WordModel
 
@@ -39,7 +39,8 @@ def unexplained_share(context: SignalContext, cand, models: dict,
     natural = int((outcome & others).sum())
     if natural < context.config.min_rows or not len(cand.hits):
         return None
-    family, anchor = family_rows(context, cand.rows)
+    family, anchor = family_rows(context, cand.rows,
+                                 phrase_occurrences(corpus.tokens, cand.tokens))
     key = (tuple(int(t) for t in cand.targets), anchor, cand.text)
     if key not in models:
         models[key] = WordModel(context.row_words(), outcome,
