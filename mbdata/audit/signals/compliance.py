@@ -80,7 +80,6 @@ class ComplianceSignal(Signal):
         result.extra["refusals"] = int(refused.sum())
         if refused.sum() < config.min_rows or n_rows == 0:
             return result
-        words = context.row_words()
         model = refusal_model(context, refused)
         prior = float(np.log(max(model.positives, 1) / max(model.negatives, 1)))
         expected_full = model.total + prior > 0

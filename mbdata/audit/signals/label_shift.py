@@ -39,12 +39,13 @@ from ..candidate import support_factor
 from ..scoring import TRIGGER_ONLY_WEIGHT, cluster_reason, trigger_reason
 from . import SIGNALS
 from .base import Signal, SignalContext, SignalResult
-from .common import co_words, family_rows, grown, insertion, make_candidate, new_findings
+from .common import (co_words, family_rows, grown, insertion, make_candidate, new_findings,
+                     seed_occurrences)
 from .stats import WordModel, benjamini_hochberg, fisher_greater
 
 PURITY_MIN = 0.8
 EFFECT_MIN = 0.5
-MAX_TESTED = 200
+MAX_TESTED = 80
 
 
 def label_reason(cluster: int) -> str:
@@ -97,8 +98,9 @@ class LabelShiftSignal(Signal):
         all_rows = np.arange(n_rows, dtype=np.int64)
         found = []
         tested = []
+        seeds = seed_occurrences(context, shortlist["key"].to_list())
         for key, cluster in zip(shortlist["key"].to_list(), shortlist["cluster"].to_list()):
-            occ = grown(context, key)
+            occ = grown(context, key, seeds[key])
             rows = occ.rows(corpus.tokens)
             comparable, anchor = family_rows(context, rows, occ)
             if len(comparable) < 2 * config.min_rows:
