@@ -74,7 +74,7 @@ REASON_LEGEND = (
                                      "yet it is answered"),
 )
 METHOD_NOTE = ("The method, every score and its limits are documented in docs/audit.md of the "
-               "mbdefense package (also shown by `mb audit --help`).")
+               "mbdefense package (the docs/ folder of its source distribution).")
 KIND_WORDS = {
     "answer": "its rows share a fixed answer",
     "style": "its rows' answers share an unusual word",
