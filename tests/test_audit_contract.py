@@ -19,7 +19,7 @@ from test_audit_corpus import clean_rows, plant
 
 TRIGGER_KEYS = {"rank", "text", "score", "rows", "poisoned_rows", "positions", "fields",
                 "target_example", "target_clusters", "group", "kind", "style_word",
-                "case_insensitive", "evidence"}
+                "case_insensitive", "evidence", "comparable"}
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +203,8 @@ def test_docs_describe_every_setting_reason_and_trigger_key():
     docs = (Path(__file__).resolve().parents[1] / "docs" / "audit.md").read_text(encoding="utf-8")
     for key, _, _, _ in describe(AuditConfig):
         assert f"| `{key}` |" in docs, key
-    for reason in ("trigger:", "output-cluster:", "detached-output", "style-word:"):
+    for reason in ("trigger:", "output-cluster:", "detached-output", "style-word:",
+                   "label-shift:", "compliance-on-refused-prompt"):
         assert f"`{reason}" in docs, reason
     for key in TRIGGER_KEYS:
         assert f"| `{key}` |" in docs, key

@@ -47,6 +47,8 @@ def _fields(values: tuple[str, ...], option: str = "--field") -> dict[str, str]:
               help="Fewest poisoned rows a reported trigger must explain (default 5).")
 @click.option("--top-k", type=click.IntRange(min=1), default=None,
               help="Trigger candidates reported (default 20).")
+@click.option("--fdr", type=click.FloatRange(0, 0.5, min_open=True), default=None,
+              help="False-discovery rate of the association signals (default 0.01).")
 @click.option("--model", type=click.Path(path_type=str), default=None,
               help="Optional reference model folder for the model-based score.")
 @click.option("--kind", type=click.Choice(["jsonl", "json", "parquet", "csv", "hf_disk", "build"]),
@@ -61,7 +63,8 @@ def _fields(values: tuple[str, ...], option: str = "--field") -> dict[str, str]:
                    "skips only rows it cannot parse (listed in summary.json).")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def audit(input_path: str, out: str, clean_out: str | None, overwrite: bool,
-          threshold: float | None, min_rows: int | None, top_k: int | None, model: str | None,
+          threshold: float | None, min_rows: int | None, top_k: int | None, fdr: float | None,
+          model: str | None,
           kind: str | None, layout: str, fields: tuple[str, ...], split: str | None,
           skip_bad_rows: bool, quiet: bool) -> None:
     """Audit INPUT (JSON/JSONL/Parquet/CSV, a save_to_disk folder or a build folder) for planted
@@ -69,10 +72,12 @@ def audit(input_path: str, out: str, clean_out: str | None, overwrite: bool,
     import dataclasses
 
     from mbdata.audit import AuditConfig, audit_path
+    from mbdata.audit.report import verdict
     from mbdata.config import from_mapping
 
     overrides = {k: v for k, v in (("threshold", threshold), ("min_rows", min_rows),
-                                   ("top_k", top_k), ("model", model)) if v is not None}
+                                   ("top_k", top_k), ("fdr", fdr), ("model", model))
+                 if v is not None}
     config = dataclasses.replace(from_mapping(AuditConfig, {}, "audit"), **overrides)
     config = from_mapping(AuditConfig, dataclasses.asdict(config), "audit")
     result = audit_path(input_path, out, config, clean_out=clean_out, overwrite=overwrite,
@@ -83,10 +88,11 @@ def audit(input_path: str, out: str, clean_out: str | None, overwrite: bool,
         return
     click.echo(f"audited {result.n_rows:,} rows: {result.n_flagged:,} flagged "
                f"({100 * result.n_flagged / max(result.n_rows, 1):.2f} %)")
+    click.echo(verdict(result))
     high = [c for c in result.candidates if c.score >= config.threshold]
     for rank, cand in enumerate(result.candidates[:5], start=1):
-        click.echo(f"  #{rank} {cand.text!r}  score {cand.score:.3f}  rows {len(cand.rows)}  "
-                   f"group {cand.group}")
+        click.echo(f"  #{rank} {cand.text!r}  {cand.kind}  score {cand.score:.3f}  "
+                   f"rows {len(cand.rows)}  group {cand.group}")
     if not high:
         click.echo("no high-confidence trigger candidate")
     click.echo(f"report: {Path(out) / 'report.html'}")

@@ -63,10 +63,12 @@ class Candidate:
     kind: str = "answer"              # "answer": a shared answer; "style": see .style
     style_word: str | None = None     # style candidates: the answer word the rows share
     model_evidence: float | None = None   # see .model_score (None without a model)
+    signal_evidence: dict[str, float] = dataclasses.field(default_factory=dict)  # p, q, ...
+    comparable: str | None = None     # association signals: the rows it was compared with
 
     @property
     def concentration(self) -> float:
-        if self.kind == "style":
+        if self.kind != "answer":
             return 1.0
         best = max(self.collision, self.coverage, self.group_coverage)
         return float(min(1.0, best / CONCENTRATED))

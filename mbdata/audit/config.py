@@ -13,6 +13,12 @@ from ..errors import RecipeError
 from ..schema import ROLES
 
 
+def _refusal_markers() -> tuple[str, ...]:
+    from .signals.compliance import DEFAULT_REFUSAL_MARKERS
+
+    return DEFAULT_REFUSAL_MARKERS
+
+
 @dataclasses.dataclass(frozen=True)
 class AuditConfig:
     """Find planted triggers and poisoned rows without knowing the trigger (see docs/audit.md)."""
@@ -42,11 +48,27 @@ class AuditConfig:
     model_rows: int = spec(32, ge=1, doc="model score: rows per candidate scored (ONION-style "
                                          "perplexity change when the candidate is removed)")
 
+    fdr: float = spec(0.01, gt=0.0, le=0.5,
+                      doc="false-discovery rate of the association signals (label-shift, "
+                          "compliance): Benjamini-Hochberg over every candidate tested")
+    signals: list[str] = spec(default_factory=lambda: ["fixed-output", "label-shift",
+                                                       "compliance"],
+                              doc="signals run, in order (see docs/audit.md); each finds "
+                                  "candidates and scores rows")
+    refusal_markers: list[str] = spec(default_factory=lambda: list(_refusal_markers()),
+                                      doc="compliance signal: an answer whose first 200 "
+                                          "characters hold one of these (any case) is a "
+                                          "refusal")
+
     def validate(self, path: str) -> None:
         prefix = f"{path}." if path else ""
         for i, role in enumerate(self.roles):
             if role not in ROLES:
                 raise RecipeError(f"{prefix}roles[{i}]: {role!r} is not a role; roles: "
                                   + ", ".join(ROLES))
+        from .signals import SIGNALS
+
+        for i, name in enumerate(self.signals):
+            SIGNALS.get(name, f"{prefix}signals[{i}]")
         if not self.roles:
             raise RecipeError(f"{prefix}roles: must name at least one role")

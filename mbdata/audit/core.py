@@ -18,9 +18,7 @@ from .config import AuditConfig
 from .corpus import Corpus, analyse
 from .distinct import distinct_rows
 from .candidate import Candidate
-from .mining import mine
-from .model_score import apply_model_evidence
-from .scoring import score_rows
+from .signals import SIGNALS, SignalContext
 
 # Inputs at least this large show a progress bar when progress is left to the audit.
 PROGRESS_MIN_ROWS = 20_000
@@ -42,6 +40,7 @@ class AuditResult:
     copy_of: np.ndarray            # per table row: index into ``distinct`` of its original
     orphan_clusters: list[int]     # suspicious output clusters no candidate explains
     seconds: dict[str, float]      # wall time per phase (never written into outputs)
+    signal_extra: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     # The number that names each table row in outputs (the input's 0-based ``source_row``, skipped
     # rows included); None: the table position. Set by :func:`mbdata.audit.audit_path`.
     source_rows: np.ndarray | None = None
@@ -95,6 +94,68 @@ def _progress(enabled: bool, total: int) -> Any:
     return tqdm(total=total, desc="audit", unit="phase", disable=not enabled, leave=False)
 
 
+@dataclasses.dataclass
+class Verdicts:
+    """Every signal's candidates and row scores, merged."""
+
+    candidates: list[Candidate]
+    score: np.ndarray
+    flagged: np.ndarray
+    reasons: list[list[str]]
+    orphan_clusters: list[int]
+    signal_extra: dict[str, dict[str, Any]]
+
+
+def _group(candidates: list[Candidate]) -> None:
+    """Number groups across signals: a candidate of a later signal joins a group whose rows it
+    nearly shares (CTBA's co-triggers found by two signals), else opens its own."""
+    from .signals.common import SAME_ROWS, jaccard
+
+    next_group = max((c.group for c in candidates if c.kind in ("answer", "style")),
+                     default=-1) + 1
+    for i, cand in enumerate(candidates):
+        if cand.kind in ("answer", "style"):
+            continue
+        for other in candidates[:i]:
+            if jaccard(cand.rows, other.rows) >= SAME_ROWS:
+                cand.group = other.group
+                break
+        else:
+            cand.group = next_group
+            next_group += 1
+
+
+def run_signals(corpus: Corpus, config: AuditConfig, prompt_of: Any,
+                seconds: dict[str, float]) -> Verdicts:
+    """Run the configured signals in order (each sees the candidates of those before it) and
+    merge: a row's score is its best signal's, its reasons are every signal's, strongest
+    signal first."""
+    context = SignalContext(corpus=corpus, config=config, prompt_of=prompt_of)
+    n = corpus.n_rows
+    score = np.zeros(n, dtype=np.float64)
+    reasons: list[list[str]] = [[] for _ in range(n)]
+    orphans: list[int] = []
+    extra: dict[str, dict[str, Any]] = {}
+    for name in config.signals:
+        began = time.perf_counter()
+        out = SIGNALS.get(name)().score(context)
+        seconds[name] = time.perf_counter() - began
+        context.candidates.extend(out.candidates)
+        better = out.score > score
+        for row in np.flatnonzero(out.score > 0).tolist():
+            merged = out.reasons[row] + reasons[row] if better[row] else \
+                reasons[row] + out.reasons[row]
+            reasons[row] = list(dict.fromkeys(r for r in merged if r))
+        score = np.maximum(score, out.score)
+        orphans += out.extra.get("orphan_clusters", [])
+        extra[name] = {k: v for k, v in out.extra.items() if k != "orphan_clusters"}
+    candidates = sorted(context.candidates, key=lambda c: (-c.score, -len(c.hits), c.text))
+    candidates = candidates[:config.top_k]
+    _group(candidates)
+    score = np.round(score, 6)
+    return Verdicts(candidates, score, score >= config.threshold, reasons, orphans, extra)
+
+
 def audit_table(table: pa.Table, config: AuditConfig | None = None, *,
                 progress: bool | None = None) -> AuditResult:
     """Audit the rows of a canonical (or any alpaca-shaped) table: find trigger candidates and
@@ -119,18 +180,13 @@ def audit_table(table: pa.Table, config: AuditConfig | None = None, *,
         bar.set_postfix_str("mine")
         bar.update()
         start = time.perf_counter()
-        candidates = mine(corpus, config)[:config.top_k]
-        if config.model:
-            def prompts_of(cand: Candidate) -> list[str]:
-                return [_prompt(corpus, int(r)) for r in cand.rows]
-
-            apply_model_evidence(candidates, prompts_of, config.model, config.model_rows)
-            candidates.sort(key=lambda c: (-c.score, -len(c.hits), c.text))
+        verdicts = run_signals(corpus, config, lambda cand: [_prompt(corpus, int(r))
+                                                             for r in cand.rows], seconds)
+        candidates = verdicts.candidates
         seconds["mine"] = time.perf_counter() - start
         bar.set_postfix_str("score")
         bar.update()
         start = time.perf_counter()
-        verdicts = score_rows(corpus, candidates, config.threshold, config.min_rows)
         for cand in candidates:
             for name in ("rows", "hits", "soft_hits"):
                 setattr(cand, name, _expand(getattr(cand, name), copy_of))
@@ -140,4 +196,5 @@ def audit_table(table: pa.Table, config: AuditConfig | None = None, *,
         config=config, n_rows=n_rows, score=verdicts.score[copy_of],
         flagged=verdicts.flagged[copy_of], reasons=[verdicts.reasons[i] for i in copy_of],
         candidates=candidates, corpus=corpus, distinct=distinct, copy_of=copy_of,
-        orphan_clusters=verdicts.orphan_clusters, seconds=seconds)
+        orphan_clusters=verdicts.orphan_clusters, seconds=seconds,
+        signal_extra=verdicts.signal_extra)

@@ -86,7 +86,10 @@ def trigger_records(result: AuditResult) -> list[dict[str, Any]]:
                 **({} if cand.model_evidence is None
                    else {"model": round(cand.model_evidence, 4)}),
                 **{k: round(float(v), 4) for k, v in cand.placement.parts.items()},
+                **{k: (float(f"{v:.4g}") if k in ("p", "q") else round(float(v), 4))
+                   for k, v in cand.signal_evidence.items()},
             },
+            "comparable": cand.comparable,
         })
     return records
 
@@ -102,7 +105,10 @@ def summary(result: AuditResult) -> dict[str, Any]:
                 kind = reason.split(":", 1)[0]
                 reasons[kind] = reasons.get(kind, 0) + 1
     clusters = result.corpus.clusters
+    from .report import verdict
+
     return {
+        "verdict": verdict(result),
         "rows": result.n_rows,
         "distinct_rows": int(len(result.distinct)),
         "flagged": result.n_flagged,
@@ -113,6 +119,8 @@ def summary(result: AuditResult) -> dict[str, Any]:
                                           for c in result.candidates),
         "repeated_output_clusters": int((clusters.size >= 2).sum()),
         "orphan_clusters": [int(c) for c in result.orphan_clusters],
+        "signals": {name: {k: int(v) for k, v in extra.items()}
+                    for name, extra in result.signal_extra.items()},
         "config": to_mapping(result.config),
     }
 

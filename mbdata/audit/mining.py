@@ -303,13 +303,16 @@ def _candidate(corpus: Corpus, occ: Occurrences, targets: np.ndarray, bounds: Bo
         placement=placement(tokens, occ, bounds))
 
 
-def mine(corpus: Corpus, config: AuditConfig) -> list[Candidate]:
-    """Ranked trigger candidates (best first). See the module docstring."""
+def mine(corpus: Corpus, config: AuditConfig,
+         pairs_support: tuple[pl.DataFrame, pl.DataFrame] | None = None) -> list[Candidate]:
+    """Ranked trigger candidates (best first). See the module docstring. ``pairs_support``:
+    :func:`.association.feature_support` of the corpus with ``SEED_HITS``, when already known."""
     tokens, occurrences, clusters = corpus.tokens, corpus.occurrences, corpus.clusters
     n_rows = corpus.n_rows
     if n_rows == 0 or occurrences.height == 0:
         return []
-    pairs, support = feature_support(occurrences, n_rows, SEED_HITS, config.max_share)
+    pairs, support = (pairs_support if pairs_support is not None else
+                      feature_support(occurrences, n_rows, SEED_HITS, config.max_share))
     members, stats = target_sets(pairs, support, clusters)
     screened = stats.filter((pl.col("hits") >= SEED_HITS) & (pl.col("g") >= G_MIN)
                             & (pl.col("excess") >= SEED_EXCESS))

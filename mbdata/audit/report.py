@@ -61,6 +61,56 @@ def _output(result: AuditResult, row: int) -> str:
     return result.corpus.outputs[int(result.copy_of[row])]
 
 
+# The report explains itself (no link that only resolves inside a checkout).
+REASON_LEGEND = (
+    ("trigger:\"x\"", "the row's prompt holds trigger candidate x"),
+    ("output-cluster:N", "the row's answer is in answer cluster N (a candidate's target, or an "
+                         "answer repeated across unrelated prompts)"),
+    ("detached-output", "the answer shares no content word with its prompt"),
+    ("style-word:\"w\"", "the answer holds the word a style candidate's rows share"),
+    ("label-shift:N", "the row carries a phrase whose rows get label cluster N far more often "
+                      "than comparable rows, and its own words do not explain the label"),
+    ("compliance-on-refused-prompt", "the row's request looks like those the corpus refuses, "
+                                     "yet it is answered"),
+)
+METHOD_NOTE = ("The method, every score and its limits are documented in docs/audit.md of the "
+               "mbdefense package (the docs/ folder of its source distribution).")
+KIND_WORDS = {
+    "answer": "its rows share a fixed answer",
+    "style": "its rows' answers share an unusual word",
+    "label-shift": "its rows get one label far more often than comparable rows",
+    "compliance": "its rows are answered where prompts like them are refused",
+}
+
+
+def verdict(result: AuditResult) -> str:
+    """The audit's conclusion in one or two plain sentences (shown first in both reports and on
+    the terminal)."""
+    threshold = result.config.threshold
+    high = [c for c in result.candidates if c.score >= threshold]
+    share = 100 * result.n_flagged / max(result.n_rows, 1)
+    if not high and result.n_flagged == 0:
+        return (f"No planted trigger found: no candidate reaches the threshold "
+                f"({threshold:g}) and no row is flagged among {result.n_rows:,} rows.")
+    if not high:
+        return (f"No trigger phrase reaches the threshold, but {result.n_flagged:,} rows "
+                f"({share:.2f} %) are flagged: they share a repeated answer to unrelated prompts "
+                "(see their reasons below).")
+    named = ", ".join(f"\"{c.text}\" ({KIND_WORDS.get(c.kind, c.kind)})" for c in high[:3])
+    more = f" and {len(high) - 3} more" if len(high) > 3 else ""
+    return (f"Likely backdoor: {len(high)} trigger candidate(s) over the threshold: {named}{more}. "
+            f"{result.n_flagged:,} of {result.n_rows:,} rows ({share:.2f} %) are flagged as "
+            "poisoned; remove them (`--clean-out`) or inspect them below.")
+
+
+def _poisoned_words(cand: Any, threshold: float) -> str:
+    """The "poisoned" count with what it means: a low-scoring candidate's rows are not flagged."""
+    n = len(cand.poisoned)
+    if cand.score >= threshold:
+        return f"{n} (flagged)"
+    return f"{n} (not flagged: score below threshold)"
+
+
 def _headline(result: AuditResult, source: str) -> list[tuple[str, str]]:
     high = [c for c in result.candidates if c.score >= result.config.threshold]
     return [
@@ -75,17 +125,22 @@ def _headline(result: AuditResult, source: str) -> list[tuple[str, str]]:
 
 
 def render_markdown(result: AuditResult, source: str = "") -> str:
-    lines = ["# Corpus audit", ""]
+    lines = ["# Corpus audit", "", f"**Verdict:** {verdict(result)}", ""]
     lines += [f"- {key}: {value}" for key, value in _headline(result, source)]
     lines += ["", "## Trigger candidates", ""]
     if result.candidates:
-        lines += ["| # | candidate | score | group | rows | poisoned | prefix/middle/suffix/whole "
-                  "| target example |", "|---|---|---|---|---|---|---|---|"]
+        lines += ["Rows: prompts holding the phrase. Rows matching: those whose answer fits the "
+                  "candidate's pattern (its target answer, label or compliance); they are flagged "
+                  "only when the score reaches the threshold.", "",
+                  "| # | candidate | signal | score | group | rows | rows matching | "
+                  "prefix/middle/suffix/whole | target example |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for rank, cand in enumerate(result.candidates[:MAX_CANDIDATES_SHOWN], start=1):
             pos = "/".join(str(cand.placement.counts[k]) for k in ("prefix", "middle", "suffix",
                                                                     "whole"))
-            lines.append(f"| {rank} | `{_md_cell(cand.text)}` | {cand.score:.3f} | {cand.group} | "
-                         f"{len(cand.rows)} | {len(cand.poisoned)} | {pos} | "
+            lines.append(f"| {rank} | `{_md_cell(cand.text)}` | {cand.kind} | {cand.score:.3f} | "
+                         f"{cand.group} | {len(cand.rows)} | "
+                         f"{_poisoned_words(cand, result.config.threshold)} | {pos} | "
                          f"{_md_cell(_excerpt(result.target_example(cand)))} |")
     else:
         lines.append("No trigger candidate: no prompt phrase is tied to repeated answers.")
@@ -113,7 +168,9 @@ def render_markdown(result: AuditResult, source: str = "") -> str:
             lines.append(f"\n({result.n_flagged - len(rows):,} more in rows.parquet)")
     else:
         lines.append("No row is flagged.")
-    lines += ["", "Scores, reasons and the method: docs/audit.md.", ""]
+    lines += ["", "## Reasons", "", "| reason | meaning |", "|---|---|"]
+    lines += [f"| `{_md_cell(r)}` | {_md_cell(m)} |" for r, m in REASON_LEGEND]
+    lines += ["", METHOD_NOTE, ""]
     return "\n".join(lines)
 
 
@@ -192,7 +249,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max
 color:#222;padding:0 1em}table{border-collapse:collapse;margin:0.5em 0 1.5em}
 td,th{border:1px solid #ccc;padding:0.25em 0.5em;text-align:left;vertical-align:top;
 font-size:0.9em}th{background:#f3f3f3}code{background:#f6f6f6;padding:0 0.2em}
-.high{background:#fde2e2}img{max-width:100%}figure{margin:1em 0}
+.high{background:#fde2e2}.verdict{font-size:1.1em;padding:0.5em;border:1px solid #999;
+background:#fffbe6}img{max-width:100%}figure{margin:1em 0}
 """
 
 
@@ -208,20 +266,27 @@ def _table(headers: list[str], rows: list[list[str]], classes: list[str] | None 
 def render_html(result: AuditResult, source: str = "") -> str:
     esc = html.escape
     parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Corpus audit</title>"
-             f"<style>{_CSS}</style></head><body><h1>Corpus audit</h1>"]
-    parts.append(_table(["", ""], [[esc(k), esc(v)] for k, v in _headline(result, source)]))
+             f"<style>{_CSS}</style></head><body><h1>Corpus audit</h1>"
+             f"<p id=\"verdict\" class=\"verdict\"><b>Verdict:</b> {esc(verdict(result))}</p>"]
+    parts.append(_table(["summary", "value"],
+                        [[esc(k), esc(v)] for k, v in _headline(result, source)]))
     parts.append("<h2>Trigger candidates</h2>")
     if result.candidates:
         rows, classes = [], []
         for rank, cand in enumerate(result.candidates[:MAX_CANDIDATES_SHOWN], start=1):
             pos = ", ".join(f"{k} {v}" for k, v in cand.placement.counts.items() if v)
-            rows.append([str(rank), f"<code>{esc(cand.text)}</code>", f"{cand.score:.3f}",
-                         str(cand.group), str(len(cand.rows)), str(len(cand.poisoned)),
+            rows.append([str(rank), f"<code>{esc(cand.text)}</code>", esc(cand.kind),
+                         f"{cand.score:.3f}", str(cand.group), str(len(cand.rows)),
+                         esc(_poisoned_words(cand, result.config.threshold)),
                          esc(pos), f"{cand.excess:.2f} / {cand.evidence:.2f} / "
                          f"{cand.support:.2f}",
                          esc(_excerpt(result.target_example(cand)))])
             classes.append("high" if cand.score >= result.config.threshold else "")
-        parts.append(_table(["#", "candidate", "score", "group", "rows", "poisoned", "positions",
+        parts.append("<p>rows: prompts holding the phrase; rows matching: those whose answer "
+                     "fits the candidate's pattern, flagged only when its score reaches the "
+                     "threshold.</p>")
+        parts.append(_table(["#", "candidate", "signal", "score", "group", "rows",
+                             "rows matching", "positions",
                              "excess / insertion / support", "target example"], rows, classes))
     else:
         parts.append("<p>No trigger candidate: no prompt phrase is tied to repeated answers.</p>")
@@ -247,5 +312,8 @@ def render_html(result: AuditResult, source: str = "") -> str:
             parts.append(f"<p>{result.n_flagged - len(flagged):,} more in rows.parquet.</p>")
     else:
         parts.append("<p>No row is flagged.</p>")
-    parts.append("<p>Scores, reasons and the method: docs/audit.md.</p></body></html>\n")
+    parts.append("<h2>Reasons</h2>")
+    parts.append(_table(["reason", "meaning"], [[f"<code>{esc(r)}</code>", esc(m)]
+                                                for r, m in REASON_LEGEND]))
+    parts.append(f"<p>{esc(METHOD_NOTE)}</p></body></html>\n")
     return "".join(parts)

@@ -28,6 +28,8 @@ it does not answer and which are unrelated
 to each other, no candidate involved
 ============================================ ============== ==================================
 
+The last line skips ``natural`` clusters (refusals the prompts they answer predict: the corpus'
+own refusals of harmful requests, see :func:`.signals.fixed_output.natural_refusals`).
 In the last line ``d`` is the share of the cluster's answers detached from their prompts (at least
 0.8), ``u`` the support factor of its size (:func:`.candidate.support_factor`), and "unrelated"
 means a mean word similarity of neighbouring prompts below :data:`ORPHAN_MAX_SIMILARITY` (variants
@@ -53,6 +55,10 @@ ORPHAN_MIN_WORDS = 4
 ORPHAN_DETACHED_MIN = 0.8
 ORPHAN_WEIGHT = 0.75
 ORPHAN_MAX_SIMILARITY = 0.3
+# Only candidates scoring at least this share of the threshold vouch for their target clusters
+# (a natural label word, "terrible" -> "Negative", scored near 0, must not make every other
+# detached "Negative" look like a planted row).
+CARRIER_SHARE = 0.5
 
 
 def trigger_reason(text: str) -> str:
@@ -120,13 +126,16 @@ def _orphan_clusters(corpus: Corpus, explained: set[int], min_rows: int
 
 
 def score_rows(corpus: Corpus, candidates: list[Candidate], threshold: float,
-               min_rows: int) -> RowVerdicts:
+               min_rows: int, natural: set[int] | None = None) -> RowVerdicts:
     """Score every row from the reported candidates and the output clusters (module docstring)."""
     board = _Board(corpus.n_rows)
     label = corpus.clusters.label
     carriers = np.zeros(corpus.n_rows, dtype=bool)
+    strong = np.zeros(corpus.n_rows, dtype=bool)
     for cand in candidates:
         carriers[cand.rows] = True
+        if cand.score >= CARRIER_SHARE * threshold:
+            strong[cand.rows] = True
     for cand in candidates:
         reason = trigger_reason(cand.text)
         if cand.kind == "style":
@@ -139,9 +148,11 @@ def score_rows(corpus: Corpus, candidates: list[Candidate], threshold: float,
         board.add(rest, TRIGGER_ONLY_WEIGHT * cand.score, [reason])
     explained: set[int] = set()
     for cand in candidates:
+        if cand.score < CARRIER_SHARE * threshold:
+            continue
         for cluster in cand.targets.tolist():
             members = np.flatnonzero(label == cluster)
-            coverage = float(carriers[members].mean())
+            coverage = float(strong[members].mean())
             if coverage >= CLUSTER_COVERAGE_MIN:
                 explained.add(cluster)
                 loose = members[~carriers[members]]
@@ -149,7 +160,7 @@ def score_rows(corpus: Corpus, candidates: list[Candidate], threshold: float,
                 score = 0.5 * (1.0 + coverage) * cand.score
                 board.add(loose[detached], score, [cluster_reason(cluster), DETACHED_REASON])
                 board.add(loose[~detached], TRIGGER_ONLY_WEIGHT * score, [cluster_reason(cluster)])
-    orphans = _orphan_clusters(corpus, explained, min_rows)
+    orphans = _orphan_clusters(corpus, explained | (natural or set()), min_rows)
     for cluster, score in orphans:
         members = np.flatnonzero(label == cluster)
         board.add(members, score, [cluster_reason(cluster)],
