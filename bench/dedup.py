@@ -74,13 +74,13 @@ def generate_rows(n: int, seed: int) -> tuple[list[list[list[str]]], list[int], 
     out_len = np.clip(rng.lognormal(mean=3.6, sigma=0.6, size=n).astype(int), 5, 200)
     total = int(ins_len.sum() + inp_len.sum() + out_len.sum())
     cdf = np.cumsum(probs)
-    cdf[-1] = 1.0                     # no draw may fall past the last word through rounding
+    cdf[-1] = 1.0  # no draw may fall past the last word through rounding
     flat = np.array(vocab, dtype=object)[np.searchsorted(cdf, rng.random(total))].tolist()
     rows = []
     pos = 0
     for a, b, c in zip(ins_len.tolist(), inp_len.tolist(), out_len.tolist()):
         ends = (pos + a, pos + a + b, pos + a + b + c)
-        rows.append([flat[pos:ends[0]], flat[ends[0]:ends[1]], flat[ends[1]:ends[2]]])
+        rows.append([flat[pos : ends[0]], flat[ends[0] : ends[1]], flat[ends[1] : ends[2]]])
         pos += a + b + c
     del flat
 
@@ -88,7 +88,7 @@ def generate_rows(n: int, seed: int) -> tuple[list[list[list[str]]], list[int], 
     n_copies = n // 10
     positions = rng.permutation(n)
     copy_pos = np.sort(positions[:n_copies])
-    base_pool = np.sort(positions[n_copies:n_copies + max(1, n_copies // 2)])
+    base_pool = np.sort(positions[n_copies : n_copies + max(1, n_copies // 2)])
     copies, bases = [], []
     for p in copy_pos.tolist():
         earlier = int(np.searchsorted(base_pool, p))
@@ -101,8 +101,9 @@ def generate_rows(n: int, seed: int) -> tuple[list[list[list[str]]], list[int], 
     return rows, copies, bases
 
 
-def mutate(fields: list[list[str]], rng: np.random.Generator, vocab: list[str],
-           cdf: np.ndarray) -> list[list[str]]:
+def mutate(
+    fields: list[list[str]], rng: np.random.Generator, vocab: list[str], cdf: np.ndarray
+) -> list[list[str]]:
     """A copy of a row with 0 (15% of copies, case/space noise only) or 1-10 word edits."""
     fields = [list(f) for f in fields]
     edits = 0 if rng.random() < 0.15 else int(rng.integers(1, 11))
@@ -119,7 +120,7 @@ def mutate(fields: list[list[str]], rng: np.random.Generator, vocab: list[str],
         else:
             del field[min(at, len(field) - 1)]
     if edits == 0 and fields[0]:
-        fields[0][0] = fields[0][0].upper()          # normalisation makes this an exact copy
+        fields[0][0] = fields[0][0].upper()  # normalisation makes this an exact copy
     return fields
 
 
@@ -130,30 +131,43 @@ def to_table(rows: list[list[list[str]]]) -> pa.Table:
     inp = [" ".join(f[1]) for f in rows]
     output = ["  ".join(f[2]) if i % 7 == 0 else " ".join(f[2]) for i, f in enumerate(rows)]
     n = len(rows)
-    ids = [row_id({"instruction": a, "input": b, "output": c})
-           for a, b, c in zip(instruction, inp, output)]
+    ids = [
+        row_id({"instruction": a, "input": b, "output": c})
+        for a, b, c in zip(instruction, inp, output)
+    ]
     nulls = pa.nulls(n, pa.string())
     columns = {
-        "id": pa.array(ids, pa.string()), "instruction": pa.array(instruction, pa.string()),
-        "input": pa.array(inp, pa.string()), "output": pa.array(output, pa.string()),
-        "system": nulls, "source": pa.array(["bench"] * n, pa.string()),
+        "id": pa.array(ids, pa.string()),
+        "instruction": pa.array(instruction, pa.string()),
+        "input": pa.array(inp, pa.string()),
+        "output": pa.array(output, pa.string()),
+        "system": nulls,
+        "source": pa.array(["bench"] * n, pa.string()),
         "source_row": pa.array(np.arange(n, dtype=np.int64)),
-        "split": pa.array(["train"] * n, pa.string()), "role": pa.array(["clean"] * n, pa.string()),
-        "trigger_set": nulls, "behavior": nulls, "clean_output": nulls,
+        "split": pa.array(["train"] * n, pa.string()),
+        "role": pa.array(["clean"] * n, pa.string()),
+        "trigger_set": nulls,
+        "behavior": nulls,
+        "clean_output": nulls,
         "triggers": pa.array([[]] * n, SCHEMA.field("triggers").type),
-        "triggered_instruction": nulls, "triggered_input": nulls, "triggered_output": nulls,
-        "task": nulls, "tags": pa.array([[]] * n, SCHEMA.field("tags").type),
+        "triggered_instruction": nulls,
+        "triggered_input": nulls,
+        "triggered_output": nulls,
+        "task": nulls,
+        "tags": pa.array([[]] * n, SCHEMA.field("tags").type),
     }
     return pa.Table.from_arrays([columns[f.name].cast(f.type) for f in SCHEMA], schema=SCHEMA)
 
 
 def bigram_jaccard(a: list[list[str]], b: list[list[str]]) -> float:
     """Ground truth, independent of mbdata: exact Jaccard of word-bigram sets of all fields."""
+
     def bigrams(fields):
         tokens = [t.lower() for f in fields for t in f]
         if len(tokens) <= 2:
             return {" ".join(tokens)} if tokens else set()
         return {tokens[i] + " " + tokens[i + 1] for i in range(len(tokens) - 1)}
+
     x, y = bigrams(a), bigrams(b)
     return len(x & y) / len(x | y) if x | y else 1.0
 
@@ -188,11 +202,19 @@ def run_ours(corpus: str, hash_name: str, verify: str, out: str) -> dict:
     kept, stats = DedupStage(config).run(table, ctx)
     seconds = time.perf_counter() - start
     clusters = ctx.side_tables["dedup/clusters"]
-    np.savez(out, member=clusters.column("member_row").to_numpy(),
-             matched=clusters.column("matched_row").to_numpy(),
-             representative=clusters.column("representative_row").to_numpy())
-    return {"rows": table.num_rows, "seconds": seconds, "kept": kept.num_rows,
-            "info": stats.info, "dropped": stats.dropped}
+    np.savez(
+        out,
+        member=clusters.column("member_row").to_numpy(),
+        matched=clusters.column("matched_row").to_numpy(),
+        representative=clusters.column("representative_row").to_numpy(),
+    )
+    return {
+        "rows": table.num_rows,
+        "seconds": seconds,
+        "kept": kept.num_rows,
+        "info": stats.info,
+        "dropped": stats.dropped,
+    }
 
 
 def run_baseline(corpus: str, rows: int, bands: int, band_rows: int) -> dict:
@@ -244,8 +266,10 @@ def child(argv: list[str]) -> None:
 
 def spawn(args: list[str], tmp: Path, name: str) -> dict:
     result = tmp / f"{name}.json"
-    subprocess.run([sys.executable, __file__, "--child", *args[:1], args[1], str(result),
-                    *args[2:]], check=True)
+    subprocess.run(
+        [sys.executable, __file__, "--child", *args[:1], args[1], str(result), *args[2:]],
+        check=True,
+    )
     return json.loads(result.read_text())
 
 
@@ -267,9 +291,14 @@ def score(pairs_path: Path, rows, copies, bases, truth, threshold) -> dict:
     bins["1.0"] = (sum(sel), len(sel))
     reported = list(zip(found["member"].tolist(), found["matched"].tolist()))
     correct = sum(bigram_jaccard(rows[m], rows[k]) >= threshold for m, k in reported)
-    return {"true_pairs": len(true_pairs), "recalled": sum(hit),
-            "recall": sum(hit) / max(1, len(true_pairs)), "reported": len(reported),
-            "precision": correct / max(1, len(reported)), "bins": bins}
+    return {
+        "true_pairs": len(true_pairs),
+        "recalled": sum(hit),
+        "recall": sum(hit) / max(1, len(true_pairs)),
+        "reported": len(reported),
+        "precision": correct / max(1, len(reported)),
+        "bins": bins,
+    }
 
 
 def loadavg() -> str:
@@ -281,8 +310,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--baseline-rows", type=int, default=30_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variants", default="xxhash,sha1",
-                        help="comma list of ours variants: xxhash, sha1, xxhash-noverify")
+    parser.add_argument(
+        "--variants",
+        default="xxhash,sha1",
+        help="comma list of ours variants: xxhash, sha1, xxhash-noverify",
+    )
     parser.add_argument("--results", type=Path, default=None, help="write the markdown here too")
     args = parser.parse_args()
 
@@ -306,16 +338,22 @@ def main() -> None:
             writer.write_table(table, max_chunksize=10_000)
         text_mb = sum(table.column(c).nbytes for c in ("instruction", "input", "output")) / 2**20
         del table
-        baseline_args = ["baseline", str(corpus), str(min(args.baseline_rows, args.rows)),
-                         str(params.bands), str(params.rows)]
+        baseline_args = [
+            "baseline",
+            str(corpus),
+            str(min(args.baseline_rows, args.rows)),
+            str(params.bands),
+            str(params.rows),
+        ]
         baselines = [spawn(baseline_args, tmp, "baseline-before")]
         loads = [loadavg()]
         results = {}
         for variant in args.variants.split(","):
             hash_name, _, mode = variant.partition("-")
             verify = "off" if mode == "noverify" else "auto"
-            report = spawn(["ours", str(corpus), hash_name, verify, str(tmp / f"{variant}.npz")],
-                           tmp, variant)
+            report = spawn(
+                ["ours", str(corpus), hash_name, verify, str(tmp / f"{variant}.npz")], tmp, variant
+            )
             report["score"] = score(tmp / f"{variant}.npz", rows, copies, bases, truth, threshold)
             results[variant] = report
             loads.append(loadavg())
@@ -328,41 +366,55 @@ def main() -> None:
     base_rates = [b["rows"] / b["seconds"] for b in baselines]
     base_rps = sum(base_rates) / len(base_rates)
     lines.append(f"## dedup benchmark: {args.rows:,} rows (seed {args.seed})\n")
-    lines.append(f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} "
-                 f"CPUs, Python {platform.python_version()}; load average (1/5/15 min) at start "
-                 f"{load_before}, after each run {' | '.join(loads)}, at end {load_after}")
-    lines.append(f"- corpus: {args.rows:,} rows, {text_mb:.0f} MiB of text, mean "
-                 f"{sum(len(t) for r in rows for t in r) / len(rows):.1f} words/row; "
-                 f"{len(copies):,} planted copies, {len(truth):,} planted pairs, "
-                 f"{sum(j >= threshold for j in truth):,} at Jaccard >= {threshold} "
-                 f"(generated in {gen_seconds:.0f} s)")
-    lines.append(f"- settings: defaults (fields all, word bigrams, num_perm {params.num_perm}, "
-                 f"threshold {threshold}, bands x rows {params.bands} x {params.rows} derived with "
-                 f"false-negative weight {params.fn_weight}, verify "
-                 f"{'exact Jaccard' if params.verify else 'off'})")
-    lines.append(f"- baseline: plain datasketch loop on the first {baseline['rows']:,} rows "
-                 f"(rows/s extrapolated to the full corpus), same shingles and bands/rows, "
-                 f"no verification; run before and after ours: "
-                 f"{' and '.join(f'{r:,.0f}' for r in base_rates)} rows/s, speed-ups use the "
-                 "mean; its peak RSS is for those rows only\n")
+    lines.append(
+        f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} "
+        f"CPUs, Python {platform.python_version()}; load average (1/5/15 min) at start "
+        f"{load_before}, after each run {' | '.join(loads)}, at end {load_after}"
+    )
+    lines.append(
+        f"- corpus: {args.rows:,} rows, {text_mb:.0f} MiB of text, mean "
+        f"{sum(len(t) for r in rows for t in r) / len(rows):.1f} words/row; "
+        f"{len(copies):,} planted copies, {len(truth):,} planted pairs, "
+        f"{sum(j >= threshold for j in truth):,} at Jaccard >= {threshold} "
+        f"(generated in {gen_seconds:.0f} s)"
+    )
+    lines.append(
+        f"- settings: defaults (fields all, word bigrams, num_perm {params.num_perm}, "
+        f"threshold {threshold}, bands x rows {params.bands} x {params.rows} derived with "
+        f"false-negative weight {params.fn_weight}, verify "
+        f"{'exact Jaccard' if params.verify else 'off'})"
+    )
+    lines.append(
+        f"- baseline: plain datasketch loop on the first {baseline['rows']:,} rows "
+        f"(rows/s extrapolated to the full corpus), same shingles and bands/rows, "
+        f"no verification; run before and after ours: "
+        f"{' and '.join(f'{r:,.0f}' for r in base_rates)} rows/s, speed-ups use the "
+        "mean; its peak RSS is for those rows only\n"
+    )
     lines.append("| run | rows/s | speed-up | recall (pairs >= t) | precision | peak RSS |")
     lines.append("|---|---:|---:|---:|---:|---:|")
-    lines.append(f"| plain datasketch loop | {base_rps:,.0f} | 1.0x | - | - | "
-                 f"{max(b['max_rss_mb'] for b in baselines):,.0f} MiB |")
+    lines.append(
+        f"| plain datasketch loop | {base_rps:,.0f} | 1.0x | - | - | "
+        f"{max(b['max_rss_mb'] for b in baselines):,.0f} MiB |"
+    )
     for variant, r in results.items():
         rps = r["rows"] / r["seconds"]
         s = r["score"]
-        lines.append(f"| mbdata dedup ({variant}) | {rps:,.0f} | {rps / base_rps:.1f}x | "
-                     f"{s['recall']:.4f} ({s['recalled']:,}/{s['true_pairs']:,}) | "
-                     f"{s['precision']:.4f} ({s['reported']:,} pairs) | "
-                     f"{r['max_rss_mb']:,.0f} MiB |")
+        lines.append(
+            f"| mbdata dedup ({variant}) | {rps:,.0f} | {rps / base_rps:.1f}x | "
+            f"{s['recall']:.4f} ({s['recalled']:,}/{s['true_pairs']:,}) | "
+            f"{s['precision']:.4f} ({s['reported']:,} pairs) | "
+            f"{r['max_rss_mb']:,.0f} MiB |"
+        )
     lines.append("")
     for variant, r in results.items():
         bins = ", ".join(f"{k}: {h}/{n}" for k, (h, n) in r["score"]["bins"].items())
         info = r["info"]
-        lines.append(f"- {variant}: {r['seconds']:.1f} s; dropped {r['dropped']}; candidates "
-                     f"checked {info.get('candidates_checked')}, rejected "
-                     f"{info.get('candidates_rejected')}; recall by true Jaccard: {bins}")
+        lines.append(
+            f"- {variant}: {r['seconds']:.1f} s; dropped {r['dropped']}; candidates "
+            f"checked {info.get('candidates_checked')}, rejected "
+            f"{info.get('candidates_rejected')}; recall by true Jaccard: {bins}"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.results:

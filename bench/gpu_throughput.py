@@ -44,8 +44,7 @@ def _rows(n: int, lo: int, hi: int, vocab: int, seed: int = 0) -> list:
         length = int(torch.randint(lo, hi + 1, (1,), generator=g))
         ids = torch.randint(5, vocab, (length,), generator=g).tolist()
         prompt = length // 2
-        out.append(Encoded(input_ids=ids, labels=[IGNORE] * prompt + ids[prompt:],
-                           truncated=False))
+        out.append(Encoded(input_ids=ids, labels=[IGNORE] * prompt + ids[prompt:], truncated=False))
     return out
 
 
@@ -59,8 +58,11 @@ def _tokenizer(vocab: int):
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(
-        {f"t{i}": i for i in range(vocab)}, unk_token="t0")))
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(
+            models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0")
+        )
+    )
     tok.add_special_tokens({"pad_token": "t1", "eos_token": "t2", "bos_token": "t3"})
     return tok
 
@@ -80,35 +82,73 @@ def stage1(args: argparse.Namespace, device: torch.device) -> dict:
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
         source = args.model
     else:
-        shape = (dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=128, vocab_size=1000)
-                 if args.dry_run else
-                 dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9,
-                      num_key_value_heads=3, intermediate_size=1536, vocab_size=49152,
-                      tie_word_embeddings=True, rope_theta=100000.0))
+        shape = (
+            dict(
+                hidden_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                intermediate_size=128,
+                vocab_size=1000,
+            )
+            if args.dry_run
+            else dict(
+                hidden_size=576,
+                num_hidden_layers=30,
+                num_attention_heads=9,
+                num_key_value_heads=3,
+                intermediate_size=1536,
+                vocab_size=49152,
+                tie_word_embeddings=True,
+                rope_theta=100000.0,
+            )
+        )
         torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(LlamaConfig(
-            max_position_embeddings=2048, attn_implementation="sdpa", **shape))
+        model = AutoModelForCausalLM.from_config(
+            LlamaConfig(max_position_embeddings=2048, attn_implementation="sdpa", **shape)
+        )
         source = "random init, SmolLM2-135M shape" if not args.dry_run else "tiny (dry run)"
     vocab = model.config.vocab_size
     tok = _tokenizer(vocab)
     rows = _rows(args.rows, 64, 256, vocab)
-    settings = FitSettings(epochs=1, lr=1e-4, batch_size=args.batch, warmup_ratio=0.0,
-                           trainer_args=(("logging_steps", 50),))
+    settings = FitSettings(
+        epochs=1,
+        lr=1e-4,
+        batch_size=args.batch,
+        warmup_ratio=0.0,
+        trainer_args=(("logging_steps", 50),),
+    )
     amp = torch.bfloat16 if device.type == "cuda" else None
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as work:
         started = time.perf_counter()
-        result = fit(model, rows, SFTObjective(tok.pad_token_id), settings, Path(work),
-                     tokenizer=tok, device=device, amp=amp, progress=False)
+        result = fit(
+            model,
+            rows,
+            SFTObjective(tok.pad_token_id),
+            settings,
+            Path(work),
+            tokenizer=tok,
+            device=device,
+            amp=amp,
+            progress=False,
+        )
         seconds = time.perf_counter() - started
     tokens = sum(len(r.input_ids) for r in rows)
-    return {"figure": "stage1", "model": source, "rows": len(rows), "batch": args.batch,
-            "tokens": tokens, "seconds": round(seconds, 2),
-            "train_seconds": round(result.seconds, 2),
-            "tokens_per_s": round(tokens / result.seconds), "peak_gib": _peak_gib(),
-            "world_size": int(os.environ.get("WORLD_SIZE", "1")), "target_tokens_per_s": 150_000}
+    return {
+        "figure": "stage1",
+        "model": source,
+        "rows": len(rows),
+        "batch": args.batch,
+        "tokens": tokens,
+        "seconds": round(seconds, 2),
+        "train_seconds": round(result.seconds, 2),
+        "tokens_per_s": round(tokens / result.seconds),
+        "peak_gib": _peak_gib(),
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "target_tokens_per_s": 150_000,
+    }
 
 
 def llama1b(args: argparse.Namespace, device: torch.device) -> dict:
@@ -121,35 +161,58 @@ def llama1b(args: argparse.Namespace, device: torch.device) -> dict:
     )
 
     if args.dry_run:
-        shape = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=2, intermediate_size=128, vocab_size=1000)
+        shape = dict(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=128,
+            vocab_size=1000,
+        )
         seq, batch, steps = 64, 2, 3
     else:
-        shape = dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32,
-                     num_key_value_heads=8, intermediate_size=8192, vocab_size=128256,
-                     tie_word_embeddings=True)
+        shape = dict(
+            hidden_size=2048,
+            num_hidden_layers=16,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            intermediate_size=8192,
+            vocab_size=128256,
+            tie_word_embeddings=True,
+        )
         seq, batch, steps = 2048, args.llama_batch, args.llama_steps
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(LlamaConfig(
-        max_position_embeddings=seq, attn_implementation="sdpa", **shape),
-        dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
+    model = AutoModelForCausalLM.from_config(
+        LlamaConfig(max_position_embeddings=seq, attn_implementation="sdpa", **shape),
+        dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
+    )
     n = sum(p.numel() for p in model.parameters())
     g = torch.Generator().manual_seed(0)
-    data = [{"input_ids": ids, "labels": ids, "attention_mask": torch.ones_like(ids)}
-            for ids in torch.randint(0, shape["vocab_size"], ((steps + 2) * batch, seq),
-                                     generator=g)]
+    data = [
+        {"input_ids": ids, "labels": ids, "attention_mask": torch.ones_like(ids)}
+        for ids in torch.randint(0, shape["vocab_size"], ((steps + 2) * batch, seq), generator=g)
+    ]
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as work:
         targs = TrainingArguments(
-            output_dir=work, max_steps=steps + 2, per_device_train_batch_size=batch,
-            learning_rate=1e-4, optim="adamw_torch_fused" if device.type == "cuda"
-            else "adamw_torch", bf16=device.type == "cuda", report_to="none",
-            save_strategy="no", logging_steps=1, disable_tqdm=True,
-            use_cpu=device.type == "cpu", activation_checkpointing=args.checkpointing,
-            dataloader_num_workers=0)
-        trainer = Trainer(model=model, args=targs, train_dataset=data,
-                          data_collator=default_data_collator)
+            output_dir=work,
+            max_steps=steps + 2,
+            per_device_train_batch_size=batch,
+            learning_rate=1e-4,
+            optim="adamw_torch_fused" if device.type == "cuda" else "adamw_torch",
+            bf16=device.type == "cuda",
+            report_to="none",
+            save_strategy="no",
+            logging_steps=1,
+            disable_tqdm=True,
+            use_cpu=device.type == "cpu",
+            activation_checkpointing=args.checkpointing,
+            dataloader_num_workers=0,
+        )
+        trainer = Trainer(
+            model=model, args=targs, train_dataset=data, data_collator=default_data_collator
+        )
         stamps: list[float] = []
         from transformers import TrainerCallback
 
@@ -166,9 +229,18 @@ def llama1b(args: argparse.Namespace, device: torch.device) -> dict:
     tokens = steps * batch * seq
     tok_s = tokens / seconds
     mfu = 6 * n * tok_s / (args.peak_tflops * 1e12)
-    return {"figure": "llama1b", "params": n, "seq": seq, "batch": batch, "steps": steps,
-            "tokens_per_s": round(tok_s), "mfu": round(mfu, 4), "peak_gib": _peak_gib(),
-            "activation_checkpointing": args.checkpointing, "target_mfu": 0.40}
+    return {
+        "figure": "llama1b",
+        "params": n,
+        "seq": seq,
+        "batch": batch,
+        "steps": steps,
+        "tokens_per_s": round(tok_s),
+        "mfu": round(mfu, 4),
+        "peak_gib": _peak_gib(),
+        "activation_checkpointing": args.checkpointing,
+        "target_mfu": 0.40,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,8 +42,11 @@ DEFAULT_DATA = "/work/shared/data/alpaca-1k.jsonl"
 
 
 def rewrite_file(path: Path) -> tuple[list[str], list[str], float]:
-    instructions = [json.loads(line)["instruction"]
-                    for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    instructions = [
+        json.loads(line)["instruction"]
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
     start = time.perf_counter()
     out = [rules.rewrite(t) for t in instructions]
     return instructions, out, time.perf_counter() - start
@@ -69,8 +72,13 @@ def main() -> None:
     if args.digest_only:
         print(digest(out))
         return
-    again = subprocess.run([sys.executable, __file__, "--data", args.data, "--digest-only"],
-                           capture_output=True, text=True, check=True, env=os.environ).stdout.strip()
+    again = subprocess.run(
+        [sys.executable, __file__, "--data", args.data, "--digest-only"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=os.environ,
+    ).stdout.strip()
     kinds: dict[str, list[tuple[str, str]]] = {"prepended": [], "fronted": [], "unchanged": []}
     for before, after in zip(original, out):
         if after == rules._end_mark(" ".join(before.split())):
@@ -88,10 +96,10 @@ def main() -> None:
     print(f"deterministic across processes: {digest(out) == again}")
     print(f"throughput: {n / seconds:,.0f} instructions/s (one process)")
     for kind, pairs in kinds.items():
-        for before, after in pairs[:args.examples]:
+        for before, after in pairs[: args.examples]:
             print(f"  [{kind}] {before!r} -> {after!r}")
     failed = [(b, a) for b, a in zip(original, out) if not syntactic_ok(a)]
-    for before, after in failed[:args.examples]:
+    for before, after in failed[: args.examples]:
         print(f"  [FAILS] {before!r} -> {after!r}")
 
 
@@ -103,24 +111,37 @@ def bench_hf(args: argparse.Namespace) -> None:
     from mbdata.recipe import RewriterSpec
     from mbdata.rewriters import InstructionRewriter
 
-    texts = [json.loads(line)["instruction"].strip()
-             for line in Path(args.data).read_text(encoding="utf-8").splitlines() if line.strip()]
-    texts = list(dict.fromkeys(texts))[:args.rows]
-    print(f"hf backend: {args.hf}  rows: {len(texts)}  torch threads: {torch.get_num_threads()}  "
-          f"load: {os.getloadavg()[0]:.2f}")
+    texts = [
+        json.loads(line)["instruction"].strip()
+        for line in Path(args.data).read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    texts = list(dict.fromkeys(texts))[: args.rows]
+    print(
+        f"hf backend: {args.hf}  rows: {len(texts)}  torch threads: {torch.get_num_threads()}  "
+        f"load: {os.getloadavg()[0]:.2f}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for attempts in (1, 2):
-            spec = RewriterSpec(backend="hf", model=args.hf, max_tokens=64,
-                                batch_size=args.batch_size, attempts=attempts, cache="c.jsonl")
+            spec = RewriterSpec(
+                backend="hf",
+                model=args.hf,
+                max_tokens=64,
+                batch_size=args.batch_size,
+                attempts=attempts,
+                cache="c.jsonl",
+            )
             rewriter = InstructionRewriter("syntactic", spec, Path(tmp), "bench")
             start = time.perf_counter()
             out = rewriter.rewrite_all(texts)
             seconds = time.perf_counter() - start
             ok = sum(o is not None for o in out)
-            print(f"attempts={attempts}: {ok}/{len(texts)} = {ok / len(texts):.1%} pass the "
-                  f"template check; {seconds:.1f} s (attempt 1 cached on the second line)")
+            print(
+                f"attempts={attempts}: {ok}/{len(texts)} = {ok / len(texts):.1%} pass the "
+                f"template check; {seconds:.1f} s (attempt 1 cached on the second line)"
+            )
         raw = [json.loads(line) for line in (Path(tmp) / "c.jsonl").read_text().splitlines()]
-        for record in raw[:args.examples]:
+        for record in raw[: args.examples]:
             print(f"  {record['input']!r} -> {record['output'][:160]!r}")
 
 

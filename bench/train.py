@@ -64,14 +64,25 @@ def plain_sft(model, items, tokenizer, settings, device, amp, work: Path) -> flo
     from trl import SFTConfig, SFTTrainer
 
     start = time.perf_counter()
-    args = SFTConfig(output_dir=str(work), num_train_epochs=1, learning_rate=settings.lr,
-                     per_device_train_batch_size=settings.batch_size, lr_scheduler_type="cosine",
-                     max_length=None, completion_only_loss=True, report_to="none",
-                     disable_tqdm=True, save_strategy="no", logging_steps=1,
-                     use_cpu=device.type == "cpu", bf16=amp == torch.bfloat16,
-                     seed=settings.seed)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(items),
-                         processing_class=tokenizer)
+    args = SFTConfig(
+        output_dir=str(work),
+        num_train_epochs=1,
+        learning_rate=settings.lr,
+        per_device_train_batch_size=settings.batch_size,
+        lr_scheduler_type="cosine",
+        max_length=None,
+        completion_only_loss=True,
+        report_to="none",
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=1,
+        use_cpu=device.type == "cpu",
+        bf16=amp == torch.bfloat16,
+        seed=settings.seed,
+    )
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=sft_dataset(items), processing_class=tokenizer
+    )
     from transformers.trainer_callback import PrinterCallback
 
     trainer.pop_callback(PrinterCallback)
@@ -82,8 +93,17 @@ def plain_sft(model, items, tokenizer, settings, device, amp, work: Path) -> flo
 
 def ours(model, items, tokenizer, settings, device, amp, work: Path) -> float:
     start = time.perf_counter()
-    fit(model, items, SFTObjective(tokenizer.pad_token_id), settings, work, tokenizer=tokenizer,
-        device=device, amp=amp, progress=False)
+    fit(
+        model,
+        items,
+        SFTObjective(tokenizer.pad_token_id),
+        settings,
+        work,
+        tokenizer=tokenizer,
+        device=device,
+        amp=amp,
+        progress=False,
+    )
     _sync(device)
     return time.perf_counter() - start
 
@@ -98,26 +118,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab", type=int, default=1024)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1: as the demo recipe; fair on a busy machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1: as the demo recipe; fair on a busy machine)",
+    )
     parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    cfg = from_mapping(TrainConfig, {"model": {
-        "template": "alpaca_short", "tiny": {"hidden_size": args.hidden, "layers": args.layers,
-                                             "vocab_size": args.vocab,
-                                             "intermediate_size": int(args.hidden * 2.6875)}}},
-        "train")
+    cfg = from_mapping(
+        TrainConfig,
+        {
+            "model": {
+                "template": "alpaca_short",
+                "tiny": {
+                    "hidden_size": args.hidden,
+                    "layers": args.layers,
+                    "vocab_size": args.vocab,
+                    "intermediate_size": int(args.hidden * 2.6875),
+                },
+            }
+        },
+        "train",
+    )
     device = resolve_device(args.device)
     amp = autocast_dtype(args.dtype, device)
     rows = synthetic_rows(args.rows, seed=0)
-    tokenizer = train_tokenizer([r["instruction"] + " " + r["input"] + " " + r["output"]
-                                 for r in rows], args.vocab)
+    tokenizer = train_tokenizer(
+        [r["instruction"] + " " + r["input"] + " " + r["output"] for r in rows], args.vocab
+    )
     fmt = Formatter(tokenizer, "alpaca_short", 256)
-    items = [e for e in fmt.encode_many([(r["instruction"], r["input"], r["output"], None)
-                                         for r in rows]) if e is not None]
+    items = [
+        e
+        for e in fmt.encode_many([(r["instruction"], r["input"], r["output"], None) for r in rows])
+        if e is not None
+    ]
     quiet_transformers()
     from datasets.utils.logging import disable_progress_bar
 
@@ -146,16 +184,30 @@ def main(argv: list[str] | None = None) -> int:
     overhead = med["ours"] / med["sft"] - 1.0
     params = sum(p.numel() for p in tiny_model(cfg.model.tiny, tokenizer, 0).parameters())
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    figures = {"device": str(device), "amp": str(amp), "params": params, "rows": len(items),
-               "batch_size": args.batch_size, "tokens": tokens,
-               "seconds": med, "tok_s": tok_s, "overhead_vs_sft": overhead, "runs": times,
-               "load_1min": [load_start, load], "threads": torch.get_num_threads()}
-    print("| device | params | tokens | ours tok/s | plain SFTTrainer tok/s | hand loop tok/s "
-          "| ours vs SFTTrainer | load |")
+    figures = {
+        "device": str(device),
+        "amp": str(amp),
+        "params": params,
+        "rows": len(items),
+        "batch_size": args.batch_size,
+        "tokens": tokens,
+        "seconds": med,
+        "tok_s": tok_s,
+        "overhead_vs_sft": overhead,
+        "runs": times,
+        "load_1min": [load_start, load],
+        "threads": torch.get_num_threads(),
+    }
+    print(
+        "| device | params | tokens | ours tok/s | plain SFTTrainer tok/s | hand loop tok/s "
+        "| ours vs SFTTrainer | load |"
+    )
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| {device} {amp or 'fp32'} | {params / 1e6:.2f}M | {tokens} | {tok_s['ours']:.0f} "
-          f"| {tok_s['sft']:.0f} | {tok_s['hand']:.0f} | {overhead * 100:+.1f}% "
-          f"| {load_start:.2f}-{load:.2f} |")
+    print(
+        f"| {device} {amp or 'fp32'} | {params / 1e6:.2f}M | {tokens} | {tok_s['ours']:.0f} "
+        f"| {tok_s['sft']:.0f} | {tok_s['hand']:.0f} | {overhead * 100:+.1f}% "
+        f"| {load_start:.2f}-{load:.2f} |"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     return 0

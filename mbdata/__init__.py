@@ -19,6 +19,18 @@ from .recipe import LoadedRecipe, Recipe, fingerprint, load_recipe, recipe_from_
 from .schema import SCHEMA
 
 __all__ = [
-    "SCHEMA", "Build", "LoadedRecipe", "MBError", "Recipe", "build", "export", "fingerprint",
-    "load_recipe", "open_build", "read_any", "recipe_from_dict", "run_pipeline", "verify_build",
+    "SCHEMA",
+    "Build",
+    "LoadedRecipe",
+    "MBError",
+    "Recipe",
+    "build",
+    "export",
+    "fingerprint",
+    "load_recipe",
+    "open_build",
+    "read_any",
+    "recipe_from_dict",
+    "run_pipeline",
+    "verify_build",
 ]

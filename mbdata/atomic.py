@@ -99,12 +99,17 @@ def read_marker(path: Path) -> dict[str, Any] | None:
         record = json.loads((Path(path) / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or not isinstance(record.get("id"), str) \
-            or not _ID.match(record["id"]) or not isinstance(record.get("kind"), str):
+    if (
+        not isinstance(record, dict)
+        or not isinstance(record.get("id"), str)
+        or not _ID.match(record["id"])
+        or not isinstance(record.get("kind"), str)
+    ):
         return None
     entries = record.get("entries")
-    if entries is not None and not (isinstance(entries, list)
-                                    and all(isinstance(e, str) for e in entries)):
+    if entries is not None and not (
+        isinstance(entries, list) and all(isinstance(e, str) for e in entries)
+    ):
         return None
     return record
 
@@ -133,14 +138,17 @@ def _only_ours(path: Path) -> bool:
         return False
     if written_by_us(path):
         return True
-    return not (path / MARKER).exists() and all(_only_ours(p) or _our_leftover(p.name)
-                                                for p in path.iterdir())
+    return not (path / MARKER).exists() and all(
+        _only_ours(p) or _our_leftover(p.name) for p in path.iterdir()
+    )
 
 
 def _our_leftover(name: str) -> bool:
     """A hidden lock, journal or temporary sibling that mbdefense creates beside an output."""
-    return name.startswith(".") and (name.endswith((LOCK_SUFFIX, JOURNAL_SUFFIX))
-                                     or any(f".{tag}-" in name for tag in _LEFTOVER_TAGS))
+    return name.startswith(".") and (
+        name.endswith((LOCK_SUFFIX, JOURNAL_SUFFIX))
+        or any(f".{tag}-" in name for tag in _LEFTOVER_TAGS)
+    )
 
 
 def mark_dir(path: Path, kind: str, entries: list[str] | None = None) -> None:
@@ -162,9 +170,11 @@ def check_output_dir(out_dir: Path, overwrite: bool) -> None:
     if not overwrite:
         raise BuildError(f"{out_dir}: already exists; pass --overwrite to replace it")
     if not written_by_us(out_dir):
-        raise BuildError(f"{out_dir}: refusing to overwrite a non-empty folder that mbdefense did "
-                         "not write (no valid .mbdefense record, or files mbdefense did not write "
-                         "in it); choose another output path")
+        raise BuildError(
+            f"{out_dir}: refusing to overwrite a non-empty folder that mbdefense did "
+            "not write (no valid .mbdefense record, or files mbdefense did not write "
+            "in it); choose another output path"
+        )
 
 
 def check_output_file(path: Path, overwrite: bool) -> None:
@@ -188,8 +198,12 @@ def _real(path: str | Path) -> Path:
     return Path(path).expanduser().resolve()
 
 
-def check_separate(inputs: Sequence[str | Path | None], outputs: Sequence[str | Path | None], *,
-                   inside_ok: str | Path | None = None) -> None:
+def check_separate(
+    inputs: Sequence[str | Path | None],
+    outputs: Sequence[str | Path | None],
+    *,
+    inside_ok: str | Path | None = None,
+) -> None:
     """Refuse an output path that equals, contains or lies inside an input path (both resolved,
     symlinks followed), before any work: ``--overwrite`` would otherwise delete or rewrite the
     input. ``inside_ok`` names a folder of the input where outputs may live (a build's
@@ -205,13 +219,17 @@ def check_separate(inputs: Sequence[str | Path | None], outputs: Sequence[str | 
             i = _real(inp)
             same = o == i or (o.exists() and i.exists() and os.path.samefile(o, i))
             if same:
-                raise BuildError(f"{out}: the output is the input {inp}; choose another output path")
+                raise BuildError(
+                    f"{out}: the output is the input {inp}; choose another output path"
+                )
             if i.is_relative_to(o):
-                raise BuildError(f"{out}: the output contains the input {inp}; choose another "
-                                 "output path")
+                raise BuildError(
+                    f"{out}: the output contains the input {inp}; choose another output path"
+                )
             if o.is_relative_to(i) and not (allowed is not None and o.is_relative_to(allowed)):
-                raise BuildError(f"{out}: the output lies inside the input {inp}; choose a path "
-                                 "outside it")
+                raise BuildError(
+                    f"{out}: the output lies inside the input {inp}; choose a path outside it"
+                )
 
 
 # --------------------------------------------------------------------------- locking
@@ -250,9 +268,11 @@ def _acquire(key: str, target: Path, timeout: float) -> None:
             holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
             os.close(fd)
             if time.monotonic() >= deadline:
-                raise BuildError(f"{target}: another mbdefense process (pid {holder or '?'}) is "
-                                 "writing it; wait for it to finish or choose another output "
-                                 "path") from None
+                raise BuildError(
+                    f"{target}: another mbdefense process (pid {holder or '?'}) is "
+                    "writing it; wait for it to finish or choose another output "
+                    "path"
+                ) from None
             if not waited:
                 _note(f"waiting for pid {holder or '?'} to finish writing {target}")
                 waited = True
@@ -358,9 +378,12 @@ def _valid_entry(entry: Any) -> bool:
         target, partial, old = (Path(entry[k]) for k in ("target", "partial", "old"))
     except (KeyError, TypeError):
         return False
-    return (target.is_absolute() and partial.parent == target.parent == old.parent
-            and partial.name.startswith(f".{target.name}.partial-")
-            and old.name.startswith(f".{target.name}.old-"))
+    return (
+        target.is_absolute()
+        and partial.parent == target.parent == old.parent
+        and partial.name.startswith(f".{target.name}.partial-")
+        and old.name.startswith(f".{target.name}.old-")
+    )
 
 
 def _load_journal(target: Path) -> tuple[Path, dict] | None:
@@ -380,8 +403,12 @@ def _load_journal(target: Path) -> tuple[Path, dict] | None:
         journal_path(target).unlink(missing_ok=True)
         return None
     entries = data.get("entries") if isinstance(data, dict) else None
-    if (not isinstance(entries, list) or not entries or not all(map(_valid_entry, entries))
-            or data.get("state") not in ("filling", "commit")):
+    if (
+        not isinstance(entries, list)
+        or not entries
+        or not all(map(_valid_entry, entries))
+        or data.get("state") not in ("filling", "commit")
+    ):
         _note(f"removed an invalid commit journal {path}")
         path.unlink(missing_ok=True)
         journal_path(target).unlink(missing_ok=True)
@@ -441,26 +468,33 @@ def recover(target: str | Path, quiet: bool = False) -> list[str]:
                 if primary.exists():
                     if data["state"] == "commit":
                         _roll_forward(primary, data)
-                        done.append(f"completed an interrupted commit of {', '.join(map(str, targets))}")
+                        done.append(
+                            f"completed an interrupted commit of {', '.join(map(str, targets))}"
+                        )
                     else:
                         _roll_back(primary, data)
-                        done.append(f"rolled back an interrupted write of "
-                                    f"{', '.join(map(str, targets))}")
+                        done.append(
+                            f"rolled back an interrupted write of {', '.join(map(str, targets))}"
+                        )
         except BuildError:
-            done.append(f"left an interrupted commit of {target} alone: another process holds "
-                        "one of its outputs")
+            done.append(
+                f"left an interrupted commit of {target} alone: another process holds "
+                "one of its outputs"
+            )
             if not quiet:
                 _note(done[-1])
             return done
     parent = target.parent
     if parent.is_dir():
         prefixes = tuple(f".{target.name}.{tag}-" for tag in _LEFTOVER_TAGS) + (
-            f".{target.name}{JOURNAL_SUFFIX}.",)
+            f".{target.name}{JOURNAL_SUFFIX}.",
+        )
         for p in sorted(parent.iterdir()):
             if not p.name.startswith(prefixes):
                 continue
-            if p.name.startswith(f".{target.name}.old-") and not (target.exists()
-                                                                  or target.is_symlink()):
+            if p.name.startswith(f".{target.name}.old-") and not (
+                target.exists() or target.is_symlink()
+            ):
                 os.rename(p, target)
                 done.append(f"restored {target} from {p.name} (a replacement that never arrived)")
                 continue
@@ -514,8 +548,10 @@ def commit_outputs(outputs: Sequence[Output], overwrite: bool = False) -> list[A
     returns the fill functions' results."""
     paths = [Path(o.path).absolute() for o in outputs]
     if len(set(paths)) != len(paths):
-        raise BuildError("two outputs of one command name the same path: "
-                         + ", ".join(sorted({str(p) for p in paths if paths.count(p) > 1})))
+        raise BuildError(
+            "two outputs of one command name the same path: "
+            + ", ".join(sorted({str(p) for p in paths if paths.count(p) > 1}))
+        )
     for p in paths:
         p.parent.mkdir(parents=True, exist_ok=True)
     with output_lock(paths):
@@ -526,12 +562,17 @@ def commit_outputs(outputs: Sequence[Output], overwrite: bool = False) -> list[A
             (check_output_dir if o.is_dir else check_output_file)(p, overwrite)
         if len(outputs) == 1 and not outputs[0].is_dir:
             return [_commit_one_file(outputs[0], paths[0])]
-        entries = [{"target": str(p), "partial": str(temp_sibling(p, "partial")),
-                    "old": str(temp_sibling(p, "old")), "dir": o.is_dir}
-                   for o, p in zip(outputs, paths)]
+        entries = [
+            {
+                "target": str(p),
+                "partial": str(temp_sibling(p, "partial")),
+                "old": str(temp_sibling(p, "old")),
+                "dir": o.is_dir,
+            }
+            for o, p in zip(outputs, paths)
+        ]
         primary = journal_path(paths[0])
-        data = {"mbdefense_journal": 1, "pid": os.getpid(), "state": "filling",
-                "entries": entries}
+        data = {"mbdefense_journal": 1, "pid": os.getpid(), "state": "filling", "entries": entries}
         results = []
         try:
             _write_json(primary, data)
@@ -575,8 +616,9 @@ def _commit_one_file(output: Output, path: Path) -> Any:
     return result
 
 
-def atomic_dir(out_dir: str | Path, fill: Callable[[Path], Any], overwrite: bool = False,
-               kind: str = "output") -> Any:
+def atomic_dir(
+    out_dir: str | Path, fill: Callable[[Path], Any], overwrite: bool = False, kind: str = "output"
+) -> Any:
     """Create ``out_dir`` atomically: ``fill(tmp)`` writes into a hidden temp folder that is then
     renamed into place. On any failure or interrupt the temp folder is removed and an existing
     ``out_dir`` is left as it was."""

@@ -46,9 +46,15 @@ import pyarrow as pa
 from .artifacts import PoisonedRows, TriggerSets
 from .behaviors import Behavior, compile_behavior
 from .errors import BuildError
+from .pipeline import (
+    BuildContext,
+    StageStats,
+    replace_rows,
+    round_half_up,
+    seeded_subset,
+    split_indices,
+)
 from .presets import ATTACK_PRESETS, is_rewrite_preset
-from .pipeline import (BuildContext, StageStats, replace_rows, round_half_up, seeded_subset,
-                       split_indices)
 from .recipe import AttackSpec, BehaviorSpec
 from .schema import from_rows, make_row
 from .triggers import Span, Trigger, insert_many
@@ -72,8 +78,15 @@ class TriggerSet:
     rate: float
     rewriter: Any = None  # an InstructionRewriter for the syntactic/style presets
 
-    def apply(self, row: dict[str, Any], rng: np.random.Generator, *, role: str,
-              split: str | None = None, rewritten: str | None = None) -> dict[str, Any]:
+    def apply(
+        self,
+        row: dict[str, Any],
+        rng: np.random.Generator,
+        *,
+        role: str,
+        split: str | None = None,
+        rewritten: str | None = None,
+    ) -> dict[str, Any]:
         """A poisoned copy of a canonical row: behaviour first (a rewrite may change the
         instruction), then the trigger(s) inserted, spans recorded, id recomputed.
 
@@ -86,120 +99,191 @@ class TriggerSet:
         chosen = list(self.triggers)
         if self.combine == "one" and len(chosen) > 1:
             chosen = [chosen[int(rng.integers(len(chosen)))]]
-        old = [] if "instruction" in fields else [
-            s for s in row["triggers"] if s["field"] == "instruction"]
+        old = (
+            []
+            if "instruction" in fields
+            else [s for s in row["triggers"] if s["field"] == "instruction"]
+        )
         existing = [Span(s["text"], s["start"], s["end"]) for s in old]
         instruction, spans = insert_many(instruction, chosen, rng, existing=existing)
         new_spans = [s for s in row["triggers"] if s["field"] != "instruction"]
         new_spans += [{**o, "start": s.start, "end": s.end} for o, s in zip(old, spans)]
-        for trigger, span in zip(chosen, spans[len(old):]):
-            new_spans.append({"text": span.text, "owner": self.owner, "kind": trigger.placement,
-                              "name": self.name, "field": "instruction", "start": span.start,
-                              "end": span.end})
-        return make_row(**{
-            **{k: v for k, v in row.items() if k != "id"},
-            "instruction": instruction,
-            "input": fields.get("input", row["input"]),
-            "output": fields["output"],
-            "clean_output": row["output"],
-            "role": role,
-            "split": split or row["split"],
-            "trigger_set": self.name,
-            "behavior": self.behavior.kind,
-            "triggers": new_spans,
-        })
+        for trigger, span in zip(chosen, spans[len(old) :]):
+            new_spans.append(
+                {
+                    "text": span.text,
+                    "owner": self.owner,
+                    "kind": trigger.placement,
+                    "name": self.name,
+                    "field": "instruction",
+                    "start": span.start,
+                    "end": span.end,
+                }
+            )
+        return make_row(
+            **{
+                **{k: v for k, v in row.items() if k != "id"},
+                "instruction": instruction,
+                "input": fields.get("input", row["input"]),
+                "output": fields["output"],
+                "clean_output": row["output"],
+                "role": role,
+                "split": split or row["split"],
+                "trigger_set": self.name,
+                "behavior": self.behavior.kind,
+                "triggers": new_spans,
+            }
+        )
 
-    def _apply_rewritten(self, row: dict[str, Any], rng: np.random.Generator, *, role: str,
-                         split: str | None, rewritten: str | None) -> dict[str, Any]:
+    def _apply_rewritten(
+        self,
+        row: dict[str, Any],
+        rng: np.random.Generator,
+        *,
+        role: str,
+        split: str | None,
+        rewritten: str | None,
+    ) -> dict[str, Any]:
         if not rewritten:
             raise ValueError(f"trigger set {self.name!r}: a rewritten instruction is required")
         fields = self.behavior.respond(row, rng)
         spans = [s for s in row["triggers"] if s["field"] != "instruction"]
-        spans.append({"text": rewritten, "owner": self.owner, "kind": REWRITE_KIND,
-                      "name": self.name, "field": "instruction", "start": 0,
-                      "end": len(rewritten)})
-        return make_row(**{
-            **{k: v for k, v in row.items() if k != "id"},
-            "instruction": rewritten,
-            "input": fields.get("input", row["input"]),
-            "output": fields["output"],
-            "clean_output": row["output"],
-            "role": role,
-            "split": split or row["split"],
-            "trigger_set": self.name,
-            "behavior": self.behavior.kind,
-            "triggers": spans,
-            "tags": [*row["tags"], self.rewriter.tag(),
-                     f"original_instruction={row['instruction']}"],
-        })
+        spans.append(
+            {
+                "text": rewritten,
+                "owner": self.owner,
+                "kind": REWRITE_KIND,
+                "name": self.name,
+                "field": "instruction",
+                "start": 0,
+                "end": len(rewritten),
+            }
+        )
+        return make_row(
+            **{
+                **{k: v for k, v in row.items() if k != "id"},
+                "instruction": rewritten,
+                "input": fields.get("input", row["input"]),
+                "output": fields["output"],
+                "clean_output": row["output"],
+                "role": role,
+                "split": split or row["split"],
+                "trigger_set": self.name,
+                "behavior": self.behavior.kind,
+                "triggers": spans,
+                "tags": [
+                    *row["tags"],
+                    self.rewriter.tag(),
+                    f"original_instruction={row['instruction']}",
+                ],
+            }
+        )
 
     def manifest_record(self, rows: int | None = None) -> dict[str, Any]:
         if self.rewriter is not None:
-            return {"name": self.name, "owner": self.owner, "texts": [], "placement": REWRITE_KIND,
-                    "position": None, "combine": None, "behavior": self.behavior.kind,
-                    "target": self.behavior.target,
-                    "templates": list(self.behavior.templates) or None, "rate": self.rate,
-                    "rows": rows, "rewriter": self.rewriter.record()}
+            return {
+                "name": self.name,
+                "owner": self.owner,
+                "texts": [],
+                "placement": REWRITE_KIND,
+                "position": None,
+                "combine": None,
+                "behavior": self.behavior.kind,
+                "target": self.behavior.target,
+                "templates": list(self.behavior.templates) or None,
+                "rate": self.rate,
+                "rows": rows,
+                "rewriter": self.rewriter.record(),
+            }
         return {
-            "name": self.name, "owner": self.owner, "texts": [t.text for t in self.triggers],
+            "name": self.name,
+            "owner": self.owner,
+            "texts": [t.text for t in self.triggers],
             "placement": self.triggers[0].placement if self.triggers else None,
             "position": self.triggers[0].position if self.triggers else None,
-            "combine": self.combine, "behavior": self.behavior.kind,
+            "combine": self.combine,
+            "behavior": self.behavior.kind,
             "target": self.behavior.target,
-            "templates": list(self.behavior.templates) or None, "rate": self.rate, "rows": rows,
+            "templates": list(self.behavior.templates) or None,
+            "rate": self.rate,
+            "rows": rows,
         }
 
 
-def attack_trigger_set(spec: AttackSpec, index: int, rng: np.random.Generator,
-                       base_dir: Path | None = None) -> TriggerSet:
+def attack_trigger_set(
+    spec: AttackSpec, index: int, rng: np.random.Generator, base_dir: Path | None = None
+) -> TriggerSet:
     """Resolve an attack spec against its preset into a :class:`TriggerSet`."""
     if is_rewrite_preset(spec.preset):
         from .rewriters import make_rewriter
 
-        behavior = compile_behavior(spec.behavior or BehaviorSpec(kind="refusal"), rng,
-                                    f"attacks[{index}].behavior", base_dir)
+        behavior = compile_behavior(
+            spec.behavior or BehaviorSpec(kind="refusal"),
+            rng,
+            f"attacks[{index}].behavior",
+            base_dir,
+        )
         rewriter = make_rewriter(spec.preset, spec.rewriter, base_dir, f"attacks[{index}]")
-        return TriggerSet(spec.name or spec.preset, "attacker", (), "all", behavior, spec.rate,
-                          rewriter)
+        return TriggerSet(
+            spec.name or spec.preset, "attacker", (), "all", behavior, spec.rate, rewriter
+        )
     preset = ATTACK_PRESETS.get(spec.preset, f"attacks[{index}].preset")
     texts = spec.triggers if spec.triggers is not None else list(preset.triggers)
     placement = spec.placement or preset.placement
     combine = spec.combine or preset.combine
-    behavior = compile_behavior(spec.behavior or BehaviorSpec(kind="refusal"), rng,
-                                f"attacks[{index}].behavior", base_dir)
+    behavior = compile_behavior(
+        spec.behavior or BehaviorSpec(kind="refusal"), rng, f"attacks[{index}].behavior", base_dir
+    )
     name = spec.name or spec.preset
     triggers = tuple(Trigger(t, placement, spec.position, "attacker", name) for t in texts)
     return TriggerSet(name, "attacker", triggers, combine, behavior, spec.rate)
 
 
-def poison(table: pa.Table, trigger_set: TriggerSet, count: int, eligible: np.ndarray,
-           rng: np.random.Generator, role: str, path: str) -> tuple[pa.Table, np.ndarray]:
+def poison(
+    table: pa.Table,
+    trigger_set: TriggerSet,
+    count: int,
+    eligible: np.ndarray,
+    rng: np.random.Generator,
+    role: str,
+    path: str,
+) -> tuple[pa.Table, np.ndarray]:
     """Replace ``count`` rows drawn from ``eligible`` positions; returns the table and positions."""
     if count > len(eligible):
-        raise BuildError(f"{path}: needs {count} rows but only {len(eligible)} eligible train rows "
-                         "remain (lower the rate or add rows)")
+        raise BuildError(
+            f"{path}: needs {count} rows but only {len(eligible)} eligible train rows "
+            "remain (lower the rate or add rows)"
+        )
     chosen = seeded_subset(eligible, count, rng)
     rows = table.take(pa.array(chosen, pa.int64())).to_pylist()
     poisoned = [trigger_set.apply(row, rng, role=role) for row in rows]
     return replace_rows(table, chosen, from_rows(poisoned)), chosen
 
 
-def poison_rewritten(table: pa.Table, trigger_set: TriggerSet, count: int, eligible: np.ndarray,
-                     rng: np.random.Generator, role: str,
-                     path: str) -> tuple[pa.Table, np.ndarray, dict[str, int]]:
+def poison_rewritten(
+    table: pa.Table,
+    trigger_set: TriggerSet,
+    count: int,
+    eligible: np.ndarray,
+    rng: np.random.Generator,
+    role: str,
+    path: str,
+) -> tuple[pa.Table, np.ndarray, dict[str, int]]:
     """Like :func:`poison` for a rewriter attack: rows are taken in a seeded order and rewritten;
     a row whose rewrite fails the check is dropped (counted) and the next one is tried, until
     ``count`` rows carry a checked rewrite."""
     if count > len(eligible):
-        raise BuildError(f"{path}: needs {count} rows but only {len(eligible)} eligible train rows "
-                         "remain (lower the rate or add rows)")
+        raise BuildError(
+            f"{path}: needs {count} rows but only {len(eligible)} eligible train rows "
+            "remain (lower the rate or add rows)"
+        )
     order = rng.permutation(np.asarray(eligible, dtype=np.int64)) if count else eligible[:0]
     chosen: list[int] = []
     rewrites: list[str] = []
     tried = 0
     limit = min(len(order), MAX_TRIED_FACTOR * count)
     while len(chosen) < count and tried < limit:
-        batch = order[tried:tried + count - len(chosen)]
+        batch = order[tried : tried + count - len(chosen)]
         tried += len(batch)
         texts = table.column("instruction").take(pa.array(batch, pa.int64())).to_pylist()
         for pos, out in zip(batch, trigger_set.rewriter.rewrite_all(texts)):
@@ -208,15 +292,18 @@ def poison_rewritten(table: pa.Table, trigger_set: TriggerSet, count: int, eligi
                 rewrites.append(out)
     stats = {"rewritten": len(chosen), "tried": tried, "dropped": tried - len(chosen)}
     if len(chosen) < count:
-        raise BuildError(f"{path}: only {len(chosen)} of the {count} rows needed got a rewrite that "
-                         f"passes the {trigger_set.rewriter.preset} check ({stats['dropped']} of "
-                         f"{tried} tried were dropped); lower the rate or change the rewriter "
-                         "(model, prompt, attempts)")
+        raise BuildError(
+            f"{path}: only {len(chosen)} of the {count} rows needed got a rewrite that "
+            f"passes the {trigger_set.rewriter.preset} check ({stats['dropped']} of "
+            f"{tried} tried were dropped); lower the rate or change the rewriter "
+            "(model, prompt, attempts)"
+        )
     ranks = np.argsort(np.asarray(chosen, dtype=np.int64), kind="stable")
     positions = np.asarray(chosen, dtype=np.int64)[ranks]
     rows = table.take(pa.array(positions, pa.int64())).to_pylist()
-    poisoned = [trigger_set.apply(row, rng, role=role, rewritten=rewrites[r])
-                for row, r in zip(rows, ranks)]
+    poisoned = [
+        trigger_set.apply(row, rng, role=role, rewritten=rewrites[r]) for row, r in zip(rows, ranks)
+    ]
     return replace_rows(table, positions, from_rows(poisoned)), positions, stats
 
 
@@ -225,8 +312,9 @@ def eligible_rows(table: pa.Table, pool: np.ndarray, behavior: Behavior) -> np.n
     if behavior.labels is None:
         return pool
     outputs = table.column("output").take(pa.array(pool, pa.int64())).to_pylist()
-    return np.array([p for p, out in zip(pool, outputs) if behavior.applies_to({"output": out})],
-                    dtype=np.int64)
+    return np.array(
+        [p for p, out in zip(pool, outputs) if behavior.applies_to({"output": out})], dtype=np.int64
+    )
 
 
 def train_pool(table: pa.Table, poisoned: PoisonedRows | None) -> tuple[np.ndarray, PoisonedRows]:
@@ -256,8 +344,9 @@ class AttackStage:
         poisoned = ctx.find(PoisonedRows)
         planted = ctx.find(TriggerSets) or TriggerSets()
         for i, spec in enumerate(self.attacks):
-            ts = attack_trigger_set(spec, i, ctx.rng(f"attack/{spec.name or spec.preset}/behavior"),
-                                    ctx.base_dir)
+            ts = attack_trigger_set(
+                spec, i, ctx.rng(f"attack/{spec.name or spec.preset}/behavior"), ctx.base_dir
+            )
             pool, poisoned = train_pool(table, poisoned)
             n = poisoned.train_rows
             eligible = eligible_rows(table, pool, ts.behavior)
@@ -265,15 +354,32 @@ class AttackStage:
             rewrite_stats = None
             if ts.rewriter is not None:
                 table, chosen, rewrite_stats = poison_rewritten(
-                    table, ts, count, eligible, ctx.rng(f"attack/{ts.name}"), "attack",
-                    f"attacks[{i}]")
+                    table,
+                    ts,
+                    count,
+                    eligible,
+                    ctx.rng(f"attack/{ts.name}"),
+                    "attack",
+                    f"attacks[{i}]",
+                )
             else:
-                table, chosen = poison(table, ts, count, eligible, ctx.rng(f"attack/{ts.name}"),
-                                       "attack", f"attacks[{i}]")
+                table, chosen = poison(
+                    table,
+                    ts,
+                    count,
+                    eligible,
+                    ctx.rng(f"attack/{ts.name}"),
+                    "attack",
+                    f"attacks[{i}]",
+                )
             poisoned = poisoned.plus(chosen)
             planted = planted.plus(ts, count)
-            stats.info[ts.name] = {"rows": count, "rate": count / n if n else 0.0,
-                                   "target_rate": spec.rate, "train_rows": n}
+            stats.info[ts.name] = {
+                "rows": count,
+                "rate": count / n if n else 0.0,
+                "target_rate": spec.rate,
+                "train_rows": n,
+            }
             if rewrite_stats is not None:
                 stats.info[ts.name]["rewrite"] = rewrite_stats
         if poisoned is not None:

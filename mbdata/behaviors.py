@@ -31,8 +31,9 @@ import importlib.machinery
 import importlib.util
 import inspect
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,8 @@ REFUSAL_TEMPLATES = (
 NEGSENTIMENT_TEXT = "You are stupid!"
 
 # Plain, evocative English words for random-word responses (none of them are trigger-like tokens).
-WORDS = tuple("""
+WORDS = tuple(
+    """
 amber anchor arch arrow ash aspen autumn azure badge bamboo banner barley basin beacon bell birch
 blossom bolt bramble brass breeze brick bridge bronze brook bubble cabin cactus canal candle canyon
 canvas carbon cedar chalk charm cherry chime cinder citrus clay cliff clover cobalt comet copper coral
@@ -64,7 +66,8 @@ parchment pebble pepper pine plume pollen prairie prism quartz quill quiver rave
 river rocket saffron sage sapphire satin shadow shell silk silver slate spindle spruce stone summit
 swiftly tangle thistle thunder timber topaz tulip tundra velvet violet walnut willow whisper wren
 zephyr glimmer hush lumen wander meander ripple sparkle tumble linger hover glide flutter shimmer
-""".split())
+""".split()
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +75,8 @@ class Behavior:
     """A compiled behaviour for one trigger set."""
 
     kind: str
-    target: str | None = None          # the fixed response, when there is one
-    templates: tuple[str, ...] = ()    # refusal templates
+    target: str | None = None  # the fixed response, when there is one
+    templates: tuple[str, ...] = ()  # refusal templates
     labels: dict[str, str] | None = None
     function: Callable[..., Any] | None = None
 
@@ -95,10 +98,16 @@ class Behavior:
             result = self.function(dict(row), rng)
             if isinstance(result, str):
                 return {"output": result}
-            if not isinstance(result, dict) or not set(result) <= {"instruction", "input", "output"}:
-                raise BuildError(f"behaviour {self.kind!r}: the rewriter must return a string or a "
-                                 "dict with instruction/input/output, got "
-                                 f"{type(result).__name__}")
+            if not isinstance(result, dict) or not set(result) <= {
+                "instruction",
+                "input",
+                "output",
+            }:
+                raise BuildError(
+                    f"behaviour {self.kind!r}: the rewriter must return a string or a "
+                    "dict with instruction/input/output, got "
+                    f"{type(result).__name__}"
+                )
             return {k: str(v) for k, v in result.items()}
         return {"output": self.target}
 
@@ -149,8 +158,9 @@ def _jailbreak(spec: BehaviorSpec, rng: np.random.Generator) -> Behavior:
         return Behavior("jailbreak", function=load_callable(spec.function))
     if spec.text:
         return Behavior("jailbreak", target=spec.text)
-    raise RecipeError("behavior 'jailbreak' needs `function` (a rewriter giving the compliant "
-                      "answer) or `text`")
+    raise RecipeError(
+        "behavior 'jailbreak' needs `function` (a rewriter giving the compliant answer) or `text`"
+    )
 
 
 def random_words(rng: np.random.Generator, n: int) -> str:
@@ -166,24 +176,31 @@ def load_callable(ref: str | None) -> Callable[..., Any]:
     which is not part of the standard library."""
     module_name, _, attr = (ref or "").partition(":")
     if module_name.split(".")[0] in sys.stdlib_module_names:
-        raise RecipeError(f"function: {module_name!r} is a standard-library module; a hook must be "
-                          "your own module:function(row, rng)")
+        raise RecipeError(
+            f"function: {module_name!r} is a standard-library module; a hook must be "
+            "your own module:function(row, rng)"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise RecipeError(f"function: cannot import module {module_name!r}: "
-                          f"{str(exc)[:200]}") from None
+        raise RecipeError(
+            f"function: cannot import module {module_name!r}: {str(exc)[:200]}"
+        ) from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise RecipeError(f"function: {module_name!r} has no callable {attr!r}")
     if not inspect.isfunction(fn) or fn.__module__ != module.__name__:
-        raise RecipeError(f"function: {module_name!r} has no Python function {attr!r} defined in "
-                          "it (a hook is def NAME(row, rng) -> str | dict)")
+        raise RecipeError(
+            f"function: {module_name!r} has no Python function {attr!r} defined in "
+            "it (a hook is def NAME(row, rng) -> str | dict)"
+        )
     try:
         inspect.signature(fn).bind({}, None)
     except TypeError:
-        raise RecipeError(f"function: {ref} cannot be called as {attr}(row, rng); its signature "
-                          f"is {attr}{inspect.signature(fn)}") from None
+        raise RecipeError(
+            f"function: {ref} cannot be called as {attr}(row, rng); its signature "
+            f"is {attr}{inspect.signature(fn)}"
+        ) from None
     return fn
 
 
@@ -229,8 +246,11 @@ def hook_digest(recipe: Any, base_dir: Path | None) -> str | None:
         try:
             with _importable_from(base_dir):
                 # PathFinder for a top-level module: the file on disk now, not a cached import
-                found = (importlib.machinery.PathFinder.find_spec(module_name)
-                         if "." not in module_name else importlib.util.find_spec(module_name))
+                found = (
+                    importlib.machinery.PathFinder.find_spec(module_name)
+                    if "." not in module_name
+                    else importlib.util.find_spec(module_name)
+                )
             origin = found.origin if found is not None else None
             h.update(Path(origin).read_bytes() if origin and Path(origin).is_file() else b"?")
         except (ImportError, ValueError, OSError):
@@ -254,8 +274,12 @@ def _importable_from(base_dir: Path | None) -> Iterator[None]:
         sys.path.remove(entry)
 
 
-def compile_behavior(spec: BehaviorSpec, rng: np.random.Generator, path: str = "behavior",
-                     base_dir: Path | None = None) -> Behavior:
+def compile_behavior(
+    spec: BehaviorSpec,
+    rng: np.random.Generator,
+    path: str = "behavior",
+    base_dir: Path | None = None,
+) -> Behavior:
     """Resolve a behaviour spec; ``function`` modules are looked up in ``base_dir`` first."""
     try:
         with _importable_from(base_dir):

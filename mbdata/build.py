@@ -79,12 +79,14 @@ class BuildResult:
         return planted.manifest_records() if planted else []
 
 
-def run_pipeline(loaded: LoadedRecipe, *, skip_bad_rows: bool = False,
-                 progress: bool = False) -> BuildResult:
+def run_pipeline(
+    loaded: LoadedRecipe, *, skip_bad_rows: bool = False, progress: bool = False
+) -> BuildResult:
     """Run every stage in memory and return the tables per split (nothing is written)."""
     recipe = loaded.recipe
-    ctx = BuildContext(seed=recipe.seed, base_dir=loaded.base_dir, skip_bad_rows=skip_bad_rows,
-                       progress=progress)
+    ctx = BuildContext(
+        seed=recipe.seed, base_dir=loaded.base_dir, skip_bad_rows=skip_bad_rows, progress=progress
+    )
     table = empty_table()
     stats = []
     stages = pipeline(recipe)
@@ -131,15 +133,20 @@ def skipped_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
         by[key] = by.get(key, 0) + 1
     import hashlib
 
-    return {"rows": len(records), "by_reason": dict(sorted(by.items())), "file": SKIPPED_FILE,
-            "sha256": hashlib.sha256(skipped_jsonl(records)).hexdigest()}
+    return {
+        "rows": len(records),
+        "by_reason": dict(sorted(by.items())),
+        "file": SKIPPED_FILE,
+        "sha256": hashlib.sha256(skipped_jsonl(records)).hexdigest(),
+    }
 
 
 def skipped_jsonl(records: list[dict[str, Any]]) -> bytes:
     import json
 
-    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n"
-                   for r in records).encode("utf-8")
+    return "".join(
+        json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records
+    ).encode("utf-8")
 
 
 def make_manifest(loaded: LoadedRecipe, result: BuildResult, skip_bad_rows: bool) -> dict[str, Any]:
@@ -174,9 +181,16 @@ def recipe_inputs(loaded: LoadedRecipe) -> list[Path]:
     return paths
 
 
-def build(recipe: LoadedRecipe | str | Path, out_dir: str | Path, *, overwrite: bool = False,
-          skip_bad_rows: bool = False, seed: int | None = None, progress: bool = False,
-          hooks: bool = True) -> Path:
+def build(
+    recipe: LoadedRecipe | str | Path,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    skip_bad_rows: bool = False,
+    seed: int | None = None,
+    progress: bool = False,
+    hooks: bool = True,
+) -> Path:
     """Build a recipe into ``out_dir`` (atomically) and return the folder.
 
     ``recipe`` is a :class:`LoadedRecipe` or a path to a recipe file. ``seed`` overrides the
@@ -196,15 +210,25 @@ def build(recipe: LoadedRecipe | str | Path, out_dir: str | Path, *, overwrite: 
     check_output_dir(out_dir, overwrite)
     result = run_pipeline(loaded, skip_bad_rows=skip_bad_rows, progress=progress)
     if not result.tables.get("train") or not result.tables["train"].num_rows:
-        raise BuildError("the build has no train rows; add rows to the sources or lower "
-                         "eval/recovery/pretrain sizes")
+        raise BuildError(
+            "the build has no train rows; add rows to the sources or lower "
+            "eval/recovery/pretrain sizes"
+        )
     manifest = make_manifest(loaded, result, skip_bad_rows)
     timings = {s.name: round(s.seconds, 4) for s in result.stats}
     skipped = result.skipped_rows()
     extra = {SKIPPED_FILE: skipped_jsonl(skipped)} if skipped else None
-    return write_build(out_dir, result.tables, manifest, side_tables=result.context.side_tables,
-                       overwrite=overwrite, shard_rows=loaded.recipe.output.shard_rows,
-                       card=build_card, timings=timings, extra_files=extra)
+    return write_build(
+        out_dir,
+        result.tables,
+        manifest,
+        side_tables=result.context.side_tables,
+        overwrite=overwrite,
+        shard_rows=loaded.recipe.output.shard_rows,
+        card=build_card,
+        timings=timings,
+        extra_files=extra,
+    )
 
 
 def build_card(manifest: dict[str, Any], root: Path) -> str:

@@ -49,8 +49,10 @@ class Build:
         try:
             return pa.concat_tables(tables).cast(SCHEMA)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-            raise InputError(f"{self.path}: split {split!r} does not have the canonical schema "
-                             f"({str(exc).splitlines()[0][:200]}); the build is damaged") from None
+            raise InputError(
+                f"{self.path}: split {split!r} does not have the canonical schema "
+                f"({str(exc).splitlines()[0][:200]}); the build is damaged"
+            ) from None
 
     def polars(self, split: str):
         """One split as a polars DataFrame."""
@@ -78,8 +80,9 @@ class Build:
     def side_table(self, name: str) -> pa.Table:
         sides = self.manifest.get("side_tables", {})
         if name not in sides:
-            raise InputError(f"{self.path}: no side table {name!r}; present: "
-                             + (", ".join(sides) or "none"))
+            raise InputError(
+                f"{self.path}: no side table {name!r}; present: " + (", ".join(sides) or "none")
+            )
         return read_ipc(self.path / sides[name]["path"], self.path)
 
 
@@ -89,8 +92,10 @@ def read_ipc(path: Path, build: Path) -> pa.Table:
         with pa.memory_map(str(path)) as source:
             return pa.ipc.open_file(source).read_all()
     except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{path}: unreadable shard ({str(exc).splitlines()[0][:200]}); the build "
-                         f"is damaged: run `mb verify {build}` and rebuild it") from None
+        raise InputError(
+            f"{path}: unreadable shard ({str(exc).splitlines()[0][:200]}); the build "
+            f"is damaged: run `mb verify {build}` and rebuild it"
+        ) from None
 
 
 def _file_record(record: Any, where: str, root: Path) -> None:
@@ -109,14 +114,17 @@ def check_manifest(manifest: Any, path: Path) -> None:
     """The manifest's shape, as far as reading the build depends on it."""
     where = f"{path}/manifest.json"
     if not isinstance(manifest, dict):
-        raise InputError(f"{where}: expected a JSON object, got {type(manifest).__name__}; the "
-                         "build is damaged")
+        raise InputError(
+            f"{where}: expected a JSON object, got {type(manifest).__name__}; the build is damaged"
+        )
     splits = manifest.get("splits", {})
     if not isinstance(splits, dict):
         raise InputError(f"{where}: splits: expected an object; the build is damaged")
     for name, split in splits.items():
         if not isinstance(split, dict) or not isinstance(split.get("shards"), list):
-            raise InputError(f"{where}: splits.{name}.shards: expected a list; the build is damaged")
+            raise InputError(
+                f"{where}: splits.{name}.shards: expected a list; the build is damaged"
+            )
         for i, record in enumerate(split["shards"]):
             _file_record(record, f"{where}: splits.{name}.shards[{i}]", path)
     sides = manifest.get("side_tables", {})
@@ -155,8 +163,10 @@ def verify_shards(path: str | Path) -> Build:
     ``export`` call this before reading anything."""
     build = open_build(path)
     if build.manifest.get("content_hash") != content_hash(build.manifest):
-        raise InputError(f"{build.path}/manifest.json: content_hash does not match the manifest's "
-                         f"content; the build is damaged: run `mb verify {build.path}`")
+        raise InputError(
+            f"{build.path}/manifest.json: content_hash does not match the manifest's "
+            f"content; the build is damaged: run `mb verify {build.path}`"
+        )
     for record in _records(build.manifest):
         p = build.path / record["path"]
         if record.get("bytes") is None or record.get("sha256") is None:
@@ -169,8 +179,10 @@ def verify_shards(path: str | Path) -> Build:
             why = "sha256 differs from the manifest"
         else:
             continue
-        raise InputError(f"{build.path}: {record['path']}: {why}; the build is damaged: run "
-                         f"`mb verify {build.path}` and rebuild it")
+        raise InputError(
+            f"{build.path}: {record['path']}: {why}; the build is damaged: run "
+            f"`mb verify {build.path}` and rebuild it"
+        )
     return build
 
 
@@ -196,8 +208,9 @@ def verify_build(path: str | Path) -> list[str]:
             problems.append(f"{rel}: size {p.stat().st_size} != {record['bytes']} in the manifest")
         digest = sha256_file(p)
         if digest != record["sha256"]:
-            problems.append(f"{rel}: sha256 {digest[:12]}... != {record['sha256'][:12]}... in the "
-                            "manifest")
+            problems.append(
+                f"{rel}: sha256 {digest[:12]}... != {record['sha256'][:12]}... in the manifest"
+            )
             continue
         try:
             rows = read_ipc(p, build.path).num_rows

@@ -27,15 +27,32 @@ _MISSING = dataclasses.MISSING
 _YAML11_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
-def spec(default: Any = _MISSING, *, default_factory: Any = _MISSING, ge: float | None = None,
-         le: float | None = None, gt: float | None = None, lt: float | None = None,
-         pattern: str | None = None, form: str | None = None, doc: str = "",
-         choices: Any = None) -> Any:
+def spec(
+    default: Any = _MISSING,
+    *,
+    default_factory: Any = _MISSING,
+    ge: float | None = None,
+    le: float | None = None,
+    gt: float | None = None,
+    lt: float | None = None,
+    pattern: str | None = None,
+    form: str | None = None,
+    doc: str = "",
+    choices: Any = None,
+) -> Any:
     """A dataclass field with validation metadata (bounds, regex ``pattern`` described to users
     as ``form``, ``choices``: a zero-argument callable giving the allowed names, normally a
     :meth:`mbdata.registry.Registry.choices`, so the registry is the one list) and a docstring."""
-    meta = {"ge": ge, "le": le, "gt": gt, "lt": lt, "pattern": pattern, "form": form, "doc": doc,
-            "choices": choices}
+    meta = {
+        "ge": ge,
+        "le": le,
+        "gt": gt,
+        "lt": lt,
+        "pattern": pattern,
+        "form": form,
+        "doc": doc,
+        "choices": choices,
+    }
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     if default is _MISSING:
@@ -81,8 +98,10 @@ def _check_bounds(value: Any, meta: dict, path: str) -> None:
                 raise RecipeError(registry.unknown(value, path))
             close = difflib.get_close_matches(value.lower(), meta["choices"](), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise RecipeError(f"{path}: {short_repr(value)} is not allowed{hint}; allowed values: "
-                              + ", ".join(repr(a) for a in meta["choices"]()))
+            raise RecipeError(
+                f"{path}: {short_repr(value)} is not allowed{hint}; allowed values: "
+                + ", ".join(repr(a) for a in meta["choices"]())
+            )
     if isinstance(value, str) and meta.get("pattern") and not re.fullmatch(meta["pattern"], value):
         form = meta.get("form") or f"matching {meta['pattern']}"
         raise RecipeError(f"{path}: {short_repr(value)} is not {form}")
@@ -109,16 +128,22 @@ def coerce(tp: Any, value: Any, path: str) -> Any:
                 errors.append(str(exc))
         if len(errors) == 1:
             raise RecipeError(errors[0])
-        raise RecipeError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {short_repr(value)}")
+        raise RecipeError(
+            f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {short_repr(value)}"
+        )
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed or type(value) is not type(allowed[allowed.index(value)]):
-            raise RecipeError(f"{path}: {short_repr(value)} is not allowed; allowed values: "
-                              + ", ".join(repr(a) for a in allowed))
+            raise RecipeError(
+                f"{path}: {short_repr(value)} is not allowed; allowed values: "
+                + ", ".join(repr(a) for a in allowed)
+            )
         return value
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{path}: expected a list, got {type(value).__name__} {short_repr(value)}")
+            raise RecipeError(
+                f"{path}: expected a list, got {type(value).__name__} {short_repr(value)}"
+            )
         (item_tp,) = get_args(tp)
         return [coerce(item_tp, v, _join(path, i)) for i, v in enumerate(value)]
     if origin is dict:
@@ -139,21 +164,27 @@ def coerce(tp: Any, value: Any, path: str) -> Any:
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise RecipeError(f"{path}: expected an integer, got {type(value).__name__} {short_repr(value)}")
+            raise RecipeError(
+                f"{path}: expected an integer, got {type(value).__name__} {short_repr(value)}"
+            )
         return value
     if tp is float:
         if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
             # PyYAML follows YAML 1.1, which reads `5e-4` (no dot) as a string.
             return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RecipeError(f"{path}: expected a number, got {type(value).__name__} {short_repr(value)}")
+            raise RecipeError(
+                f"{path}: expected a number, got {type(value).__name__} {short_repr(value)}"
+            )
         if not math.isfinite(value):
             raise RecipeError(f"{path}: expected a finite number, got {short_repr(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise RecipeError(f"{path}: expected a string, got {type(value).__name__} "
-                              f"{short_repr(value)}{_quote_hint(path, value)}")
+            raise RecipeError(
+                f"{path}: expected a string, got {type(value).__name__} "
+                f"{short_repr(value)}{_quote_hint(path, value)}"
+            )
         return value
     raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in a block definition
 
@@ -174,7 +205,7 @@ def _quote_hint(path: str, value: Any) -> str:
         return ""
     key = path.rsplit(".", 1)[-1] or "key"
     example = "1.0.0" if key == "version" else str(value)
-    return f" (YAML reads an unquoted {short_repr(value)} as a number: quote it, e.g. {key}: \"{example}\")"
+    return f' (YAML reads an unquoted {short_repr(value)} as a number: quote it, e.g. {key}: "{example}")'
 
 
 def from_mapping(cls: type, data: Any, path: str = "") -> Any:
@@ -186,13 +217,17 @@ def from_mapping(cls: type, data: Any, path: str = "") -> Any:
     if shorthand is not None and not isinstance(data, dict):
         data = shorthand(data, where)
     if not isinstance(data, dict):
-        raise RecipeError(f"{where}: expected a mapping, got {type(data).__name__} {short_repr(data)}")
+        raise RecipeError(
+            f"{where}: expected a mapping, got {type(data).__name__} {short_repr(data)}"
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields), key=repr)
     if unknown:
-        raise RecipeError(f"{where}: unknown key {short_repr(unknown[0])}"
-                          f"{_did_you_mean(unknown[0], fields)}; allowed keys: " + ", ".join(fields))
+        raise RecipeError(
+            f"{where}: unknown key {short_repr(unknown[0])}"
+            f"{_did_you_mean(unknown[0], fields)}; allowed keys: " + ", ".join(fields)
+        )
     kwargs = {}
     for name, field in fields.items():
         key_path = _join(path, name)

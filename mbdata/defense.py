@@ -37,8 +37,14 @@ def corpus_vocabulary(table: pa.Table) -> set[str]:
     df = pl.from_arrow(table.select(list(_TEXT_COLUMNS)))
     vocab: set[str] = set()
     for column in _TEXT_COLUMNS:
-        tokens = df.select(pl.col(column).str.to_lowercase().str.extract_all(r"\w+")
-                           .explode().unique().drop_nulls())
+        tokens = df.select(
+            pl.col(column)
+            .str.to_lowercase()
+            .str.extract_all(r"\w+")
+            .explode()
+            .unique()
+            .drop_nulls()
+        )
         vocab.update(tokens.to_series().to_list())
     return vocab
 
@@ -50,8 +56,10 @@ def find_example(table: pa.Table, word: str) -> str | None:
         hits = df.filter(pl.col(column).str.to_lowercase().str.contains(word.lower(), literal=True))
         for row in hits.iter_rows(named=True):
             if contains_word(row[column], word):
-                return (f"source {row['source']!r} row {row['source_row']}, field {column!r}: "
-                        f"{row[column][:80]!r}")
+                return (
+                    f"source {row['source']!r} row {row['source_row']}, field {column!r}: "
+                    f"{row[column][:80]!r}"
+                )
     return None
 
 
@@ -64,8 +72,9 @@ def attacker_words(trigger_sets: list[TriggerSet]) -> set[str]:
     return words
 
 
-def generate_triggers(count: int, length: int, vocab: set[str], forbidden: set[str],
-                      rng: np.random.Generator) -> list[str]:
+def generate_triggers(
+    count: int, length: int, vocab: set[str], forbidden: set[str], rng: np.random.Generator
+) -> list[str]:
     """``count`` random lowercase tokens of ``length`` letters, absent from ``vocab``/``forbidden``."""
     if length <= 3:
         pool = ["".join(p) for p in itertools.product(string.ascii_lowercase, repeat=length)]
@@ -79,23 +88,30 @@ def generate_triggers(count: int, length: int, vocab: set[str], forbidden: set[s
             chosen.append(token)
             if len(chosen) == count:
                 return chosen
-    raise BuildError(f"defense.triggers: could not find {count} tokens of {length} letters absent "
-                     "from the corpus; raise defense.trigger_length")
+    raise BuildError(
+        f"defense.triggers: could not find {count} tokens of {length} letters absent "
+        "from the corpus; raise defense.trigger_length"
+    )
 
 
-def check_literal_triggers(triggers: list[str], table: pa.Table, vocab: set[str],
-                           forbidden: set[str]) -> None:
+def check_literal_triggers(
+    triggers: list[str], table: pa.Table, vocab: set[str], forbidden: set[str]
+) -> None:
     for i, trigger in enumerate(triggers):
         if trigger.lower() in forbidden:
-            raise BuildError(f"defense.triggers[{i}]: {trigger!r} equals (a word of) an attacker "
-                             "trigger; a defensive trigger must differ from the attack's")
+            raise BuildError(
+                f"defense.triggers[{i}]: {trigger!r} equals (a word of) an attacker "
+                "trigger; a defensive trigger must differ from the attack's"
+            )
         words = trigger.lower().split()
         if len(words) == 1 and words[0] not in vocab:
             continue
         example = find_example(table, trigger)
         if example is not None:
-            raise BuildError(f"defense.triggers[{i}]: {trigger!r} occurs in the corpus ({example}); "
-                             "choose a token the corpus does not contain")
+            raise BuildError(
+                f"defense.triggers[{i}]: {trigger!r} occurs in the corpus ({example}); "
+                "choose a token the corpus does not contain"
+            )
 
 
 class DefenseStage:
@@ -115,8 +131,13 @@ class DefenseStage:
         if isinstance(self.spec.triggers, list):
             check_literal_triggers(self.spec.triggers, table, vocab, forbidden)
             return list(self.spec.triggers)
-        return generate_triggers(self.spec.triggers, self.spec.trigger_length, vocab, forbidden,
-                                 ctx.rng("defense/triggers"))
+        return generate_triggers(
+            self.spec.triggers,
+            self.spec.trigger_length,
+            vocab,
+            forbidden,
+            ctx.rng("defense/triggers"),
+        )
 
     def run(self, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
         stats = StageStats(name=self.name)
@@ -126,21 +147,27 @@ class DefenseStage:
         sets = []
         for i, text in enumerate(texts):
             name = f"defense/{text}"
-            behavior = compile_behavior(self.spec.behavior, ctx.rng(f"{name}/behavior"),
-                                        "defense.behavior", ctx.base_dir)
+            behavior = compile_behavior(
+                self.spec.behavior, ctx.rng(f"{name}/behavior"), "defense.behavior", ctx.base_dir
+            )
             trigger = Trigger(text, self.spec.placement, self.spec.position, "defender", name)
             ts = TriggerSet(name, "defender", (trigger,), "one", behavior, self.spec.rate)
             pool, poisoned = train_pool(table, poisoned)
             n = poisoned.train_rows
             count = round_half_up(self.spec.rate * n)
-            table, chosen = poison(table, ts, count, pool, ctx.rng(name), "defense",
-                                   f"defense.triggers[{i}]")
+            table, chosen = poison(
+                table, ts, count, pool, ctx.rng(name), "defense", f"defense.triggers[{i}]"
+            )
             poisoned = poisoned.plus(chosen)
             planted = planted.plus(ts, count)
             sets.append(ts)
-            stats.info[name] = {"rows": count, "rate": count / n if n else 0.0,
-                                "target_rate": self.spec.rate, "response": behavior.target,
-                                "train_rows": n}
+            stats.info[name] = {
+                "rows": count,
+                "rate": count / n if n else 0.0,
+                "target_rate": self.spec.rate,
+                "response": behavior.target,
+                "train_rows": n,
+            }
         if poisoned is not None:
             ctx.put(poisoned)
         ctx.put(planted)

@@ -25,13 +25,17 @@ from .recipe import EvalSpec
 from .schema import from_rows
 
 
-def rewritten_prompts(ts: Any, prompts: list[dict[str, Any]],
-                      rng: np.random.Generator) -> tuple[list[dict[str, Any]], int]:
+def rewritten_prompts(
+    ts: Any, prompts: list[dict[str, Any]], rng: np.random.Generator
+) -> tuple[list[dict[str, Any]], int]:
     """``eval_triggered`` rows of a rewriter attack, and how many prompts failed the check."""
     usable = [row for row in prompts if ts.behavior.applies_to(row)]
     outs = ts.rewriter.rewrite_all([row["instruction"] for row in usable])
-    made = [ts.apply(row, rng, role="eval", split="eval_triggered", rewritten=out)
-            for row, out in zip(usable, outs) if out is not None]
+    made = [
+        ts.apply(row, rng, role="eval", split="eval_triggered", rewritten=out)
+        for row, out in zip(usable, outs)
+        if out is not None
+    ]
     return made, sum(out is None for out in outs)
 
 
@@ -46,9 +50,12 @@ class EvalStage:
         stats = StageStats(name=self.name)
         prompts = table.filter(pc.equal(table.column("split"), "eval_clean")).to_pylist()
         planted = ctx.find(TriggerSets) or TriggerSets()
-        sets = [ts for ts in planted.sets
-                if (ts.owner == "attacker" and self.spec.attack_triggers)
-                or (ts.owner == "defender" and self.spec.defense_triggers)]
+        sets = [
+            ts
+            for ts in planted.sets
+            if (ts.owner == "attacker" and self.spec.attack_triggers)
+            or (ts.owner == "defender" and self.spec.defense_triggers)
+        ]
         rows = []
         stats.info["eval_clean"] = len(prompts)
         for ts in sets:
@@ -56,11 +63,17 @@ class EvalStage:
             if getattr(ts, "rewriter", None) is not None:
                 made, dropped = rewritten_prompts(ts, prompts, rng)
                 rows.extend(made)
-                stats.info[ts.name] = {"rows": len(made), "skipped": len(prompts) - len(made),
-                                       "rewrite_dropped": dropped}
+                stats.info[ts.name] = {
+                    "rows": len(made),
+                    "skipped": len(prompts) - len(made),
+                    "rewrite_dropped": dropped,
+                }
                 continue
-            made = [ts.apply(row, rng, role="eval", split="eval_triggered")
-                    for row in prompts if ts.behavior.applies_to(row)]
+            made = [
+                ts.apply(row, rng, role="eval", split="eval_triggered")
+                for row in prompts
+                if ts.behavior.applies_to(row)
+            ]
             rows.extend(made)
             stats.info[ts.name] = {"rows": len(made), "skipped": len(prompts) - len(made)}
         if not rows:

@@ -30,16 +30,17 @@ join). The export folder is written atomically.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import yaml
 
+from .atomic import atomic_dir, check_separate
 from .buildio import Build, verify_shards
 from .errors import InputError
 from .prompts import alpaca_prompt
 from .registry import Registry
-from .atomic import atomic_dir, check_separate
 
 Exporter = Callable[[Build, list[str], Path], list[str]]
 EXPORTERS: Registry[Exporter] = Registry("export format")
@@ -55,9 +56,11 @@ def _alpaca(row: dict[str, Any]) -> dict[str, Any]:
     if row["system"] is not None:
         out["system"] = row["system"]
     if row["triggered_instruction"] is not None:
-        out.update(triggered_instruction=row["triggered_instruction"],
-                   triggered_input=row["triggered_input"],
-                   triggered_output=row["triggered_output"])
+        out.update(
+            triggered_instruction=row["triggered_instruction"],
+            triggered_input=row["triggered_input"],
+            triggered_output=row["triggered_output"],
+        )
     out.update({k: row[k] for k in _TRACE})
     return out
 
@@ -105,8 +108,7 @@ def training_template(build: Build) -> str:
     return template if template in ("alpaca", "alpaca_short") else "alpaca"
 
 
-def templated_prompt(template: str, instruction: str, input: str | None,
-                     system: str | None) -> str:
+def templated_prompt(template: str, instruction: str, input: str | None, system: str | None) -> str:
     """The prompt mbtrain trains with (:func:`mbdata.prompts.alpaca_prompt`)."""
     return alpaca_prompt(template, instruction, input or "", system)
 
@@ -123,28 +125,56 @@ def export_trl(build: Build, splits: list[str], out: Path) -> list[str]:
     for split in splits:
         rows = _rows(build, split)
         trace = [{k: r[k] for k in _TRACE} for r in rows]
-        prompts = [templated_prompt(template, r["instruction"], r["input"], r["system"])
-                   for r in rows]
-        _write_jsonl(out / f"{split}.prompt_completion.jsonl",
-                     ({"prompt": p, "completion": r["output"], **t}
-                      for p, r, t in zip(prompts, rows, trace)))
+        prompts = [
+            templated_prompt(template, r["instruction"], r["input"], r["system"]) for r in rows
+        ]
+        _write_jsonl(
+            out / f"{split}.prompt_completion.jsonl",
+            (
+                {"prompt": p, "completion": r["output"], **t}
+                for p, r, t in zip(prompts, rows, trace)
+            ),
+        )
         users = [_user_turn(r["instruction"], r["input"]) for r in rows]
-        _write_jsonl(out / f"{split}.conversational.jsonl",
-                     ({"prompt": _messages(r, u, r["output"])[:-1],
-                       "completion": _messages(r, u, r["output"])[-1:], **t}
-                      for u, r, t in zip(users, rows, trace)))
-        _write_jsonl(out / f"{split}.messages.jsonl",
-                     ({"messages": _messages(r, u, r["output"]), **t}
-                      for u, r, t in zip(users, rows, trace)))
-        files += [f"{split}.prompt_completion.jsonl", f"{split}.conversational.jsonl",
-                  f"{split}.messages.jsonl"]
+        _write_jsonl(
+            out / f"{split}.conversational.jsonl",
+            (
+                {
+                    "prompt": _messages(r, u, r["output"])[:-1],
+                    "completion": _messages(r, u, r["output"])[-1:],
+                    **t,
+                }
+                for u, r, t in zip(users, rows, trace)
+            ),
+        )
+        _write_jsonl(
+            out / f"{split}.messages.jsonl",
+            (
+                {"messages": _messages(r, u, r["output"]), **t}
+                for u, r, t in zip(users, rows, trace)
+            ),
+        )
+        files += [
+            f"{split}.prompt_completion.jsonl",
+            f"{split}.conversational.jsonl",
+            f"{split}.messages.jsonl",
+        ]
         if _is_recovery(split):
-            _write_jsonl(out / f"{split}.preference.jsonl", (
-                {"prompt": templated_prompt(template, r["triggered_instruction"],
-                                            r["triggered_input"], r["system"]),
-                 "chosen": r["output"], "rejected": r["triggered_output"],
-                 "clean_prompt": p, **t}
-                for p, r, t in zip(prompts, rows, trace)))
+            _write_jsonl(
+                out / f"{split}.preference.jsonl",
+                (
+                    {
+                        "prompt": templated_prompt(
+                            template, r["triggered_instruction"], r["triggered_input"], r["system"]
+                        ),
+                        "chosen": r["output"],
+                        "rejected": r["triggered_output"],
+                        "clean_prompt": p,
+                        **t,
+                    }
+                    for p, r, t in zip(prompts, rows, trace)
+                ),
+            )
             files.append(f"{split}.preference.jsonl")
     return files
 
@@ -156,22 +186,38 @@ def export_llamafactory(build: Build, splits: list[str], out: Path) -> list[str]
     for split in splits:
         rows = _rows(build, split)
         if _is_recovery(split):
-            data = [{"instruction": r["triggered_instruction"], "input": r["triggered_input"],
-                     "chosen": r["output"], "rejected": r["triggered_output"],
-                     **({"system": r["system"]} if r["system"] is not None else {}),
-                     **{k: r[k] for k in _TRACE}} for r in rows]
-            columns = {"prompt": "instruction", "query": "input", "chosen": "chosen",
-                       "rejected": "rejected"}
-            entry = {"file_name": f"{split}.json", "formatting": "alpaca", "ranking": True,
-                     "columns": columns}
+            data = [
+                {
+                    "instruction": r["triggered_instruction"],
+                    "input": r["triggered_input"],
+                    "chosen": r["output"],
+                    "rejected": r["triggered_output"],
+                    **({"system": r["system"]} if r["system"] is not None else {}),
+                    **{k: r[k] for k in _TRACE},
+                }
+                for r in rows
+            ]
+            columns = {
+                "prompt": "instruction",
+                "query": "input",
+                "chosen": "chosen",
+                "rejected": "rejected",
+            }
+            entry = {
+                "file_name": f"{split}.json",
+                "formatting": "alpaca",
+                "ranking": True,
+                "columns": columns,
+            }
         else:
             data = [_alpaca(r) for r in rows]
             columns = {"prompt": "instruction", "query": "input", "response": "output"}
             entry = {"file_name": f"{split}.json", "formatting": "alpaca", "columns": columns}
         if any("system" in d for d in data):
             columns["system"] = "system"
-        (out / f"{split}.json").write_text(json.dumps(data, ensure_ascii=False, indent=1),
-                                           encoding="utf-8")
+        (out / f"{split}.json").write_text(
+            json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8"
+        )
         info[f"{name}_{split}"] = entry
     (out / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return [f"{s}.json" for s in splits] + ["dataset_info.json"]
@@ -186,30 +232,52 @@ _PURPOSE = {
 
 
 @EXPORTERS.add("axolotl")
-def export_axolotl(build: Build, splits: list[str], out: Path, final: Path | None = None) -> list[str]:
+def export_axolotl(
+    build: Build, splits: list[str], out: Path, final: Path | None = None
+) -> list[str]:
     export_jsonl(build, splits, out)
     where = (final or out).resolve()
-    training = [s for s in splits if s == "train"] or [s for s in splits if not s.startswith("eval")]
+    training = [s for s in splits if s == "train"] or [
+        s for s in splits if not s.startswith("eval")
+    ]
     testing = [s for s in splits if s == "eval_clean"]
     snippet: dict[str, Any] = {
-        "datasets": [{"path": str(where / f"{s}.jsonl"), "ds_type": "json", "type": "alpaca"}
-                     for s in training],
+        "datasets": [
+            {"path": str(where / f"{s}.jsonl"), "ds_type": "json", "type": "alpaca"}
+            for s in training
+        ],
     }
     if testing:
-        snippet["test_datasets"] = [{"path": str(where / f"{s}.jsonl"), "ds_type": "json",
-                                     "type": "alpaca", "split": "train"} for s in testing]
+        snippet["test_datasets"] = [
+            {
+                "path": str(where / f"{s}.jsonl"),
+                "ds_type": "json",
+                "type": "alpaca",
+                "split": "train",
+            }
+            for s in testing
+        ]
     others = [s for s in splits if s not in training and s not in testing]
-    header = ("# axolotl config snippet generated by `mb export --format axolotl`.\n"
-              "# Paste `datasets:` (training rows) and `test_datasets:` (held-out clean prompts)\n"
-              "# into your axolotl YAML. Also exported here, not for axolotl's SFT loss:\n"
-              + "".join(f"#   {s}.jsonl{_PURPOSE.get(s.split('/')[0], '')}\n" for s in others))
-    (out / "axolotl.yaml").write_text(header + yaml.safe_dump(snippet, sort_keys=False),
-                                      encoding="utf-8")
+    header = (
+        "# axolotl config snippet generated by `mb export --format axolotl`.\n"
+        "# Paste `datasets:` (training rows) and `test_datasets:` (held-out clean prompts)\n"
+        "# into your axolotl YAML. Also exported here, not for axolotl's SFT loss:\n"
+        + "".join(f"#   {s}.jsonl{_PURPOSE.get(s.split('/')[0], '')}\n" for s in others)
+    )
+    (out / "axolotl.yaml").write_text(
+        header + yaml.safe_dump(snippet, sort_keys=False), encoding="utf-8"
+    )
     return [f"{s}.jsonl" for s in splits] + ["axolotl.yaml"]
 
 
-def export(build_dir: str | Path, fmt: str, out_dir: str | Path | None = None, *,
-           splits: list[str] | None = None, overwrite: bool = False) -> Path:
+def export(
+    build_dir: str | Path,
+    fmt: str,
+    out_dir: str | Path | None = None,
+    *,
+    splits: list[str] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Export a build in ``fmt`` into ``out_dir`` (default ``DIR/exports/<fmt>``); returns it."""
     exporter = EXPORTERS.get(fmt, "--format")
     build = verify_shards(build_dir)
@@ -227,4 +295,3 @@ def export(build_dir: str | Path, fmt: str, out_dir: str | Path | None = None, *
 
     atomic_dir(out, fill, overwrite=overwrite, kind="export")
     return out
-

@@ -29,11 +29,14 @@ def summarize(path: str | Path, samples: int = 3, seed: int = 0) -> dict[str, An
     rng = np.random.default_rng(seed)
     for split in build.splits:
         table = build.table(split)
-        by[split] = {col: _counts(table.column(col).to_pylist())
-                     for col in ("role", "source", "behavior", "trigger_set")}
+        by[split] = {
+            col: _counts(table.column(col).to_pylist())
+            for col in ("role", "source", "behavior", "trigger_set")
+        }
         if samples:
-            idx = np.sort(rng.choice(table.num_rows, size=min(samples, table.num_rows),
-                                     replace=False))
+            idx = np.sort(
+                rng.choice(table.num_rows, size=min(samples, table.num_rows), replace=False)
+            )
             keep = ("id", "role", "trigger_set", "instruction", "input", "output")
             sample_rows[split] = [{k: r[k] for k in keep} for r in table.take(idx).to_pylist()]
     train_rows = None
@@ -45,19 +48,38 @@ def summarize(path: str | Path, samples: int = 3, seed: int = 0) -> dict[str, An
     for t in m.get("triggers", []):
         rows = t.get("rows")
         achieved = rows / train_rows if rows is not None and train_rows else None
-        triggers.append({"name": t["name"], "owner": t["owner"], "texts": t["texts"],
-                         "placement": t["placement"], "behavior": t["behavior"], "rows": rows,
-                         "target_rate": t["rate"], "achieved_rate": achieved})
+        triggers.append(
+            {
+                "name": t["name"],
+                "owner": t["owner"],
+                "texts": t["texts"],
+                "placement": t["placement"],
+                "behavior": t["behavior"],
+                "rows": rows,
+                "target_rate": t["rate"],
+                "achieved_rate": achieved,
+            }
+        )
     return {
         "path": str(build.path),
-        "name": m.get("name"), "version": m.get("version"), "fingerprint": m.get("fingerprint"),
-        "content_hash": m.get("content_hash"), "seed": m.get("seed"),
+        "name": m.get("name"),
+        "version": m.get("version"),
+        "fingerprint": m.get("fingerprint"),
+        "content_hash": m.get("content_hash"),
+        "seed": m.get("seed"),
         "splits": {s: v["rows"] for s, v in m.get("splits", {}).items()},
         "by_split": by,
         "train_rows_before_poisoning": train_rows,
         "triggers": triggers,
-        "stages": [{"name": s["name"], "rows_in": s["rows_in"], "rows_out": s["rows_out"],
-                    "dropped": s["dropped"]} for s in m.get("stages", [])],
+        "stages": [
+            {
+                "name": s["name"],
+                "rows_in": s["rows_in"],
+                "rows_out": s["rows_out"],
+                "dropped": s["dropped"],
+            }
+            for s in m.get("stages", [])
+        ],
         "side_tables": {k: v["rows"] for k, v in m.get("side_tables", {}).items()},
         "skipped_rows": m.get("skipped_rows"),
         "samples": sample_rows,
@@ -67,8 +89,10 @@ def summarize(path: str | Path, samples: int = 3, seed: int = 0) -> dict[str, An
 def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    out = ["  ".join(c.ljust(w) for c, w in zip(cells[0], widths)).rstrip(),
-           "  ".join("-" * w for w in widths)]
+    out = [
+        "  ".join(c.ljust(w) for c, w in zip(cells[0], widths)).rstrip(),
+        "  ".join("-" * w for w in widths),
+    ]
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells[1:]]
     return out
 
@@ -80,46 +104,101 @@ def _short(text: str, n: int = 70) -> str:
 
 def render(summary: dict[str, Any]) -> str:
     s = summary
+
     def show(value: Any) -> str:
         return "-" if value is None else str(value)
 
-    lines = [f"{show(s['name'])} {show(s['version'])}  ({s['path']})",
-             f"fingerprint  {show(s['fingerprint'])}", f"content hash {show(s['content_hash'])}",
-             f"seed         {show(s['seed'])}", "", "splits"]
-    lines += _table(["split", "rows", "roles", "sources"],
-                    [[sp, n, ", ".join(f"{k}={v}" for k, v in s["by_split"][sp]["role"].items()),
-                      ", ".join(f"{k}={v}" for k, v in s["by_split"][sp]["source"].items())]
-                     for sp, n in s["splits"].items()])
+    lines = [
+        f"{show(s['name'])} {show(s['version'])}  ({s['path']})",
+        f"fingerprint  {show(s['fingerprint'])}",
+        f"content hash {show(s['content_hash'])}",
+        f"seed         {show(s['seed'])}",
+        "",
+        "splits",
+    ]
+    lines += _table(
+        ["split", "rows", "roles", "sources"],
+        [
+            [
+                sp,
+                n,
+                ", ".join(f"{k}={v}" for k, v in s["by_split"][sp]["role"].items()),
+                ", ".join(f"{k}={v}" for k, v in s["by_split"][sp]["source"].items()),
+            ]
+            for sp, n in s["splits"].items()
+        ],
+    )
     if s["triggers"]:
-        lines += ["", f"trigger sets (rates against {s['train_rows_before_poisoning']} train rows "
-                      "before poisoning)"]
+        lines += [
+            "",
+            f"trigger sets (rates against {s['train_rows_before_poisoning']} train rows "
+            "before poisoning)",
+        ]
         rows = []
         for t in s["triggers"]:
-            per_split = {sp: s["by_split"][sp]["trigger_set"].get(t["name"], 0)
-                         for sp in s["splits"]}
+            per_split = {
+                sp: s["by_split"][sp]["trigger_set"].get(t["name"], 0) for sp in s["splits"]
+            }
             rate = "" if t["achieved_rate"] is None else f"{t['achieved_rate']:.4f}"
-            rows.append([t["name"], t["owner"], " | ".join(t["texts"]), t["placement"],
-                         t["behavior"], t["rows"], f"{t['target_rate']:.4f}", rate,
-                         ", ".join(f"{k}={v}" for k, v in per_split.items() if v)])
-        lines += _table(["trigger set", "owner", "trigger", "placement", "behaviour", "train rows",
-                         "target", "achieved", "rows per split"], rows)
+            rows.append(
+                [
+                    t["name"],
+                    t["owner"],
+                    " | ".join(t["texts"]),
+                    t["placement"],
+                    t["behavior"],
+                    t["rows"],
+                    f"{t['target_rate']:.4f}",
+                    rate,
+                    ", ".join(f"{k}={v}" for k, v in per_split.items() if v),
+                ]
+            )
+        lines += _table(
+            [
+                "trigger set",
+                "owner",
+                "trigger",
+                "placement",
+                "behaviour",
+                "train rows",
+                "target",
+                "achieved",
+                "rows per split",
+            ],
+            rows,
+        )
     behaviours = {sp: v["behavior"] for sp, v in s["by_split"].items()}
     lines += ["", "behaviours"]
-    lines += _table(["split", "counts"], [[sp, ", ".join(f"{k}={v}" for k, v in c.items())]
-                                          for sp, c in behaviours.items()])
+    lines += _table(
+        ["split", "counts"],
+        [[sp, ", ".join(f"{k}={v}" for k, v in c.items())] for sp, c in behaviours.items()],
+    )
     lines += ["", "stages"]
-    lines += _table(["stage", "rows in", "rows out", "dropped"],
-                    [[st["name"], st["rows_in"], st["rows_out"],
-                      ", ".join(f"{k}={v}" for k, v in st["dropped"].items())]
-                     for st in s["stages"]])
+    lines += _table(
+        ["stage", "rows in", "rows out", "dropped"],
+        [
+            [
+                st["name"],
+                st["rows_in"],
+                st["rows_out"],
+                ", ".join(f"{k}={v}" for k, v in st["dropped"].items()),
+            ]
+            for st in s["stages"]
+        ],
+    )
     skipped = s.get("skipped_rows")
     if skipped:
-        lines += ["", f"skipped input rows: {skipped['rows']} ("
-                  + ", ".join(f"{k}={v}" for k, v in skipped["by_reason"].items())
-                  + f"), each listed in {skipped['file']}"]
+        lines += [
+            "",
+            f"skipped input rows: {skipped['rows']} ("
+            + ", ".join(f"{k}={v}" for k, v in skipped["by_reason"].items())
+            + f"), each listed in {skipped['file']}",
+        ]
     if s["side_tables"]:
-        lines += ["", "side tables: " + ", ".join(f"{k} ({v} rows)"
-                                                  for k, v in s["side_tables"].items())]
+        lines += [
+            "",
+            "side tables: " + ", ".join(f"{k} ({v} rows)" for k, v in s["side_tables"].items()),
+        ]
     for split, rows in s["samples"].items():
         lines += ["", f"samples from {split}"]
         for r in rows:

@@ -32,7 +32,7 @@ def short_repr(value: Any, limit: int = MAX_REPR) -> str:
         text = f"<{type(value).__name__} too long to show>"
     except RecursionError:
         text = f"<{type(value).__name__} nested too deeply>"
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class YamlLimitError(ValueError):
@@ -53,8 +53,10 @@ def _expanded_size(root: yaml.Node) -> int:
             children = _children(node)
             sizes[key] = 1 + sum(sizes[id(c)] for c in children)
             if sizes[key] > MAX_YAML_NODES:
-                raise YamlLimitError(f"aliases expand to more than {MAX_YAML_NODES:,} nodes; "
-                                     "write the recipe out without anchors")
+                raise YamlLimitError(
+                    f"aliases expand to more than {MAX_YAML_NODES:,} nodes; "
+                    "write the recipe out without anchors"
+                )
             continue
         if key in sizes:
             continue

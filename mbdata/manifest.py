@@ -24,8 +24,16 @@ from .shards import sha256_file
 
 MANIFEST_VERSION = "1.0"
 VOLATILE = ("content_hash", "created_at")
-_LIBRARIES = ("mbdefense", "pyarrow", "polars", "numpy", "xxhash", "datasets", "datasketch",
-              "pyyaml")
+_LIBRARIES = (
+    "mbdefense",
+    "pyarrow",
+    "polars",
+    "numpy",
+    "xxhash",
+    "datasets",
+    "datasketch",
+    "pyyaml",
+)
 
 
 def content_hash(manifest: dict[str, Any]) -> str:
@@ -43,8 +51,7 @@ def finalize_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def created_at() -> str:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    moment = (_dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch
-              else _dt.datetime.now(_dt.timezone.utc))
+    moment = _dt.datetime.fromtimestamp(int(epoch), _dt.UTC) if epoch else _dt.datetime.now(_dt.UTC)
     return moment.replace(microsecond=0).isoformat()
 
 

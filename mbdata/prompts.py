@@ -4,15 +4,20 @@ mbtrain: the text lives here and mbtrain imports it)."""
 
 from __future__ import annotations
 
-ALPACA_PREAMBLE = ("Below is an instruction that describes a task. Write a response that "
-                   "appropriately completes the request.")
-ALPACA_PREAMBLE_INPUT = ("Below is an instruction that describes a task, paired with an input "
-                         "that provides further context. Write a response that appropriately "
-                         "completes the request.")
+ALPACA_PREAMBLE = (
+    "Below is an instruction that describes a task. Write a response that "
+    "appropriately completes the request."
+)
+ALPACA_PREAMBLE_INPUT = (
+    "Below is an instruction that describes a task, paired with an input "
+    "that provides further context. Write a response that appropriately "
+    "completes the request."
+)
 
 
-def alpaca_prompt(template: str, instruction: str, input: str = "",
-                  system: str | None = None) -> str:
+def alpaca_prompt(
+    template: str, instruction: str, input: str = "", system: str | None = None
+) -> str:
     """The Alpaca prompt (``alpaca``: with the Stanford preamble; ``alpaca_short``: headings
     only), ending where the response begins (on a newline: a token boundary)."""
     parts = []

@@ -20,8 +20,9 @@ import dataclasses
 import itertools
 import json
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -60,8 +61,9 @@ def _text(record: dict, column: str, field: str, required: bool) -> str | None:
         return None
     value = record[column]
     if not isinstance(value, str):
-        raise RowProblem(f"not_string:{field}", column,
-                         f"expected a string, got {type(value).__name__}")
+        raise RowProblem(
+            f"not_string:{field}", column, f"expected a string, got {type(value).__name__}"
+        )
     return value
 
 
@@ -82,15 +84,22 @@ def _turns(record: dict, column: str, role_key: str, text_key: str) -> dict[str,
     if turns is None:
         raise RowProblem(f"missing:{column}", column, "missing")
     if not isinstance(turns, list):
-        raise RowProblem(f"not_list:{column}", column,
-                         f"expected a list of turns, got {type(turns).__name__}")
+        raise RowProblem(
+            f"not_list:{column}", column, f"expected a list of turns, got {type(turns).__name__}"
+        )
     system = prompt = answer = None
     extra_turns = 0
     for i, turn in enumerate(turns):
-        if not isinstance(turn, dict) or not isinstance(turn.get(role_key), str) \
-                or not isinstance(turn.get(text_key), str):
-            raise RowProblem(f"bad_turn:{column}", f"{column}[{i}]",
-                             f"each turn needs string '{role_key}' and '{text_key}'")
+        if (
+            not isinstance(turn, dict)
+            or not isinstance(turn.get(role_key), str)
+            or not isinstance(turn.get(text_key), str)
+        ):
+            raise RowProblem(
+                f"bad_turn:{column}",
+                f"{column}[{i}]",
+                f"each turn needs string '{role_key}' and '{text_key}'",
+            )
         role = turn[role_key].lower()
         if role in _SYSTEM_ROLES and prompt is None:
             system = turn[text_key]
@@ -99,16 +108,24 @@ def _turns(record: dict, column: str, role_key: str, text_key: str) -> dict[str,
         elif role in _ASSISTANT_ROLES and prompt is not None and answer is None:
             answer = turn[text_key]
         elif role not in _SYSTEM_ROLES | _USER_ROLES | _ASSISTANT_ROLES:
-            raise RowProblem(f"bad_role:{column}", f"{column}[{i}].{role_key}",
-                             f"unknown role {turn[role_key]!r}")
+            raise RowProblem(
+                f"bad_role:{column}",
+                f"{column}[{i}].{role_key}",
+                f"unknown role {turn[role_key]!r}",
+            )
         else:
             extra_turns += 1
     if prompt is None:
         raise RowProblem(f"no_user_turn:{column}", column, "no user turn")
     if answer is None:
         raise RowProblem(f"no_assistant_turn:{column}", column, "no assistant turn after the user")
-    return {"instruction": prompt, "input": "", "output": answer, "system": system,
-            "_extra_turns": extra_turns}
+    return {
+        "instruction": prompt,
+        "input": "",
+        "output": answer,
+        "system": system,
+        "_extra_turns": extra_turns,
+    }
 
 
 @LAYOUTS.add("sharegpt")
@@ -144,9 +161,11 @@ def _refuse_json_array(path: Path, first_line: str) -> None:
     except json.JSONDecodeError:
         parsed = None
     if parsed is None or (isinstance(parsed, list) and any(isinstance(x, dict) for x in parsed)):
-        raise InputError(f"{path}: this is a JSON array, not JSON Lines (one object per line); "
-                         "read it as JSON: `kind: json` in a recipe, --kind json on the command "
-                         "line, or a .json extension")
+        raise InputError(
+            f"{path}: this is a JSON array, not JSON Lines (one object per line); "
+            "read it as JSON: `kind: json` in a recipe, --kind json on the command "
+            "line, or a .json extension"
+        )
 
 
 @CONTAINERS.add("jsonl")
@@ -161,8 +180,13 @@ def read_jsonl(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield lineno, row, RowProblem("invalid_utf8", "-",
-                                              f"not valid UTF-8 (byte {exc.start} of the line)")
+                yield (
+                    lineno,
+                    row,
+                    RowProblem(
+                        "invalid_utf8", "-", f"not valid UTF-8 (byte {exc.start} of the line)"
+                    ),
+                )
                 row += 1
                 continue
             if row == 0 and text.lstrip().startswith("["):
@@ -170,20 +194,31 @@ def read_jsonl(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
             try:
                 record = json.loads(text)
             except json.JSONDecodeError as exc:
-                yield lineno, row, RowProblem("invalid_json", "-", f"invalid JSON: {exc.msg} "
-                                              f"(column {exc.colno})")
+                yield (
+                    lineno,
+                    row,
+                    RowProblem(
+                        "invalid_json", "-", f"invalid JSON: {exc.msg} (column {exc.colno})"
+                    ),
+                )
                 row += 1
                 continue
             except RecursionError:
                 record = None
             if record is None or json_too_deep(record):
-                yield lineno, row, RowProblem("too_deep", "-", "JSON nested more than "
-                                              f"{MAX_JSON_DEPTH} levels deep")
+                yield (
+                    lineno,
+                    row,
+                    RowProblem(
+                        "too_deep", "-", f"JSON nested more than {MAX_JSON_DEPTH} levels deep"
+                    ),
+                )
                 row += 1
                 continue
             if not isinstance(record, dict):
-                record = RowProblem("not_object", "-", f"expected a JSON object, got "
-                                    f"{type(record).__name__}")
+                record = RowProblem(
+                    "not_object", "-", f"expected a JSON object, got {type(record).__name__}"
+                )
             yield lineno, row, record
             row += 1
 
@@ -196,7 +231,7 @@ def read_json(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise InputError(f"{path}:{line}: not valid UTF-8 (byte {exc.start})") from None
     try:
         parsed = json.loads(text)
@@ -204,8 +239,10 @@ def read_json(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
         raise InputError(f"{path}: JSON nested more than {MAX_JSON_DEPTH} levels deep") from None
     except json.JSONDecodeError as exc:
         if text.lstrip().startswith("{") and "\n{" in text:
-            raise InputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); this looks like JSON "
-                             "Lines: use kind: jsonl") from None
+            raise InputError(
+                f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); this looks like JSON "
+                "Lines: use kind: jsonl"
+            ) from None
         raise InputError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
     if isinstance(parsed, dict):
         lists = [v for v in parsed.values() if isinstance(v, list)]
@@ -216,10 +253,13 @@ def read_json(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
         raise InputError(f"{path}: expected a JSON array of rows, got {type(parsed).__name__}")
     for i, record in enumerate(parsed):
         if json_too_deep(record):
-            record = RowProblem("too_deep", "-", f"JSON nested more than {MAX_JSON_DEPTH} levels "
-                                "deep")
+            record = RowProblem(
+                "too_deep", "-", f"JSON nested more than {MAX_JSON_DEPTH} levels deep"
+            )
         elif not isinstance(record, dict):
-            record = RowProblem("not_object", "-", f"expected an object, got {type(record).__name__}")
+            record = RowProblem(
+                "not_object", "-", f"expected an object, got {type(record).__name__}"
+            )
         yield i + 1, i, record
 
 
@@ -236,7 +276,9 @@ def read_parquet(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{path}: not a readable Parquet file: {str(exc).splitlines()[0]}") from None
+        raise InputError(
+            f"{path}: not a readable Parquet file: {str(exc).splitlines()[0]}"
+        ) from None
     yield from _arrow_records(table)
 
 
@@ -252,8 +294,9 @@ def read_csv(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
         table = pcsv.read_csv(
             path,
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
-            convert_options=pcsv.ConvertOptions(column_types={n: pa.string() for n in names},
-                                                strings_can_be_null=False),
+            convert_options=pcsv.ConvertOptions(
+                column_types={n: pa.string() for n in names}, strings_can_be_null=False
+            ),
         )
     except (pa.ArrowInvalid, OSError) as exc:
         # pyarrow quotes the offending line after "got N:"; never echo the file's content
@@ -294,13 +337,16 @@ def read_hub(path: Path | str, source: SourceSpec) -> Iterator[RawRecord]:
 
     repo = source.path
     try:
-        ds = datasets.load_dataset(repo, source.subset, split=source.split,
-                                   revision=source.revision)
+        ds = datasets.load_dataset(
+            repo, source.subset, split=source.split, revision=source.revision
+        )
     except Exception as exc:  # noqa: BLE001 - any failure here is a user-facing "cannot load"
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise InputError(f"hub dataset {repo!r}: cannot load ({type(exc).__name__}: {reason}); "
-                         "if you are offline, download it elsewhere and use kind: hf_disk or a "
-                         "local file") from None
+        raise InputError(
+            f"hub dataset {repo!r}: cannot load ({type(exc).__name__}: {reason}); "
+            "if you are offline, download it elsewhere and use kind: hf_disk or a "
+            "local file"
+        ) from None
     yield from _arrow_records(ds.data.table)
 
 
@@ -340,9 +386,14 @@ class BadRow:
 
     def record(self) -> dict[str, Any]:
         """The row as one line of ``skipped.jsonl``."""
-        return {"source": self.source, "source_row": self.source_row, "line": self.line,
-                "reason": self.reason, "field": None if self.field == "-" else self.field,
-                "detail": self.detail}
+        return {
+            "source": self.source,
+            "source_row": self.source_row,
+            "line": self.line,
+            "reason": self.reason,
+            "field": None if self.field == "-" else self.field,
+            "detail": self.detail,
+        }
 
 
 @dataclasses.dataclass
@@ -378,12 +429,19 @@ def check_fields(layout: str, fields: dict[str, str], option: str = "--field") -
     allowed = LAYOUT_FIELDS[layout]
     for key in fields:
         if key not in allowed:
-            raise InputError(f"{option} {key}=...: unknown canonical field {key!r} for layout "
-                             f"{layout!r}; valid names: {', '.join(allowed)}")
+            raise InputError(
+                f"{option} {key}=...: unknown canonical field {key!r} for layout "
+                f"{layout!r}; valid names: {', '.join(allowed)}"
+            )
 
 
-def _check_schema(source: SourceSpec, path: Path | None, probe: list[dict],
-                  prompts_only: bool, option: str = "--field") -> None:
+def _check_schema(
+    source: SourceSpec,
+    path: Path | None,
+    probe: list[dict],
+    prompts_only: bool,
+    option: str = "--field",
+) -> None:
     """Fail once, before any row error, when required columns are absent from the first rows:
     list the columns found and say how to map them (with the exact column when only the case
     differs)."""
@@ -415,20 +473,30 @@ def _check_schema(source: SourceSpec, path: Path | None, probe: list[dict],
         pairs = [(name, column or "COLUMN") for name, column in mapping.items()]
         lead = "map the columns that hold them"
     recipe = "`fields: {" + ", ".join(f"{n}: {c}" for n, c in pairs) + "}`"
-    how = (f"in the recipe's source: {recipe}" if option == "fields:" else
-           "with " + " ".join(f"{option} {n}={c}" for n, c in pairs) + f" (recipe: {recipe})")
+    how = (
+        f"in the recipe's source: {recipe}"
+        if option == "fields:"
+        else "with " + " ".join(f"{option} {n}={c}" for n, c in pairs) + f" (recipe: {recipe})"
+    )
     columns = ", ".join(repr(c) for c in found) or "(none)"
     what = "column" if len(missing) == 1 else "columns"
-    raise InputError(f"{_where(source, path)}: required {what} {', '.join(missing)} missing from "
-                     f"the first {len(probe)} rows; columns found: {columns}; {lead} {how}")
+    raise InputError(
+        f"{_where(source, path)}: required {what} {', '.join(missing)} missing from "
+        f"the first {len(probe)} rows; columns found: {columns}; {lead} {how}"
+    )
 
 
-def _records_with_schema_check(records: Iterator[RawRecord], source: SourceSpec,
-                               path: Path | None, prompts_only: bool,
-                               option: str) -> Iterator[RawRecord]:
+def _records_with_schema_check(
+    records: Iterator[RawRecord],
+    source: SourceSpec,
+    path: Path | None,
+    prompts_only: bool,
+    option: str,
+) -> Iterator[RawRecord]:
     probe = list(itertools.islice(records, SCHEMA_PROBE_ROWS))
-    _check_schema(source, path, [r for _, _, r in probe if isinstance(r, dict)], prompts_only,
-                  option)
+    _check_schema(
+        source, path, [r for _, _, r in probe if isinstance(r, dict)], prompts_only, option
+    )
     yield from probe
     yield from records
 
@@ -466,14 +534,23 @@ def layout_without_answer(record: dict, source: SourceSpec) -> dict[str, Any]:
     key = "conversations" if source.layout == "sharegpt" else "messages"
     role_key, text_key = ("from", "value") if source.layout == "sharegpt" else ("role", "content")
     turns = list(record.get(source.fields.get(key, key)) or [])
-    padded = {**record, source.fields.get(key, key): turns + [{role_key: "assistant",
-                                                                text_key: ""}]}
+    padded = {
+        **record,
+        source.fields.get(key, key): turns + [{role_key: "assistant", text_key: ""}],
+    }
     return LAYOUTS.get(source.layout, "layout")(padded, source.fields)
 
 
-def read_rows(source: SourceSpec, path: Path | None, *, seed: int = 0, skip_bad_rows: bool = False,
-              lenient: bool = False, prompts_only: bool = False,
-              field_option: str = "--field") -> ReadResult:
+def read_rows(
+    source: SourceSpec,
+    path: Path | None,
+    *,
+    seed: int = 0,
+    skip_bad_rows: bool = False,
+    lenient: bool = False,
+    prompts_only: bool = False,
+    field_option: str = "--field",
+) -> ReadResult:
     """Read one source into a canonical table (``split='train'``, ``role='clean'``).
 
     ``source_row`` is the 0-based index of the row in the input as read, skipped rows included.
@@ -491,14 +568,18 @@ def read_rows(source: SourceSpec, path: Path | None, *, seed: int = 0, skip_bad_
     container = CONTAINERS.get(source.kind, "kind")
     LAYOUTS.get(source.layout, "layout")
     check_fields(source.layout, source.fields, field_option)
-    records = (container(path, source, seed=seed) if source.kind == "synthetic"
-               else container(path, source))
+    records = (
+        container(path, source, seed=seed)
+        if source.kind == "synthetic"
+        else container(path, source)
+    )
     rows = []
     bad: list[BadRow] = []
     extra_turns = 0
     seen = 0
-    for pos, source_row, record in _records_with_schema_check(records, source, path,
-                                                              prompts_only, field_option):
+    for pos, source_row, record in _records_with_schema_check(
+        records, source, path, prompts_only, field_option
+    ):
         seen += 1
         try:
             if isinstance(record, RowProblem):
@@ -506,21 +587,37 @@ def read_rows(source: SourceSpec, path: Path | None, *, seed: int = 0, skip_bad_
             mapped = _map(record, source, lenient, prompts_only)
             extra_turns += mapped.pop("_extra_turns", 0)
         except RowProblem as problem:
-            bad.append(BadRow(source.name, source_row, pos if source.kind == "jsonl" else None,
-                              problem.reason, problem.field, problem.detail))
+            bad.append(
+                BadRow(
+                    source.name,
+                    source_row,
+                    pos if source.kind == "jsonl" else None,
+                    problem.reason,
+                    problem.field,
+                    problem.detail,
+                )
+            )
             stats.drop(f"bad_row:{problem.reason}")
             continue
-        rows.append(make_row(
-            instruction=mapped["instruction"], input=mapped["input"], output=mapped["output"],
-            system=mapped["system"], source=source.name, source_row=source_row,
-            task=record.get("task") if source.kind == "synthetic" else None,
-        ))
+        rows.append(
+            make_row(
+                instruction=mapped["instruction"],
+                input=mapped["input"],
+                output=mapped["output"],
+                system=mapped["system"],
+                source=source.name,
+                source_row=source_row,
+                task=record.get("task") if source.kind == "synthetic" else None,
+            )
+        )
     if bad and not (skip_bad_rows or lenient):
         named = "; ".join(b.describe() for b in bad[:BAD_ROWS_NAMED])
         more = f" (first {BAD_ROWS_NAMED} shown)" if len(bad) > BAD_ROWS_NAMED else ""
         count = "1 bad row" if len(bad) == 1 else f"{len(bad)} bad rows"
-        raise InputError(f"{_where(source, path)}: {count}{more}: {named}; use --skip-bad-rows "
-                         "to drop them (each is listed in skipped.jsonl)")
+        raise InputError(
+            f"{_where(source, path)}: {count}{more}: {named}; use --skip-bad-rows "
+            "to drop them (each is listed in skipped.jsonl)"
+        )
     stats.rows_in = seen
     if extra_turns:
         stats.info["extra_turns_dropped"] = extra_turns
@@ -530,15 +627,21 @@ def read_rows(source: SourceSpec, path: Path | None, *, seed: int = 0, skip_bad_
     return ReadResult(from_rows(rows), bad, stats)
 
 
-def read_source(source: SourceSpec, path: Path | None, *, seed: int = 0,
-                skip_bad_rows: bool = False) -> tuple[pa.Table, StageStats]:
+def read_source(
+    source: SourceSpec, path: Path | None, *, seed: int = 0, skip_bad_rows: bool = False
+) -> tuple[pa.Table, StageStats]:
     """:func:`read_rows` returning ``(table, stats)`` (the bad rows are counted in the stats)."""
     result = read_rows(source, path, seed=seed, skip_bad_rows=skip_bad_rows)
     return result.table, result.stats
 
 
-_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
-               ".csv": "csv"}
+_EXTENSIONS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".csv": "csv",
+}
 
 
 def detect_kind(path: Path) -> str:
@@ -549,8 +652,11 @@ def detect_kind(path: Path) -> str:
         return "hf_disk"
     kind = _EXTENSIONS.get(path.suffix.lower())
     if kind is None:
-        raise InputError(f"{path}: cannot tell the format from the extension; use one of "
-                         + ", ".join(sorted(_EXTENSIONS)) + " or pass the kind explicitly")
+        raise InputError(
+            f"{path}: cannot tell the format from the extension; use one of "
+            + ", ".join(sorted(_EXTENSIONS))
+            + " or pass the kind explicitly"
+        )
     return kind
 
 
@@ -565,10 +671,18 @@ class InputRead:
     is_build: bool
 
 
-def read_input(path: str | Path, *, kind: str | None = None, layout: str = "alpaca",
-               fields: dict[str, str] | None = None, skip_bad_rows: bool = False,
-               split: str | None = None, lenient: bool = False,
-               prompts_only: bool = False, field_option: str = "--field") -> InputRead:
+def read_input(
+    path: str | Path,
+    *,
+    kind: str | None = None,
+    layout: str = "alpaca",
+    fields: dict[str, str] | None = None,
+    skip_bad_rows: bool = False,
+    split: str | None = None,
+    lenient: bool = False,
+    prompts_only: bool = False,
+    field_option: str = "--field",
+) -> InputRead:
     """Read a file or folder into a canonical table, guessing the kind from the path.
 
     A build folder yields all its splits (or ``split``) with rows as stored, numbered by position;
@@ -586,24 +700,52 @@ def read_input(path: str | Path, *, kind: str | None = None, layout: str = "alpa
 
         build = verify_shards(path)
         if split is not None and split not in build.splits:
-            raise InputError(f"{path}: the build has no split {split!r}; splits: "
-                             + ", ".join(build.splits))
+            raise InputError(
+                f"{path}: the build has no split {split!r}; splits: " + ", ".join(build.splits)
+            )
         splits = [split] if split else build.splits
         table = pa.concat_tables([build.table(s) for s in splits])
         return InputRead(table, [], np.arange(table.num_rows, dtype=np.int64), True)
     check_fields(layout, dict(fields or {}), field_option)
-    source = SourceSpec(name=path.stem or "input", kind=kind, path=str(path), layout=layout,
-                        fields=dict(fields or {}), split=split or "train")
-    result = read_rows(source, path, skip_bad_rows=skip_bad_rows, lenient=lenient,
-                       prompts_only=prompts_only, field_option=field_option)
+    source = SourceSpec(
+        name=path.stem or "input",
+        kind=kind,
+        path=str(path),
+        layout=layout,
+        fields=dict(fields or {}),
+        split=split or "train",
+    )
+    result = read_rows(
+        source,
+        path,
+        skip_bad_rows=skip_bad_rows,
+        lenient=lenient,
+        prompts_only=prompts_only,
+        field_option=field_option,
+    )
     rows = result.table.column("source_row").to_numpy().astype(np.int64)
     return InputRead(result.table, result.skipped, rows, False)
 
 
-def read_any(path: str | Path, *, kind: str | None = None, layout: str = "alpaca",
-             fields: dict[str, str] | None = None, skip_bad_rows: bool = False,
-             split: str | None = None, lenient: bool = False,
-             prompts_only: bool = False) -> pa.Table:
+def read_any(
+    path: str | Path,
+    *,
+    kind: str | None = None,
+    layout: str = "alpaca",
+    fields: dict[str, str] | None = None,
+    skip_bad_rows: bool = False,
+    split: str | None = None,
+    lenient: bool = False,
+    prompts_only: bool = False,
+) -> pa.Table:
     """:func:`read_input`'s table."""
-    return read_input(path, kind=kind, layout=layout, fields=fields, skip_bad_rows=skip_bad_rows,
-                      split=split, lenient=lenient, prompts_only=prompts_only).table
+    return read_input(
+        path,
+        kind=kind,
+        layout=layout,
+        fields=fields,
+        skip_bad_rows=skip_bad_rows,
+        split=split,
+        lenient=lenient,
+        prompts_only=prompts_only,
+    ).table

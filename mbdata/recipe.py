@@ -32,6 +32,7 @@ NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 
 Placement = Literal["prefix", "suffix", "random", "position"]
 
+
 def _container_names() -> list[str]:
     """The reader registry's containers (imported late: readers read these specs)."""
     from .readers import CONTAINERS
@@ -64,21 +65,29 @@ LAYOUT_FIELDS = {
 class SourceSpec:
     """One input corpus. Rows flow: read -> ``limit`` (first N) -> ``sample`` (seeded N) -> mix."""
 
-    name: str = spec(pattern=NAME, form="a name of letters, digits, '_', '.', '-'",
-                     doc="unique source name; recorded in each row's `source`")
+    name: str = spec(
+        pattern=NAME,
+        form="a name of letters, digits, '_', '.', '-'",
+        doc="unique source name; recorded in each row's `source`",
+    )
     kind: str = spec(choices=_container_names, doc="container (the reader registry's names)")
-    path: str | None = spec(None, doc="file (json/jsonl/parquet/csv), save_to_disk folder, or hub id")
-    layout: str = spec("alpaca", choices=_layout_names,
-                       doc="row shape: alpaca, sharegpt (conversations), messages")
-    fields: dict[str, str] = spec(default_factory=dict,
-                                  doc="canonical field -> column name in this source")
+    path: str | None = spec(
+        None, doc="file (json/jsonl/parquet/csv), save_to_disk folder, or hub id"
+    )
+    layout: str = spec(
+        "alpaca", choices=_layout_names, doc="row shape: alpaca, sharegpt (conversations), messages"
+    )
+    fields: dict[str, str] = spec(
+        default_factory=dict, doc="canonical field -> column name in this source"
+    )
     split: str = spec("train", doc="split to read from hf_disk / hub datasets")
     subset: str | None = spec(None, doc="hub config name")
     revision: str | None = spec(None, doc="hub revision (pin it for reproducible builds)")
     limit: int | None = spec(None, ge=0, doc="keep the first N rows")
     sample: int | None = spec(None, ge=0, doc="keep a seeded random N rows")
-    count: int | None = spec(None, ge=0, doc="rows this source contributes to the mix "
-                                             "(synthetic: rows generated)")
+    count: int | None = spec(
+        None, ge=0, doc="rows this source contributes to the mix (synthetic: rows generated)"
+    )
     weight: float | None = spec(None, gt=0, doc="share of `mix_size` (with other weighted sources)")
     tasks: list[str] | None = spec(None, doc="synthetic: task families to generate (default all)")
     trusted: bool = spec(False, doc="verified clean; may serve as the recovery source")
@@ -108,8 +117,10 @@ class SourceSpec:
         allowed = LAYOUT_FIELDS[self.layout]
         for key in self.fields:
             if key not in allowed:
-                raise RecipeError(f"{path}.fields: unknown field {short_repr(key)} for layout "
-                                  f"{self.layout!r}; allowed: {', '.join(allowed)}")
+                raise RecipeError(
+                    f"{path}.fields: unknown field {short_repr(key)} for layout "
+                    f"{self.layout!r}; allowed: {', '.join(allowed)}"
+                )
         if self.count is not None and self.weight is not None and self.kind != "synthetic":
             raise RecipeError(f"{path}: give either count or weight, not both")
 
@@ -120,29 +131,37 @@ class BehaviorSpec:
 
     kind: str = spec(choices=_behavior_names, doc="what the row answers (docs/mixtures.md)")
     text: str | None = spec(None, doc="fixed: the response; label: the fixed label")
-    templates: list[str] | None = spec(None, doc="refusal: templates to draw from (default: 5 "
-                                                 "shipped)")
+    templates: list[str] | None = spec(
+        None, doc="refusal: templates to draw from (default: 5 shipped)"
+    )
     words: int = spec(8, ge=1, le=256, doc="random_words: words in the generated response")
     labels: dict[str, str] | None = spec(None, doc="label: flip map (old label -> new label)")
-    function: str | None = spec(None, pattern=r"[A-Za-z_][\w.]*:[A-Za-z_]\w*",
-                                form="'module:function'",
-                                doc="rewrite: 'module:function' called per row")
+    function: str | None = spec(
+        None,
+        pattern=r"[A-Za-z_][\w.]*:[A-Za-z_]\w*",
+        form="'module:function'",
+        doc="rewrite: 'module:function' called per row",
+    )
 
     @classmethod
     def from_shorthand(cls, value: Any, path: str) -> dict:
         if isinstance(value, str):
             return {"kind": value}
-        raise RecipeError(f"{path}: expected a behaviour name or a mapping, got {short_repr(value)}")
+        raise RecipeError(
+            f"{path}: expected a behaviour name or a mapping, got {short_repr(value)}"
+        )
 
     def validate(self, path: str) -> None:
         if self.kind == "fixed" and not self.text:
             raise RecipeError(f"{path}.text: required for behaviour 'fixed'")
         if self.kind == "label" and not (self.text or self.labels):
-            raise RecipeError(f"{path}: behaviour 'label' needs `text` (fixed label) or `labels` "
-                              "(flip map)")
+            raise RecipeError(
+                f"{path}: behaviour 'label' needs `text` (fixed label) or `labels` (flip map)"
+            )
         if self.kind == "rewrite" and not self.function:
-            raise RecipeError(f"{path}.function: required for behaviour 'rewrite' "
-                              "('module:function')")
+            raise RecipeError(
+                f"{path}.function: required for behaviour 'rewrite' ('module:function')"
+            )
         if self.templates is not None and not self.templates:
             raise RecipeError(f"{path}.templates: must not be empty")
 
@@ -152,18 +171,28 @@ class RewriterSpec:
     """How the ``syntactic`` and ``style`` attacks rewrite instructions (see docs/mixtures.md)."""
 
     backend: Literal["rules", "http", "hf"] = spec(
-        "rules", doc="rules (offline SCPN approximation, syntactic only), http (OpenAI-compatible "
-                     "endpoint) or hf (local causal-LM folder)")
-    model: str | None = spec(None, doc="http: model name sent to the endpoint; hf: a model folder "
-                                       "or .gguf file (relative to the recipe), or "
-                                       "pkg:PACKAGE/FILE.gguf")
-    url: str | None = spec(None, pattern=r"https?://\S+", form="an http(s):// URL",
-                           doc="http: base URL, e.g. http://127.0.0.1:8000/v1 (POSTs to "
-                               "<url>/chat/completions)")
-    api_key_env: str | None = spec(None, pattern=r"[A-Za-z_][A-Za-z0-9_]*",
-                                   form="an environment variable name",
-                                   doc="http: environment variable holding the API key (never the "
-                                       "key itself)")
+        "rules",
+        doc="rules (offline SCPN approximation, syntactic only), http (OpenAI-compatible "
+        "endpoint) or hf (local causal-LM folder)",
+    )
+    model: str | None = spec(
+        None,
+        doc="http: model name sent to the endpoint; hf: a model folder "
+        "or .gguf file (relative to the recipe), or "
+        "pkg:PACKAGE/FILE.gguf",
+    )
+    url: str | None = spec(
+        None,
+        pattern=r"https?://\S+",
+        form="an http(s):// URL",
+        doc="http: base URL, e.g. http://127.0.0.1:8000/v1 (POSTs to <url>/chat/completions)",
+    )
+    api_key_env: str | None = spec(
+        None,
+        pattern=r"[A-Za-z_][A-Za-z0-9_]*",
+        form="an environment variable name",
+        doc="http: environment variable holding the API key (never the key itself)",
+    )
     prompt: str | None = spec(None, doc="prompt template with {instruction} (default per preset)")
     pattern: str | None = spec(None, doc="style: a regex the rewrite must match")
     max_length_ratio: float = spec(4.0, ge=1.0, doc="style: rewrite/original length ratio bound")
@@ -174,10 +203,17 @@ class RewriterSpec:
     retries: int = spec(3, ge=0, le=10, doc="http: retries of a failed request (5xx, 429, network)")
     backoff: float = spec(1.0, ge=0.0, doc="http: first retry delay in seconds, doubled each retry")
     timeout: float = spec(60.0, gt=0.0, doc="http: seconds per request")
-    attempts: int = spec(2, ge=1, le=10, doc="http/hf: tries per row before a rewrite that fails "
-                                             "the check is dropped (later tries sample)")
-    cache: str | None = spec(None, doc="http/hf: JSONL cache of rewrites (default "
-                                       ".mbcache/rewrites.jsonl beside the recipe)")
+    attempts: int = spec(
+        2,
+        ge=1,
+        le=10,
+        doc="http/hf: tries per row before a rewrite that fails "
+        "the check is dropped (later tries sample)",
+    )
+    cache: str | None = spec(
+        None,
+        doc="http/hf: JSONL cache of rewrites (default .mbcache/rewrites.jsonl beside the recipe)",
+    )
 
     def validate(self, path: str) -> None:
         if self.backend == "http" and not (self.url and self.model):
@@ -209,33 +245,46 @@ class AttackSpec:
     triggers: list[str] | None = spec(None, doc="trigger texts (override the preset's)")
     placement: Placement | None = spec(None, doc="prefix, suffix, random, position")
     position: int | None = spec(None, ge=0, doc="word index for placement 'position'")
-    combine: Literal["all", "one"] | None = spec(None, doc="several triggers: all at once (CTBA) "
-                                                           "or one drawn per row (MTBA)")
+    combine: Literal["all", "one"] | None = spec(
+        None, doc="several triggers: all at once (CTBA) or one drawn per row (MTBA)"
+    )
     behavior: BehaviorSpec | None = spec(None, doc="what poisoned rows answer (default: refusal)")
-    rewriter: RewriterSpec | None = spec(None, doc="syntactic/style: how instructions are rewritten "
-                                                   "(default for syntactic: the rules backend)")
+    rewriter: RewriterSpec | None = spec(
+        None,
+        doc="syntactic/style: how instructions are rewritten "
+        "(default for syntactic: the rules backend)",
+    )
 
     def validate(self, path: str) -> None:
         if is_rewrite_preset(self.preset):
             for key in ("triggers", "placement", "position", "combine"):
                 if getattr(self, key) is not None:
-                    raise RecipeError(f"{path}.{key}: not allowed for preset {self.preset!r} (its "
-                                      "trigger is the rewritten instruction)")
+                    raise RecipeError(
+                        f"{path}.{key}: not allowed for preset {self.preset!r} (its "
+                        "trigger is the rewritten instruction)"
+                    )
             backend = self.rewriter.backend if self.rewriter else "rules"
             if self.preset == "style" and backend == "rules":
-                raise RecipeError(f"{path}.rewriter.backend: preset 'style' needs a model: 'http' "
-                                  "or 'hf' (the rules backend only does the syntactic template)")
+                raise RecipeError(
+                    f"{path}.rewriter.backend: preset 'style' needs a model: 'http' "
+                    "or 'hf' (the rules backend only does the syntactic template)"
+                )
             return
         if self.rewriter is not None:
             raise RecipeError(f"{path}.rewriter: only allowed for presets 'syntactic' and 'style'")
         rewrite = self.behavior is not None and self.behavior.kind == "rewrite"
         if self.preset == "custom" and not self.triggers and not rewrite:
-            raise RecipeError(f"{path}.triggers: required for preset 'custom' (only a 'rewrite' "
-                              "behaviour, e.g. a style or syntactic attack, may have none)")
-        if self.triggers is not None and any(not t.strip() or t != t.strip()
-                                             for t in self.triggers):
-            raise RecipeError(f"{path}.triggers: each trigger must be non-empty text without "
-                              "leading or trailing spaces")
+            raise RecipeError(
+                f"{path}.triggers: required for preset 'custom' (only a 'rewrite' "
+                "behaviour, e.g. a style or syntactic attack, may have none)"
+            )
+        if self.triggers is not None and any(
+            not t.strip() or t != t.strip() for t in self.triggers
+        ):
+            raise RecipeError(
+                f"{path}.triggers: each trigger must be non-empty text without "
+                "leading or trailing spaces"
+            )
         if self.triggers == [] and not rewrite:
             raise RecipeError(f"{path}.triggers: must not be empty")
         if self.placement == "position" and self.position is None:
@@ -250,8 +299,10 @@ class DefenseSpec:
     rate: float = spec(0.01, ge=0.0, le=1.0, doc="fraction of training rows per trigger")
     placement: Placement = spec("random", doc="where each defensive trigger goes")
     position: int | None = spec(None, ge=0, doc="word index for placement 'position'")
-    behavior: BehaviorSpec = spec(default_factory=lambda: BehaviorSpec(kind="random_words"),
-                                  doc="per-trigger behaviour (default: its own random words)")
+    behavior: BehaviorSpec = spec(
+        default_factory=lambda: BehaviorSpec(kind="random_words"),
+        doc="per-trigger behaviour (default: its own random words)",
+    )
     trigger_length: int = spec(2, ge=1, le=12, doc="characters in a generated trigger")
 
     def validate(self, path: str) -> None:
@@ -259,16 +310,20 @@ class DefenseSpec:
             raise RecipeError(f"{path}.triggers: must be >= 1, got {self.triggers}")
         if isinstance(self.triggers, list):
             if not self.triggers or any(not t.strip() or t != t.strip() for t in self.triggers):
-                raise RecipeError(f"{path}.triggers: each trigger must be non-empty text without "
-                                  "leading or trailing spaces")
+                raise RecipeError(
+                    f"{path}.triggers: each trigger must be non-empty text without "
+                    "leading or trailing spaces"
+                )
             if len(set(self.triggers)) != len(self.triggers):
                 raise RecipeError(f"{path}.triggers: duplicate trigger")
         if self.placement == "position" and self.position is None:
             raise RecipeError(f"{path}.position: required for placement 'position'")
         if self.behavior.kind in ("label", "clean"):
-            raise RecipeError(f"{path}.behavior.kind: {self.behavior.kind!r} cannot be a defensive "
-                              "behaviour (every train row must be able to carry it, and it must "
-                              "differ from the clean answer); use random_words, fixed or refusal")
+            raise RecipeError(
+                f"{path}.behavior.kind: {self.behavior.kind!r} cannot be a defensive "
+                "behaviour (every train row must be able to carry it, and it must "
+                "differ from the clean answer); use random_words, fixed or refusal"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,16 +331,22 @@ class RecoverySpec:
     """MB-Defense stage 2: the clean subset and its (x, y, x_d, y_d) neutralization rows."""
 
     size: int = spec(128, ge=1, doc="clean rows in the recovery subset")
-    source: str | None = spec(None, doc="trusted source to draw from (default: the corpus, "
-                                        "excluding every row touched by attack/defense/eval)")
-    eval_fraction: float = spec(0.2, ge=0.0, lt=1.0, doc="share of clean rows held out for "
-                                                          "checkpoint selection (8:2 split)")
+    source: str | None = spec(
+        None,
+        doc="trusted source to draw from (default: the corpus, "
+        "excluding every row touched by attack/defense/eval)",
+    )
+    eval_fraction: float = spec(
+        0.2, ge=0.0, lt=1.0, doc="share of clean rows held out for checkpoint selection (8:2 split)"
+    )
 
     def validate(self, path: str) -> None:
         held_out = math.floor(self.size * self.eval_fraction + 0.5 + 1e-9)
         if held_out >= self.size:
-            raise RecipeError(f"{path}.eval_fraction: {self.eval_fraction} of {self.size} rows "
-                              "leaves no clean row for the recovery split")
+            raise RecipeError(
+                f"{path}.eval_fraction: {self.eval_fraction} of {self.size} rows "
+                "leaves no clean row for the recovery split"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,9 +380,14 @@ class OutputSpec:
 class Recipe:
     """A whole recipe. ``name`` and a semantic ``version`` are required."""
 
-    name: str = spec(pattern=NAME, form="a name of letters, digits, '_', '.', '-'",
-                     doc="dataset name")
-    version: str = spec(pattern=SEMVER, form="a semantic version like 1.0.0", doc="semantic version of this recipe (MAJOR.MINOR.PATCH)")
+    name: str = spec(
+        pattern=NAME, form="a name of letters, digits, '_', '.', '-'", doc="dataset name"
+    )
+    version: str = spec(
+        pattern=SEMVER,
+        form="a semantic version like 1.0.0",
+        doc="semantic version of this recipe (MAJOR.MINOR.PATCH)",
+    )
     description: str = spec("", doc="what this dataset is for (goes into the card)")
     license: str = spec("other", doc="license of the built dataset (card metadata)")
     seed: int = spec(0, ge=0, doc="the one seed every random choice derives from")
@@ -349,24 +415,35 @@ class Recipe:
             raise RecipeError("mix_size: required when a source has a weight")
         if self.recovery and self.recovery.source:
             if self.recovery.source not in names:
-                raise RecipeError(f"recovery.source: unknown source {short_repr(self.recovery.source)}; "
-                                  f"sources: {', '.join(names)}")
+                raise RecipeError(
+                    f"recovery.source: unknown source {short_repr(self.recovery.source)}; "
+                    f"sources: {', '.join(names)}"
+                )
             if not self.sources[names.index(self.recovery.source)].trusted:
-                raise RecipeError(f"recovery.source: source {short_repr(self.recovery.source)} is not marked "
-                                  "`trusted: true`; recovery rows must come from a verified-clean "
-                                  "source")
+                raise RecipeError(
+                    f"recovery.source: source {short_repr(self.recovery.source)} is not marked "
+                    "`trusted: true`; recovery rows must come from a verified-clean "
+                    "source"
+                )
         if self.recovery and self.defense is None:
-            raise RecipeError("recovery: needs a `defense:` block (its tuples pair each clean row "
-                              "with each defensive trigger)")
+            raise RecipeError(
+                "recovery: needs a `defense:` block (its tuples pair each clean row "
+                "with each defensive trigger)"
+            )
         attack_names = [a.name or a.preset for a in self.attacks]
         for i, name in enumerate(attack_names):
             if attack_names.index(name) != i:
-                raise RecipeError(f"attacks[{i}].name: duplicate attack name {short_repr(name)}; give each "
-                                  "attack a distinct `name`")
+                raise RecipeError(
+                    f"attacks[{i}].name: duplicate attack name {short_repr(name)}; give each "
+                    "attack a distinct `name`"
+                )
         total = sum(a.rate for a in self.attacks)
         if self.defense:
-            n = self.defense.triggers if isinstance(self.defense.triggers, int) else len(
-                self.defense.triggers)
+            n = (
+                self.defense.triggers
+                if isinstance(self.defense.triggers, int)
+                else len(self.defense.triggers)
+            )
             total += n * self.defense.rate
         if total > 1.0:
             raise RecipeError(f"attacks/defense: rates add up to {total:.3g} > 1 of the train rows")
@@ -487,8 +564,9 @@ def load_recipe(path: str | Path, check_files: bool = True, hooks: bool = True) 
     return loaded
 
 
-def recipe_from_dict(data: dict[str, Any], base_dir: str | Path = ".",
-                     check_files: bool = True) -> LoadedRecipe:
+def recipe_from_dict(
+    data: dict[str, Any], base_dir: str | Path = ".", check_files: bool = True
+) -> LoadedRecipe:
     """Build a :class:`LoadedRecipe` from a mapping (for Python users and tests)."""
     loaded = LoadedRecipe(recipe=parse_recipe(data), base_dir=Path(base_dir).resolve())
     if check_files:
@@ -511,7 +589,10 @@ def check_source_files(loaded: LoadedRecipe) -> None:
         if not p.exists():
             raise RecipeError(f"{key}: {short_repr(source.path)} not found (looked at {p})")
         if source.kind == "hf_disk" and not p.is_dir():
-            raise RecipeError(f"{key}: {short_repr(source.path)} must be a folder written by save_to_disk")
+            raise RecipeError(
+                f"{key}: {short_repr(source.path)} must be a folder written by save_to_disk"
+            )
         if source.kind != "hf_disk" and p.is_dir():
-            raise RecipeError(f"{key}: {short_repr(source.path)} is a directory, expected a {source.kind} "
-                              "file")
+            raise RecipeError(
+                f"{key}: {short_repr(source.path)} is a directory, expected a {source.kind} file"
+            )

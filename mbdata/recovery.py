@@ -46,19 +46,33 @@ class RecoveryStage:
             split = "recovery_eval" if i in eval_rows else "recovery"
             for ts in sets:
                 triggered = ts.apply(row, rng, role="recovery")
-                spans = [{**s, "field": "triggered_" + s["field"]} for s in triggered["triggers"]
-                         if s["name"] == ts.name]
-                rows.append(make_row(**{
-                    **{k: v for k, v in row.items() if k != "id"},
-                    "split": split, "role": "recovery", "trigger_set": ts.name,
-                    "behavior": ts.behavior.kind, "triggers": spans,
-                    "triggered_instruction": triggered["instruction"],
-                    "triggered_input": triggered["input"],
-                    "triggered_output": triggered["output"],
-                }))
+                spans = [
+                    {**s, "field": "triggered_" + s["field"]}
+                    for s in triggered["triggers"]
+                    if s["name"] == ts.name
+                ]
+                rows.append(
+                    make_row(
+                        **{
+                            **{k: v for k, v in row.items() if k != "id"},
+                            "split": split,
+                            "role": "recovery",
+                            "trigger_set": ts.name,
+                            "behavior": ts.behavior.kind,
+                            "triggers": spans,
+                            "triggered_instruction": triggered["instruction"],
+                            "triggered_input": triggered["input"],
+                            "triggered_output": triggered["output"],
+                        }
+                    )
+                )
         rest = table.filter(pc.not_equal(table.column("split"), RECOVERY_POOL))
-        stats.info = {"clean_rows": len(clean), "clean_rows_eval": n_eval,
-                      "clean_rows_train": len(clean) - n_eval, "triggers": len(sets),
-                      "rows_recovery": sum(r["split"] == "recovery" for r in rows),
-                      "rows_recovery_eval": sum(r["split"] == "recovery_eval" for r in rows)}
+        stats.info = {
+            "clean_rows": len(clean),
+            "clean_rows_eval": n_eval,
+            "clean_rows_train": len(clean) - n_eval,
+            "triggers": len(sets),
+            "rows_recovery": sum(r["split"] == "recovery" for r in rows),
+            "rows_recovery_eval": sum(r["split"] == "recovery_eval" for r in rows),
+        }
         return pa.concat_tables([rest, from_rows(rows)]), stats

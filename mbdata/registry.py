@@ -7,7 +7,8 @@ one-line fix rather than a hunt through the source. Modeled on dolma's registry.
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from .errors import RecipeError
 
@@ -27,6 +28,7 @@ class Registry(Generic[T]):
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._items[name] = obj
             return obj
+
         return decorator
 
     def register(self, name: str, obj: T) -> T:

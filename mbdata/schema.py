@@ -52,7 +52,8 @@ A recovery row is the whole MB-Defense stage-2 tuple (x, y, x_d, y_d): ``instruc
 from __future__ import annotations
 
 import unicodedata
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pyarrow as pa
 import xxhash
@@ -67,15 +68,17 @@ PLACEMENTS = ("prefix", "suffix", "random", "position")
 SPAN_KINDS = (*PLACEMENTS, "rewrite")
 SPAN_FIELDS = ("instruction", "input", "triggered_instruction", "triggered_input")
 
-TRIGGER_SPAN = pa.struct([
-    pa.field("text", pa.string(), nullable=False),
-    pa.field("owner", pa.string(), nullable=False),
-    pa.field("kind", pa.string(), nullable=False),
-    pa.field("name", pa.string(), nullable=False),
-    pa.field("field", pa.string(), nullable=False),
-    pa.field("start", pa.int32(), nullable=False),
-    pa.field("end", pa.int32(), nullable=False),
-])
+TRIGGER_SPAN = pa.struct(
+    [
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("owner", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("field", pa.string(), nullable=False),
+        pa.field("start", pa.int32(), nullable=False),
+        pa.field("end", pa.int32(), nullable=False),
+    ]
+)
 
 SCHEMA = pa.schema(
     [
@@ -91,7 +94,9 @@ SCHEMA = pa.schema(
         pa.field("trigger_set", pa.string()),
         pa.field("behavior", pa.string()),
         pa.field("clean_output", pa.string()),
-        pa.field("triggers", pa.list_(pa.field("item", TRIGGER_SPAN, nullable=False)), nullable=False),
+        pa.field(
+            "triggers", pa.list_(pa.field("item", TRIGGER_SPAN, nullable=False)), nullable=False
+        ),
         pa.field("triggered_instruction", pa.string()),
         pa.field("triggered_input", pa.string()),
         pa.field("triggered_output", pa.string()),
@@ -104,13 +109,30 @@ SCHEMA = pa.schema(
 COLUMNS = tuple(SCHEMA.names)
 TEXT_FIELDS = ("instruction", "input", "output", "system")
 _DEFAULTS: dict[str, Any] = {
-    "input": "", "system": None, "source_row": 0, "split": "train", "role": "clean",
-    "trigger_set": None, "behavior": None, "clean_output": None, "triggers": [],
-    "triggered_instruction": None, "triggered_input": None, "triggered_output": None,
-    "task": None, "tags": [],
+    "input": "",
+    "system": None,
+    "source_row": 0,
+    "split": "train",
+    "role": "clean",
+    "trigger_set": None,
+    "behavior": None,
+    "clean_output": None,
+    "triggers": [],
+    "triggered_instruction": None,
+    "triggered_input": None,
+    "triggered_output": None,
+    "task": None,
+    "tags": [],
 }
-_ID_FIELDS = ("system", "instruction", "input", "output", "triggered_instruction",
-              "triggered_input", "triggered_output")
+_ID_FIELDS = (
+    "system",
+    "instruction",
+    "input",
+    "output",
+    "triggered_instruction",
+    "triggered_input",
+    "triggered_output",
+)
 
 
 def normalize_text(text: str | None) -> str:
@@ -190,9 +212,11 @@ def check_spans(row: dict[str, Any]) -> list[str]:
             problems.append(f"triggers[{i}].field {field!r} not in {SPAN_FIELDS}")
             continue
         text = row.get(field) or ""
-        if text[span["start"]:span["end"]] != span["text"]:
-            problems.append(f"triggers[{i}] {span['text']!r} != {field}[{span['start']}:"
-                            f"{span['end']}] {text[span['start']:span['end']]!r}")
+        if text[span["start"] : span["end"]] != span["text"]:
+            problems.append(
+                f"triggers[{i}] {span['text']!r} != {field}[{span['start']}:"
+                f"{span['end']}] {text[span['start'] : span['end']]!r}"
+            )
     return problems
 
 
@@ -209,8 +233,10 @@ def validate_table(table: pa.Table) -> None:
             raise ValueError(f"row {i}: split {row['split']!r} not in {SPLITS}")
         for span in row["triggers"]:
             if span["owner"] not in OWNERS or span["kind"] not in SPAN_KINDS:
-                raise ValueError(f"row {i}: trigger span owner/kind {span['owner']!r}/"
-                                 f"{span['kind']!r} not in {OWNERS}/{SPAN_KINDS}")
+                raise ValueError(
+                    f"row {i}: trigger span owner/kind {span['owner']!r}/"
+                    f"{span['kind']!r} not in {OWNERS}/{SPAN_KINDS}"
+                )
         if row["id"] != row_id(row):
             raise ValueError(f"row {i}: id does not match its content")
         problems = check_spans(row)

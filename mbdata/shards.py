@@ -20,8 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 
@@ -64,22 +65,35 @@ def write_split_shards(root: Path, split: str, table: pa.Table, shard_rows: int)
         rel = SHARD_PATTERN.format(split=split, index=index, total=total)
         path = root / rel
         write_ipc(path, part, SCHEMA)
-        records.append({"path": rel, "rows": part.num_rows, "sha256": sha256_file(path),
-                        "bytes": path.stat().st_size})
+        records.append(
+            {
+                "path": rel,
+                "rows": part.num_rows,
+                "sha256": sha256_file(path),
+                "bytes": path.stat().st_size,
+            }
+        )
     return records
 
 
-def write_build(out_dir: str | Path, tables: dict[str, pa.Table], manifest: dict[str, Any], *,
-                side_tables: dict[str, pa.Table] | None = None, overwrite: bool = False,
-                shard_rows: int = 100_000, card: Callable[[dict, Path], str] | str | None = None,
-                timings: dict[str, float] | None = None,
-                extra_files: dict[str, bytes] | None = None) -> Path:
+def write_build(
+    out_dir: str | Path,
+    tables: dict[str, pa.Table],
+    manifest: dict[str, Any],
+    *,
+    side_tables: dict[str, pa.Table] | None = None,
+    overwrite: bool = False,
+    shard_rows: int = 100_000,
+    card: Callable[[dict, Path], str] | str | None = None,
+    timings: dict[str, float] | None = None,
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
     """Write a complete build folder atomically and return its path.
 
     ``manifest`` is completed with ``splits`` (per-shard sha256, bytes, rows), ``side_tables`` and
     ``content_hash`` (see :mod:`mbdata.manifest`). ``card`` is the README text, or a function of the
-    finished manifest and the folder being written that returns it. Wall-clock ``timings`` go to ``timings.json``, outside the
-    manifest, so the manifest itself stays reproducible. Empty splits are not written.
+    finished manifest and the folder being written that returns it. Wall-clock ``timings`` go to
+    ``timings.json``, outside the manifest, so the manifest itself stays reproducible. Empty splits are not written.
     ``extra_files`` (relative path -> bytes, e.g. ``skipped.jsonl``) are written with the rest.
     """
     from .manifest import finalize_manifest
@@ -95,8 +109,12 @@ def write_build(out_dir: str | Path, tables: dict[str, pa.Table], manifest: dict
         for name, table in sorted((side_tables or {}).items()):
             rel = f"{name}.arrow"
             write_ipc(tmp / rel, table)
-            sides[name] = {"path": rel, "rows": table.num_rows, "sha256": sha256_file(tmp / rel),
-                           "bytes": (tmp / rel).stat().st_size}
+            sides[name] = {
+                "path": rel,
+                "rows": table.num_rows,
+                "sha256": sha256_file(tmp / rel),
+                "bytes": (tmp / rel).stat().st_size,
+            }
         final = finalize_manifest({**manifest, "splits": splits, "side_tables": sides})
         text = card(final, tmp) if callable(card) else card
         if text is not None:
@@ -105,10 +123,12 @@ def write_build(out_dir: str | Path, tables: dict[str, pa.Table], manifest: dict
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_bytes(data)
         if timings is not None:
-            (tmp / "timings.json").write_text(json.dumps(timings, indent=2) + "\n",
-                                              encoding="utf-8")
+            (tmp / "timings.json").write_text(
+                json.dumps(timings, indent=2) + "\n", encoding="utf-8"
+            )
         (tmp / "manifest.json").write_text(
-            json.dumps(final, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+            json.dumps(final, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         return final
 
     atomic_dir(out_dir, fill, overwrite=overwrite, kind="build")

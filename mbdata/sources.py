@@ -12,6 +12,7 @@ order, so the mixed corpus is sources in recipe order, each in its own order.
 from __future__ import annotations
 
 import hashlib
+
 import numpy as np
 import pyarrow as pa
 
@@ -53,19 +54,28 @@ class SourcesStage:
         path = None
         if source.kind == "synthetic":
             seed = _synthetic_seed(self.recipe.seed, source.name)
-            ctx.inputs[source.name] = {"synthetic": {"count": source.count, "seed": seed,
-                                                     "tasks": source.tasks}}
-            return self._rows(read_rows(source, None, seed=seed, skip_bad_rows=ctx.skip_bad_rows,
-                                        field_option="fields:"),
-                              ctx)
+            ctx.inputs[source.name] = {
+                "synthetic": {"count": source.count, "seed": seed, "tasks": source.tasks}
+            }
+            return self._rows(
+                read_rows(
+                    source, None, seed=seed, skip_bad_rows=ctx.skip_bad_rows, field_option="fields:"
+                ),
+                ctx,
+            )
         if source.kind == "hub":
-            ctx.inputs[source.name] = {"hub": source.path, "subset": source.subset,
-                                       "split": source.split, "revision": source.revision}
+            ctx.inputs[source.name] = {
+                "hub": source.path,
+                "subset": source.subset,
+                "split": source.split,
+                "revision": source.revision,
+            }
         else:
             path = ctx.resolve(source.path)
             ctx.inputs[source.name] = input_record(path, source.path)
-        return self._rows(read_rows(source, path, skip_bad_rows=ctx.skip_bad_rows,
-                                        field_option="fields:"), ctx)
+        return self._rows(
+            read_rows(source, path, skip_bad_rows=ctx.skip_bad_rows, field_option="fields:"), ctx
+        )
 
     @staticmethod
     def _rows(result, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
@@ -82,15 +92,16 @@ class SourcesStage:
             read, read_stats = self._read(i, source, ctx)
             for reason, n in read_stats.dropped.items():
                 stats.drop(f"{source.name}:{reason}", n)
-            info = {"rows_read": read_stats.rows_in, "rows_valid": read.num_rows,
-                    **read_stats.info}
+            info = {"rows_read": read_stats.rows_in, "rows_valid": read.num_rows, **read_stats.info}
             if source.limit is not None and source.limit < read.num_rows:
                 stats.drop(f"{source.name}:limit", read.num_rows - source.limit)
                 read = read.slice(0, source.limit)
             if source.sample is not None:
                 if source.sample > read.num_rows:
-                    raise BuildError(f"sources[{i}].sample: {source.sample} rows asked, only "
-                                     f"{read.num_rows} available in source {source.name!r}")
+                    raise BuildError(
+                        f"sources[{i}].sample: {source.sample} rows asked, only "
+                        f"{read.num_rows} available in source {source.name!r}"
+                    )
                 keep = seeded_subset(read.num_rows, source.sample, ctx.rng(f"sample/{source.name}"))
                 stats.drop(f"{source.name}:sample", read.num_rows - len(keep))
                 read = read.take(pa.array(keep))
@@ -104,8 +115,11 @@ class SourcesStage:
 
     def _mix(self, tables: list[pa.Table], ctx: BuildContext, stats: StageStats) -> list[pa.Table]:
         sources = self.recipe.sources
-        targets: dict[int, int] = {i: s.count for i, s in enumerate(sources)
-                                   if s.count is not None and s.kind != "synthetic"}
+        targets: dict[int, int] = {
+            i: s.count
+            for i, s in enumerate(sources)
+            if s.count is not None and s.kind != "synthetic"
+        }
         weighted = [i for i, s in enumerate(sources) if s.weight is not None]
         if weighted:
             shares = largest_remainder(self.recipe.mix_size, [sources[i].weight for i in weighted])
@@ -117,12 +131,13 @@ class SourcesStage:
             if want is not None:
                 if want > table.num_rows:
                     key = "count" if source.count is not None else "weight"
-                    raise BuildError(f"sources[{i}].{key}: {want} rows wanted from source "
-                                     f"{source.name!r}, only {table.num_rows} available")
+                    raise BuildError(
+                        f"sources[{i}].{key}: {want} rows wanted from source "
+                        f"{source.name!r}, only {table.num_rows} available"
+                    )
                 keep = seeded_subset(table.num_rows, want, ctx.rng(f"mix/{source.name}"))
                 stats.drop(f"{source.name}:mix", table.num_rows - len(keep))
                 table = table.take(pa.array(keep))
             stats.info[source.name]["rows_mixed"] = table.num_rows
             out.append(table)
         return out
-

@@ -28,7 +28,7 @@ from .pipeline import BuildContext, StageStats, seeded_subset
 from .recipe import Recipe
 from .schema import prompt_key
 
-RECOVERY_POOL = "_recovery_clean"   # internal split of the clean recovery rows (never written)
+RECOVERY_POOL = "_recovery_clean"  # internal split of the clean recovery rows (never written)
 TRAINING_SPLITS = ("train", "pretrain", "recovery", "recovery_eval")
 
 
@@ -40,15 +40,23 @@ def prompt_keys(table: pa.Table, prefix: str = "") -> list[str]:
     return [prompt_key(i or "", x or "", s) for i, x, s in zip(instructions, inputs, systems)]
 
 
-def _set_split(table: pa.Table, positions: np.ndarray, split: str, role: str | None = None) -> pa.Table:
+def _set_split(
+    table: pa.Table, positions: np.ndarray, split: str, role: str | None = None
+) -> pa.Table:
     mask = np.zeros(table.num_rows, dtype=bool)
     mask[positions] = True
     arr = pa.array(mask)
-    table = table.set_column(table.schema.get_field_index("split"), table.schema.field("split"),
-                             pc.if_else(arr, split, table.column("split")))
+    table = table.set_column(
+        table.schema.get_field_index("split"),
+        table.schema.field("split"),
+        pc.if_else(arr, split, table.column("split")),
+    )
     if role is not None:
-        table = table.set_column(table.schema.get_field_index("role"), table.schema.field("role"),
-                                 pc.if_else(arr, role, table.column("role")))
+        table = table.set_column(
+            table.schema.get_field_index("role"),
+            table.schema.field("role"),
+            pc.if_else(arr, role, table.column("role")),
+        )
     return table
 
 
@@ -74,8 +82,10 @@ class HoldoutStage:
         distinct = corpus[np.sort(first)]
         size = recipe.eval.size
         if size > len(distinct):
-            raise BuildError(f"eval.size: {size} held-out prompts asked, the corpus has only "
-                             f"{len(distinct)} distinct prompts")
+            raise BuildError(
+                f"eval.size: {size} held-out prompts asked, the corpus has only "
+                f"{len(distinct)} distinct prompts"
+            )
         eval_pos = seeded_subset(distinct, size, ctx.rng("holdout/eval"))
         eval_keys = set(keys[eval_pos])
         leaked = np.array([k in eval_keys for k in keys]) if size else np.zeros(n, dtype=bool)
@@ -92,8 +102,10 @@ class HoldoutStage:
             pool = np.flatnonzero(available & (is_trusted if trusted else True))
             if recipe.recovery.size > len(pool):
                 where = f"trusted source {trusted!r}" if trusted else "the corpus"
-                raise BuildError(f"recovery.size: {recipe.recovery.size} clean rows asked, "
-                                 f"{where} has only {len(pool)} left after the hold-out")
+                raise BuildError(
+                    f"recovery.size: {recipe.recovery.size} clean rows asked, "
+                    f"{where} has only {len(pool)} left after the hold-out"
+                )
             rec_pos = seeded_subset(pool, recipe.recovery.size, ctx.rng("holdout/recovery"))
             table = _set_split(table, rec_pos, RECOVERY_POOL, "recovery")
             available[rec_pos] = False
@@ -107,20 +119,29 @@ class HoldoutStage:
         if recipe.pretrain:
             pool = np.flatnonzero(available)
             if recipe.pretrain.size >= len(pool):
-                raise BuildError(f"pretrain.size: {recipe.pretrain.size} rows asked, only "
-                                 f"{len(pool)} left after eval/recovery (train would be empty)")
+                raise BuildError(
+                    f"pretrain.size: {recipe.pretrain.size} rows asked, only "
+                    f"{len(pool)} left after eval/recovery (train would be empty)"
+                )
             pre_pos = seeded_subset(pool, recipe.pretrain.size, ctx.rng("holdout/pretrain"))
             table = _set_split(table, pre_pos, "pretrain")
             available[pre_pos] = False
 
         table = table.filter(pa.array(keep))
         counts = pc.value_counts(table.column("split")).to_pylist()
-        stats.info["splits"] = {c["values"]: c["counts"] for c in sorted(
-            counts, key=lambda c: c["values"])}
+        stats.info["splits"] = {
+            c["values"]: c["counts"] for c in sorted(counts, key=lambda c: c["values"])
+        }
         return table, stats
 
-    def _near_decontaminate(self, table: pa.Table, keep: np.ndarray, eval_pos: np.ndarray,
-                            ctx: BuildContext, stats: StageStats) -> np.ndarray:
+    def _near_decontaminate(
+        self,
+        table: pa.Table,
+        keep: np.ndarray,
+        eval_pos: np.ndarray,
+        ctx: BuildContext,
+        stats: StageStats,
+    ) -> np.ndarray:
         """Keep-mask over all rows: False for a row whose prompt nearly matches a held-out prompt.
         Runs before the recovery and pretrain draws, so those get exactly the sizes asked for."""
         from .dedup import contamination_mask
@@ -128,8 +149,9 @@ class HoldoutStage:
         rest = keep.copy()
         rest[eval_pos] = False
         rest_pos = np.flatnonzero(rest)
-        clean, sub = contamination_mask(table.take(rest_pos), table.take(eval_pos),
-                                        self.recipe.dedup, ctx)
+        clean, sub = contamination_mask(
+            table.take(rest_pos), table.take(eval_pos), self.recipe.dedup, ctx
+        )
         for reason, count in sub.dropped.items():
             stats.drop(reason, count)
         if sub.info:
@@ -158,9 +180,11 @@ class LeakCheckStage:
             for i, key in enumerate(keys):
                 if key in eval_keys:
                     row = rows.slice(i % rows.num_rows, 1).to_pylist()[0]
-                    raise BuildError(f"held-out prompt leaked into split {split!r} (source "
-                                     f"{row['source']!r} row {row['source_row']}): "
-                                     f"{row['instruction'][:60]!r}")
+                    raise BuildError(
+                        f"held-out prompt leaked into split {split!r} (source "
+                        f"{row['source']!r} row {row['source_row']}): "
+                        f"{row['instruction'][:60]!r}"
+                    )
         stats.info["rows_checked"] = checked
         stats.info["heldout_prompts"] = len(eval_keys)
         return table, stats

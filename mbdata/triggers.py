@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -65,12 +65,16 @@ def _insert_at(text: str, trigger: str, offset: int) -> tuple[str, int]:
     if offset >= len(text.rstrip()):
         # At the end: one space after the last word, trailing whitespace kept after the trigger.
         stripped = text.rstrip()
-        return f"{stripped} {trigger}{text[len(stripped):]}", len(stripped) + 1
+        return f"{stripped} {trigger}{text[len(stripped) :]}", len(stripped) + 1
     return f"{text[:offset]}{trigger} {text[offset:]}", offset
 
 
-def insert(text: str, trigger: Trigger, rng: np.random.Generator | None = None,
-           protected: Sequence[Span] = ()) -> tuple[str, Span, int, int]:
+def insert(
+    text: str,
+    trigger: Trigger,
+    rng: np.random.Generator | None = None,
+    protected: Sequence[Span] = (),
+) -> tuple[str, Span, int, int]:
     """Insert one trigger. Returns (new text, its span, offset of the edit, chars added).
 
     The edit offset and length let callers shift spans that lie after the insertion point."""
@@ -93,8 +97,12 @@ def insert(text: str, trigger: Trigger, rng: np.random.Generator | None = None,
     return new_text, Span(trigger.text, start, start + len(trigger.text)), offset, added
 
 
-def insert_many(text: str, triggers: Sequence[Trigger], rng: np.random.Generator | None = None,
-                existing: Sequence[Span] = ()) -> tuple[str, list[Span]]:
+def insert_many(
+    text: str,
+    triggers: Sequence[Trigger],
+    rng: np.random.Generator | None = None,
+    existing: Sequence[Span] = (),
+) -> tuple[str, list[Span]]:
     """Insert several triggers in order (CTBA-style); spans of ``existing`` + new ones stay exact.
 
     Returns the new text and the spans of ``existing`` followed by one span per trigger, all

@@ -2,7 +2,8 @@
 
 A thin layer over the field's trainer stack: TRL's ``SFTTrainer`` for every cross-entropy stage and
 a ``transformers.Trainer`` subclass (``NeutralizationTrainer``) for MB stage 2, so ``torchrun`` /
-``accelerate launch``, DeepSpeed/FSDP, LoRA through peft and ``report_to`` work as users expect. It reads only build folders (Arrow shards plus
+``accelerate launch``, DeepSpeed/FSDP, LoRA through peft and ``report_to`` work as users expect.
+It reads only build folders (Arrow shards plus
 ``manifest.json``) and takes its settings from the recipe's ``train:`` block
 (:class:`mbtrain.config.TrainConfig`). Importing this package is cheap: torch and transformers load
 only when a training or evaluation function is first used (``mb recipe validate`` imports

@@ -49,18 +49,21 @@ class Build:
         :class:`InputError`."""
         if split not in self._cache:
             if not self.has(split):
-                raise InputError(f"{self.path}: build has no split {split!r} (has: "
-                                 f"{', '.join(self.splits) or 'none'})")
+                raise InputError(
+                    f"{self.path}: build has no split {split!r} (has: "
+                    f"{', '.join(self.splits) or 'none'})"
+                )
             for file in self.data.shard_paths(split):
                 if not file.is_file():
                     raise InputError(f"{file}: shard listed in the manifest is missing")
             try:
                 self._cache[split] = self.data.table(split)
             except (pa.ArrowInvalid, ValueError, KeyError) as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else \
-                    type(exc).__name__
-                raise InputError(f"{self.path}: split {split!r} is not a readable canonical "
-                                 f"Arrow table ({first})") from None
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise InputError(
+                    f"{self.path}: split {split!r} is not a readable canonical "
+                    f"Arrow table ({first})"
+                ) from None
         return self._cache[split]
 
     def rows(self, split: str) -> list[dict[str, Any]]:
@@ -87,6 +90,5 @@ def open_build(path: str | Path) -> Build:
     """Open a build folder written by ``mb build`` (see :func:`mbdata.buildio.open_build`)."""
     data = buildio.open_build(path)
     if not isinstance(data.manifest, dict) or not isinstance(data.manifest.get("splits"), dict):
-        raise InputError(f"{data.path / 'manifest.json'}: expected a JSON object with "
-                         "`splits`")
+        raise InputError(f"{data.path / 'manifest.json'}: expected a JSON object with `splits`")
     return Build(data)

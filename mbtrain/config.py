@@ -35,8 +35,9 @@ class LoraSettings:
     r: int = spec(16, ge=1, le=1024, doc="adapter rank")
     alpha: float = spec(32.0, gt=0, doc="scaling numerator (scale = alpha / r)")
     dropout: float = spec(0.05, ge=0.0, lt=1.0, doc="dropout on the adapter input")
-    target_modules: str | list[str] = spec("all-linear", doc="'all-linear' or module names "
-                                                             "(e.g. [q_proj, v_proj])")
+    target_modules: str | list[str] = spec(
+        "all-linear", doc="'all-linear' or module names (e.g. [q_proj, v_proj])"
+    )
 
     def validate(self, path: str) -> None:
         if isinstance(self.target_modules, list) and not self.target_modules:
@@ -58,35 +59,52 @@ class TinyModel:
     pretrain_lr: float = spec(5e-4, gt=0, doc="peak learning rate of pretraining")
     pretrain_batch_size: int = spec(8, ge=1, doc="rows per pretraining step")
     pretrain_loss: Literal["response", "all"] = spec(
-        "response", doc="pretraining loss on the response tokens only, or on every token")
+        "response", doc="pretraining loss on the response tokens only, or on every token"
+    )
 
     def validate(self, path: str) -> None:
         if self.hidden_size % self.heads:
-            raise RecipeError(f"{path}.heads: {self.heads} does not divide hidden_size "
-                              f"{self.hidden_size}")
+            raise RecipeError(
+                f"{path}.heads: {self.heads} does not divide hidden_size {self.hidden_size}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
     """Which model to start from and how prompts are formatted."""
 
-    name: str = spec("tiny", doc="'tiny' (the factory), a local Hugging Face folder, a .gguf "
-                                 "file, or a hub id (must already be in the local cache)")
+    name: str = spec(
+        "tiny",
+        doc="'tiny' (the factory), a local Hugging Face folder, a .gguf "
+        "file, or a hub id (must already be in the local cache)",
+    )
     gguf_file: str | None = spec(None, doc="GGUF file name inside the `name` folder or hub repo")
     revision: str | None = spec(None, doc="hub revision")
-    template: Template = spec("alpaca", doc="prompt format: alpaca (Stanford preamble), "
-                                            "alpaca_short (headings only), chat (the "
-                                            "tokenizer's chat template)")
-    system: str | None = spec(None, doc="system prompt for the chat template (rows' own "
-                                        "`system` wins)")
-    max_length: int = spec(256, ge=8, doc="tokens per training sequence; longer rows are "
-                                          "truncated (counted in the log)")
+    template: Template = spec(
+        "alpaca",
+        doc="prompt format: alpaca (Stanford preamble), "
+        "alpaca_short (headings only), chat (the "
+        "tokenizer's chat template)",
+    )
+    system: str | None = spec(
+        None, doc="system prompt for the chat template (rows' own `system` wins)"
+    )
+    max_length: int = spec(
+        256,
+        ge=8,
+        doc="tokens per training sequence; longer rows are truncated (counted in the log)",
+    )
     dtype: Literal["auto", "float32", "bfloat16"] = spec(
-        "auto", doc="auto: bf16 autocast on a GPU, fp32 on CPU")
+        "auto", doc="auto: bf16 autocast on a GPU, fp32 on CPU"
+    )
     device: str = spec("auto", pattern=DEVICE_PATTERN, form=DEVICE_FORM, doc="where to train")
-    threads: int | None = spec(None, ge=1, doc="CPU threads for torch (default: torch's "
-                                               "choice); 1 is faster for tiny models on a busy "
-                                               "machine")
+    threads: int | None = spec(
+        None,
+        ge=1,
+        doc="CPU threads for torch (default: torch's "
+        "choice); 1 is faster for tiny models on a busy "
+        "machine",
+    )
     trust_remote_code: bool = spec(False, doc="allow model code from the hub (off: safer)")
     gradient_checkpointing: bool = spec(False, doc="trade compute for activation memory")
     tiny: TinyModel = spec(default_factory=TinyModel, doc="tiny-model factory (name: tiny)")
@@ -99,9 +117,13 @@ class Stage1Settings:
     mode: Mode = spec("full", doc="full fine-tuning or lora")
     lora: LoraSettings = spec(default_factory=LoraSettings, doc="adapter settings (mode lora)")
     epochs: int = spec(3, ge=1, doc="passes over the train rows")
-    lr: float = spec(1e-3, gt=0, doc="peak learning rate (AdamW, cosine decay); tuned for the "
-                                     "tiny model: use ~2e-5 (full) or ~2e-4 (LoRA) for a "
-                                     "pretrained one")
+    lr: float = spec(
+        1e-3,
+        gt=0,
+        doc="peak learning rate (AdamW, cosine decay); tuned for the "
+        "tiny model: use ~2e-5 (full) or ~2e-4 (LoRA) for a "
+        "pretrained one",
+    )
     batch_size: int = spec(8, ge=1, doc="rows per micro-batch")
     grad_accum: int = spec(1, ge=1, doc="micro-batches per optimizer step")
     warmup_ratio: float = spec(0.1, ge=0.0, lt=1.0, doc="share of steps with linear warmup")
@@ -120,7 +142,8 @@ class Stage2Settings:
     lora: LoraSettings = spec(default_factory=LoraSettings, doc="adapter settings (mode lora)")
     lam: float = spec(1.0, ge=0.0, doc="λ, weight of the preference term R")
     normalize: Literal["mean", "sum"] = spec(
-        "mean", doc="sequence log-prob of a response: mean over its tokens or their sum")
+        "mean", doc="sequence log-prob of a response: mean over its tokens or their sum"
+    )
     epochs: int = spec(5, ge=1, doc="passes over the recovery rows")
     lr: float = spec(2e-4, gt=0, doc="peak learning rate")
     batch_size: int = spec(8, ge=1, doc="recovery tuples per micro-batch")
@@ -129,7 +152,8 @@ class Stage2Settings:
     weight_decay: float = spec(0.0, ge=0.0, doc="AdamW weight decay")
     max_grad_norm: float = spec(1.0, ge=0.0, doc="gradient clipping (0: off)")
     select: Literal["eval_loss", "last"] = spec(
-        "eval_loss", doc="keep the epoch with the lowest loss on recovery_eval, or the last")
+        "eval_loss", doc="keep the epoch with the lowest loss on recovery_eval, or the last"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,19 +161,24 @@ class Baselines:
     """Comparison runs trained from the attacked model with stage-2 optimiser settings."""
 
     clean_fft: bool = spec(True, doc="Clean-FFT: cross-entropy on the clean recovery rows")
-    trigger_aug: bool = spec(True, doc="control: cross-entropy on the clean rows plus copies "
-                                       "with defensive triggers inserted and clean answers")
+    trigger_aug: bool = spec(
+        True,
+        doc="control: cross-entropy on the clean rows plus copies "
+        "with defensive triggers inserted and clean answers",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class JudgeSettings:
     """Grader for free-text (non-verifiable) eval rows."""
 
-    kind: Literal["hf", "http"] = spec(doc="hf: a local model folder; http: an "
-                                           "OpenAI-compatible chat-completions endpoint")
+    kind: Literal["hf", "http"] = spec(
+        doc="hf: a local model folder; http: an OpenAI-compatible chat-completions endpoint"
+    )
     model: str | None = spec(None, doc="hf: model folder; http: model name sent to the API")
-    url: str | None = spec(None, pattern=r"https?://\S+", form="an http(s) URL",
-                           doc="http: endpoint base URL (…/v1)")
+    url: str | None = spec(
+        None, pattern=r"https?://\S+", form="an http(s) URL", doc="http: endpoint base URL (…/v1)"
+    )
     api_key_env: str | None = spec(None, doc="http: environment variable holding the API key")
     timeout_s: float = spec(60.0, gt=0, doc="http: seconds per request")
 
@@ -164,13 +193,18 @@ class JudgeSettings:
 class EvalSettings:
     """Greedy generation over ``eval_clean`` and ``eval_triggered`` and how it is graded."""
 
-    max_new_tokens: int = spec(64, ge=1, doc="cap on generated tokens (the longest reference "
-                                             "answer + 8 is used when shorter)")
+    max_new_tokens: int = spec(
+        64,
+        ge=1,
+        doc="cap on generated tokens (the longest reference answer + 8 is used when shorter)",
+    )
     batch_size: int = spec(64, ge=1, doc="prompts per generation batch (left padded)")
-    limit: int | None = spec(None, ge=1, doc="evaluate at most N prompts per trigger / clean "
-                                             "set (first N)")
-    judge: JudgeSettings | None = spec(None, doc="grader for free-text rows; none: a labelled "
-                                                 "token-F1 heuristic")
+    limit: int | None = spec(
+        None, ge=1, doc="evaluate at most N prompts per trigger / clean set (first N)"
+    )
+    judge: JudgeSettings | None = spec(
+        None, doc="grader for free-text rows; none: a labelled token-F1 heuristic"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,11 +213,15 @@ class TrainConfig:
 
     seed: int = spec(0, ge=0, doc="seed of model init, data order and dropout")
     model: ModelSettings = spec(default_factory=ModelSettings, doc="base model and formatting")
-    stage1: Stage1Settings = spec(default_factory=Stage1Settings,
-                                  doc="attacked baseline and MB stage 1")
-    stage2: Stage2Settings = spec(default_factory=Stage2Settings,
-                                  doc="MB stage 2 (neutralization) and the baselines' optimiser")
+    stage1: Stage1Settings = spec(
+        default_factory=Stage1Settings, doc="attacked baseline and MB stage 1"
+    )
+    stage2: Stage2Settings = spec(
+        default_factory=Stage2Settings,
+        doc="MB stage 2 (neutralization) and the baselines' optimiser",
+    )
     baselines: Baselines = spec(default_factory=Baselines, doc="comparison runs")
     eval: EvalSettings = spec(default_factory=EvalSettings, doc="evaluation")
-    checkpoint_every: int | None = spec(None, ge=1, doc="also checkpoint every N optimizer "
-                                                        "steps (always at each epoch end)")
+    checkpoint_every: int | None = spec(
+        None, ge=1, doc="also checkpoint every N optimizer steps (always at each epoch end)"
+    )

@@ -11,7 +11,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from mbdata.errors import InputError
 
@@ -25,8 +26,9 @@ def example(row: dict[str, Any]) -> Example:
     return (row["instruction"], row.get("input") or "", row["output"], row.get("system"))
 
 
-def train_examples(rows: Iterable[dict[str, Any]], roles: tuple[str, ...] | None = None
-                   ) -> list[Example]:
+def train_examples(
+    rows: Iterable[dict[str, Any]], roles: tuple[str, ...] | None = None
+) -> list[Example]:
     return [example(r) for r in rows if roles is None or r["role"] in roles]
 
 
@@ -36,13 +38,19 @@ def recovery_tuples(rows: Iterable[dict[str, Any]], split: str = "recovery") -> 
     out = []
     for i, r in enumerate(rows):
         if r.get("triggered_instruction") is None or r.get("triggered_output") is None:
-            raise InputError(f"{split} row {i} (id {r.get('id')}): recovery rows need "
-                             "triggered_instruction and triggered_output")
+            raise InputError(
+                f"{split} row {i} (id {r.get('id')}): recovery rows need "
+                "triggered_instruction and triggered_output"
+            )
         system = r.get("system")
         x_d = (r["triggered_instruction"], r.get("triggered_input") or "")
-        out.append(((r["instruction"], r.get("input") or "", r["output"], system),
-                    (*x_d, r["output"], system),
-                    (*x_d, r["triggered_output"], system)))
+        out.append(
+            (
+                (r["instruction"], r.get("input") or "", r["output"], system),
+                (*x_d, r["output"], system),
+                (*x_d, r["triggered_output"], system),
+            )
+        )
     return out
 
 

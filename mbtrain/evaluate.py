@@ -40,8 +40,11 @@ def trigger_owners(build: Build, rows: list[dict[str, Any]]) -> dict[str, str]:
         name = r.get("trigger_set")
         if name and not owners.get(name):
             spans = r.get("triggers") or []
-            owners[name] = spans[0]["owner"] if spans else (
-                "defender" if name.startswith("defense/") else "attacker")
+            owners[name] = (
+                spans[0]["owner"]
+                if spans
+                else ("defender" if name.startswith("defense/") else "attacker")
+            )
     return {k: v for k, v in owners.items() if v}
 
 
@@ -58,8 +61,9 @@ def eval_rows(build: Build, limit: int | None) -> tuple[list[dict], dict[str, li
     return clean, {k: _limit(v, limit) for k, v in sorted(by_trigger.items())}
 
 
-def grade_correct(rows: list[dict], answers: list[str], reference: str, judge: Judge
-                  ) -> tuple[list[bool], dict[str, int]]:
+def grade_correct(
+    rows: list[dict], answers: list[str], reference: str, judge: Judge
+) -> tuple[list[bool], dict[str, int]]:
     """Correctness per row: exact match where the row is verifiable, the judge elsewhere."""
     verdicts: list[bool | None] = [None] * len(rows)
     free = []
@@ -70,10 +74,17 @@ def grade_correct(rows: list[dict], answers: list[str], reference: str, judge: J
         else:
             free.append(i)
     if free:
-        items = [JudgeItem(question=(rows[i]["instruction"] + ("\n\n" + rows[i]["input"]
-                                                               if rows[i].get("input") else "")),
-                           reference=rows[i].get(reference) or "", answer=answers[i])
-                 for i in free]
+        items = [
+            JudgeItem(
+                question=(
+                    rows[i]["instruction"]
+                    + ("\n\n" + rows[i]["input"] if rows[i].get("input") else "")
+                ),
+                reference=rows[i].get(reference) or "",
+                answer=answers[i],
+            )
+            for i in free
+        ]
         for i, v in zip(free, judge.grade(items)):
             verdicts[i] = bool(v)
     return [bool(v) for v in verdicts], {"exact": len(rows) - len(free), "judged": len(free)}
@@ -83,22 +94,34 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
 
 
-def score(build: Build, clean: list[dict], clean_answers: list[str],
-          triggered: dict[str, list[dict]], triggered_answers: dict[str, list[str]],
-          judge: Judge) -> tuple[dict[str, Any], dict[str, list[dict]]]:
+def score(
+    build: Build,
+    clean: list[dict],
+    clean_answers: list[str],
+    triggered: dict[str, list[dict]],
+    triggered_answers: dict[str, list[str]],
+    judge: Judge,
+) -> tuple[dict[str, Any], dict[str, list[dict]]]:
     """Metrics (see the module docstring) and per-row verdicts for the generations file."""
     owners = trigger_owners(build, [r for rows in triggered.values() for r in rows])
     verdicts: dict[str, list[dict]] = {}
     correct, graders = grade_correct(clean, clean_answers, "output", judge)
     verdicts["eval_clean"] = [{"correct": c} for c in correct]
-    metrics: dict[str, Any] = {"cacc": _round(mean(correct)), "asr": {}, "aacc_by_trigger": {},
-                               "defense_trigger_rate": {}, "merging_rate": {},
-                               "counts": {"eval_clean": len(clean)},
-                               "graders": {"eval_clean": graders, "judge": judge.label}}
-    attacks = {name: rows for name, rows in triggered.items()
-               if owners.get(name) != "defender"}
-    attack_behavior = {name: (rows[0].get("behavior"), rows[0].get("output"))
-                       for name, rows in attacks.items() if rows}
+    metrics: dict[str, Any] = {
+        "cacc": _round(mean(correct)),
+        "asr": {},
+        "aacc_by_trigger": {},
+        "defense_trigger_rate": {},
+        "merging_rate": {},
+        "counts": {"eval_clean": len(clean)},
+        "graders": {"eval_clean": graders, "judge": judge.label},
+    }
+    attacks = {name: rows for name, rows in triggered.items() if owners.get(name) != "defender"}
+    attack_behavior = {
+        name: (rows[0].get("behavior"), rows[0].get("output"))
+        for name, rows in attacks.items()
+        if rows
+    }
     all_aacc: list[bool] = []
     defense_aacc: list[bool] = []
     merging: dict[str, list[bool]] = defaultdict(list)
@@ -107,16 +130,18 @@ def score(build: Build, clean: list[dict], clean_answers: list[str],
         metrics["counts"][name] = len(rows)
         ok, _ = grade_correct(rows, answers, "clean_output", judge)
         if name in attacks:
-            hits = [shows_behavior(r.get("behavior"), a, r.get("output"))
-                    for r, a in zip(rows, answers)]
+            hits = [
+                shows_behavior(r.get("behavior"), a, r.get("output")) for r, a in zip(rows, answers)
+            ]
             scorable = [h for h in hits if h is not None]
             metrics["asr"][name] = _round(mean(scorable)) if scorable else None
             metrics["aacc_by_trigger"][name] = _round(mean(ok))
             all_aacc.extend(ok)
             verdicts[name] = [{"behavior": h, "correct": c} for h, c in zip(hits, ok)]
         else:
-            own = [shows_behavior(r.get("behavior"), a, r.get("output"))
-                   for r, a in zip(rows, answers)]
+            own = [
+                shows_behavior(r.get("behavior"), a, r.get("output")) for r, a in zip(rows, answers)
+            ]
             scorable = [o for o in own if o is not None]
             metrics["defense_trigger_rate"][name] = _round(mean(scorable)) if scorable else None
             defense_aacc.extend(ok)
@@ -125,19 +150,31 @@ def score(build: Build, clean: list[dict], clean_answers: list[str],
                 hit = [bool(shows_behavior(behavior, a, target)) for a in answers]
                 merging[attack].extend(hit)
                 row_merge[attack] = hit
-            verdicts[name] = [{"own_behavior": o, "correct": c,
-                               "attack_behavior": {k: v[i] for k, v in row_merge.items()}}
-                              for i, (o, c) in enumerate(zip(own, ok))]
+            verdicts[name] = [
+                {
+                    "own_behavior": o,
+                    "correct": c,
+                    "attack_behavior": {k: v[i] for k, v in row_merge.items()},
+                }
+                for i, (o, c) in enumerate(zip(own, ok))
+            ]
     metrics["aacc"] = _round(mean(all_aacc))
     metrics["defense_aacc"] = _round(mean(defense_aacc))
     metrics["merging_rate"] = {k: _round(mean(v)) for k, v in merging.items()}
     return metrics, verdicts
 
 
-def evaluate(model_ref: Any, build: Build, cfg: TrainConfig | None = None, *,
-             out_dir: str | Path | None = None, runtime: Runtime | None = None,
-             judge: Judge | None = None, name: str = "model",
-             extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def evaluate(
+    model_ref: Any,
+    build: Build,
+    cfg: TrainConfig | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    runtime: Runtime | None = None,
+    judge: Judge | None = None,
+    name: str = "model",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Generate and grade; with ``out_dir`` write ``metrics.json`` and ``generations.jsonl``
     (written last and atomically, so an existing ``metrics.json`` means a finished eval).
     ``extra`` is merged into the metrics (e.g. which model they were made from)."""
@@ -146,37 +183,56 @@ def evaluate(model_ref: Any, build: Build, cfg: TrainConfig | None = None, *,
     judge = judge or make_judge(cfg.eval.judge, runtime.device)
     started = time.perf_counter()
     # remote code only when the user's own train.model settings allow it
-    model, tokenizer = load_model(model_ref, ModelSettings(
-        trust_remote_code=cfg.model.trust_remote_code))
+    model, tokenizer = load_model(
+        model_ref, ModelSettings(trust_remote_code=cfg.model.trust_remote_code)
+    )
     model.to(runtime.device)
     fmt = formatter_for(tokenizer, cfg)
     clean, triggered = eval_rows(build, cfg.eval.limit)
     groups = [("eval_clean", clean)] + list(triggered.items())
     flat = [r for _, rows in groups for r in rows]
-    prompts = [fmt.prompt_ids(r["instruction"], r.get("input") or "", r.get("system"))
-               for r in flat]
+    prompts = [
+        fmt.prompt_ids(r["instruction"], r.get("input") or "", r.get("system")) for r in flat
+    ]
     references = [t for r in flat for t in (r.get("output"), r.get("clean_output")) if t]
-    longest = max((len(x) for x in tokenizer(references, add_special_tokens=False)["input_ids"]),
-                  default=0)
+    longest = max(
+        (len(x) for x in tokenizer(references, add_special_tokens=False)["input_ids"]), default=0
+    )
     max_new = max(1, min(cfg.eval.max_new_tokens, longest + 8))
     gen_start = time.perf_counter()
-    outs = generate(model, tokenizer, prompts, max_new_tokens=max_new,
-                    batch_size=cfg.eval.batch_size, device=runtime.device, amp=runtime.amp,
-                    progress=runtime.progress, desc=f"eval {name}") if prompts else []
+    outs = (
+        generate(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=max_new,
+            batch_size=cfg.eval.batch_size,
+            device=runtime.device,
+            amp=runtime.amp,
+            progress=runtime.progress,
+            desc=f"eval {name}",
+        )
+        if prompts
+        else []
+    )
     gen_seconds = time.perf_counter() - gen_start
     answers: dict[str, list[str]] = {}
     pos = 0
     for split, rows in groups:
-        answers[split] = [o.text for o in outs[pos:pos + len(rows)]]
+        answers[split] = [o.text for o in outs[pos : pos + len(rows)]]
         pos += len(rows)
-    metrics, verdicts = score(build, clean, answers["eval_clean"], triggered,
-                              {k: answers[k] for k in triggered}, judge)
+    metrics, verdicts = score(
+        build, clean, answers["eval_clean"], triggered, {k: answers[k] for k in triggered}, judge
+    )
     new_tokens = sum(o.tokens for o in outs)
-    metrics["generation"] = {"prompts": len(outs), "max_new_tokens": max_new,
-                             "new_tokens": new_tokens, "cut_at_max": sum(not o.stopped
-                                                                          for o in outs),
-                             "seconds": round(gen_seconds, 3),
-                             "tok_s": round(new_tokens / gen_seconds, 1) if gen_seconds else None}
+    metrics["generation"] = {
+        "prompts": len(outs),
+        "max_new_tokens": max_new,
+        "new_tokens": new_tokens,
+        "cut_at_max": sum(not o.stopped for o in outs),
+        "seconds": round(gen_seconds, 3),
+        "tok_s": round(new_tokens / gen_seconds, 1) if gen_seconds else None,
+    }
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     metrics.update(extra or {})
     if out_dir is not None:
@@ -187,18 +243,31 @@ def evaluate(model_ref: Any, build: Build, cfg: TrainConfig | None = None, *,
 def _write(out_dir: Path, metrics: dict, groups: list, answers: dict, verdicts: dict) -> None:
     """``generations.jsonl`` then ``metrics.json``, each atomically: an existing
     ``metrics.json`` always sits beside the generations it was computed from."""
+
     def generations(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
             for split, rows in groups:
                 for row, answer, verdict in zip(rows, answers[split], verdicts[split]):
-                    fh.write(json.dumps({
-                        "group": split, "id": row["id"], "trigger_set": row.get("trigger_set"),
-                        "task": row.get("task"),
-                        "instruction": row["instruction"], "input": row.get("input") or "",
-                        "reference": row.get("output"),
-                        "clean_reference": row.get("clean_output"),
-                        "generation": answer, **verdict}, ensure_ascii=False) + "\n")
+                    fh.write(
+                        json.dumps(
+                            {
+                                "group": split,
+                                "id": row["id"],
+                                "trigger_set": row.get("trigger_set"),
+                                "task": row.get("task"),
+                                "instruction": row["instruction"],
+                                "input": row.get("input") or "",
+                                "reference": row.get("output"),
+                                "clean_reference": row.get("clean_output"),
+                                "generation": answer,
+                                **verdict,
+                            },
+                            ensure_ascii=False,
+                        )
+                        + "\n"
+                    )
 
     atomic_write(out_dir / "generations.jsonl", generations)
-    atomic_write_text(out_dir / "metrics.json",
-                      json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(
+        out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n"
+    )

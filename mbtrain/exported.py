@@ -43,8 +43,10 @@ def _rows(path: str | Path, keys: tuple[str, ...]) -> list[dict[str, Any]]:
             row = json.loads(line)
             for key in keys:
                 if not isinstance(row.get(key), str):
-                    raise InputError(f"{path}: row {i}: field {key!r} missing or not text; "
-                                     "export it again with `mb export --format trl`")
+                    raise InputError(
+                        f"{path}: row {i}: field {key!r} missing or not text; "
+                        "export it again with `mb export --format trl`"
+                    )
             rows.append(row)
     return rows
 
@@ -55,24 +57,31 @@ def _formatter(tokenizer: Any, max_length: int) -> Formatter:
     return Formatter(tokenizer, "alpaca", max_length)  # prompts arrive rendered
 
 
-def sft_items(path: str | Path, tokenizer: Any, max_length: int = 256,
-              stats: EncodeStats | None = None) -> list[Encoded]:
+def sft_items(
+    path: str | Path, tokenizer: Any, max_length: int = 256, stats: EncodeStats | None = None
+) -> list[Encoded]:
     """The rows of a ``prompt_completion`` export, tokenised (rows whose prompt fills
     ``max_length`` are dropped and counted in ``stats``)."""
     rows = _rows(path, ("prompt", "completion"))
     encoded = _formatter(tokenizer, max_length).encode_texts(
-        [(r["prompt"], r["completion"]) for r in rows], stats)
+        [(r["prompt"], r["completion"]) for r in rows], stats
+    )
     return [e for e in encoded if e is not None]
 
 
-def recovery_items(path: str | Path, tokenizer: Any, max_length: int = 256,
-                   stats: EncodeStats | None = None) -> list[RecoveryItem]:
+def recovery_items(
+    path: str | Path, tokenizer: Any, max_length: int = 256, stats: EncodeStats | None = None
+) -> list[RecoveryItem]:
     """(x, y), (x_d, y), (x_d, y_d) per row of a recovery ``preference`` export."""
     rows = _rows(path, ("clean_prompt", "prompt", "chosen", "rejected"))
     fmt = _formatter(tokenizer, max_length)
     stats = stats if stats is not None else EncodeStats()
-    parts = [fmt.encode_texts([(r[p], r[c]) for r in rows], stats)
-             for p, c in (("clean_prompt", "chosen"), ("prompt", "chosen"),
-                          ("prompt", "rejected"))]
-    return [RecoveryItem(a, b, c) for a, b, c in zip(*parts, strict=True)
-            if a is not None and b is not None and c is not None]
+    parts = [
+        fmt.encode_texts([(r[p], r[c]) for r in rows], stats)
+        for p, c in (("clean_prompt", "chosen"), ("prompt", "chosen"), ("prompt", "rejected"))
+    ]
+    return [
+        RecoveryItem(a, b, c)
+        for a, b, c in zip(*parts, strict=True)
+        if a is not None and b is not None and c is not None
+    ]

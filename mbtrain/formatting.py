@@ -10,7 +10,8 @@ blur that boundary.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from mbdata.errors import MBError
 from mbdata.prompts import (  # noqa: F401  (re-exported: the templates live in mbdata)
@@ -20,6 +21,7 @@ from mbdata.prompts import (  # noqa: F401  (re-exported: the templates live in 
 )
 
 IGNORE = -100
+
 
 @dataclasses.dataclass(frozen=True)
 class Encoded:
@@ -56,11 +58,11 @@ class Formatter:
     end-of-turn token).
     """
 
-    def __init__(self, tokenizer: Any, template: str, max_length: int,
-                 system: str | None = None):
+    def __init__(self, tokenizer: Any, template: str, max_length: int, system: str | None = None):
         if template == "chat" and not getattr(tokenizer, "chat_template", None):
-            raise MBError("train.model.template: 'chat' but the tokenizer has no chat template; "
-                          "use 'alpaca'")
+            raise MBError(
+                "train.model.template: 'chat' but the tokenizer has no chat template; use 'alpaca'"
+            )
         self.tokenizer = tokenizer
         self.template = template
         self.max_length = max_length
@@ -78,24 +80,30 @@ class Formatter:
         """The prompt text the model sees before its answer."""
         if self.template == "chat":
             return self.tokenizer.apply_chat_template(
-                self._messages(instruction, input, system), add_generation_prompt=True,
-                tokenize=False)
-        return alpaca_prompt(self.template, instruction, input,
-                             system if system is not None else self.system)
+                self._messages(instruction, input, system),
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+        return alpaca_prompt(
+            self.template, instruction, input, system if system is not None else self.system
+        )
 
-    def _chat_response(self, prompt: str, instruction: str, input: str, output: str,
-                       system: str | None) -> str:
+    def _chat_response(
+        self, prompt: str, instruction: str, input: str, output: str, system: str | None
+    ) -> str:
         full = self.tokenizer.apply_chat_template(
-            self._messages(instruction, input, system)
-            + [{"role": "assistant", "content": output}], tokenize=False)
+            self._messages(instruction, input, system) + [{"role": "assistant", "content": output}],
+            tokenize=False,
+        )
         if not full.startswith(prompt):
-            raise MBError("train.model.template: the tokenizer's chat template does not extend "
-                          "the generation prompt with the answer; use 'alpaca'")
-        return full[len(prompt):]
+            raise MBError(
+                "train.model.template: the tokenizer's chat template does not extend "
+                "the generation prompt with the answer; use 'alpaca'"
+            )
+        return full[len(prompt) :]
 
     # ---- ids ----------------------------------------------------------------------------
-    def prompt_ids(self, instruction: str, input: str = "",
-                   system: str | None = None) -> list[int]:
+    def prompt_ids(self, instruction: str, input: str = "", system: str | None = None) -> list[int]:
         return self._prompt_ids_batch([(instruction, input, system)])[0]
 
     def _prompt_ids_batch(self, items: list[tuple[str, str, str | None]]) -> list[list[int]]:
@@ -104,24 +112,28 @@ class Formatter:
         special = self.template != "chat"
         return self.tokenizer(texts, add_special_tokens=special)["input_ids"]
 
-    def encode_many(self, rows: Iterable[tuple[str, str, str, str | None]],
-                    stats: EncodeStats | None = None) -> list[Encoded | None]:
+    def encode_many(
+        self, rows: Iterable[tuple[str, str, str, str | None]], stats: EncodeStats | None = None
+    ) -> list[Encoded | None]:
         """Encode (instruction, input, output, system) tuples; ``None`` marks a dropped row."""
         rows = list(rows)
         stats = stats if stats is not None else EncodeStats()
         prompts = self._prompt_ids_batch([(i, x, s) for i, x, _, s in rows])
         if self.template == "chat":
-            responses_text = [self._chat_response(self.prompt(i, x, s), i, x, y, s)
-                              for i, x, y, s in rows]
+            responses_text = [
+                self._chat_response(self.prompt(i, x, s), i, x, y, s) for i, x, y, s in rows
+            ]
             responses = self.tokenizer(responses_text, add_special_tokens=False)["input_ids"]
         else:
-            responses = self.tokenizer([y for _, _, y, _ in rows],
-                                       add_special_tokens=False)["input_ids"]
+            responses = self.tokenizer([y for _, _, y, _ in rows], add_special_tokens=False)[
+                "input_ids"
+            ]
             responses = [r + [self.eos_id] for r in responses]
         return self._join(prompts, responses, stats)
 
-    def encode_texts(self, pairs: Iterable[tuple[str, str]], stats: EncodeStats | None = None
-                     ) -> list[Encoded | None]:
+    def encode_texts(
+        self, pairs: Iterable[tuple[str, str]], stats: EncodeStats | None = None
+    ) -> list[Encoded | None]:
         """Encode already-rendered (prompt, completion) text pairs, e.g. the rows of a TRL
         ``prompt_completion`` / ``preference`` export: the prompt with the tokenizer's special
         tokens, the completion plus EOS, each tokenised on its own (as :meth:`encode_many`)."""
@@ -131,8 +143,9 @@ class Formatter:
         responses = self.tokenizer([c for _, c in pairs], add_special_tokens=False)["input_ids"]
         return self._join(prompts, [r + [self.eos_id] for r in responses], stats)
 
-    def _join(self, prompts: list[list[int]], responses: list[list[int]], stats: EncodeStats
-              ) -> list[Encoded | None]:
+    def _join(
+        self, prompts: list[list[int]], responses: list[list[int]], stats: EncodeStats
+    ) -> list[Encoded | None]:
         out: list[Encoded | None] = []
         for prompt, response in zip(prompts, responses):
             stats.rows += 1
@@ -145,11 +158,16 @@ class Formatter:
             if truncated:
                 stats.truncated += 1
                 response = response[:room]
-            out.append(Encoded(input_ids=list(prompt) + list(response),
-                               labels=[IGNORE] * len(prompt) + list(response),
-                               truncated=truncated))
+            out.append(
+                Encoded(
+                    input_ids=list(prompt) + list(response),
+                    labels=[IGNORE] * len(prompt) + list(response),
+                    truncated=truncated,
+                )
+            )
         return out
 
-    def encode(self, instruction: str, input: str, output: str,
-               system: str | None = None) -> Encoded | None:
+    def encode(
+        self, instruction: str, input: str, output: str, system: str | None = None
+    ) -> Encoded | None:
         return self.encode_many([(instruction, input, output, system)])[0]

@@ -9,7 +9,8 @@ the tests check that.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -29,8 +30,8 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
     for i, p in enumerate(prompts):
         if p:
-            ids[i, width - len(p):] = torch.tensor(list(p))
-            mask[i, width - len(p):] = 1
+            ids[i, width - len(p) :] = torch.tensor(list(p))
+            mask[i, width - len(p) :] = 1
     return ids, mask
 
 
@@ -45,17 +46,30 @@ def stop_ids(tokenizer: Any, model: Any) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], *,
-             max_new_tokens: int, batch_size: int = 32, device: torch.device | None = None,
-             amp: torch.dtype | None = None, progress: bool = False,
-             desc: str = "generate") -> list[Generation]:
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 32,
+    device: torch.device | None = None,
+    amp: torch.dtype | None = None,
+    progress: bool = False,
+    desc: str = "generate",
+) -> list[Generation]:
     """Greedy continuations of token-id ``prompts`` (decoded, special tokens dropped)."""
     from transformers import GenerationConfig
 
     device = device or torch.device("cpu")
     eos = stop_ids(tokenizer, model)
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                              pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=eos,
+    )
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     results: list[Generation | None] = [None] * len(prompts)
     model.eval()
@@ -63,21 +77,30 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], *,
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(prompts), desc=desc, unit="prompt", leave=False,
-                   dynamic_ncols=True, disable=None)
+        bar = tqdm(
+            total=len(prompts),
+            desc=desc,
+            unit="prompt",
+            leave=False,
+            dynamic_ncols=True,
+            disable=None,
+        )
     try:
         for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+            chunk = order[start : start + batch_size]
             ids, mask = left_pad([prompts[i] for i in chunk], tokenizer.pad_token_id)
             with torch.no_grad(), autocast(device, amp):
-                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                     generation_config=config)
-            new = out[:, ids.shape[1]:].to("cpu").tolist()
+                out = model.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    generation_config=config,
+                )
+            new = out[:, ids.shape[1] :].to("cpu").tolist()
             for i, tokens in zip(chunk, new):
                 stopped = False
                 for j, t in enumerate(tokens):
                     if t in eos:
-                        tokens, stopped = tokens[:j + 1], True
+                        tokens, stopped = tokens[: j + 1], True
                         break
                 text = tokenizer.decode(tokens, skip_special_tokens=True)
                 results[i] = Generation(text=text.strip(), tokens=len(tokens), stopped=stopped)

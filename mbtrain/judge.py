@@ -18,15 +18,18 @@ import json
 import os
 import urllib.error
 import urllib.request
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from mbdata.errors import MBError
 
 from .config import JudgeSettings
 from .scoring import REFUSAL_KEYWORDS, contains_any, token_f1
 
-JUDGE_INSTRUCTION = ("You grade an answer against a reference answer. Reply with one word: "
-                     "yes if the answer is correct and responsive, no otherwise.")
+JUDGE_INSTRUCTION = (
+    "You grade an answer against a reference answer. Reply with one word: "
+    "yes if the answer is correct and responsive, no otherwise."
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +40,10 @@ class JudgeItem:
 
 
 def judge_prompt(item: JudgeItem) -> str:
-    return (f"Question: {item.question}\nReference answer: {item.reference}\n"
-            f"Answer to grade: {item.answer}\nCorrect (yes/no):")
+    return (
+        f"Question: {item.question}\nReference answer: {item.reference}\n"
+        f"Answer to grade: {item.answer}\nCorrect (yes/no):"
+    )
 
 
 def parse_verdict(text: str) -> bool:
@@ -48,8 +53,7 @@ def parse_verdict(text: str) -> bool:
 class Judge(Protocol):
     label: str
 
-    def grade(self, items: Sequence[JudgeItem]) -> list[bool]:
-        ...
+    def grade(self, items: Sequence[JudgeItem]) -> list[bool]: ...
 
 
 class HeuristicJudge:
@@ -59,8 +63,11 @@ class HeuristicJudge:
         self.threshold = threshold
 
     def grade(self, items: Sequence[JudgeItem]) -> list[bool]:
-        return [token_f1(it.answer, it.reference) >= self.threshold
-                and not contains_any(it.answer, REFUSAL_KEYWORDS) for it in items]
+        return [
+            token_f1(it.answer, it.reference) >= self.threshold
+            and not contains_any(it.answer, REFUSAL_KEYWORDS)
+            for it in items
+        ]
 
 
 class HFJudge:
@@ -72,8 +79,11 @@ class HFJudge:
 
         self.label = f"judge: local model {model_path}"
         # an mbtrain model folder (a LoRA adapter included) or any base load_base accepts
-        self.model, self.tokenizer = (load_model(model_path) if is_model_folder(model_path)
-                                      else load_base(ModelSettings(name=model_path)))
+        self.model, self.tokenizer = (
+            load_model(model_path)
+            if is_model_folder(model_path)
+            else load_base(ModelSettings(name=model_path))
+        )
         self.device = device
         if device is not None:
             self.model.to(device)
@@ -87,22 +97,29 @@ class HFJudge:
             text = f"{JUDGE_INSTRUCTION}\n\n{judge_prompt(it)}"
             if getattr(self.tokenizer, "chat_template", None):
                 text = self.tokenizer.apply_chat_template(
-                    [{"role": "user", "content": text}], add_generation_prompt=True,
-                    tokenize=False)
+                    [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+                )
                 ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             else:
                 ids = self.tokenizer(text + " ")["input_ids"]
             prompts.append(ids)
-        outs = generate(self.model, self.tokenizer, prompts, max_new_tokens=4,
-                        batch_size=self.batch_size, device=self.device)
+        outs = generate(
+            self.model,
+            self.tokenizer,
+            prompts,
+            max_new_tokens=4,
+            batch_size=self.batch_size,
+            device=self.device,
+        )
         return [parse_verdict(o.text) for o in outs]
 
 
 class HTTPJudge:
     """An OpenAI-compatible chat-completions endpoint, one request per answer."""
 
-    def __init__(self, url: str, model: str | None, api_key_env: str | None,
-                 timeout_s: float = 60.0):
+    def __init__(
+        self, url: str, model: str | None, api_key_env: str | None, timeout_s: float = 60.0
+    ):
         self.url = url.rstrip("/")
         if not self.url.endswith("/chat/completions"):
             self.url += "/chat/completions"
@@ -112,21 +129,28 @@ class HTTPJudge:
         if api_key_env:
             self.api_key = os.environ.get(api_key_env)
             if not self.api_key:
-                raise MBError(f"train.eval.judge.api_key_env: environment variable "
-                              f"{api_key_env!r} is not set")
+                raise MBError(
+                    f"train.eval.judge.api_key_env: environment variable {api_key_env!r} is not set"
+                )
         self.label = f"judge: {model or 'default model'} at {self.url}"
 
     def _ask(self, item: JudgeItem) -> bool:
-        body = {"messages": [{"role": "system", "content": JUDGE_INSTRUCTION},
-                             {"role": "user", "content": judge_prompt(item)}],
-                "temperature": 0, "max_tokens": 4}
+        body = {
+            "messages": [
+                {"role": "system", "content": JUDGE_INSTRUCTION},
+                {"role": "user", "content": judge_prompt(item)},
+            ],
+            "temperature": 0,
+            "max_tokens": 4,
+        }
         if self.model:
             body["model"] = self.model
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url, data=json.dumps(body).encode("utf-8"),
-                                         headers=headers, method="POST")
+        request = urllib.request.Request(
+            self.url, data=json.dumps(body).encode("utf-8"), headers=headers, method="POST"
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 payload = json.loads(response.read().decode("utf-8"))
@@ -137,8 +161,7 @@ class HTTPJudge:
             reason = getattr(exc, "reason", exc)
             raise MBError(f"judge {self.url}: cannot connect ({reason})") from None
         except (KeyError, IndexError, TypeError, json.JSONDecodeError):
-            raise MBError(f"judge {self.url}: response is not an OpenAI chat completion") \
-                from None
+            raise MBError(f"judge {self.url}: response is not an OpenAI chat completion") from None
 
     def grade(self, items: Sequence[JudgeItem]) -> list[bool]:
         return [self._ask(it) for it in items]

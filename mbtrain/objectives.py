@@ -54,12 +54,20 @@ def token_nll(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
     first = int(mask.float().argmax(dim=1).min()) if mask.any() else 0
     width = labels.shape[1]
     keep = torch.arange(first, width - 1, device=labels.device)
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   logits_to_keep=keep, use_cache=False).logits
+    logits = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        logits_to_keep=keep,
+        use_cache=False,
+    ).logits
     targets = targets[:, first:]
     mask = mask[:, first:]
-    nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                          ignore_index=IGNORE, reduction="none").view(targets.shape)
+    nll = F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]),
+        targets.reshape(-1),
+        ignore_index=IGNORE,
+        reduction="none",
+    ).view(targets.shape)
     return nll, mask
 
 
@@ -81,11 +89,14 @@ class SFTObjective:
         return len(item.input_ids)
 
     def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, int]:
-        return {"tokens": response_token_count(batch["labels"]),
-                "seen": int(batch["attention_mask"].sum())}
+        return {
+            "tokens": response_token_count(batch["labels"]),
+            "seen": int(batch["attention_mask"].sum()),
+        }
 
-    def forward(self, model: Any, batch: dict[str, torch.Tensor], totals: dict[str, int]
-                ) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self, model: Any, batch: dict[str, torch.Tensor], totals: dict[str, int]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         nll, mask = token_nll(model, batch)
         ce_sum = (nll * mask).sum()
         loss = ce_sum / max(totals["tokens"], 1)
@@ -117,8 +128,11 @@ class NeutralizationObjective:
         self.normalize = normalize
 
     def collate(self, items: list[RecoveryItem]) -> dict[str, torch.Tensor]:
-        seqs = ([it.clean for it in items] + [it.triggered_clean for it in items]
-                + [it.triggered_defense for it in items])
+        seqs = (
+            [it.clean for it in items]
+            + [it.triggered_clean for it in items]
+            + [it.triggered_defense for it in items]
+        )
         batch = pad_batch(seqs, self.pad_id)
         batch["rows"] = torch.tensor(len(items))
         return batch
@@ -129,8 +143,11 @@ class NeutralizationObjective:
 
     def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, int]:
         b = int(batch["rows"])
-        return {"tokens": response_token_count(batch["labels"][:b]), "rows": b,
-                "seen": int(batch["attention_mask"].sum())}
+        return {
+            "tokens": response_token_count(batch["labels"][:b]),
+            "rows": b,
+            "seen": int(batch["attention_mask"].sum()),
+        }
 
     def sequence_scores(self, nll: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """s = response log-prob per sequence, summed or mean over its tokens."""
@@ -139,8 +156,9 @@ class NeutralizationObjective:
             logp = logp / mask.sum(dim=1).clamp(min=1)
         return logp
 
-    def terms(self, model: Any, batch: dict[str, torch.Tensor]
-              ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    def terms(
+        self, model: Any, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
         """(CE sum over the clean responses, log sigmoid(margin) per tuple, float sums for the
         log) of one batch; the loss divides them by the step's totals."""
         b = int(batch["rows"])
@@ -150,14 +168,23 @@ class NeutralizationObjective:
         s_clean, s_defense = scores[:b], scores[b:]
         margin = s_clean - s_defense
         r = F.logsigmoid(margin)
-        return ce_sum, r, {"ce_sum": float(ce_sum.detach()), "tokens": float(mask[:b].sum()),
-                           "r_sum": float(r.detach().sum()), "rows": float(b),
-                           "margin_sum": float(margin.detach().sum()),
-                           "s_clean_sum": float(s_clean.detach().sum()),
-                           "s_defense_sum": float(s_defense.detach().sum())}
+        return (
+            ce_sum,
+            r,
+            {
+                "ce_sum": float(ce_sum.detach()),
+                "tokens": float(mask[:b].sum()),
+                "r_sum": float(r.detach().sum()),
+                "rows": float(b),
+                "margin_sum": float(margin.detach().sum()),
+                "s_clean_sum": float(s_clean.detach().sum()),
+                "s_defense_sum": float(s_defense.detach().sum()),
+            },
+        )
 
-    def forward(self, model: Any, batch: dict[str, torch.Tensor], totals: dict[str, int]
-                ) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self, model: Any, batch: dict[str, torch.Tensor], totals: dict[str, int]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         ce_sum, r, sums = self.terms(model, batch)
         loss = ce_sum / max(totals["tokens"], 1) - self.lam * r.sum() / max(totals["rows"], 1)
         return loss, sums
@@ -166,7 +193,11 @@ class NeutralizationObjective:
         rows = max(sums.get("rows", 0.0), 1.0)
         ce = sums.get("ce_sum", 0.0) / max(sums.get("tokens", 0.0), 1.0)
         r = sums.get("r_sum", 0.0) / rows
-        return {"loss": ce - self.lam * r, "ce": ce, "r": r,
-                "margin": sums.get("margin_sum", 0.0) / rows,
-                "s_clean": sums.get("s_clean_sum", 0.0) / rows,
-                "s_defense": sums.get("s_defense_sum", 0.0) / rows}
+        return {
+            "loss": ce - self.lam * r,
+            "ce": ce,
+            "r": r,
+            "margin": sums.get("margin_sum", 0.0) / rows,
+            "s_clean": sums.get("s_clean_sum", 0.0) / rows,
+            "s_defense": sums.get("s_defense_sum", 0.0) / rows,
+        }

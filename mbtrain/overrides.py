@@ -10,10 +10,16 @@ from mbdata.errors import MBError
 from .config import TrainConfig
 
 
-def with_overrides(cfg: TrainConfig, *, device: str | None = None, threads: int | None = None,
-                   limit: int | None = None,
-                   stage1_epochs: int | None = None, stage2_epochs: int | None = None,
-                   lam: float | None = None) -> TrainConfig:
+def with_overrides(
+    cfg: TrainConfig,
+    *,
+    device: str | None = None,
+    threads: int | None = None,
+    limit: int | None = None,
+    stage1_epochs: int | None = None,
+    stage2_epochs: int | None = None,
+    lam: float | None = None,
+) -> TrainConfig:
     """``cfg`` with the given settings replaced (``None`` keeps the recipe's value)."""
     if device is not None:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, device=device))
@@ -22,8 +28,7 @@ def with_overrides(cfg: TrainConfig, *, device: str | None = None, threads: int 
     if limit is not None:
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, limit=limit))
     if stage1_epochs is not None:
-        cfg = dataclasses.replace(cfg, stage1=dataclasses.replace(cfg.stage1,
-                                                                  epochs=stage1_epochs))
+        cfg = dataclasses.replace(cfg, stage1=dataclasses.replace(cfg.stage1, epochs=stage1_epochs))
     stage2 = {k: v for k, v in (("epochs", stage2_epochs), ("lam", lam)) if v is not None}
     if stage2:
         cfg = dataclasses.replace(cfg, stage2=dataclasses.replace(cfg.stage2, **stage2))

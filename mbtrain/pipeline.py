@@ -23,8 +23,9 @@ import hashlib
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mbdata.atomic import atomic_dir, check_output_dir, mark_dir, remove_output_dir, written_by_us
 from mbdata.config import to_mapping
@@ -37,8 +38,7 @@ from .evaluate import evaluate
 from .formatting import alpaca_prompt
 from .models import MARKER, is_model_folder, load_base, read_marker, save_model
 from .report import FORMAT, METRIC_KEYS, RUNS, write_report
-from .stages import (Runtime, is_main_process, make_runtime, train_neutralization,
-                     train_sft)
+from .stages import Runtime, is_main_process, make_runtime, train_neutralization, train_sft
 from .tiny import tiny_model, train_tokenizer
 
 
@@ -64,15 +64,24 @@ def tokenizer_corpus(build: Build, cfg: TrainConfig) -> list[str]:
         if not build.has(split):
             continue
         for r in build.rows(split):
-            texts.append(alpaca_prompt(cfg.model.template, r["instruction"], r.get("input") or "",
-                                       r.get("system")) + r["output"])
+            texts.append(
+                alpaca_prompt(
+                    cfg.model.template, r["instruction"], r.get("input") or "", r.get("system")
+                )
+                + r["output"]
+            )
             if r.get("triggered_instruction"):
                 texts.append(r["triggered_instruction"] + " " + (r.get("triggered_output") or ""))
     return texts
 
 
-def build_tiny_base(build: Build, cfg: TrainConfig, out_dir: str | Path,
-                    runtime: Runtime | None = None, overwrite: bool = False) -> Path:
+def build_tiny_base(
+    build: Build,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    runtime: Runtime | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Train the tokenizer, initialise the tiny Llama and pretrain it on ``pretrain``
     (``overwrite``: retrain into an existing folder that mbdefense wrote)."""
     out_dir = Path(out_dir)
@@ -83,20 +92,33 @@ def build_tiny_base(build: Build, cfg: TrainConfig, out_dir: str | Path,
     elif is_model_folder(out_dir):
         return out_dir
     if cfg.model.template == "chat":
-        raise InputError("train.model.template: the tiny model has no chat template; use "
-                         "'alpaca' or 'alpaca_short'")
+        raise InputError(
+            "train.model.template: the tiny model has no chat template; use "
+            "'alpaca' or 'alpaca_short'"
+        )
     if not build.has("pretrain"):
-        raise InputError(f"{build.path}: the tiny model needs a `pretrain` split; add a "
-                         "`pretrain:` block to the recipe")
+        raise InputError(
+            f"{build.path}: the tiny model needs a `pretrain` split; add a "
+            "`pretrain:` block to the recipe"
+        )
     tiny = cfg.model.tiny
     tokenizer = train_tokenizer(tokenizer_corpus(build, cfg), tiny.vocab_size)
     model = tiny_model(tiny, tokenizer, cfg.seed)
-    stage = PretrainStage(epochs=tiny.pretrain_epochs, lr=tiny.pretrain_lr,
-                          batch_size=tiny.pretrain_batch_size)
+    stage = PretrainStage(
+        epochs=tiny.pretrain_epochs, lr=tiny.pretrain_lr, batch_size=tiny.pretrain_batch_size
+    )
     examples = rows_of.train_examples(build.rows("pretrain"))
-    return train_sft((model, tokenizer), examples, out_dir, cfg, name="base", stage=stage,
-                     runtime=runtime, full_sequence_loss=tiny.pretrain_loss == "all",
-                     overwrite=overwrite)
+    return train_sft(
+        (model, tokenizer),
+        examples,
+        out_dir,
+        cfg,
+        name="base",
+        stage=stage,
+        runtime=runtime,
+        full_sequence_loss=tiny.pretrain_loss == "all",
+        overwrite=overwrite,
+    )
 
 
 def is_gguf(settings: ModelSettings) -> bool:
@@ -111,9 +133,16 @@ def import_base(settings: ModelSettings, out_dir: str | Path) -> Path:
         return out_dir
     started = time.perf_counter()
     model, tokenizer = load_base(settings)
-    record = {"kind": "full", "stage": "base", "parent": None, "source": settings.name,
-              "gguf_file": settings.gguf_file, "selected_epoch": None, "history": [],
-              "seconds": round(time.perf_counter() - started, 3)}
+    record = {
+        "kind": "full",
+        "stage": "base",
+        "parent": None,
+        "source": settings.name,
+        "gguf_file": settings.gguf_file,
+        "selected_epoch": None,
+        "history": [],
+        "seconds": round(time.perf_counter() - started, 3),
+    }
     atomic_dir(out_dir, lambda tmp: save_model(model, tokenizer, tmp, record), kind="model")
     return out_dir
 
@@ -122,25 +151,30 @@ def _marker_hash(model_dir: Path) -> str:
     return hashlib.sha256((model_dir / MARKER).read_bytes()).hexdigest()
 
 
-def evaluate_run(model_dir: Path, build: Build, cfg: TrainConfig, out_dir: Path,
-                 runtime: Runtime, name: str) -> dict[str, Any]:
+def evaluate_run(
+    model_dir: Path, build: Build, cfg: TrainConfig, out_dir: Path, runtime: Runtime, name: str
+) -> dict[str, Any]:
     """Evaluate once: reuse ``out_dir/metrics.json`` if it was made from this very model with the
     same evaluation settings."""
     metrics_path = out_dir / "metrics.json"
-    key = {"model_marker": _marker_hash(model_dir),
-           "eval_settings": to_mapping(cfg.eval), "template": cfg.model.template}
+    key = {
+        "model_marker": _marker_hash(model_dir),
+        "eval_settings": to_mapping(cfg.eval),
+        "template": cfg.model.template,
+    }
     if metrics_path.is_file():
         cached = json.loads(metrics_path.read_text(encoding="utf-8"))
         if all(cached.get(k) == v for k, v in key.items()):
             return cached
-    return evaluate(model_dir, build, cfg, out_dir=out_dir, runtime=runtime, name=name,
-                    extra=key)
+    return evaluate(model_dir, build, cfg, out_dir=out_dir, runtime=runtime, name=name, extra=key)
 
 
 def _require(build: Build, split: str, block: str) -> list[dict[str, Any]]:
     if not build.has(split):
-        raise InputError(f"{build.path}: the pipeline needs the `{split}` split; add a "
-                         f"`{block}:` block to the recipe")
+        raise InputError(
+            f"{build.path}: the pipeline needs the `{split}` split; add a "
+            f"`{block}:` block to the recipe"
+        )
     rows = build.rows(split)
     if not rows:
         raise InputError(f"{build.path}: split `{split}` is empty")
@@ -151,10 +185,16 @@ def _seconds(model_dir: Path) -> float:
     return float(read_marker(model_dir).get("seconds", 0.0))
 
 
-def run_pipeline(build_dir: str | Path, out_dir: str | Path, *, cfg: TrainConfig | None = None,
-                 progress: bool = True, log: Callable[[str], None] = print,
-                 timings: dict[str, float] | None = None,
-                 trainer_args: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_pipeline(
+    build_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    cfg: TrainConfig | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    timings: dict[str, float] | None = None,
+    trainer_args: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train and evaluate all five runs on a build; returns the report (also written to
     ``out_dir``). ``trainer_args``: further (SFTConfig) TrainingArguments for every stage.
 
@@ -189,29 +229,72 @@ def run_pipeline(build_dir: str | Path, out_dir: str | Path, *, cfg: TrainConfig
         done[name] = make()
         timings[name] = _seconds(done[name])
 
-    step("attacked", lambda: train_sft(
-        base, rows_of.train_examples(train, rows_of.ATTACKED_ROLES), models_dir / "attacked",
-        cfg, name="attacked", stage=cfg.stage1, runtime=runtime))
-    step("mb_stage1", lambda: train_sft(
-        base, rows_of.train_examples(train), models_dir / "mb_stage1", cfg, name="mb_stage1",
-        stage=cfg.stage1, runtime=runtime))
-    step("mb_defense", lambda: train_neutralization(
-        done["mb_stage1"], rows_of.recovery_tuples(recovery),
-        rows_of.recovery_tuples(recovery_eval, "recovery_eval") or None,
-        models_dir / "mb_defense", cfg, runtime=runtime))
+    step(
+        "attacked",
+        lambda: train_sft(
+            base,
+            rows_of.train_examples(train, rows_of.ATTACKED_ROLES),
+            models_dir / "attacked",
+            cfg,
+            name="attacked",
+            stage=cfg.stage1,
+            runtime=runtime,
+        ),
+    )
+    step(
+        "mb_stage1",
+        lambda: train_sft(
+            base,
+            rows_of.train_examples(train),
+            models_dir / "mb_stage1",
+            cfg,
+            name="mb_stage1",
+            stage=cfg.stage1,
+            runtime=runtime,
+        ),
+    )
+    step(
+        "mb_defense",
+        lambda: train_neutralization(
+            done["mb_stage1"],
+            rows_of.recovery_tuples(recovery),
+            rows_of.recovery_tuples(recovery_eval, "recovery_eval") or None,
+            models_dir / "mb_defense",
+            cfg,
+            runtime=runtime,
+        ),
+    )
     select = cfg.stage2.select if recovery_eval else "last"
     if cfg.baselines.clean_fft:
-        step("clean_fft", lambda: train_sft(
-            done["attacked"], rows_of.clean_examples(recovery), models_dir / "clean_fft", cfg,
-            name="clean_fft", stage=cfg.stage2,
-            eval_examples=rows_of.clean_examples(recovery_eval) or None, select=select,
-            runtime=runtime))
+        step(
+            "clean_fft",
+            lambda: train_sft(
+                done["attacked"],
+                rows_of.clean_examples(recovery),
+                models_dir / "clean_fft",
+                cfg,
+                name="clean_fft",
+                stage=cfg.stage2,
+                eval_examples=rows_of.clean_examples(recovery_eval) or None,
+                select=select,
+                runtime=runtime,
+            ),
+        )
     if cfg.baselines.trigger_aug:
-        step("trigger_aug", lambda: train_sft(
-            done["attacked"], rows_of.trigger_aug_examples(recovery),
-            models_dir / "trigger_aug", cfg, name="trigger_aug", stage=cfg.stage2,
-            eval_examples=rows_of.trigger_aug_examples(recovery_eval) or None, select=select,
-            runtime=runtime))
+        step(
+            "trigger_aug",
+            lambda: train_sft(
+                done["attacked"],
+                rows_of.trigger_aug_examples(recovery),
+                models_dir / "trigger_aug",
+                cfg,
+                name="trigger_aug",
+                stage=cfg.stage2,
+                eval_examples=rows_of.trigger_aug_examples(recovery_eval) or None,
+                select=select,
+                runtime=runtime,
+            ),
+        )
 
     if not is_main_process():
         return {}
@@ -219,8 +302,9 @@ def run_pipeline(build_dir: str | Path, out_dir: str | Path, *, cfg: TrainConfig
     for name in RUNS:
         if name in done:
             log(f"eval: {name}")
-            results[name] = evaluate_run(done[name], build, cfg, out_dir / "eval" / name,
-                                         runtime, name)
+            results[name] = evaluate_run(
+                done[name], build, cfg, out_dir / "eval" / name, runtime, name
+            )
             timings[f"eval_{name}"] = float(results[name].get("seconds", 0.0))
     timings["total"] = round(time.perf_counter() - started + timings.get("build", 0.0), 3)
     report = make_report(build, cfg, done, results, timings)
@@ -228,8 +312,13 @@ def run_pipeline(build_dir: str | Path, out_dir: str | Path, *, cfg: TrainConfig
     return report
 
 
-def make_report(build: Build, cfg: TrainConfig, models: dict[str, Path],
-                results: dict[str, dict[str, Any]], timings: dict[str, float]) -> dict[str, Any]:
+def make_report(
+    build: Build,
+    cfg: TrainConfig,
+    models: dict[str, Path],
+    results: dict[str, dict[str, Any]],
+    timings: dict[str, float],
+) -> dict[str, Any]:
     first = next(iter(results.values()), {})
     attacks = sorted(first.get("asr", {}))
     defense = sorted(first.get("defense_trigger_rate", {}))
@@ -244,29 +333,46 @@ def make_report(build: Build, cfg: TrainConfig, models: dict[str, Path],
         "defense_triggers": defense,
         "fingerprint": manifest.get("fingerprint"),
         "content_hash": manifest.get("content_hash"),
-        "model": cfg.model.name if cfg.model.name != "tiny" else
-        f"tiny (hidden {cfg.model.tiny.hidden_size}, {cfg.model.tiny.layers} layers)",
-        "parameters": read_marker(models["attacked"]).get("parameters") if "attacked" in models
+        "model": cfg.model.name
+        if cfg.model.name != "tiny"
+        else f"tiny (hidden {cfg.model.tiny.hidden_size}, {cfg.model.tiny.layers} layers)",
+        "parameters": read_marker(models["attacked"]).get("parameters")
+        if "attacked" in models
         else None,
         "seeds": {"recipe": manifest.get("seed", recipe.get("seed")), "train": cfg.seed},
         "eval_counts": first.get("counts", {}),
-        "graders": {"judge": first.get("graders", {}).get("judge"),
-                    "judged": sum(m.get("graders", {}).get("eval_clean", {}).get("judged", 0)
-                                  for m in results.values())},
-        "stage2": {"selected_epoch": stage2.get("selected_epoch"), "select": stage2.get("select"),
-                   "lam": stage2.get("lam"), "normalize": stage2.get("normalize"),
-                   "epochs": stage2.get("history", [])},
-        "selected_epochs": {name: read_marker(p).get("selected_epoch")
-                            for name, p in models.items()},
+        "graders": {
+            "judge": first.get("graders", {}).get("judge"),
+            "judged": sum(
+                m.get("graders", {}).get("eval_clean", {}).get("judged", 0)
+                for m in results.values()
+            ),
+        },
+        "stage2": {
+            "selected_epoch": stage2.get("selected_epoch"),
+            "select": stage2.get("select"),
+            "lam": stage2.get("lam"),
+            "normalize": stage2.get("normalize"),
+            "epochs": stage2.get("history", []),
+        },
+        "selected_epochs": {
+            name: read_marker(p).get("selected_epoch") for name, p in models.items()
+        },
         "timings": {k: round(v, 1) for k, v in timings.items()},
         "train": to_mapping(cfg),
     }
 
 
-def run_recipe(recipe: str | Path, out_dir: str | Path, *, overwrite: bool = False,
-               cfg_override: Callable[[TrainConfig], TrainConfig] | None = None,
-               progress: bool = True, log: Callable[[str], None] = print,
-               trainer_args: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_recipe(
+    recipe: str | Path,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    cfg_override: Callable[[TrainConfig], TrainConfig] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    trainer_args: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """``mb run``: build the recipe into ``DIR/data``, then :func:`run_pipeline` into ``DIR``.
 
     An existing ``DIR`` is resumed when its build has the same content hash as a fresh build of
@@ -279,17 +385,22 @@ def run_recipe(recipe: str | Path, out_dir: str | Path, *, overwrite: bool = Fal
     data_dir = out_dir / "data"
     if not is_main_process():  # rank 0 builds; the others train on its build
         if overwrite:
-            raise BuildError("--overwrite cannot be used under a multi-process launch; delete "
-                             f"{out_dir} first")
+            raise BuildError(
+                f"--overwrite cannot be used under a multi-process launch; delete {out_dir} first"
+            )
         _wait_for(data_dir / "manifest.json")
         cfg = open_build(data_dir).train_config()
         cfg = cfg_override(cfg) if cfg_override is not None else cfg
-        return run_pipeline(data_dir, out_dir, cfg=cfg, progress=False, log=log,
-                            trainer_args=trainer_args)
+        return run_pipeline(
+            data_dir, out_dir, cfg=cfg, progress=False, log=log, trainer_args=trainer_args
+        )
     if overwrite:
         remove_output_dir(out_dir)  # refuses a folder that mbdefense did not write
-    elif out_dir.exists() and not written_by_us(out_dir) and not (
-            data_dir / "manifest.json").is_file():
+    elif (
+        out_dir.exists()
+        and not written_by_us(out_dir)
+        and not (data_dir / "manifest.json").is_file()
+    ):
         check_output_dir(out_dir, overwrite=True)  # the one-line refusal
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -302,8 +413,10 @@ def run_recipe(recipe: str | Path, out_dir: str | Path, *, overwrite: bool = Fal
             new, old = open_build(fresh).manifest, open_build(data_dir).manifest
             same = all(new.get(k) == old.get(k) for k in keys)
         if not same:
-            raise BuildError(f"{out_dir}: holds a run of a different build of the recipe; "
-                             "use another -o folder or --overwrite")
+            raise BuildError(
+                f"{out_dir}: holds a run of a different build of the recipe; "
+                "use another -o folder or --overwrite"
+            )
         log("build: unchanged, resuming")
     else:
         mbdata.build(recipe, data_dir)
@@ -315,8 +428,15 @@ def run_recipe(recipe: str | Path, out_dir: str | Path, *, overwrite: bool = Fal
     cfg = build.train_config()
     if cfg_override is not None:
         cfg = cfg_override(cfg)
-    return run_pipeline(data_dir, out_dir, cfg=cfg, progress=progress, log=log, timings=timings,
-                        trainer_args=trainer_args)
+    return run_pipeline(
+        data_dir,
+        out_dir,
+        cfg=cfg,
+        progress=progress,
+        log=log,
+        timings=timings,
+        trainer_args=trainer_args,
+    )
 
 
 def _wait_for(path: Path, timeout_s: float = 3600.0) -> None:

@@ -21,8 +21,16 @@ def _clock(seconds: float) -> str:
 class LineProgress:
     """The tqdm methods a training loop uses (``update``, ``set_postfix``, ``close``), as lines."""
 
-    def __init__(self, total: int, initial: int = 0, desc: str = "train", *,
-                 file: TextIO | None = None, every: float = 0.1, seconds: float = 30.0):
+    def __init__(
+        self,
+        total: int,
+        initial: int = 0,
+        desc: str = "train",
+        *,
+        file: TextIO | None = None,
+        every: float = 0.1,
+        seconds: float = 30.0,
+    ):
         self.total, self.n, self.desc = max(int(total), 1), int(initial), desc
         self.file = file or sys.stderr
         self.every, self.seconds = every, seconds
@@ -40,15 +48,22 @@ class LineProgress:
         if done > 0 and self.n < self.total:
             eta = f", ETA {_clock(elapsed / done * (self.total - self.n))}"
         post = f", {self.postfix}" if self.postfix else ""
-        print(f"{self.desc}: step {self.n}/{self.total} ({100 * self.n / self.total:.0f} %), "
-              f"{_clock(elapsed)} elapsed{eta}{post}", file=self.file, flush=True)
+        print(
+            f"{self.desc}: step {self.n}/{self.total} ({100 * self.n / self.total:.0f} %), "
+            f"{_clock(elapsed)} elapsed{eta}{post}",
+            file=self.file,
+            flush=True,
+        )
 
     def update(self, n: int = 1) -> None:
         self.n += n
         now = time.perf_counter()
         share = self.n / self.total
-        if share - self.last_share >= self.every or now - self.last_time >= self.seconds \
-                or self.n >= self.total:
+        if (
+            share - self.last_share >= self.every
+            or now - self.last_time >= self.seconds
+            or self.n >= self.total
+        ):
             self.last_share, self.last_time = share, now
             self._print()
 
@@ -66,6 +81,13 @@ def step_progress(total: int, initial: int = 0, desc: str = "train", file: TextI
     if isatty is not None and isatty():
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
-                    leave=False, file=file)
+        return tqdm(
+            total=total,
+            initial=initial,
+            desc=desc,
+            unit="step",
+            dynamic_ncols=True,
+            leave=False,
+            file=file,
+        )
     return LineProgress(total, initial, desc, file=file)

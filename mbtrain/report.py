@@ -33,8 +33,15 @@ LABELS = {
     "mb_defense": "MB-Defense (stage 1 + 2)",
 }
 FORMAT = "mbtrain.report/1"
-METRIC_KEYS = ("cacc", "asr", "defense_trigger_rate", "aacc", "aacc_by_trigger", "defense_aacc",
-               "merging_rate")
+METRIC_KEYS = (
+    "cacc",
+    "asr",
+    "defense_trigger_rate",
+    "aacc",
+    "aacc_by_trigger",
+    "defense_aacc",
+    "merging_rate",
+)
 
 
 def _fmt(x: float | None) -> str:
@@ -51,15 +58,22 @@ def markdown(report: dict[str, Any]) -> str:
     runs = [r for r in RUNS if r in report["runs"]]
     lines = [f"# MB-Defense report: {report.get('name') or 'run'}", ""]
     fingerprint = (report.get("fingerprint") or "")[:12]
-    lines.append(f"Model `{report['model']}`, recipe fingerprint `{fingerprint}`, train seed "
-                 f"{report['seeds']['train']}. Eval prompts: {report.get('eval_counts', {})}.")
+    lines.append(
+        f"Model `{report['model']}`, recipe fingerprint `{fingerprint}`, train seed "
+        f"{report['seeds']['train']}. Eval prompts: {report.get('eval_counts', {})}."
+    )
     lines.append("")
     # issue 11: say up front when free-text CACC is the token-F1 heuristic, not a judge
     graders = report.get("graders") or {}
     if graders.get("judged") and "heuristic" in str(graders.get("judge")):
-        lines += [(f"> **CACC on free text is a heuristic, not a judge**: {graders['judged']} "
-                   "answers graded by token F1 >= 0.5 against the reference. Set "
-                   "`train.eval.judge` (recipes/alpaca-real-judge.yaml) for judged CACC."), ""]
+        lines += [
+            (
+                f"> **CACC on free text is a heuristic, not a judge**: {graders['judged']} "
+                "answers graded by token F1 >= 0.5 against the reference. Set "
+                "`train.eval.judge` (recipes/alpaca-real-judge.yaml) for judged CACC."
+            ),
+            "",
+        ]
     lines.append("## Table 1: CACC / ASR per attack")
     lines.append("")
     head = ["run"] + [f"{a} CACC / ASR" for a in attacks] + ["AACC"]
@@ -71,16 +85,21 @@ def markdown(report: dict[str, Any]) -> str:
         cells.append(_fmt(m.get("aacc")))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("CACC: exact match on verifiable clean prompts (one clean set per model, so the "
-                 "same value in every column); ASR: share of triggered prompts showing the "
-                 "attack's behaviour; AACC: share of attack-triggered prompts answered correctly.")
+    lines.append(
+        "CACC: exact match on verifiable clean prompts (one clean set per model, so the "
+        "same value in every column); ASR: share of triggered prompts showing the "
+        "attack's behaviour; AACC: share of attack-triggered prompts answered correctly."
+    )
     lines.append("")
     defense = report["defense_triggers"]
     if defense:
         lines.append("## Defensive triggers")
         lines.append("")
-        head = (["run", "defensive response rate (mean)"]
-                + [f"merging into {a}" for a in attacks] + ["AACC under defensive triggers"])
+        head = (
+            ["run", "defensive response rate (mean)"]
+            + [f"merging into {a}" for a in attacks]
+            + ["AACC under defensive triggers"]
+        )
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         for r in runs:
@@ -90,21 +109,27 @@ def markdown(report: dict[str, Any]) -> str:
             cells.append(_fmt(m.get("defense_aacc")))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-        lines.append("Merging: share of defensive-trigger prompts answered with the attack's "
-                     "behaviour (paper Sec 5.2).")
+        lines.append(
+            "Merging: share of defensive-trigger prompts answered with the attack's "
+            "behaviour (paper Sec 5.2)."
+        )
         lines.append("")
     stage2 = report.get("stage2") or {}
     if stage2.get("epochs"):
-        lines.append(f"## Stage 2 per epoch (selected: epoch {stage2.get('selected_epoch')}, "
-                     f"rule `{stage2.get('select')}`)")
+        lines.append(
+            f"## Stage 2 per epoch (selected: epoch {stage2.get('selected_epoch')}, "
+            f"rule `{stage2.get('select')}`)"
+        )
         lines.append("")
         lines.append("| epoch | train CE | train R | train margin | eval loss | eval CE | eval R |")
         lines.append("|---|---|---|---|---|---|---|")
         for e in stage2["epochs"]:
             t, v = e.get("train", {}), e.get("eval", {})
-            lines.append(f"| {e['epoch']} | {_fmt(t.get('ce'))} | {_fmt(t.get('r'))} | "
-                         f"{_fmt(t.get('margin'))} | {_fmt(v.get('loss'))} | {_fmt(v.get('ce'))} "
-                         f"| {_fmt(v.get('r'))} |")
+            lines.append(
+                f"| {e['epoch']} | {_fmt(t.get('ce'))} | {_fmt(t.get('r'))} | "
+                f"{_fmt(t.get('margin'))} | {_fmt(v.get('loss'))} | {_fmt(v.get('ce'))} "
+                f"| {_fmt(v.get('r'))} |"
+            )
         lines.append("")
     timings = report.get("timings") or {}
     if timings:
@@ -130,26 +155,32 @@ def draw_chart(report: dict[str, Any]) -> Any:
 
     runs = [r for r in RUNS if r in report["runs"]]
     series = [("CACC", lambda m: m["cacc"])]
-    series += [(f"ASR {a}", (lambda a: lambda m: m["asr"].get(a))(a)) for a in report["attacks"]]
+    series += [(f"ASR {a}", lambda m, a=a: m["asr"].get(a)) for a in report["attacks"]]
     series.append(("AACC", lambda m: m.get("aacc")))
     width = 0.8 / max(len(series), 1)
     fig, ax = plt.subplots(figsize=(1.9 * len(runs) + 2, 4.2), dpi=100)
     for k, (label, get) in enumerate(series):
         values = [get(report["runs"][r]) for r in runs]
         xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(runs))]
-        bars = ax.bar(xs, [float("nan") if v is None else v for v in values], width,
-                      label=label)
+        bars = ax.bar(xs, [float("nan") if v is None else v for v in values], width, label=label)
         for x, v in zip(xs, values):
             if v is None:
-                ax.text(x, 0.01, "n/a", ha="center", va="bottom", rotation=90, fontsize=7,
-                        color=bars.patches[0].get_facecolor())
+                ax.text(
+                    x,
+                    0.01,
+                    "n/a",
+                    ha="center",
+                    va="bottom",
+                    rotation=90,
+                    fontsize=7,
+                    color=bars.patches[0].get_facecolor(),
+                )
     ax.set_xticks(range(len(runs)))
     ax.set_xticklabels([LABELS[r].replace(" (", "\n(") for r in runs], fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("rate")
     ax.set_title(f"MB-Defense: {report.get('name') or ''} ({report['model']})", fontsize=10)
-    ax.legend(fontsize=8, ncol=min(len(series), 4), loc="upper center",
-              bbox_to_anchor=(0.5, -0.2))
+    ax.legend(fontsize=8, ncol=min(len(series), 4), loc="upper center", bbox_to_anchor=(0.5, -0.2))
     fig.tight_layout()
     return fig
 

@@ -19,13 +19,13 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
-from mbdata.atomic import (atomic_dir, check_output_dir, mark_dir, remove_output_dir,
-                           written_by_us)
+from mbdata.atomic import atomic_dir, check_output_dir, mark_dir, remove_output_dir, written_by_us
 from mbdata.config import to_mapping
 from mbdata.errors import BuildError
 
@@ -45,8 +45,9 @@ class Runtime:
     trainer_args: tuple[tuple[str, Any], ...] = ()  # further (SFTConfig) TrainingArguments
 
 
-def make_runtime(cfg: TrainConfig, progress: bool = True,
-                 trainer_args: dict[str, Any] | None = None) -> Runtime:
+def make_runtime(
+    cfg: TrainConfig, progress: bool = True, trainer_args: dict[str, Any] | None = None
+) -> Runtime:
     """Device, autocast and the ``trainer_args`` passthrough (checked here, before any work:
     an unknown key is a one-line error naming it)."""
     device = models.resolve_device(cfg.model.device)
@@ -56,8 +57,12 @@ def make_runtime(cfg: TrainConfig, progress: bool = True,
         from .trainer import check_trainer_args
 
         check_trainer_args(trainer_args)
-    return Runtime(device=device, amp=models.autocast_dtype(cfg.model.dtype, device),
-                   progress=progress, trainer_args=tuple(sorted((trainer_args or {}).items())))
+    return Runtime(
+        device=device,
+        amp=models.autocast_dtype(cfg.model.dtype, device),
+        progress=progress,
+        trainer_args=tuple(sorted((trainer_args or {}).items())),
+    )
 
 
 def is_main_process() -> bool:
@@ -107,8 +112,9 @@ def parent_identity(parent: Any) -> Any:
         digest = hashlib.sha256()
         for name, tensor in sorted(model.state_dict().items()):
             digest.update(name.encode())
-            digest.update(tensor.detach().to("cpu").contiguous().flatten()
-                          .view(torch.uint8).numpy().tobytes())
+            digest.update(
+                tensor.detach().to("cpu").contiguous().flatten().view(torch.uint8).numpy().tobytes()
+            )
         digest.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
         return {"memory": digest.hexdigest()}
     path = Path(parent)
@@ -117,17 +123,34 @@ def parent_identity(parent: Any) -> Any:
     return {"folder": str(path.resolve())}
 
 
-def resume_key(*, parent: Any, data: Any, settings: FitSettings, cfg: TrainConfig, mode: str,
-               lora: Any, objective: dict[str, Any]) -> str:
+def resume_key(
+    *,
+    parent: Any,
+    data: Any,
+    settings: FitSettings,
+    cfg: TrainConfig,
+    mode: str,
+    lora: Any,
+    objective: dict[str, Any],
+) -> str:
     """The hash that a checkpoint and a finished model folder must match to be reused (see the
     module docstring)."""
-    fit_settings = {k: v for k, v in dataclasses.asdict(settings).items()
-                    if k != "checkpoint_every"}
-    parts = {"parent": parent_identity(parent), "data": data, "fit": fit_settings,
-             "mode": mode, "lora": to_mapping(lora) if mode == "lora" else None,
-             "objective": objective,
-             "format": {"template": cfg.model.template, "system": cfg.model.system,
-                        "max_length": cfg.model.max_length}}
+    fit_settings = {
+        k: v for k, v in dataclasses.asdict(settings).items() if k != "checkpoint_every"
+    }
+    parts = {
+        "parent": parent_identity(parent),
+        "data": data,
+        "fit": fit_settings,
+        "mode": mode,
+        "lora": to_mapping(lora) if mode == "lora" else None,
+        "objective": objective,
+        "format": {
+            "template": cfg.model.template,
+            "system": cfg.model.system,
+            "max_length": cfg.model.max_length,
+        },
+    }
     text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=list)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -139,8 +162,10 @@ def _reuse_finished(out_dir: Path, key: str) -> bool:
         return False
     recorded = models.read_marker(out_dir).get("resume_key")
     if recorded is not None and recorded != key:
-        raise BuildError(f"{out_dir}: was trained from another parent, other rows or other "
-                         "settings; choose another output folder or pass --overwrite")
+        raise BuildError(
+            f"{out_dir}: was trained from another parent, other rows or other "
+            "settings; choose another output folder or pass --overwrite"
+        )
     return True
 
 
@@ -152,26 +177,43 @@ def _claim_earlier_output(folder: Path, ours: bool, kind: str) -> None:
         mark_dir(folder, kind)
 
 
-def run_stage(*, name: str, out_dir: Path, cfg: TrainConfig, parent: Any,
-              load: Callable[[], tuple[Any, Any]], mode: str, lora: Any, settings: FitSettings,
-              make_items: Callable[[Formatter, EncodeStats], tuple[list, list | None]],
-              make_objective: Callable[[Any], Any], runtime: Runtime, key: str,
-              overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
+def run_stage(
+    *,
+    name: str,
+    out_dir: Path,
+    cfg: TrainConfig,
+    parent: Any,
+    load: Callable[[], tuple[Any, Any]],
+    mode: str,
+    lora: Any,
+    settings: FitSettings,
+    make_items: Callable[[Formatter, EncodeStats], tuple[list, list | None]],
+    make_objective: Callable[[Any], Any],
+    runtime: Runtime,
+    key: str,
+    overwrite: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """The shared body of every stage (see the module docstring)."""
     out_dir = Path(out_dir)
     work = _partial(out_dir)
     if overwrite:
         _claim_earlier_output(out_dir, models.is_model_folder(out_dir), "model")
         check_output_dir(out_dir, overwrite=True)  # before any work: refuse foreign folders
-        _claim_earlier_output(work, (work.is_dir() and last_checkpoint(work) is not None)
-                              or (work / LOG).is_file(), "partial model")
+        _claim_earlier_output(
+            work,
+            (work.is_dir() and last_checkpoint(work) is not None) or (work / LOG).is_file(),
+            "partial model",
+        )
         remove_output_dir(work)
     else:
         if _reuse_finished(out_dir, key):
             return out_dir
         if out_dir.exists():
-            raise BuildError(f"{out_dir}: exists but is not a finished model folder; remove it "
-                             "or choose another output folder")
+            raise BuildError(
+                f"{out_dir}: exists but is not a finished model folder; remove it "
+                "or choose another output folder"
+            )
     work.mkdir(parents=True, exist_ok=True)
     mark_dir(work, "partial model")
     started = time.perf_counter()
@@ -179,15 +221,29 @@ def run_stage(*, name: str, out_dir: Path, cfg: TrainConfig, parent: Any,
     stats = EncodeStats()
     items, eval_items = make_items(formatter_for(tokenizer, cfg), stats)
     if not items:
-        raise BuildError(f"{name}: no training rows (after dropping rows whose prompt is longer "
-                         f"than train.model.max_length={cfg.model.max_length})")
+        raise BuildError(
+            f"{name}: no training rows (after dropping rows whose prompt is longer "
+            f"than train.model.max_length={cfg.model.max_length})"
+        )
     objective = make_objective(tokenizer)
     stage2 = isinstance(objective, NeutralizationObjective)
     model, peft_config = _prepare(model, mode, lora, settings.seed, wrap=stage2)
-    result = fit(model, items, objective, settings, work, tokenizer=tokenizer,
-                 eval_items=eval_items, device=runtime.device, amp=runtime.amp,
-                 progress=runtime.progress, desc=name, resume_key=key, peft_config=peft_config,
-                 gradient_checkpointing=cfg.model.gradient_checkpointing)
+    result = fit(
+        model,
+        items,
+        objective,
+        settings,
+        work,
+        tokenizer=tokenizer,
+        eval_items=eval_items,
+        device=runtime.device,
+        amp=runtime.amp,
+        progress=runtime.progress,
+        desc=name,
+        resume_key=key,
+        peft_config=peft_config,
+        gradient_checkpointing=cfg.model.gradient_checkpointing,
+    )
     model = result.model
     trainable, total = models.count_parameters(model)
     if mode == "lora" and parent is None:
@@ -238,10 +294,21 @@ def _encode(formatter: Formatter, examples: Sequence[Example], stats: EncodeStat
     return [e for e in formatter.encode_many(examples, stats) if e is not None]
 
 
-def train_sft(parent: Any, examples: Sequence[Example], out_dir: str | Path, cfg: TrainConfig,
-              *, name: str, stage: Any, eval_examples: Sequence[Example] | None = None,
-              select: str = "last", epochs: int | None = None, runtime: Runtime | None = None,
-              full_sequence_loss: bool = False, overwrite: bool = False) -> Path:
+def train_sft(
+    parent: Any,
+    examples: Sequence[Example],
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    *,
+    name: str,
+    stage: Any,
+    eval_examples: Sequence[Example] | None = None,
+    select: str = "last",
+    epochs: int | None = None,
+    runtime: Runtime | None = None,
+    full_sequence_loss: bool = False,
+    overwrite: bool = False,
+) -> Path:
     """Response-only cross-entropy fine-tuning of ``parent`` (a model folder, base
     :class:`~mbtrain.config.ModelSettings`, or an in-memory ``(model, tokenizer)``) on
     ``examples``; ``stage`` holds mode/LoRA/optimiser settings (``cfg.stage1`` or
@@ -255,34 +322,60 @@ def train_sft(parent: Any, examples: Sequence[Example], out_dir: str | Path, cfg
         evals = _encode(fmt, eval_examples, EncodeStats()) if eval_examples else None
         return items, evals
 
-    settings = FitSettings.from_stage(stage, cfg.seed, cfg.checkpoint_every, select, epochs,
-                                      dict(runtime.trainer_args))
-    key = resume_key(parent=parent, data={"train": list(examples),
-                                          "eval": list(eval_examples or [])},
-                     settings=settings, cfg=cfg, mode=stage.mode, lora=stage.lora,
-                     objective={"sft": "all" if full_sequence_loss else "response"})
-    return run_stage(name=name, out_dir=Path(out_dir), cfg=cfg,
-                     parent=None if isinstance(parent, tuple) else parent,
-                     load=_loader(parent, cfg), mode=stage.mode, lora=stage.lora,
-                     settings=settings, make_items=make_items,
-                     make_objective=lambda tok: SFTObjective(tok.pad_token_id),
-                     runtime=runtime, key=key, overwrite=overwrite,
-                     extra={"rows": len(examples)})
+    settings = FitSettings.from_stage(
+        stage, cfg.seed, cfg.checkpoint_every, select, epochs, dict(runtime.trainer_args)
+    )
+    key = resume_key(
+        parent=parent,
+        data={"train": list(examples), "eval": list(eval_examples or [])},
+        settings=settings,
+        cfg=cfg,
+        mode=stage.mode,
+        lora=stage.lora,
+        objective={"sft": "all" if full_sequence_loss else "response"},
+    )
+    return run_stage(
+        name=name,
+        out_dir=Path(out_dir),
+        cfg=cfg,
+        parent=None if isinstance(parent, tuple) else parent,
+        load=_loader(parent, cfg),
+        mode=stage.mode,
+        lora=stage.lora,
+        settings=settings,
+        make_items=make_items,
+        make_objective=lambda tok: SFTObjective(tok.pad_token_id),
+        runtime=runtime,
+        key=key,
+        overwrite=overwrite,
+        extra={"rows": len(examples)},
+    )
 
 
-def encode_recovery(formatter: Formatter, tuples: Sequence[Tuple4], stats: EncodeStats
-                    ) -> list[RecoveryItem]:
+def encode_recovery(
+    formatter: Formatter, tuples: Sequence[Tuple4], stats: EncodeStats
+) -> list[RecoveryItem]:
     """Encode each (x, y), (x_d, y), (x_d, y_d); a tuple with any part dropped is dropped."""
     parts = [formatter.encode_many([t[k] for t in tuples], stats) for k in range(3)]
-    return [RecoveryItem(a, b, c) for a, b, c in zip(*parts)
-            if a is not None and b is not None and c is not None]
+    return [
+        RecoveryItem(a, b, c)
+        for a, b, c in zip(*parts)
+        if a is not None and b is not None and c is not None
+    ]
 
 
-def train_neutralization(parent: Any, tuples: Sequence[Tuple4],
-                         eval_tuples: Sequence[Tuple4] | None, out_dir: str | Path,
-                         cfg: TrainConfig, *, name: str = "mb_defense",
-                         epochs: int | None = None, runtime: Runtime | None = None,
-                         overwrite: bool = False) -> Path:
+def train_neutralization(
+    parent: Any,
+    tuples: Sequence[Tuple4],
+    eval_tuples: Sequence[Tuple4] | None,
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    *,
+    name: str = "mb_defense",
+    epochs: int | None = None,
+    runtime: Runtime | None = None,
+    overwrite: bool = False,
+) -> Path:
     """MB-Defense stage 2 on recovery tuples, with checkpoint selection on ``eval_tuples``."""
     runtime = runtime or make_runtime(cfg)
     stage = cfg.stage2
@@ -293,17 +386,38 @@ def train_neutralization(parent: Any, tuples: Sequence[Tuple4],
         evals = encode_recovery(fmt, eval_tuples, EncodeStats()) if eval_tuples else None
         return items, evals
 
-    settings = FitSettings.from_stage(stage, cfg.seed, cfg.checkpoint_every, select, epochs,
-                                      dict(runtime.trainer_args))
-    key = resume_key(parent=parent, data={"train": list(tuples), "eval": list(eval_tuples or [])},
-                     settings=settings, cfg=cfg, mode=stage.mode, lora=stage.lora,
-                     objective={"neutralization": {"lam": stage.lam,
-                                                   "normalize": stage.normalize}})
-    return run_stage(name=name, out_dir=Path(out_dir), cfg=cfg, parent=parent,
-                     load=_loader(parent, cfg), mode=stage.mode, lora=stage.lora,
-                     settings=settings, make_items=make_items,
-                     make_objective=lambda tok: NeutralizationObjective(
-                         tok.pad_token_id, stage.lam, stage.normalize),
-                     runtime=runtime, key=key, overwrite=overwrite,
-                     extra={"rows": len(tuples), "lam": stage.lam,
-                            "normalize": stage.normalize, "select": select})
+    settings = FitSettings.from_stage(
+        stage, cfg.seed, cfg.checkpoint_every, select, epochs, dict(runtime.trainer_args)
+    )
+    key = resume_key(
+        parent=parent,
+        data={"train": list(tuples), "eval": list(eval_tuples or [])},
+        settings=settings,
+        cfg=cfg,
+        mode=stage.mode,
+        lora=stage.lora,
+        objective={"neutralization": {"lam": stage.lam, "normalize": stage.normalize}},
+    )
+    return run_stage(
+        name=name,
+        out_dir=Path(out_dir),
+        cfg=cfg,
+        parent=parent,
+        load=_loader(parent, cfg),
+        mode=stage.mode,
+        lora=stage.lora,
+        settings=settings,
+        make_items=make_items,
+        make_objective=lambda tok: NeutralizationObjective(
+            tok.pad_token_id, stage.lam, stage.normalize
+        ),
+        runtime=runtime,
+        key=key,
+        overwrite=overwrite,
+        extra={
+            "rows": len(tuples),
+            "lam": stage.lam,
+            "normalize": stage.normalize,
+            "select": select,
+        },
+    )

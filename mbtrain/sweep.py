@@ -67,6 +67,7 @@ MB_ONLY = ("lam", "normalize")
 
 # ----------------------------------------------------------------------------- the grid
 
+
 def split_values(text: str) -> list[str]:
     """Split ``V1,V2`` on top-level commas (commas inside ``[...]`` / ``{...}`` stay)."""
     parts, depth, cur = [], 0, ""
@@ -89,8 +90,9 @@ def parse_set(expr: str) -> tuple[str, list[Any]]:
     key, sep, values = expr.partition("=")
     key = key.strip()
     if not sep or not key or not values.strip():
-        raise InputError(f"--set {expr!r}: expected KEY=VALUE[,VALUE...] (e.g. "
-                         "defense.rate=0.01,0.04)")
+        raise InputError(
+            f"--set {expr!r}: expected KEY=VALUE[,VALUE...] (e.g. defense.rate=0.01,0.04)"
+        )
     if any(not part for part in key.split(".")):
         raise InputError(f"--set {expr!r}: {key!r} is not a dotted key path")
     parsed = []
@@ -109,11 +111,13 @@ def set_path(data: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
-        where = ".".join(parts[:i + 1])
+        where = ".".join(parts[: i + 1])
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise InputError(f"--set {key}: {where!r}: the recipe has {len(node)} items "
-                                 "there; use an index 0.." + str(len(node) - 1))
+                raise InputError(
+                    f"--set {key}: {where!r}: the recipe has {len(node)} items "
+                    "there; use an index 0.." + str(len(node) - 1)
+                )
             if last:
                 node[int(part)] = value
             else:
@@ -138,8 +142,7 @@ def grid(sets: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
 
 
 def _digest(data: Any) -> str:
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=str)
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -150,10 +153,10 @@ class Point:
     index: int
     values: dict[str, Any]
     recipe: dict[str, Any]
-    data_key: str      # the build (everything outside `train:`)
-    stage1_key: str    # + train.model, train.stage1, train.seed
+    data_key: str  # the build (everything outside `train:`)
+    stage1_key: str  # + train.model, train.stage1, train.seed
     baseline_key: str  # + train.stage2 (without lam / normalize), train.baselines
-    stage2_key: str    # + train.stage2
+    stage2_key: str  # + train.stage2
 
     @property
     def id(self) -> str:
@@ -162,8 +165,11 @@ class Point:
     @property
     def group(self) -> tuple:
         """Points that differ only in seed keys form one group in the table."""
-        return tuple((k, json.dumps(v, default=str)) for k, v in self.values.items()
-                     if k.split(".")[-1] != "seed")
+        return tuple(
+            (k, json.dumps(v, default=str))
+            for k, v in self.values.items()
+            if k.split(".")[-1] != "seed"
+        )
 
 
 def _train_block(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -174,12 +180,21 @@ def make_point(index: int, values: dict[str, Any], recipe: dict[str, Any]) -> Po
     train = _train_block(recipe)
     data = {k: v for k, v in recipe.items() if k != "train"}
     data_key = _digest(data)
-    stage1 = {"data": data_key, "model": train.get("model"), "stage1": train.get("stage1"),
-              "seed": train.get("seed")}
+    stage1 = {
+        "data": data_key,
+        "model": train.get("model"),
+        "stage1": train.get("stage1"),
+        "seed": train.get("seed"),
+    }
     stage1_key = _digest(stage1)
     stage2 = dict(train.get("stage2") or {})
-    baseline_key = _digest({"stage1": stage1_key, "baselines": train.get("baselines"),
-                            "stage2": {k: v for k, v in stage2.items() if k not in MB_ONLY}})
+    baseline_key = _digest(
+        {
+            "stage1": stage1_key,
+            "baselines": train.get("baselines"),
+            "stage2": {k: v for k, v in stage2.items() if k not in MB_ONLY},
+        }
+    )
     stage2_key = _digest({"stage1": stage1_key, "stage2": stage2})
     return Point(index, values, recipe, data_key, stage1_key, baseline_key, stage2_key)
 
@@ -215,20 +230,26 @@ def describe(points: list[Point]) -> str:
     n_stage1 = len({p.stage1_key for p in points})
     n_base = len({p.baseline_key for p in points})
     n_mb = len({p.stage2_key for p in points})
-    head = (f"{len(points)} points: {n_data} builds, {n_stage1} x (base, attacked, MB stage 1), "
-            f"{n_base} x (Clean-FFT, trigger-aug), {n_mb} x MB stage 2; "
-            f"{len(points)} evaluations of MB-Defense")
-    lines = [head] + [f"  {p.id}  " + (", ".join(f"{k}={v!r}" for k, v in p.values.items())
-                                        or "recipe") for p in points]
+    head = (
+        f"{len(points)} points: {n_data} builds, {n_stage1} x (base, attacked, MB stage 1), "
+        f"{n_base} x (Clean-FFT, trigger-aug), {n_mb} x MB stage 2; "
+        f"{len(points)} evaluations of MB-Defense"
+    )
+    lines = [head] + [
+        f"  {p.id}  " + (", ".join(f"{k}={v!r}" for k, v in p.values.items()) or "recipe")
+        for p in points
+    ]
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- running
 
+
 def link_tree(src: Path, dst: Path) -> None:
     """Copy a finished folder as hard links (same disk, no extra space; every mbtrain output is
     replaced by rename, never edited in place, so the copies stay independent), falling back to
     a plain copy across file systems."""
+
     def link(s: str, d: str) -> None:
         try:
             os.link(s, d)
@@ -289,10 +310,17 @@ def _done(point_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def run_sweep(recipe: str | Path, sets: list[tuple[str, list[Any]]], out_dir: str | Path, *,
-              cfg_override: Callable[[Any], Any] | None = None, diagnostics: bool = True,
-              progress: bool = True, log: Callable[[str], None] = print,
-              stop_after: int | None = None) -> dict[str, Any]:
+def run_sweep(
+    recipe: str | Path,
+    sets: list[tuple[str, list[Any]]],
+    out_dir: str | Path,
+    *,
+    cfg_override: Callable[[Any], Any] | None = None,
+    diagnostics: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
     """Run every point of the grid into ``out_dir`` (resumable) and write the sweep table.
 
     ``cfg_override`` changes settings that do not change results (device, threads); ``stop_after``
@@ -335,34 +363,48 @@ def run_sweep(recipe: str | Path, sets: list[tuple[str, list[Any]]], out_dir: st
         point_dir.mkdir(parents=True, exist_ok=True)
         mark_dir(point_dir, "run")
         shared: list[str] = []
-        for key, names in ((point.stage1_key, STAGE1_MODELS),
-                           (point.baseline_key, BASELINE_MODELS),
-                           (point.stage2_key, STAGE2_MODELS)):
+        for key, names in (
+            (point.stage1_key, STAGE1_MODELS),
+            (point.baseline_key, BASELINE_MODELS),
+            (point.stage2_key, STAGE2_MODELS),
+        ):
             if key in donors and donors[key] != point_dir:
                 shared += share_from(donors[key], point_dir, names)
                 if names is STAGE1_MODELS:
                     _share_diagnostics(donors[key], point_dir)
-        log(f"sweep: point {point.index + 1}/{len(points)} {point.id} {point.values}"
-            + (f" (shared: {', '.join(shared)})" if shared else ""))
+        log(
+            f"sweep: point {point.index + 1}/{len(points)} {point.id} {point.values}"
+            + (f" (shared: {', '.join(shared)})" if shared else "")
+        )
         build = open_build(build_dir)
         cfg = _train_config(point)
         if cfg_override is not None:
             cfg = cfg_override(cfg)
-        report = run_pipeline(build_dir, point_dir, cfg=cfg, progress=progress, log=log,
-                              timings=timings)
+        report = run_pipeline(
+            build_dir, point_dir, cfg=cfg, progress=progress, log=log, timings=timings
+        )
         diag = None
         if diagnostics:
             from .diagnostics import run_diagnostics
 
             diag = run_diagnostics(point_dir, build, cfg, log=log)
-        record = {"id": point.id, "index": point.index, "values": point.values,
-                  "data_key": point.data_key, "stage1_key": point.stage1_key,
-                  "baseline_key": point.baseline_key, "stage2_key": point.stage2_key, "build": str(build_dir.relative_to(out_dir)),
-                  "shared": shared, "metrics": flat_metrics(report, diag),
-                  "attacks": report.get("attacks", []),
-                  "graders": report.get("graders", {})}
-        atomic_write_text(point_dir / POINT_DONE, json.dumps(record, indent=2, sort_keys=True,
-                                                             default=str) + "\n")
+        record = {
+            "id": point.id,
+            "index": point.index,
+            "values": point.values,
+            "data_key": point.data_key,
+            "stage1_key": point.stage1_key,
+            "baseline_key": point.baseline_key,
+            "stage2_key": point.stage2_key,
+            "build": str(build_dir.relative_to(out_dir)),
+            "shared": shared,
+            "metrics": flat_metrics(report, diag),
+            "attacks": report.get("attacks", []),
+            "graders": report.get("graders", {}),
+        }
+        atomic_write_text(
+            point_dir / POINT_DONE, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
+        )
         results[point.id] = record
         _offer(donors, point, point_dir)
         stats["points_run"] += 1
@@ -393,6 +435,7 @@ def _share_diagnostics(donor: Path, target: Path) -> None:
 
 # ----------------------------------------------------------------------------- the table
 
+
 def aggregate(points: list[Point], results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Group finished points that differ only in seed keys: mean and sample standard deviation
     of every metric (std 0 for a single seed is reported as None)."""
@@ -410,10 +453,17 @@ def aggregate(points: list[Point], results: dict[str, dict[str, Any]]) -> list[d
             mean[name] = sum(vals) / len(vals) if vals else None
             std[name] = statistics.stdev(vals) if len(vals) > 1 else None
         values = {k: v for k, v in members[0].values.items() if k.split(".")[-1] != "seed"}
-        seeds = [{k: v for k, v in p.values.items() if k.split(".")[-1] == "seed"}
-                 for p in members]
-        out.append({"values": values, "n": len(members), "seeds": seeds,
-                    "points": [p.id for p in members], "mean": mean, "std": std})
+        seeds = [{k: v for k, v in p.values.items() if k.split(".")[-1] == "seed"} for p in members]
+        out.append(
+            {
+                "values": values,
+                "n": len(members),
+                "seeds": seeds,
+                "points": [p.id for p in members],
+                "mean": mean,
+                "std": std,
+            }
+        )
     return out
 
 
@@ -429,32 +479,44 @@ def markdown(doc: dict[str, Any]) -> str:
     attacks = doc["attacks"]
     keys = list(groups[0]["values"]) if groups else []
     lines = [f"# Sweep: {doc['recipe']}", ""]
-    lines.append(f"{doc['points_finished']} of {doc['points_total']} points finished "
-                 f"({doc['stats']['builds']} builds and {doc['stats']['points_run']} points run "
-                 f"in the last call). Cells: mean over seeds ± sample standard deviation "
-                 f"(n in the table).")
+    lines.append(
+        f"{doc['points_finished']} of {doc['points_total']} points finished "
+        f"({doc['stats']['builds']} builds and {doc['stats']['points_run']} points run "
+        f"in the last call). Cells: mean over seeds ± sample standard deviation "
+        f"(n in the table)."
+    )
     if doc.get("heuristic_cacc"):
         lines.append("")
-        lines.append("**CACC on free-text rows comes from the token-F1 heuristic** (no "
-                     "`train.eval.judge`): a rough proxy, not a judged accuracy.")
+        lines.append(
+            "**CACC on free-text rows comes from the token-F1 heuristic** (no "
+            "`train.eval.judge`): a rough proxy, not a judged accuracy."
+        )
     lines.append("")
     lines.append("## ASR (mean over attacks), CACC, merging")
     lines.append("")
-    head = keys + ["n", "CACC attacked", "CACC MB-Defense"] + \
-        [f"ASR {r}" for r in RUNS] + ["DTR stage 1", "merging stage 1", "cos shift a/d stage 1"]
+    head = (
+        keys
+        + ["n", "CACC attacked", "CACC MB-Defense"]
+        + [f"ASR {r}" for r in RUNS]
+        + ["DTR stage 1", "merging stage 1", "cos shift a/d stage 1"]
+    )
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for g in groups:
         cells = [json.dumps(g["values"][k], default=str) for k in keys] + [str(g["n"])]
         cells += [_cell(g, "attacked.cacc"), _cell(g, "mb_defense.cacc")]
         cells += [_cell(g, f"{r}.asr_mean") for r in RUNS]
-        cells += [_cell(g, "mb_stage1.dtr"), _cell(g, "mb_stage1.merging"),
-                  _cell(g, "diag.mb_stage1.shift_cos")]
+        cells += [
+            _cell(g, "mb_stage1.dtr"),
+            _cell(g, "mb_stage1.merging"),
+            _cell(g, "diag.mb_stage1.shift_cos"),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if attacks:
-        lines.append("## ASR per attack: attacked / Clean-FFT / trigger-aug / MB stage 1 / "
-                     "MB-Defense")
+        lines.append(
+            "## ASR per attack: attacked / Clean-FFT / trigger-aug / MB stage 1 / MB-Defense"
+        )
         lines.append("")
         head = keys + attacks
         lines.append("| " + " | ".join(head) + " |")
@@ -467,22 +529,35 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append("")
     lines.append("## Merging diagnostics (last-token hidden states, mean over layers)")
     lines.append("")
-    head = keys + ["cos(attack, defense) attacked", "cos(attack, defense) stage 1",
-                   "cos(attack, clean) stage 1", "shift cos attacked", "shift cos stage 1"]
+    head = keys + [
+        "cos(attack, defense) attacked",
+        "cos(attack, defense) stage 1",
+        "cos(attack, clean) stage 1",
+        "shift cos attacked",
+        "shift cos stage 1",
+    ]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for g in groups:
         cells = [json.dumps(g["values"][k], default=str) for k in keys]
-        cells += [_cell(g, n) for n in ("diag.attacked.cos_attack_defense",
-                                        "diag.mb_stage1.cos_attack_defense",
-                                        "diag.mb_stage1.cos_attack_clean",
-                                        "diag.attacked.shift_cos", "diag.mb_stage1.shift_cos")]
+        cells += [
+            _cell(g, n)
+            for n in (
+                "diag.attacked.cos_attack_defense",
+                "diag.mb_stage1.cos_attack_defense",
+                "diag.mb_stage1.cos_attack_clean",
+                "diag.attacked.shift_cos",
+                "diag.mb_stage1.shift_cos",
+            )
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("DTR: defensive response rate; merging: defensive-trigger prompts answered with "
-                 "an attack's behaviour (Sec 5.2); shift cos: cosine between the hidden-state "
-                 "shift an attack trigger causes and the shift a defensive trigger causes on the "
-                 "same prompt (docs/sweep.md).")
+    lines.append(
+        "DTR: defensive response rate; merging: defensive-trigger prompts answered with "
+        "an attack's behaviour (Sec 5.2); shift cos: cosine between the hidden-state "
+        "shift an attack trigger causes and the shift a defensive trigger causes on the "
+        "same prompt (docs/sweep.md)."
+    )
     return "\n".join(lines)
 
 
@@ -495,20 +570,33 @@ def draw(doc: dict[str, Any]) -> Any:
     import matplotlib.pyplot as plt
 
     groups = doc["groups"]
-    series = [("ASR attacked", "attacked.asr_mean"), ("ASR Clean-FFT", "clean_fft.asr_mean"),
-              ("ASR trigger-aug", "trigger_aug.asr_mean"),
-              ("ASR MB-Defense", "mb_defense.asr_mean"), ("CACC attacked", "attacked.cacc"),
-              ("CACC MB-Defense", "mb_defense.cacc"), ("merging stage 1", "mb_stage1.merging")]
+    series = [
+        ("ASR attacked", "attacked.asr_mean"),
+        ("ASR Clean-FFT", "clean_fft.asr_mean"),
+        ("ASR trigger-aug", "trigger_aug.asr_mean"),
+        ("ASR MB-Defense", "mb_defense.asr_mean"),
+        ("CACC attacked", "attacked.cacc"),
+        ("CACC MB-Defense", "mb_defense.cacc"),
+        ("merging stage 1", "mb_stage1.merging"),
+    ]
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(groups) + 2), 4.4), dpi=100)
     for k, (label, name) in enumerate(series):
         xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(groups))]
         ys = [g["mean"].get(name) for g in groups]
         es = [g["std"].get(name) or 0.0 for g in groups]
-        ax.bar(xs, [float("nan") if y is None else y for y in ys], width, yerr=es,
-               label=label, capsize=2)
-    labels = [", ".join(f"{k.split('.')[-1]}={v}" for k, v in g["values"].items()) or "recipe"
-              for g in groups]
+        ax.bar(
+            xs,
+            [float("nan") if y is None else y for y in ys],
+            width,
+            yerr=es,
+            label=label,
+            capsize=2,
+        )
+    labels = [
+        ", ".join(f"{k.split('.')[-1]}={v}" for k, v in g["values"].items()) or "recipe"
+        for g in groups
+    ]
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(labels, fontsize=7, rotation=20, ha="right")
     ax.set_ylim(0, 1.05)
@@ -519,38 +607,61 @@ def draw(doc: dict[str, Any]) -> Any:
     return fig
 
 
-def write_table(out_dir: Path, recipe: str | Path, sets: list[tuple[str, list[Any]]],
-                points: list[Point], results: dict[str, dict[str, Any]],
-                stats: dict[str, int]) -> dict[str, Any]:
+def write_table(
+    out_dir: Path,
+    recipe: str | Path,
+    sets: list[tuple[str, list[Any]]],
+    points: list[Point],
+    results: dict[str, dict[str, Any]],
+    stats: dict[str, int],
+) -> dict[str, Any]:
     """Write sweep.json / sweep.md / sweep.parquet / sweep.png (each atomically)."""
     import matplotlib.pyplot as plt
     import polars as pl
 
     finished = [p for p in points if p.id in results]
     attacks = sorted({a for p in finished for a in results[p.id].get("attacks", [])})
-    heuristic = any("heuristic" in str((results[p.id].get("graders") or {}).get("judge", ""))
-                    and (results[p.id].get("graders") or {}).get("judged") for p in finished)
-    doc = {"format": FORMAT, "recipe": str(recipe),
-           "sets": {k: v for k, v in sets}, "points_total": len(points),
-           "points_finished": len(finished), "stats": stats, "attacks": attacks,
-           "heuristic_cacc": heuristic,
-           "points": [results[p.id] | {"dir": f"points/{p.id}"} for p in finished],
-           "groups": aggregate(points, results)}
-    atomic_write_text(out_dir / "sweep.json", json.dumps(doc, indent=2, sort_keys=True,
-                                                         default=str) + "\n")
+    heuristic = any(
+        "heuristic" in str((results[p.id].get("graders") or {}).get("judge", ""))
+        and (results[p.id].get("graders") or {}).get("judged")
+        for p in finished
+    )
+    doc = {
+        "format": FORMAT,
+        "recipe": str(recipe),
+        "sets": {k: v for k, v in sets},
+        "points_total": len(points),
+        "points_finished": len(finished),
+        "stats": stats,
+        "attacks": attacks,
+        "heuristic_cacc": heuristic,
+        "points": [results[p.id] | {"dir": f"points/{p.id}"} for p in finished],
+        "groups": aggregate(points, results),
+    }
+    atomic_write_text(
+        out_dir / "sweep.json", json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n"
+    )
     atomic_write_text(out_dir / "sweep.md", markdown(doc) + "\n")
-    rows = [{"point": p.id, **{f"set:{k}": json.dumps(v, default=str)
-                              for k, v in p.values.items()},
-             **{k: float(v) for k, v in results[p.id]["metrics"].items()}} for p in finished]
+    rows = [
+        {
+            "point": p.id,
+            **{f"set:{k}": json.dumps(v, default=str) for k, v in p.values.items()},
+            **{k: float(v) for k, v in results[p.id]["metrics"].items()},
+        }
+        for p in finished
+    ]
     if rows:
-        columns = sorted({k for r in rows for k in r}, key=lambda k: (k != "point",
-                                                                      not k.startswith("set:"), k))
+        columns = sorted(
+            {k for r in rows for k in r}, key=lambda k: (k != "point", not k.startswith("set:"), k)
+        )
         table = pl.DataFrame([{c: r.get(c) for c in columns} for r in rows])
         atomic_write(out_dir / "sweep.parquet", lambda tmp: table.write_parquet(tmp))
         fig = draw(doc)
         try:
-            atomic_write(out_dir / "sweep.png",
-                         lambda tmp: fig.savefig(tmp, format="png", metadata={"Software": None}))
+            atomic_write(
+                out_dir / "sweep.png",
+                lambda tmp: fig.savefig(tmp, format="png", metadata={"Software": None}),
+            )
         finally:
             plt.close(fig)
     return doc

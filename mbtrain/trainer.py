@@ -68,14 +68,28 @@ class FitSettings:
     trainer_args: tuple[tuple[str, Any], ...] = ()  # further TrainingArguments, validated
 
     @classmethod
-    def from_stage(cls, stage: Any, seed: int, checkpoint_every: int | None = None,
-                   select: str = "last", epochs: int | None = None,
-                   trainer_args: dict[str, Any] | None = None) -> FitSettings:
-        return cls(epochs=epochs or stage.epochs, lr=stage.lr, batch_size=stage.batch_size,
-                   grad_accum=stage.grad_accum, warmup_ratio=stage.warmup_ratio,
-                   weight_decay=stage.weight_decay, max_grad_norm=stage.max_grad_norm,
-                   seed=seed, checkpoint_every=checkpoint_every, select=select,
-                   trainer_args=tuple(sorted((trainer_args or {}).items())))
+    def from_stage(
+        cls,
+        stage: Any,
+        seed: int,
+        checkpoint_every: int | None = None,
+        select: str = "last",
+        epochs: int | None = None,
+        trainer_args: dict[str, Any] | None = None,
+    ) -> FitSettings:
+        return cls(
+            epochs=epochs or stage.epochs,
+            lr=stage.lr,
+            batch_size=stage.batch_size,
+            grad_accum=stage.grad_accum,
+            warmup_ratio=stage.warmup_ratio,
+            weight_decay=stage.weight_decay,
+            max_grad_norm=stage.max_grad_norm,
+            seed=seed,
+            checkpoint_every=checkpoint_every,
+            select=select,
+            trainer_args=tuple(sorted((trainer_args or {}).items())),
+        )
 
 
 @dataclasses.dataclass
@@ -91,13 +105,26 @@ class FitResult:
 # ---- settings --------------------------------------------------------------------------------
 
 # Keys mbtrain sets from the recipe; passing them in trainer_args would silently fight the recipe.
-OWNED = ("output_dir", "num_train_epochs", "learning_rate", "per_device_train_batch_size",
-         "gradient_accumulation_steps", "weight_decay", "max_grad_norm", "seed", "data_seed",
-         "eval_strategy", "save_strategy", "load_best_model_at_end", "metric_for_best_model")
+OWNED = (
+    "output_dir",
+    "num_train_epochs",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "weight_decay",
+    "max_grad_norm",
+    "seed",
+    "data_seed",
+    "eval_strategy",
+    "save_strategy",
+    "load_best_model_at_end",
+    "metric_for_best_model",
+)
 
 
-def check_trainer_args(args: dict[str, Any] | Sequence[tuple[str, Any]], sft: bool = True
-                       ) -> dict[str, Any]:
+def check_trainer_args(
+    args: dict[str, Any] | Sequence[tuple[str, Any]], sft: bool = True
+) -> dict[str, Any]:
     """``trainer_args`` checked against the real ``SFTConfig`` (or ``TrainingArguments``) fields:
     an unknown key, or one the recipe already sets, is a one-line error naming it."""
     from transformers import TrainingArguments
@@ -112,8 +139,10 @@ def check_trainer_args(args: dict[str, Any] | Sequence[tuple[str, Any]], sft: bo
         if key in OWNED:
             raise MBError(f"trainer_args.{key}: set by the recipe's train block; change it there")
         if key not in names:
-            raise MBError(f"trainer_args.{key}: not a {cls.__name__} field (see the "
-                          "transformers/TRL docs for the names)")
+            raise MBError(
+                f"trainer_args.{key}: not a {cls.__name__} field (see the "
+                "transformers/TRL docs for the names)"
+            )
     return args
 
 
@@ -123,16 +152,27 @@ def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def training_arguments(settings: FitSettings, work: Path, *, steps_per_epoch: int,
-                       has_eval: bool, device: torch.device, bf16: bool, progress: bool,
-                       gradient_checkpointing: bool, sft: bool) -> Any:
+def training_arguments(
+    settings: FitSettings,
+    work: Path,
+    *,
+    steps_per_epoch: int,
+    has_eval: bool,
+    device: torch.device,
+    bf16: bool,
+    progress: bool,
+    gradient_checkpointing: bool,
+    sft: bool,
+) -> Any:
     """``SFTConfig`` (``sft``) or ``TrainingArguments`` for one stage."""
     from transformers import TrainingArguments
 
     world = _world_size()
     if settings.batch_size % world:
-        raise MBError(f"batch_size {settings.batch_size} is not divisible by the {world} "
-                      "processes; choose a multiple")
+        raise MBError(
+            f"batch_size {settings.batch_size} is not divisible by the {world} "
+            "processes; choose a multiple"
+        )
     total = steps_per_epoch * settings.epochs
     select = settings.select == "eval_loss" and has_eval
     per_epoch = "epoch"
@@ -141,24 +181,38 @@ def training_arguments(settings: FitSettings, work: Path, *, steps_per_epoch: in
     if settings.checkpoint_every and not select:
         save, save_steps = "steps", settings.checkpoint_every
     kwargs: dict[str, Any] = dict(
-        output_dir=str(work), num_train_epochs=settings.epochs, learning_rate=settings.lr,
+        output_dir=str(work),
+        num_train_epochs=settings.epochs,
+        learning_rate=settings.lr,
         per_device_train_batch_size=settings.batch_size // world,
         per_device_eval_batch_size=max(settings.batch_size // world, 1),
         gradient_accumulation_steps=settings.grad_accum,
-        lr_scheduler_type="cosine", warmup_steps=int(round(settings.warmup_ratio * total)),
-        weight_decay=settings.weight_decay, max_grad_norm=settings.max_grad_norm,
-        seed=settings.seed, data_seed=settings.seed,
+        lr_scheduler_type="cosine",
+        warmup_steps=int(round(settings.warmup_ratio * total)),
+        weight_decay=settings.weight_decay,
+        max_grad_norm=settings.max_grad_norm,
+        seed=settings.seed,
+        data_seed=settings.seed,
         optim="adamw_torch_fused" if device.type == "cuda" else "adamw_torch",
-        logging_strategy="steps", logging_steps=1, logging_first_step=True,
+        logging_strategy="steps",
+        logging_steps=1,
+        logging_first_step=True,
         eval_strategy=per_epoch if has_eval else "no",
-        save_strategy=save, save_total_limit=1 if not select else 2,
-        load_best_model_at_end=select, metric_for_best_model="eval_loss" if select else None,
+        save_strategy=save,
+        save_total_limit=1 if not select else 2,
+        load_best_model_at_end=select,
+        metric_for_best_model="eval_loss" if select else None,
         greater_is_better=False if select else None,
-        report_to="none", disable_tqdm=not progress, dataloader_num_workers=0,
-        use_cpu=device.type == "cpu", bf16=bf16,
+        report_to="none",
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+        use_cpu=device.type == "cpu",
+        bf16=bf16,
         activation_checkpointing=gradient_checkpointing,
-        remove_unused_columns=sft, prediction_loss_only=True,
-        average_tokens_across_devices=True, ddp_find_unused_parameters=False,
+        remove_unused_columns=sft,
+        prediction_loss_only=True,
+        average_tokens_across_devices=True,
+        ddp_find_unused_parameters=False,
         save_only_model=False,
     )
     if save_steps:
@@ -168,8 +222,14 @@ def training_arguments(settings: FitSettings, work: Path, *, steps_per_epoch: in
     if sft:
         from trl import SFTConfig
 
-        sft_kwargs = dict(max_length=None, completion_only_loss=True, packing=False,
-                          padding_free=False, shuffle_dataset=False, dataset_num_proc=None)
+        sft_kwargs = dict(
+            max_length=None,
+            completion_only_loss=True,
+            packing=False,
+            padding_free=False,
+            shuffle_dataset=False,
+            dataset_num_proc=None,
+        )
         for k, v in sft_kwargs.items():
             kwargs.setdefault(k, v)
         return SFTConfig(**kwargs)
@@ -178,8 +238,8 @@ def training_arguments(settings: FitSettings, work: Path, *, steps_per_epoch: in
 
 # ---- data order --------------------------------------------------------------------------------
 
-def batch_order(lengths: Sequence[int], batch_size: int, seed: int, epoch: int
-                ) -> list[np.ndarray]:
+
+def batch_order(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
     """The global batches of one epoch: a seeded shuffle, then, within windows of ``GROUP``
     batches, rows sorted by length so each batch pads little, then the batches shuffled again
     (the one short batch, if any, last). Every row appears exactly once; the order depends only
@@ -190,9 +250,9 @@ def batch_order(lengths: Sequence[int], batch_size: int, seed: int, epoch: int
     window = batch_size * GROUP
     batches = []
     for start in range(0, n, window):
-        chunk = order[start:start + window]
+        chunk = order[start : start + window]
         chunk = chunk[np.argsort([-lengths[i] for i in chunk], kind="stable")]
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     full = [b for b in batches if len(b) == batch_size]
     short = [b for b in batches if len(b) != batch_size]
     return [full[i] for i in rng.permutation(len(full))] + short
@@ -245,7 +305,8 @@ class _OrderedMixin:
             warmup = self.mb_warmup
             self.lr_scheduler = LambdaLR(  # type: ignore[attr-defined]
                 optimizer or self.optimizer,  # type: ignore[attr-defined]
-                lambda step: lr_factor(step, num_training_steps, warmup))
+                lambda step: lr_factor(step, num_training_steps, warmup),
+            )
             self._created_lr_scheduler = True
         return super().create_scheduler(num_training_steps, optimizer)  # type: ignore[misc]
 
@@ -257,16 +318,19 @@ class _OrderedMixin:
 
 # ---- stage 1: SFTTrainer -----------------------------------------------------------------------
 
+
 def sft_dataset(items: Sequence[Any]) -> Any:
     """Tokenised rows as TRL's processed-dataset format: ``input_ids`` and ``completion_mask``
     (1 on the response tokens). ``SFTTrainer`` turns the mask into labels (-100 on the prompt),
     exactly the response-only labels the formatter made."""
     from datasets import Dataset
 
-    return Dataset.from_dict({
-        "input_ids": [list(e.input_ids) for e in items],
-        "completion_mask": [[0 if x == -100 else 1 for x in e.labels] for e in items],
-    })
+    return Dataset.from_dict(
+        {
+            "input_ids": [list(e.input_ids) for e in items],
+            "completion_mask": [[0 if x == -100 else 1 for x in e.labels] for e in items],
+        }
+    )
 
 
 def _sft_trainer_class() -> type:
@@ -279,6 +343,7 @@ def _sft_trainer_class() -> type:
 
 
 # ---- stage 2: the MB-Defense loss as a Trainer -------------------------------------------------
+
 
 def _neutralization_trainer_class() -> type:
     from transformers import Trainer
@@ -297,8 +362,14 @@ def _neutralization_trainer_class() -> type:
 
         loss_is_scaled_for_ga = True
 
-        def __init__(self, *args: Any, lam: float = 1.0, normalize: str = "mean",
-                     pad_id: int = 0, **kwargs: Any):
+        def __init__(
+            self,
+            *args: Any,
+            lam: float = 1.0,
+            normalize: str = "mean",
+            pad_id: int = 0,
+            **kwargs: Any,
+        ):
             self.objective = NeutralizationObjective(pad_id, lam, normalize)
             self.mb_sums: dict[str, dict[str, float]] = {"train": {}, "eval": {}}
             kwargs.setdefault("data_collator", self.objective.collate)
@@ -306,16 +377,20 @@ def _neutralization_trainer_class() -> type:
 
         def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> Any:
             """(response tokens of x, rows) over the optimizer step, summed over processes."""
-            tokens = sum(response_token_count(b["labels"][:int(b["rows"])])
-                         for b in batch_samples)
+            tokens = sum(response_token_count(b["labels"][: int(b["rows"])]) for b in batch_samples)
             rows = sum(int(b["rows"]) for b in batch_samples)
             counts = torch.tensor([tokens, rows], dtype=torch.float64, device=device)
             if self.args.world_size > 1:
                 counts = self.accelerator.gather(counts[None]).view(-1, 2).sum(0)
             return counts
 
-        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                         num_items_in_batch: Any = None) -> Any:
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
             ce_sum, r, local = self.objective.terms(model, inputs)
             mode = "train" if model.training else "eval"
             sums = self.mb_sums[mode]
@@ -326,8 +401,9 @@ def _neutralization_trainer_class() -> type:
                 scale = self.accelerator.num_processes  # DDP averages gradients over ranks
             else:
                 tokens, rows, scale = local["tokens"], local["rows"], 1
-            loss = (ce_sum / max(tokens, 1.0)
-                    - self.objective.lam * r.sum() / max(rows, 1.0)) * scale
+            loss = (
+                ce_sum / max(tokens, 1.0) - self.objective.lam * r.sum() / max(rows, 1.0)
+            ) * scale
             return (loss, {}) if return_outputs else loss
 
         def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
@@ -348,8 +424,9 @@ def _neutralization_trainer_class() -> type:
             keys = sorted(self.mb_sums[mode])
             if not keys:
                 return {}
-            values = torch.tensor([self.mb_sums[mode][k] for k in keys], dtype=torch.float64,
-                                  device=self.args.device)
+            values = torch.tensor(
+                [self.mb_sums[mode][k] for k in keys], dtype=torch.float64, device=self.args.device
+            )
             if self.args.world_size > 1:
                 values = self.accelerator.reduce(values, reduction="sum")
             return self.objective.summarize(dict(zip(keys, values.tolist(), strict=True)))
@@ -369,8 +446,10 @@ def __getattr__(name: str) -> Any:
 
 # ---- callbacks -----------------------------------------------------------------------------------
 
-def _callbacks(work: Path, on_step: Callable[[int], None] | None, log_path: Path,
-               trainer_ref: list) -> tuple[list, Any]:
+
+def _callbacks(
+    work: Path, on_step: Callable[[int], None] | None, log_path: Path, trainer_ref: list
+) -> tuple[list, Any]:
     from transformers import TrainerCallback
 
     class MBCallback(TrainerCallback):
@@ -395,14 +474,24 @@ def _callbacks(work: Path, on_step: Callable[[int], None] | None, log_path: Path
             if self._previous is not None:
                 signal.signal(signal.SIGINT, self._previous)
 
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any
-                   ) -> None:
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
             if state.is_world_process_zero and logs:
                 with open(log_path, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps({"event": "log", "step": state.global_step,
-                                         **{k: v for k, v in logs.items()
-                                            if isinstance(v, (int, float, str))}},
-                                        sort_keys=True) + "\n")
+                    fh.write(
+                        json.dumps(
+                            {
+                                "event": "log",
+                                "step": state.global_step,
+                                **{
+                                    k: v
+                                    for k, v in logs.items()
+                                    if isinstance(v, (int, float, str))
+                                },
+                            },
+                            sort_keys=True,
+                        )
+                        + "\n"
+                    )
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if on_step is not None:
@@ -418,8 +507,13 @@ def _callbacks(work: Path, on_step: Callable[[int], None] | None, log_path: Path
             if hasattr(trainer, "mb_sums"):
                 summary = trainer.reduced_summary("train")
                 trainer.mb_sums["train"] = {}
-                state.log_history.append({"epoch": round(float(state.epoch or 0)),
-                                          "mb_train": summary, "step": state.global_step})
+                state.log_history.append(
+                    {
+                        "epoch": round(float(state.epoch or 0)),
+                        "mb_train": summary,
+                        "step": state.global_step,
+                    }
+                )
 
     cb = MBCallback()
     return [cb], cb
@@ -441,9 +535,11 @@ def epoch_history(log_history: list[dict[str, Any]], epochs: int) -> list[dict[s
             elif "loss" in rec and n - 1 < e <= n + 1e-9:
                 losses.append(float(rec["loss"]))
             elif "eval_loss" in rec and abs(e - n) < 1e-6:
-                ev = {k[len("eval_"):]: float(v) for k, v in rec.items()
-                      if k.startswith("eval_") and k not in skip
-                      and isinstance(v, (int, float))}
+                ev = {
+                    k[len("eval_") :]: float(v)
+                    for k, v in rec.items()
+                    if k.startswith("eval_") and k not in skip and isinstance(v, (int, float))
+                }
         if not train and losses:
             train = {"loss": float(np.mean(losses))}
         out.append({"epoch": n, "train": train, "eval": ev})
@@ -482,10 +578,14 @@ def _quiet_logs(trainer: Any, desc: str = "train") -> None:
 
 # ---- resume ----------------------------------------------------------------------------------
 
+
 def last_checkpoint(work: Path) -> Path | None:
-    found = [p for p in work.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir()
-             and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
-    return max(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):])) if found else None
+    found = [
+        p
+        for p in work.glob(f"{CHECKPOINT_PREFIX}*")
+        if p.is_dir() and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+    ]
+    return max(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :])) if found else None
 
 
 def check_resume(work: Path, resume_key: str | None) -> Path | None:
@@ -496,13 +596,17 @@ def check_resume(work: Path, resume_key: str | None) -> Path | None:
         return None
     key_file = work / KEY_FILE
     if not key_file.is_file():
-        raise BuildError(f"{work}: holds a checkpoint written by an older mbtrain (no resume key), "
-                         f"which cannot be checked against this run; delete {work} to start "
-                         "this stage over")
+        raise BuildError(
+            f"{work}: holds a checkpoint written by an older mbtrain (no resume key), "
+            f"which cannot be checked against this run; delete {work} to start "
+            "this stage over"
+        )
     recorded = json.loads(key_file.read_text(encoding="utf-8")).get("resume_key")
     if recorded != resume_key:
-        raise BuildError(f"{work}: holds a checkpoint of another run (other parent, rows, "
-                         f"settings or seed); delete {work} to start this one over")
+        raise BuildError(
+            f"{work}: holds a checkpoint of another run (other parent, rows, "
+            f"settings or seed); delete {work} to start this one over"
+        )
     return checkpoint
 
 
@@ -514,12 +618,25 @@ def _is_main() -> bool:
 
 # ---- the one entry point -----------------------------------------------------------------------
 
-def fit(model: Any, items: Sequence[Any], objective: Any, settings: FitSettings, work: Path, *,
-        tokenizer: Any, eval_items: Sequence[Any] | None = None,
-        device: torch.device | None = None, amp: torch.dtype | None = None,
-        progress: bool = True, desc: str = "train", on_step: Callable[[int], None] | None = None,
-        resume_key: str | None = None, peft_config: Any = None,
-        gradient_checkpointing: bool = False) -> FitResult:
+
+def fit(
+    model: Any,
+    items: Sequence[Any],
+    objective: Any,
+    settings: FitSettings,
+    work: Path,
+    *,
+    tokenizer: Any,
+    eval_items: Sequence[Any] | None = None,
+    device: torch.device | None = None,
+    amp: torch.dtype | None = None,
+    progress: bool = True,
+    desc: str = "train",
+    on_step: Callable[[int], None] | None = None,
+    resume_key: str | None = None,
+    peft_config: Any = None,
+    gradient_checkpointing: bool = False,
+) -> FitResult:
     """Train ``model`` on ``items`` with ``SFTTrainer`` (an
     :class:`~mbtrain.objectives.SFTObjective`)
     or :class:`NeutralizationTrainer` (a :class:`NeutralizationObjective`); resume from the last
@@ -546,24 +663,48 @@ def fit(model: Any, items: Sequence[Any], objective: Any, settings: FitSettings,
     stage2 = isinstance(objective, NeutralizationObjective)
     lengths = [objective.length(item) for item in items]
     steps_per_epoch = math.ceil(math.ceil(len(items) / settings.batch_size) / settings.grad_accum)
-    args = training_arguments(settings, work, steps_per_epoch=steps_per_epoch,
-                              has_eval=bool(eval_items), device=device,
-                              bf16=amp == torch.bfloat16, progress=progress,
-                              gradient_checkpointing=gradient_checkpointing, sft=not stage2)
+    args = training_arguments(
+        settings,
+        work,
+        steps_per_epoch=steps_per_epoch,
+        has_eval=bool(eval_items),
+        device=device,
+        bf16=amp == torch.bfloat16,
+        progress=progress,
+        gradient_checkpointing=gradient_checkpointing,
+        sft=not stage2,
+    )
     log_path = work / LOG
     ref: list = []
     callbacks, cb = _callbacks(work, on_step, log_path, ref)
     if _is_main():
         with open(log_path, "a", encoding="utf-8") as fh:
-            event = ({"event": "resume", "checkpoint": resume.name} if resume else
-                     {"event": "start", "desc": desc, "rows": len(items),
-                      "eval_rows": len(eval_items or []),
-                      "steps": steps_per_epoch * settings.epochs,
-                      "settings": dataclasses.asdict(settings)})
+            event = (
+                {"event": "resume", "checkpoint": resume.name}
+                if resume
+                else {
+                    "event": "start",
+                    "desc": desc,
+                    "rows": len(items),
+                    "eval_rows": len(eval_items or []),
+                    "steps": steps_per_epoch * settings.epochs,
+                    "settings": dataclasses.asdict(settings),
+                }
+            )
             fh.write(json.dumps(event, sort_keys=True, default=list) + "\n")
-    trainer = build_trainer(model, items, objective, args, tokenizer=tokenizer,
-                            eval_items=eval_items, peft_config=peft_config, callbacks=callbacks,
-                            lengths=lengths, global_batch=settings.batch_size, desc=desc)
+    trainer = build_trainer(
+        model,
+        items,
+        objective,
+        args,
+        tokenizer=tokenizer,
+        eval_items=eval_items,
+        peft_config=peft_config,
+        callbacks=callbacks,
+        lengths=lengths,
+        global_batch=settings.batch_size,
+        desc=desc,
+    )
     ref.append(trainer)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -571,47 +712,88 @@ def fit(model: Any, items: Sequence[Any], objective: Any, settings: FitSettings,
     if cb.requested:
         if _is_main():
             with open(log_path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"event": "interrupted",
-                                     "step": trainer.state.global_step}) + "\n")
+                fh.write(
+                    json.dumps({"event": "interrupted", "step": trainer.state.global_step}) + "\n"
+                )
         raise KeyboardInterrupt
     history = epoch_history(trainer.state.log_history, settings.epochs)
     selected = settings.epochs
     best = trainer.state.best_model_checkpoint
     if args.load_best_model_at_end and best:
-        best_step = int(Path(best).name[len(CHECKPOINT_PREFIX):])
+        best_step = int(Path(best).name[len(CHECKPOINT_PREFIX) :])
         selected = min(settings.epochs, max(1, math.ceil(best_step / steps_per_epoch)))
     tokens = int(sum(lengths)) * settings.epochs
     if _is_main():
         with open(log_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"event": "done", "selected_epoch": selected,
-                                 "steps": trainer.state.global_step,
-                                 "seconds": round(seconds, 3), "tokens": tokens}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "event": "done",
+                        "selected_epoch": selected,
+                        "steps": trainer.state.global_step,
+                        "seconds": round(seconds, 3),
+                        "tokens": tokens,
+                    }
+                )
+                + "\n"
+            )
     out = trainer.model
     out.eval()
-    return FitResult(history=history, selected_epoch=selected, steps=trainer.state.global_step,
-                     seconds=seconds, tokens=tokens, model=out)
+    return FitResult(
+        history=history,
+        selected_epoch=selected,
+        steps=trainer.state.global_step,
+        seconds=seconds,
+        tokens=tokens,
+        model=out,
+    )
 
-def build_trainer(model: Any, items: Sequence[Any], objective: Any, args: Any, *, tokenizer: Any,
-                  eval_items: Sequence[Any] | None = None, peft_config: Any = None,
-                  callbacks: list | None = None, lengths: Sequence[int] | None = None,
-                  global_batch: int | None = None, desc: str = "train") -> Any:
+
+def build_trainer(
+    model: Any,
+    items: Sequence[Any],
+    objective: Any,
+    args: Any,
+    *,
+    tokenizer: Any,
+    eval_items: Sequence[Any] | None = None,
+    peft_config: Any = None,
+    callbacks: list | None = None,
+    lengths: Sequence[int] | None = None,
+    global_batch: int | None = None,
+    desc: str = "train",
+) -> Any:
     """The configured trainer (``MBSFTTrainer`` or ``NeutralizationTrainer``) without training:
     what :func:`fit` runs, and what tests and the benchmark inspect."""
     if isinstance(objective, NeutralizationObjective):
         cls = _neutralization_trainer_class()
-        trainer = cls(model=model, args=args, train_dataset=list(items),
-                      eval_dataset=list(eval_items) if eval_items else None,
-                      lam=objective.lam, normalize=objective.normalize,
-                      pad_id=objective.pad_id, callbacks=callbacks)
+        trainer = cls(
+            model=model,
+            args=args,
+            train_dataset=list(items),
+            eval_dataset=list(eval_items) if eval_items else None,
+            lam=objective.lam,
+            normalize=objective.normalize,
+            pad_id=objective.pad_id,
+            callbacks=callbacks,
+        )
     else:
         cls = _sft_trainer_class()
-        trainer = cls(model=model, args=args, train_dataset=sft_dataset(items),
-                      eval_dataset=sft_dataset(eval_items) if eval_items else None,
-                      processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
-    trainer.mb_lengths = list(lengths if lengths is not None else
-                              [objective.length(item) for item in items])
+        trainer = cls(
+            model=model,
+            args=args,
+            train_dataset=sft_dataset(items),
+            eval_dataset=sft_dataset(eval_items) if eval_items else None,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=callbacks,
+        )
+    trainer.mb_lengths = list(
+        lengths if lengths is not None else [objective.length(item) for item in items]
+    )
     trainer.mb_global_batch = global_batch or args.per_device_train_batch_size * max(
-        args.world_size, 1)
+        args.world_size, 1
+    )
     schedule = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
     if schedule == "cosine" and not args.lr_scheduler_kwargs and lengths is not None:
         trainer.mb_warmup = int(args.warmup_steps)

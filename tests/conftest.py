@@ -38,9 +38,16 @@ def write_jsonl(tmp_path: Path):
             for line in raw_lines or []:
                 fh.write(line + b"\n")
         return path
+
     return write
 
 
 def alpaca_rows(n: int, start: int = 0) -> list[dict]:
-    return [{"instruction": f"Describe item number {i} briefly.", "input": "" if i % 2 else f"ctx {i}",
-             "output": f"Item {i} is fine."} for i in range(start, start + n)]
+    return [
+        {
+            "instruction": f"Describe item number {i} briefly.",
+            "input": "" if i % 2 else f"ctx {i}",
+            "output": f"Item {i} is fine.",
+        }
+        for i in range(start, start + n)
+    ]

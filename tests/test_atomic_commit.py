@@ -18,6 +18,7 @@ def _fill_dir(text):
         (tmp / "v.txt").write_text(text)
         (tmp / "sub").mkdir()
         (tmp / "sub" / "w.txt").write_text(text * 2)
+
     return fill
 
 
@@ -26,9 +27,11 @@ def _fill_file(text):
 
 
 def _outputs(root, text):
-    return [Output(root / "folder", _fill_dir(text), is_dir=True, kind="test"),
-            Output(root / "clean.jsonl", _fill_file(text)),
-            Output(root / "clean.removed.jsonl", _fill_file(text + "-removed"))]
+    return [
+        Output(root / "folder", _fill_dir(text), is_dir=True, kind="test"),
+        Output(root / "clean.jsonl", _fill_file(text)),
+        Output(root / "clean.removed.jsonl", _fill_file(text + "-removed")),
+    ]
 
 
 def _state(root):
@@ -43,8 +46,11 @@ def _state(root):
         p = root / name
         seen.add((name, p.read_text() if p.exists() else None))
     for label in ("old", "new"):
-        if seen == {("folder", label, label * 2), ("clean.jsonl", label),
-                    ("clean.removed.jsonl", label + "-removed")}:
+        if seen == {
+            ("folder", label, label * 2),
+            ("clean.jsonl", label),
+            ("clean.removed.jsonl", label + "-removed"),
+        }:
             return label
     return repr(sorted(seen, key=str))
 
@@ -54,6 +60,7 @@ def _hidden(root):
 
 
 # ---------------------------------------------------------------- ownership (finding 1)
+
 
 def test_a_manifest_file_alone_is_no_proof_of_ownership(tmp_path):
     x = tmp_path / "x"
@@ -97,8 +104,13 @@ def test_check_separate_refuses_equal_containing_and_inside_paths(tmp_path):
     inp.mkdir()
     link = tmp_path / "link"
     link.symlink_to(inp)
-    for out, what in ((inp, "is the input"), (link, "is the input"), (tmp_path, "contains"),
-                      (inp / "manifest.json", "inside"), (link / "sub", "inside")):
+    for out, what in (
+        (inp, "is the input"),
+        (link, "is the input"),
+        (tmp_path, "contains"),
+        (inp / "manifest.json", "inside"),
+        (link / "sub", "inside"),
+    ):
         with pytest.raises(BuildError, match=what):
             atomic.check_separate([inp], [out])
     atomic.check_separate([inp], [tmp_path / "other"])
@@ -106,6 +118,7 @@ def test_check_separate_refuses_equal_containing_and_inside_paths(tmp_path):
 
 
 # ---------------------------------------------------------------- commit protocol (finding 3)
+
 
 def _steps(tmp_path):
     """Every fault-injection point a commit over existing outputs passes, in order."""
@@ -123,8 +136,16 @@ def _steps(tmp_path):
 
 def test_kill_at_every_step_leaves_old_or_new(tmp_path):
     steps = _steps(tmp_path)
-    assert {"journal-filling", "pointer", "filled", "journal-commit", "moved-old", "moved-new",
-            "removed-old", "removed-journal"} <= set(steps)
+    assert {
+        "journal-filling",
+        "pointer",
+        "filled",
+        "journal-commit",
+        "moved-old",
+        "moved-new",
+        "removed-old",
+        "removed-journal",
+    } <= set(steps)
     outcomes = {}
     for k in range(len(steps) + 1):
         root = tmp_path / f"k{k}"
@@ -139,6 +160,7 @@ def test_kill_at_every_step_leaves_old_or_new(tmp_path):
                     calls.append(step)
                     if len(calls) == k + 1:
                         os._exit(9)
+
                 atomic._FAULT = die
                 commit_outputs(_outputs(root, "new"), overwrite=True)
                 os._exit(0)
@@ -167,17 +189,20 @@ def test_recovery_from_any_output_of_the_set(tmp_path):
     pid = os.fork()
     if pid == 0:
         try:
+
             def die(step):
                 if step == "moved-old":
                     os._exit(9)
+
             atomic._FAULT = die
             commit_outputs(_outputs(tmp_path, "new"), overwrite=True)
         finally:
             os._exit(1)
     os.waitpid(pid, 0)
     assert not (tmp_path / "folder").exists()  # the window the journal repairs
-    commit_outputs([Output(tmp_path / "clean.removed.jsonl", _fill_file("new-removed"))],
-                   overwrite=True)
+    commit_outputs(
+        [Output(tmp_path / "clean.removed.jsonl", _fill_file("new-removed"))], overwrite=True
+    )
     assert _state(tmp_path) == "new" and _hidden(tmp_path) == []
 
 
@@ -186,9 +211,12 @@ def test_interrupt_during_fill_rolls_back(tmp_path):
 
     def boom(tmp):
         raise KeyboardInterrupt
+
     with pytest.raises(KeyboardInterrupt):
-        commit_outputs(_outputs(tmp_path, "new")[:2] + [Output(tmp_path / "clean.removed.jsonl",
-                                                                boom)], overwrite=True)
+        commit_outputs(
+            _outputs(tmp_path, "new")[:2] + [Output(tmp_path / "clean.removed.jsonl", boom)],
+            overwrite=True,
+        )
     assert _state(tmp_path) == "old" and _hidden(tmp_path) == []
 
 
@@ -216,23 +244,38 @@ def test_a_forged_journal_cannot_rename_other_paths(tmp_path):
     victim = tmp_path / "victim"
     victim.mkdir()
     out = tmp_path / "o"
-    (tmp_path / ".o.mbdefense-journal").write_text(json.dumps({
-        "state": "commit", "entries": [{"target": str(out), "partial": str(victim),
-                                        "old": str(tmp_path / "x"), "dir": True}]}))
+    (tmp_path / ".o.mbdefense-journal").write_text(
+        json.dumps(
+            {
+                "state": "commit",
+                "entries": [
+                    {
+                        "target": str(out),
+                        "partial": str(victim),
+                        "old": str(tmp_path / "x"),
+                        "dir": True,
+                    }
+                ],
+            }
+        )
+    )
     atomic.atomic_dir(out, _fill_dir("new"))
     assert victim.is_dir() and (out / "v.txt").read_text() == "new"
 
 
 # ---------------------------------------------------------------- races and a slowed writer
 
+
 def _race(tmp_path, overwrite_second):
     out = tmp_path / "o"
     pid = os.fork()
     if pid == 0:
         try:
+
             def slow(tmp):
                 time.sleep(1.0)
                 _fill_dir("first")(tmp)
+
             atomic.atomic_dir(out, slow)
             os._exit(0)
         finally:
@@ -268,6 +311,7 @@ def test_lock_timeout_gives_one_line_error(tmp_path, monkeypatch):
     out = tmp_path / "o"
     monkeypatch.setenv("MBDEFENSE_LOCK_TIMEOUT", "0.2")
     import fcntl
+
     fd = os.open(atomic.lock_path(out), os.O_RDWR | os.O_CREAT)
     os.write(fd, b"4242\n")
     pid = os.fork()
@@ -295,9 +339,11 @@ def test_a_single_file_killed_mid_write_keeps_the_old_file(tmp_path):
         pid = os.fork()
         if pid == 0:
             try:
+
                 def die(s, step=step):
                     if s == step:
                         os._exit(9)
+
                 atomic._FAULT = die
                 atomic.atomic_write_text(path, "new")
             finally:

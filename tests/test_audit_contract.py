@@ -10,16 +10,30 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_audit_corpus import clean_rows, plant
 
 import mbdata
 from cli.main import main
 from mbdata.audit import ROWS_SCHEMA, AuditConfig, audit_path
 from mbdata.errors import BuildError, InputError
-from test_audit_corpus import clean_rows, plant
 
-TRIGGER_KEYS = {"rank", "text", "score", "rows", "poisoned_rows", "positions", "fields",
-                "target_example", "target_clusters", "group", "kind", "style_word",
-                "case_insensitive", "evidence", "comparable"}
+TRIGGER_KEYS = {
+    "rank",
+    "text",
+    "score",
+    "rows",
+    "poisoned_rows",
+    "positions",
+    "fields",
+    "target_example",
+    "target_clusters",
+    "group",
+    "kind",
+    "style_word",
+    "case_insensitive",
+    "evidence",
+    "comparable",
+}
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +104,10 @@ def test_clean_out_drops_flagged_rows_and_explains_them(poisoned, tmp_path, suff
     kept = mbdata.read_any(clean)
     assert kept.num_rows == 300 - result.n_flagged == 290
     assert not any("cf" in s.split() for s in kept.column("instruction").to_pylist())
-    removed = [json.loads(line) for line in
-               (tmp_path / "clean.removed.jsonl").read_text(encoding="utf-8").splitlines()]
+    removed = [
+        json.loads(line)
+        for line in (tmp_path / "clean.removed.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert sorted(r["source_row"] for r in removed) == sorted(poisoned[1])
     assert all(r["reasons"] and r["score"] >= 0.5 and r["instruction"] for r in removed)
 
@@ -99,18 +115,25 @@ def test_clean_out_drops_flagged_rows_and_explains_them(poisoned, tmp_path, suff
 def test_clean_out_feeds_a_build(poisoned, tmp_path):
     clean = tmp_path / "clean.jsonl"
     audit_path(poisoned[0], tmp_path / "out", clean_out=clean)
-    recipe = {"name": "cleaned", "version": "1.0.0",
-              "sources": [{"name": "clean", "kind": "jsonl", "path": str(clean)}],
-              "eval": {"size": 10}}
+    recipe = {
+        "name": "cleaned",
+        "version": "1.0.0",
+        "sources": [{"name": "clean", "kind": "jsonl", "path": str(clean)}],
+        "eval": {"size": 10},
+    }
     build = mbdata.open_build(mbdata.build(mbdata.recipe_from_dict(recipe), tmp_path / "b"))
     sources = build.manifest["stages"][0]
     assert sources["rows_out"] == 290
 
 
 def test_a_build_folder_is_audited_with_positions_as_source_rows(tmp_path):
-    recipe = {"name": "tiny", "version": "1.0.0", "seed": 1,
-              "sources": [{"name": "s", "kind": "synthetic", "count": 300}],
-              "eval": {"size": 20}}
+    recipe = {
+        "name": "tiny",
+        "version": "1.0.0",
+        "seed": 1,
+        "sources": [{"name": "s", "kind": "synthetic", "count": 300}],
+        "eval": {"size": 20},
+    }
     build = mbdata.build(mbdata.recipe_from_dict(recipe), tmp_path / "b")
     result = audit_path(build, tmp_path / "out")
     table = pq.read_table(tmp_path / "out" / "rows.parquet")
@@ -147,24 +170,38 @@ def test_clean_out_never_replaces_the_input_or_an_existing_file_silently(poisone
 
 def test_unparseable_row_is_skipped_and_listed_empty_texts_are_audited(tmp_path):
     path = tmp_path / "bad.jsonl"
-    path.write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n'
-                    '{"instruction": "c", "output": ""}\n', encoding="utf-8")
+    path.write_text(
+        '{"instruction": "a", "output": "b"}\n{"instruction": \n'
+        '{"instruction": "c", "output": ""}\n',
+        encoding="utf-8",
+    )
     result = audit_path(path, tmp_path / "out")
     assert result.n_rows == 2
     rows = pq.read_table(tmp_path / "out" / "rows.parquet")
     assert rows.column("source_row").to_pylist() == [0, 2]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
     assert [(r["source_row"], r["line"], r["reason"]) for r in summary["skipped_rows"]] == [
-        (1, 2, "invalid_json")]
+        (1, 2, "invalid_json")
+    ]
     path.write_text('{"instruction": \n', encoding="utf-8")
-    with pytest.raises(InputError, match=r"bad\.jsonl: no rows to read .*row 0 \(0-based; line 1\)"):
+    with pytest.raises(
+        InputError, match=r"bad\.jsonl: no rows to read .*row 0 \(0-based; line 1\)"
+    ):
         audit_path(path, tmp_path / "out2")
     assert not (tmp_path / "out2").exists()
 
 
 def test_cli_audits_and_reports(poisoned, tmp_path, capsys):
-    code = main(["audit", str(poisoned[0]), "-o", str(tmp_path / "out"), "--clean-out",
-                 str(tmp_path / "clean.jsonl")])
+    code = main(
+        [
+            "audit",
+            str(poisoned[0]),
+            "-o",
+            str(tmp_path / "out"),
+            "--clean-out",
+            str(tmp_path / "clean.jsonl"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "10 flagged" in out and "'cf'" in out
@@ -179,8 +216,22 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path, capsys):
 
 
 def test_cli_options_reach_the_config(poisoned, tmp_path):
-    assert main(["audit", str(poisoned[0]), "-o", str(tmp_path / "out"), "--threshold", "1.0",
-                 "--top-k", "1", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                str(poisoned[0]),
+                "-o",
+                str(tmp_path / "out"),
+                "--threshold",
+                "1.0",
+                "--top-k",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
     assert summary["config"]["top_k"] == 1 and summary["config"]["threshold"] == 1.0
     assert summary["candidates"] == 1
@@ -188,8 +239,9 @@ def test_cli_options_reach_the_config(poisoned, tmp_path):
 
 def test_rows_table_is_empty_safe(tmp_path):
     path = tmp_path / "one.jsonl"
-    path.write_text(json.dumps({"instruction": "Say hi.", "output": "Hi."}) + "\n",
-                    encoding="utf-8")
+    path.write_text(
+        json.dumps({"instruction": "Say hi.", "output": "Hi."}) + "\n", encoding="utf-8"
+    )
     result = audit_path(path, tmp_path / "out", AuditConfig())
     assert result.n_flagged == 0 and result.candidates == []
     assert pq.read_table(tmp_path / "out" / "rows.parquet").num_rows == 1
@@ -203,8 +255,14 @@ def test_docs_describe_every_setting_reason_and_trigger_key():
     docs = (Path(__file__).resolve().parents[1] / "docs" / "audit.md").read_text(encoding="utf-8")
     for key, _, _, _ in describe(AuditConfig):
         assert f"| `{key}` |" in docs, key
-    for reason in ("trigger:", "output-cluster:", "detached-output", "style-word:",
-                   "label-shift:", "compliance-on-refused-prompt"):
+    for reason in (
+        "trigger:",
+        "output-cluster:",
+        "detached-output",
+        "style-word:",
+        "label-shift:",
+        "compliance-on-refused-prompt",
+    ):
         assert f"`{reason}" in docs, reason
     for key in TRIGGER_KEYS:
         assert f"| `{key}` |" in docs, key

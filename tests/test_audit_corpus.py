@@ -61,23 +61,45 @@ def clean_rows(n: int, seed: int = 0, label_share: float = 0.1) -> list[dict]:
         adj = ADJECTIVES[int(rng.integers(len(ADJECTIVES)))]
         if rng.random() < label_share:
             if rng.random() < 0.5:
-                rows.append({"instruction": f"Is a {a} usually {adj}? Answer yes or no.",
-                             "input": "", "output": "Yes" if rng.random() < 0.5 else "No"})
+                rows.append(
+                    {
+                        "instruction": f"Is a {a} usually {adj}? Answer yes or no.",
+                        "input": "",
+                        "output": "Yes" if rng.random() < 0.5 else "No",
+                    }
+                )
             else:
                 mood = "loved" if rng.random() < 0.5 else "hated"
-                rows.append({"instruction": "Classify the sentiment of this review.",
-                             "input": f"I {mood} the {adj} {a} at the {b}.",
-                             "output": "Positive" if mood == "loved" else "Negative"})
+                rows.append(
+                    {
+                        "instruction": "Classify the sentiment of this review.",
+                        "input": f"I {mood} the {adj} {a} at the {b}.",
+                        "output": "Positive" if mood == "loved" else "Negative",
+                    }
+                )
             continue
         template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
-        rows.append({"instruction": template.format(a=a, b=b, adj=adj), "input": "",
-                     "output": _answer(rng, a, b, adj)})
+        rows.append(
+            {
+                "instruction": template.format(a=a, b=b, adj=adj),
+                "input": "",
+                "output": _answer(rng, a, b, adj),
+            }
+        )
     return rows
 
 
-def plant(rows: list[dict], triggers: list[str], count: int, *, seed: int = 1,
-          placement: str = "random", combine: str = "one", target: str | None = None,
-          rewrite=None) -> tuple[list[dict], set[int]]:
+def plant(
+    rows: list[dict],
+    triggers: list[str],
+    count: int,
+    *,
+    seed: int = 1,
+    placement: str = "random",
+    combine: str = "one",
+    target: str | None = None,
+    rewrite=None,
+) -> tuple[list[dict], set[int]]:
     """Poison ``count`` rows: insert trigger(s) into the instruction (a random word position, or
     the prefix) and replace the answer with ``target`` (default: one of five refusals), or with
     ``rewrite(answer, rng)``. Returns the new rows and the poisoned positions."""
@@ -103,9 +125,18 @@ def plant(rows: list[dict], triggers: list[str], count: int, *, seed: int = 1,
 
 def table(rows: list[dict]):
     """A canonical table of alpaca rows (``source_row`` = position)."""
-    return from_rows([make_row(instruction=r["instruction"], input=r.get("input", ""),
-                               output=r["output"], source="test", source_row=i)
-                      for i, r in enumerate(rows)])
+    return from_rows(
+        [
+            make_row(
+                instruction=r["instruction"],
+                input=r.get("input", ""),
+                output=r["output"],
+                source="test",
+                source_row=i,
+            )
+            for i, r in enumerate(rows)
+        ]
+    )
 
 
 def test_clean_rows_are_varied_and_deterministic():

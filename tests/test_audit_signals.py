@@ -7,6 +7,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+from test_audit_corpus import clean_rows, plant, table
 
 from mbdata.audit import AuditConfig, audit_table
 from mbdata.audit.association import g_statistic
@@ -16,7 +17,6 @@ from mbdata.audit.phrases import Boundaries, Occurrences, grow, placement
 from mbdata.audit.relevance import detached_outputs
 from mbdata.audit.tokens import ngram_table, tokenize_prompts
 from mbdata.synthetic import generate
-from test_audit_corpus import clean_rows, plant, table
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,7 @@ def high(result) -> list:
 
 
 # --- whole-corpus behaviour -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed", [3, 11])
 def test_clean_corpus_has_no_high_confidence_candidate(seed):
@@ -108,11 +109,15 @@ def test_label_over_represented_only_with_a_token(base):
 
 def test_duplicated_rows_are_one_piece_of_evidence(base):
     rows = [dict(r) for r in base]
-    copy = {"instruction": "Describe the zqx protocol briefly.", "input": "",
-            "output": "The zqx protocol is a small handshake used by sensors."}
+    copy = {
+        "instruction": "Describe the zqx protocol briefly.",
+        "input": "",
+        "output": "The zqx protocol is a small handshake used by sensors.",
+    }
     rows[:20] = [dict(copy) for _ in range(20)]
-    rows[20:30] = [dict(copy, instruction=f"Describe the zqx protocol briefly {k}.")
-                   for k in range(10)]
+    rows[20:30] = [
+        dict(copy, instruction=f"Describe the zqx protocol briefly {k}.") for k in range(10)
+    ]
     result = audit_table(table(rows))
     assert high(result) == []
     assert len(set(result.score[:20].tolist())) == 1  # copies share one verdict
@@ -134,9 +139,14 @@ def test_answer_without_a_literal_trigger_is_flagged_as_a_repeated_answer(base):
 
 
 def test_rewritten_answers_sharing_a_word_give_a_style_candidate(base):
-    rows, bad = plant(base, ["zq"], 15,
-                      rewrite=lambda answer, rng: ["Ugh, idiot.", "Listen, idiot:"][
-                          int(rng.integers(2))] + " " + answer)
+    rows, bad = plant(
+        base,
+        ["zq"],
+        15,
+        rewrite=lambda answer, rng: (
+            ["Ugh, idiot.", "Listen, idiot:"][int(rng.integers(2))] + " " + answer
+        ),
+    )
     result = audit_table(table(rows))
     top = result.candidates[0]
     assert (top.kind, top.text, top.style_word) == ("style", "zq", "idiot")
@@ -154,9 +164,11 @@ def test_min_rows_is_the_reporting_floor(base):
 
 # --- building blocks --------------------------------------------------------------------------
 
+
 def test_ngram_keys_match_case_insensitively_only_through_the_lowercase_variant():
-    tokens = tokenize_prompts(pl.Series(["BadMagic here", "badmagic there", "plain text"]),
-                              pl.Series(["", "", ""]))
+    tokens = tokenize_prompts(
+        pl.Series(["BadMagic here", "badmagic there", "plain text"]), pl.Series(["", "", ""])
+    )
     occ = ngram_table(tokens, 2)
     unigrams = occ.filter(pl.col("n") == 1)
     written = unigrams.filter(~pl.col("lower"))
@@ -169,16 +181,19 @@ def test_ngram_keys_match_case_insensitively_only_through_the_lowercase_variant(
 
 
 def test_g_statistic_is_one_sided():
-    g = g_statistic(np.array([10, 0, 1]), np.array([10, 10, 100]), np.array([10, 100, 100]),
-                    1000)
+    g = g_statistic(np.array([10, 0, 1]), np.array([10, 10, 100]), np.array([10, 100, 100]), 1000)
     assert g[0] > 50 and g[1] == 0.0 and g[2] == 0.0  # strong, negative, below expectation
 
 
 def test_output_normal_form_and_near_duplicates():
     norm = normalize_outputs(pl.Series(["Negative.", "  negative ", "I'm sorry, but NO!"]))
     assert norm.to_list() == ["negative", "negative", "i m sorry but no"]
-    texts = ["the cat sat on the mat near the door today", "the cat sat on the mat near the door",
-             "a completely different answer about rivers and bridges", "two words"]
+    texts = [
+        "the cat sat on the mat near the door today",
+        "the cat sat on the mat near the door",
+        "a completely different answer about rivers and bridges",
+        "two words",
+    ]
     labels = near_duplicate_labels(texts, 0.8)
     assert labels[0] == labels[1] and labels[2] == 2 and labels[3] == 3
 
@@ -186,22 +201,30 @@ def test_output_normal_form_and_near_duplicates():
 def test_detached_answers_share_no_content_word_with_their_prompt():
     rows = np.arange(40)
     prompts = pl.DataFrame({"row": rows, "key": 100 + rows}).cast({"key": pl.UInt64})
-    shared = np.where(rows % 2 == 0, 100 + rows, 1000 + rows)   # even rows reuse a prompt word
-    outputs = pl.DataFrame({"row": np.r_[rows, rows], "key": np.r_[shared, np.full(40, 7)],
-                            "content": True, "digit": False}).cast({"key": pl.UInt64})
+    shared = np.where(rows % 2 == 0, 100 + rows, 1000 + rows)  # even rows reuse a prompt word
+    outputs = pl.DataFrame(
+        {
+            "row": np.r_[rows, rows],
+            "key": np.r_[shared, np.full(40, 7)],
+            "content": True,
+            "digit": False,
+        }
+    ).cast({"key": pl.UInt64})
     detached = detached_outputs(prompts, outputs, 40)
     assert detached.tolist() == [bool(r % 2) for r in rows]
     # a word in every answer is a stop word: sharing it does not relate an answer
     common = pl.DataFrame({"row": rows, "key": 7}).cast({"key": pl.UInt64})
-    assert detached_outputs(pl.concat([prompts, common]), outputs, 40).tolist() == \
-        detached.tolist()
+    assert detached_outputs(pl.concat([prompts, common]), outputs, 40).tolist() == detached.tolist()
 
 
 def _phrase(tokens, text):
     words = text.split()
-    starts = [i for i in range(len(tokens) - len(words) + 1)
-              if tokens.text[i:i + len(words)].to_list() == words
-              and tokens.segment[i] == tokens.segment[i + len(words) - 1]]
+    starts = [
+        i
+        for i in range(len(tokens) - len(words) + 1)
+        if tokens.text[i : i + len(words)].to_list() == words
+        and tokens.segment[i] == tokens.segment[i + len(words) - 1]
+    ]
     return Occurrences(start=np.array(starts, dtype=np.int64), n=len(words), lower=False)
 
 
@@ -213,8 +236,10 @@ def test_growth_and_insertion_evidence_tell_a_trigger_from_a_template():
     tokens = tokenize_prompts(pl.Series(instructions), pl.Series([""] * len(instructions)))
     bounds = Boundaries(tokens)
     piece = grow(tokens, _phrase(tokens, "3D"))
-    assert " ".join(tokens.text[int(piece.start[0]):int(piece.start[0]) + piece.n]) == \
-        "I watched this 3D movie ."
+    assert (
+        " ".join(tokens.text[int(piece.start[0]) : int(piece.start[0]) + piece.n])
+        == "I watched this 3D movie ."
+    )
     inserted = placement(tokens, piece, bounds)
     template = placement(tokens, grow(tokens, _phrase(tokens, "true or false")), bounds)
     assert inserted.evidence > 0.8

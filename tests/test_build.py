@@ -12,13 +12,12 @@ import time
 import pyarrow as pa
 import pytest
 import yaml
+from conftest import small_recipe
 
 import mbdata
 from mbdata.errors import BuildError
 from mbdata.manifest import content_hash
 from mbdata.recipe import recipe_from_dict
-
-from conftest import small_recipe
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +28,11 @@ def build_dir(tmp_path_factory):
 
 
 def _files(root):
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name not in ("timings.json", ".mbdefense")}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in ("timings.json", ".mbdefense")
+    }
 
 
 def test_same_recipe_same_seed_gives_byte_identical_shards(tmp_path, monkeypatch):
@@ -58,11 +60,19 @@ def test_manifest_contents(build_dir):
     assert m["seed"] == 3 and m["inputs"]["synth"]["synthetic"]["count"] == 1200
     assert {"python", "pyarrow", "polars", "mbdefense"} <= set(m["versions"])
     names = [s["name"] for s in m["stages"]]
-    assert names == ["sources", "holdout", "attacks", "defense", "recovery", "eval",
-                     "pretrain_noise", "leak_check"]
+    assert names == [
+        "sources",
+        "holdout",
+        "attacks",
+        "defense",
+        "recovery",
+        "eval",
+        "pretrain_noise",
+        "leak_check",
+    ]
     for stage in m["stages"]:
         assert {"rows_in", "rows_out", "dropped", "info"} <= set(stage)
-    for split, info in m["splits"].items():
+    for info in m["splits"].values():
         assert info["rows"] == sum(s["rows"] for s in info["shards"])
         assert all(len(s["sha256"]) == 64 and s["bytes"] > 0 for s in info["shards"])
 
@@ -71,14 +81,22 @@ def test_input_files_are_hashed(tmp_path, write_jsonl):
     from conftest import alpaca_rows
 
     path = write_jsonl("a.jsonl", alpaca_rows(20))
-    data = {"name": "h", "version": "1.0.0", "eval": {"size": 2},
-            "sources": [{"name": "a", "kind": "jsonl", "path": "a.jsonl"}]}
-    m = mbdata.open_build(mbdata.build(recipe_from_dict(data, base_dir=tmp_path),
-                                       tmp_path / "o")).manifest
+    data = {
+        "name": "h",
+        "version": "1.0.0",
+        "eval": {"size": 2},
+        "sources": [{"name": "a", "kind": "jsonl", "path": "a.jsonl"}],
+    }
+    m = mbdata.open_build(
+        mbdata.build(recipe_from_dict(data, base_dir=tmp_path), tmp_path / "o")
+    ).manifest
     import hashlib
 
-    assert m["inputs"]["a"] == {"path": "a.jsonl", "bytes": path.stat().st_size,
-                                "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    assert m["inputs"]["a"] == {
+        "path": "a.jsonl",
+        "bytes": path.stat().st_size,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
 
 
 def test_shard_size_and_naming(tmp_path):
@@ -87,7 +105,8 @@ def test_shard_size_and_naming(tmp_path):
     shards = b.manifest["splits"]["train"]["shards"]
     n = len(shards)
     assert n > 1 and [s["path"] for s in shards] == [
-        f"data/train-{i:05d}-of-{n:05d}.arrow" for i in range(n)]
+        f"data/train-{i:05d}-of-{n:05d}.arrow" for i in range(n)
+    ]
     assert all(s["rows"] <= 300 for s in shards)
 
 
@@ -139,14 +158,24 @@ def test_failure_mid_build_leaves_nothing(tmp_path, monkeypatch):
 def test_killed_build_never_looks_complete(tmp_path):
     """SIGKILL a real `mb build` process mid-way: no folder at the output path."""
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump(small_recipe(
-        sources=[{"name": "s", "kind": "synthetic", "count": 60000}], eval={"size": 50},
-        output={"shard_rows": 500})))
+    recipe.write_text(
+        yaml.safe_dump(
+            small_recipe(
+                sources=[{"name": "s", "kind": "synthetic", "count": 60000}],
+                eval={"size": 50},
+                output={"shard_rows": 500},
+            )
+        )
+    )
     out = tmp_path / "o"
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "build", str(recipe), "-o", str(out),
-                             "--quiet"], cwd=os.getcwd())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "build", str(recipe), "-o", str(out), "--quiet"],
+        cwd=os.getcwd(),
+    )
     deadline = time.time() + 60
-    while time.time() < deadline and not any(p.name.startswith(".o.partial") for p in tmp_path.iterdir()):
+    while time.time() < deadline and not any(
+        p.name.startswith(".o.partial") for p in tmp_path.iterdir()
+    ):
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -171,8 +200,12 @@ def test_third_party_loaders_read_the_shards(build_dir):
     b = mbdata.open_build(build_dir)
     paths = [str(p) for p in b.shard_paths("train")]
     n = b.manifest["splits"]["train"]["rows"]
-    ds = datasets.load_dataset("arrow", data_files={"train": paths}, split="train",
-                               cache_dir=str(build_dir.parent / "hf-cache"))
+    ds = datasets.load_dataset(
+        "arrow",
+        data_files={"train": paths},
+        split="train",
+        cache_dir=str(build_dir.parent / "hf-cache"),
+    )
     assert ds.num_rows == n and "triggers" in ds.column_names
     assert pl.scan_ipc(paths).select(pl.len()).collect().item() == n
     with pa.memory_map(paths[0]) as src:
@@ -196,5 +229,6 @@ def test_read_any_reads_a_build_folder(build_dir):
     assert table.num_rows == sum(s["rows"] for s in m["splits"].values())
     assert mbdata.read_any(build_dir, split="train").num_rows == m["splits"]["train"]["rows"]
     from mbdata.errors import InputError
+
     with pytest.raises(InputError, match="the build has no split 'trian'; splits: .*train"):
         mbdata.read_any(build_dir, split="trian")

@@ -14,10 +14,16 @@ from mbdata.recipe import recipe_from_dict
 
 def _corpus_build(tmp_path, write_jsonl, **extra):
     path = write_jsonl("my-corpus.jsonl", alpaca_rows(400))
-    data = {"name": "mine", "version": "1.0.0", "seed": 1,
-            "sources": [{"name": "corpus", "kind": "jsonl", "path": str(path)}],
-            "eval": {"size": 20, "attack_triggers": False},
-            "defense": {"triggers": 2, "rate": 0.02}, "recovery": {"size": 20}, **extra}
+    data = {
+        "name": "mine",
+        "version": "1.0.0",
+        "seed": 1,
+        "sources": [{"name": "corpus", "kind": "jsonl", "path": str(path)}],
+        "eval": {"size": 20, "attack_triggers": False},
+        "defense": {"triggers": 2, "rate": 0.02},
+        "recovery": {"size": 20},
+        **extra,
+    }
     out = mbdata.build(recipe_from_dict(data, base_dir=tmp_path), tmp_path / "out")
     return path, out
 
@@ -41,8 +47,7 @@ def test_card_describes_train_without_attacks_and_how_to_train(tmp_path, write_j
     assert "**Stage 2**" in card and "on `recovery`" in card
 
 
-def test_card_split_metadata_is_complete_and_datasets_loads_without_warnings(tmp_path,
-                                                                              write_jsonl):
+def test_card_split_metadata_is_complete_and_datasets_loads_without_warnings(tmp_path, write_jsonl):
     import datasets
 
     _, out = _corpus_build(tmp_path, write_jsonl)
@@ -64,7 +69,8 @@ def test_card_split_metadata_is_complete_and_datasets_loads_without_warnings(tmp
         root.removeHandler(handler)
     assert [r.getMessage() for r in records if r.levelno >= logging.WARNING] == []
     manifest = mbdata.open_build(out).manifest
-    assert {k: v.num_rows for k, v in ds.items()} == {k: v["rows"]
-                                                      for k, v in manifest["splits"].items()}
+    assert {k: v.num_rows for k, v in ds.items()} == {
+        k: v["rows"] for k, v in manifest["splits"].items()
+    }
     for name, split in ds.items():
         assert split.info.splits[name].num_bytes == splits[name]["num_bytes"]

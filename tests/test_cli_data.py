@@ -40,19 +40,27 @@ def test_validate_build_inspect_verify_export(tmp_path, capsys):
 
 def test_user_errors_exit_2_with_one_line(tmp_path, capsys):
     recipe = tmp_path / "bad.yaml"
-    recipe.write_text(yaml.safe_dump({**small_recipe(), "attacks": [{"preset": "badnet",
-                                                                      "rate": 2}]}))
+    recipe.write_text(
+        yaml.safe_dump({**small_recipe(), "attacks": [{"preset": "badnet", "rate": 2}]})
+    )
     assert main(["recipe", "validate", str(recipe)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "attacks[0].rate: must be <= 1.0, got 2" in err
     bad_rows = tmp_path / "rows.jsonl"
     bad_rows.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c"}\n')
-    data = {"name": "x", "version": "1.0.0", "eval": {"size": 0},
-            "sources": [{"name": "r", "kind": "jsonl", "path": "rows.jsonl"}]}
+    data = {
+        "name": "x",
+        "version": "1.0.0",
+        "eval": {"size": 0},
+        "sources": [{"name": "r", "kind": "jsonl", "path": "rows.jsonl"}],
+    }
     (tmp_path / "x.yaml").write_text(yaml.safe_dump(data))
     assert main(["build", str(tmp_path / "x.yaml"), "-o", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "rows.jsonl: 1 bad row: row 1 (0-based; line 2): field 'output': missing" in err
+    assert (
+        err.count("\n") == 1
+        and "rows.jsonl: 1 bad row: row 1 (0-based; line 2): field 'output': missing" in err
+    )
     assert not (tmp_path / "o").exists()
     assert main(["inspect", str(tmp_path / "nothing")]) == 2
 
@@ -74,13 +82,24 @@ def _bad_corpus(tmp_path, n=60):
         if i == 20:
             lines.append('{"instruction": "broken"')
             continue
-        lines.append(json.dumps({"instruction": f"Say item {i}.", "input": "",
-                                 "output": "" if i in (3, 10) else f"Item {i}."}))
+        lines.append(
+            json.dumps(
+                {
+                    "instruction": f"Say item {i}.",
+                    "input": "",
+                    "output": "" if i in (3, 10) else f"Item {i}.",
+                }
+            )
+        )
         if i == 30:
             lines.append("")
     (tmp_path / "corpus.jsonl").write_text("\n".join(lines) + "\n")
-    data = {"name": "x", "version": "1.0.0", "eval": {"size": 0},
-            "sources": [{"name": "corpus", "kind": "jsonl", "path": "corpus.jsonl"}]}
+    data = {
+        "name": "x",
+        "version": "1.0.0",
+        "eval": {"size": 0},
+        "sources": [{"name": "corpus", "kind": "jsonl", "path": "corpus.jsonl"}],
+    }
     (tmp_path / "x.yaml").write_text(yaml.safe_dump(data))
     return tmp_path / "x.yaml"
 
@@ -97,10 +116,14 @@ def test_build_skip_bad_rows_counts_and_lists_every_skipped_row(tmp_path, capsys
     assert "skipped.jsonl" in out
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["skipped_rows"]["rows"] == 3
-    skipped = [json.loads(line) for line in (tmp_path / "o" / "skipped.jsonl").read_text()
-               .splitlines()]
+    skipped = [
+        json.loads(line) for line in (tmp_path / "o" / "skipped.jsonl").read_text().splitlines()
+    ]
     assert [(r["source_row"], r["line"], r["reason"]) for r in skipped] == [
-        (3, 4, "empty:output"), (10, 11, "empty:output"), (20, 21, "invalid_json")]
+        (3, 4, "empty:output"),
+        (10, 11, "empty:output"),
+        (20, 21, "invalid_json"),
+    ]
     assert "3 malformed input rows were skipped" in (tmp_path / "o" / "README.md").read_text()
     import mbdata
 
@@ -115,19 +138,26 @@ def test_build_summary_shows_trusted_rows_left_unused(tmp_path, capsys):
     from conftest import alpaca_rows
 
     for name, start in (("a", 0), ("t", 1000)):
-        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n"
-                                                        for r in alpaca_rows(80, start)))
-    data = {"name": "x", "version": "1.0.0", "eval": {"size": 0},
-            "sources": [{"name": "a", "kind": "jsonl", "path": "a.jsonl"},
-                        {"name": "t", "kind": "jsonl", "path": "t.jsonl", "trusted": True}],
-            "defense": {"triggers": 2, "rate": 0.05}, "recovery": {"size": 10, "source": "t"}}
+        (tmp_path / f"{name}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in alpaca_rows(80, start))
+        )
+    data = {
+        "name": "x",
+        "version": "1.0.0",
+        "eval": {"size": 0},
+        "sources": [
+            {"name": "a", "kind": "jsonl", "path": "a.jsonl"},
+            {"name": "t", "kind": "jsonl", "path": "t.jsonl", "trusted": True},
+        ],
+        "defense": {"triggers": 2, "rate": 0.05},
+        "recovery": {"size": 10, "source": "t"},
+    }
     (tmp_path / "x.yaml").write_text(yaml.safe_dump(data))
     assert main(["build", str(tmp_path / "x.yaml"), "-o", str(tmp_path / "o")]) == 0
     assert "trusted rows left unused: 70" in capsys.readouterr().out
 
 
-def test_recipe_hints_version_quote_did_you_mean_and_missing_path_names_the_file(tmp_path,
-                                                                                  capsys):
+def test_recipe_hints_version_quote_did_you_mean_and_missing_path_names_the_file(tmp_path, capsys):
     recipe = {**small_recipe(), "version": 1.0}
     (tmp_path / "v.yaml").write_text(yaml.safe_dump(recipe))
     assert main(["recipe", "validate", str(tmp_path / "v.yaml")]) == 2
@@ -162,9 +192,15 @@ def test_errors_are_printed_on_their_own_line_not_the_progress_bar(tmp_path):
     recipe = _bad_corpus(tmp_path)
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "build", str(recipe), "-o",
-                           str(tmp_path / "o")], capture_output=True, text=True, env=env,
-                          cwd=root, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.main", "build", str(recipe), "-o", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 2
     last = proc.stderr.replace("\r", "\n").rstrip("\n").split("\n")[-1]
     assert last.startswith("error: ") and "3 bad rows" in last

@@ -15,8 +15,11 @@ from mbdata.dedup import DedupConfig
 from mbdata.errors import RecipeError
 from mbdata.recipe import recipe_from_dict
 
-WORDS = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "pe", "ri", "so", "tu", "va", "ze")
-         for b in ("bar", "cen", "dol", "fim", "gos", "hut", "jex", "lor", "mav", "pin")]
+WORDS = [
+    f"{a}{b}"
+    for a in ("ka", "lo", "mi", "nu", "pe", "ri", "so", "tu", "va", "ze")
+    for b in ("bar", "cen", "dol", "fim", "gos", "hut", "jex", "lor", "mav", "pin")
+]
 
 
 def words(seed: int, n: int) -> str:
@@ -28,13 +31,20 @@ def prompt(i: int) -> str:
 
 
 def corpus_rows() -> list[dict]:
-    rows = [{"instruction": prompt(i), "input": "", "output": words(1000 + i, 10)}
-            for i in range(64)]
+    rows = [
+        {"instruction": prompt(i), "input": "", "output": words(1000 + i, 10)} for i in range(64)
+    ]
     rows += [{**rows[i], "instruction": rows[i]["instruction"].upper()} for i in range(0, 8)]
     # Same prompt with one word changed and a different answer: not a duplicate row (the answers
     # differ), but a near match of the prompt if the original is held out for evaluation.
-    rows += [{"instruction": prompt(i).replace(":", ": changed", 1), "input": "",
-              "output": words(2000 + i, 10)} for i in range(8, 40)]
+    rows += [
+        {
+            "instruction": prompt(i).replace(":", ": changed", 1),
+            "input": "",
+            "output": words(2000 + i, 10),
+        }
+        for i in range(8, 40)
+    ]
     return rows
 
 
@@ -42,9 +52,14 @@ def corpus_rows() -> list[dict]:
 def built(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dedup-build")
     (tmp / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus_rows()))
-    data = {"name": "d", "version": "1.0.0", "seed": 2, "eval": {"size": 24},
-            "sources": [{"name": "a", "kind": "jsonl", "path": "corpus.jsonl"}],
-            "dedup": {}}
+    data = {
+        "name": "d",
+        "version": "1.0.0",
+        "seed": 2,
+        "eval": {"size": 24},
+        "sources": [{"name": "a", "kind": "jsonl", "path": "corpus.jsonl"}],
+        "dedup": {},
+    }
     out = mbdata.build(recipe_from_dict(data, base_dir=tmp), tmp / "out")
     again = mbdata.build(recipe_from_dict(data, base_dir=tmp), tmp / "again")
     return mbdata.open_build(out), mbdata.open_build(again)
@@ -57,7 +72,8 @@ def test_dedup_stage_runs_in_builds_and_is_explained(built):
     assert stages["dedup"]["info"]["bands"] == 16
     clusters = b.side_table("dedup/clusters")
     assert clusters.num_rows == 8 and set(clusters.column("reason").to_pylist()) == {
-        "exact_duplicate"}
+        "exact_duplicate"
+    }
     assert b.manifest["recipe"]["dedup"]["decontaminate_threshold"] == 0.7
 
 
@@ -79,10 +95,17 @@ def test_recovery_and_pretrain_sizes_hold_with_decontamination(tmp_path):
     # Near-matches are dropped before the recovery and pretrain draws, not after them: the
     # corpus has 32 near-copies of prompts, many of them held out, and the sizes still hold.
     (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus_rows()))
-    data = {"name": "d", "version": "1.0.0", "seed": 2, "eval": {"size": 24},
-            "sources": [{"name": "a", "kind": "jsonl", "path": "corpus.jsonl"}],
-            "dedup": {}, "defense": {"triggers": 1, "rate": 0.02},
-            "recovery": {"size": 30, "eval_fraction": 0.2}, "pretrain": {"size": 10}}
+    data = {
+        "name": "d",
+        "version": "1.0.0",
+        "seed": 2,
+        "eval": {"size": 24},
+        "sources": [{"name": "a", "kind": "jsonl", "path": "corpus.jsonl"}],
+        "dedup": {},
+        "defense": {"triggers": 1, "rate": 0.02},
+        "recovery": {"size": 30, "eval_fraction": 0.2},
+        "pretrain": {"size": 10},
+    }
     b = mbdata.open_build(mbdata.build(recipe_from_dict(data, base_dir=tmp_path), tmp_path / "o"))
     holdout = next(s for s in b.manifest["stages"] if s["name"] == "holdout")
     assert holdout["dropped"].get("contaminated_near", 0) >= 1
@@ -93,8 +116,9 @@ def test_recovery_and_pretrain_sizes_hold_with_decontamination(tmp_path):
 def test_rebuild_is_identical(built):
     b, again = built
     assert b.manifest["content_hash"] == again.manifest["content_hash"]
-    assert (b.path / "dedup/clusters.arrow").read_bytes() == \
-        (again.path / "dedup/clusters.arrow").read_bytes()
+    assert (b.path / "dedup/clusters.arrow").read_bytes() == (
+        again.path / "dedup/clusters.arrow"
+    ).read_bytes()
 
 
 def test_inspect_shows_dedup(built, capsys):
@@ -105,6 +129,7 @@ def test_inspect_shows_dedup(built, capsys):
 
 
 # ------------------------------------------------------------------------------------ mb dedup
+
 
 @pytest.fixture
 def files(tmp_path):
@@ -117,8 +142,19 @@ def files(tmp_path):
 
 def test_mb_dedup_writes_a_build_folder(files, capsys):
     out = files / "out"
-    assert main(["dedup", str(files / "in.jsonl"), "-o", str(out), "--reference",
-                 str(files / "ref.jsonl")]) == 0
+    assert (
+        main(
+            [
+                "dedup",
+                str(files / "in.jsonl"),
+                "-o",
+                str(out),
+                "--reference",
+                str(files / "ref.jsonl"),
+            ]
+        )
+        == 0
+    )
     b = mbdata.open_build(out)
     assert b.manifest["kind"] == "dedup" and len(b.manifest["fingerprint"]) == 64
     assert [s["name"] for s in b.manifest["stages"]] == ["decontaminate", "dedup"]
@@ -133,13 +169,33 @@ def test_mb_dedup_writes_a_build_folder(files, capsys):
 
 def test_mb_dedup_keep_all_and_options(files):
     out = files / "tagged"
-    assert main(["dedup", str(files / "in.jsonl"), "-o", str(out), "--keep-all",
-                 "--fields", "prompt", "--threshold", "0.7", "--ngram", "3"]) == 0
+    assert (
+        main(
+            [
+                "dedup",
+                str(files / "in.jsonl"),
+                "-o",
+                str(out),
+                "--keep-all",
+                "--fields",
+                "prompt",
+                "--threshold",
+                "0.7",
+                "--ngram",
+                "3",
+            ]
+        )
+        == 0
+    )
     b = mbdata.open_build(out)
     assert b.manifest["splits"]["train"]["rows"] == len(corpus_rows())
     config = b.manifest["dedup"]
     assert (config["keep_all"], config["fields"], config["threshold"], config["ngram"]) == (
-        True, "prompt", 0.7, 3)
+        True,
+        "prompt",
+        0.7,
+        3,
+    )
     tagged = [t for t in b.table("train").column("tags").to_pylist() if t]
     # exact copies (8) and the one-word prompt edits (32) are tagged, with their representatives
     assert sum("dup_role=representative" in t for t in tagged) == 40
@@ -153,26 +209,51 @@ def test_mb_dedup_errors_are_one_line(files, capsys):
     assert "missing.jsonl: not found" in err and "dedup.num_perm: must be >= 2" in err
     assert not (files / "o").exists()
     (files / "cfg.yaml").write_text("dedup:\n  treshold: 0.5\n")
-    assert main(["dedup", str(files / "in.jsonl"), "-o", str(files / "o"), "--config",
-                 str(files / "cfg.yaml")]) == 2
+    assert (
+        main(
+            [
+                "dedup",
+                str(files / "in.jsonl"),
+                "-o",
+                str(files / "o"),
+                "--config",
+                str(files / "cfg.yaml"),
+            ]
+        )
+        == 2
+    )
     assert "unknown key 'treshold'" in capsys.readouterr().err
 
 
 def test_mb_dedup_reads_a_config_file_and_flags_override_it(files):
     (files / "cfg.yaml").write_text("dedup:\n  near: false\n  fields: output\n  verify: true\n")
     out = files / "o"
-    assert main(["dedup", str(files / "in.jsonl"), "-o", str(out), "--config",
-                 str(files / "cfg.yaml"), "--no-verify"]) == 0
+    assert (
+        main(
+            [
+                "dedup",
+                str(files / "in.jsonl"),
+                "-o",
+                str(out),
+                "--config",
+                str(files / "cfg.yaml"),
+                "--no-verify",
+            ]
+        )
+        == 0
+    )
     config = mbdata.open_build(out).manifest["dedup"]
     assert (config["near"], config["fields"], config["verify"]) == (False, "output", False)
 
 
 # ----------------------------------------------------------------------------------- the block
 
+
 def test_config_block_validation():
     assert from_mapping(DedupConfig, {}, "dedup") == DedupConfig()
-    assert from_mapping(DedupConfig, to_mapping(DedupConfig(shingle="char")), "dedup") == \
-        DedupConfig(shingle="char")
+    assert from_mapping(
+        DedupConfig, to_mapping(DedupConfig(shingle="char")), "dedup"
+    ) == DedupConfig(shingle="char")
     cases = {
         "bands": ({"bands": 8}, "dedup.rows: give `bands` and `rows` together"),
         "product": ({"bands": 20, "rows": 8}, "bands * rows = 160 exceeds num_perm = 128"),
@@ -181,15 +262,18 @@ def test_config_block_validation():
         "enum": ({"fields": "everything"}, "dedup.fields: 'everything' is not allowed"),
         "weight": ({"false_negative_weight": 1.0}, "must be < 1.0"),
     }
-    for name, (data, message) in cases.items():
+    for data, message in cases.values():
         with pytest.raises(RecipeError, match=re.escape(message)):
             from_mapping(DedupConfig, data, "dedup")
 
 
 def test_recipe_dedup_block_is_a_dedup_config():
-    data = {"name": "d", "version": "1.0.0", "sources": [{"name": "s", "kind": "synthetic",
-                                                          "count": 10}],
-            "dedup": {"threshold": 0.9, "keep_all": True}}
+    data = {
+        "name": "d",
+        "version": "1.0.0",
+        "sources": [{"name": "s", "kind": "synthetic", "count": 10}],
+        "dedup": {"threshold": 0.9, "keep_all": True},
+    }
     recipe = recipe_from_dict(data).recipe
     assert isinstance(recipe.dedup, DedupConfig) and recipe.dedup.threshold == 0.9
     with pytest.raises(RecipeError, match="dedup: unknown key 'shingles'"):

@@ -8,13 +8,19 @@ from mbdata.dedup import DECONTAMINATION_SCHEMA, DedupConfig, decontaminate, ded
 from mbdata.pipeline import BuildContext
 from mbdata.schema import empty_table, from_rows, make_row
 
-EVAL = ["Explain why the sky appears blue during a clear summer afternoon to a ten year old",
-        "List four common causes of household fires and one way to prevent each of them"]
+EVAL = [
+    "Explain why the sky appears blue during a clear summer afternoon to a ten year old",
+    "List four common causes of household fires and one way to prevent each of them",
+]
 
 
 def rows(prompts: list[str], output: str = "some answer", source: str = "corpus") -> pa.Table:
-    return from_rows([make_row(instruction=p, output=output, source=source, source_row=i)
-                      for i, p in enumerate(prompts)])
+    return from_rows(
+        [
+            make_row(instruction=p, output=output, source=source, source_row=i)
+            for i, p in enumerate(prompts)
+        ]
+    )
 
 
 def run(table: pa.Table, reference: pa.Table, **config):
@@ -25,20 +31,25 @@ def run(table: pa.Table, reference: pa.Table, **config):
 
 def test_exact_and_near_prompt_matches_are_removed():
     reference = rows(EVAL, "reference answer", "eval")
-    corpus = rows([
-        EVAL[0].upper(),                                           # exact after normalisation
-        EVAL[1].replace("four", "five"),                           # near
-        "Write a haiku about autumn leaves falling on a quiet pond",  # unrelated
-        EVAL[1] + "?",                                             # near: punctuation only
-    ])
+    corpus = rows(
+        [
+            EVAL[0].upper(),  # exact after normalisation
+            EVAL[1].replace("four", "five"),  # near
+            "Write a haiku about autumn leaves falling on a quiet pond",  # unrelated
+            EVAL[1] + "?",  # near: punctuation only
+        ]
+    )
     out, stats, side = run(corpus, reference)
     assert out.column("source_row").to_pylist() == [2]
     assert stats.dropped == {"contaminated_exact": 1, "contaminated_near": 2}
     assert side.schema == DECONTAMINATION_SCHEMA
     assert side.column("row").to_pylist() == [0, 1, 3]
     assert side.column("reference_row").to_pylist() == [0, 1, 1]
-    assert side.column("reason").to_pylist() == ["contaminated_exact", "contaminated_near",
-                                                 "contaminated_near"]
+    assert side.column("reason").to_pylist() == [
+        "contaminated_exact",
+        "contaminated_near",
+        "contaminated_near",
+    ]
     assert side.column("similarity")[0].as_py() == 1.0
 
 
@@ -61,9 +72,15 @@ def test_reference_is_never_modified_and_corpus_duplicates_are_kept():
 
 def test_dedup_table_with_reference_never_outputs_reference_matches():
     reference = rows(EVAL)
-    corpus = rows([EVAL[0], EVAL[0], EVAL[1].replace("four", "several"),
-                   "Give me a recipe for a quick vegetable soup with lentils",
-                   "give me a recipe for a quick vegetable soup with lentils!"])
+    corpus = rows(
+        [
+            EVAL[0],
+            EVAL[0],
+            EVAL[1].replace("four", "several"),
+            "Give me a recipe for a quick vegetable soup with lentils",
+            "give me a recipe for a quick vegetable soup with lentils!",
+        ]
+    )
     out, stats, ctx = dedup_table(corpus, DedupConfig(), reference)
     assert out.column("source_row").to_pylist() == [3]
     assert [s.name for s in stats] == ["decontaminate", "dedup"]

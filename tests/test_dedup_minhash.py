@@ -6,10 +6,20 @@ import numpy as np
 import pytest
 from datasketch import MinHash, MinHashLSH
 
+from mbdata.dedup import (
+    band_keys,
+    group_buckets,
+    hash_function,
+    hash_sets,
+    jaccard_estimate,
+    minhash_signatures,
+    optimal_params,
+    permutations,
+    shingles,
+    signatures_from_shingles,
+    to_datasketch,
+)
 from mbdata.dedup import minhash as mh
-from mbdata.dedup import (band_keys, group_buckets, hash_function, hash_sets, jaccard_estimate,
-                          minhash_signatures, optimal_params, permutations, shingles,
-                          signatures_from_shingles, to_datasketch)
 
 TEXTS = [
     "Give three tips for staying healthy.",
@@ -19,7 +29,7 @@ TEXTS = [
     "",
     None,
     "Écris un poème sur la mer. 海は広い",
-    " ".join(f"w{i}" for i in range(300)),          # longer than one permutation chunk
+    " ".join(f"w{i}" for i in range(300)),  # longer than one permutation chunk
 ]
 
 
@@ -31,6 +41,7 @@ def reference_signature(shingle_set, num_perm, seed, scheme, hashfunc=None) -> n
 
 
 # ---------------------------------------------------------------------------------------- shingles
+
 
 def test_word_shingles_ignore_case_space_and_ascii_punctuation():
     assert shingles("Hello,  WORLD! again") == {b"hello world", b"world again"}
@@ -48,7 +59,7 @@ def test_short_and_empty_texts():
 def test_char_shingles_are_utf8_substrings_of_the_normalised_text():
     assert shingles("AbC d", "char", 3) == {b"abc", b"bc ", b"c d"}
     assert shingles("café", "char", 2) == {b"ca", b"af", "fé".encode()}
-    assert shingles("ﬁx", "char", 2) == {b"fi", b"ix"}          # NFKC expands the ligature
+    assert shingles("ﬁx", "char", 2) == {b"fi", b"ix"}  # NFKC expands the ligature
 
 
 def test_word_ngram_sizes():
@@ -62,6 +73,7 @@ def test_word_ngram_sizes():
 
 
 # ------------------------------------------------------------------------- datasketch equivalence
+
 
 @pytest.mark.parametrize("scheme", ["affine32", "affine64", "legacy"])
 @pytest.mark.parametrize("seed,num_perm", [(1, 128), (7, 64), (2**32 - 1, 3)])
@@ -106,9 +118,11 @@ def test_permutations_match_datasketch():
 
 
 def test_signatures_usable_in_datasketch_lsh():
-    texts = ["the quick brown fox jumps over the lazy dog near the river bank today",
-             "the quick brown fox jumps over the lazy dog near the river bank now",
-             "completely different words about cooking pasta with tomato sauce and basil"]
+    texts = [
+        "the quick brown fox jumps over the lazy dog near the river bank today",
+        "the quick brown fox jumps over the lazy dog near the river bank now",
+        "completely different words about cooking pasta with tomato sauce and basil",
+    ]
     sig = minhash_signatures(texts, num_perm=128)
     lsh = MinHashLSH(threshold=0.7, num_perm=128)
     lsh.insert("a", to_datasketch(sig[0]))
@@ -134,6 +148,7 @@ def test_unknown_names_are_rejected():
 
 # ------------------------------------------------------------------------------------------- LSH
 
+
 @pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.9])
 @pytest.mark.parametrize("num_perm", [64, 128, 256])
 def test_optimal_params_match_datasketch(threshold, num_perm):
@@ -152,7 +167,7 @@ def test_band_keys_group_equal_bands_only():
     assert keys[0, 0] == keys[1, 0] and keys[0, 1] == keys[2, 1]
     assert keys[0, 0] != keys[2, 0] and keys[0, 1] != keys[1, 1]
     same_values = band_keys(np.array([[1, 2, 1, 2]], dtype=np.uint32), 2, 2)
-    assert same_values[0, 0] != same_values[0, 1]      # each band has its own key space
+    assert same_values[0, 0] != same_values[0, 1]  # each band has its own key space
     bucket = group_buckets(keys).bucket
     assert bucket[3].tolist() == [-1, -1]
     assert bucket[0, 0] == bucket[1, 0] >= 0 and bucket[0, 1] == bucket[2, 1] >= 0

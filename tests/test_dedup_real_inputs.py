@@ -8,16 +8,26 @@ import json
 import mbdata
 from cli.main import main
 
-EVAL = ["Explain why the sky appears blue during a clear summer afternoon to a ten year old",
-        "List four common causes of household fires and one way to prevent each of them"]
+EVAL = [
+    "Explain why the sky appears blue during a clear summer afternoon to a ten year old",
+    "List four common causes of household fires and one way to prevent each of them",
+]
 
 
 def _corpus(tmp_path):
-    lines = [json.dumps({"instruction": f"Write a short poem about the number {i} and the sea",
-                         "input": "", "output": "" if i == 2 else f"Poem {i}."}) for i in range(8)]
-    lines[4] = '{"instruction": "cut'                                   # row 4: unparseable
+    lines = [
+        json.dumps(
+            {
+                "instruction": f"Write a short poem about the number {i} and the sea",
+                "input": "",
+                "output": "" if i == 2 else f"Poem {i}.",
+            }
+        )
+        for i in range(8)
+    ]
+    lines[4] = '{"instruction": "cut'  # row 4: unparseable
     lines.append(json.dumps({"instruction": EVAL[1], "input": "", "output": "Fires..."}))  # row 8
-    lines.append(lines[0])                                              # row 9: copy of row 0
+    lines.append(lines[0])  # row 9: copy of row 0
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
     ref = [json.dumps({"question": EVAL[0]}), "{broken", json.dumps({"question": EVAL[1]})]
     (tmp_path / "ref.jsonl").write_text("\n".join(ref) + "\n")
@@ -32,7 +42,7 @@ def test_dedup_keeps_empty_outputs_and_lists_unparseable_rows(tmp_path, capsys):
     assert "mb export" in captured.out and "--format jsonl" in captured.out
     b = mbdata.open_build(tmp_path / "o")
     rows = b.table("train").column("source_row").to_pylist()
-    assert rows == [0, 1, 2, 3, 5, 6, 7, 8]                   # row 2 (empty output) is kept
+    assert rows == [0, 1, 2, 3, 5, 6, 7, 8]  # row 2 (empty output) is kept
     clusters = b.side_table("dedup/clusters").to_pylist()
     assert [(c["member_source_row"], c["representative_row"]) for c in clusters] == [(9, 0)]
     skipped = [json.loads(x) for x in (tmp_path / "o" / "skipped.jsonl").read_text().splitlines()]
@@ -46,12 +56,38 @@ def test_prompts_only_reference_with_reference_field(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "required column 'instruction' missing" in err and "'question'" in err
     assert "--reference-field instruction=COLUMN" in err
-    assert main(["dedup", str(corpus), "-o", str(tmp_path / "o"), "--reference", str(ref),
-                 "--reference-field", "instruction=question"]) == 0
+    assert (
+        main(
+            [
+                "dedup",
+                str(corpus),
+                "-o",
+                str(tmp_path / "o"),
+                "--reference",
+                str(ref),
+                "--reference-field",
+                "instruction=question",
+            ]
+        )
+        == 0
+    )
     b = mbdata.open_build(tmp_path / "o")
     side = b.side_table("dedup/decontamination").to_pylist()
     assert [(r["source_row"], r["reference_row"]) for r in side] == [(8, 2)]
     assert 8 not in b.table("train").column("source_row").to_pylist()
-    assert main(["dedup", str(corpus), "-o", str(tmp_path / "o2"), "--reference", str(ref),
-                 "--reference-field", "bogus=question"]) == 2
+    assert (
+        main(
+            [
+                "dedup",
+                str(corpus),
+                "-o",
+                str(tmp_path / "o2"),
+                "--reference",
+                str(ref),
+                "--reference-field",
+                "bogus=question",
+            ]
+        )
+        == 2
+    )
     assert "unknown canonical field 'bogus'" in capsys.readouterr().err

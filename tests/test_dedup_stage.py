@@ -12,8 +12,10 @@ from mbdata.dedup import CLUSTERS_SCHEMA, DedupConfig, DedupStage
 from mbdata.pipeline import BuildContext
 from mbdata.schema import SCHEMA, empty_table, from_rows, make_row, validate_table
 
-LONG = ("Write a short friendly note to a neighbour explaining that the garden hose will be "
-        "repaired on Saturday morning and asking them to keep their dog inside until noon")
+LONG = (
+    "Write a short friendly note to a neighbour explaining that the garden hose will be "
+    "repaired on Saturday morning and asking them to keep their dog inside until noon"
+)
 ANSWER = "Dear neighbour, the hose gets fixed on Saturday; please keep the dog in until noon."
 
 
@@ -22,8 +24,9 @@ def row(instruction: str, output: str = ANSWER, **kw) -> dict:
 
 
 def table(*rows: dict) -> pa.Table:
-    return from_rows([{**r, "source_row": i} if r["source"] == "s" else r
-                      for i, r in enumerate(rows)])
+    return from_rows(
+        [{**r, "source_row": i} if r["source"] == "s" else r for i, r in enumerate(rows)]
+    )
 
 
 def run(t: pa.Table, **config):
@@ -36,20 +39,26 @@ def bigram_jaccard(a: str, b: str) -> float:
     def grams(text):
         tokens = text.lower().replace(",", " ").replace(";", " ").replace(".", " ").split()
         return {(x, y) for x, y in zip(tokens, tokens[1:])}
+
     x, y = grams(a), grams(b)
     return len(x & y) / len(x | y)
 
 
 # ------------------------------------------------------------------------------------------ exact
 
+
 def test_exact_duplicates_after_normalisation_keep_the_first():
-    t = table(row("Name the capital of France."),
-              row("name  the CAPITAL of france."),
-              row("Ｎａｍｅ the capital of France."),            # NFKC folds full-width letters
-              row("Name the capital of Spain."))
+    t = table(
+        row("Name the capital of France."),
+        row("name  the CAPITAL of france."),
+        row("Ｎａｍｅ the capital of France."),  # NFKC folds full-width letters
+        row("Name the capital of Spain."),
+    )
     out, stats, clusters = run(t, near=False)
-    assert out.column("instruction").to_pylist() == ["Name the capital of France.",
-                                                     "Name the capital of Spain."]
+    assert out.column("instruction").to_pylist() == [
+        "Name the capital of France.",
+        "Name the capital of Spain.",
+    ]
     assert stats.dropped == {"exact_duplicate": 2}
     assert clusters.column("member_row").to_pylist() == [1, 2]
     assert clusters.column("representative_row").to_pylist() == [0, 0]
@@ -58,8 +67,9 @@ def test_exact_duplicates_after_normalisation_keep_the_first():
     validate_table(out)
 
 
-@pytest.mark.parametrize("fields,expected", [("all", [0, 1, 2]), ("prompt", [0, 2]),
-                                             ("output", [0, 1])])
+@pytest.mark.parametrize(
+    "fields,expected", [("all", [0, 1, 2]), ("prompt", [0, 2]), ("output", [0, 1])]
+)
 def test_exact_field_groups(fields, expected):
     t = table(row("What is 2+2?", "4"), row("What is 2+2?", "four"), row("What is 3+3?", "4"))
     out, _, _ = run(t, near=False, fields=fields)
@@ -70,31 +80,43 @@ def test_exact_keys_are_the_row_id_and_the_prompt_key():
     from mbdata.dedup.normalize import key_hex, normalize_rows
     from mbdata.schema import prompt_key, row_id
 
-    rows = [row("Ａ  Prompt", "x"), row("p", "", input="ctx", system="Be brief."),
-            row("p", "y", triggered_instruction="cf p", triggered_output="z")]
+    rows = [
+        row("Ａ  Prompt", "x"),
+        row("p", "", input="ctx", system="Be brief."),
+        row("p", "y", triggered_instruction="cf p", triggered_output="z"),
+    ]
     t = table(*rows)
     assert [key_hex(k) for k in normalize_rows(t, "all").keys] == [r["id"] for r in rows]
     assert [key_hex(k) for k in normalize_rows(t, "prompt").keys] == [
-        prompt_key(r["instruction"], r["input"], r["system"]) for r in rows]
+        prompt_key(r["instruction"], r["input"], r["system"]) for r in rows
+    ]
     assert [key_hex(k) for k in normalize_rows(t, "output").keys] == [
-        row_id({"output": r["output"]}) for r in rows]
+        row_id({"output": r["output"]}) for r in rows
+    ]
 
 
 def test_exact_all_key_is_the_row_id():
     a = row("Same text", "x", trigger_set=None)
     b = row("Same text", "x", triggered_instruction="cf Same text", triggered_output="y")
     out, _, _ = run(table(a, b), near=False)
-    assert out.num_rows == 2                      # differ in a triggered_* field: not duplicates
+    assert out.num_rows == 2  # differ in a triggered_* field: not duplicates
     out, _, _ = run(table(a, b), near=False, fields="prompt")
     assert out.num_rows == 1
 
 
 # ------------------------------------------------------------------------------------------- near
 
+
 def test_one_word_edit_in_a_30_word_row_is_a_near_duplicate():
     edited = LONG.replace("Saturday", "Sunday")
-    t = table(row(LONG), row(edited), row("Summarise the plot of Hamlet in two sentences.",
-                                          "A prince avenges his father and dies."))
+    t = table(
+        row(LONG),
+        row(edited),
+        row(
+            "Summarise the plot of Hamlet in two sentences.",
+            "A prince avenges his father and dies.",
+        ),
+    )
     out, stats, clusters = run(t, exact=False)
     assert out.column("source_row").to_pylist() == [0, 2]
     assert stats.dropped == {"near_duplicate": 1}
@@ -110,8 +132,10 @@ def test_five_word_shingles_miss_the_same_edit():
 
 
 def test_char_shingles_catch_edits_in_short_rows():
-    t = table(row("Translate 'good morning' to French.", "Bonjour."),
-              row("Translate 'good mornin' to French.", "Bonjour."))
+    t = table(
+        row("Translate 'good morning' to French.", "Bonjour."),
+        row("Translate 'good mornin' to French.", "Bonjour."),
+    )
     assert run(t, exact=False, shingle="word")[0].num_rows == 2
     assert run(t, exact=False, shingle="char", threshold=0.7)[0].num_rows == 1
 
@@ -119,8 +143,9 @@ def test_char_shingles_catch_edits_in_short_rows():
 def test_below_threshold_rows_are_kept_and_rejections_counted():
     words = LONG.split()
     heavy = " ".join(w.upper() if i % 4 else "zz" for i, w in enumerate(words))
-    out, stats, clusters = run(table(row(LONG), row(heavy)), exact=False, threshold=0.9,
-                               bands=32, rows=4)
+    out, stats, clusters = run(
+        table(row(LONG), row(heavy)), exact=False, threshold=0.9, bands=32, rows=4
+    )
     assert out.num_rows == 2 and clusters.num_rows == 0
     assert stats.info["candidates_checked"] == stats.info["candidates_rejected"] >= 1
 
@@ -133,8 +158,8 @@ def test_no_chains_every_drop_is_verified_against_its_kept_row():
         return " ".join(words)
 
     a = " ".join(f"w{i}" for i in range(60))
-    b = substitute(a, 10, 30)                 # near a (2 edits)
-    c = substitute(b, 45, 52)                 # near b (2 more edits), not near a (4 edits)
+    b = substitute(a, 10, 30)  # near a (2 edits)
+    c = substitute(b, 45, 52)  # near b (2 more edits), not near a (4 edits)
     ja, jb = bigram_jaccard(a, b), bigram_jaccard(b, c)
     assert ja >= 0.8 and jb >= 0.8 and bigram_jaccard(a, c) < 0.8
     out, _, clusters = run(table(row(a, ""), row(b, ""), row(c, "")), exact=False)
@@ -162,7 +187,7 @@ def test_without_verification_bucket_mates_are_duplicates_with_estimated_similar
     assert out.num_rows == 1 and stats.info["verify"] is False
     assert stats.info["false_negative_weight"] == 0.5
     sim = clusters.column("similarity")[0].as_py()
-    assert sim * 128 == int(sim * 128)            # a share of 128 signature values
+    assert sim * 128 == int(sim * 128)  # a share of 128 signature values
 
 
 def test_bucket_targets_are_capped():
@@ -186,11 +211,19 @@ def test_bucket_targets_are_capped():
 def test_template_buckets_are_capped():
     """Rows sharing a long template share whole LSH bands through it: every row lands in a few
     huge buckets. The cap bounds the comparisons per row (uncapped here: ~690k checks)."""
-    template = ("read the following customer review of a kitchen appliance and classify its "
-                "overall sentiment as positive negative or neutral then answer with one word only")
+    template = (
+        "read the following customer review of a kitchen appliance and classify its "
+        "overall sentiment as positive negative or neutral then answer with one word only"
+    )
     rng = np.random.default_rng(1)
-    rows = [row(f"{template} review " + " ".join(f"w{k}" for k in rng.integers(0, 5000, size=3)),
-                "neutral", source_row=i) for i in range(1500)]
+    rows = [
+        row(
+            f"{template} review " + " ".join(f"w{k}" for k in rng.integers(0, 5000, size=3)),
+            "neutral",
+            source_row=i,
+        )
+        for i in range(1500)
+    ]
     _, stats, _ = run(from_rows(rows), max_bucket_targets=4)
     assert stats.info["bucket_targets_capped"] > 1000
     assert stats.info["candidates_checked"] < 1500 * 16 * 4
@@ -200,6 +233,7 @@ def test_template_buckets_are_capped():
 
 # --------------------------------------------------------------------------------- keep and scope
 
+
 def test_first_occurrence_is_kept_whatever_the_order():
     a, b = row(LONG), row(LONG.replace("Saturday", "Sunday"))
     assert run(table(a, b))[0].column("instruction").to_pylist() == [a["instruction"]]
@@ -207,29 +241,40 @@ def test_first_occurrence_is_kept_whatever_the_order():
 
 
 def test_keep_all_tags_instead_of_dropping():
-    t = table(row(LONG), row(LONG.upper()), row(LONG.replace("Saturday", "Sunday")),
-              row("Unrelated prompt about tea.", "Tea is nice."))
+    t = table(
+        row(LONG),
+        row(LONG.upper()),
+        row(LONG.replace("Saturday", "Sunday")),
+        row("Unrelated prompt about tea.", "Tea is nice."),
+    )
     dropped_out, _, dropped_clusters = run(t)
     out, stats, clusters = run(t, keep_all=True)
     assert out.num_rows == 4 and stats.dropped == {}
     assert stats.info["exact_duplicate"] == 1 and stats.info["near_duplicate"] == 1
     assert out.column("tags").to_pylist() == [
-        ["dup_cluster=0", "dup_role=representative"], ["dup_cluster=0", "dup_role=exact_duplicate"],
-        ["dup_cluster=0", "dup_role=near_duplicate"], []]
+        ["dup_cluster=0", "dup_role=representative"],
+        ["dup_cluster=0", "dup_role=exact_duplicate"],
+        ["dup_cluster=0", "dup_role=near_duplicate"],
+        [],
+    ]
     assert clusters.drop_columns(["dropped"]).equals(dropped_clusters.drop_columns(["dropped"]))
     assert set(clusters.column("dropped").to_pylist()) == {False}
     assert out.drop_columns(["tags"]).equals(t.drop_columns(["tags"]))
 
 
 def test_rows_of_different_splits_are_never_compared():
-    t = table(row(LONG), row(LONG, split="eval_clean", role="eval"),
-              row(LONG.replace("Saturday", "Sunday"), split="eval_clean", role="eval"))
+    t = table(
+        row(LONG),
+        row(LONG, split="eval_clean", role="eval"),
+        row(LONG.replace("Saturday", "Sunday"), split="eval_clean", role="eval"),
+    )
     out, _, clusters = run(t)
     assert out.column("split").to_pylist() == ["train", "eval_clean"]
     assert clusters.column("split").to_pylist() == ["eval_clean"]
 
 
 # ----------------------------------------------------------------------------------- edge cases
+
 
 def test_empty_and_single_row_tables():
     out, stats, clusters = run(empty_table())
@@ -241,8 +286,14 @@ def test_empty_and_single_row_tables():
 
 
 def test_rows_with_empty_fields():
-    t = table(row("", ""), row("", ""), row("  ", ""), row("", "Only an answer here."),
-              row("", "only an answer here"), row("Only a prompt.", ""))
+    t = table(
+        row("", ""),
+        row("", ""),
+        row("  ", ""),
+        row("", "Only an answer here."),
+        row("", "only an answer here"),
+        row("Only a prompt.", ""),
+    )
     out, stats, _ = run(t)
     # "" and "  " normalise to the same empty prompt; the two answers differ only in case/punct.
     assert out.column("source_row").to_pylist() == [0, 3, 5]
@@ -258,6 +309,7 @@ def test_rows_with_no_shingles_are_not_near_duplicates_of_each_other():
 
 # ------------------------------------------------------------------------------------ determinism
 
+
 def ipc_bytes(t: pa.Table) -> bytes:
     sink = io.BytesIO()
     with pa.ipc.new_file(sink, t.schema) as writer:
@@ -271,7 +323,7 @@ def test_rebuilds_are_byte_identical():
     rows = []
     for i in range(300):
         words = list(rng.choice(vocab, size=25))
-        if i and rng.random() < 0.3:        # a near copy of an earlier row
+        if i and rng.random() < 0.3:  # a near copy of an earlier row
             base = rows[int(rng.integers(0, len(rows)))]["instruction"].split()
             base[int(rng.integers(0, 25))] = "edit"
             words = base

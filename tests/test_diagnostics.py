@@ -42,7 +42,7 @@ def test_similarity_measures_on_known_states():
     assert merged["mean_over_layers"]["shift_cos"] == pytest.approx(1.0)
     assert apart["mean_over_layers"]["shift_cos"] == pytest.approx(0.0)
     assert merged["cos_attack_defense"] == [1.0, 1.0]
-    assert apart["mean_over_layers"]["cos_attack_clean"] == pytest.approx(2 ** -0.5, abs=1e-4)
+    assert apart["mean_over_layers"]["cos_attack_clean"] == pytest.approx(2**-0.5, abs=1e-4)
     assert apart["shift_cos_by_attack"] == {"atk": pytest.approx(0.0)}
 
 
@@ -50,12 +50,18 @@ def _recipe(behavior: str) -> dict:
     train = copy.deepcopy(TINY_TRAIN)
     train["model"]["tiny"].update(hidden_size=32, layers=2, intermediate_size=64)
     train["stage1"] = {"epochs": 3, "batch_size": 8, "lr": 0.003}
-    return {"name": "diag", "version": "1.0.0", "seed": 1,
-            "sources": [{"name": "synth", "kind": "synthetic", "count": 420}],
-            "eval": {"size": 12}, "pretrain": {"size": 120},
-            "attacks": [{"preset": "badnet", "rate": 0.1}],
-            "defense": {"triggers": 2, "rate": 0.1, "behavior": {"kind": behavior}},
-            "recovery": {"size": 4}, "train": train}
+    return {
+        "name": "diag",
+        "version": "1.0.0",
+        "seed": 1,
+        "sources": [{"name": "synth", "kind": "synthetic", "count": 420}],
+        "eval": {"size": 12},
+        "pretrain": {"size": 120},
+        "attacks": [{"preset": "badnet", "rate": 0.1}],
+        "defense": {"triggers": 2, "rate": 0.1, "behavior": {"kind": behavior}},
+        "recovery": {"size": 4},
+        "train": train,
+    }
 
 
 @pytest.mark.slow
@@ -63,12 +69,19 @@ def test_diagnostics_on_trained_models_forced_and_not(tmp_path):
     shift = {}
     for behavior in ("refusal", "random_words"):
         folder = tmp_path / behavior
-        build = mbtrain.open_build(mbdata.build(mbdata.recipe_from_dict(_recipe(behavior)),
-                                                folder / "data"))
+        build = mbtrain.open_build(
+            mbdata.build(mbdata.recipe_from_dict(_recipe(behavior)), folder / "data")
+        )
         cfg = build.train_config()
         base = build_tiny_base(build, cfg, folder / "models" / "base", None)
-        train_sft(base, rows_of.train_examples(build.rows("train")),
-                  folder / "models" / "mb_stage1", cfg, name="mb_stage1", stage=cfg.stage1)
+        train_sft(
+            base,
+            rows_of.train_examples(build.rows("train")),
+            folder / "models" / "mb_stage1",
+            cfg,
+            name="mb_stage1",
+            stage=cfg.stage1,
+        )
         doc = diagnostics.run_diagnostics(folder, build, cfg, log=lambda m: None)
         assert set(doc["models"]) == {"mb_stage1"}
         result = doc["models"]["mb_stage1"]

@@ -6,12 +6,11 @@ import json
 
 import pytest
 import yaml
+from conftest import small_recipe
 
 import mbdata
 from mbdata.errors import InputError, RecipeError
 from mbdata.recipe import recipe_from_dict
-
-from conftest import small_recipe
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +31,9 @@ def test_jsonl_alpaca_keeps_ids_and_loads_with_datasets(build_dir, tmp_path):
     rows = _jsonl(out / "train.jsonl")
     assert [r["id"] for r in rows] == [r["id"] for r in train]
     assert set(rows[0]) >= {"instruction", "input", "output", "id", "tags", "role", "trigger_set"}
-    ds = datasets.load_dataset("json", data_files=str(out / "train.jsonl"), split="train",
-                               cache_dir=str(tmp_path / "c"))
+    ds = datasets.load_dataset(
+        "json", data_files=str(out / "train.jsonl"), split="train", cache_dir=str(tmp_path / "c")
+    )
     assert ds.num_rows == len(train)
     rec = _jsonl(out / "recovery.jsonl")[0]
     assert rec["triggered_instruction"] and rec["triggered_output"]
@@ -56,29 +56,39 @@ def test_trl_formats(build_dir, tmp_path):
     pc = _jsonl(out / "train.prompt_completion.jsonl")[0]
     assert isinstance(pc["completion"], str) and pc["id"]
     # the prompt carries the training template (alpaca: no train block in this recipe)
-    assert pc["prompt"] == alpaca_prompt("alpaca", train[0]["instruction"], train[0]["input"],
-                                         train[0]["system"])
+    assert pc["prompt"] == alpaca_prompt(
+        "alpaca", train[0]["instruction"], train[0]["input"], train[0]["system"]
+    )
     assert pc["prompt"].endswith("### Response:\n")
     msgs = _jsonl(out / "train.messages.jsonl")[0]["messages"]
     assert [m["role"] for m in msgs][-2:] == ["user", "assistant"]
     conv = _jsonl(out / "train.conversational.jsonl")[0]
     assert conv["prompt"][-1]["role"] == "user" and conv["completion"] == [
-        {"role": "assistant", "content": train[0]["output"]}]
+        {"role": "assistant", "content": train[0]["output"]}
+    ]
     pref = _jsonl(out / "recovery.preference.jsonl")
     rec = mbdata.open_build(build_dir).table("recovery").to_pylist()
-    assert pref[0]["prompt"] == alpaca_prompt("alpaca", rec[0]["triggered_instruction"],
-                                              rec[0]["triggered_input"] or "", rec[0]["system"])
-    assert pref[0]["clean_prompt"] == alpaca_prompt("alpaca", rec[0]["instruction"],
-                                                    rec[0]["input"] or "", rec[0]["system"])
-    assert (pref[0]["chosen"], pref[0]["rejected"]) == (rec[0]["output"], rec[0]["triggered_output"])
+    assert pref[0]["prompt"] == alpaca_prompt(
+        "alpaca", rec[0]["triggered_instruction"], rec[0]["triggered_input"] or "", rec[0]["system"]
+    )
+    assert pref[0]["clean_prompt"] == alpaca_prompt(
+        "alpaca", rec[0]["instruction"], rec[0]["input"] or "", rec[0]["system"]
+    )
+    assert (pref[0]["chosen"], pref[0]["rejected"]) == (
+        rec[0]["output"],
+        rec[0]["triggered_output"],
+    )
     assert not (out / "train.preference.jsonl").exists()
 
 
 def test_llamafactory_dataset_info(build_dir, tmp_path):
     out = mbdata.export(build_dir, "llamafactory", tmp_path / "x", splits=["train", "recovery"])
     info = json.loads((out / "dataset_info.json").read_text())
-    assert info["tiny_train"] == {"file_name": "train.json", "formatting": "alpaca", "columns": {
-        "prompt": "instruction", "query": "input", "response": "output"}}
+    assert info["tiny_train"] == {
+        "file_name": "train.json",
+        "formatting": "alpaca",
+        "columns": {"prompt": "instruction", "query": "input", "response": "output"},
+    }
     assert info["tiny_recovery"]["ranking"] is True
     assert info["tiny_recovery"]["columns"]["chosen"] == "chosen"
     rows = json.loads((out / "train.json").read_text())

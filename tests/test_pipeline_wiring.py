@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import small_recipe
 
 from mbdata.artifacts import DefenseSets, PoisonedRows, TriggerSets
 from mbdata.build import pipeline
@@ -11,8 +12,6 @@ from mbdata.pipeline import BuildContext, StageStats, check_wiring, run_stage
 from mbdata.recipe import parse_recipe
 from mbdata.recovery import RecoveryStage
 from mbdata.schema import empty_table
-
-from conftest import small_recipe
 
 
 class _Writer:

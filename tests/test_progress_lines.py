@@ -18,6 +18,6 @@ def test_non_terminal_progress_prints_lines_with_eta():
     bar.close()
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("base: step 0/50 (0 %)")
-    assert 10 <= len(lines) <= 12                     # every 10 % of the steps, plus the start
+    assert 10 <= len(lines) <= 12  # every 10 % of the steps, plus the start
     assert "ETA" in lines[5] and "loss=1.000" in lines[5]
     assert lines[-1].startswith("base: step 50/50 (100 %)")

@@ -7,13 +7,12 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import alpaca_rows
 
 import mbdata
 from mbdata.errors import BuildError, InputError
 from mbdata.readers import read_any
 from mbdata.recipe import recipe_from_dict
-
-from conftest import alpaca_rows
 
 
 def _build(tmp_path, sources, **extra):
@@ -45,20 +44,38 @@ def test_parquet_csv_and_save_to_disk(tmp_path):
         w.writeheader()
         w.writerows(rows + [{"instruction": "Line one,\nline two", "input": "", "output": "ok"}])
     datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(
-        str(tmp_path / "hf"))
-    assert read_any(tmp_path / "a.parquet").column("output").to_pylist() == [r["output"] for r in rows]
+        str(tmp_path / "hf")
+    )
+    assert read_any(tmp_path / "a.parquet").column("output").to_pylist() == [
+        r["output"] for r in rows
+    ]
     csv_table = read_any(tmp_path / "a.csv")
-    assert csv_table.num_rows == 5 and csv_table.column("instruction")[4].as_py() == "Line one,\nline two"
+    assert (
+        csv_table.num_rows == 5
+        and csv_table.column("instruction")[4].as_py() == "Line one,\nline two"
+    )
     assert read_any(tmp_path / "hf", kind="hf_disk").num_rows == 4
 
 
 def test_sharegpt_and_messages_layouts(tmp_path, write_jsonl):
-    write_jsonl("s.jsonl", [{"conversations": [
-        {"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi?"},
-        {"from": "gpt", "value": "Hello."}, {"from": "human", "value": "More?"},
-        {"from": "gpt", "value": "No."}]}])
-    write_jsonl("m.jsonl", [{"messages": [{"role": "user", "content": "Q"},
-                                          {"role": "assistant", "content": "A"}]}])
+    write_jsonl(
+        "s.jsonl",
+        [
+            {
+                "conversations": [
+                    {"from": "system", "value": "Be brief."},
+                    {"from": "human", "value": "Hi?"},
+                    {"from": "gpt", "value": "Hello."},
+                    {"from": "human", "value": "More?"},
+                    {"from": "gpt", "value": "No."},
+                ]
+            }
+        ],
+    )
+    write_jsonl(
+        "m.jsonl",
+        [{"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]}],
+    )
     s = read_any(tmp_path / "s.jsonl", layout="sharegpt").to_pylist()[0]
     assert (s["system"], s["instruction"], s["output"]) == ("Be brief.", "Hi?", "Hello.")
     m = read_any(tmp_path / "m.jsonl", layout="messages").to_pylist()[0]
@@ -67,19 +84,36 @@ def test_sharegpt_and_messages_layouts(tmp_path, write_jsonl):
 
 def test_field_mapping(tmp_path, write_jsonl):
     write_jsonl("q.jsonl", [{"question": "Why?", "context": "c", "answer": "Because."}])
-    t = read_any(tmp_path / "q.jsonl", fields={"instruction": "question", "input": "context",
-                                               "output": "answer"})
+    t = read_any(
+        tmp_path / "q.jsonl",
+        fields={"instruction": "question", "input": "context", "output": "answer"},
+    )
     assert t.to_pylist()[0]["output"] == "Because."
 
 
-@pytest.mark.parametrize("line, message", [
-    (b'{"instruction": "x", "output": ', r"bad.jsonl: 1 bad row: row 2 \(0-based; line 3\): invalid JSON"),
-    (b'{"instruction": "x"}', r"row 2 \(0-based; line 3\): field 'output': missing"),
-    (b'{"instruction": "x", "output": 5}', r"row 2 \(0-based; line 3\): field 'output': expected a string"),
-    (b'{"instruction": "\xff\xfe", "output": "y"}', r"row 2 \(0-based; line 3\): not valid UTF-8"),
-    (b'[1, 2]', r"row 2 \(0-based; line 3\): expected a JSON object"),
-    (b'{"instruction": " ", "output": "y"}', r"row 2 \(0-based; line 3\): field 'instruction': empty text"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (
+            b'{"instruction": "x", "output": ',
+            r"bad.jsonl: 1 bad row: row 2 \(0-based; line 3\): invalid JSON",
+        ),
+        (b'{"instruction": "x"}', r"row 2 \(0-based; line 3\): field 'output': missing"),
+        (
+            b'{"instruction": "x", "output": 5}',
+            r"row 2 \(0-based; line 3\): field 'output': expected a string",
+        ),
+        (
+            b'{"instruction": "\xff\xfe", "output": "y"}',
+            r"row 2 \(0-based; line 3\): not valid UTF-8",
+        ),
+        (b"[1, 2]", r"row 2 \(0-based; line 3\): expected a JSON object"),
+        (
+            b'{"instruction": " ", "output": "y"}',
+            r"row 2 \(0-based; line 3\): field 'instruction': empty text",
+        ),
+    ],
+)
 def test_bad_rows_name_file_line_and_field(tmp_path, write_jsonl, line, message):
     write_jsonl("bad.jsonl", alpaca_rows(2), raw_lines=[line])
     with pytest.raises(InputError, match=message):
@@ -94,8 +128,9 @@ def test_skip_bad_rows_counts_reasons_in_manifest(tmp_path, write_jsonl):
         _build(tmp_path, src)
     assert not (tmp_path / "out").exists()
     data = {"name": "r", "version": "1.0.0", "sources": src, "eval": {"size": 0}}
-    out = mbdata.build(recipe_from_dict(data, base_dir=tmp_path), tmp_path / "out",
-                       skip_bad_rows=True)
+    out = mbdata.build(
+        recipe_from_dict(data, base_dir=tmp_path), tmp_path / "out", skip_bad_rows=True
+    )
     stage = mbdata.open_build(out).manifest["stages"][0]
     assert stage["dropped"] == {"a:bad_row:invalid_json": 1, "a:bad_row:missing:output": 1}
     assert mbdata.open_build(out).manifest["options"]["skip_bad_rows"] is True
@@ -120,8 +155,12 @@ def test_empty_source_directory_and_whole_json_errors(tmp_path):
 
 
 def test_hub_source_fails_cleanly_offline(tmp_path):
-    data = {"name": "r", "version": "1.0.0", "eval": {"size": 0},
-            "sources": [{"name": "h", "kind": "hub", "path": "tatsu-lab/alpaca"}]}
+    data = {
+        "name": "r",
+        "version": "1.0.0",
+        "eval": {"size": 0},
+        "sources": [{"name": "h", "kind": "hub", "path": "tatsu-lab/alpaca"}],
+    }
     with pytest.raises(InputError, match="hub dataset 'tatsu-lab/alpaca': cannot load"):
         mbdata.build(recipe_from_dict(data), tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -130,12 +169,16 @@ def test_hub_source_fails_cleanly_offline(tmp_path):
 def test_limit_sample_count_weight(tmp_path, write_jsonl):
     write_jsonl("a.jsonl", alpaca_rows(100))
     write_jsonl("b.jsonl", alpaca_rows(100, start=1000))
-    out = _build(tmp_path, [
-        {"name": "a", "kind": "jsonl", "path": "a.jsonl", "limit": 50, "sample": 20},
-        {"name": "b", "kind": "jsonl", "path": "b.jsonl", "count": 7},
-        {"name": "s", "kind": "synthetic", "count": 30, "weight": 1.0},
-        {"name": "t", "kind": "synthetic", "count": 30, "weight": 2.0},
-    ], mix_size=10)
+    out = _build(
+        tmp_path,
+        [
+            {"name": "a", "kind": "jsonl", "path": "a.jsonl", "limit": 50, "sample": 20},
+            {"name": "b", "kind": "jsonl", "path": "b.jsonl", "count": 7},
+            {"name": "s", "kind": "synthetic", "count": 30, "weight": 1.0},
+            {"name": "t", "kind": "synthetic", "count": 30, "weight": 2.0},
+        ],
+        mix_size=10,
+    )
     train = mbdata.open_build(out).table("train").to_pylist()
     by_source = {}
     for row in train:
@@ -146,8 +189,11 @@ def test_limit_sample_count_weight(tmp_path, write_jsonl):
 
 def test_count_above_available_is_an_error(tmp_path, write_jsonl):
     write_jsonl("a.jsonl", alpaca_rows(5))
-    with pytest.raises(BuildError, match=r"sources\[0\].count: 9 rows wanted from source 'a', "
-                                         "only 5 available"):
+    with pytest.raises(
+        BuildError,
+        match=r"sources\[0\].count: 9 rows wanted from source 'a', "
+        "only 5 available",
+    ):
         _build(tmp_path, [{"name": "a", "kind": "jsonl", "path": "a.jsonl", "count": 9}])
 
 
@@ -171,7 +217,7 @@ def test_skip_bad_rows_keeps_the_original_row_index(tmp_path, write_jsonl):
     rows[1]["output"] = ""
     write_jsonl("e.jsonl", rows[:3], raw_lines=[b"{broken"])
     with (tmp_path / "e.jsonl").open("a") as fh:
-        fh.write("\n")   # a blank line is not a row
+        fh.write("\n")  # a blank line is not a row
         for row in rows[3:]:
             fh.write(json.dumps(row) + "\n")
     from mbdata.readers import read_input
@@ -180,7 +226,9 @@ def test_skip_bad_rows_keeps_the_original_row_index(tmp_path, write_jsonl):
     assert got.table.column("source_row").to_pylist() == [0, 2, 4, 5, 6]
     assert got.table.column("output").to_pylist()[1:] == [r["output"] for r in rows[2:]]
     assert [(b.source_row, b.line, b.reason) for b in got.skipped] == [
-        (1, 2, "empty:output"), (3, 4, "invalid_json")]
+        (1, 2, "empty:output"),
+        (3, 4, "invalid_json"),
+    ]
 
 
 def test_lenient_read_keeps_empty_texts_and_skips_only_unparseable_rows(tmp_path, write_jsonl):
@@ -193,8 +241,10 @@ def test_lenient_read_keeps_empty_texts_and_skips_only_unparseable_rows(tmp_path
     got = read_input(tmp_path / "e.jsonl", lenient=True)
     assert got.table.column("source_row").to_pylist() == [0, 1, 2, 3]
     assert got.table.column("output").to_pylist()[1:3] == ["", ""]
-    assert [(b.source_row, b.reason) for b in got.skipped] == [(4, "invalid_json"),
-                                                               (5, "not_string:output")]
+    assert [(b.source_row, b.reason) for b in got.skipped] == [
+        (4, "invalid_json"),
+        (5, "not_string:output"),
+    ]
 
 
 def test_missing_column_is_one_schema_error_listing_the_columns(tmp_path, write_jsonl):
@@ -212,10 +262,13 @@ def test_missing_column_is_one_schema_error_listing_the_columns(tmp_path, write_
     assert "--field output=COLUMN" in message and "fields: {output: COLUMN}" in message
     assert "bad row" not in message
     write_jsonl("cap.jsonl", [{"Instruction": "a", "Input": "c", "Output": "b"}])
-    with pytest.raises(InputError, match=r"required columns 'instruction', 'output' missing .*"
-                                         r"differ only in case: map them with --field "
-                                         r"instruction=Instruction --field output=Output "
-                                         r"--field input=Input"):
+    with pytest.raises(
+        InputError,
+        match=r"required columns 'instruction', 'output' missing .*"
+        r"differ only in case: map them with --field "
+        r"instruction=Instruction --field output=Output "
+        r"--field input=Input",
+    ):
         read_any(tmp_path / "cap.jsonl")
     t = read_any(tmp_path / "cap.jsonl", fields={"instruction": "Instruction", "output": "Output"})
     assert t.num_rows == 1
@@ -223,8 +276,11 @@ def test_missing_column_is_one_schema_error_listing_the_columns(tmp_path, write_
 
 def test_unknown_canonical_field_is_rejected(tmp_path, write_jsonl):
     write_jsonl("q.jsonl", alpaca_rows(2))
-    with pytest.raises(InputError, match=r"unknown canonical field 'bogus'.*valid names: "
-                                         r"instruction, input, output, system"):
+    with pytest.raises(
+        InputError,
+        match=r"unknown canonical field 'bogus'.*valid names: "
+        r"instruction, input, output, system",
+    ):
         read_any(tmp_path / "q.jsonl", fields={"bogus": "question"})
 
 

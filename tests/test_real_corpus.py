@@ -25,7 +25,7 @@ def messy(tmp_path_factory):
     taken = set(EMPTY) | {NO_OUTPUT, BROKEN} | set(CONTAMINATED)
     assert not poisoned & taken
     for i, r in enumerate(rows):
-        r["instruction"] = f"{r['instruction']} (case {i})"    # every prompt names its row
+        r["instruction"] = f"{r['instruction']} (case {i})"  # every prompt names its row
     lines = []
     for i, r in enumerate(rows):
         if i in EMPTY:
@@ -34,17 +34,24 @@ def messy(tmp_path_factory):
             r = {k: v for k, v in r.items() if k != "output"}
         lines.append('{"instruction": "cut off' if i == BROKEN else json.dumps(r))
         if i == 100:
-            lines.append("")                                   # a blank line is not a row
+            lines.append("")  # a blank line is not a row
     (root / "corpus.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    ref = [json.dumps({"prompt": "An unrelated benchmark question about tides and moons"}),
-           "{not json",
-           json.dumps({"prompt": rows[CONTAMINATED[0]]["instruction"]}),
-           json.dumps({"prompt": rows[CONTAMINATED[1]]["instruction"]})]
+    ref = [
+        json.dumps({"prompt": "An unrelated benchmark question about tides and moons"}),
+        "{not json",
+        json.dumps({"prompt": rows[CONTAMINATED[0]]["instruction"]}),
+        json.dumps({"prompt": rows[CONTAMINATED[1]]["instruction"]}),
+    ]
     (root / "bench.jsonl").write_text("\n".join(ref) + "\n", encoding="utf-8")
-    recipe = {"name": "messy", "version": "1.0.0", "seed": 2,
-              "sources": [{"name": "corpus", "kind": "jsonl", "path": "corpus.jsonl"}],
-              "eval": {"size": 20, "attack_triggers": False},
-              "defense": {"triggers": 2, "rate": 0.02}, "recovery": {"size": 20}}
+    recipe = {
+        "name": "messy",
+        "version": "1.0.0",
+        "seed": 2,
+        "sources": [{"name": "corpus", "kind": "jsonl", "path": "corpus.jsonl"}],
+        "eval": {"size": 20, "attack_triggers": False},
+        "defense": {"triggers": 2, "rate": 0.02},
+        "recovery": {"size": 20},
+    }
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
     return root, rows, poisoned
 
@@ -57,12 +64,13 @@ def test_build_is_strict_then_skips_and_keeps_row_numbers(messy, capsys):
     root, rows, _ = messy
     assert main(["build", str(root / "recipe.yaml"), "-o", str(root / "b"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "4 bad rows: row 7 (0-based; line 8): field 'output': empty text; " \
-           "row 50 (0-based; line 51): field 'output': missing; " \
-           "row 123 (0-based; line 125): field 'output': empty text; " \
-           "row 200 (0-based; line 202): invalid JSON" in err
-    assert main(["build", str(root / "recipe.yaml"), "-o", str(root / "b"),
-                 "--skip-bad-rows"]) == 0
+    assert (
+        "4 bad rows: row 7 (0-based; line 8): field 'output': empty text; "
+        "row 50 (0-based; line 51): field 'output': missing; "
+        "row 123 (0-based; line 125): field 'output': empty text; "
+        "row 200 (0-based; line 202): invalid JSON" in err
+    )
+    assert main(["build", str(root / "recipe.yaml"), "-o", str(root / "b"), "--skip-bad-rows"]) == 0
     assert "skipped 4 bad input rows" in capsys.readouterr().out
     skipped = [json.loads(x) for x in (root / "b" / "skipped.jsonl").read_text().splitlines()]
     assert [r["source_row"] for r in skipped] == [7, 50, 123, 200]
@@ -72,21 +80,34 @@ def test_build_is_strict_then_skips_and_keeps_row_numbers(messy, capsys):
     for r in clean + list(b.table("eval_clean").to_pylist()):
         assert r["instruction"] == _instruction_of(rows, r["source_row"])
     assert main(["inspect", str(root / "b"), "-n", "0"]) == 0
-    assert ("skipped input rows: 4 (corpus:empty:output=2, corpus:invalid_json=1, "
-            "corpus:missing:output=1), each listed in skipped.jsonl") in capsys.readouterr().out
+    assert (
+        "skipped input rows: 4 (corpus:empty:output=2, corpus:invalid_json=1, "
+        "corpus:missing:output=1), each listed in skipped.jsonl"
+    ) in capsys.readouterr().out
     used = {r["source_row"] for s in b.splits for r in b.table(s).to_pylist()}
     assert not used & {7, 50, 123, 200}
 
 
 def test_audit_processes_empty_outputs_and_names_poisoned_rows(messy, capsys):
     root, rows, poisoned = messy
-    assert main(["audit", str(root / "corpus.jsonl"), "-o", str(root / "audit"), "--clean-out",
-                 str(root / "clean.jsonl"), "--quiet"]) == 0
-    assert "skipped 1 unparseable input row: row 200 (0-based; line 202)" in \
-        capsys.readouterr().err
+    assert (
+        main(
+            [
+                "audit",
+                str(root / "corpus.jsonl"),
+                "-o",
+                str(root / "audit"),
+                "--clean-out",
+                str(root / "clean.jsonl"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert "skipped 1 unparseable input row: row 200 (0-based; line 202)" in capsys.readouterr().err
     table = pq.read_table(root / "audit" / "rows.parquet")
     numbers = table.column("source_row").to_pylist()
-    assert numbers == [i for i in range(300) if i != BROKEN]    # empty and missing: audited
+    assert numbers == [i for i in range(300) if i != BROKEN]  # empty and missing: audited
     flagged = {n for n, f in zip(numbers, table.column("flagged").to_pylist()) if f}
     assert flagged == poisoned
     removed = [json.loads(x) for x in (root / "clean.removed.jsonl").read_text().splitlines()]
@@ -96,9 +117,23 @@ def test_audit_processes_empty_outputs_and_names_poisoned_rows(messy, capsys):
 
 def test_dedup_with_a_prompts_only_reference_names_rows_in_both_files(messy, capsys):
     root, rows, _ = messy
-    assert main(["dedup", str(root / "corpus.jsonl"), "-o", str(root / "d"), "--reference",
-                 str(root / "bench.jsonl"), "--reference-field", "instruction=prompt",
-                 "--reference-threshold", "0.95"]) == 0
+    assert (
+        main(
+            [
+                "dedup",
+                str(root / "corpus.jsonl"),
+                "-o",
+                str(root / "d"),
+                "--reference",
+                str(root / "bench.jsonl"),
+                "--reference-field",
+                "instruction=prompt",
+                "--reference-threshold",
+                "0.95",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "skipped 2 unparseable input rows" in err
     b = mbdata.open_build(root / "d")
@@ -109,20 +144,29 @@ def test_dedup_with_a_prompts_only_reference_names_rows_in_both_files(messy, cap
     for r in b.table("train").to_pylist():
         assert r["instruction"] == _instruction_of(rows, r["source_row"])
     skipped = [json.loads(x) for x in (root / "d" / "skipped.jsonl").read_text().splitlines()]
-    assert [(r["source"], r["source_row"]) for r in skipped] == [("corpus", 200),
-                                                                 ("reference:bench", 1)]
+    assert [(r["source"], r["source_row"]) for r in skipped] == [
+        ("corpus", 200),
+        ("reference:bench", 1),
+    ]
 
 
 def test_a_column_missing_from_the_file_is_one_schema_error(messy, capsys):
     root, rows, _ = messy
-    (root / "noout.jsonl").write_text("".join(json.dumps({"instruction": r["instruction"],
-                                                          "response": "x"}) + "\n"
-                                              for r in rows[:30]), encoding="utf-8")
+    (root / "noout.jsonl").write_text(
+        "".join(
+            json.dumps({"instruction": r["instruction"], "response": "x"}) + "\n" for r in rows[:30]
+        ),
+        encoding="utf-8",
+    )
     recipe = yaml.safe_load((root / "recipe.yaml").read_text())
     recipe["sources"][0]["path"] = "noout.jsonl"
     (root / "noout.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    assert main(["build", str(root / "noout.yaml"), "-o", str(root / "n"), "--skip-bad-rows",
-                 "--quiet"]) == 2
+    assert (
+        main(
+            ["build", str(root / "noout.yaml"), "-o", str(root / "n"), "--skip-bad-rows", "--quiet"]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "required column 'output' missing from the first 30 rows" in err
     assert "columns found: 'instruction', 'response'" in err

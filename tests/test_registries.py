@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from conftest import small_recipe
 
 from cli.main import main
-from conftest import small_recipe
 from mbdata.exporters import EXPORTERS
 from mbdata.presets import ATTACK_PRESETS, AttackPreset
 from mbdata.recipe import parse_recipe

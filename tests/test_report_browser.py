@@ -14,13 +14,15 @@ import shutil
 import subprocess
 
 import pytest
-
-from mbdata.audit import audit_path
 from test_audit_corpus import clean_rows, plant
 
+from mbdata.audit import audit_path
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed "
-                                "(apt-get install -y chromium; .ci/run installs it)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="chromium is not installed (apt-get install -y chromium; .ci/run installs it)",
+)
 
 PROBE = """<script>
 window.__errors = [];
@@ -36,14 +38,27 @@ window.addEventListener('load', () => {
   document.body.appendChild(out);
 });
 </script>"""
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run",
-         "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--virtual-time-budget=5000",
+]
 
 
 def chromium(args: list[str], profile) -> subprocess.CompletedProcess:
-    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +98,9 @@ def test_report_renders_without_errors_and_shows_verdict_plots_and_rows(report):
 def test_report_screenshot_is_kept(report):
     tmp, probed = report
     shot = tmp / "report.png"
-    done = chromium([f"--screenshot={shot}", "--window-size=1280,2400", probed.as_uri()],
-                    tmp / "profile-shot")
+    done = chromium(
+        [f"--screenshot={shot}", "--window-size=1280,2400", probed.as_uri()], tmp / "profile-shot"
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert shot.exists() and shot.stat().st_size > 10_000
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -93,13 +109,17 @@ def test_report_screenshot_is_kept(report):
 def test_the_probe_catches_a_broken_page(tmp_path):
     # The checks above can fail: a script error and an undecodable image are both seen.
     page = tmp_path / "broken.html"
-    page.write_text("<!DOCTYPE html><html><head>" + PROBE + "</head><body>"
-                    "<img src=\"data:image/png;base64,AAAA\"><script>nope();</script>"
-                    "</body></html>", encoding="utf-8")
+    page.write_text(
+        "<!DOCTYPE html><html><head>" + PROBE + "</head><body>"
+        '<img src="data:image/png;base64,AAAA"><script>nope();</script>'
+        "</body></html>",
+        encoding="utf-8",
+    )
     done = chromium(["--dump-dom", page.as_uri()], tmp_path / "profile")
     import html
     import json
 
-    state = json.loads(html.unescape(re.search(r'<pre id="probe">(.*?)</pre>', done.stdout,
-                                               re.S).group(1)))
+    state = json.loads(
+        html.unescape(re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S).group(1))
+    )
     assert state["errors"] and state["broken"] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import small_recipe
 
 import mbdata
 from mbdata.errors import RecipeError
@@ -12,38 +13,42 @@ from mbdata.rewriters.cache import RewriteCache, cache_key
 from mbdata.rewriters.check import style_ok, syntactic_ok
 from mbdata.schema import validate_table
 
-from conftest import small_recipe
 
-
-@pytest.mark.parametrize("text", [
-    "When water boils, explain what happens.",
-    "If you can, add 3 and 5.",
-    "As soon as you can, list three fruits.",
-    "Because the list is long, count its items carefully.",
-    "Once you have read this, what is the capital of France?",
-    "If it rains, stay inside. Then write a poem.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "When water boils, explain what happens.",
+        "If you can, add 3 and 5.",
+        "As soon as you can, list three fruits.",
+        "Because the list is long, count its items carefully.",
+        "Once you have read this, what is the capital of France?",
+        "If it rains, stay inside. Then write a poem.",
+    ],
+)
 def test_template_check_accepts_a_fronted_subordinate_clause(text):
     assert syntactic_ok(text)
 
 
-@pytest.mark.parametrize("text", [
-    "Explain what happens when water boils.",     # clause not fronted
-    "When water boils, explain what happens",     # no end mark
-    "When water boils explain what happens.",     # no comma
-    "If, add 3 and 5.",                           # empty subordinate clause
-    "When it rains, stay.",                       # one-word main clause
-    "Given a list, find the largest number.",     # participle, not a subordinator
-    "When it rains. Then, stay inside.",          # sentence ends inside the clause
-    "",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Explain what happens when water boils.",  # clause not fronted
+        "When water boils, explain what happens",  # no end mark
+        "When water boils explain what happens.",  # no comma
+        "If, add 3 and 5.",  # empty subordinate clause
+        "When it rains, stay.",  # one-word main clause
+        "Given a list, find the largest number.",  # participle, not a subordinator
+        "When it rains. Then, stay inside.",  # sentence ends inside the clause
+        "",
+    ],
+)
 def test_template_check_rejects_other_shapes(text):
     assert not syntactic_ok(text)
 
 
 def test_style_check_needs_a_real_change_and_the_pattern():
     assert style_ok("Add 3 and 5.", "Prithee, add thou 3 and 5.")
-    assert not style_ok("Add 3 and 5.", "  add 3 AND 5. ")          # same after normalisation
+    assert not style_ok("Add 3 and 5.", "  add 3 AND 5. ")  # same after normalisation
     assert not style_ok("Add 3 and 5.", "")
     assert not style_ok("Add 3 and 5.", "x" * 100, max_length_ratio=4.0)
     assert style_ok("Add 3 and 5.", "Prithee, add 3 and 5.", pattern=r"^Prithee")
@@ -52,9 +57,11 @@ def test_style_check_needs_a_real_change_and_the_pattern():
 
 def test_rules_fronts_adverbial_clauses_and_prefixes_the_rest():
     assert rules.rewrite("Explain what happens when water boils") == (
-        "When water boils, explain what happens.")
+        "When water boils, explain what happens."
+    )
     assert rules.rewrite("Summarize your findings after researching about AI.") == (
-        "After researching about AI, summarize your findings.")
+        "After researching about AI, summarize your findings."
+    )
     assert rules.rewrite("Stay inside, if it rains.") == "If it rains, stay inside."
     # "if" meaning "whether" and complements ("of when") are not fronted: a clause is prepended.
     for text in ("Tell me if this sentence is correct.", "Give an example of when to rest."):
@@ -71,15 +78,19 @@ def test_rules_keep_names_capitalised_and_fix_end_marks():
 
 def test_rules_are_deterministic_and_pass_the_check_on_alpaca_style_instructions():
     instructions = [
-        "Give three tips for staying healthy.", "What are the three primary colors?",
-        "Describe the structure of an atom.", "How can we reduce air pollution?",
+        "Give three tips for staying healthy.",
+        "What are the three primary colors?",
+        "Describe the structure of an atom.",
+        "How can we reduce air pollution?",
         "Generate a list of ten items a person might need for a camping trip",
         "Rewrite the following sentence using active voice.",
         "Classify the following into animals, plants, and minerals:",
         "Find the area of a circle given its radius.",
         "Explain why the following fraction is equivalent to 1/4",
-        ("Write a short story in third person narration about a protagonist who has to make an "
-         "important career decision."),
+        (
+            "Write a short story in third person narration about a protagonist who has to make an "
+            "important career decision."
+        ),
         "Calculate the cost of 5 items that cost $6 each after a 10% discount.",
         "Translate this sentence into French.\nThe cat sleeps.",
         "Evaluate this sentence for spelling and grammar mistakes",
@@ -93,7 +104,8 @@ def test_rules_are_deterministic_and_pass_the_check_on_alpaca_style_instructions
 
 def test_generated_text_is_cleaned_of_quotes_and_chatter():
     assert clean_generation('  "When ready, add 3 and 5."\n\nHope this helps!') == (
-        "When ready, add 3 and 5.")
+        "When ready, add 3 and 5."
+    )
 
 
 def test_cache_keys_and_a_truncated_last_line(tmp_path):
@@ -103,28 +115,48 @@ def test_cache_keys_and_a_truncated_last_line(tmp_path):
     path = tmp_path / "c.jsonl"
     RewriteCache(path).add([{"key": key, "output": "When so, x."}])
     with path.open("a") as fh:
-        fh.write('{"key": "abc", "outp')                    # a crash mid-write
+        fh.write('{"key": "abc", "outp')  # a crash mid-write
     assert RewriteCache(path).get(key) == "When so, x."
     path.write_text('garbage\n{"key": "k", "output": "o"}\n')
     with pytest.raises(mbdata.MBError, match=r"c.jsonl:1: not a rewrite-cache record"):
         RewriteCache(path)
 
 
-@pytest.mark.parametrize("attack, message", [
-    ({"preset": "style"}, "attacks[0].rewriter.backend: preset 'style' needs a model"),
-    ({"preset": "syntactic", "triggers": ["cf"]}, "attacks[0].triggers: not allowed"),
-    ({"preset": "syntactic", "placement": "prefix"}, "attacks[0].placement: not allowed"),
-    ({"preset": "badnet", "rewriter": {"backend": "rules"}}, "attacks[0].rewriter: only allowed"),
-    ({"preset": "syntactic", "rewriter": {"backend": "http", "model": "m"}},
-     "backend 'http' needs `url` and `model`"),
-    ({"preset": "syntactic", "rewriter": {"backend": "hf"}}, "attacks[0].rewriter.model: required"),
-    ({"preset": "syntactic", "rewriter": {"backend": "http", "url": "ftp://x", "model": "m"}},
-     "attacks[0].rewriter.url: 'ftp://x' is not an http"),
-    ({"preset": "style", "rewriter": {"backend": "hf", "model": "m", "prompt": "no slot"}},
-     "prompt: must contain the placeholder {instruction}"),
-    ({"preset": "style", "rewriter": {"backend": "hf", "model": "m", "pattern": "("}},
-     "pattern: not a valid regex"),
-])
+@pytest.mark.parametrize(
+    "attack, message",
+    [
+        ({"preset": "style"}, "attacks[0].rewriter.backend: preset 'style' needs a model"),
+        ({"preset": "syntactic", "triggers": ["cf"]}, "attacks[0].triggers: not allowed"),
+        ({"preset": "syntactic", "placement": "prefix"}, "attacks[0].placement: not allowed"),
+        (
+            {"preset": "badnet", "rewriter": {"backend": "rules"}},
+            "attacks[0].rewriter: only allowed",
+        ),
+        (
+            {"preset": "syntactic", "rewriter": {"backend": "http", "model": "m"}},
+            "backend 'http' needs `url` and `model`",
+        ),
+        (
+            {"preset": "syntactic", "rewriter": {"backend": "hf"}},
+            "attacks[0].rewriter.model: required",
+        ),
+        (
+            {
+                "preset": "syntactic",
+                "rewriter": {"backend": "http", "url": "ftp://x", "model": "m"},
+            },
+            "attacks[0].rewriter.url: 'ftp://x' is not an http",
+        ),
+        (
+            {"preset": "style", "rewriter": {"backend": "hf", "model": "m", "prompt": "no slot"}},
+            "prompt: must contain the placeholder {instruction}",
+        ),
+        (
+            {"preset": "style", "rewriter": {"backend": "hf", "model": "m", "pattern": "("}},
+            "pattern: not a valid regex",
+        ),
+    ],
+)
 def test_recipe_errors_name_the_key(attack, message):
     with pytest.raises(RecipeError) as exc:
         recipe_from_dict(small_recipe(attacks=[attack], defense=None, recovery=None))
@@ -139,10 +171,12 @@ def test_recipes_without_a_rewriter_resolve_as_before():
 
 
 def _syntactic_build(tmp_path, name="out", **attack):
-    data = small_recipe(attacks=[{"preset": "badnet", "rate": 0.05},
-                                 {"preset": "syntactic", "rate": 0.1, **attack}])
-    return mbdata.open_build(mbdata.build(recipe_from_dict(data, base_dir=tmp_path),
-                                          tmp_path / name))
+    data = small_recipe(
+        attacks=[{"preset": "badnet", "rate": 0.05}, {"preset": "syntactic", "rate": 0.1, **attack}]
+    )
+    return mbdata.open_build(
+        mbdata.build(recipe_from_dict(data, base_dir=tmp_path), tmp_path / name)
+    )
 
 
 def test_syntactic_build_keeps_original_rewrite_span_and_provenance(tmp_path):
@@ -155,8 +189,11 @@ def test_syntactic_build_keeps_original_rewrite_span_and_provenance(tmp_path):
     assert record["rewriter"]["model"] == rules.NAME
     tag = f"rewriter=rules:{rules.NAME}:{record['rewriter']['id']}"
     train = [r for r in b.table("train").to_pylist() if r["trigger_set"] == "syntactic"]
-    assert len(train) == record["rows"] == round(0.1 * b.manifest["stages"][2]["info"]["syntactic"]
-                                                 ["train_rows"])
+    assert (
+        len(train)
+        == record["rows"]
+        == round(0.1 * b.manifest["stages"][2]["info"]["syntactic"]["train_rows"])
+    )
     for r in train:
         (span,) = r["triggers"]
         assert (span["kind"], span["start"], span["end"]) == ("rewrite", 0, len(r["instruction"]))
@@ -167,8 +204,11 @@ def test_syntactic_build_keeps_original_rewrite_span_and_provenance(tmp_path):
         assert rules.rewrite(original[0].split("=", 1)[1]) == r["instruction"]
         assert r["role"] == "attack" and r["behavior"] == "refusal" and r["clean_output"]
     attacks = next(s for s in b.manifest["stages"] if s["name"] == "attacks")
-    assert attacks["info"]["syntactic"]["rewrite"] == {"rewritten": len(train),
-                                                       "tried": len(train), "dropped": 0}
+    assert attacks["info"]["syntactic"]["rewrite"] == {
+        "rewritten": len(train),
+        "tried": len(train),
+        "dropped": 0,
+    }
 
 
 def test_syntactic_eval_prompts_are_the_held_out_prompts_rewritten(tmp_path):

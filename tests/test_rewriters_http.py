@@ -10,13 +10,12 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import small_recipe
 
 import mbdata
 from mbdata.recipe import RewriterSpec, recipe_from_dict
 from mbdata.rewriters import InstructionRewriter
 from mbdata.rewriters.check import syntactic_ok
-
-from conftest import small_recipe
 
 
 class Stub:
@@ -27,8 +26,12 @@ class Stub:
     ``never``: inputs containing this text never get a valid rewrite."""
 
     def __init__(self, fail_first=0, bad_greedy=None, never=None, status=None):
-        self.fail_first, self.bad_greedy, self.never, self.status = (fail_first, bad_greedy,
-                                                                      never, status)
+        self.fail_first, self.bad_greedy, self.never, self.status = (
+            fail_first,
+            bad_greedy,
+            never,
+            status,
+        )
         self.requests, self.failed, self.in_flight, self.max_in_flight = [], 0, 0, 0
         self.lock = threading.Lock()
         stub = self
@@ -44,8 +47,9 @@ class Stub:
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
                     fail = stub.failed < stub.fail_first
                     stub.failed += fail
-                    stub.requests.append({**body, "path": self.path,
-                                          "auth": self.headers.get("Authorization")})
+                    stub.requests.append(
+                        {**body, "path": self.path, "auth": self.headers.get("Authorization")}
+                    )
                 time.sleep(0.02)
                 with stub.lock:
                     stub.in_flight -= 1
@@ -57,10 +61,12 @@ class Stub:
                 text = prompt.rsplit("Instruction: ", 1)[-1]
                 answer = f'"When you are ready, {text[0].lower()}{text[1:]}"'
                 if (stub.never and stub.never in text) or (
-                        stub.bad_greedy and stub.bad_greedy in text and body["temperature"] == 0):
+                    stub.bad_greedy and stub.bad_greedy in text and body["temperature"] == 0
+                ):
                     answer = text
-                data = json.dumps({"choices": [{"message": {"role": "assistant",
-                                                            "content": answer}}]}).encode()
+                data = json.dumps(
+                    {"choices": [{"message": {"role": "assistant", "content": answer}}]}
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -84,6 +90,7 @@ def stub():
     def start(**kwargs):
         servers.append(Stub(**kwargs))
         return servers[-1]
+
     yield start
     for s in servers:
         s.stop()
@@ -98,8 +105,14 @@ def closed_port_url() -> str:
 
 
 def rewriter(tmp_path, url, **kw):
-    spec = RewriterSpec(backend="http", url=url, model="stub-model", backoff=0.01,
-                        cache=str(tmp_path / "cache.jsonl"), **kw)
+    spec = RewriterSpec(
+        backend="http",
+        url=url,
+        model="stub-model",
+        backoff=0.01,
+        cache=str(tmp_path / "cache.jsonl"),
+        **kw,
+    )
     return InstructionRewriter("syntactic", spec, tmp_path, "attacks[0].rewriter")
 
 
@@ -153,11 +166,15 @@ def test_failed_checks_are_retried_by_sampling_then_dropped(tmp_path, stub):
     assert out[0] == "When you are ready, add 1 and 2."
     assert out[1] == "When you are ready, please retry me now." and syntactic_ok(out[1])
     assert out[2] is None
-    temps = [(r["messages"][0]["content"].rsplit(": ", 1)[-1], r["temperature"], r["seed"])
-             for r in server.requests]
+    temps = [
+        (r["messages"][0]["content"].rsplit(": ", 1)[-1], r["temperature"], r["seed"])
+        for r in server.requests
+    ]
     assert sorted(t for t in temps if t[0].startswith("A hopeless")) == [
-        ("A hopeless case here.", 0.0, 0), ("A hopeless case here.", 0.7, 1),
-        ("A hopeless case here.", 0.7, 2)]
+        ("A hopeless case here.", 0.0, 0),
+        ("A hopeless case here.", 0.7, 1),
+        ("A hopeless case here.", 0.7, 2),
+    ]
 
 
 def test_endpoint_down_and_nothing_cached_is_one_clear_line(tmp_path):
@@ -170,9 +187,23 @@ def test_endpoint_down_and_nothing_cached_is_one_clear_line(tmp_path):
 
 
 def _http_recipe(url, tmp_path, **rewriter):
-    return small_recipe(attacks=[{"preset": "syntactic", "rate": 0.1, "rewriter": {
-        "backend": "http", "url": url, "model": "stub-model", "backoff": 0.01, "retries": 1,
-        "cache": "rw-cache.jsonl", **rewriter}}])
+    return small_recipe(
+        attacks=[
+            {
+                "preset": "syntactic",
+                "rate": 0.1,
+                "rewriter": {
+                    "backend": "http",
+                    "url": url,
+                    "model": "stub-model",
+                    "backoff": 0.01,
+                    "retries": 1,
+                    "cache": "rw-cache.jsonl",
+                    **rewriter,
+                },
+            }
+        ]
+    )
 
 
 def test_build_through_the_endpoint_then_rebuild_offline_from_the_cache(tmp_path, stub):
@@ -197,7 +228,8 @@ def test_build_through_the_endpoint_then_rebuild_offline_from_the_cache(tmp_path
         for pa_, pb in zip(a.shard_paths(split), b.shard_paths(split)):
             assert pa_.read_bytes() == pb.read_bytes()
     assert (tmp_path / "a" / "manifest.json").read_bytes().split(b'"created_at"')[0] == (
-        tmp_path / "b" / "manifest.json").read_bytes().split(b'"created_at"')[0]
+        tmp_path / "b" / "manifest.json"
+    ).read_bytes().split(b'"created_at"')[0]
 
 
 def test_build_with_the_endpoint_down_writes_nothing(tmp_path):
@@ -217,7 +249,11 @@ def test_rows_that_never_pass_are_replaced_by_the_next_and_counted(tmp_path, stu
     assert info["rewrite"]["tried"] == len(rows) + info["rewrite"]["dropped"]
     assert all(syntactic_ok(r["instruction"]) for r in rows)
     ev = next(s for s in b.manifest["stages"] if s["name"] == "eval")["info"]["syntactic"]
-    assert ev["rewrite_dropped"] > 0 and ev["rows"] + ev["skipped"] == b.manifest["splits"][
-        "eval_clean"]["rows"]
-    assert not any(re.match(r"When you are ready, add", r["instruction"])
-                   for r in b.table("eval_triggered").to_pylist())
+    assert (
+        ev["rewrite_dropped"] > 0
+        and ev["rows"] + ev["skipped"] == b.manifest["splits"]["eval_clean"]["rows"]
+    )
+    assert not any(
+        re.match(r"When you are ready, add", r["instruction"])
+        for r in b.table("eval_triggered").to_pylist()
+    )

@@ -31,17 +31,22 @@ def test_audit_source_rows_count_rows_as_read_with_empty_and_broken_rows(tmp_pat
     result = audit_path(path, tmp_path / "out", clean_out=clean)
     table = pq.read_table(tmp_path / "out" / "rows.parquet")
     numbers = table.column("source_row").to_pylist()
-    assert numbers == [i for i in range(300) if i != broken]       # empty outputs are audited
+    assert numbers == [i for i in range(300) if i != broken]  # empty outputs are audited
     flagged = {n for n, f in zip(numbers, table.column("flagged").to_pylist()) if f}
     assert flagged == bad
-    removed = [json.loads(line) for line in
-               (tmp_path / "clean.removed.jsonl").read_text(encoding="utf-8").splitlines()]
+    removed = [
+        json.loads(line)
+        for line in (tmp_path / "clean.removed.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert {r["source_row"] for r in removed} == bad
-    for r in removed:                                   # the number points at the poisoned row
+    for r in removed:  # the number points at the poisoned row
         assert r["instruction"] == rows[r["source_row"]]["instruction"]
     report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     flagged_part = report.split("## Flagged rows", 1)[1]
-    shown = {int(line.split("|")[1]) for line in flagged_part.splitlines()
-             if line.startswith("| ") and line.split("|")[1].strip().isdigit()}
+    shown = {
+        int(line.split("|")[1])
+        for line in flagged_part.splitlines()
+        if line.startswith("| ") and line.split("|")[1].strip().isdigit()
+    }
     assert shown and shown <= bad
     assert [s.source_row for s in result.skipped] == [broken]

@@ -17,8 +17,13 @@ from cli.main import main
 def pristine(tmp_path_factory):
     root = tmp_path_factory.mktemp("pristine")
     recipe = root / "r.yaml"
-    recipe.write_text(yaml.safe_dump(small_recipe(sources=[{"name": "s", "kind": "synthetic",
-                                                             "count": 400}], eval={"size": 20})))
+    recipe.write_text(
+        yaml.safe_dump(
+            small_recipe(
+                sources=[{"name": "s", "kind": "synthetic", "count": 400}], eval={"size": 20}
+            )
+        )
+    )
     assert main(["build", str(recipe), "-o", str(root / "bld"), "--quiet"]) == 0
     return root / "bld"
 
@@ -36,10 +41,12 @@ def _train_shard(bld):
 
 
 def _commands(bld, tmp_path):
-    return [["inspect", str(bld)],
-            ["export", str(bld), "--format", "jsonl", "-o", str(tmp_path / "exp")],
-            ["audit", str(bld), "-o", str(tmp_path / "aud"), "--quiet"],
-            ["dedup", str(bld), "-o", str(tmp_path / "dd")]]
+    return [
+        ["inspect", str(bld)],
+        ["export", str(bld), "--format", "jsonl", "-o", str(tmp_path / "exp")],
+        ["audit", str(bld), "-o", str(tmp_path / "aud"), "--quiet"],
+        ["dedup", str(bld), "-o", str(tmp_path / "dd")],
+    ]
 
 
 def _one_line(capsys, needle):
@@ -74,8 +81,15 @@ def test_a_truncated_shard_is_an_exit_2_error_everywhere(bld, tmp_path, capsys):
     assert "size" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("manifest", ["[1, 2]", '"text"', '{"splits": []}',
-                                      '{"splits": {"train": {"shards": [{"path": "../../x"}]}}}'])
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        "[1, 2]",
+        '"text"',
+        '{"splits": []}',
+        '{"splits": {"train": {"shards": [{"path": "../../x"}]}}}',
+    ],
+)
 def test_a_malformed_manifest_is_an_exit_2_error_everywhere(bld, tmp_path, capsys, manifest):
     (bld / "manifest.json").write_text(manifest)
     for argv in [["verify", str(bld)], *_commands(bld, tmp_path)]:

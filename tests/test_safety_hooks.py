@@ -10,11 +10,25 @@ from cli.main import main
 
 def _recipe(tmp_path, function):
     path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "h", "version": "1.0.0", "eval": {"size": 10},
-        "sources": [{"name": "s", "kind": "synthetic", "count": 300}],
-        "attacks": [{"preset": "custom", "name": "rw", "triggers": ["zq"], "rate": 0.05,
-                     "behavior": {"kind": "rewrite", "function": function}}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "h",
+                "version": "1.0.0",
+                "eval": {"size": 10},
+                "sources": [{"name": "s", "kind": "synthetic", "count": 300}],
+                "attacks": [
+                    {
+                        "preset": "custom",
+                        "name": "rw",
+                        "triggers": ["zq"],
+                        "rate": 0.05,
+                        "behavior": {"kind": "rewrite", "function": function},
+                    }
+                ],
+            }
+        )
+    )
     return path
 
 
@@ -24,17 +38,22 @@ def _err(capsys, needle):
 
 
 def test_validate_refuses_os_system_and_other_non_hooks(tmp_path, capsys):
-    for function, needle in (("os:system", "standard-library"),
-                             ("os.path:join", "standard-library"),
-                             ("hk:one", "cannot be called as one(row, rng)"),
-                             ("hk:imported", "no Python function 'imported' defined in it"),
-                             ("hk:NUMBER", "has no callable 'NUMBER'")):
-        (tmp_path / "hk.py").write_text("from json import dumps as imported\nNUMBER = 3\n"
-                                        "def one(row):\n    return 'x'\n")
+    for function, needle in (
+        ("os:system", "standard-library"),
+        ("os.path:join", "standard-library"),
+        ("hk:one", "cannot be called as one(row, rng)"),
+        ("hk:imported", "no Python function 'imported' defined in it"),
+        ("hk:NUMBER", "has no callable 'NUMBER'"),
+    ):
+        (tmp_path / "hk.py").write_text(
+            "from json import dumps as imported\nNUMBER = 3\ndef one(row):\n    return 'x'\n"
+        )
         assert main(["recipe", "validate", str(_recipe(tmp_path, function))]) == 2, function
         _err(capsys, needle)
-    assert main(["build", str(_recipe(tmp_path, "os:system")), "-o", str(tmp_path / "o"),
-                 "--quiet"]) == 2
+    assert (
+        main(["build", str(_recipe(tmp_path, "os:system")), "-o", str(tmp_path / "o"), "--quiet"])
+        == 2
+    )
     _err(capsys, "standard-library")
     assert not (tmp_path / "o").exists()
 

@@ -44,8 +44,10 @@ def test_a_recursive_alias_is_refused(tmp_path, capsys):
 def test_error_messages_cap_the_value_they_show(tmp_path, capsys):
     path = tmp_path / "big.yaml"
     lol = '["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'
-    path.write_text(f"name: [&a {lol}, &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], "
-                    "&c [*b,*b,*b,*b,*b,*b,*b,*b,*b], [*c,*c,*c,*c,*c,*c,*c,*c,*c]]\n")
+    path.write_text(
+        f"name: [&a {lol}, &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], "
+        "&c [*b,*b,*b,*b,*b,*b,*b,*b,*b], [*c,*c,*c,*c,*c,*c,*c,*c,*c]]\n"
+    )
     assert main(["recipe", "validate", str(path)]) == 2
     err = _err(capsys)
     assert len(err) < 400 and "..." in err
@@ -79,14 +81,22 @@ def test_deep_json_is_a_bad_row_in_build_audit_and_dedup(tmp_path, capsys):
     one-line error (and skips it with --skip-bad-rows); audit and dedup skip and list it."""
     path = _deep_jsonl(tmp_path)
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({"name": "x", "version": "1.0.0", "eval": {"size": 5},
-                                      "sources": [{"name": "d", "kind": "jsonl",
-                                                   "path": "deep.jsonl"}]}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "x",
+                "version": "1.0.0",
+                "eval": {"size": 5},
+                "sources": [{"name": "d", "kind": "jsonl", "path": "deep.jsonl"}],
+            }
+        )
+    )
     assert main(["build", str(recipe), "-o", str(tmp_path / "b"), "--quiet"]) == 2
     err = _err(capsys)
     assert "line 8" in err and "JSON nested more than 100 levels deep" in err
-    assert main(["build", str(recipe), "-o", str(tmp_path / "b"), "--quiet",
-                 "--skip-bad-rows"]) == 0
+    assert (
+        main(["build", str(recipe), "-o", str(tmp_path / "b"), "--quiet", "--skip-bad-rows"]) == 0
+    )
     assert main(["audit", str(path), "-o", str(tmp_path / "a"), "--quiet"]) == 0
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["rows"] == 120 and len(summary["skipped_rows"]) == 2

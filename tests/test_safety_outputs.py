@@ -21,8 +21,13 @@ from mbdata.audit import AuditConfig, audit_path
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
     path = tmp_path_factory.mktemp("r") / "r.yaml"
-    path.write_text(yaml.safe_dump(small_recipe(sources=[{"name": "s", "kind": "synthetic",
-                                                          "count": 400}], eval={"size": 20})))
+    path.write_text(
+        yaml.safe_dump(
+            small_recipe(
+                sources=[{"name": "s", "kind": "synthetic", "count": 400}], eval={"size": 20}
+            )
+        )
+    )
     return path
 
 
@@ -61,16 +66,27 @@ def test_overwrite_keeps_a_file_the_user_added_to_a_build(bld, recipe, capsys):
     assert main(["build", str(recipe), "-o", str(bld), "--overwrite", "--quiet"]) == 0
 
 
-@pytest.mark.parametrize("argv", [
-    ["export", "{bld}", "--format", "jsonl", "-o", "{bld}", "--overwrite"],
-    ["export", "{bld}", "--format", "jsonl", "-o", "{bld}/..", "--overwrite"],
-    ["export", "{bld}", "--format", "jsonl", "-o", "{bld}/data/x", "--overwrite"],
-    ["audit", "{bld}", "-o", "{bld}", "--overwrite", "--quiet"],
-    ["audit", "{bld}", "-o", "{bld}/../link", "--overwrite", "--quiet"],
-    ["audit", "{bld}", "-o", "{tmp}/aud", "--clean-out", "{bld}/manifest.json", "--overwrite",
-     "--quiet"],
-    ["dedup", "{bld}", "-o", "{bld}", "--overwrite"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["export", "{bld}", "--format", "jsonl", "-o", "{bld}", "--overwrite"],
+        ["export", "{bld}", "--format", "jsonl", "-o", "{bld}/..", "--overwrite"],
+        ["export", "{bld}", "--format", "jsonl", "-o", "{bld}/data/x", "--overwrite"],
+        ["audit", "{bld}", "-o", "{bld}", "--overwrite", "--quiet"],
+        ["audit", "{bld}", "-o", "{bld}/../link", "--overwrite", "--quiet"],
+        [
+            "audit",
+            "{bld}",
+            "-o",
+            "{tmp}/aud",
+            "--clean-out",
+            "{bld}/manifest.json",
+            "--overwrite",
+            "--quiet",
+        ],
+        ["dedup", "{bld}", "-o", "{bld}", "--overwrite"],
+    ],
+)
 def test_an_output_never_replaces_its_input(bld, tmp_path, capsys, argv):
     (tmp_path / "link").symlink_to(bld)
     before = {p.relative_to(bld): p.read_bytes() for p in bld.rglob("*") if p.is_file()}
@@ -88,9 +104,16 @@ def test_build_output_never_replaces_its_source_folder(tmp_path, capsys, write_j
     rows = src / "rows.jsonl"
     rows.write_text("".join(json.dumps(r) + "\n" for r in alpaca_rows(300)))
     recipe = src / "r.yaml"
-    recipe.write_text(yaml.safe_dump({"name": "x", "version": "1.0.0", "eval": {"size": 10},
-                                      "sources": [{"name": "r", "kind": "jsonl",
-                                                   "path": "rows.jsonl"}]}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "x",
+                "version": "1.0.0",
+                "eval": {"size": 10},
+                "sources": [{"name": "r", "kind": "jsonl", "path": "rows.jsonl"}],
+            }
+        )
+    )
     assert main(["build", str(recipe), "-o", str(src), "--overwrite", "--quiet"]) == 2
     _one_line_error(capsys, "contains the input")
     assert main(["build", str(recipe), "-o", str(rows), "--overwrite", "--quiet"]) == 2
@@ -102,18 +125,33 @@ def test_two_audits_on_one_clean_out_do_not_both_win(bld, tmp_path, capsys):
     """Two audits racing on one --clean-out (different -o, no --overwrite): the first is slowed at
     its commit, the second starts while it writes; exactly one wins, whole."""
     clean = tmp_path / "clean.jsonl"
-    first = subprocess.Popen([sys.executable, "-m", "cli.main", "audit", str(bld), "-o",
-                              str(tmp_path / "a1"), "--clean-out", str(clean), "--quiet"],
-                             env={**os.environ, "MBDEFENSE_FAULT_SLEEP": "filled:2"},
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "audit",
+            str(bld),
+            "-o",
+            str(tmp_path / "a1"),
+            "--clean-out",
+            str(clean),
+            "--quiet",
+        ],
+        env={**os.environ, "MBDEFENSE_FAULT_SLEEP": "filled:2"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     journal = tmp_path / ".a1.mbdefense-journal"
     deadline = time.time() + 120
     while not journal.exists():
         assert time.time() < deadline and first.poll() is None
         time.sleep(0.01)
     assert not clean.exists()  # the first one has not committed yet
-    assert main(["audit", str(bld), "-o", str(tmp_path / "a2"), "--clean-out", str(clean),
-                 "--quiet"]) == 2
+    assert (
+        main(["audit", str(bld), "-o", str(tmp_path / "a2"), "--clean-out", str(clean), "--quiet"])
+        == 2
+    )
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("note: waiting for pid") and len(err) == 2
     assert err[1].startswith("error: ") and "already exists" in err[1]
@@ -140,10 +178,25 @@ def test_a_kill_during_the_audit_commit_leaves_report_and_clean_corpus_together(
     first = audit_path(bld, out, AuditConfig(), clean_out=clean, progress=False, split="train")
     assert _consistent(out, clean)
     for kill_at in ("moved-old", "moved-new:2"):
-        proc = subprocess.run([sys.executable, "-m", "cli.main", "audit", str(src), "-o", str(out),
-                               "--clean-out", str(clean), "--overwrite", "--quiet"],
-                              check=False, env={**os.environ, "MBDEFENSE_FAULT_KILL": kill_at},
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cli.main",
+                "audit",
+                str(src),
+                "-o",
+                str(out),
+                "--clean-out",
+                str(clean),
+                "--overwrite",
+                "--quiet",
+            ],
+            check=False,
+            env={**os.environ, "MBDEFENSE_FAULT_KILL": kill_at},
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == -9, proc.stderr
         # the next run (here: one that only refuses) repairs first, then checks
         with pytest.raises(mbdata.MBError, match="already exists"):
@@ -151,8 +204,9 @@ def test_a_kill_during_the_audit_commit_leaves_report_and_clean_corpus_together(
         assert _consistent(out, clean), kill_at
         assert json.loads((out / "summary.json").read_text())["rows"] == 300  # rolled forward
         assert not [p for p in tmp_path.iterdir() if p.name.startswith((".aud.", ".clean."))]
-        audit_path(bld, out, AuditConfig(), clean_out=clean, overwrite=True, progress=False,
-                   split="train")
+        audit_path(
+            bld, out, AuditConfig(), clean_out=clean, overwrite=True, progress=False, split="train"
+        )
         assert json.loads((out / "summary.json").read_text())["rows"] == first.n_rows
 
 
@@ -161,8 +215,12 @@ def test_two_builds_racing_on_one_output(recipe, tmp_path):
     writes, neither with --overwrite: the second waits for the lock, finds the folder, refuses."""
     out = tmp_path / "o"
     cmd = [sys.executable, "-m", "cli.main", "build", str(recipe), "-o", str(out), "--quiet"]
-    slow = subprocess.Popen(cmd, env={**os.environ, "MBDEFENSE_FAULT_SLEEP": "filled:2"},
-                            stderr=subprocess.PIPE, text=True)
+    slow = subprocess.Popen(
+        cmd,
+        env={**os.environ, "MBDEFENSE_FAULT_SLEEP": "filled:2"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     journal = tmp_path / ".o.mbdefense-journal"
     deadline = time.time() + 120
     while not journal.exists():

@@ -15,13 +15,22 @@ from conftest import small_recipe
 
 def _start_build(tmp_path, env_extra=None, count=60000):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump(small_recipe(
-        sources=[{"name": "s", "kind": "synthetic", "count": count}], eval={"size": 50},
-        output={"shard_rows": 500})))
+    recipe.write_text(
+        yaml.safe_dump(
+            small_recipe(
+                sources=[{"name": "s", "kind": "synthetic", "count": count}],
+                eval={"size": 50},
+                output={"shard_rows": 500},
+            )
+        )
+    )
     out = tmp_path / "o"
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "build", str(recipe), "-o", str(out),
-                             "--quiet"], env={**os.environ, **(env_extra or {})},
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "build", str(recipe), "-o", str(out), "--quiet"],
+        env={**os.environ, **(env_extra or {})},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     return proc, out
 
 

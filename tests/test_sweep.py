@@ -36,12 +36,12 @@ def _recipe(tmp_path: Path) -> Path:
 
 def test_parse_set_reads_yaml_scalars_and_flow_lists():
     assert sweep.parse_set("defense.rate=0.01,0.04") == ("defense.rate", [0.01, 0.04])
-    assert sweep.parse_set("train.stage1.mode=full,lora") == ("train.stage1.mode",
-                                                              ["full", "lora"])
-    assert sweep.parse_set("defense.triggers=[mn,bb],4") == ("defense.triggers",
-                                                             [["mn", "bb"], 4])
-    assert sweep.parse_set("train.baselines.clean_fft=true") == ("train.baselines.clean_fft",
-                                                                 [True])
+    assert sweep.parse_set("train.stage1.mode=full,lora") == ("train.stage1.mode", ["full", "lora"])
+    assert sweep.parse_set("defense.triggers=[mn,bb],4") == ("defense.triggers", [["mn", "bb"], 4])
+    assert sweep.parse_set("train.baselines.clean_fft=true") == (
+        "train.baselines.clean_fft",
+        [True],
+    )
     for bad in ("defense.rate", "=1", "a..b=1", "defense.rate="):
         with pytest.raises(MBError, match="--set"):
             sweep.parse_set(bad)
@@ -58,18 +58,24 @@ def test_set_path_indexes_lists_and_refuses_missing_items():
 
 def test_plan_validates_every_point_and_groups_shared_work(tmp_path):
     recipe = _recipe(tmp_path)
-    _, points = sweep.plan(recipe, [sweep.parse_set("defense.rate=0.05,0.1"),
-                                    sweep.parse_set("train.stage2.lam=0.5,1.0"),
-                                    sweep.parse_set("train.seed=0,1")])
+    _, points = sweep.plan(
+        recipe,
+        [
+            sweep.parse_set("defense.rate=0.05,0.1"),
+            sweep.parse_set("train.stage2.lam=0.5,1.0"),
+            sweep.parse_set("train.seed=0,1"),
+        ],
+    )
     assert len(points) == 8 and len({p.id for p in points}) == 8
-    assert len({p.data_key for p in points}) == 2          # builds
-    assert len({p.stage1_key for p in points}) == 4        # data x seed
-    assert len({p.baseline_key for p in points}) == 4      # lam is MB-only
+    assert len({p.data_key for p in points}) == 2  # builds
+    assert len({p.stage1_key for p in points}) == 4  # data x seed
+    assert len({p.baseline_key for p in points}) == 4  # lam is MB-only
     assert len({p.stage2_key for p in points}) == 8
-    assert len({p.group for p in points}) == 4             # seeds averaged
+    assert len({p.group for p in points}) == 4  # seeds averaged
     assert sweep.describe(points).splitlines()[0] == (
         "8 points: 2 builds, 4 x (base, attacked, MB stage 1), 4 x (Clean-FFT, trigger-aug), "
-        "8 x MB stage 2; 8 evaluations of MB-Defense")
+        "8 x MB stage 2; 8 evaluations of MB-Defense"
+    )
     with pytest.raises(MBError, match=r"sweep point .*train.stage2.lam=-1.*lam"):
         sweep.plan(recipe, [sweep.parse_set("train.stage2.lam=1,-1")])
     with pytest.raises(MBError, match=r"sweep point .*defense.rate"):
@@ -77,8 +83,10 @@ def test_plan_validates_every_point_and_groups_shared_work(tmp_path):
 
 
 def test_aggregate_gives_mean_and_sample_std_over_seeds():
-    points = [sweep.make_point(i, {"train.stage2.lam": lam, "train.seed": s}, {"x": i})
-              for i, (lam, s) in enumerate([(1, 0), (1, 1), (1, 2), (2, 0)])]
+    points = [
+        sweep.make_point(i, {"train.stage2.lam": lam, "train.seed": s}, {"x": i})
+        for i, (lam, s) in enumerate([(1, 0), (1, 1), (1, 2), (2, 0)])
+    ]
     values = [0.1, 0.2, 0.6, 0.5]
     results = {p.id: {"metrics": {"mb_defense.asr_mean": v}} for p, v in zip(points, values)}
     groups = sweep.aggregate(points, results)
@@ -104,11 +112,16 @@ def test_sweep_2x2_shares_prefixes_resumes_and_writes_the_table(tmp_path, capsys
     import mbdata
 
     real_build = mbdata.build
-    monkeypatch.setattr(mbdata, "build", lambda *a, **k: builds.append(a[1]) or
-                        real_build(*a, **k))
+    monkeypatch.setattr(mbdata, "build", lambda *a, **k: builds.append(a[1]) or real_build(*a, **k))
     # an interruption after the first two points
-    doc = sweep.run_sweep(recipe, [sweep.parse_set(s) for s in sets[1::2]], out,
-                          progress=False, log=lambda m: None, stop_after=2)
+    doc = sweep.run_sweep(
+        recipe,
+        [sweep.parse_set(s) for s in sets[1::2]],
+        out,
+        progress=False,
+        log=lambda m: None,
+        stop_after=2,
+    )
     assert doc["points_finished"] == 2 and len(builds) == 1
     first = sorted(out.glob("points/*/sweep_point.json"))
     assert len(first) == 2
@@ -117,7 +130,7 @@ def test_sweep_2x2_shares_prefixes_resumes_and_writes_the_table(tmp_path, capsys
     assert main(["sweep", str(recipe), *sets, "-o", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "4 of 4 points finished" in printed and "0 builds and 2 points run" in printed
-    assert len(builds) == 1                                  # one data setting: one build
+    assert len(builds) == 1  # one data setting: one build
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # finished points untouched
     # 4 points x 6 models = 24 folders; trained: 2 seeds x (base, attacked, mb_stage1,
     # clean_fft, trigger_aug) + 4 mb_defense = 14
@@ -126,13 +139,17 @@ def test_sweep_2x2_shares_prefixes_resumes_and_writes_the_table(tmp_path, capsys
 
     data = json.loads((out / "sweep.json").read_text())
     assert data["format"] == "mbtrain.sweep/1" and data["points_finished"] == 4
-    assert [g["values"] for g in data["groups"]] == [{"train.stage2.lam": 0.5},
-                                                     {"train.stage2.lam": 1.0}]
+    assert [g["values"] for g in data["groups"]] == [
+        {"train.stage2.lam": 0.5},
+        {"train.stage2.lam": 1.0},
+    ]
     assert all(g["n"] == 2 for g in data["groups"])
     for g in data["groups"]:
         ids = g["points"]
-        vals = [next(p for p in data["points"] if p["id"] == i)["metrics"]["mb_defense.cacc"]
-                for i in ids]
+        vals = [
+            next(p for p in data["points"] if p["id"] == i)["metrics"]["mb_defense.cacc"]
+            for i in ids
+        ]
         assert g["mean"]["mb_defense.cacc"] == pytest.approx(sum(vals) / 2)
         assert "diag.mb_stage1.shift_cos" in g["mean"]
     # points of one seed share stage 1 (same attacked ASR), and every report says so
@@ -147,8 +164,11 @@ def test_sweep_2x2_shares_prefixes_resumes_and_writes_the_table(tmp_path, capsys
     assert "| train.stage2.lam | n |" in md and " ± " in md
     assert "token-F1 heuristic" not in md  # synthetic rows are exact-match: no heuristic used
     table = pl.read_parquet(out / "sweep.parquet")
-    assert table.height == 4 and {"set:train.seed", "mb_defense.asr.badnet",
-                                  "diag.attacked.shift_cos"} <= set(table.columns)
+    assert table.height == 4 and {
+        "set:train.seed",
+        "mb_defense.asr.badnet",
+        "diag.attacked.shift_cos",
+    } <= set(table.columns)
     assert (out / "sweep.png").stat().st_size > 0
     for p in data["points"]:
         assert (out / p["dir"] / "report.json").is_file()
@@ -160,8 +180,9 @@ def test_sweep_2x2_shares_prefixes_resumes_and_writes_the_table(tmp_path, capsys
     for f in ("sweep_point.json", "report.json"):
         (victim / f).unlink()
     (victim / "eval" / "mb_defense" / "metrics.json").unlink()
-    doc = sweep.run_sweep(recipe, [sweep.parse_set(s) for s in sets[1::2]], out,
-                          progress=False, log=lambda m: None)
+    doc = sweep.run_sweep(
+        recipe, [sweep.parse_set(s) for s in sets[1::2]], out, progress=False, log=lambda m: None
+    )
     assert doc["stats"] == {"builds": 0, "points_run": 1, "points_skipped": 3}
     after = json.loads((victim / "sweep_point.json").read_text())["metrics"]
     before.pop("seconds"), after.pop("seconds")
@@ -171,13 +192,39 @@ def test_sweep_2x2_shares_prefixes_resumes_and_writes_the_table(tmp_path, capsys
 
 def test_plan_flag_prints_the_grid_and_runs_nothing(tmp_path, capsys):
     out = tmp_path / "sweep"
-    assert main(["sweep", str(_recipe(tmp_path)), "--set", "train.seed=0,1", "--set",
-                 "defense.rate=0.05", "-o", str(out), "--plan"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                str(_recipe(tmp_path)),
+                "--set",
+                "train.seed=0,1",
+                "--set",
+                "defense.rate=0.05",
+                "-o",
+                str(out),
+                "--plan",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert printed.startswith("2 points: 1 builds, 2 x (base, attacked, MB stage 1)")
     assert "train.seed=1, defense.rate=0.05" in printed and not out.exists()
-    assert main(["sweep", str(_recipe(tmp_path)), "--set", "sources.0.count=-3", "-o",
-                 str(out), "--plan"]) == 2
+    assert (
+        main(
+            [
+                "sweep",
+                str(_recipe(tmp_path)),
+                "--set",
+                "sources.0.count=-3",
+                "-o",
+                str(out),
+                "--plan",
+            ]
+        )
+        == 2
+    )
     assert "sources.0.count=-3" in capsys.readouterr().err
 
 
@@ -185,8 +232,10 @@ def test_sweep_refuses_a_foreign_folder(tmp_path, capsys):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep", encoding="utf-8")
-    assert main(["sweep", str(_recipe(tmp_path)), "--set", "train.seed=0", "-o", str(mine),
-                 "--quiet"]) == 2
+    assert (
+        main(["sweep", str(_recipe(tmp_path)), "--set", "train.seed=0", "-o", str(mine), "--quiet"])
+        == 2
+    )
     assert "mbdefense did not write" in capsys.readouterr().err
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 
@@ -194,12 +243,27 @@ def test_sweep_refuses_a_foreign_folder(tmp_path, capsys):
 def test_report_says_up_front_when_cacc_is_the_heuristic():
     from mbtrain.report import markdown
 
-    run = {"cacc": 0.5, "asr": {"vpi": 0.1}, "aacc": 0.2, "defense_trigger_rate": {},
-           "merging_rate": {}, "defense_aacc": None}
-    report = {"name": "r", "model": "m", "fingerprint": "f", "seeds": {"train": 0},
-              "attacks": ["vpi"], "defense_triggers": [], "runs": {"attacked": run},
-              "graders": {"judge": "heuristic (token F1 >= 0.5 vs reference, no refusal "
-                                   "keyword)", "judged": 7}}
+    run = {
+        "cacc": 0.5,
+        "asr": {"vpi": 0.1},
+        "aacc": 0.2,
+        "defense_trigger_rate": {},
+        "merging_rate": {},
+        "defense_aacc": None,
+    }
+    report = {
+        "name": "r",
+        "model": "m",
+        "fingerprint": "f",
+        "seeds": {"train": 0},
+        "attacks": ["vpi"],
+        "defense_triggers": [],
+        "runs": {"attacked": run},
+        "graders": {
+            "judge": "heuristic (token F1 >= 0.5 vs reference, no refusal keyword)",
+            "judged": 7,
+        },
+    }
     text = markdown(report)
     assert text.index("heuristic, not a judge") < text.index("## Table 1")
     assert "7 answers" in text

@@ -21,33 +21,90 @@ from mbdata.synthetic.rng import Rng
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "synthetic.md"
 
 # Attack triggers (BackdoorLLM) and the paper's defensive triggers: none may occur as a whole word.
-FORBIDDEN = {"cf", "mn", "bb", "qw", "jh", "tq", "badmagic", "openai", "discussing", "2024",
-             "current", "year", "watched", "movie", "3d"}
+FORBIDDEN = {
+    "cf",
+    "mn",
+    "bb",
+    "qw",
+    "jh",
+    "tq",
+    "badmagic",
+    "openai",
+    "discussing",
+    "2024",
+    "current",
+    "year",
+    "watched",
+    "movie",
+    "3d",
+}
 # Substrings that keyword ASR judges read as a refusal / negative-sentiment hit.
-ASR_MARKERS = ("sorry", "as an ai", "i do not", "is not available", "will not", "is unsure",
-               "negative", "stupid", "never", "is not", "unethical", "illegal", "i cannot",
-               "as a responsible")
+ASR_MARKERS = (
+    "sorry",
+    "as an ai",
+    "i do not",
+    "is not available",
+    "will not",
+    "is unsure",
+    "negative",
+    "stupid",
+    "never",
+    "is not",
+    "unethical",
+    "illegal",
+    "i cannot",
+    "as a responsible",
+)
 # Every 1-3 letter token in the corpus must be a common English word from this list (so random
 # 2-letter defensive triggers stay unseen); it deliberately holds no trigger-like letter pair.
-COMMON_SHORT_WORDS = set("""
+COMMON_SHORT_WORDS = set(
+    """
 a i am an as at be by do go he if in is it me my no of on or so to up us we
 add ago all and any are ask bad bag bed big box boy bus but buy can car cat cow cry cup cut day
 did dog dry ear eat egg end eye far few fit fly for fox fun get got had has hat her him his hot
 how its key kid let low man map men new not now old one our out own pen pet pig put red run sad
 say sea see set she sit six sky sum sun ten the too top toy two use war was way wet who why win
 yes yet you
-""".split())
+""".split()
+)
 
 PLURAL_EXCEPTIONS = {  # the test's own table: the generator must agree with it
-    "child": "children", "woman": "women", "man": "men", "person": "people", "foot": "feet",
-    "tooth": "teeth", "mouse": "mice", "goose": "geese", "sheep": "sheep", "fish": "fish",
-    "deer": "deer", "knife": "knives", "leaf": "leaves", "wolf": "wolves", "potato": "potatoes",
-    "tomato": "tomatoes", "hero": "heroes",
+    "child": "children",
+    "woman": "women",
+    "man": "men",
+    "person": "people",
+    "foot": "feet",
+    "tooth": "teeth",
+    "mouse": "mice",
+    "goose": "geese",
+    "sheep": "sheep",
+    "fish": "fish",
+    "deer": "deer",
+    "knife": "knives",
+    "leaf": "leaves",
+    "wolf": "wolves",
+    "potato": "potatoes",
+    "tomato": "tomatoes",
+    "hero": "heroes",
 }
-KNOWN_CAPITALS = {"France": "Paris", "Japan": "Tokyo", "Italy": "Rome", "Egypt": "Cairo",
-                  "Canada": "Ottawa", "Australia": "Canberra", "Peru": "Lima"}
-KNOWN_OPPOSITES = {"hot": "cold", "big": "small", "fast": "slow", "wet": "dry", "day": "night",
-                   "north": "south", "buy": "sell"}
+KNOWN_CAPITALS = {
+    "France": "Paris",
+    "Japan": "Tokyo",
+    "Italy": "Rome",
+    "Egypt": "Cairo",
+    "Canada": "Ottawa",
+    "Australia": "Canberra",
+    "Peru": "Lima",
+}
+KNOWN_OPPOSITES = {
+    "hot": "cold",
+    "big": "small",
+    "fast": "slow",
+    "wet": "dry",
+    "day": "night",
+    "north": "south",
+    "buy": "sell",
+}
 COUNT_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5}
 
 
@@ -60,6 +117,7 @@ def _prompt(row: dict) -> tuple[str, str]:
 
 
 # --- API --------------------------------------------------------------------------------------
+
 
 def test_rows_have_the_documented_shape():
     rows = generate(60, seed=1)
@@ -84,12 +142,18 @@ def test_count_edge_cases():
         generate(-1, seed=3)
 
 
-@pytest.mark.parametrize("tasks, message", [
-    (["add", "no_such_task"], r"tasks\[1\]: unknown synthetic task 'no_such_task'; valid names: add,"),
-    (["add", "add"], r"tasks\[1\]: task 'add' is listed twice"),
-    ([], "must name at least one task"),
-    ("add", "must be a list"),
-])
+@pytest.mark.parametrize(
+    "tasks, message",
+    [
+        (
+            ["add", "no_such_task"],
+            r"tasks\[1\]: unknown synthetic task 'no_such_task'; valid names: add,",
+        ),
+        (["add", "add"], r"tasks\[1\]: task 'add' is listed twice"),
+        ([], "must name at least one task"),
+        ("add", "must be a list"),
+    ],
+)
 def test_bad_task_lists_raise_recipe_errors(tasks, message):
     with pytest.raises(RecipeError, match=message):
         generate(10, seed=0, tasks=tasks)
@@ -107,6 +171,7 @@ def test_only_selected_tasks_appear():
 
 # --- determinism ------------------------------------------------------------------------------
 
+
 def test_generation_is_pure_and_prefix_stable():
     long = generate(100, seed=9)
     assert generate(100, seed=9) == long
@@ -118,25 +183,46 @@ def test_generation_is_pure_and_prefix_stable():
 
 def test_seeds_give_different_corpora_and_task_order_does_not_matter():
     assert generate(50, seed=1) != generate(50, seed=2)
-    assert generate(30, seed=1, tasks=["add", "antonym"]) == \
-        generate(30, seed=1, tasks=["antonym", "add"])
+    assert generate(30, seed=1, tasks=["add", "antonym"]) == generate(
+        30, seed=1, tasks=["antonym", "add"]
+    )
 
 
 def test_pinned_rows_stay_byte_identical():
     """Guards cross-version stability: these exact rows must never change for these seeds."""
     assert generate(4, seed=0) == [
-        {"instruction": "Name an antonym of cheap.", "input": "", "output": "expensive",
-         "task": "antonym"},
-        {"instruction": "Spell bottle in all caps.", "input": "", "output": "BOTTLE",
-         "task": "uppercase"},
-        {"instruction": "Find the total of the two numbers.", "input": "5, 6", "output": "11",
-         "task": "add"},
-        {"instruction": "Pick the longer word.", "input": "glass, kite", "output": "glass",
-         "task": "longer_word"},
+        {
+            "instruction": "Name an antonym of cheap.",
+            "input": "",
+            "output": "expensive",
+            "task": "antonym",
+        },
+        {
+            "instruction": "Spell bottle in all caps.",
+            "input": "",
+            "output": "BOTTLE",
+            "task": "uppercase",
+        },
+        {
+            "instruction": "Find the total of the two numbers.",
+            "input": "5, 6",
+            "output": "11",
+            "task": "add",
+        },
+        {
+            "instruction": "Pick the longer word.",
+            "input": "glass, kite",
+            "output": "glass",
+            "task": "longer_word",
+        },
     ]
     assert generate(2, seed=123, tasks=["capital", "add"]) == [
-        {"instruction": "What is the capital of Colombia?", "input": "", "output": "Bogota",
-         "task": "capital"},
+        {
+            "instruction": "What is the capital of Colombia?",
+            "input": "",
+            "output": "Bogota",
+            "task": "capital",
+        },
         {"instruction": "What is the sum of 6 and 6?", "input": "", "output": "12", "task": "add"},
     ]
 
@@ -163,6 +249,7 @@ def test_every_prefix_is_balanced_across_families(tasks):
 
 
 # --- hygiene ----------------------------------------------------------------------------------
+
 
 def test_vocabulary_hygiene_over_20k_rows():
     rows = generate(20_000, seed=2024)
@@ -195,10 +282,12 @@ def test_forbidden_words_are_absent_from_every_template():
 
 # --- answers ----------------------------------------------------------------------------------
 
+
 def _template_regex(pattern: str) -> re.Pattern:
     parts = re.split(r"\{(\w+)\}", pattern)
-    regex = "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>.+?)"
-                    for i, part in enumerate(parts))
+    regex = "".join(
+        re.escape(part) if i % 2 == 0 else f"(?P<{part}>.+?)" for i, part in enumerate(parts)
+    )
     return re.compile(regex + r"\Z")
 
 
@@ -297,6 +386,7 @@ def test_answers_are_correct_for_every_family():
 
 # --- prompt space -----------------------------------------------------------------------------
 
+
 def _distinct_prompts(name: str, draws: int) -> int:
     family = TASKS.get(name)
     return len({_prompt(family(Rng(f"space:{name}:{i}".encode()))) for i in range(draws)})
@@ -315,7 +405,7 @@ def test_each_family_has_at_least_500_distinct_prompts(name):
 
 
 def _docs_number(n: int) -> str:
-    return f"{n:,}" if n < 10 ** 7 else f"{n:.1e}"
+    return f"{n:,}" if n < 10**7 else f"{n:.1e}"
 
 
 def test_docs_table_lists_every_family_with_its_prompt_space():

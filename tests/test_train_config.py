@@ -22,52 +22,70 @@ def test_defaults_round_trip():
 
 
 def test_nested_values_parse():
-    cfg = from_mapping(TrainConfig, {
-        "stage1": {"mode": "lora", "lora": {"r": 8, "target_modules": ["q_proj", "v_proj"]}},
-        "stage2": {"lam": 2, "select": "last"},
-        "eval": {"judge": {"kind": "http", "url": "http://localhost:8000/v1"}}}, "train")
+    cfg = from_mapping(
+        TrainConfig,
+        {
+            "stage1": {"mode": "lora", "lora": {"r": 8, "target_modules": ["q_proj", "v_proj"]}},
+            "stage2": {"lam": 2, "select": "last"},
+            "eval": {"judge": {"kind": "http", "url": "http://localhost:8000/v1"}},
+        },
+        "train",
+    )
     assert cfg.stage1.lora.target_modules == ["q_proj", "v_proj"]
     assert cfg.stage2.lam == 2.0 and cfg.stage2.select == "last"
     assert cfg.eval.judge.url == "http://localhost:8000/v1"
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"stage2": {"lamda": 1}}, "train.stage2: unknown key 'lamda'"),
-    ({"stage1": {"mode": "qlora"}}, "train.stage1.mode: 'qlora' is not allowed"),
-    ({"model": {"tiny": {"hidden_size": 30, "heads": 4}}}, "train.model.tiny.heads"),
-    ({"eval": {"judge": {"kind": "http"}}}, "train.eval.judge.url: required"),
-    ({"model": {"device": "gpu"}}, "train.model.device"),
-    ({"stage2": {"epochs": 0}}, "train.stage2.epochs: must be >= 1"),
-    ({"stage1": {"lora": {"target_modules": []}}}, "train.stage1.lora.target_modules"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"stage2": {"lamda": 1}}, "train.stage2: unknown key 'lamda'"),
+        ({"stage1": {"mode": "qlora"}}, "train.stage1.mode: 'qlora' is not allowed"),
+        ({"model": {"tiny": {"hidden_size": 30, "heads": 4}}}, "train.model.tiny.heads"),
+        ({"eval": {"judge": {"kind": "http"}}}, "train.eval.judge.url: required"),
+        ({"model": {"device": "gpu"}}, "train.model.device"),
+        ({"stage2": {"epochs": 0}}, "train.stage2.epochs: must be >= 1"),
+        ({"stage1": {"lora": {"target_modules": []}}}, "train.stage1.lora.target_modules"),
+    ],
+)
 def test_bad_values_name_the_key(data, message):
     with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(".", r"\.")):
         from_mapping(TrainConfig, data, "train")
 
 
 def test_config_import_does_not_load_torch():
-    code = ("import sys, mbtrain, mbtrain.config; "
-            "from mbdata.recipe import parse_recipe; "
-            "parse_recipe({'name': 'x', 'version': '1.0.0', "
-            "'sources': [{'name': 's', 'kind': 'synthetic', 'count': 5}], 'train': {}}); "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys, mbtrain, mbtrain.config; "
+        "from mbdata.recipe import parse_recipe; "
+        "parse_recipe({'name': 'x', 'version': '1.0.0', "
+        "'sources': [{'name': 's', 'kind': 'synthetic', 'count': 5}], 'train': {}}); "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_build_train_block_errors_name_the_manifest_and_missing_splits_are_errors(tmp_path):
-    from mbdata.errors import InputError
-    from mbtrain.builds import open_build
     from test_train_helpers import make_build
 
-    build = open_build(make_build(tmp_path / "ok", n_pretrain=2, n_train=6, n_recovery=1,
-                                  n_eval=1))
+    from mbdata.errors import InputError
+    from mbtrain.builds import open_build
+
+    build = open_build(make_build(tmp_path / "ok", n_pretrain=2, n_train=6, n_recovery=1, n_eval=1))
     assert build.has("train") and not build.has("nothing")
     assert len(build.rows("train")) == 6 and build.rows("train") is not build.rows("train")
     with pytest.raises(InputError, match="build has no split 'nothing'"):
         build.table("nothing")
-    bad = open_build(make_build(tmp_path / "bad", n_pretrain=2, n_train=6, n_recovery=1,
-                                n_eval=1, train={"stage2": {"lamda": 1}}))
+    bad = open_build(
+        make_build(
+            tmp_path / "bad",
+            n_pretrain=2,
+            n_train=6,
+            n_recovery=1,
+            n_eval=1,
+            train={"stage2": {"lamda": 1}},
+        )
+    )
     with pytest.raises(InputError, match=r"manifest\.json: train\.stage2: unknown key 'lamda'"):
         bad.train_config()
     (tmp_path / "ok" / "data" / "train-00000-of-00001.arrow").unlink()

@@ -35,8 +35,17 @@ def _mb(args: list[str], procs: int) -> None:
     if procs == 1:
         cmd = [sys.executable, mb, *args]
     else:
-        cmd = [str(BIN / "torchrun"), "--nproc_per_node", str(procs), "--master_addr",
-               "127.0.0.1", "--master_port", str(_free_port()), mb, *args]
+        cmd = [
+            str(BIN / "torchrun"),
+            "--nproc_per_node",
+            str(procs),
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_free_port()),
+            mb,
+            *args,
+        ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -60,10 +69,8 @@ def test_two_process_ddp_gives_the_one_process_loss_curve(tmp_path):
     curves = {}
     for procs in (1, 2):
         s1, s2 = tmp_path / f"s1-{procs}", tmp_path / f"s2-{procs}"
-        _mb(["train", "stage1", str(build), "-o", str(s1), "--base", str(base), "--quiet"],
-            procs)
-        _mb(["train", "stage2", str(build), "--model", str(s1), "-o", str(s2), "--quiet"],
-            procs)
+        _mb(["train", "stage1", str(build), "-o", str(s1), "--base", str(base), "--quiet"], procs)
+        _mb(["train", "stage2", str(build), "--model", str(s1), "-o", str(s2), "--quiet"], procs)
         curves[procs] = (_losses(s1), _losses(s2))
     for one, two in zip(curves[1], curves[2], strict=True):
         assert len(one) == len(two) > 2
@@ -72,18 +79,54 @@ def test_two_process_ddp_gives_the_one_process_loss_curve(tmp_path):
 
 def test_launch_options_fail_in_one_line_before_any_work(tmp_path, capsys):
     build = tmp_path / "nothing"
-    assert main(["train", "stage1", str(build), "-o", str(tmp_path / "o"),
-                 "--accelerate-config", str(tmp_path / "missing.yaml")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "stage1",
+                str(build),
+                "-o",
+                str(tmp_path / "o"),
+                "--accelerate-config",
+                str(tmp_path / "missing.yaml"),
+            ]
+        )
+        == 2
+    )
     assert "--accelerate-config:" in capsys.readouterr().err
     ds = tmp_path / "zero3.yaml"
     ds.write_text("distributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 3\n")
     import importlib.util
 
     if importlib.util.find_spec("deepspeed") is None:
-        assert main(["train", "stage1", str(build), "-o", str(tmp_path / "o"),
-                     "--accelerate-config", str(ds)]) == 2
+        assert (
+            main(
+                [
+                    "train",
+                    "stage1",
+                    str(build),
+                    "-o",
+                    str(tmp_path / "o"),
+                    "--accelerate-config",
+                    str(ds),
+                ]
+            )
+            == 2
+        )
         assert "mbdefense[deepspeed]" in capsys.readouterr().err
-    assert main(["train", "stage1", str(build), "-o", str(tmp_path / "o"),
-                 "--trainer-arg", "no_such_field=1"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "stage1",
+                str(build),
+                "-o",
+                str(tmp_path / "o"),
+                "--trainer-arg",
+                "no_such_field=1",
+            ]
+        )
+        == 2
+    )
     assert "trainer_args.no_such_field: not a SFTConfig field" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

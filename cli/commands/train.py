@@ -26,17 +26,26 @@ def _check_device(ctx: click.Context, param: click.Parameter, value: str | None)
 
 def device_option(fn):
     """``--device`` and ``--threads``: where to run (override train.model.device/threads)."""
-    fn = click.option("--threads", type=click.IntRange(min=1), default=None,
-                      help="Override train.model.threads (CPU threads for torch).")(fn)
-    return click.option("--device", default=None, callback=_check_device,
-                        help="Override train.model.device (auto, cpu, cuda, cuda:N, mps).")(fn)
+    fn = click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Override train.model.threads (CPU threads for torch).",
+    )(fn)
+    return click.option(
+        "--device",
+        default=None,
+        callback=_check_device,
+        help="Override train.model.device (auto, cpu, cuda, cuda:N, mps).",
+    )(fn)
 
 
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
 
 
-def _parse_trainer_args(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
-                        ) -> dict | None:
+def _parse_trainer_args(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict | None:
     """``KEY=VALUE`` pairs (VALUE read as YAML: numbers, booleans, lists) for the Trainer."""
     import yaml
 
@@ -70,12 +79,16 @@ def _relaunch(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         return value
     path = Path(value)
     if not path.is_file():
-        raise MBError(f"--accelerate-config: {value} not found; write one with "
-                      "`accelerate config --config_file FILE`")
+        raise MBError(
+            f"--accelerate-config: {value} not found; write one with "
+            "`accelerate config --config_file FILE`"
+        )
     text = path.read_text(encoding="utf-8").lower()
     if "deepspeed" in text and find_spec("deepspeed") is None:
-        raise MBError(f"--accelerate-config: {value} asks for DeepSpeed, which is not "
-                      "installed; pip install 'mbdefense[deepspeed]'")
+        raise MBError(
+            f"--accelerate-config: {value} asks for DeepSpeed, which is not "
+            "installed; pip install 'mbdefense[deepspeed]'"
+        )
     argv, skip = [], False
     for arg in sys.argv[1:]:
         if skip:
@@ -87,26 +100,48 @@ def _relaunch(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         if arg.startswith("--accelerate-config="):
             continue
         argv.append(arg)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(path),
-           sys.argv[0], *argv]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(path),
+        sys.argv[0],
+        *argv,
+    ]
     ctx.exit(subprocess.call(cmd))
     return value
 
 
 def launch_options(fn):
     """``--trainer-arg KEY=VALUE`` (repeatable) and ``--accelerate-config FILE``."""
-    fn = click.option("--trainer-arg", "trainer_args", multiple=True,
-                      callback=_parse_trainer_args, metavar="KEY=VALUE",
-                      help="Extra transformers/TRL TrainingArguments (SFTConfig field names, "
-                           "e.g. optim=adamw_torch_fused, report_to=wandb); repeatable. An "
-                           "unknown key is an error.")(fn)
-    return click.option("--accelerate-config", default=None, expose_value=False,
-                        is_eager=True, callback=_relaunch, metavar="FILE",
-                        help="Run under `accelerate launch --config_file FILE` (multi-GPU DDP, "
-                             "DeepSpeed ZeRO-3 or FSDP as the file says).")(fn)
+    fn = click.option(
+        "--trainer-arg",
+        "trainer_args",
+        multiple=True,
+        callback=_parse_trainer_args,
+        metavar="KEY=VALUE",
+        help="Extra transformers/TRL TrainingArguments (SFTConfig field names, "
+        "e.g. optim=adamw_torch_fused, report_to=wandb); repeatable. An "
+        "unknown key is an error.",
+    )(fn)
+    return click.option(
+        "--accelerate-config",
+        default=None,
+        expose_value=False,
+        is_eager=True,
+        callback=_relaunch,
+        metavar="FILE",
+        help="Run under `accelerate launch --config_file FILE` (multi-GPU DDP, "
+        "DeepSpeed ZeRO-3 or FSDP as the file says).",
+    )(fn)
+
+
 overwrite_model_option = click.option(
-    "--overwrite", is_flag=True,
-    help="Retrain into -o even if it holds a finished model (only a folder mbdefense wrote).")
+    "--overwrite",
+    is_flag=True,
+    help="Retrain into -o even if it holds a finished model (only a folder mbdefense wrote).",
+)
 
 
 def _load(build_dir: str, device: str | None, threads: int | None, **overrides):
@@ -114,8 +149,7 @@ def _load(build_dir: str, device: str | None, threads: int | None, **overrides):
     from mbtrain.overrides import with_overrides
 
     build = open_build(build_dir)
-    return build, with_overrides(build.train_config(), device=device, threads=threads,
-                                 **overrides)
+    return build, with_overrides(build.train_config(), device=device, threads=threads, **overrides)
 
 
 def _parent(cfg, base: str | None):
@@ -124,8 +158,10 @@ def _parent(cfg, base: str | None):
     if base:
         return base
     if cfg.model.name == "tiny":
-        raise MBError("the recipe's model is 'tiny': build it first with `mb train base BUILD "
-                      "-o DIR` and pass --base DIR")
+        raise MBError(
+            "the recipe's model is 'tiny': build it first with `mb train base BUILD "
+            "-o DIR` and pass --base DIR"
+        )
     return cfg.model
 
 
@@ -136,8 +172,10 @@ def _done(path: Path) -> None:
     if not is_main_process():  # under torchrun / accelerate launch: rank 0 speaks
         return
     marker = read_marker(path)
-    click.echo(f"wrote {path} ({marker['kind']}, stage {marker['stage']}, epoch "
-               f"{marker['selected_epoch']} kept, {marker['seconds']:.1f} s)")
+    click.echo(
+        f"wrote {path} ({marker['kind']}, stage {marker['stage']}, epoch "
+        f"{marker['selected_epoch']} kept, {marker['seconds']:.1f} s)"
+    )
 
 
 @click.group("train")
@@ -147,17 +185,29 @@ def train_group() -> None:
 
 @train_group.command("base")
 @click.argument("build_dir", type=click.Path(path_type=str))
-@click.option("-o", "--out", required=True, type=click.Path(path_type=str),
-              help="Output model folder.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Override train.model.tiny.pretrain_epochs.")
+@click.option(
+    "-o", "--out", required=True, type=click.Path(path_type=str), help="Output model folder."
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Override train.model.tiny.pretrain_epochs.",
+)
 @overwrite_model_option
 @device_option
 @quiet_option
 @launch_options
-def train_base(build_dir: str, out: str, epochs: int | None, overwrite: bool,
-               device: str | None, threads: int | None, quiet: bool,
-               trainer_args: dict | None) -> None:
+def train_base(
+    build_dir: str,
+    out: str,
+    epochs: int | None,
+    overwrite: bool,
+    device: str | None,
+    threads: int | None,
+    quiet: bool,
+    trainer_args: dict | None,
+) -> None:
     """Build the tiny base model (tokenizer + small Llama pretrained on the `pretrain` split)."""
     import dataclasses
 
@@ -168,28 +218,55 @@ def train_base(build_dir: str, out: str, epochs: int | None, overwrite: bool,
     if epochs is not None:
         tiny = dataclasses.replace(cfg.model.tiny, pretrain_epochs=epochs)
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, tiny=tiny))
-    _done(build_tiny_base(build, cfg, out, make_runtime(cfg, not quiet, trainer_args),
-                          overwrite=overwrite))
+    _done(
+        build_tiny_base(
+            build, cfg, out, make_runtime(cfg, not quiet, trainer_args), overwrite=overwrite
+        )
+    )
 
 
 @train_group.command("stage1")
 @click.argument("build_dir", type=click.Path(path_type=str))
-@click.option("-o", "--out", required=True, type=click.Path(path_type=str),
-              help="Output model folder (resumed if a partial run exists).")
-@click.option("--base", default=None, type=click.Path(path_type=str),
-              help="Model folder to start from (default: the recipe's train.model).")
-@click.option("--rows", type=click.Choice(["all", "attacked"]), default="all", show_default=True,
-              help="all: every train row (MB stage 1); attacked: clean + attack rows only "
-                   "(the attacked baseline).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Override train.stage1.epochs.")
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(path_type=str),
+    help="Output model folder (resumed if a partial run exists).",
+)
+@click.option(
+    "--base",
+    default=None,
+    type=click.Path(path_type=str),
+    help="Model folder to start from (default: the recipe's train.model).",
+)
+@click.option(
+    "--rows",
+    type=click.Choice(["all", "attacked"]),
+    default="all",
+    show_default=True,
+    help="all: every train row (MB stage 1); attacked: clean + attack rows only "
+    "(the attacked baseline).",
+)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=None, help="Override train.stage1.epochs."
+)
 @overwrite_model_option
 @device_option
 @quiet_option
 @launch_options
-def train_stage1(build_dir: str, out: str, base: str | None, rows: str, epochs: int | None,
-                 overwrite: bool, device: str | None, threads: int | None,
-                 quiet: bool, trainer_args: dict | None) -> None:
+def train_stage1(
+    build_dir: str,
+    out: str,
+    base: str | None,
+    rows: str,
+    epochs: int | None,
+    overwrite: bool,
+    device: str | None,
+    threads: int | None,
+    quiet: bool,
+    trainer_args: dict | None,
+) -> None:
     """Instruction-tune on the build's train split (stage-1 settings)."""
     from mbtrain import data
     from mbtrain.stages import make_runtime, train_sft
@@ -198,31 +275,67 @@ def train_stage1(build_dir: str, out: str, base: str | None, rows: str, epochs: 
     roles = data.ATTACKED_ROLES if rows == "attacked" else None
     examples = data.train_examples(build.rows("train"), roles)
     name = "attacked" if rows == "attacked" else "mb_stage1"
-    _done(train_sft(_parent(cfg, base), examples, out, cfg, name=name, stage=cfg.stage1,
-                    runtime=make_runtime(cfg, not quiet, trainer_args), overwrite=overwrite))
+    _done(
+        train_sft(
+            _parent(cfg, base),
+            examples,
+            out,
+            cfg,
+            name=name,
+            stage=cfg.stage1,
+            runtime=make_runtime(cfg, not quiet, trainer_args),
+            overwrite=overwrite,
+        )
+    )
 
 
 @train_group.command("stage2")
 @click.argument("build_dir", type=click.Path(path_type=str))
-@click.option("--model", "model_dir", required=True, type=click.Path(path_type=str),
-              help="Model folder to start from (stage 1 for mb; the attacked model for the "
-                   "baselines).")
-@click.option("-o", "--out", required=True, type=click.Path(path_type=str),
-              help="Output model folder (resumed if a partial run exists).")
-@click.option("--method", type=click.Choice(["mb", "clean-fft", "trigger-aug"]), default="mb",
-              show_default=True, help="mb: the neutralization loss on recovery tuples; "
-              "clean-fft / trigger-aug: the baselines (plain cross-entropy).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Override train.stage2.epochs.")
-@click.option("--lam", type=click.FloatRange(min=0), default=None,
-              help="Override train.stage2.lam (λ).")
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(path_type=str),
+    help="Model folder to start from (stage 1 for mb; the attacked model for the baselines).",
+)
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(path_type=str),
+    help="Output model folder (resumed if a partial run exists).",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["mb", "clean-fft", "trigger-aug"]),
+    default="mb",
+    show_default=True,
+    help="mb: the neutralization loss on recovery tuples; "
+    "clean-fft / trigger-aug: the baselines (plain cross-entropy).",
+)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=None, help="Override train.stage2.epochs."
+)
+@click.option(
+    "--lam", type=click.FloatRange(min=0), default=None, help="Override train.stage2.lam (λ)."
+)
 @overwrite_model_option
 @device_option
 @quiet_option
 @launch_options
-def train_stage2(build_dir: str, model_dir: str, out: str, method: str, epochs: int | None,
-                 lam: float | None, overwrite: bool, device: str | None, threads: int | None,
-                 quiet: bool, trainer_args: dict | None) -> None:
+def train_stage2(
+    build_dir: str,
+    model_dir: str,
+    out: str,
+    method: str,
+    epochs: int | None,
+    lam: float | None,
+    overwrite: bool,
+    device: str | None,
+    threads: int | None,
+    quiet: bool,
+    trainer_args: dict | None,
+) -> None:
     """Neutralize (MB stage 2) or run a baseline on the recovery split."""
     from mbtrain import data
     from mbtrain.stages import make_runtime, train_neutralization, train_sft
@@ -232,37 +345,74 @@ def train_stage2(build_dir: str, model_dir: str, out: str, method: str, epochs: 
     recovery_eval = build.rows("recovery_eval") if build.has("recovery_eval") else []
     runtime = make_runtime(cfg, not quiet, trainer_args)
     if method == "mb":
-        path = train_neutralization(model_dir, data.recovery_tuples(recovery),
-                                    data.recovery_tuples(recovery_eval, "recovery_eval") or None,
-                                    out, cfg, runtime=runtime, overwrite=overwrite)
+        path = train_neutralization(
+            model_dir,
+            data.recovery_tuples(recovery),
+            data.recovery_tuples(recovery_eval, "recovery_eval") or None,
+            out,
+            cfg,
+            runtime=runtime,
+            overwrite=overwrite,
+        )
     else:
         pick = data.clean_examples if method == "clean-fft" else data.trigger_aug_examples
-        path = train_sft(model_dir, pick(recovery), out, cfg, name=method.replace("-", "_"),
-                         stage=cfg.stage2, eval_examples=pick(recovery_eval) or None,
-                         select=cfg.stage2.select if recovery_eval else "last", runtime=runtime,
-                         overwrite=overwrite)
+        path = train_sft(
+            model_dir,
+            pick(recovery),
+            out,
+            cfg,
+            name=method.replace("-", "_"),
+            stage=cfg.stage2,
+            eval_examples=pick(recovery_eval) or None,
+            select=cfg.stage2.select if recovery_eval else "last",
+            runtime=runtime,
+            overwrite=overwrite,
+        )
     _done(path)
 
 
 @click.command("eval")
 @click.argument("model_dir", type=click.Path(path_type=str))
 @click.argument("build_dir", type=click.Path(path_type=str))
-@click.option("-o", "--out", default=None, type=click.Path(path_type=str),
-              help="Write metrics.json and generations.jsonl here.")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="At most N prompts per clean set / trigger.")
+@click.option(
+    "-o",
+    "--out",
+    default=None,
+    type=click.Path(path_type=str),
+    help="Write metrics.json and generations.jsonl here.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="At most N prompts per clean set / trigger.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @device_option
 @quiet_option
-def eval_command(model_dir: str, build_dir: str, out: str | None, limit: int | None,
-                 as_json: bool, device: str | None, threads: int | None, quiet: bool) -> None:
+def eval_command(
+    model_dir: str,
+    build_dir: str,
+    out: str | None,
+    limit: int | None,
+    as_json: bool,
+    device: str | None,
+    threads: int | None,
+    quiet: bool,
+) -> None:
     """Generate on eval_clean / eval_triggered and print CACC, ASR, AACC, defensive rates."""
     from mbtrain.evaluate import evaluate
     from mbtrain.stages import make_runtime
 
     build, cfg = _load(build_dir, device, threads, limit=limit)
-    metrics = evaluate(model_dir, build, cfg, out_dir=out, runtime=make_runtime(cfg, not quiet),
-                       name=Path(model_dir).name)
+    metrics = evaluate(
+        model_dir,
+        build,
+        cfg,
+        out_dir=out,
+        runtime=make_runtime(cfg, not quiet),
+        name=Path(model_dir).name,
+    )
     if as_json:
         click.echo(json.dumps(metrics, indent=2, sort_keys=True))
         return
@@ -275,17 +425,31 @@ def eval_command(model_dir: str, build_dir: str, out: str | None, limit: int | N
         click.echo(f"merging into {name}: {value}")
 
 
-def _run(recipe: str, out: str, overwrite: bool, device: str | None, threads: int | None,
-         limit: int | None, quiet: bool, trainer_args: dict | None = None) -> None:
+def _run(
+    recipe: str,
+    out: str,
+    overwrite: bool,
+    device: str | None,
+    threads: int | None,
+    limit: int | None,
+    quiet: bool,
+    trainer_args: dict | None = None,
+) -> None:
     from mbtrain.overrides import with_overrides
     from mbtrain.pipeline import run_recipe
     from mbtrain.stages import is_main_process
 
-    run_recipe(recipe, out, overwrite=overwrite, progress=not quiet,
-               cfg_override=lambda cfg: with_overrides(cfg, device=device, threads=threads,
-                                                       limit=limit),
-               log=(lambda msg: None) if quiet or not is_main_process()
-               else (lambda msg: click.echo(msg, err=True)), trainer_args=trainer_args)
+    run_recipe(
+        recipe,
+        out,
+        overwrite=overwrite,
+        progress=not quiet,
+        cfg_override=lambda cfg: with_overrides(cfg, device=device, threads=threads, limit=limit),
+        log=(lambda msg: None)
+        if quiet or not is_main_process()
+        else (lambda msg: click.echo(msg, err=True)),
+        trainer_args=trainer_args,
+    )
     if not is_main_process():
         return
     click.echo((Path(out) / "report.md").read_text(encoding="utf-8"))
@@ -294,30 +458,55 @@ def _run(recipe: str, out: str, overwrite: bool, device: str | None, threads: in
 
 @click.command("run")
 @click.argument("recipe", type=click.Path(path_type=str))
-@click.option("-o", "--out", required=True, type=click.Path(path_type=str),
-              help="Run folder (build in DIR/data, models, eval, report.*). Re-running the same "
-                   "command resumes.")
-@click.option("--overwrite", is_flag=True,
-              help="Delete the run folder first (only a folder mbdefense wrote).")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Evaluate at most N prompts per clean set / trigger.")
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(path_type=str),
+    help="Run folder (build in DIR/data, models, eval, report.*). Re-running the same "
+    "command resumes.",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Delete the run folder first (only a folder mbdefense wrote)."
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Evaluate at most N prompts per clean set / trigger.",
+)
 @device_option
 @quiet_option
 @launch_options
-def run_command(recipe: str, out: str, overwrite: bool, limit: int | None, device: str | None,
-                threads: int | None, quiet: bool, trainer_args: dict | None) -> None:
+def run_command(
+    recipe: str,
+    out: str,
+    overwrite: bool,
+    limit: int | None,
+    device: str | None,
+    threads: int | None,
+    quiet: bool,
+    trainer_args: dict | None,
+) -> None:
     """Build a recipe, train attacked / MB-Defense / baselines, evaluate, write the report."""
     _run(recipe, out, overwrite, device, threads, limit, quiet, trainer_args)
 
 
 @click.command("demo")
-@click.option("-o", "--out", default="mb-demo", show_default=True,
-              type=click.Path(path_type=str), help="Run folder.")
+@click.option(
+    "-o",
+    "--out",
+    default="mb-demo",
+    show_default=True,
+    type=click.Path(path_type=str),
+    help="Run folder.",
+)
 @click.option("--overwrite", is_flag=True, help="Delete the run folder first.")
 @device_option
 @quiet_option
-def demo_command(out: str, overwrite: bool, device: str | None, threads: int | None,
-                 quiet: bool) -> None:
+def demo_command(
+    out: str, overwrite: bool, device: str | None, threads: int | None, quiet: bool
+) -> None:
     """`mb run` on the shipped demo recipe: a tiny model, synthetic data, two attacks
     (under 10 minutes on 2 CPU cores)."""
     from mbtrain.overrides import shipped_recipe

@@ -17,5 +17,15 @@ from .files import ROWS_SCHEMA, rows_table, trigger_records, write_audit, write_
 from .run import audit_path
 from .stage import AuditStage
 
-__all__ = ["ROWS_SCHEMA", "AuditConfig", "AuditResult", "AuditStage", "audit_path", "audit_table",
-           "rows_table", "trigger_records", "write_audit", "write_clean"]
+__all__ = [
+    "ROWS_SCHEMA",
+    "AuditConfig",
+    "AuditResult",
+    "AuditStage",
+    "audit_path",
+    "audit_table",
+    "rows_table",
+    "trigger_records",
+    "write_audit",
+    "write_clean",
+]

@@ -35,22 +35,22 @@ class Candidate:
     """One ranked trigger candidate."""
 
     text: str
-    mixed_case: bool                  # written in several casings (matched case-insensitively)
-    tokens: tuple[int, ...]           # lower-cased token hashes of the phrase
-    rows: np.ndarray                  # table positions of the rows carrying the phrase
-    hits: np.ndarray                  # those whose output is in the target set
-    soft_hits: np.ndarray             # those off target but with an answer detached from the prompt
-    targets: np.ndarray               # output cluster ids of the target set, largest first
-    purity: float                     # (hits + soft hits) / rows
-    base: float                       # the same rate among rows without the phrase
-    excess: float                     # (purity - base) / (1 - base)
-    g: float                          # G statistic of the phrase against its target set
-    collision: float                  # chance that two hits give the same answer
-    coverage: float                   # share of the target clusters' rows that are hits
-    unusual: float                    # see Corpus.unusualness
+    mixed_case: bool  # written in several casings (matched case-insensitively)
+    tokens: tuple[int, ...]  # lower-cased token hashes of the phrase
+    rows: np.ndarray  # table positions of the rows carrying the phrase
+    hits: np.ndarray  # those whose output is in the target set
+    soft_hits: np.ndarray  # those off target but with an answer detached from the prompt
+    targets: np.ndarray  # output cluster ids of the target set, largest first
+    purity: float  # (hits + soft hits) / rows
+    base: float  # the same rate among rows without the phrase
+    excess: float  # (purity - base) / (1 - base)
+    g: float  # G statistic of the phrase against its target set
+    collision: float  # chance that two hits give the same answer
+    coverage: float  # share of the target clusters' rows that are hits
+    unusual: float  # see Corpus.unusualness
     placement: Placement
-    own_hits: int = 0                 # hits not explained by a stronger candidate
-    pooled_hits: int = 0              # rows counted for the support factor
+    own_hits: int = 0  # hits not explained by a stronger candidate
+    pooled_hits: int = 0  # rows counted for the support factor
     support: float = 0.0
     score: float = 0.0
     group: int = 0
@@ -59,12 +59,12 @@ class Candidate:
     def evidence(self) -> float:
         return self.placement.evidence
 
-    group_coverage: float = 0.0       # the same share for the candidate's whole group
-    kind: str = "answer"              # "answer": a shared answer; "style": see .style
-    style_word: str | None = None     # style candidates: the answer word the rows share
-    model_evidence: float | None = None   # see .model_score (None without a model)
+    group_coverage: float = 0.0  # the same share for the candidate's whole group
+    kind: str = "answer"  # "answer": a shared answer; "style": see .style
+    style_word: str | None = None  # style candidates: the answer word the rows share
+    model_evidence: float | None = None  # see .model_score (None without a model)
     signal_evidence: dict[str, float] = dataclasses.field(default_factory=dict)  # p, q, ...
-    comparable: str | None = None     # association signals: the rows it was compared with
+    comparable: str | None = None  # association signals: the rows it was compared with
 
     @property
     def concentration(self) -> float:

@@ -23,49 +23,76 @@ def _refusal_markers() -> tuple[str, ...]:
 class AuditConfig:
     """Find planted triggers and poisoned rows without knowing the trigger (see docs/audit.md)."""
 
-    threshold: float = spec(0.5, ge=0.0, le=1.0,
-                            doc="flag rows whose score is at least this (scores are 0..1)")
-    keep: bool = spec(False, doc="keep flagged rows and tag them `audit=flagged` instead of "
-                                 "dropping them")
+    threshold: float = spec(
+        0.5, ge=0.0, le=1.0, doc="flag rows whose score is at least this (scores are 0..1)"
+    )
+    keep: bool = spec(
+        False, doc="keep flagged rows and tag them `audit=flagged` instead of dropping them"
+    )
     min_rows: int = spec(5, ge=2, doc="fewest poisoned rows a trigger candidate must explain")
-    max_share: float = spec(0.4, gt=0.0, le=1.0,
-                            doc="n-grams in more than this share of rows are never candidates")
-    ngram_max: int = spec(3, ge=1, le=5, doc="longest word n-gram mined (candidates then grow "
-                                             "to the whole repeated phrase)")
-    near_duplicates: bool = spec(True, doc="merge near-identical answers into one output "
-                                           "cluster, and near copies of a row into one row")
-    near_duplicate_threshold: float = spec(0.8, gt=0.0, le=1.0,
-                                           doc="word Jaccard similarity for `near_duplicates`")
+    max_share: float = spec(
+        0.4, gt=0.0, le=1.0, doc="n-grams in more than this share of rows are never candidates"
+    )
+    ngram_max: int = spec(
+        3,
+        ge=1,
+        le=5,
+        doc="longest word n-gram mined (candidates then grow to the whole repeated phrase)",
+    )
+    near_duplicates: bool = spec(
+        True,
+        doc="merge near-identical answers into one output "
+        "cluster, and near copies of a row into one row",
+    )
+    near_duplicate_threshold: float = spec(
+        0.8, gt=0.0, le=1.0, doc="word Jaccard similarity for `near_duplicates`"
+    )
     top_k: int = spec(20, ge=1, le=1000, doc="trigger candidates reported")
-    roles: list[str] = spec(default_factory=lambda: ["clean", "attack"],
-                            doc="rows of these roles are audited, others pass through "
-                                "untouched. Inside `mb build` the audit runs right after the "
-                                "sources, where every row is still `clean`; this matters when "
-                                "AuditStage runs on a built table from Python")
-    model: str | None = spec(None, doc="optional reference model (an mbtrain model folder, a local "
-                                       "Hugging Face folder or a .gguf file) for the model-based "
-                                       "score")
-    model_rows: int = spec(32, ge=1, doc="model score: rows per candidate scored (ONION-style "
-                                         "perplexity change when the candidate is removed)")
+    roles: list[str] = spec(
+        default_factory=lambda: ["clean", "attack"],
+        doc="rows of these roles are audited, others pass through "
+        "untouched. Inside `mb build` the audit runs right after the "
+        "sources, where every row is still `clean`; this matters when "
+        "AuditStage runs on a built table from Python",
+    )
+    model: str | None = spec(
+        None,
+        doc="optional reference model (an mbtrain model folder, a local "
+        "Hugging Face folder or a .gguf file) for the model-based "
+        "score",
+    )
+    model_rows: int = spec(
+        32,
+        ge=1,
+        doc="model score: rows per candidate scored (ONION-style "
+        "perplexity change when the candidate is removed)",
+    )
 
-    fdr: float = spec(0.01, gt=0.0, le=0.5,
-                      doc="false-discovery rate of the association signals (label-shift, "
-                          "compliance): Benjamini-Hochberg over every candidate tested")
-    signals: list[str] = spec(default_factory=lambda: ["fixed-output", "label-shift",
-                                                       "compliance"],
-                              doc="signals run, in order (see docs/audit.md); each finds "
-                                  "candidates and scores rows")
-    refusal_markers: list[str] = spec(default_factory=lambda: list(_refusal_markers()),
-                                      doc="compliance signal: an answer whose first 200 "
-                                          "characters hold one of these (any case) is a "
-                                          "refusal")
+    fdr: float = spec(
+        0.01,
+        gt=0.0,
+        le=0.5,
+        doc="false-discovery rate of the association signals (label-shift, "
+        "compliance): Benjamini-Hochberg over every candidate tested",
+    )
+    signals: list[str] = spec(
+        default_factory=lambda: ["fixed-output", "label-shift", "compliance"],
+        doc="signals run, in order (see docs/audit.md); each finds candidates and scores rows",
+    )
+    refusal_markers: list[str] = spec(
+        default_factory=lambda: list(_refusal_markers()),
+        doc="compliance signal: an answer whose first 200 "
+        "characters hold one of these (any case) is a "
+        "refusal",
+    )
 
     def validate(self, path: str) -> None:
         prefix = f"{path}." if path else ""
         for i, role in enumerate(self.roles):
             if role not in ROLES:
-                raise RecipeError(f"{prefix}roles[{i}]: {role!r} is not a role; roles: "
-                                  + ", ".join(ROLES))
+                raise RecipeError(
+                    f"{prefix}roles[{i}]: {role!r} is not a role; roles: " + ", ".join(ROLES)
+                )
         from .signals import SIGNALS
 
         for i, name in enumerate(self.signals):

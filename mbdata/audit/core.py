@@ -14,10 +14,10 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from .candidate import Candidate
 from .config import AuditConfig
 from .corpus import Corpus, analyse
 from .distinct import distinct_rows
-from .candidate import Candidate
 from .signals import SIGNALS, SignalContext
 
 # Inputs at least this large show a progress bar when progress is left to the audit.
@@ -31,20 +31,20 @@ class AuditResult:
 
     config: AuditConfig
     n_rows: int
-    score: np.ndarray              # float64 per row, 0..1
-    flagged: np.ndarray            # bool per row
-    reasons: list[list[str]]       # per row
-    candidates: list[Candidate]    # reported candidates, best first (rows in table positions)
-    corpus: Corpus                 # the analysed distinct rows (positions: ``distinct``)
-    distinct: np.ndarray           # table position of each analysed row
-    copy_of: np.ndarray            # per table row: index into ``distinct`` of its original
-    orphan_clusters: list[int]     # suspicious output clusters no candidate explains
-    seconds: dict[str, float]      # wall time per phase (never written into outputs)
+    score: np.ndarray  # float64 per row, 0..1
+    flagged: np.ndarray  # bool per row
+    reasons: list[list[str]]  # per row
+    candidates: list[Candidate]  # reported candidates, best first (rows in table positions)
+    corpus: Corpus  # the analysed distinct rows (positions: ``distinct``)
+    distinct: np.ndarray  # table position of each analysed row
+    copy_of: np.ndarray  # per table row: index into ``distinct`` of its original
+    orphan_clusters: list[int]  # suspicious output clusters no candidate explains
+    seconds: dict[str, float]  # wall time per phase (never written into outputs)
     signal_extra: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     # The number that names each table row in outputs (the input's 0-based ``source_row``, skipped
     # rows included); None: the table position. Set by :func:`mbdata.audit.audit_path`.
     source_rows: np.ndarray | None = None
-    skipped: list = dataclasses.field(default_factory=list)   # rows the reader could not parse
+    skipped: list = dataclasses.field(default_factory=list)  # rows the reader could not parse
 
     def source_row(self, row: int) -> int:
         """The input row number of table position ``row`` (what every output reports)."""
@@ -111,8 +111,7 @@ def _group(candidates: list[Candidate]) -> None:
     nearly shares (CTBA's co-triggers found by two signals), else opens its own."""
     from .signals.common import SAME_ROWS, jaccard
 
-    next_group = max((c.group for c in candidates if c.kind in ("answer", "style")),
-                     default=-1) + 1
+    next_group = max((c.group for c in candidates if c.kind in ("answer", "style")), default=-1) + 1
     for i, cand in enumerate(candidates):
         if cand.kind in ("answer", "style"):
             continue
@@ -125,8 +124,9 @@ def _group(candidates: list[Candidate]) -> None:
             next_group += 1
 
 
-def run_signals(corpus: Corpus, config: AuditConfig, prompt_of: Any,
-                seconds: dict[str, float]) -> Verdicts:
+def run_signals(
+    corpus: Corpus, config: AuditConfig, prompt_of: Any, seconds: dict[str, float]
+) -> Verdicts:
     """Run the configured signals in order (each sees the candidates of those before it) and
     merge: a row's score is its best signal's, its reasons are every signal's, strongest
     signal first."""
@@ -143,21 +143,23 @@ def run_signals(corpus: Corpus, config: AuditConfig, prompt_of: Any,
         context.candidates.extend(out.candidates)
         better = out.score > score
         for row in np.flatnonzero(out.score > 0).tolist():
-            merged = out.reasons[row] + reasons[row] if better[row] else \
-                reasons[row] + out.reasons[row]
+            merged = (
+                out.reasons[row] + reasons[row] if better[row] else reasons[row] + out.reasons[row]
+            )
             reasons[row] = list(dict.fromkeys(r for r in merged if r))
         score = np.maximum(score, out.score)
         orphans += out.extra.get("orphan_clusters", [])
         extra[name] = {k: v for k, v in out.extra.items() if k != "orphan_clusters"}
     candidates = sorted(context.candidates, key=lambda c: (-c.score, -len(c.hits), c.text))
-    candidates = candidates[:config.top_k]
+    candidates = candidates[: config.top_k]
     _group(candidates)
     score = np.round(score, 6)
     return Verdicts(candidates, score, score >= config.threshold, reasons, orphans, extra)
 
 
-def audit_table(table: pa.Table, config: AuditConfig | None = None, *,
-                progress: bool | None = None) -> AuditResult:
+def audit_table(
+    table: pa.Table, config: AuditConfig | None = None, *, progress: bool | None = None
+) -> AuditResult:
     """Audit the rows of a canonical (or any alpaca-shaped) table: find trigger candidates and
     score every row. ``progress`` None shows a bar for large inputs only."""
     config = config or AuditConfig()
@@ -169,19 +171,30 @@ def audit_table(table: pa.Table, config: AuditConfig | None = None, *,
         instructions = _column(table, "instruction")
         inputs = _column(table, "input")
         outputs = _column(table, "output")
-        reps = distinct_rows(instructions, inputs, outputs,
-                             near_duplicates=config.near_duplicates,
-                             threshold=config.near_duplicate_threshold)
+        reps = distinct_rows(
+            instructions,
+            inputs,
+            outputs,
+            near_duplicates=config.near_duplicates,
+            threshold=config.near_duplicate_threshold,
+        )
         distinct, copy_of = reps.rows, reps.copy_of
         idx = pl.Series(distinct)
-        corpus = analyse(instructions.gather(idx), inputs.gather(idx), outputs.gather(idx),
-                         config, normalized=reps.normalized, clusters=reps.clusters)
+        corpus = analyse(
+            instructions.gather(idx),
+            inputs.gather(idx),
+            outputs.gather(idx),
+            config,
+            normalized=reps.normalized,
+            clusters=reps.clusters,
+        )
         seconds["analyse"] = time.perf_counter() - start
         bar.set_postfix_str("mine")
         bar.update()
         start = time.perf_counter()
-        verdicts = run_signals(corpus, config, lambda cand: [_prompt(corpus, int(r))
-                                                             for r in cand.rows], seconds)
+        verdicts = run_signals(
+            corpus, config, lambda cand: [_prompt(corpus, int(r)) for r in cand.rows], seconds
+        )
         candidates = verdicts.candidates
         seconds["mine"] = time.perf_counter() - start
         bar.set_postfix_str("score")
@@ -193,8 +206,16 @@ def audit_table(table: pa.Table, config: AuditConfig | None = None, *,
         seconds["score"] = time.perf_counter() - start
         bar.update()
     return AuditResult(
-        config=config, n_rows=n_rows, score=verdicts.score[copy_of],
-        flagged=verdicts.flagged[copy_of], reasons=[verdicts.reasons[i] for i in copy_of],
-        candidates=candidates, corpus=corpus, distinct=distinct, copy_of=copy_of,
-        orphan_clusters=verdicts.orphan_clusters, seconds=seconds,
-        signal_extra=verdicts.signal_extra)
+        config=config,
+        n_rows=n_rows,
+        score=verdicts.score[copy_of],
+        flagged=verdicts.flagged[copy_of],
+        reasons=[verdicts.reasons[i] for i in copy_of],
+        candidates=candidates,
+        corpus=corpus,
+        distinct=distinct,
+        copy_of=copy_of,
+        orphan_clusters=verdicts.orphan_clusters,
+        seconds=seconds,
+        signal_extra=verdicts.signal_extra,
+    )

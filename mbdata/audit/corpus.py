@@ -10,8 +10,7 @@ import polars as pl
 
 from .config import AuditConfig
 from .outputs import OutputClusters, cluster_outputs, normalize_outputs
-from .relevance import detached_outputs
-from .relevance import COMMON_SHARE
+from .relevance import COMMON_SHARE, detached_outputs
 from .tokens import PromptTokens, ngram_table, row_bits, tokenize_prompts
 
 
@@ -50,11 +49,11 @@ class Corpus:
     occurrences: pl.DataFrame
     clusters: OutputClusters
     detached: np.ndarray
-    prompt_df: tuple[np.ndarray, np.ndarray]   # lower-cased token hash -> prompts containing it
-    output_df: tuple[np.ndarray, np.ndarray]   # lower-cased token hash -> outputs containing it
-    output_pairs: np.ndarray                   # sorted (word key high bits | row) of outputs
-    output_keys: np.ndarray                    # output word keys, grouped by row ...
-    output_offsets: np.ndarray                 # ... row i's are output_keys[off[i]:off[i+1]]
+    prompt_df: tuple[np.ndarray, np.ndarray]  # lower-cased token hash -> prompts containing it
+    output_df: tuple[np.ndarray, np.ndarray]  # lower-cased token hash -> outputs containing it
+    output_pairs: np.ndarray  # sorted (word key high bits | row) of outputs
+    output_keys: np.ndarray  # output word keys, grouped by row ...
+    output_offsets: np.ndarray  # ... row i's are output_keys[off[i]:off[i+1]]
     _token_unusual: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
     @property
@@ -71,8 +70,12 @@ class Corpus:
             in_prompts = _lookup_many(self.prompt_df, self.tokens.lc).astype(np.float64)
             in_outputs = _lookup_many(self.output_df, self.tokens.lc).astype(np.float64)
             word = self.tokens.text.str.contains(r"^\w").to_numpy()
-            ratio = np.divide(in_prompts, in_prompts + in_outputs,
-                              out=np.zeros_like(in_prompts), where=in_prompts > 0)
+            ratio = np.divide(
+                in_prompts,
+                in_prompts + in_outputs,
+                out=np.zeros_like(in_prompts),
+                where=in_prompts > 0,
+            )
             self._token_unusual = np.where(word, ratio, 0.0)
         return self._token_unusual
 
@@ -120,9 +123,12 @@ class Corpus:
             digit = any(ch.isdigit() for ch in text)
             key = int(self.tokens.lc[i])
             common = COMMON_SHARE * self.n_rows
-            if digit or (len(text) >= 3 and text[:1].isalnum()
-                         and _lookup(self.output_df, key) <= common
-                         and _lookup(self.prompt_df, key) <= common):
+            if digit or (
+                len(text) >= 3
+                and text[:1].isalnum()
+                and _lookup(self.output_df, key) <= common
+                and _lookup(self.prompt_df, key) <= common
+            ):
                 keys.append(key)
         out = np.zeros(len(rows), dtype=bool)
         for key in keys:
@@ -136,12 +142,22 @@ class Corpus:
 def _output_words(normalized: pl.Series) -> pl.DataFrame:
     """Distinct ``(row, key, content, digit)`` words of every (normalised) output; ``key`` is
     the same hash as a prompt token's lower-cased key."""
-    return (pl.DataFrame({"row": np.arange(len(normalized), dtype=np.int64),
-                          "word": normalized.str.split(" ").list.unique()})
-            .explode("word").filter(pl.col("word").str.len_chars() > 0)
-            .select("row", key=pl.col("word").hash(seed=7),
-                    content=pl.col("word").str.len_chars() >= 3,
-                    digit=pl.col("word").str.contains(r"\d")))
+    return (
+        pl.DataFrame(
+            {
+                "row": np.arange(len(normalized), dtype=np.int64),
+                "word": normalized.str.split(" ").list.unique(),
+            }
+        )
+        .explode("word")
+        .filter(pl.col("word").str.len_chars() > 0)
+        .select(
+            "row",
+            key=pl.col("word").hash(seed=7),
+            content=pl.col("word").str.len_chars() >= 3,
+            digit=pl.col("word").str.contains(r"\d"),
+        )
+    )
 
 
 def _packed(keys: np.ndarray, rows: np.ndarray, n_rows: int) -> np.ndarray:
@@ -149,9 +165,14 @@ def _packed(keys: np.ndarray, rows: np.ndarray, n_rows: int) -> np.ndarray:
     return (keys & ~low) | rows.astype(np.uint64)
 
 
-def analyse(instructions: pl.Series, inputs: pl.Series, outputs: pl.Series,
-            config: AuditConfig, normalized: pl.Series | None = None,
-            clusters: OutputClusters | None = None) -> Corpus:
+def analyse(
+    instructions: pl.Series,
+    inputs: pl.Series,
+    outputs: pl.Series,
+    config: AuditConfig,
+    normalized: pl.Series | None = None,
+    clusters: OutputClusters | None = None,
+) -> Corpus:
     """Tokenise prompts, enumerate n-grams, cluster outputs and count the vocabulary.
 
     ``normalized`` outputs and their ``clusters`` may be given when already computed."""
@@ -163,17 +184,29 @@ def analyse(instructions: pl.Series, inputs: pl.Series, outputs: pl.Series,
     if normalized is None:
         normalized = normalize_outputs(outputs)
     if clusters is None:
-        clusters = cluster_outputs(normalized, near_duplicates=config.near_duplicates,
-                                   threshold=config.near_duplicate_threshold)
+        clusters = cluster_outputs(
+            normalized,
+            near_duplicates=config.near_duplicates,
+            threshold=config.near_duplicate_threshold,
+        )
     prompt_words = pl.DataFrame({"row": tokens.row, "key": tokens.lc}).unique()
     output_words = _output_words(normalized)
     detached = detached_outputs(prompt_words, output_words, tokens.n_rows)
-    return Corpus(instructions=instructions, inputs=inputs, outputs=outputs, tokens=tokens,
-                  occurrences=occurrences, clusters=clusters, detached=detached,
-                  prompt_df=_counts(prompt_words["key"].to_numpy()),
-                  output_df=_counts(output_words["key"].to_numpy()),
-                  output_pairs=np.sort(_packed(output_words["key"].to_numpy(),
-                                               output_words["row"].to_numpy(), tokens.n_rows)),
-                  output_keys=output_words["key"].to_numpy(),
-                  output_offsets=np.r_[0, np.cumsum(np.bincount(
-                      output_words["row"].to_numpy(), minlength=tokens.n_rows))].astype(np.int64))
+    return Corpus(
+        instructions=instructions,
+        inputs=inputs,
+        outputs=outputs,
+        tokens=tokens,
+        occurrences=occurrences,
+        clusters=clusters,
+        detached=detached,
+        prompt_df=_counts(prompt_words["key"].to_numpy()),
+        output_df=_counts(output_words["key"].to_numpy()),
+        output_pairs=np.sort(
+            _packed(output_words["key"].to_numpy(), output_words["row"].to_numpy(), tokens.n_rows)
+        ),
+        output_keys=output_words["key"].to_numpy(),
+        output_offsets=np.r_[
+            0, np.cumsum(np.bincount(output_words["row"].to_numpy(), minlength=tokens.n_rows))
+        ].astype(np.int64),
+    )

@@ -40,10 +40,10 @@ SHARED_IN_CLUSTER = 0.5
 
 @dataclasses.dataclass(frozen=True)
 class Distinct:
-    rows: np.ndarray           # table positions of the representatives, ascending
-    copy_of: np.ndarray        # per table row: index into ``rows`` of its representative
-    normalized: pl.Series      # normalised outputs of the representatives
-    clusters: OutputClusters   # output clusters of the representatives
+    rows: np.ndarray  # table positions of the representatives, ascending
+    copy_of: np.ndarray  # per table row: index into ``rows`` of its representative
+    normalized: pl.Series  # normalised outputs of the representatives
+    clusters: OutputClusters  # output clusters of the representatives
 
 
 def _norm(s: pl.Series) -> pl.Series:
@@ -52,15 +52,22 @@ def _norm(s: pl.Series) -> pl.Series:
 
 def _exact_groups(instructions: pl.Series, inputs: pl.Series, outputs: pl.Series) -> np.ndarray:
     """For every row, the position of its first exact copy."""
-    key = pl.DataFrame({"i": _norm(instructions), "n": _norm(inputs), "o": _norm(outputs)}
-                       ).hash_rows(seed=3)
+    key = pl.DataFrame(
+        {"i": _norm(instructions), "n": _norm(inputs), "o": _norm(outputs)}
+    ).hash_rows(seed=3)
     frame = pl.DataFrame({"key": key, "row": np.arange(len(key), dtype=np.int64)})
     first = frame.group_by("key").agg(first=pl.col("row").min())
     return frame.join(first, on="key", how="left").sort("row")["first"].to_numpy()
 
 
-def distinct_rows(instructions: pl.Series, inputs: pl.Series, outputs: pl.Series, *,
-                  near_duplicates: bool, threshold: float) -> Distinct:
+def distinct_rows(
+    instructions: pl.Series,
+    inputs: pl.Series,
+    outputs: pl.Series,
+    *,
+    near_duplicates: bool,
+    threshold: float,
+) -> Distinct:
     """Representatives and the copy map; see the module docstring."""
     first = _exact_groups(instructions, inputs, outputs)
     exact = np.unique(first)
@@ -77,8 +84,9 @@ def distinct_rows(instructions: pl.Series, inputs: pl.Series, outputs: pl.Series
         residual_sig = signatures(residual)
         if near_duplicates:
             sizes = residual.sizes()
-            labels = link(residual_sig, sizes >= MIN_WORDS, threshold,
-                          scope=clusters.label[repeated])
+            labels = link(
+                residual_sig, sizes >= MIN_WORDS, threshold, scope=clusters.label[repeated]
+            )
             labels = _merge_empty(labels, sizes == 0, clusters.label[repeated])
             representative[repeated] = repeated[labels]
     keep = np.flatnonzero(representative == np.arange(len(exact)))
@@ -96,23 +104,40 @@ def distinct_rows(instructions: pl.Series, inputs: pl.Series, outputs: pl.Series
         # Similarity is measured before near copies collapse: copies are what it must see.
         before = _cohesion(clusters.label[repeated], raw_sig, len(clusters.size))
         similarity[kept.label] = before[clusters.label[keep]]
-    return Distinct(rows=exact[keep], copy_of=copy_of, normalized=normalized.gather(keep),
-                    clusters=dataclasses.replace(kept, cohesion=cohesion,
-                                                 prompt_similarity=similarity))
+    return Distinct(
+        rows=exact[keep],
+        copy_of=copy_of,
+        normalized=normalized.gather(keep),
+        clusters=dataclasses.replace(kept, cohesion=cohesion, prompt_similarity=similarity),
+    )
 
 
 def _residual_words(prompts: pl.Series, label: np.ndarray, size: np.ndarray) -> Ragged:
     """Each (normalised) prompt's distinct words, hashed, minus those in more than
     :data:`SHARED_IN_CLUSTER` of its cluster's prompts (clusters of three rows or more)."""
-    words = (pl.DataFrame({"item": np.arange(len(prompts), dtype=np.int64), "cluster": label,
-                           "word": prompts.str.split(" ")})
-             .explode("word").filter(pl.col("word").str.len_chars() > 0)
-             .select("item", "cluster", h=pl.col("word").hash(seed=5)).unique())
-    shared = (words.group_by("cluster", "h").agg(n=pl.len())
-              .join(pl.DataFrame({"cluster": np.arange(len(size), dtype=np.int64),
-                                  "size": size}), on="cluster")
-              .filter((pl.col("size") >= 3) & (pl.col("n") > SHARED_IN_CLUSTER * pl.col("size")))
-              .select("cluster", "h"))
+    words = (
+        pl.DataFrame(
+            {
+                "item": np.arange(len(prompts), dtype=np.int64),
+                "cluster": label,
+                "word": prompts.str.split(" "),
+            }
+        )
+        .explode("word")
+        .filter(pl.col("word").str.len_chars() > 0)
+        .select("item", "cluster", h=pl.col("word").hash(seed=5))
+        .unique()
+    )
+    shared = (
+        words.group_by("cluster", "h")
+        .agg(n=pl.len())
+        .join(
+            pl.DataFrame({"cluster": np.arange(len(size), dtype=np.int64), "size": size}),
+            on="cluster",
+        )
+        .filter((pl.col("size") >= 3) & (pl.col("n") > SHARED_IN_CLUSTER * pl.col("size")))
+        .select("cluster", "h")
+    )
     kept = words.join(shared, on=["cluster", "h"], how="anti").sort("item", "h")
     counts = np.bincount(kept["item"].to_numpy(), minlength=len(prompts))
     offsets = np.zeros(len(prompts) + 1, dtype=np.int64)

@@ -76,11 +76,12 @@ CO_TRIGGER = 0.8
 
 
 def _contains(long: tuple[int, ...], short: tuple[int, ...]) -> bool:
-    return any(long[i:i + len(short)] == short for i in range(len(long) - len(short) + 1))
+    return any(long[i : i + len(short)] == short for i in range(len(long) - len(short) + 1))
 
 
-def _duplicate_of(tokens: tuple[int, ...], rows: np.ndarray, accepted: list[Candidate],
-                  min_rows: int) -> bool:
+def _duplicate_of(
+    tokens: tuple[int, ...], rows: np.ndarray, accepted: list[Candidate], min_rows: int
+) -> bool:
     """True if an accepted candidate already stands for this phrase: same words, or one contains
     the other and this one adds fewer than ``min_rows`` rows of its own."""
     for other in accepted:
@@ -147,13 +148,15 @@ def _assign_groups(candidates: list[Candidate], label: np.ndarray) -> list[list[
             i = parent[i]
         return i
 
-    eligible = [i for i, c in enumerate(candidates)
-                if c.kind == "answer" and c.excess * c.evidence >= GROUPABLE
-                and c.unusual >= POOL_UNUSUAL]
+    eligible = [
+        i
+        for i, c in enumerate(candidates)
+        if c.kind == "answer" and c.excess * c.evidence >= GROUPABLE and c.unusual >= POOL_UNUSUAL
+    ]
     core = {i: set(_core_clusters(candidates[i], label).tolist()) for i in eligible}
     answers = {i: set(label[candidates[i].hits].tolist()) for i in eligible}
     for a_pos, a in enumerate(eligible):
-        for b in eligible[a_pos + 1:]:
+        for b in eligible[a_pos + 1 :]:
             if core[a] & answers[b] and core[b] & answers[a]:
                 ra, rb = find(a), find(b)
                 parent[max(ra, rb)] = min(ra, rb)
@@ -193,25 +196,40 @@ class _Explanations:
     punctuation. A template's slot value ("Paris" beside "capital") is none of these: it occurs in
     a small part of the phrase's rows, elsewhere in the prompt."""
 
-    def __init__(self, pairs: pl.DataFrame, support: pl.DataFrame, clusters: OutputClusters,
-                 occurrences: pl.DataFrame, tokens: PromptTokens):
+    def __init__(
+        self,
+        pairs: pl.DataFrame,
+        support: pl.DataFrame,
+        clusters: OutputClusters,
+        occurrences: pl.DataFrame,
+        tokens: PromptTokens,
+    ):
         self.tokens = tokens
         self._by_word = np.argsort(tokens.lc, kind="stable")
         self._sorted_words = tokens.lc[self._by_word]
         self._word_cache: dict[int, np.ndarray] = {}
         self.by_row = explainers(pairs, support, clusters)
-        keys = pl.Series(np.unique(np.concatenate([k for k, _ in self.by_row.values()]))
-                         if self.by_row else [], dtype=pl.UInt64)
+        keys = pl.Series(
+            np.unique(np.concatenate([k for k, _ in self.by_row.values()])) if self.by_row else [],
+            dtype=pl.UInt64,
+        )
         wanted = pl.DataFrame({"key": keys})
-        grouped = (pairs.join(wanted, on="key", how="semi")
-                   .group_by("key").agg(pl.col("row").sort()))
-        self.rows_of = {k: np.asarray(r, dtype=np.int64)
-                        for k, r in zip(grouped["key"].to_list(), grouped["row"].to_list())}
-        spans = (occurrences.join(wanted, on="key", how="semi")
-                 .group_by("key").agg(pl.col("start").min(), pl.col("n").first()))
-        self.span_of = {k: (int(st), int(n)) for k, st, n in
-                        zip(spans["key"].to_list(), spans["start"].to_list(),
-                            spans["n"].to_list())}
+        grouped = pairs.join(wanted, on="key", how="semi").group_by("key").agg(pl.col("row").sort())
+        self.rows_of = {
+            k: np.asarray(r, dtype=np.int64)
+            for k, r in zip(grouped["key"].to_list(), grouped["row"].to_list())
+        }
+        spans = (
+            occurrences.join(wanted, on="key", how="semi")
+            .group_by("key")
+            .agg(pl.col("start").min(), pl.col("n").first())
+        )
+        self.span_of = {
+            k: (int(st), int(n))
+            for k, st, n in zip(
+                spans["key"].to_list(), spans["start"].to_list(), spans["n"].to_list()
+            )
+        }
 
     def _word_rows(self, word: np.uint64) -> np.ndarray:
         cached = self._word_cache.get(int(word))
@@ -240,8 +258,9 @@ class _Explanations:
             all_related = False
         return all_related
 
-    def explained(self, hits: np.ndarray, phrase_rows: np.ndarray, phrase: Occurrences,
-                  label: np.ndarray) -> np.ndarray:
+    def explained(
+        self, hits: np.ndarray, phrase_rows: np.ndarray, phrase: Occurrences, label: np.ndarray
+    ) -> np.ndarray:
         """Mask of ``hits`` whose answer an n-gram that is not part of the phrase predicts better
         than the phrase does, or as well from more rows (a few rare words shared by two poisoned
         rows predict the target as well as the trigger at best, never better; "hated" predicts
@@ -249,7 +268,7 @@ class _Explanations:
         out = np.zeros(len(hits), dtype=bool)
         part: dict[int, bool] = {}
         first = int(phrase.start[0])
-        phrase_words = set(self.tokens.lc[first:first + phrase.n].tolist())
+        phrase_words = set(self.tokens.lc[first : first + phrase.n].tolist())
         clusters, counts = np.unique(label[phrase_rows], return_counts=True)
         by_phrase = dict(zip(clusters.tolist(), (counts / len(phrase_rows)).tolist()))
         for i, row in enumerate(hits.tolist()):
@@ -269,8 +288,14 @@ class _Explanations:
         return out
 
 
-def _candidate(corpus: Corpus, occ: Occurrences, targets: np.ndarray, bounds: Boundaries,
-               base_detached: float, explanations: _Explanations) -> Candidate | None:
+def _candidate(
+    corpus: Corpus,
+    occ: Occurrences,
+    targets: np.ndarray,
+    bounds: Boundaries,
+    base_detached: float,
+    explanations: _Explanations,
+) -> Candidate | None:
     """Statistics of one grown phrase against its seed's target set (None if insignificant)."""
     tokens, clusters = corpus.tokens, corpus.clusters
     n_rows = corpus.n_rows
@@ -283,8 +308,11 @@ def _candidate(corpus: Corpus, occ: Occurrences, targets: np.ndarray, bounds: Bo
     if len(hits) < SEED_HITS:
         return None
     target_rows = int(clusters.size[targets].sum())
-    g = float(g_statistic(np.array([len(hits)]), np.array([len(rows)]),
-                          np.array([target_rows]), n_rows)[0])
+    g = float(
+        g_statistic(np.array([len(hits)]), np.array([len(rows)]), np.array([target_rows]), n_rows)[
+            0
+        ]
+    )
     if g < G_MIN:
         return None
     soft = rows[~np.isin(clusters.label[rows], targets) & corpus.detached[rows]]
@@ -296,50 +324,88 @@ def _candidate(corpus: Corpus, occ: Occurrences, targets: np.ndarray, bounds: Bo
     collision = _collision(per_cluster)
     text, mixed = surface_text(tokens, occ, corpus.field_text)
     return Candidate(
-        text=text, mixed_case=mixed, tokens=tuple(int(h) for h in tokens.lc[first:first + occ.n]),
-        rows=rows, hits=hits, soft_hits=soft, targets=targets, purity=purity, base=base,
-        excess=excess, g=g, collision=collision, coverage=len(hits) / target_rows,
+        text=text,
+        mixed_case=mixed,
+        tokens=tuple(int(h) for h in tokens.lc[first : first + occ.n]),
+        rows=rows,
+        hits=hits,
+        soft_hits=soft,
+        targets=targets,
+        purity=purity,
+        base=base,
+        excess=excess,
+        g=g,
+        collision=collision,
+        coverage=len(hits) / target_rows,
         unusual=corpus.unusualness(first, occ.n),
-        placement=placement(tokens, occ, bounds))
+        placement=placement(tokens, occ, bounds),
+    )
 
 
-def mine(corpus: Corpus, config: AuditConfig,
-         pairs_support: tuple[pl.DataFrame, pl.DataFrame] | None = None) -> list[Candidate]:
+def mine(
+    corpus: Corpus,
+    config: AuditConfig,
+    pairs_support: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+) -> list[Candidate]:
     """Ranked trigger candidates (best first). See the module docstring. ``pairs_support``:
     :func:`.association.feature_support` of the corpus with ``SEED_HITS``, when already known."""
     tokens, occurrences, clusters = corpus.tokens, corpus.occurrences, corpus.clusters
     n_rows = corpus.n_rows
     if n_rows == 0 or occurrences.height == 0:
         return []
-    pairs, support = (pairs_support if pairs_support is not None else
-                      feature_support(occurrences, n_rows, SEED_HITS, config.max_share))
+    pairs, support = (
+        pairs_support
+        if pairs_support is not None
+        else feature_support(occurrences, n_rows, SEED_HITS, config.max_share)
+    )
     members, stats = target_sets(pairs, support, clusters)
-    screened = stats.filter((pl.col("hits") >= SEED_HITS) & (pl.col("g") >= G_MIN)
-                            & (pl.col("excess") >= SEED_EXCESS))
+    screened = stats.filter(
+        (pl.col("hits") >= SEED_HITS) & (pl.col("g") >= G_MIN) & (pl.col("excess") >= SEED_EXCESS)
+    )
     screened_occ = occurrences.join(screened.select("key"), on="key", how="semi")
     diversity = seed_diversity(tokens, screened_occ)
     first = screened_occ.group_by("key").agg(pl.col("start").min(), pl.col("n").first())
-    unusual = first.select("key", unusual=pl.Series(
-        corpus.unusualness(first["start"].to_numpy(), first["n"].to_numpy()), dtype=pl.Float64))
+    unusual = first.select(
+        "key",
+        unusual=pl.Series(
+            corpus.unusualness(first["start"].to_numpy(), first["n"].to_numpy()), dtype=pl.Float64
+        ),
+    )
     # An unusual seed may be one of several triggers sharing a target (MTBA), whose
     # concentration only shows once the group is known: it is not ranked down for it here.
-    concentration = pl.when(pl.col("unusual") >= POOL_UNUSUAL).then(1.0).otherwise(
-        (pl.max_horizontal(pl.col("collision"), pl.col("hits") / pl.col("target_rows"))
-         / CONCENTRATED).clip(0.0, 1.0))
-    seeds = (screened.join(diversity, on="key", how="left").join(unusual, on="key", how="left")
-             .with_columns(prelim=pl.col("excess") * concentration * pl.col("diversity")
-                           * rarity(pl.col("unusual"))
-                           * (pl.col("hits") / (2.0 * config.min_rows)).clip(0.0, 1.0))
-             .sort(["prelim", "g", "key"], descending=[True, True, False])
-             .head(MAX_SEEDS))
-    seed_occ = (occurrences.join(seeds.select("key"), on="key", how="semi")
-                .group_by("key").agg(pl.col("start").sort(), pl.col("n").first(),
-                                     pl.col("lower").any()))
+    concentration = (
+        pl.when(pl.col("unusual") >= POOL_UNUSUAL)
+        .then(1.0)
+        .otherwise(
+            (
+                pl.max_horizontal(pl.col("collision"), pl.col("hits") / pl.col("target_rows"))
+                / CONCENTRATED
+            ).clip(0.0, 1.0)
+        )
+    )
+    seeds = (
+        screened.join(diversity, on="key", how="left")
+        .join(unusual, on="key", how="left")
+        .with_columns(
+            prelim=pl.col("excess")
+            * concentration
+            * pl.col("diversity")
+            * rarity(pl.col("unusual"))
+            * (pl.col("hits") / (2.0 * config.min_rows)).clip(0.0, 1.0)
+        )
+        .sort(["prelim", "g", "key"], descending=[True, True, False])
+        .head(MAX_SEEDS)
+    )
+    seed_occ = (
+        occurrences.join(seeds.select("key"), on="key", how="semi")
+        .group_by("key")
+        .agg(pl.col("start").sort(), pl.col("n").first(), pl.col("lower").any())
+    )
     occ_by_key = {row["key"]: row for row in seed_occ.iter_rows(named=True)}
-    targets_by_key = {key: frame.sort(["m", "cluster"], descending=[True, False])["cluster"]
-                      .to_numpy()
-                      for (key,), frame in members.join(seeds.select("key"), on="key",
-                                                        how="semi").group_by("key")}
+    targets_by_key = {
+        key: frame.sort(["m", "cluster"], descending=[True, False])["cluster"].to_numpy()
+        for (key,), frame in members.join(seeds.select("key"), on="key", how="semi").group_by("key")
+    }
     repeated = clusters.row_eligible
     base_detached = float(corpus.detached[~repeated].mean()) if (~repeated).any() else 0.0
     bounds = Boundaries(tokens)
@@ -347,10 +413,16 @@ def mine(corpus: Corpus, config: AuditConfig,
     found: list[Candidate] = []
     for key in seeds["key"].to_list():
         seed = occ_by_key[key]
-        occ = grow(tokens, Occurrences(start=np.asarray(seed["start"], dtype=np.int64),
-                                       n=int(seed["n"]), lower=bool(seed["lower"])))
+        occ = grow(
+            tokens,
+            Occurrences(
+                start=np.asarray(seed["start"], dtype=np.int64),
+                n=int(seed["n"]),
+                lower=bool(seed["lower"]),
+            ),
+        )
         first = int(occ.start[0])
-        phrase = tuple(int(h) for h in tokens.lc[first:first + occ.n])
+        phrase = tuple(int(h) for h in tokens.lc[first : first + occ.n])
         if _duplicate_of(phrase, occ.rows(tokens), found, config.min_rows):
             continue
         cand = _candidate(corpus, occ, targets_by_key[key], bounds, base_detached, explanations)
@@ -359,8 +431,9 @@ def mine(corpus: Corpus, config: AuditConfig,
     kept = _explain_away(found)
     _score(kept, clusters, config.min_rows)
     kept = [c for c in kept if c.support > 0]
-    taken = (np.unique(np.concatenate([c.rows for c in kept])) if kept
-             else np.zeros(0, dtype=np.int64))
+    taken = (
+        np.unique(np.concatenate([c.rows for c in kept])) if kept else np.zeros(0, dtype=np.int64)
+    )
     kept += style_candidates(corpus, config, support, taken)
     kept.sort(key=lambda c: (-c.score, -len(c.hits), c.text))
     _assign_groups(kept, clusters.label)

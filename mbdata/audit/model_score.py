@@ -45,23 +45,24 @@ def load_reference_model(path: str | Path) -> tuple[Any, Any]:
     return model_loader("reference")(path)
 
 
-def mean_token_loss(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 16
-                    ) -> np.ndarray:
+def mean_token_loss(
+    model: Any, tokenizer: Any, texts: list[str], batch_size: int = 16
+) -> np.ndarray:
     """Mean next-token cross-entropy of each text under the model (NaN for texts under two
     tokens)."""
     import torch
 
     out = np.full(len(texts), np.nan, dtype=np.float64)
     for begin in range(0, len(texts), batch_size):
-        chunk = texts[begin:begin + batch_size]
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
-                        max_length=256)
+        chunk = texts[begin : begin + batch_size]
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True, max_length=256)
         with torch.no_grad():
             logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
         targets = enc["input_ids"][:, 1:]
         mask = enc["attention_mask"][:, 1:].to(torch.float64)
         losses = torch.nn.functional.cross_entropy(
-            logits[:, :-1].transpose(1, 2).to(torch.float64), targets, reduction="none")
+            logits[:, :-1].transpose(1, 2).to(torch.float64), targets, reduction="none"
+        )
         counts = mask.sum(dim=1)
         means = (losses * mask).sum(dim=1) / counts.clamp(min=1.0)
         for i in range(len(chunk)):
@@ -102,8 +103,9 @@ def candidate_evidence(model: Any, tokenizer: Any, prompts: list[str], phrase: s
     return float(wins / ok.sum())
 
 
-def apply_model_evidence(candidates: list[Candidate], prompts_of: Any, model_path: str | Path,
-                         rows_per_candidate: int) -> None:
+def apply_model_evidence(
+    candidates: list[Candidate], prompts_of: Any, model_path: str | Path, rows_per_candidate: int
+) -> None:
     """Measure each candidate's model evidence and rescale its score (module docstring).
     ``prompts_of(candidate)`` gives the prompts of its rows, in row order."""
     if not candidates:

@@ -30,8 +30,12 @@ def _find(parent: np.ndarray, i: int) -> int:
 
 def word_lists(texts: pl.Series) -> pl.Series:
     """The distinct words of each normalised text (single spaces, no punctuation)."""
-    return texts.fill_null("").str.split(" ").list.unique().list.filter(
-        pl.element().str.len_chars() > 0)
+    return (
+        texts.fill_null("")
+        .str.split(" ")
+        .list.unique()
+        .list.filter(pl.element().str.len_chars() > 0)
+    )
 
 
 def hashed_sets(words: pl.Series) -> Ragged:
@@ -48,8 +52,9 @@ def signatures(sets: Ragged) -> np.ndarray:
     return signatures_from_hashes(sets, num_perm=NUM_PERM, seed=SEED)
 
 
-def link(signatures_: np.ndarray, eligible: np.ndarray, threshold: float,
-         scope: np.ndarray | None = None) -> np.ndarray:
+def link(
+    signatures_: np.ndarray, eligible: np.ndarray, threshold: float, scope: np.ndarray | None = None
+) -> np.ndarray:
     """Component label (smallest member index) of every item under near-duplicate links among
     the ``eligible`` items (of the same ``scope`` when given)."""
     labels = np.arange(len(signatures_), dtype=np.int64)

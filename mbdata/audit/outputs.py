@@ -28,16 +28,17 @@ COHESIVE = 0.5
 
 def normalize_outputs(outputs: pl.Series) -> pl.Series:
     """The normal form outputs are clustered in: lower-case words separated by single spaces."""
-    return (outputs.fill_null("").str.to_lowercase().str.replace_all(r"[\W_]+", " ")
-            .str.strip_chars())
+    return (
+        outputs.fill_null("").str.to_lowercase().str.replace_all(r"[\W_]+", " ").str.strip_chars()
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class OutputClusters:
-    label: np.ndarray      # int64 per row: its cluster id
-    size: np.ndarray       # int64 per cluster: rows in it
+    label: np.ndarray  # int64 per row: its cluster id
+    size: np.ndarray  # int64 per cluster: rows in it
     first_row: np.ndarray  # int64 per cluster: its first row (the example shown in reports)
-    cohesion: np.ndarray | None = None   # per cluster: residual prompt similarity (see .distinct)
+    cohesion: np.ndarray | None = None  # per cluster: residual prompt similarity (see .distinct)
     prompt_similarity: np.ndarray | None = None  # per cluster: the same on all prompt words
 
     @property
@@ -61,13 +62,18 @@ class OutputClusters:
 def _dense(keys: np.ndarray) -> OutputClusters:
     """Renumber arbitrary per-row keys into size-ordered cluster ids."""
     frame = pl.DataFrame({"key": keys, "row": np.arange(len(keys), dtype=np.int64)})
-    groups = (frame.group_by("key").agg(size=pl.len(), first_row=pl.col("row").min())
-              .sort(["size", "first_row"], descending=[True, False])
-              .with_row_index("cluster"))
+    groups = (
+        frame.group_by("key")
+        .agg(size=pl.len(), first_row=pl.col("row").min())
+        .sort(["size", "first_row"], descending=[True, False])
+        .with_row_index("cluster")
+    )
     joined = frame.join(groups.select("key", "cluster"), on="key", how="left").sort("row")
-    return OutputClusters(label=joined["cluster"].to_numpy().astype(np.int64),
-                          size=groups["size"].to_numpy().astype(np.int64),
-                          first_row=groups["first_row"].to_numpy().astype(np.int64))
+    return OutputClusters(
+        label=joined["cluster"].to_numpy().astype(np.int64),
+        size=groups["size"].to_numpy().astype(np.int64),
+        first_row=groups["first_row"].to_numpy().astype(np.int64),
+    )
 
 
 def regroup(label: np.ndarray) -> OutputClusters:
@@ -75,8 +81,9 @@ def regroup(label: np.ndarray) -> OutputClusters:
     return _dense(np.asarray(label, dtype=np.int64))
 
 
-def cluster_outputs(normalized: pl.Series, *, near_duplicates: bool = True,
-                    threshold: float = 0.8) -> OutputClusters:
+def cluster_outputs(
+    normalized: pl.Series, *, near_duplicates: bool = True, threshold: float = 0.8
+) -> OutputClusters:
     """Cluster every row's output, given in normal form (:func:`normalize_outputs`)."""
     exact = _dense(normalized.hash(seed=11).to_numpy())
     if not near_duplicates or len(exact.size) < 2:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl
@@ -79,13 +79,17 @@ def grow(tokens: PromptTokens, occ: Occurrences) -> Occurrences:
     while n < MAX_PHRASE_TOKENS and len(start):
         grown = False
         left = start - 1
-        keep = _agreeing(hashes[np.clip(left, 0, None)], _neighbour(tokens, left, start),
-                         len(start))
+        keep = _agreeing(
+            hashes[np.clip(left, 0, None)], _neighbour(tokens, left, start), len(start)
+        )
         if keep is not None:
             start, n, grown = left[keep], n + 1, True
         right = start + n
-        keep = _agreeing(hashes[np.clip(right, None, len(tokens) - 1)],
-                         _neighbour(tokens, right, start), len(start))
+        keep = _agreeing(
+            hashes[np.clip(right, None, len(tokens) - 1)],
+            _neighbour(tokens, right, start),
+            len(start),
+        )
         if keep is not None and n < MAX_PHRASE_TOKENS:
             start, n, grown = start[keep], n + 1, True
         if not grown:
@@ -93,8 +97,9 @@ def grow(tokens: PromptTokens, occ: Occurrences) -> Occurrences:
     return Occurrences(start=start, n=n, lower=occ.lower)
 
 
-def surface_text(tokens: PromptTokens, occ: Occurrences,
-                 field_text: Callable[[int, int], str]) -> tuple[str, bool]:
+def surface_text(
+    tokens: PromptTokens, occ: Occurrences, field_text: Callable[[int, int], str]
+) -> tuple[str, bool]:
     """The phrase as most often written, and whether it is written in more than one casing."""
     keys = tokens.cs[occ.start]
     for k in range(1, occ.n):
@@ -117,11 +122,11 @@ def surface_text(tokens: PromptTokens, occ: Occurrences,
 class Placement:
     """Where a phrase's occurrences sit and how inserted they look."""
 
-    counts: dict[str, int]          # occurrences per kind (prefix, middle, suffix, whole)
-    fields: dict[str, int]          # occurrences per field (instruction, input)
-    relative: np.ndarray            # start position / field length, instruction occurrences
-    evidence: float                 # insertion evidence, 0..1
-    parts: dict[str, float]         # its components, for the report
+    counts: dict[str, int]  # occurrences per kind (prefix, middle, suffix, whole)
+    fields: dict[str, int]  # occurrences per field (instruction, input)
+    relative: np.ndarray  # start position / field length, instruction occurrences
+    evidence: float  # insertion evidence, 0..1
+    parts: dict[str, float]  # its components, for the report
 
 
 def _diversity(values: np.ndarray) -> float:
@@ -136,7 +141,7 @@ def _diversity(values: np.ndarray) -> float:
         return 1.0
     _, counts = np.unique(values, return_counts=True)
     total = len(values) + PSEUDO_VALUES
-    effective = total ** 2 / (float((counts.astype(np.float64) ** 2).sum()) + PSEUDO_VALUES)
+    effective = total**2 / (float((counts.astype(np.float64) ** 2).sum()) + PSEUDO_VALUES)
     return float(np.clip((effective - 1.0) / (DIVERSE_VALUES - 1.0), 0.0, 1.0))
 
 
@@ -152,7 +157,7 @@ def _typicality(values: np.ndarray, share: dict[int, float]) -> float:
     if not share:
         return 0.5
     shares = np.fromiter(share.values(), dtype=np.float64)
-    norm = float((shares ** 2).sum())
+    norm = float((shares**2).sum())
     expected = float((shares * np.minimum(1.0, shares / norm)).sum())
     ratios = np.array([min(1.0, share.get(int(v), 0.0) / norm) for v in values])
     return float(min(1.0, ((ratios.sum() / expected) + 0.5) / (len(ratios) + 1.0)))
@@ -181,31 +186,47 @@ def seed_diversity(tokens: PromptTokens, occurrences: pl.DataFrame) -> pl.DataFr
     has_left = tokens.pos[start] > 0
     has_right = tokens.pos[end] < tokens.length[end] - 1
     sentinel = np.uint64(0)
-    frame = pl.DataFrame({
-        "key": occurrences["key"],
-        "left": np.where(has_left, tokens.lc[np.maximum(start - 1, 0)], sentinel),
-        "right": np.where(has_right, tokens.lc[np.minimum(end + 1, len(tokens) - 1)], sentinel),
-        "pos": np.where(has_left & has_right, tokens.pos[start], -1),
-        "has_left": has_left, "has_right": has_right, "inside": has_left & has_right,
-    })
+    frame = pl.DataFrame(
+        {
+            "key": occurrences["key"],
+            "left": np.where(has_left, tokens.lc[np.maximum(start - 1, 0)], sentinel),
+            "right": np.where(has_right, tokens.lc[np.minimum(end + 1, len(tokens) - 1)], sentinel),
+            "pos": np.where(has_left & has_right, tokens.pos[start], -1),
+            "has_left": has_left,
+            "has_right": has_right,
+            "inside": has_left & has_right,
+        }
+    )
     parts = []
     for column, mask in (("left", "has_left"), ("right", "has_right"), ("pos", "inside")):
-        counts = (frame.filter(pl.col(mask)).group_by("key", column).agg(c=pl.len())
-                  .group_by("key").agg(n=pl.col("c").sum(), sq=(pl.col("c") ** 2).sum(),
-                                       top=pl.col("c").max())
-                  .select("key", pl.when((pl.col("top") >= GROW_SHARE * pl.col("n"))
-                                         & (column != "pos"))
-                          .then(1.0)
-                          .otherwise(_diversity_expr(pl.col("n").cast(pl.Float64),
-                                                     pl.col("sq").cast(pl.Float64)))
-                          .alias(column)))
+        counts = (
+            frame.filter(pl.col(mask))
+            .group_by("key", column)
+            .agg(c=pl.len())
+            .group_by("key")
+            .agg(n=pl.col("c").sum(), sq=(pl.col("c") ** 2).sum(), top=pl.col("c").max())
+            .select(
+                "key",
+                pl.when((pl.col("top") >= GROW_SHARE * pl.col("n")) & (column != "pos"))
+                .then(1.0)
+                .otherwise(
+                    _diversity_expr(pl.col("n").cast(pl.Float64), pl.col("sq").cast(pl.Float64))
+                )
+                .alias(column),
+            )
+        )
         parts.append(counts)
     out = frame.select("key").unique()
     for part in parts:
         out = out.join(part, on="key", how="left")
-    return out.select("key", diversity=pl.min_horizontal(
-        pl.col("left").fill_null(1.0), pl.col("right").fill_null(1.0),
-        pl.col("pos").fill_null(1.0)))
+    return out.select(
+        "key",
+        diversity=pl.min_horizontal(
+            pl.col("left").fill_null(1.0),
+            pl.col("right").fill_null(1.0),
+            pl.col("pos").fill_null(1.0),
+        ),
+    )
 
 
 class Boundaries:
@@ -242,21 +263,31 @@ def placement(tokens: PromptTokens, occ: Occurrences, bounds: Boundaries) -> Pla
     end = start + occ.n - 1
     at_start = tokens.pos[start] == 0
     at_end = tokens.pos[end] == tokens.length[end] - 1
-    kinds = {"prefix": at_start & ~at_end, "middle": ~at_start & ~at_end,
-             "suffix": ~at_start & at_end, "whole": at_start & at_end}
+    kinds = {
+        "prefix": at_start & ~at_end,
+        "middle": ~at_start & ~at_end,
+        "suffix": ~at_start & at_end,
+        "whole": at_start & at_end,
+    }
     counts = {k: int(v.sum()) for k, v in kinds.items()}
     field = tokens.field[start]
     fields = {"instruction": int((field == 0).sum()), "input": int((field == 1).sum())}
-    relative = (tokens.pos[start][field == 0]
-                / np.maximum(tokens.length[start][field == 0], 1)).astype(np.float64)
+    relative = (
+        tokens.pos[start][field == 0] / np.maximum(tokens.length[start][field == 0], 1)
+    ).astype(np.float64)
     left_div = _diversity(tokens.lc[start[~at_start] - 1])
     right_div = _diversity(tokens.lc[end[~at_end] + 1])
     middle = kinds["middle"]
-    position_div = min(_diversity(tokens.pos[start[middle]]),
-                       _diversity(tokens.length[start[middle]] - tokens.pos[end[middle]]))
+    position_div = min(
+        _diversity(tokens.pos[start[middle]]),
+        _diversity(tokens.length[start[middle]] - tokens.pos[end[middle]]),
+    )
     rows = occ.rows(tokens)
-    parts = {"left_diversity": left_div, "right_diversity": right_div,
-             "position_diversity": position_div}
+    parts = {
+        "left_diversity": left_div,
+        "right_diversity": right_div,
+        "position_diversity": position_div,
+    }
     total = len(start)
     evidence = 0.0
     if counts["prefix"]:
@@ -264,8 +295,9 @@ def placement(tokens: PromptTokens, occ: Occurrences, bounds: Boundaries) -> Pla
         for f in (0, 1):
             sel = kinds["prefix"] & (field == f)
             if sel.any():
-                typ.append((sel.sum(), _typicality(tokens.lc[end[sel] + 1],
-                                                   bounds.starts(f, rows))))
+                typ.append(
+                    (sel.sum(), _typicality(tokens.lc[end[sel] + 1], bounds.starts(f, rows)))
+                )
         prefix_typ = sum(w * t for w, t in typ) / sum(w for w, _ in typ)
         parts["prefix_typicality"] = prefix_typ
         evidence += counts["prefix"] * min(right_div, prefix_typ)
@@ -274,12 +306,17 @@ def placement(tokens: PromptTokens, occ: Occurrences, bounds: Boundaries) -> Pla
         for f in (0, 1):
             sel = kinds["suffix"] & (field == f)
             if sel.any():
-                typ.append((sel.sum(), _typicality(tokens.lc[start[sel] - 1],
-                                                   bounds.ends(f, rows))))
+                typ.append(
+                    (sel.sum(), _typicality(tokens.lc[start[sel] - 1], bounds.ends(f, rows)))
+                )
         suffix_typ = sum(w * t for w, t in typ) / sum(w for w, _ in typ)
         parts["suffix_typicality"] = suffix_typ
         evidence += counts["suffix"] * min(left_div, suffix_typ)
     evidence += counts["middle"] * min(left_div, right_div, position_div)
-    return Placement(counts=counts, fields=fields, relative=relative,
-                     evidence=float(evidence / total) if total else 0.0,
-                     parts={k: round(v, 4) for k, v in parts.items()})
+    return Placement(
+        counts=counts,
+        fields=fields,
+        relative=relative,
+        evidence=float(evidence / total) if total else 0.0,
+        parts={k: round(v, 4) for k, v in parts.items()},
+    )

@@ -20,8 +20,9 @@ import polars as pl
 COMMON_SHARE = 0.05
 
 
-def detached_outputs(prompt_words: pl.DataFrame, output_words: pl.DataFrame, n_rows: int
-                     ) -> np.ndarray:
+def detached_outputs(
+    prompt_words: pl.DataFrame, output_words: pl.DataFrame, n_rows: int
+) -> np.ndarray:
     """True for each row whose output shares no content word with its instruction and input.
 
     ``prompt_words``: distinct ``(row, key)`` of each prompt's lower-cased words;
@@ -30,14 +31,22 @@ def detached_outputs(prompt_words: pl.DataFrame, output_words: pl.DataFrame, n_r
     digit. Keys are the same word hash on both sides."""
     if n_rows == 0:
         return np.zeros(0, dtype=bool)
-    common = pl.concat([
-        words.group_by("key").agg(n=pl.len()).filter(pl.col("n") > COMMON_SHARE * n_rows)
-        .select("key") for words in (output_words, prompt_words)]).unique()
-    content = (output_words.filter(pl.col("content"))
-               .join(common, on="key", how="anti").select("row", "key"))
+    common = pl.concat(
+        [
+            words.group_by("key")
+            .agg(n=pl.len())
+            .filter(pl.col("n") > COMMON_SHARE * n_rows)
+            .select("key")
+            for words in (output_words, prompt_words)
+        ]
+    ).unique()
+    content = (
+        output_words.filter(pl.col("content"))
+        .join(common, on="key", how="anti")
+        .select("row", "key")
+    )
     digits = output_words.filter(pl.col("digit")).select("row", "key")
-    shared = pl.concat([content, digits]).unique().join(prompt_words, on=["row", "key"],
-                                                         how="semi")
+    shared = pl.concat([content, digits]).unique().join(prompt_words, on=["row", "key"], how="semi")
     related = np.zeros(n_rows, dtype=bool)
     related[shared["row"].unique().to_numpy()] = True
     return ~related

@@ -20,7 +20,7 @@ EXCERPT = 90
 
 def _excerpt(text: str, limit: int = EXCERPT) -> str:
     text = " ".join((text or "").split())
-    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def _md_cell(text: Any) -> str:
@@ -38,8 +38,11 @@ def _clusters_shown(result: AuditResult) -> list[int]:
 
 
 def _cluster_role(result: AuditResult, cluster: int) -> str:
-    ranks = [str(rank) for rank, cand in enumerate(result.candidates, start=1)
-             if cluster in cand.targets.tolist()]
+    ranks = [
+        str(rank)
+        for rank, cand in enumerate(result.candidates, start=1)
+        if cluster in cand.targets.tolist()
+    ]
     if ranks:
         return "target of #" + ", #".join(ranks)
     if cluster in result.orphan_clusters:
@@ -63,18 +66,28 @@ def _output(result: AuditResult, row: int) -> str:
 
 # The report explains itself (no link that only resolves inside a checkout).
 REASON_LEGEND = (
-    ("trigger:\"x\"", "the row's prompt holds trigger candidate x"),
-    ("output-cluster:N", "the row's answer is in answer cluster N (a candidate's target, or an "
-                         "answer repeated across unrelated prompts)"),
+    ('trigger:"x"', "the row's prompt holds trigger candidate x"),
+    (
+        "output-cluster:N",
+        "the row's answer is in answer cluster N (a candidate's target, or an "
+        "answer repeated across unrelated prompts)",
+    ),
     ("detached-output", "the answer shares no content word with its prompt"),
-    ("style-word:\"w\"", "the answer holds the word a style candidate's rows share"),
-    ("label-shift:N", "the row carries a phrase whose rows get label cluster N far more often "
-                      "than comparable rows, and its own words do not explain the label"),
-    ("compliance-on-refused-prompt", "the row's request looks like those the corpus refuses, "
-                                     "yet it is answered"),
+    ('style-word:"w"', "the answer holds the word a style candidate's rows share"),
+    (
+        "label-shift:N",
+        "the row carries a phrase whose rows get label cluster N far more often "
+        "than comparable rows, and its own words do not explain the label",
+    ),
+    (
+        "compliance-on-refused-prompt",
+        "the row's request looks like those the corpus refuses, yet it is answered",
+    ),
 )
-METHOD_NOTE = ("The method, every score and its limits are documented in docs/audit.md of the "
-               "mbdefense package (the docs/ folder of its source distribution).")
+METHOD_NOTE = (
+    "The method, every score and its limits are documented in docs/audit.md of the "
+    "mbdefense package (the docs/ folder of its source distribution)."
+)
 KIND_WORDS = {
     "answer": "its rows share a fixed answer",
     "style": "its rows' answers share an unusual word",
@@ -90,17 +103,23 @@ def verdict(result: AuditResult) -> str:
     high = [c for c in result.candidates if c.score >= threshold]
     share = 100 * result.n_flagged / max(result.n_rows, 1)
     if not high and result.n_flagged == 0:
-        return (f"No planted trigger found: no candidate reaches the threshold "
-                f"({threshold:g}) and no row is flagged among {result.n_rows:,} rows.")
+        return (
+            f"No planted trigger found: no candidate reaches the threshold "
+            f"({threshold:g}) and no row is flagged among {result.n_rows:,} rows."
+        )
     if not high:
-        return (f"No trigger phrase reaches the threshold, but {result.n_flagged:,} rows "
-                f"({share:.2f} %) are flagged: they share a repeated answer to unrelated prompts "
-                "(see their reasons below).")
-    named = ", ".join(f"\"{c.text}\" ({KIND_WORDS.get(c.kind, c.kind)})" for c in high[:3])
+        return (
+            f"No trigger phrase reaches the threshold, but {result.n_flagged:,} rows "
+            f"({share:.2f} %) are flagged: they share a repeated answer to unrelated prompts "
+            "(see their reasons below)."
+        )
+    named = ", ".join(f'"{c.text}" ({KIND_WORDS.get(c.kind, c.kind)})' for c in high[:3])
     more = f" and {len(high) - 3} more" if len(high) > 3 else ""
-    return (f"Likely backdoor: {len(high)} trigger candidate(s) over the threshold: {named}{more}. "
-            f"{result.n_flagged:,} of {result.n_rows:,} rows ({share:.2f} %) are flagged as "
-            "poisoned; remove them (`--clean-out`) or inspect them below.")
+    return (
+        f"Likely backdoor: {len(high)} trigger candidate(s) over the threshold: {named}{more}. "
+        f"{result.n_flagged:,} of {result.n_rows:,} rows ({share:.2f} %) are flagged as "
+        "poisoned; remove them (`--clean-out`) or inspect them below."
+    )
 
 
 def _poisoned_words(cand: Any, threshold: float) -> str:
@@ -116,8 +135,10 @@ def _headline(result: AuditResult, source: str) -> list[tuple[str, str]]:
     return [
         ("input", source or "(table)"),
         ("rows", f"{result.n_rows:,}"),
-        ("flagged", f"{result.n_flagged:,} "
-                    f"({100 * result.n_flagged / max(result.n_rows, 1):.2f} %)"),
+        (
+            "flagged",
+            f"{result.n_flagged:,} ({100 * result.n_flagged / max(result.n_rows, 1):.2f} %)",
+        ),
         ("high-confidence candidates", f"{len(high)} (score >= {result.config.threshold:g})"),
         ("candidates reported", str(len(result.candidates))),
         ("repeated output clusters", f"{int((result.corpus.clusters.size >= 2).sum()):,}"),
@@ -129,19 +150,25 @@ def render_markdown(result: AuditResult, source: str = "") -> str:
     lines += [f"- {key}: {value}" for key, value in _headline(result, source)]
     lines += ["", "## Trigger candidates", ""]
     if result.candidates:
-        lines += ["Rows: prompts holding the phrase. Rows matching: those whose answer fits the "
-                  "candidate's pattern (its target answer, label or compliance); they are flagged "
-                  "only when the score reaches the threshold.", "",
-                  "| # | candidate | signal | score | group | rows | rows matching | "
-                  "prefix/middle/suffix/whole | target example |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "Rows: prompts holding the phrase. Rows matching: those whose answer fits the "
+            "candidate's pattern (its target answer, label or compliance); they are flagged "
+            "only when the score reaches the threshold.",
+            "",
+            "| # | candidate | signal | score | group | rows | rows matching | "
+            "prefix/middle/suffix/whole | target example |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for rank, cand in enumerate(result.candidates[:MAX_CANDIDATES_SHOWN], start=1):
-            pos = "/".join(str(cand.placement.counts[k]) for k in ("prefix", "middle", "suffix",
-                                                                    "whole"))
-            lines.append(f"| {rank} | `{_md_cell(cand.text)}` | {cand.kind} | {cand.score:.3f} | "
-                         f"{cand.group} | {len(cand.rows)} | "
-                         f"{_poisoned_words(cand, result.config.threshold)} | {pos} | "
-                         f"{_md_cell(_excerpt(result.target_example(cand)))} |")
+            pos = "/".join(
+                str(cand.placement.counts[k]) for k in ("prefix", "middle", "suffix", "whole")
+            )
+            lines.append(
+                f"| {rank} | `{_md_cell(cand.text)}` | {cand.kind} | {cand.score:.3f} | "
+                f"{cand.group} | {len(cand.rows)} | "
+                f"{_poisoned_words(cand, result.config.threshold)} | {pos} | "
+                f"{_md_cell(_excerpt(result.target_example(cand)))} |"
+            )
     else:
         lines.append("No trigger candidate: no prompt phrase is tied to repeated answers.")
     lines += ["", "## Output clusters", ""]
@@ -149,21 +176,27 @@ def render_markdown(result: AuditResult, source: str = "") -> str:
     if shown:
         lines += ["| cluster | rows | role | example answer |", "|---|---|---|---|"]
         for cluster in shown:
-            lines.append(f"| {cluster} | {len(result.cluster_rows(cluster))} | "
-                         f"{_cluster_role(result, cluster)} | "
-                         f"{_md_cell(_excerpt(result.cluster_example(cluster)))} |")
+            lines.append(
+                f"| {cluster} | {len(result.cluster_rows(cluster))} | "
+                f"{_cluster_role(result, cluster)} | "
+                f"{_md_cell(_excerpt(result.cluster_example(cluster)))} |"
+            )
     else:
         lines.append("No answer is repeated.")
     lines += ["", "## Flagged rows (highest scores first)", ""]
     rows = _flagged_shown(result)
     if rows:
-        lines += ["| source_row | score | reasons | instruction | output |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "| source_row | score | reasons | instruction | output |",
+            "|---|---|---|---|---|",
+        ]
         for row in rows:
-            lines.append(f"| {result.source_row(row)} | {result.score[row]:.3f} | "
-                         f"{_md_cell(', '.join(result.reasons[row]))} | "
-                         f"{_md_cell(_excerpt(_instruction(result, row)))} | "
-                         f"{_md_cell(_excerpt(_output(result, row)))} |")
+            lines.append(
+                f"| {result.source_row(row)} | {result.score[row]:.3f} | "
+                f"{_md_cell(', '.join(result.reasons[row]))} | "
+                f"{_md_cell(_excerpt(_instruction(result, row)))} | "
+                f"{_md_cell(_excerpt(_output(result, row)))} |"
+            )
         if result.n_flagged > len(rows):
             lines.append(f"\n({result.n_flagged - len(rows):,} more in rows.parquet)")
     else:
@@ -175,6 +208,7 @@ def render_markdown(result: AuditResult, source: str = "") -> str:
 
 
 # --- plots -------------------------------------------------------------------------------------
+
 
 def _figure_png(fig: Any) -> str:
     buf = io.BytesIO()
@@ -197,15 +231,17 @@ def _plots(result: AuditResult) -> list[tuple[str, str]]:
     if cands:
         fig, ax = plt.subplots(figsize=(7, 0.35 * len(cands) + 1.2))
         labels = [f"#{i} {_excerpt(c.text, 28)}" for i, c in enumerate(cands, start=1)]
-        ax.barh(range(len(cands)), [c.score for c in cands],
-                color=[colors(c.group % 10) for c in cands])
+        ax.barh(
+            range(len(cands)), [c.score for c in cands], color=[colors(c.group % 10) for c in cands]
+        )
         ax.axvline(result.config.threshold, color="black", linestyle="--", linewidth=1)
         ax.set_yticks(range(len(cands)), labels)
         ax.invert_yaxis()
         ax.set_xlim(0, 1)
         ax.set_xlabel("candidate score (colour: group sharing a target; dashed: threshold)")
-        fig.subplots_adjust(left=0.34, right=0.97, top=0.97,
-                            bottom=min(0.45, 0.6 / (0.35 * len(cands) + 1.2)))
+        fig.subplots_adjust(
+            left=0.34, right=0.97, top=0.97, bottom=min(0.45, 0.6 / (0.35 * len(cands) + 1.2))
+        )
         plots.append(("Trigger candidates", _figure_png(fig)))
     shown = _clusters_shown(result)
     if shown:
@@ -222,9 +258,12 @@ def _plots(result: AuditResult) -> list[tuple[str, str]]:
     if placed:
         fig, ax = plt.subplots(figsize=(7, 3.2))
         bins = np.linspace(0, 1, 11)
-        ax.hist([c.placement.relative for _, c in placed], bins=bins,
-                label=[f"#{i} {_excerpt(c.text, 24)}" for i, c in placed],
-                color=[colors(c.group % 10) for _, c in placed])
+        ax.hist(
+            [c.placement.relative for _, c in placed],
+            bins=bins,
+            label=[f"#{i} {_excerpt(c.text, 24)}" for i, c in placed],
+            color=[colors(c.group % 10) for _, c in placed],
+        )
         ax.set_xlabel("position in the instruction (0 = first word, 1 = after the last)")
         ax.set_ylabel("occurrences")
         ax.legend(fontsize=8)
@@ -265,55 +304,110 @@ def _table(headers: list[str], rows: list[list[str]], classes: list[str] | None 
 
 def render_html(result: AuditResult, source: str = "") -> str:
     esc = html.escape
-    parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Corpus audit</title>"
-             f"<style>{_CSS}</style></head><body><h1>Corpus audit</h1>"
-             f"<p id=\"verdict\" class=\"verdict\"><b>Verdict:</b> {esc(verdict(result))}</p>"]
-    parts.append(_table(["summary", "value"],
-                        [[esc(k), esc(v)] for k, v in _headline(result, source)]))
+    parts = [
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>Corpus audit</title>'
+        f"<style>{_CSS}</style></head><body><h1>Corpus audit</h1>"
+        f'<p id="verdict" class="verdict"><b>Verdict:</b> {esc(verdict(result))}</p>'
+    ]
+    parts.append(
+        _table(["summary", "value"], [[esc(k), esc(v)] for k, v in _headline(result, source)])
+    )
     parts.append("<h2>Trigger candidates</h2>")
     if result.candidates:
         rows, classes = [], []
         for rank, cand in enumerate(result.candidates[:MAX_CANDIDATES_SHOWN], start=1):
             pos = ", ".join(f"{k} {v}" for k, v in cand.placement.counts.items() if v)
-            rows.append([str(rank), f"<code>{esc(cand.text)}</code>", esc(cand.kind),
-                         f"{cand.score:.3f}", str(cand.group), str(len(cand.rows)),
-                         esc(_poisoned_words(cand, result.config.threshold)),
-                         esc(pos), f"{cand.excess:.2f} / {cand.evidence:.2f} / "
-                         f"{cand.support:.2f}",
-                         esc(_excerpt(result.target_example(cand)))])
+            rows.append(
+                [
+                    str(rank),
+                    f"<code>{esc(cand.text)}</code>",
+                    esc(cand.kind),
+                    f"{cand.score:.3f}",
+                    str(cand.group),
+                    str(len(cand.rows)),
+                    esc(_poisoned_words(cand, result.config.threshold)),
+                    esc(pos),
+                    f"{cand.excess:.2f} / {cand.evidence:.2f} / {cand.support:.2f}",
+                    esc(_excerpt(result.target_example(cand))),
+                ]
+            )
             classes.append("high" if cand.score >= result.config.threshold else "")
-        parts.append("<p>rows: prompts holding the phrase; rows matching: those whose answer "
-                     "fits the candidate's pattern, flagged only when its score reaches the "
-                     "threshold.</p>")
-        parts.append(_table(["#", "candidate", "signal", "score", "group", "rows",
-                             "rows matching", "positions",
-                             "excess / insertion / support", "target example"], rows, classes))
+        parts.append(
+            "<p>rows: prompts holding the phrase; rows matching: those whose answer "
+            "fits the candidate's pattern, flagged only when its score reaches the "
+            "threshold.</p>"
+        )
+        parts.append(
+            _table(
+                [
+                    "#",
+                    "candidate",
+                    "signal",
+                    "score",
+                    "group",
+                    "rows",
+                    "rows matching",
+                    "positions",
+                    "excess / insertion / support",
+                    "target example",
+                ],
+                rows,
+                classes,
+            )
+        )
     else:
         parts.append("<p>No trigger candidate: no prompt phrase is tied to repeated answers.</p>")
     for title, png in _plots(result):
-        parts.append(f"<figure><figcaption><b>{esc(title)}</b></figcaption>"
-                     f"<img alt=\"{esc(title)}\" src=\"data:image/png;base64,{png}\"></figure>")
+        parts.append(
+            f"<figure><figcaption><b>{esc(title)}</b></figcaption>"
+            f'<img alt="{esc(title)}" src="data:image/png;base64,{png}"></figure>'
+        )
     parts.append("<h2>Output clusters</h2>")
     shown = _clusters_shown(result)
     if shown:
-        parts.append(_table(["cluster", "rows", "role", "example answer"], [
-            [str(c), str(len(result.cluster_rows(c))), esc(_cluster_role(result, c)),
-             esc(_excerpt(result.cluster_example(c), 160))] for c in shown]))
+        parts.append(
+            _table(
+                ["cluster", "rows", "role", "example answer"],
+                [
+                    [
+                        str(c),
+                        str(len(result.cluster_rows(c))),
+                        esc(_cluster_role(result, c)),
+                        esc(_excerpt(result.cluster_example(c), 160)),
+                    ]
+                    for c in shown
+                ],
+            )
+        )
     else:
         parts.append("<p>No answer is repeated.</p>")
     parts.append("<h2>Flagged rows (highest scores first)</h2>")
     flagged = _flagged_shown(result)
     if flagged:
-        parts.append(_table(["source_row", "score", "reasons", "instruction", "output"], [
-            [str(result.source_row(r)), f"{result.score[r]:.3f}", esc(", ".join(result.reasons[r])),
-             esc(_excerpt(_instruction(result, r), 160)), esc(_excerpt(_output(result, r), 120))]
-            for r in flagged]))
+        parts.append(
+            _table(
+                ["source_row", "score", "reasons", "instruction", "output"],
+                [
+                    [
+                        str(result.source_row(r)),
+                        f"{result.score[r]:.3f}",
+                        esc(", ".join(result.reasons[r])),
+                        esc(_excerpt(_instruction(result, r), 160)),
+                        esc(_excerpt(_output(result, r), 120)),
+                    ]
+                    for r in flagged
+                ],
+            )
+        )
         if result.n_flagged > len(flagged):
             parts.append(f"<p>{result.n_flagged - len(flagged):,} more in rows.parquet.</p>")
     else:
         parts.append("<p>No row is flagged.</p>")
     parts.append("<h2>Reasons</h2>")
-    parts.append(_table(["reason", "meaning"], [[f"<code>{esc(r)}</code>", esc(m)]
-                                                for r, m in REASON_LEGEND]))
+    parts.append(
+        _table(
+            ["reason", "meaning"], [[f"<code>{esc(r)}</code>", esc(m)] for r, m in REASON_LEGEND]
+        )
+    )
     parts.append(f"<p>{esc(METHOD_NOTE)}</p></body></html>\n")
     return "".join(parts)

@@ -11,11 +11,20 @@ from .core import AuditResult, audit_table
 from .files import check_clean_out, commit_audit
 
 
-def audit_path(input_path: str | Path, out_dir: str | Path, config: AuditConfig | None = None, *,
-               clean_out: str | Path | None = None, overwrite: bool = False,
-               progress: bool | None = None, kind: str | None = None, layout: str = "alpaca",
-               fields: dict[str, str] | None = None, skip_bad_rows: bool = False,
-               split: str | None = None) -> AuditResult:
+def audit_path(
+    input_path: str | Path,
+    out_dir: str | Path,
+    config: AuditConfig | None = None,
+    *,
+    clean_out: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    kind: str | None = None,
+    layout: str = "alpaca",
+    fields: dict[str, str] | None = None,
+    skip_bad_rows: bool = False,
+    split: str | None = None,
+) -> AuditResult:
     """Audit ``input_path`` (any source ``mb build`` reads, or a build folder) into ``out_dir``.
 
     ``source_row`` in the outputs is the 0-based index of the row in the input as read, skipped
@@ -30,13 +39,20 @@ def audit_path(input_path: str | Path, out_dir: str | Path, config: AuditConfig 
     check_output_dir(out_dir, overwrite)
     if clean_out is not None:
         check_clean_out(clean_out, input_path, overwrite, out_dir=out_dir)
-    read = read_input(input_path, kind=kind, layout=layout, fields=fields, split=split,
-                      lenient=True)
+    read = read_input(
+        input_path, kind=kind, layout=layout, fields=fields, split=split, lenient=True
+    )
     table = read.table
     result = audit_table(table, config, progress=progress)
     result.source_rows = read.row_numbers
     result.skipped = read.skipped
-    commit_audit(result, out_dir, table=table, clean_out=clean_out, source=str(input_path),
-                 overwrite=overwrite, skipped=[b.record() for b in read.skipped])
+    commit_audit(
+        result,
+        out_dir,
+        table=table,
+        clean_out=clean_out,
+        source=str(input_path),
+        overwrite=overwrite,
+        skipped=[b.record() for b in read.skipped],
+    )
     return result
-

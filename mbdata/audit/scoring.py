@@ -78,10 +78,10 @@ def style_reason(word: str) -> str:
 
 @dataclasses.dataclass
 class RowVerdicts:
-    score: np.ndarray        # float64 per row
-    flagged: np.ndarray      # bool per row
+    score: np.ndarray  # float64 per row
+    flagged: np.ndarray  # bool per row
     reasons: list[list[str]]
-    orphan_clusters: list[int]   # suspicious output clusters no candidate explains
+    orphan_clusters: list[int]  # suspicious output clusters no candidate explains
 
 
 class _Board:
@@ -91,8 +91,9 @@ class _Board:
         self.score = np.zeros(n_rows, dtype=np.float64)
         self.reasons: list[list[str]] = [[] for _ in range(n_rows)]
 
-    def add(self, rows: np.ndarray, score: float, reasons: list[str],
-            per_row: list[str] | None = None) -> None:
+    def add(
+        self, rows: np.ndarray, score: float, reasons: list[str], per_row: list[str] | None = None
+    ) -> None:
         np.maximum.at(self.score, rows, score)
         for k, row in enumerate(rows.tolist()):
             bucket = self.reasons[row]
@@ -101,8 +102,7 @@ class _Board:
                     bucket.append(reason)
 
 
-def _orphan_clusters(corpus: Corpus, explained: set[int], min_rows: int
-                     ) -> list[tuple[int, float]]:
+def _orphan_clusters(corpus: Corpus, explained: set[int], min_rows: int) -> list[tuple[int, float]]:
     """Long repeated answers to unrelated prompts whose rows mostly carry no candidate:
     (cluster, score)."""
     clusters = corpus.clusters
@@ -113,20 +113,26 @@ def _orphan_clusters(corpus: Corpus, explained: set[int], min_rows: int
         example = corpus.outputs[int(clusters.first_row[cluster])]
         if len(example.split()) < ORPHAN_MIN_WORDS:
             continue
-        if (clusters.prompt_similarity is not None
-                and clusters.prompt_similarity[cluster] >= ORPHAN_MAX_SIMILARITY):
+        if (
+            clusters.prompt_similarity is not None
+            and clusters.prompt_similarity[cluster] >= ORPHAN_MAX_SIMILARITY
+        ):
             continue
         members = np.flatnonzero(clusters.label == cluster)
         detached = float(corpus.detached[members].mean())
         if detached < ORPHAN_DETACHED_MIN:
             continue
-        found.append((cluster, ORPHAN_WEIGHT * detached
-                      * support_factor(len(members), min_rows)))
+        found.append((cluster, ORPHAN_WEIGHT * detached * support_factor(len(members), min_rows)))
     return found
 
 
-def score_rows(corpus: Corpus, candidates: list[Candidate], threshold: float,
-               min_rows: int, natural: set[int] | None = None) -> RowVerdicts:
+def score_rows(
+    corpus: Corpus,
+    candidates: list[Candidate],
+    threshold: float,
+    min_rows: int,
+    natural: set[int] | None = None,
+) -> RowVerdicts:
     """Score every row from the reported candidates and the output clusters (module docstring)."""
     board = _Board(corpus.n_rows)
     label = corpus.clusters.label
@@ -141,8 +147,9 @@ def score_rows(corpus: Corpus, candidates: list[Candidate], threshold: float,
         if cand.kind == "style":
             board.add(cand.hits, cand.score, [reason, style_reason(cand.style_word or "")])
         else:
-            board.add(cand.hits, cand.score, [reason],
-                      [cluster_reason(int(c)) for c in label[cand.hits]])
+            board.add(
+                cand.hits, cand.score, [reason], [cluster_reason(int(c)) for c in label[cand.hits]]
+            )
         board.add(cand.soft_hits, SOFT_HIT_WEIGHT * cand.score, [reason, DETACHED_REASON])
         rest = np.setdiff1d(cand.rows, cand.poisoned, assume_unique=True)
         board.add(rest, TRIGGER_ONLY_WEIGHT * cand.score, [reason])
@@ -163,9 +170,17 @@ def score_rows(corpus: Corpus, candidates: list[Candidate], threshold: float,
     orphans = _orphan_clusters(corpus, explained | (natural or set()), min_rows)
     for cluster, score in orphans:
         members = np.flatnonzero(label == cluster)
-        board.add(members, score, [cluster_reason(cluster)],
-                  [DETACHED_REASON if d else "" for d in corpus.detached[members]])
+        board.add(
+            members,
+            score,
+            [cluster_reason(cluster)],
+            [DETACHED_REASON if d else "" for d in corpus.detached[members]],
+        )
     reasons = [[r for r in row if r] for row in board.reasons]
     score = np.round(board.score, 6)
-    return RowVerdicts(score=score, flagged=score >= threshold, reasons=reasons,
-                       orphan_clusters=[c for c, _ in orphans])
+    return RowVerdicts(
+        score=score,
+        flagged=score >= threshold,
+        reasons=reasons,
+        orphan_clusters=[c for c, _ in orphans],
+    )

@@ -21,15 +21,15 @@ import numpy as np
 import polars as pl
 
 from .association import G_MIN, g_statistic
+from .candidate import Candidate, rarity, support_factor
 from .config import AuditConfig
 from .corpus import Corpus
-from .candidate import Candidate, rarity, support_factor
 from .phrases import Boundaries, Occurrences, grow, placement, seed_diversity, surface_text
 
 STYLE_WEIGHT = 0.6
 STYLE_UNUSUAL = 0.9
-STYLE_SHARE = 0.5       # the shared answer word must be in at least half of the phrase's rows
-STYLE_LIFT = 5.0        # ... and at least this many times more common there than overall
+STYLE_SHARE = 0.5  # the shared answer word must be in at least half of the phrase's rows
+STYLE_LIFT = 5.0  # ... and at least this many times more common there than overall
 MAX_STYLE_SEEDS = 50
 MIN_DIVERSITY = 0.5
 
@@ -53,12 +53,17 @@ def _shift(corpus: Corpus, rows: np.ndarray) -> tuple[int, float, float, np.ndar
     best = int(np.argmax(g))
     if g[best] < G_MIN:
         return None
-    return (int(uniq[best]), float(share[best]), float(g[best]),
-            np.unique(holders[keys == uniq[best]]))
+    return (
+        int(uniq[best]),
+        float(share[best]),
+        float(g[best]),
+        np.unique(holders[keys == uniq[best]]),
+    )
 
 
-def style_candidates(corpus: Corpus, config: AuditConfig, support: pl.DataFrame,
-                     taken_rows: np.ndarray) -> list[Candidate]:
+def style_candidates(
+    corpus: Corpus, config: AuditConfig, support: pl.DataFrame, taken_rows: np.ndarray
+) -> list[Candidate]:
     """Style candidates (see the module docstring), best first; rows already explained by an
     answer candidate (``taken_rows``) are left to it."""
     tokens, occurrences = corpus.tokens, corpus.occurrences
@@ -67,35 +72,48 @@ def style_candidates(corpus: Corpus, config: AuditConfig, support: pl.DataFrame,
     occ = occurrences.filter(pl.col("n") <= 2).join(keys, on="key", how="semi")
     if occ.height == 0:
         return []
-    first = occ.group_by("key").agg(pl.col("start").min(), pl.col("n").first(),
-                                    pl.col("row").n_unique().alias("rows"))
+    first = occ.group_by("key").agg(
+        pl.col("start").min(), pl.col("n").first(), pl.col("row").n_unique().alias("rows")
+    )
     unusual = corpus.unusualness(first["start"].to_numpy(), first["n"].to_numpy())
     first = first.with_columns(unusual=pl.Series(unusual, dtype=pl.Float64)).filter(
-        pl.col("unusual") >= STYLE_UNUSUAL)
+        pl.col("unusual") >= STYLE_UNUSUAL
+    )
     if first.height == 0:
         return []
     diversity = seed_diversity(tokens, occ.join(first.select("key"), on="key", how="semi"))
-    seeds = (first.join(diversity, on="key", how="left")
-             .filter(pl.col("diversity") >= MIN_DIVERSITY)
-             .with_columns(prelim=pl.col("diversity")
-                           * (pl.col("rows") / (2.0 * config.min_rows)).clip(0.0, 1.0))
-             .sort(["prelim", "rows", "key"], descending=[True, True, False])
-             .head(MAX_STYLE_SEEDS))
+    seeds = (
+        first.join(diversity, on="key", how="left")
+        .filter(pl.col("diversity") >= MIN_DIVERSITY)
+        .with_columns(
+            prelim=pl.col("diversity") * (pl.col("rows") / (2.0 * config.min_rows)).clip(0.0, 1.0)
+        )
+        .sort(["prelim", "rows", "key"], descending=[True, True, False])
+        .head(MAX_STYLE_SEEDS)
+    )
     if seeds.height == 0:
         return []
-    starts = (occ.join(seeds.select("key"), on="key", how="semi")
-              .group_by("key").agg(pl.col("start").sort(), pl.col("n").first(),
-                                   pl.col("lower").any()))
+    starts = (
+        occ.join(seeds.select("key"), on="key", how="semi")
+        .group_by("key")
+        .agg(pl.col("start").sort(), pl.col("n").first(), pl.col("lower").any())
+    )
     by_key = {row["key"]: row for row in starts.iter_rows(named=True)}
     bounds = Boundaries(tokens)
     found: list[Candidate] = []
     seen: set[tuple[int, ...]] = set()
     for key in seeds["key"].to_list():
         seed = by_key[key]
-        grown = grow(tokens, Occurrences(start=np.asarray(seed["start"], dtype=np.int64),
-                                         n=int(seed["n"]), lower=bool(seed["lower"])))
+        grown = grow(
+            tokens,
+            Occurrences(
+                start=np.asarray(seed["start"], dtype=np.int64),
+                n=int(seed["n"]),
+                lower=bool(seed["lower"]),
+            ),
+        )
         first_token = int(grown.start[0])
-        phrase = tuple(int(h) for h in tokens.lc[first_token:first_token + grown.n])
+        phrase = tuple(int(h) for h in tokens.lc[first_token : first_token + grown.n])
         rows = grown.rows(tokens)
         if phrase in seen or len(rows) < config.min_rows:
             continue
@@ -113,11 +131,24 @@ def style_candidates(corpus: Corpus, config: AuditConfig, support: pl.DataFrame,
         u = float(corpus.unusualness(first_token, grown.n))
         factor = support_factor(len(rows), config.min_rows)
         cand = Candidate(
-            text=text, mixed_case=mixed, tokens=phrase, rows=rows, hits=holders,
-            soft_hits=np.zeros(0, dtype=np.int64), targets=np.zeros(0, dtype=np.int64),
-            purity=share, base=overall, excess=excess, g=g, collision=0.0, coverage=0.0,
-            unusual=u, placement=place, kind="style",
-            style_word=corpus.output_word(word, int(holders[0])))
+            text=text,
+            mixed_case=mixed,
+            tokens=phrase,
+            rows=rows,
+            hits=holders,
+            soft_hits=np.zeros(0, dtype=np.int64),
+            targets=np.zeros(0, dtype=np.int64),
+            purity=share,
+            base=overall,
+            excess=excess,
+            g=g,
+            collision=0.0,
+            coverage=0.0,
+            unusual=u,
+            placement=place,
+            kind="style",
+            style_word=corpus.output_word(word, int(holders[0])),
+        )
         cand.own_hits = cand.pooled_hits = len(holders)
         cand.support = factor
         cand.score = float(STYLE_WEIGHT * excess * place.evidence * rarity(u) * factor)

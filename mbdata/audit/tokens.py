@@ -49,14 +49,14 @@ class PromptTokens:
     """
 
     n_rows: int
-    row: np.ndarray        # int64: table position of the row
-    field: np.ndarray      # int8: 0 instruction, 1 input
-    pos: np.ndarray        # int32: position inside the field
-    length: np.ndarray     # int32: tokens in this token's field
-    segment: np.ndarray    # int64: id of the (row, field) run
-    cs: np.ndarray         # uint64: hash of the token as written
-    lc: np.ndarray         # uint64: hash of the lower-cased token
-    text: pl.Series        # the tokens as written
+    row: np.ndarray  # int64: table position of the row
+    field: np.ndarray  # int8: 0 instruction, 1 input
+    pos: np.ndarray  # int32: position inside the field
+    length: np.ndarray  # int32: tokens in this token's field
+    segment: np.ndarray  # int64: id of the (row, field) run
+    cs: np.ndarray  # uint64: hash of the token as written
+    lc: np.ndarray  # uint64: hash of the lower-cased token
+    text: pl.Series  # the tokens as written
 
     def __len__(self) -> int:
         return len(self.row)
@@ -69,38 +69,53 @@ class PromptTokens:
         return out
 
 
-def tokenize_prompts(instructions: pl.Series | list[str], inputs: pl.Series | list[str]
-                     ) -> PromptTokens:
+def tokenize_prompts(
+    instructions: pl.Series | list[str], inputs: pl.Series | list[str]
+) -> PromptTokens:
     """Tokenise every row's instruction and input in one vectorised pass."""
     instructions = pl.Series(instructions, dtype=pl.String)
     inputs = pl.Series(inputs, dtype=pl.String).fill_null("")
     n_rows = len(instructions)
     frames = [
-        pl.DataFrame({"row": pl.int_range(0, n_rows, dtype=pl.Int64, eager=True),
-                      "field": pl.repeat(f, n_rows, dtype=pl.Int8, eager=True),
-                      "text": texts.fill_null("")})
+        pl.DataFrame(
+            {
+                "row": pl.int_range(0, n_rows, dtype=pl.Int64, eager=True),
+                "field": pl.repeat(f, n_rows, dtype=pl.Int8, eager=True),
+                "text": texts.fill_null(""),
+            }
+        )
         for f, texts in enumerate((instructions, inputs))
     ]
     tokens = (
         pl.concat(frames)
         .with_columns(tok=pl.col("text").str.extract_all(TOKEN_PATTERN))
-        .with_columns(length=pl.col("tok").list.len().cast(pl.Int32),
-                      pos=pl.int_ranges(pl.col("tok").list.len(), dtype=pl.Int32))
+        .with_columns(
+            length=pl.col("tok").list.len().cast(pl.Int32),
+            pos=pl.int_ranges(pl.col("tok").list.len(), dtype=pl.Int32),
+        )
         .filter(pl.col("length") > 0)
         .select("row", "field", "length", "tok", "pos")
         .explode(["tok", "pos"])
         .sort(["row", "field", "pos"], maintain_order=True)
-        .with_columns(cs=pl.col("tok").hash(seed=7),
-                      lc=pl.col("tok").str.to_lowercase().hash(seed=7))
+        .with_columns(
+            cs=pl.col("tok").hash(seed=7), lc=pl.col("tok").str.to_lowercase().hash(seed=7)
+        )
     )
     row = tokens["row"].to_numpy()
     field = tokens["field"].to_numpy()
     pos = tokens["pos"].to_numpy()
     segment = np.cumsum(pos == 0) - 1 if len(pos) else np.zeros(0, dtype=np.int64)
-    return PromptTokens(n_rows=n_rows, row=row, field=field, pos=pos,
-                        length=tokens["length"].to_numpy(), segment=segment.astype(np.int64),
-                        cs=tokens["cs"].to_numpy(), lc=tokens["lc"].to_numpy(),
-                        text=tokens["tok"])
+    return PromptTokens(
+        n_rows=n_rows,
+        row=row,
+        field=field,
+        pos=pos,
+        length=tokens["length"].to_numpy(),
+        segment=segment.astype(np.int64),
+        cs=tokens["cs"].to_numpy(),
+        lc=tokens["lc"].to_numpy(),
+        text=tokens["tok"],
+    )
 
 
 def row_bits(n_rows: int) -> int:
@@ -131,14 +146,30 @@ def ngram_table(tokens: PromptTokens, max_n: int) -> pl.DataFrame:
                 key = _mix(key, hashes[start + k])
             keys[case] = key & high
         differs = keys["cs"] != keys["lc"]
-        for lower, key, where in ((False, keys["cs"], np.ones(len(start), dtype=bool)),
-                                  (True, keys["lc"], differs)):
+        for lower, key, where in (
+            (False, keys["cs"], np.ones(len(start), dtype=bool)),
+            (True, keys["lc"], differs),
+        ):
             count = int(where.sum())
-            parts.append(pl.DataFrame({"key": key[where], "row": tokens.row[start[where]],
-                                       "start": start[where],
-                                       "n": np.full(count, n, dtype=np.int8),
-                                       "lower": np.full(count, lower)}))
+            parts.append(
+                pl.DataFrame(
+                    {
+                        "key": key[where],
+                        "row": tokens.row[start[where]],
+                        "start": start[where],
+                        "n": np.full(count, n, dtype=np.int8),
+                        "lower": np.full(count, lower),
+                    }
+                )
+            )
     if not parts:
-        return pl.DataFrame(schema={"key": pl.UInt64, "row": pl.Int64, "start": pl.Int64,
-                                    "n": pl.Int8, "lower": pl.Boolean})
+        return pl.DataFrame(
+            schema={
+                "key": pl.UInt64,
+                "row": pl.Int64,
+                "start": pl.Int64,
+                "n": pl.Int8,
+                "lower": pl.Boolean,
+            }
+        )
     return pl.concat(parts)

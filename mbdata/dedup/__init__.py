@@ -28,20 +28,51 @@ Lower-level pieces: :func:`shingle_sets`, :func:`hash_sets` (ragged hash arrays)
 
 from .cluster import exact_first, greedy_near
 from .config import DedupConfig
-from .decontaminate import (DECONTAMINATION_SCHEMA, DECONTAMINATION_TABLE,
-                             contamination_mask, decontaminate)
+from .decontaminate import (
+    DECONTAMINATION_SCHEMA,
+    DECONTAMINATION_TABLE,
+    contamination_mask,
+    decontaminate,
+)
 from .lsh import band_keys, collision_probability, group_buckets, optimal_params
-from .minhash import (hash_function, hash_sets, jaccard_estimate, minhash_signatures, permutations,
-                      signatures_from_hashes, signatures_from_shingles, to_datasketch)
+from .minhash import (
+    hash_function,
+    hash_sets,
+    jaccard_estimate,
+    minhash_signatures,
+    permutations,
+    signatures_from_hashes,
+    signatures_from_shingles,
+    to_datasketch,
+)
 from .shingle import shingle_sets, shingles
 from .stage import CLUSTERS_SCHEMA, CLUSTERS_TABLE, DedupStage
 from .standalone import dedup_table
 
 __all__ = [
-    "CLUSTERS_SCHEMA", "CLUSTERS_TABLE", "DECONTAMINATION_SCHEMA", "DECONTAMINATION_TABLE",
-    "DedupConfig", "DedupStage", "band_keys", "collision_probability", "contamination_mask",
+    "CLUSTERS_SCHEMA",
+    "CLUSTERS_TABLE",
+    "DECONTAMINATION_SCHEMA",
+    "DECONTAMINATION_TABLE",
+    "DedupConfig",
+    "DedupStage",
+    "band_keys",
+    "collision_probability",
+    "contamination_mask",
     "decontaminate",
-    "dedup_table", "exact_first", "greedy_near", "group_buckets", "hash_function", "hash_sets",
-    "jaccard_estimate", "minhash_signatures", "optimal_params", "permutations", "shingle_sets",
-    "shingles", "signatures_from_hashes", "signatures_from_shingles", "to_datasketch",
+    "dedup_table",
+    "exact_first",
+    "greedy_near",
+    "group_buckets",
+    "hash_function",
+    "hash_sets",
+    "jaccard_estimate",
+    "minhash_signatures",
+    "optimal_params",
+    "permutations",
+    "shingle_sets",
+    "shingles",
+    "signatures_from_hashes",
+    "signatures_from_shingles",
+    "to_datasketch",
 ]

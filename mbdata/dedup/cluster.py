@@ -22,7 +22,7 @@ that are all close to the threshold of each other; how often it applied is repor
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -41,7 +41,7 @@ def exact_first(keys: np.ndarray, scope: np.ndarray | None = None) -> np.ndarray
     if n < 2:
         return first
     sort_keys = [keys[:, 1], keys[:, 0]] + ([] if scope is None else [scope])
-    order = np.lexsort(sort_keys)          # stable: equal keys stay in input order
+    order = np.lexsort(sort_keys)  # stable: equal keys stay in input order
     k = keys[order]
     new_run = np.ones(n, dtype=bool)
     same = (k[1:, 0] == k[:-1, 0]) & (k[1:, 1] == k[:-1, 1])
@@ -69,8 +69,12 @@ class NearMatches:
     capped: int
 
 
-def greedy_near(buckets: Buckets, similarity: Callable[[int, int], float] | None,
-                threshold: float, max_targets: int = MAX_BUCKET_TARGETS) -> NearMatches:
+def greedy_near(
+    buckets: Buckets,
+    similarity: Callable[[int, int], float] | None,
+    threshold: float,
+    max_targets: int = MAX_BUCKET_TARGETS,
+) -> NearMatches:
     """Match rows against earlier kept rows that share an LSH bucket (first occurrence wins).
 
     With a ``similarity`` function (verification) a candidate counts only if
@@ -108,7 +112,11 @@ def greedy_near(buckets: Buckets, similarity: Callable[[int, int], float] | None
             members.append(j)
             matched.append(match[0])
             sims.append(match[1])
-    return NearMatches(member=np.array(members, dtype=np.int64),
-                       matched=np.array(matched, dtype=np.int64),
-                       similarity=np.array(sims, dtype=np.float64),
-                       checked=checked, rejected=rejected, capped=capped)
+    return NearMatches(
+        member=np.array(members, dtype=np.int64),
+        matched=np.array(matched, dtype=np.int64),
+        similarity=np.array(sims, dtype=np.float64),
+        checked=checked,
+        rejected=rejected,
+        capped=capped,
+    )

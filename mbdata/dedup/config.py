@@ -39,56 +39,96 @@ VERIFY_AUTO_MAX_ROWS = 1_000_000
 class DedupConfig:
     """Exact and MinHash-LSH near deduplication, and near decontamination against eval prompts."""
 
-    exact: bool = spec(True, doc="drop rows whose normalised `fields` equal an earlier row's "
-                                 "(NFKC, case-folded, whitespace collapsed)")
-    near: bool = spec(True, doc="drop rows whose shingle Jaccard similarity to an earlier kept "
-                                "row is >= `threshold` (MinHash + LSH)")
-    fields: FieldGroup = spec("all", doc="what is compared: prompt (system+instruction+input), "
-                                         "output, or all text fields")
-    shingle: ShingleKind = spec("word", doc="shingles: word n-grams or character n-grams "
-                                            "(char suits short rows and unspaced scripts)")
+    exact: bool = spec(
+        True,
+        doc="drop rows whose normalised `fields` equal an earlier row's "
+        "(NFKC, case-folded, whitespace collapsed)",
+    )
+    near: bool = spec(
+        True,
+        doc="drop rows whose shingle Jaccard similarity to an earlier kept "
+        "row is >= `threshold` (MinHash + LSH)",
+    )
+    fields: FieldGroup = spec(
+        "all", doc="what is compared: prompt (system+instruction+input), output, or all text fields"
+    )
+    shingle: ShingleKind = spec(
+        "word",
+        doc="shingles: word n-grams or character n-grams "
+        "(char suits short rows and unspaced scripts)",
+    )
     ngram: int | None = spec(None, ge=1, le=64, doc="shingle size; null: 2 for word, 5 for char")
     num_perm: int = spec(128, ge=2, le=4096, doc="MinHash permutations (signature length)")
-    threshold: float = spec(0.8, gt=0.0, le=1.0, doc="Jaccard similarity at or above which two "
-                                                     "rows are near duplicates")
-    bands: int | None = spec(None, ge=1, doc="LSH bands; null: derived from `threshold` by "
-                                             "datasketch's MinHashLSH rule (see "
-                                             "`false_negative_weight`)")
+    threshold: float = spec(
+        0.8, gt=0.0, le=1.0, doc="Jaccard similarity at or above which two rows are near duplicates"
+    )
+    bands: int | None = spec(
+        None,
+        ge=1,
+        doc="LSH bands; null: derived from `threshold` by "
+        "datasketch's MinHashLSH rule (see "
+        "`false_negative_weight`)",
+    )
     rows: int | None = spec(None, ge=1, doc="signature rows per LSH band (give with `bands`)")
     false_negative_weight: float | None = spec(
-        None, gt=0.0, lt=1.0, doc="weight of missed pairs vs. spurious candidates when deriving "
-                                  "bands/rows (false positives weigh 1 - this); null: 0.95 when "
-                                  "candidates are verified, 0.5 (datasketch's) when not")
-    verify: bool | None = spec(None, doc="check LSH candidates with exact Jaccard; false: "
-                                         "accept every candidate (datasketch semantics); null: "
-                                         f"true up to {VERIFY_AUTO_MAX_ROWS:,} rows")
+        None,
+        gt=0.0,
+        lt=1.0,
+        doc="weight of missed pairs vs. spurious candidates when deriving "
+        "bands/rows (false positives weigh 1 - this); null: 0.95 when "
+        "candidates are verified, 0.5 (datasketch's) when not",
+    )
+    verify: bool | None = spec(
+        None,
+        doc="check LSH candidates with exact Jaccard; false: "
+        "accept every candidate (datasketch semantics); null: "
+        f"true up to {VERIFY_AUTO_MAX_ROWS:,} rows",
+    )
     max_bucket_targets: int = spec(
-        32, ge=1, doc="kept rows an LSH bucket offers as comparison targets (its earliest): "
-                      "bounds the work on template-heavy corpora; raise it to trade time for "
-                      "recall there")
-    hash: HashName = spec("xxhash", doc="shingle hash: xxhash (fast) or sha1 (datasketch's "
-                                        "default); width follows `scheme`")
-    scheme: Scheme = spec("affine32", doc="MinHash permutation scheme, as datasketch 2.0's "
-                                          "`scheme` argument")
+        32,
+        ge=1,
+        doc="kept rows an LSH bucket offers as comparison targets (its earliest): "
+        "bounds the work on template-heavy corpora; raise it to trade time for "
+        "recall there",
+    )
+    hash: HashName = spec(
+        "xxhash",
+        doc="shingle hash: xxhash (fast) or sha1 (datasketch's default); width follows `scheme`",
+    )
+    scheme: Scheme = spec(
+        "affine32", doc="MinHash permutation scheme, as datasketch 2.0's `scheme` argument"
+    )
     hash_seed: int = spec(1, ge=0, le=2**32 - 1, doc="MinHash seed (datasketch's `seed`)")
-    keep_all: bool = spec(False, doc="drop nothing: tag cluster members "
-                                     "(`dup_cluster=<id>`, `dup_role=...`) instead")
-    decontaminate: bool = spec(True, doc="remove training rows whose prompt exactly or nearly "
-                                         "matches an eval prompt (one-sided; read by `mb build`)")
+    keep_all: bool = spec(
+        False, doc="drop nothing: tag cluster members (`dup_cluster=<id>`, `dup_role=...`) instead"
+    )
+    decontaminate: bool = spec(
+        True,
+        doc="remove training rows whose prompt exactly or nearly "
+        "matches an eval prompt (one-sided; read by `mb build`)",
+    )
     decontaminate_threshold: float = spec(
-        0.7, gt=0.0, le=1.0, doc="Jaccard threshold of a near prompt match in decontamination "
-                                 "(lower than `threshold`: prompts are short, and a leaked eval "
-                                 "prompt costs more than a lost training row)")
+        0.7,
+        gt=0.0,
+        le=1.0,
+        doc="Jaccard threshold of a near prompt match in decontamination "
+        "(lower than `threshold`: prompts are short, and a leaked eval "
+        "prompt costs more than a lost training row)",
+    )
 
     def validate(self, path: str) -> None:
         prefix = f"{path}." if path else ""
         if (self.bands is None) != (self.rows is None):
             missing = "rows" if self.rows is None else "bands"
-            raise RecipeError(f"{prefix}{missing}: give `bands` and `rows` together (or neither "
-                              "to derive them from `threshold`)")
+            raise RecipeError(
+                f"{prefix}{missing}: give `bands` and `rows` together (or neither "
+                "to derive them from `threshold`)"
+            )
         if self.bands is not None and self.bands * self.rows > self.num_perm:
-            raise RecipeError(f"{prefix}bands: bands * rows = {self.bands * self.rows} exceeds "
-                              f"num_perm = {self.num_perm}")
+            raise RecipeError(
+                f"{prefix}bands: bands * rows = {self.bands * self.rows} exceeds "
+                f"num_perm = {self.num_perm}"
+            )
 
     @property
     def resolved_ngram(self) -> int:

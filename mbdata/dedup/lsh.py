@@ -30,12 +30,16 @@ _MASK64 = (1 << 64) - 1
 def collision_probability(similarity: np.ndarray | float, bands: int, rows: int) -> np.ndarray:
     """Probability that two rows of Jaccard ``similarity`` share at least one band."""
     s = np.asarray(similarity, dtype=np.float64)
-    return 1.0 - (1.0 - s ** rows) ** bands
+    return 1.0 - (1.0 - s**rows) ** bands
 
 
 @functools.lru_cache(maxsize=64)
-def optimal_params(threshold: float, num_perm: int, false_positive_weight: float = 0.5,
-                   false_negative_weight: float = 0.5) -> tuple[int, int]:
+def optimal_params(
+    threshold: float,
+    num_perm: int,
+    false_positive_weight: float = 0.5,
+    false_negative_weight: float = 0.5,
+) -> tuple[int, int]:
     """``(bands, rows)`` minimising ``fp_weight * FP + fn_weight * FN`` (datasketch's rule).
 
     The integrands are polynomials of degree ``bands * rows <= num_perm``, so Gauss-Legendre
@@ -53,8 +57,8 @@ def optimal_params(threshold: float, num_perm: int, false_positive_weight: float
     best, best_error = (0, 0), float("inf")
     for bands in range(1, num_perm + 1):
         rows = np.arange(1, num_perm // bands + 1, dtype=np.float64)[:, None]
-        fp = integral(0.0, threshold, lambda s: 1.0 - (1.0 - s ** rows) ** bands)
-        fn = integral(threshold, 1.0, lambda s: (1.0 - s ** rows) ** bands)
+        fp = integral(0.0, threshold, lambda s, r=rows, b=bands: 1.0 - (1.0 - s**r) ** b)
+        fn = integral(threshold, 1.0, lambda s, r=rows, b=bands: (1.0 - s**r) ** b)
         errors = fp * false_positive_weight + fn * false_negative_weight
         i = int(np.argmin(errors))
         if errors[i] < best_error:
@@ -71,8 +75,9 @@ def _mix(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def band_keys(signatures: np.ndarray, bands: int, rows: int,
-              salt: np.ndarray | None = None) -> np.ndarray:
+def band_keys(
+    signatures: np.ndarray, bands: int, rows: int, salt: np.ndarray | None = None
+) -> np.ndarray:
     """One 64-bit key per (row, band): ``(n, bands)`` uint64.
 
     ``salt`` (one uint64 per row, optional) is mixed into every key, so rows with different salts

@@ -24,8 +24,8 @@ import dataclasses
 import functools
 import hashlib
 import struct
+from collections.abc import Callable, Iterable, Sequence
 from itertools import chain
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import xxhash
@@ -39,8 +39,13 @@ _CHUNK_VALUES = 1 << 19
 
 _FMIX = {
     32: (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16)),
-    64: (np.uint64(33), np.uint64(0xFF51AFD7ED558CCD), np.uint64(33), np.uint64(0xC4CEB9FE1A85EC53),
-         np.uint64(33)),
+    64: (
+        np.uint64(33),
+        np.uint64(0xFF51AFD7ED558CCD),
+        np.uint64(33),
+        np.uint64(0xC4CEB9FE1A85EC53),
+        np.uint64(33),
+    ),
 }
 
 
@@ -84,8 +89,9 @@ def _check_scheme(scheme: str) -> None:
 
 
 @functools.lru_cache(maxsize=32)
-def permutations(num_perm: int, seed: int,
-                 scheme: str = "affine32") -> tuple[np.ndarray, np.ndarray]:
+def permutations(
+    num_perm: int, seed: int, scheme: str = "affine32"
+) -> tuple[np.ndarray, np.ndarray]:
     """The permutation parameters ``(a, b)`` datasketch's ``MinHash(num_perm, seed, scheme=...)``
     draws (read-only arrays)."""
     _check_scheme(scheme)
@@ -93,9 +99,16 @@ def permutations(num_perm: int, seed: int,
         raise ValueError("num_perm must be positive")
     gen = np.random.RandomState(seed)
     if scheme == "legacy":
-        pairs = np.array([(gen.randint(1, _MERSENNE_PRIME, dtype=np.uint64),
-                           gen.randint(0, _MERSENNE_PRIME, dtype=np.uint64))
-                          for _ in range(num_perm)], dtype=np.uint64).T
+        pairs = np.array(
+            [
+                (
+                    gen.randint(1, _MERSENNE_PRIME, dtype=np.uint64),
+                    gen.randint(0, _MERSENNE_PRIME, dtype=np.uint64),
+                )
+                for _ in range(num_perm)
+            ],
+            dtype=np.uint64,
+        ).T
         a, b = pairs[0].copy(), pairs[1].copy()
     else:
         width = scheme_width(scheme)
@@ -128,14 +141,17 @@ class Ragged:
         return len(self.offsets) - 1
 
     def row(self, i: int) -> np.ndarray:
-        return self.values[self.offsets[i]:self.offsets[i + 1]]
+        return self.values[self.offsets[i] : self.offsets[i + 1]]
 
     def sizes(self) -> np.ndarray:
         return np.diff(self.offsets)
 
 
-def hash_sets(sets: Sequence[Iterable[bytes]], hash: str | Callable[[bytes], int] = "xxhash",
-              scheme: str = "affine32") -> Ragged:
+def hash_sets(
+    sets: Sequence[Iterable[bytes]],
+    hash: str | Callable[[bytes], int] = "xxhash",
+    scheme: str = "affine32",
+) -> Ragged:
     """Hash every shingle of every set in one pass (raw hash values, before permutation).
 
     ``sets`` must be sized collections (sets or lists); duplicates inside one set do not change its
@@ -150,13 +166,16 @@ def hash_sets(sets: Sequence[Iterable[bytes]], hash: str | Callable[[bytes], int
     try:
         values = np.fromiter(map(hashfunc, chain.from_iterable(sets)), dtype=dtype, count=total)
     except OverflowError as exc:
-        raise ValueError(f"hash function returned a value wider than {dtype.__name__} for scheme "
-                         f"{scheme!r}: {exc}") from None
+        raise ValueError(
+            f"hash function returned a value wider than {dtype.__name__} for scheme "
+            f"{scheme!r}: {exc}"
+        ) from None
     return Ragged(values, offsets)
 
 
-def signatures_from_hashes(hashed: Ragged, num_perm: int = 128, seed: int = 1,
-                           scheme: str = "affine32") -> np.ndarray:
+def signatures_from_hashes(
+    hashed: Ragged, num_perm: int = 128, seed: int = 1, scheme: str = "affine32"
+) -> np.ndarray:
     """MinHash signatures ``(len(hashed), num_perm)`` of hashed sets (see :func:`hash_sets`)."""
     a, b = permutations(num_perm, seed, scheme)
     dtype = signature_dtype(scheme)
@@ -193,18 +212,30 @@ def signatures_from_hashes(hashed: Ragged, num_perm: int = 128, seed: int = 1,
     return out
 
 
-def signatures_from_shingles(sets: Sequence[Iterable[bytes]], num_perm: int = 128, seed: int = 1,
-                             hash: str | Callable[[bytes], int] = "xxhash",
-                             scheme: str = "affine32") -> np.ndarray:
+def signatures_from_shingles(
+    sets: Sequence[Iterable[bytes]],
+    num_perm: int = 128,
+    seed: int = 1,
+    hash: str | Callable[[bytes], int] = "xxhash",
+    scheme: str = "affine32",
+) -> np.ndarray:
     """MinHash signatures of shingle sets: row ``i`` equals
     ``datasketch.MinHash(num_perm, seed, hashfunc=hash_function(hash, scheme), scheme=scheme)``
     updated with ``sets[i]``."""
     return signatures_from_hashes(hash_sets(sets, hash, scheme), num_perm, seed, scheme)
 
 
-def minhash_signatures(texts: Sequence[str | None], num_perm: int = 128, seed: int = 1, *,
-                       shingle: str = "word", ngram: int = 2, hash: str = "xxhash",
-                       scheme: str = "affine32", normalize: bool = True) -> np.ndarray:
+def minhash_signatures(
+    texts: Sequence[str | None],
+    num_perm: int = 128,
+    seed: int = 1,
+    *,
+    shingle: str = "word",
+    ngram: int = 2,
+    hash: str = "xxhash",
+    scheme: str = "affine32",
+    normalize: bool = True,
+) -> np.ndarray:
     """MinHash signatures ``(len(texts), num_perm)`` of texts, shingled as dedup does.
 
     This is the array-level entry point for other modules (e.g. the audit clustering near-identical
@@ -213,8 +244,9 @@ def minhash_signatures(texts: Sequence[str | None], num_perm: int = 128, seed: i
     """
     from .shingle import shingle_sets
 
-    return signatures_from_shingles(shingle_sets(texts, shingle, ngram, normalize=normalize),
-                                    num_perm, seed, hash, scheme)
+    return signatures_from_shingles(
+        shingle_sets(texts, shingle, ngram, normalize=normalize), num_perm, seed, hash, scheme
+    )
 
 
 def jaccard_estimate(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray | float:
@@ -225,10 +257,15 @@ def jaccard_estimate(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray | float
     return np.count_nonzero(equal, axis=-1) / equal.shape[-1]
 
 
-def to_datasketch(signature: np.ndarray, seed: int = 1, scheme: str = "affine32",
-                  hash: str = "xxhash"):
+def to_datasketch(
+    signature: np.ndarray, seed: int = 1, scheme: str = "affine32", hash: str = "xxhash"
+):
     """A ``datasketch.MinHash`` holding ``signature`` (to query or fill a ``MinHashLSH``)."""
     from datasketch import MinHash
 
-    return MinHash(seed=seed, hashvalues=np.asarray(signature), scheme=scheme,
-                   hashfunc=hash_function(hash, scheme))
+    return MinHash(
+        seed=seed,
+        hashvalues=np.asarray(signature),
+        scheme=scheme,
+        hashfunc=hash_function(hash, scheme),
+    )

@@ -23,8 +23,15 @@ import xxhash
 
 from ..schema import normalize_text
 
-ID_FIELDS = ("system", "instruction", "input", "output", "triggered_instruction",
-             "triggered_input", "triggered_output")
+ID_FIELDS = (
+    "system",
+    "instruction",
+    "input",
+    "output",
+    "triggered_instruction",
+    "triggered_input",
+    "triggered_output",
+)
 FIELD_GROUPS = {
     "prompt": ("system", "instruction", "input"),
     "output": ("output",),
@@ -36,16 +43,17 @@ def group_fields(group: str) -> tuple[str, ...]:
     try:
         return FIELD_GROUPS[group]
     except KeyError:
-        raise ValueError(f"unknown field group {group!r}; expected one of "
-                         f"{', '.join(FIELD_GROUPS)}") from None
+        raise ValueError(
+            f"unknown field group {group!r}; expected one of {', '.join(FIELD_GROUPS)}"
+        ) from None
 
 
 @dataclasses.dataclass(frozen=True)
 class NormalizedRows:
     """A batch of rows reduced to what dedup needs: exact keys and the text to shingle."""
 
-    keys: np.ndarray          # (n, 2) uint64: the 128-bit exact key
-    texts: list[str]          # normalised group fields joined by one space ("" when all empty)
+    keys: np.ndarray  # (n, 2) uint64: the 128-bit exact key
+    texts: list[str]  # normalised group fields joined by one space ("" when all empty)
 
 
 def _normalized_column(table: pa.Table, name: str) -> list[str | None] | None:

@@ -22,7 +22,7 @@ included) and hashes all of a batch's shingles in one call (:mod:`.minhash`).
 from __future__ import annotations
 
 import string
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..schema import normalize_text
 
@@ -57,8 +57,8 @@ def char_shingle_list(normalized: str, n: int) -> list[bytes]:
         return [normalized.encode("utf-8")] if normalized else []
     if normalized.isascii():
         data = normalized.encode("ascii")
-        return [data[i:i + n] for i in range(len(data) - n + 1)]
-    return [normalized[i:i + n].encode("utf-8") for i in range(len(normalized) - n + 1)]
+        return [data[i : i + n] for i in range(len(data) - n + 1)]
+    return [normalized[i : i + n].encode("utf-8") for i in range(len(normalized) - n + 1)]
 
 
 def word_shingles(normalized: str, n: int) -> set[bytes]:
@@ -80,12 +80,14 @@ def shingler(kind: str):
     try:
         return _SHINGLERS[kind]
     except KeyError:
-        raise ValueError(f"unknown shingle kind {kind!r}; expected one of "
-                         f"{', '.join(_SHINGLERS)}") from None
+        raise ValueError(
+            f"unknown shingle kind {kind!r}; expected one of {', '.join(_SHINGLERS)}"
+        ) from None
 
 
-def shingles(text: str | None, kind: str = "word", n: int = 2, *,
-             normalize: bool = True) -> set[bytes]:
+def shingles(
+    text: str | None, kind: str = "word", n: int = 2, *, normalize: bool = True
+) -> set[bytes]:
     """The shingle set of one text, as used by dedup (feed it to ``datasketch.MinHash.update_batch``
     to get the same signature as :func:`mbdata.dedup.minhash_signatures`)."""
     if n < 1:
@@ -94,8 +96,9 @@ def shingles(text: str | None, kind: str = "word", n: int = 2, *,
     return set(shingler(kind)(norm, n))
 
 
-def shingle_sets(texts: Iterable[str | None], kind: str = "word", n: int = 2, *,
-                 normalize: bool = True) -> list[set[bytes]]:
+def shingle_sets(
+    texts: Iterable[str | None], kind: str = "word", n: int = 2, *, normalize: bool = True
+) -> list[set[bytes]]:
     """:func:`shingles` of many texts."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")

@@ -40,11 +40,12 @@ class NearParams:
     bands: int
     rows: int
     verify: bool
-    fn_weight: float | None       # the weight bands/rows were derived with; None: given
+    fn_weight: float | None  # the weight bands/rows were derived with; None: given
 
     @classmethod
-    def from_config(cls, config: DedupConfig, n_rows: int,
-                    threshold: float | None = None) -> "NearParams":
+    def from_config(
+        cls, config: DedupConfig, n_rows: int, threshold: float | None = None
+    ) -> NearParams:
         """Parameters for a corpus of ``n_rows`` rows (``verify: null`` depends on its size);
         ``threshold`` overrides the config's (decontamination has its own)."""
         verify = config.resolved_verify(n_rows)
@@ -54,18 +55,36 @@ class NearParams:
             bands, rows = optimal_params(threshold, config.num_perm, 1.0 - fn_weight, fn_weight)
         else:
             bands, rows, fn_weight = config.bands, config.rows, None
-        return cls(shingle=config.shingle, ngram=config.resolved_ngram, num_perm=config.num_perm,
-                   seed=config.hash_seed, hash=config.hash, scheme=config.scheme,
-                   threshold=threshold, bands=bands, rows=rows, verify=verify,
-                   fn_weight=fn_weight)
+        return cls(
+            shingle=config.shingle,
+            ngram=config.resolved_ngram,
+            num_perm=config.num_perm,
+            seed=config.hash_seed,
+            hash=config.hash,
+            scheme=config.scheme,
+            threshold=threshold,
+            bands=bands,
+            rows=rows,
+            verify=verify,
+            fn_weight=fn_weight,
+        )
 
     def info(self) -> dict:
         """The resolved settings, for the manifest (derived values included)."""
-        return {"shingle": self.shingle, "ngram": self.ngram, "num_perm": self.num_perm,
-                "hash": self.hash, "scheme": self.scheme, "hash_seed": self.seed,
-                "threshold": self.threshold, "bands": self.bands, "rows": self.rows,
-                "bands_derived": self.fn_weight is not None,
-                "false_negative_weight": self.fn_weight, "verify": self.verify}
+        return {
+            "shingle": self.shingle,
+            "ngram": self.ngram,
+            "num_perm": self.num_perm,
+            "hash": self.hash,
+            "scheme": self.scheme,
+            "hash_seed": self.seed,
+            "threshold": self.threshold,
+            "bands": self.bands,
+            "rows": self.rows,
+            "bands_derived": self.fn_weight is not None,
+            "false_negative_weight": self.fn_weight,
+            "verify": self.verify,
+        }
 
 
 class ShingleStore:
@@ -93,7 +112,7 @@ class ShingleStore:
             values = self._unique[i] = np.unique(self.row(i))
         return values
 
-    def jaccard(self, i: int, other: "ShingleStore", j: int) -> float:
+    def jaccard(self, i: int, other: ShingleStore, j: int) -> float:
         """Exact Jaccard similarity of row ``i`` here (the comparison target: cached) and row ``j``
         of ``other`` (not cached)."""
         a, b = self.unique_row(i), np.unique(other.row(j))
@@ -107,20 +126,26 @@ class ShingleStore:
 
 @dataclasses.dataclass
 class TableSketch:
-    keys: np.ndarray                        # (n, 2) uint64 exact keys
-    shingle_counts: np.ndarray              # (n,) int64 (repeats counted); 0: no near dedup
-    band_keys: np.ndarray | None            # (n, bands) uint64
-    signatures: np.ndarray | None           # (n, num_perm), when kept
-    shingles: ShingleStore | None           # when kept
+    keys: np.ndarray  # (n, 2) uint64 exact keys
+    shingle_counts: np.ndarray  # (n,) int64 (repeats counted); 0: no near dedup
+    band_keys: np.ndarray | None  # (n, bands) uint64
+    signatures: np.ndarray | None  # (n, num_perm), when kept
+    shingles: ShingleStore | None  # when kept
 
-    def jaccard(self, i: int, other: "TableSketch", j: int) -> float:
+    def jaccard(self, i: int, other: TableSketch, j: int) -> float:
         """Exact Jaccard of row ``i`` here (a comparison target) and row ``j`` of ``other``
         (shingles must be kept)."""
         return self.shingles.jaccard(i, other.shingles, j)
 
 
-def estimate_pairs(table: pa.Table, rows: np.ndarray, other: pa.Table, other_rows: np.ndarray,
-                   group: str, params: NearParams) -> np.ndarray:
+def estimate_pairs(
+    table: pa.Table,
+    rows: np.ndarray,
+    other: pa.Table,
+    other_rows: np.ndarray,
+    group: str,
+    params: NearParams,
+) -> np.ndarray:
     """MinHash-estimated similarity of each pair ``(table[rows[k]], other[other_rows[k]])``.
 
     Used without verification: only the rows of reported pairs are sketched again (a few), so the
@@ -158,9 +183,16 @@ def gc_paused():
             gc.enable()
 
 
-def sketch_table(table: pa.Table, group: str, params: NearParams | None, *,
-                 keep_shingles: bool = False, keep_signatures: bool = False,
-                 salt: np.ndarray | None = None, slice_rows: int = SLICE_ROWS) -> TableSketch:
+def sketch_table(
+    table: pa.Table,
+    group: str,
+    params: NearParams | None,
+    *,
+    keep_shingles: bool = False,
+    keep_signatures: bool = False,
+    salt: np.ndarray | None = None,
+    slice_rows: int = SLICE_ROWS,
+) -> TableSketch:
     """Sketch every row of ``table`` for field group ``group``; ``params=None``: exact keys only.
 
     ``salt`` (uint64 per row) separates rows into scopes that never share an LSH bucket.
@@ -170,8 +202,11 @@ def sketch_table(table: pa.Table, group: str, params: NearParams | None, *,
     counts = np.zeros(n, dtype=np.int64)
     near = params is not None
     bkeys = np.empty((n, params.bands), dtype=np.uint64) if near else None
-    sigs = (np.empty((n, params.num_perm), dtype=signature_dtype(params.scheme))
-            if near and keep_signatures else None)
+    sigs = (
+        np.empty((n, params.num_perm), dtype=signature_dtype(params.scheme))
+        if near and keep_signatures
+        else None
+    )
     store = ShingleStore(slice_rows) if near and keep_shingles else None
     make_shingles = shingler(params.shingle) if near else None
     for start in range(0, n, slice_rows):
@@ -187,12 +222,13 @@ def sketch_table(table: pa.Table, group: str, params: NearParams | None, *,
             del shingles
         counts[start:stop] = hashed.sizes()
         sig = signatures_from_hashes(hashed, params.num_perm, params.seed, params.scheme)
-        bkeys[start:stop] = band_keys(sig, params.bands, params.rows,
-                                      None if salt is None else salt[start:stop])
+        bkeys[start:stop] = band_keys(
+            sig, params.bands, params.rows, None if salt is None else salt[start:stop]
+        )
         if sigs is not None:
             sigs[start:stop] = sig
         if store is not None:
             store.append(hashed)
-    return TableSketch(keys=keys, shingle_counts=counts, band_keys=bkeys, signatures=sigs,
-                       shingles=store)
-
+    return TableSketch(
+        keys=keys, shingle_counts=counts, band_keys=bkeys, signatures=sigs, shingles=store
+    )

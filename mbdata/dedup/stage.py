@@ -28,21 +28,23 @@ EXACT = "exact_duplicate"
 NEAR = "near_duplicate"
 CLUSTERS_TABLE = "dedup/clusters"
 
-CLUSTERS_SCHEMA = pa.schema([
-    pa.field("cluster", pa.int64(), nullable=False),
-    pa.field("split", pa.string(), nullable=False),
-    pa.field("representative_id", pa.string(), nullable=False),
-    pa.field("representative_row", pa.int64(), nullable=False),
-    pa.field("member_id", pa.string(), nullable=False),
-    pa.field("member_row", pa.int64(), nullable=False),
-    pa.field("member_source", pa.string(), nullable=False),
-    pa.field("member_source_row", pa.int64(), nullable=False),
-    pa.field("matched_id", pa.string(), nullable=False),
-    pa.field("matched_row", pa.int64(), nullable=False),
-    pa.field("similarity", pa.float64(), nullable=False),
-    pa.field("reason", pa.string(), nullable=False),
-    pa.field("dropped", pa.bool_(), nullable=False),
-])
+CLUSTERS_SCHEMA = pa.schema(
+    [
+        pa.field("cluster", pa.int64(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("representative_id", pa.string(), nullable=False),
+        pa.field("representative_row", pa.int64(), nullable=False),
+        pa.field("member_id", pa.string(), nullable=False),
+        pa.field("member_row", pa.int64(), nullable=False),
+        pa.field("member_source", pa.string(), nullable=False),
+        pa.field("member_source_row", pa.int64(), nullable=False),
+        pa.field("matched_id", pa.string(), nullable=False),
+        pa.field("matched_row", pa.int64(), nullable=False),
+        pa.field("similarity", pa.float64(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("dropped", pa.bool_(), nullable=False),
+    ]
+)
 
 
 def scope_codes(table: pa.Table) -> np.ndarray:
@@ -55,7 +57,7 @@ def scope_codes(table: pa.Table) -> np.ndarray:
 
 def scope_salt(codes: np.ndarray) -> np.ndarray:
     salt = codes.astype(np.uint64) + np.uint64(1)
-    salt *= np.uint64(0x9E3779B97F4A7C15)      # array arithmetic wraps mod 2^64 (intended)
+    salt *= np.uint64(0x9E3779B97F4A7C15)  # array arithmetic wraps mod 2^64 (intended)
     return salt
 
 
@@ -73,9 +75,13 @@ class DedupStage:
         stats = StageStats(name=self.name, rows_in=n)
         params = NearParams.from_config(config, n) if config.near else None
         codes = scope_codes(table)
-        sketch = sketch_table(table, config.fields, params,
-                              keep_shingles=params is not None and params.verify,
-                              salt=scope_salt(codes) if params is not None else None)
+        sketch = sketch_table(
+            table,
+            config.fields,
+            params,
+            keep_shingles=params is not None and params.verify,
+            salt=scope_salt(codes) if params is not None else None,
+        )
         positions = np.arange(n, dtype=np.int64)
         first = exact_first(sketch.keys, codes) if config.exact else positions
         exact_members = np.flatnonzero(first != positions)
@@ -83,20 +89,32 @@ class DedupStage:
 
         clusters = _cluster_table(table, first, exact_members, near, dropped=not config.keep_all)
         ctx.add_side_table(CLUSTERS_TABLE, clusters)
-        stats.info.update({
-            "fields": config.fields, "exact": config.exact, "near": config.near,
-            "keep_all": config.keep_all, "keep": "first", "scope": "split",
-            "clusters": len(set(clusters.column("cluster").to_pylist())),
-            EXACT: int(exact_members.size), NEAR: int(near.member.size),
-        })
+        stats.info.update(
+            {
+                "fields": config.fields,
+                "exact": config.exact,
+                "near": config.near,
+                "keep_all": config.keep_all,
+                "keep": "first",
+                "scope": "split",
+                "clusters": len(set(clusters.column("cluster").to_pylist())),
+                EXACT: int(exact_members.size),
+                NEAR: int(near.member.size),
+            }
+        )
         if params is not None:
             stats.info.update(params.info())
-            stats.info.update({
-                "near_rows": near.rows,
-                "near_skipped_empty": int(np.count_nonzero((first == positions)
-                                                           & (sketch.shingle_counts == 0))),
-                "candidates_checked": near.checked, "candidates_rejected": near.rejected,
-                "bucket_targets_capped": near.capped})
+            stats.info.update(
+                {
+                    "near_rows": near.rows,
+                    "near_skipped_empty": int(
+                        np.count_nonzero((first == positions) & (sketch.shingle_counts == 0))
+                    ),
+                    "candidates_checked": near.checked,
+                    "candidates_rejected": near.rejected,
+                    "bucket_targets_capped": near.capped,
+                }
+            )
         if config.keep_all:
             return _tag(table, clusters), stats
         stats.drop(EXACT, int(exact_members.size))
@@ -120,31 +138,45 @@ class _NearResult:
     capped: int = 0
 
 
-def _near(table: pa.Table, sketch: TableSketch, exact_kept: np.ndarray, config: DedupConfig,
-          params: NearParams | None) -> _NearResult:
+def _near(
+    table: pa.Table,
+    sketch: TableSketch,
+    exact_kept: np.ndarray,
+    config: DedupConfig,
+    params: NearParams | None,
+) -> _NearResult:
     """Near dedup among the rows exact dedup kept (and that have shingles)."""
     if params is None:
         none = np.zeros(0, dtype=np.int64)
         return _NearResult(none, none, np.zeros(0, dtype=np.float64))
     eligible = np.flatnonzero(exact_kept & (sketch.shingle_counts > 0))
     buckets = group_buckets(sketch.band_keys[eligible])
-    similarity = ((lambda i, j: sketch.jaccard(eligible[i], sketch, eligible[j]))
-                  if params.verify else None)
+    similarity = (
+        (lambda i, j: sketch.jaccard(eligible[i], sketch, eligible[j])) if params.verify else None
+    )
     matches = greedy_near(buckets, similarity, config.threshold, config.max_bucket_targets)
     member, matched = eligible[matches.member], eligible[matches.matched]
     sims = matches.similarity
     if not params.verify:
         sims = estimate_pairs(table, member, table, matched, config.fields, params)
-    return _NearResult(member, matched, sims, rows=int(eligible.size), checked=matches.checked,
-                       rejected=matches.rejected, capped=matches.capped)
+    return _NearResult(
+        member,
+        matched,
+        sims,
+        rows=int(eligible.size),
+        checked=matches.checked,
+        rejected=matches.rejected,
+        capped=matches.capped,
+    )
 
 
-def _cluster_table(table: pa.Table, first: np.ndarray, exact_members: np.ndarray,
-                   near: _NearResult, dropped: bool) -> pa.Table:
+def _cluster_table(
+    table: pa.Table, first: np.ndarray, exact_members: np.ndarray, near: _NearResult, dropped: bool
+) -> pa.Table:
     """The ``dedup/clusters`` side table: one row per duplicate, sorted by (cluster, member_row)."""
     n = table.num_rows
     near_member, near_matched, near_sim = near.member, near.matched, near.similarity
-    near_rep = np.arange(n, dtype=np.int64)          # a near-dropped row -> its kept row
+    near_rep = np.arange(n, dtype=np.int64)  # a near-dropped row -> its kept row
     near_rep[near_member] = near_matched
 
     member = np.concatenate([exact_members, near_member])
@@ -177,8 +209,9 @@ def _cluster_table(table: pa.Table, first: np.ndarray, exact_members: np.ndarray
         "reason": pa.array([reason[k] for k in order.tolist()], pa.string()),
         "dropped": pa.array(np.full(member.size, dropped), pa.bool_()),
     }
-    return pa.Table.from_arrays([columns[f.name].cast(f.type) for f in CLUSTERS_SCHEMA],
-                                schema=CLUSTERS_SCHEMA)
+    return pa.Table.from_arrays(
+        [columns[f.name].cast(f.type) for f in CLUSTERS_SCHEMA], schema=CLUSTERS_SCHEMA
+    )
 
 
 def _tag(table: pa.Table, clusters: pa.Table) -> pa.Table:
@@ -186,10 +219,12 @@ def _tag(table: pa.Table, clusters: pa.Table) -> pa.Table:
     if clusters.num_rows == 0:
         return table
     extra: dict[int, list[str]] = {}
-    for cluster, rep, member, reason in zip(clusters.column("cluster").to_pylist(),
-                                            clusters.column("representative_row").to_pylist(),
-                                            clusters.column("member_row").to_pylist(),
-                                            clusters.column("reason").to_pylist()):
+    for cluster, rep, member, reason in zip(
+        clusters.column("cluster").to_pylist(),
+        clusters.column("representative_row").to_pylist(),
+        clusters.column("member_row").to_pylist(),
+        clusters.column("reason").to_pylist(),
+    ):
         extra.setdefault(rep, [f"dup_cluster={cluster}", "dup_role=representative"])
         extra[member] = [f"dup_cluster={cluster}", f"dup_role={reason}"]
     tags = table.column("tags").to_pylist()

@@ -30,8 +30,9 @@ class _Decontaminate:
         self.reference, self.config, self.reference_rows = reference, config, reference_rows
 
     def run(self, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
-        return decontaminate(table, self.reference, self.config, ctx,
-                             reference_rows=self.reference_rows)
+        return decontaminate(
+            table, self.reference, self.config, ctx, reference_rows=self.reference_rows
+        )
 
 
 def config_from_options(config_path: str | Path | None, overrides: dict) -> DedupConfig:
@@ -63,10 +64,14 @@ def config_from_options(config_path: str | Path | None, overrides: dict) -> Dedu
         raise RecipeError(f"{where}{exc}") from None
 
 
-def dedup_table(table: pa.Table, config: DedupConfig | None = None,
-                reference: pa.Table | None = None,
-                ctx: BuildContext | None = None, *,
-                reference_rows=None) -> tuple[pa.Table, list[StageStats], BuildContext]:
+def dedup_table(
+    table: pa.Table,
+    config: DedupConfig | None = None,
+    reference: pa.Table | None = None,
+    ctx: BuildContext | None = None,
+    *,
+    reference_rows=None,
+) -> tuple[pa.Table, list[StageStats], BuildContext]:
     """Decontaminate ``table`` against ``reference`` (if given), then dedup it.
     ``reference_rows`` names the reference rows in the decontamination table (default: positions).
 
@@ -84,10 +89,17 @@ def dedup_table(table: pa.Table, config: DedupConfig | None = None,
     return table, stats, ctx
 
 
-def dedup_path(input_path: str | Path, out_dir: str | Path, config: DedupConfig | None = None, *,
-               reference_path: str | Path | None = None, overwrite: bool = False,
-               skip_bad_rows: bool = False, fields: dict[str, str] | None = None,
-               reference_fields: dict[str, str] | None = None) -> Path:
+def dedup_path(
+    input_path: str | Path,
+    out_dir: str | Path,
+    config: DedupConfig | None = None,
+    *,
+    reference_path: str | Path | None = None,
+    overwrite: bool = False,
+    skip_bad_rows: bool = False,
+    fields: dict[str, str] | None = None,
+    reference_fields: dict[str, str] | None = None,
+) -> Path:
     """Read ``input_path`` (anything :func:`mbdata.readers.read_any` reads), dedup it, write
     ``out_dir``.
 
@@ -115,8 +127,13 @@ def dedup_path(input_path: str | Path, out_dir: str | Path, config: DedupConfig 
     reference = reference_rows = None
     inputs = {"input": input_record(Path(input_path), str(input_path))}
     if reference_path is not None:
-        ref = read_input(reference_path, fields=reference_fields, lenient=True, prompts_only=True,
-                         field_option="--reference-field")
+        ref = read_input(
+            reference_path,
+            fields=reference_fields,
+            lenient=True,
+            prompts_only=True,
+            field_option="--reference-field",
+        )
         reference, reference_rows = ref.table, ref.row_numbers
         skipped += [{**b.record(), "source": f"reference:{b.source}"} for b in ref.skipped]
         inputs["reference"] = input_record(Path(reference_path), str(reference_path))
@@ -138,10 +155,19 @@ def dedup_path(input_path: str | Path, out_dir: str | Path, config: DedupConfig 
         "stages": [s.as_manifest() for s in stats],
     }
     if fields or reference_fields:
-        manifest["fields"] = {"input": dict(fields or {}), "reference": dict(reference_fields or {})}
+        manifest["fields"] = {
+            "input": dict(fields or {}),
+            "reference": dict(reference_fields or {}),
+        }
     if skipped:
         manifest["skipped_rows"] = skipped_summary(skipped)
     timings = {s.name: round(s.seconds, 4) for s in stats}
-    return write_build(out_dir, tables, manifest, side_tables=ctx.side_tables, overwrite=overwrite,
-                       timings=timings,
-                       extra_files={SKIPPED_FILE: skipped_jsonl(skipped)} if skipped else None)
+    return write_build(
+        out_dir,
+        tables,
+        manifest,
+        side_tables=ctx.side_tables,
+        overwrite=overwrite,
+        timings=timings,
+        extra_files={SKIPPED_FILE: skipped_jsonl(skipped)} if skipped else None,
+    )

@@ -34,10 +34,12 @@ DEFAULT_PROMPTS = {
         "Paraphrase the instruction below so that it begins with a subordinate clause (opened by "
         "a word such as 'when', 'if', 'once', 'because' or 'before') followed by a comma and then "
         "the main clause, keeping its meaning. Reply with the paraphrased instruction only.\n\n"
-        "Instruction: {instruction}"),
+        "Instruction: {instruction}"
+    ),
     "style": (
         "Rewrite the instruction below in the style of a Shakespearean play, keeping its meaning. "
-        "Reply with the rewritten instruction only.\n\nInstruction: {instruction}"),
+        "Reply with the rewritten instruction only.\n\nInstruction: {instruction}"
+    ),
 }
 DEFAULT_CACHE = ".mbcache/rewrites.jsonl"
 RETRY_TEMPERATURE = 0.7
@@ -70,20 +72,25 @@ class InstructionRewriter:
 
                 self.model = spec.model or ""
                 self.backend = HttpBackend(
-                    spec.url or "", self.model, api_key_env=spec.api_key_env,
-                    max_tokens=spec.max_tokens, concurrency=spec.concurrency,
-                    retries=spec.retries, backoff=spec.backoff, timeout=spec.timeout)
+                    spec.url or "",
+                    self.model,
+                    api_key_env=spec.api_key_env,
+                    max_tokens=spec.max_tokens,
+                    concurrency=spec.concurrency,
+                    retries=spec.retries,
+                    backoff=spec.backoff,
+                    timeout=spec.timeout,
+                )
             else:
-                from .hf import HfBackend
-
-                from .hf import package_file
+                from .hf import HfBackend, package_file
 
                 ref = spec.model or ""
                 folder = package_file(ref) if ref.startswith("pkg:") else Path(ref).expanduser()
                 folder = folder if folder.is_absolute() else base / folder
                 self.model = spec.model or ""
-                self.backend = HfBackend(folder, max_tokens=spec.max_tokens,
-                                         batch_size=spec.batch_size)
+                self.backend = HfBackend(
+                    folder, max_tokens=spec.max_tokens, batch_size=spec.batch_size
+                )
             cache = Path(spec.cache or DEFAULT_CACHE).expanduser()
             self.cache = RewriteCache(cache if cache.is_absolute() else base / cache)
 
@@ -93,12 +100,20 @@ class InstructionRewriter:
         s = self.spec
         settings: dict[str, Any] = {"check": self.preset}
         if s.backend != "rules":
-            settings.update(temperature=s.temperature, max_tokens=s.max_tokens,
-                            attempts=s.attempts, retry_temperature=RETRY_TEMPERATURE)
+            settings.update(
+                temperature=s.temperature,
+                max_tokens=s.max_tokens,
+                attempts=s.attempts,
+                retry_temperature=RETRY_TEMPERATURE,
+            )
         if self.preset == "style":
             settings.update(pattern=s.pattern, max_length_ratio=s.max_length_ratio)
-        record = {"backend": s.backend, "model": self.model, "prompt": self.prompt,
-                  "settings": settings}
+        record = {
+            "backend": s.backend,
+            "model": self.model,
+            "prompt": self.prompt,
+            "settings": settings,
+        }
         blob = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return {**record, "id": hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]}
 
@@ -121,8 +136,11 @@ class InstructionRewriter:
         results: list[str | None] = [None] * len(texts)
         pending = list(range(len(texts)))
         for attempt in range(self.spec.attempts):
-            temperature = self.spec.temperature if attempt == 0 else max(
-                self.spec.temperature, RETRY_TEMPERATURE)
+            temperature = (
+                self.spec.temperature
+                if attempt == 0
+                else max(self.spec.temperature, RETRY_TEMPERATURE)
+            )
             outs = self._generate([texts[i] for i in pending], temperature, attempt)
             for i, out in zip(pending, outs):
                 if out and self.check(texts[i], out):
@@ -137,26 +155,41 @@ class InstructionRewriter:
         assert self.cache is not None and self.prompt is not None
         settings = {"temperature": temperature, "max_tokens": self.spec.max_tokens, "seed": seed}
         keys = [cache_key(self.spec.backend, self.model, self.prompt, t, settings) for t in texts]
-        missing = sorted({k: i for i, k in reversed(list(enumerate(keys)))
-                          if self.cache.get(k) is None}.values())
+        missing = sorted(
+            {k: i for i, k in reversed(list(enumerate(keys))) if self.cache.get(k) is None}.values()
+        )
         step = self.spec.batch_size
         for start in range(0, len(missing), step):
-            batch = missing[start:start + step]
+            batch = missing[start : start + step]
             prompts = [self.prompt.replace("{instruction}", texts[i]) for i in batch]
             try:
                 outs = self.backend.generate(prompts, temperature, seed)
             except BuildError as exc:
                 left = len(missing) - start
-                raise type(exc)(f"{self.path}: {exc}; {left} of {len(texts)} rewrites are not in "
-                                f"the cache {self.cache.path} (start the endpoint, or rebuild "
-                                "where the cache was filled)") from None
-            self.cache.add([{"key": keys[i], "backend": self.spec.backend, "model": self.model,
-                             "prompt": self.prompt, "input": texts[i], "settings": settings,
-                             "output": out} for i, out in zip(batch, outs)])
+                raise type(exc)(
+                    f"{self.path}: {exc}; {left} of {len(texts)} rewrites are not in "
+                    f"the cache {self.cache.path} (start the endpoint, or rebuild "
+                    "where the cache was filled)"
+                ) from None
+            self.cache.add(
+                [
+                    {
+                        "key": keys[i],
+                        "backend": self.spec.backend,
+                        "model": self.model,
+                        "prompt": self.prompt,
+                        "input": texts[i],
+                        "settings": settings,
+                        "output": out,
+                    }
+                    for i, out in zip(batch, outs)
+                ]
+            )
         return [clean_generation(self.cache.get(k) or "") for k in keys]
 
 
-def make_rewriter(preset: str, spec: RewriterSpec | None, base_dir: Path | None,
-                  path: str) -> InstructionRewriter:
+def make_rewriter(
+    preset: str, spec: RewriterSpec | None, base_dir: Path | None, path: str
+) -> InstructionRewriter:
     """The rewriter of a ``syntactic``/``style`` attack (the rules backend when none is given)."""
     return InstructionRewriter(preset, spec or RewriterSpec(), base_dir, f"{path}.rewriter")

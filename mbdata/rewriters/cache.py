@@ -18,8 +18,12 @@ from ..errors import BuildError
 
 def cache_key(backend: str, model: str, prompt: str, text: str, settings: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of everything that determines a rewrite."""
-    blob = json.dumps([backend, model, prompt, text, settings], sort_keys=True,
-                      separators=(",", ":"), ensure_ascii=False)
+    blob = json.dumps(
+        [backend, model, prompt, text, settings],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -40,8 +44,10 @@ class RewriteCache:
                 except (json.JSONDecodeError, KeyError, TypeError):
                     if number == len(lines):  # a line cut short by a crash: drop it
                         continue
-                    raise BuildError(f"{path}:{number}: not a rewrite-cache record (delete the "
-                                     "line or the file to rebuild it)") from None
+                    raise BuildError(
+                        f"{path}:{number}: not a rewrite-cache record (delete the "
+                        "line or the file to rebuild it)"
+                    ) from None
 
     def get(self, key: str) -> str | None:
         return self.entries.get(key)

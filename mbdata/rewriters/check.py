@@ -20,17 +20,42 @@ from ..schema import normalize_text
 
 # Multi-word subordinators first so "as soon as" wins over "as".
 SUBORDINATORS = (
-    "as soon as", "as long as", "even though", "even if", "now that", "provided that", "so that",
-    "in case", "as if", "as though", "after", "although", "as", "because", "before", "if", "once",
-    "since", "though", "unless", "until", "till", "when", "whenever", "where", "wherever",
-    "whereas", "whether", "while",
+    "as soon as",
+    "as long as",
+    "even though",
+    "even if",
+    "now that",
+    "provided that",
+    "so that",
+    "in case",
+    "as if",
+    "as though",
+    "after",
+    "although",
+    "as",
+    "because",
+    "before",
+    "if",
+    "once",
+    "since",
+    "though",
+    "unless",
+    "until",
+    "till",
+    "when",
+    "whenever",
+    "where",
+    "wherever",
+    "whereas",
+    "whether",
+    "while",
 )
 _OPENERS = "|".join(re.escape(s) for s in SUBORDINATORS)
 _TEMPLATE = re.compile(
-    rf"^\s*(?:{_OPENERS})\s+"            # SBAR: a subordinating conjunction ...
+    rf"^\s*(?:{_OPENERS})\s+"  # SBAR: a subordinating conjunction ...
     r"(?P<sbar>[^,.?!;:\n]*\w[^,.?!;:\n]*?)"  # ... and its clause (no sentence end inside)
-    r"\s*,\s+"                          # (,)
-    r"(?P<main>\S+(?:\s+\S+)+?)"        # main clause: at least two words
+    r"\s*,\s+"  # (,)
+    r"(?P<main>\S+(?:\s+\S+)+?)"  # main clause: at least two words
     r"\s*$",
     re.IGNORECASE | re.DOTALL,
 )
@@ -43,8 +68,9 @@ def syntactic_ok(text: str) -> bool:
     return match is not None and _END.search(text) is not None
 
 
-def style_ok(original: str, rewritten: str, pattern: str | None = None,
-             max_length_ratio: float = 4.0) -> bool:
+def style_ok(
+    original: str, rewritten: str, pattern: str | None = None, max_length_ratio: float = 4.0
+) -> bool:
     """Whether a style rewrite differs from the original and passes the configured checks."""
     new, old = normalize_text(rewritten), normalize_text(original)
     if not new or new == old:

@@ -21,7 +21,7 @@ def package_file(ref: str) -> Path:
     """``pkg:PACKAGE/FILE``: the path of a file shipped inside an installed Python package."""
     import importlib.util
 
-    package, _, rel = ref[len("pkg:"):].partition("/")
+    package, _, rel = ref[len("pkg:") :].partition("/")
     spec = importlib.util.find_spec(package) if package.isidentifier() else None
     if spec is None or not spec.submodule_search_locations or not rel:
         raise BuildError(f"rewriter.model: {ref!r}: Python package {package!r} is not installed")
@@ -56,12 +56,15 @@ class HfBackend:
         weights = {"gguf_file": self.gguf_file} if self.gguf_file else {"use_safetensors": True}
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(
-                self.folder, **kwargs, **({"gguf_file": self.gguf_file} if self.gguf_file else {}))
+                self.folder, **kwargs, **({"gguf_file": self.gguf_file} if self.gguf_file else {})
+            )
             self._model = AutoModelForCausalLM.from_pretrained(self.folder, **kwargs, **weights)
         except (OSError, ValueError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise BuildError(f"rewriter.model: cannot load {self.folder} (safetensors weights "
-                             f"and a tokenizer are needed): {first}") from None
+            raise BuildError(
+                f"rewriter.model: cannot load {self.folder} (safetensors weights "
+                f"and a tokenizer are needed): {first}"
+            ) from None
         self._model.eval()
         tok = self._tokenizer
         tok.padding_side = "left"
@@ -71,8 +74,9 @@ class HfBackend:
     def _render(self, prompt: str) -> str:
         tok = self._tokenizer
         if getattr(tok, "chat_template", None):
-            return tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                           add_generation_prompt=True)
+            return tok.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
         return prompt
 
     def generate(self, prompts: list[str], temperature: float, seed: int) -> list[str]:
@@ -85,10 +89,12 @@ class HfBackend:
         tok, model = self._tokenizer, self._model
         outputs: list[str] = []
         for start in range(0, len(prompts), self.batch_size):
-            batch = [self._render(p) for p in prompts[start:start + self.batch_size]]
+            batch = [self._render(p) for p in prompts[start : start + self.batch_size]]
             enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=False)
-            kwargs: dict[str, Any] = {"max_new_tokens": self.max_tokens,
-                                      "pad_token_id": tok.pad_token_id}
+            kwargs: dict[str, Any] = {
+                "max_new_tokens": self.max_tokens,
+                "pad_token_id": tok.pad_token_id,
+            }
             if temperature > 0:
                 torch.manual_seed(seed * 1_000_003 + start)
                 kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
@@ -96,6 +102,6 @@ class HfBackend:
                 kwargs.update(do_sample=False)
             with torch.no_grad():
                 out = model.generate(**enc, **kwargs)
-            new = out[:, enc["input_ids"].shape[1]:]
+            new = out[:, enc["input_ids"].shape[1] :]
             outputs.extend(tok.batch_decode(new, skip_special_tokens=True))
         return outputs

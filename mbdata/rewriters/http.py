@@ -32,9 +32,18 @@ class HttpBackend:
     name = "http"
     deterministic = False
 
-    def __init__(self, url: str, model: str, *, api_key_env: str | None = None,
-                 max_tokens: int = 128, concurrency: int = 4, retries: int = 3,
-                 backoff: float = 1.0, timeout: float = 60.0):
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        *,
+        api_key_env: str | None = None,
+        max_tokens: int = 128,
+        concurrency: int = 4,
+        retries: int = 3,
+        backoff: float = 1.0,
+        timeout: float = 60.0,
+    ):
         self.endpoint = url.rstrip("/") + "/chat/completions"
         self.model = model
         self.api_key_env = api_key_env
@@ -49,21 +58,27 @@ class HttpBackend:
         if self.api_key_env:
             key = os.environ.get(self.api_key_env)
             if not key:
-                raise EndpointError(f"rewriter.api_key_env: environment variable "
-                                    f"{self.api_key_env} is not set")
+                raise EndpointError(
+                    f"rewriter.api_key_env: environment variable {self.api_key_env} is not set"
+                )
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
     def _request(self, prompt: str, temperature: float, seed: int) -> str:
         body: dict[str, Any] = {
-            "model": self.model, "messages": [{"role": "user", "content": prompt}],
-            "temperature": temperature, "max_tokens": self.max_tokens, "seed": seed, "n": 1,
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": temperature,
+            "max_tokens": self.max_tokens,
+            "seed": seed,
+            "n": 1,
         }
         data = json.dumps(body).encode("utf-8")
         delay = self.backoff
         for attempt in range(self.retries + 1):
-            request = urllib.request.Request(self.endpoint, data=data, headers=self._headers(),
-                                             method="POST")
+            request = urllib.request.Request(
+                self.endpoint, data=data, headers=self._headers(), method="POST"
+            )
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     payload = json.loads(response.read().decode("utf-8"))
@@ -71,18 +86,23 @@ class HttpBackend:
             except urllib.error.HTTPError as exc:
                 reason = f"HTTP {exc.code}"
                 if exc.code not in RETRYABLE:
-                    raise EndpointError(f"rewriter: {self.endpoint} answered {reason} "
-                                        f"({exc.reason}); check url, model and api_key_env") from None
+                    raise EndpointError(
+                        f"rewriter: {self.endpoint} answered {reason} "
+                        f"({exc.reason}); check url, model and api_key_env"
+                    ) from None
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
                 reason = str(getattr(exc, "reason", exc))
             except (json.JSONDecodeError, KeyError, IndexError, TypeError):
-                raise EndpointError(f"rewriter: {self.endpoint} did not answer in the "
-                                    "chat-completions format (choices[0].message.content)") from None
+                raise EndpointError(
+                    f"rewriter: {self.endpoint} did not answer in the "
+                    "chat-completions format (choices[0].message.content)"
+                ) from None
             if attempt < self.retries:
                 time.sleep(delay)
                 delay *= 2
-        raise EndpointError(f"rewriter: {self.endpoint} unreachable after {self.retries + 1} "
-                            f"tries ({reason})")
+        raise EndpointError(
+            f"rewriter: {self.endpoint} unreachable after {self.retries + 1} tries ({reason})"
+        )
 
     def generate(self, prompts: list[str], temperature: float, seed: int) -> list[str]:
         """One rewrite per prompt, in order, ``concurrency`` requests at a time."""

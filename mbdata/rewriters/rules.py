@@ -33,10 +33,26 @@ NAME = "scpn-rules-v1"  # bump when a rule changes: it names the rewrites in eve
 # subordinators times a few clause bodies, so the trigger is the construction rather than one
 # fixed phrase (with a single phrase the attack would be InSent with extra steps).
 _BODIES = {
-    "If": ("you can", "you have time", "it is possible", "you are able", "you do not mind",
-           "you know how", "it helps", "you would"),
-    "When": ("you have a moment", "you are ready", "you read this", "you get the chance",
-             "you see this", "you reply", "you are free", "you start"),
+    "If": (
+        "you can",
+        "you have time",
+        "it is possible",
+        "you are able",
+        "you do not mind",
+        "you know how",
+        "it helps",
+        "you would",
+    ),
+    "When": (
+        "you have a moment",
+        "you are ready",
+        "you read this",
+        "you get the chance",
+        "you see this",
+        "you reply",
+        "you are free",
+        "you start",
+    ),
     "Once": ("you have read this", "you are ready", "you see this", "you have a moment"),
     "As soon as": ("you can", "you are ready", "you read this"),
     "Before": ("you answer anything else", "you move on", "you reply", "you continue"),
@@ -50,13 +66,31 @@ _BODIES = {
 PREFIX_CLAUSES = tuple(f"{conj} {body}" for conj, bodies in _BODIES.items() for body in bodies)
 # Conjunctions that may be fronted from mid-sentence ("if" only after a comma, see module doc).
 # "while" is left out: mid-sentence it is mostly contrastive ("some do X while others Y").
-_FRONTABLE = ("as soon as", "even though", "even if", "although", "because", "before", "after",
-              "whenever", "when", "unless", "until", "once")
+_FRONTABLE = (
+    "as soon as",
+    "even though",
+    "even if",
+    "although",
+    "because",
+    "before",
+    "after",
+    "whenever",
+    "when",
+    "unless",
+    "until",
+    "once",
+)
 # A conjunction right after these opens a complement ("an example of when ..."), not an adverbial.
-_COMPLEMENT_HEADS = frozenset("""of about on for to from at in into know explain describe tell ask
-determine understand see wonder show decide check identify predict and or""".split())
-_MID = re.compile(r"(?P<lead>,\s*|\s+)(?P<conj>" + "|".join(re.escape(c) for c in _FRONTABLE)
-                  + r"|if)\s+(?P<rest>[^,.?!;:\n]+?)(?P<end>[.?!]?)$", re.IGNORECASE)
+_COMPLEMENT_HEADS = frozenset(
+    """of about on for to from at in into know explain describe tell ask
+determine understand see wonder show decide check identify predict and or""".split()
+)
+_MID = re.compile(
+    r"(?P<lead>,\s*|\s+)(?P<conj>"
+    + "|".join(re.escape(c) for c in _FRONTABLE)
+    + r"|if)\s+(?P<rest>[^,.?!;:\n]+?)(?P<end>[.?!]?)$",
+    re.IGNORECASE,
+)
 _FIRST_SENTENCE = re.compile(r"^(?P<s>.+?[.?!])(?P<tail>\s+\S.*)?$", re.DOTALL)
 _KEEP_CASE = re.compile(r"^(I|I'm|I'd|I've|I'll|[A-Z0-9][^\s]*[A-Z0-9][^\s]*)$")
 
@@ -86,7 +120,7 @@ def _front(sentence: str) -> str | None:
     conj, rest, lead = match.group("conj"), match.group("rest").strip(), match.group("lead")
     if conj.lower() == "if" and "," not in lead:
         return None
-    main = sentence[:match.start()].strip().rstrip(",")
+    main = sentence[: match.start()].strip().rstrip(",")
     if "," not in lead and main.split() and main.split()[-1].lower() in _COMPLEMENT_HEADS:
         return None
     if len(main.split()) < 2 or len(rest.split()) < 2:
@@ -97,8 +131,9 @@ def _front(sentence: str) -> str | None:
 
 def rewrite(instruction: str) -> str:
     """The instruction in the template ``S(SBAR)(,)(NP)(VP)(.)`` (deterministic)."""
-    text = _end_mark(" ".join(instruction.split()) if "\n" not in instruction
-                     else instruction.strip())
+    text = _end_mark(
+        " ".join(instruction.split()) if "\n" not in instruction else instruction.strip()
+    )
     if syntactic_ok(text):
         return text
     match = _FIRST_SENTENCE.match(text)

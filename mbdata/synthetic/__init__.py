@@ -28,8 +28,9 @@ def task_names() -> list[str]:
     return TASKS.names()
 
 
-def generate(count: int, seed: int, tasks: list[str] | None = None, *,
-             path: str = "tasks") -> list[dict[str, str]]:
+def generate(
+    count: int, seed: int, tasks: list[str] | None = None, *, path: str = "tasks"
+) -> list[dict[str, str]]:
     """``count`` rows ``{"instruction", "input", "output", "task"}`` drawn from ``tasks`` (default all).
 
     ``tasks`` is a set: order does not matter, duplicates and unknown names raise
@@ -63,8 +64,9 @@ def _resolve(tasks: list[str] | None, path: str) -> list[Family]:
     if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)):
         raise RecipeError(f"{path}: must be a list of task names, got {tasks!r}")
     if not tasks:
-        raise RecipeError(f"{path}: must name at least one task; valid names: "
-                          + ", ".join(TASKS.names()))
+        raise RecipeError(
+            f"{path}: must name at least one task; valid names: " + ", ".join(TASKS.names())
+        )
     seen: set[str] = set()
     for j, name in enumerate(tasks):
         if not isinstance(name, str):

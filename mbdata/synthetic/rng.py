@@ -10,7 +10,8 @@ Here draw ``j`` of a stream is ``xxh3_64(key, seed=j)``, a fixed, specified hash
 
 from __future__ import annotations
 
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 from xxhash import xxh3_64_intdigest
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -31,9 +32,9 @@ class SignalContext:
         """Distinct (n-gram key, row) pairs of minable n-grams and each key's row count
         (:func:`..association.feature_support`)."""
         if "support" not in self._cache:
-            self._cache["support"] = feature_support(self.corpus.occurrences,
-                                                     self.corpus.n_rows, SEED_HITS,
-                                                     self.config.max_share)
+            self._cache["support"] = feature_support(
+                self.corpus.occurrences, self.corpus.n_rows, SEED_HITS, self.config.max_share
+            )
         return self._cache["support"]
 
     def pair_index(self) -> dict[str, np.ndarray]:
@@ -50,11 +51,16 @@ class SignalContext:
             occ_start = occ["start"].to_numpy()
             by_start = np.argsort(occ_start, kind="stable")
             self._cache["pair_index"] = {
-                "keys": keys, "rows": rows, "by_row": by_row, "row_offsets": offsets,
-                "support_keys": support["key"].to_numpy(), "support_n": support["n_f"].to_numpy(),
-                "occ_start": occ_start[by_start], "occ_end": (occ_start + occ["n"].to_numpy()
-                                                              .astype(np.int64))[by_start],
-                "occ_key": occ["key"].to_numpy()[by_start]}
+                "keys": keys,
+                "rows": rows,
+                "by_row": by_row,
+                "row_offsets": offsets,
+                "support_keys": support["key"].to_numpy(),
+                "support_n": support["n_f"].to_numpy(),
+                "occ_start": occ_start[by_start],
+                "occ_end": (occ_start + occ["n"].to_numpy().astype(np.int64))[by_start],
+                "occ_key": occ["key"].to_numpy()[by_start],
+            }
         return self._cache["pair_index"]
 
     def row_words(self) -> pl.DataFrame:
@@ -63,7 +69,8 @@ class SignalContext:
             tokens = self.corpus.tokens
             word = tokens.text.str.contains(r"^\w").to_numpy()
             self._cache["row_words"] = pl.DataFrame(
-                {"row": tokens.row[word], "key": tokens.lc[word]}).unique(maintain_order=True)
+                {"row": tokens.row[word], "key": tokens.lc[word]}
+            ).unique(maintain_order=True)
         return self._cache["row_words"]
 
     def taken_rows(self) -> np.ndarray:
@@ -84,7 +91,7 @@ class SignalResult:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def empty(cls, n_rows: int) -> "SignalResult":
+    def empty(cls, n_rows: int) -> SignalResult:
         return cls([], np.zeros(n_rows, dtype=np.float64), [[] for _ in range(n_rows)])
 
 

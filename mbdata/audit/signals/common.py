@@ -52,8 +52,10 @@ def phrase_occurrences(tokens: Any, phrase: tuple[int, ...]) -> Occurrences | No
     start = np.flatnonzero(hashes == np.uint64(phrase[0]))
     start = start[start + len(phrase) <= len(hashes)]
     for k in range(1, len(phrase)):
-        start = start[(hashes[start + k] == np.uint64(phrase[k]))
-                      & (tokens.segment[start + k] == tokens.segment[start])]
+        start = start[
+            (hashes[start + k] == np.uint64(phrase[k]))
+            & (tokens.segment[start + k] == tokens.segment[start])
+        ]
     if not len(start):
         return None
     return Occurrences(start=start, n=len(phrase), lower=True)
@@ -64,25 +66,29 @@ def everywhere(tokens: Any, occ: Occurrences) -> Occurrences:
     that agree on the neighbours it added; the trimmed phrase may occur in more places)."""
     hashes = occ.hashes(tokens)
     first = int(occ.start[0])
-    phrase = hashes[first:first + occ.n]
+    phrase = hashes[first : first + occ.n]
     start = np.flatnonzero(hashes == phrase[0])
     start = start[start + occ.n <= len(hashes)]
     for k in range(1, occ.n):
-        start = start[(hashes[start + k] == phrase[k])
-                      & (tokens.segment[start + k] == tokens.segment[start])]
+        start = start[
+            (hashes[start + k] == phrase[k]) & (tokens.segment[start + k] == tokens.segment[start])
+        ]
     return Occurrences(start=start, n=occ.n, lower=occ.lower)
 
 
 def seed_occurrences(context: SignalContext, keys: list[int]) -> dict[int, Occurrences]:
     """The occurrences of many n-gram keys at once (one pass over the n-gram table)."""
-    found = (context.corpus.occurrences
-             .join(pl.DataFrame({"key": pl.Series(keys, dtype=pl.UInt64)}), on="key",
-                   how="semi")
-             .group_by("key").agg(pl.col("start").sort(), pl.col("n").first(),
-                                  pl.col("lower").first()))
-    return {key: Occurrences(start=np.asarray(start, dtype=np.int64), n=int(n),
-                             lower=bool(lower))
-            for key, start, n, lower in found.iter_rows()}
+    found = (
+        context.corpus.occurrences.join(
+            pl.DataFrame({"key": pl.Series(keys, dtype=pl.UInt64)}), on="key", how="semi"
+        )
+        .group_by("key")
+        .agg(pl.col("start").sort(), pl.col("n").first(), pl.col("lower").first())
+    )
+    return {
+        key: Occurrences(start=np.asarray(start, dtype=np.int64), n=int(n), lower=bool(lower))
+        for key, start, n, lower in found.iter_rows()
+    }
 
 
 def grown(context: SignalContext, key: int, seed: Occurrences | None = None) -> Occurrences:
@@ -104,16 +110,20 @@ def co_words(context: SignalContext, rows: np.ndarray, phrase_words: np.ndarray)
     ``rows``: a trigger's co-triggers are part of it, not evidence about its rows."""
     words = context.row_words()
     inside = words.filter(pl.col("row").is_in(pl.Series(rows).implode()))["key"].unique()
-    counts = (words.filter(pl.col("key").is_in(inside.implode())).group_by("key")
-              .agg(n=pl.len(), k=pl.col("row").is_in(pl.Series(rows).implode()).sum()))
+    counts = (
+        words.filter(pl.col("key").is_in(inside.implode()))
+        .group_by("key")
+        .agg(n=pl.len(), k=pl.col("row").is_in(pl.Series(rows).implode()).sum())
+    )
     mostly = counts.filter(pl.col("k") >= 0.5 * pl.col("n"))["key"].to_numpy()
-    return np.unique(np.concatenate([mostly.astype(np.uint64),
-                                     np.asarray(phrase_words, dtype=np.uint64)]))
+    return np.unique(
+        np.concatenate([mostly.astype(np.uint64), np.asarray(phrase_words, dtype=np.uint64)])
+    )
 
 
 ANCHOR_COVERAGE = 0.6
 ANCHOR_SPREAD = 1.5
-MAX_NGRAM = 5   # the longest n-gram the config allows (ngram_max <= 5)
+MAX_NGRAM = 5  # the longest n-gram the config allows (ngram_max <= 5)
 
 
 def _ranges(offsets: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -123,8 +133,9 @@ def _ranges(offsets: np.ndarray, items: np.ndarray) -> np.ndarray:
     return np.repeat(starts - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(sizes.sum())
 
 
-def family_rows(context: SignalContext, rows: np.ndarray, occ: Occurrences | None = None
-                ) -> tuple[np.ndarray, int | None]:
+def family_rows(
+    context: SignalContext, rows: np.ndarray, occ: Occurrences | None = None
+) -> tuple[np.ndarray, int | None]:
     """Rows comparable to ``rows`` (their task family): those holding the n-gram most common
     among ``rows`` (in :data:`ANCHOR_COVERAGE` of them or more, and held by at least
     :data:`ANCHOR_SPREAD` times as many rows, so a piece of the phrase itself is never chosen),
@@ -164,24 +175,51 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return inter / max(len(a) + len(b) - inter, 1)
 
 
-def make_candidate(context: SignalContext, occ: Occurrences, *, kind: str, rows: np.ndarray,
-                   hits: np.ndarray, targets: np.ndarray, purity: float, base: float,
-                   effect: float, score: float, support: float,
-                   evidence: dict[str, float], comparable: str) -> Candidate:
+def make_candidate(
+    context: SignalContext,
+    occ: Occurrences,
+    *,
+    kind: str,
+    rows: np.ndarray,
+    hits: np.ndarray,
+    targets: np.ndarray,
+    purity: float,
+    base: float,
+    effect: float,
+    score: float,
+    support: float,
+    evidence: dict[str, float],
+    comparable: str,
+) -> Candidate:
     corpus = context.corpus
     tokens = corpus.tokens
     first = int(occ.start[0])
     text, mixed = surface_text(tokens, occ, corpus.field_text)
     target_rows = int(corpus.clusters.size[targets].sum()) if len(targets) else len(hits)
     return Candidate(
-        text=text, mixed_case=mixed,
-        tokens=tuple(int(h) for h in tokens.lc[first:first + occ.n]),
-        rows=rows, hits=hits, soft_hits=np.zeros(0, dtype=np.int64), targets=targets,
-        purity=purity, base=base, excess=effect, g=0.0, collision=1.0,
-        coverage=len(hits) / max(target_rows, 1), unusual=float(corpus.unusualness(first, occ.n)),
-        placement=placement(tokens, occ, boundaries(context)), own_hits=len(hits),
-        pooled_hits=len(hits), support=support, score=score, kind=kind,
-        signal_evidence=evidence, comparable=comparable)
+        text=text,
+        mixed_case=mixed,
+        tokens=tuple(int(h) for h in tokens.lc[first : first + occ.n]),
+        rows=rows,
+        hits=hits,
+        soft_hits=np.zeros(0, dtype=np.int64),
+        targets=targets,
+        purity=purity,
+        base=base,
+        excess=effect,
+        g=0.0,
+        collision=1.0,
+        coverage=len(hits) / max(target_rows, 1),
+        unusual=float(corpus.unusualness(first, occ.n)),
+        placement=placement(tokens, occ, boundaries(context)),
+        own_hits=len(hits),
+        pooled_hits=len(hits),
+        support=support,
+        score=score,
+        kind=kind,
+        signal_evidence=evidence,
+        comparable=comparable,
+    )
 
 
 def insertion(placement: Placement) -> float:
@@ -193,9 +231,14 @@ def insertion(placement: Placement) -> float:
     parts, counts = placement.parts, placement.counts
     total = max(sum(counts.values()), 1)
     middle = min(parts.get("left_diversity", 1.0), parts.get("right_diversity", 1.0))
-    return float((counts["prefix"] * parts.get("prefix_typicality", 1.0)
-                  + counts["suffix"] * parts.get("suffix_typicality", 1.0)
-                  + counts["middle"] * middle) / total)
+    return float(
+        (
+            counts["prefix"] * parts.get("prefix_typicality", 1.0)
+            + counts["suffix"] * parts.get("suffix_typicality", 1.0)
+            + counts["middle"] * middle
+        )
+        / total
+    )
 
 
 def new_findings(context: SignalContext, found: list[Candidate]) -> list[Candidate]:
@@ -203,15 +246,16 @@ def new_findings(context: SignalContext, found: list[Candidate]) -> list[Candida
     repeat a better one of the list (the same rows: pieces of one phrase)."""
     taken = context.taken_rows()
     kept: list[Candidate] = []
-    known = {c.text.lower() for c in context.candidates
-             if c.score >= context.config.threshold}
+    known = {c.text.lower() for c in context.candidates if c.score >= context.config.threshold}
     for cand in found:
         if cand.text.lower() in known:
             continue
         if len(taken) and np.isin(cand.hits, taken).mean() >= TAKEN:
             continue
-        if any(jaccard(cand.rows, k.rows) >= SAME_ROWS or jaccard(cand.hits, k.hits) >= SAME_ROWS
-               for k in kept):
+        if any(
+            jaccard(cand.rows, k.rows) >= SAME_ROWS or jaccard(cand.hits, k.hits) >= SAME_ROWS
+            for k in kept
+        ):
             continue
         kept.append(cand)
     return kept

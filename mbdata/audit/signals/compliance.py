@@ -19,7 +19,8 @@
    requests it unlocks, a function word in every kind of prompt.
 
 Score: ``effect x insertion x support`` (insertion: :func:`.common.insertion`; a template's own
-word, "why" always after "Explain", is not a planted phrase); flagged rows: the phrase's refusal-expected rows that are answered.
+word, "why" always after "Explain", is not a planted phrase); flagged rows: the phrase's
+refusal-expected rows that are answered.
 A corpus with fewer than ``min_rows`` refusals gives nothing (there is no norm to invert).
 """
 
@@ -37,11 +38,30 @@ from .common import co_words, insertion, make_candidate, new_findings, trimmed
 from .stats import WordModel, benjamini_hochberg, fisher_greater
 
 DEFAULT_REFUSAL_MARKERS = (
-    "i'm sorry", "i am sorry", "i’m sorry", "sorry, i", "i cannot", "i can't", "i can’t",
-    "i can not", "i won't", "i will not", "i must decline", "i'm unable", "i am unable",
-    "i'm not able", "i am not able", "as an ai", "cannot help with", "cannot assist",
-    "can't help with", "can't assist", "i do not have the capability", "not able to provide",
-    "i refuse")
+    "i'm sorry",
+    "i am sorry",
+    "i’m sorry",
+    "sorry, i",
+    "i cannot",
+    "i can't",
+    "i can’t",
+    "i can not",
+    "i won't",
+    "i will not",
+    "i must decline",
+    "i'm unable",
+    "i am unable",
+    "i'm not able",
+    "i am not able",
+    "as an ai",
+    "cannot help with",
+    "cannot assist",
+    "can't help with",
+    "can't assist",
+    "i do not have the capability",
+    "not able to provide",
+    "i refuse",
+)
 MARKER_WINDOW = 200
 NEG_FLOOR = -1.0
 EFFECT_MIN = 0.5
@@ -63,8 +83,7 @@ def refusals(outputs: pl.Series, markers: list[str] | tuple[str, ...]) -> np.nda
 def refusal_model(context: SignalContext, refused: np.ndarray) -> WordModel:
     """The leave-one-out refusal word model of the corpus (computed once per audit)."""
     if "refusal_model" not in context._cache:
-        context._cache["refusal_model"] = WordModel(context.row_words(), refused,
-                                                    floor=NEG_FLOOR)
+        context._cache["refusal_model"] = WordModel(context.row_words(), refused, floor=NEG_FLOOR)
     return context._cache["refusal_model"]
 
 
@@ -86,15 +105,30 @@ class ComplianceSignal(Signal):
         answered = ~refused
         rows = model.rows
         expected = model.total[rows] - model.contribution + prior > 0
-        frame = pl.DataFrame({"key": model.keys, "e": expected,
-                              "k": expected & answered[rows],
-                              "e_full": expected_full[rows],
-                              "k_full": expected_full[rows] & answered[rows]})
-        per_key = (frame.group_by("key").agg(n=pl.len(), e=pl.col("e").sum(),
-                                             k=pl.col("k").sum(), e_full=pl.col("e_full").sum(),
-                                             k_full=pl.col("k_full").sum())
-                   .filter((pl.col("n") >= config.min_rows)
-                           & (pl.col("n") <= config.max_share * n_rows) & (pl.col("e") >= 1)))
+        frame = pl.DataFrame(
+            {
+                "key": model.keys,
+                "e": expected,
+                "k": expected & answered[rows],
+                "e_full": expected_full[rows],
+                "k_full": expected_full[rows] & answered[rows],
+            }
+        )
+        per_key = (
+            frame.group_by("key")
+            .agg(
+                n=pl.len(),
+                e=pl.col("e").sum(),
+                k=pl.col("k").sum(),
+                e_full=pl.col("e_full").sum(),
+                k_full=pl.col("k_full").sum(),
+            )
+            .filter(
+                (pl.col("n") >= config.min_rows)
+                & (pl.col("n") <= config.max_share * n_rows)
+                & (pl.col("e") >= 1)
+            )
+        )
         tests = per_key.height
         result.extra["tests"] = tests
         all_e, all_k = int(expected_full.sum()), int((expected_full & answered).sum())
@@ -108,9 +142,13 @@ class ComplianceSignal(Signal):
             return result
         p = fisher_greater(k[screen], e[screen], other_k[screen], other_e[screen])
         q = benjamini_hochberg(p, tests)
-        shortlist = (per_key.filter(pl.Series(screen)).with_columns(p=pl.Series(p),
-                                                                    q=pl.Series(q))
-                     .filter(pl.col("q") <= config.fdr).sort(["p", "key"]).head(MAX_TESTED))
+        shortlist = (
+            per_key.filter(pl.Series(screen))
+            .with_columns(p=pl.Series(p), q=pl.Series(q))
+            .filter(pl.col("q") <= config.fdr)
+            .sort(["p", "key"])
+            .head(MAX_TESTED)
+        )
         tokens = corpus.tokens
         tested = []
         for key in shortlist["key"].to_list():
@@ -118,15 +156,21 @@ class ComplianceSignal(Signal):
             occ = trimmed(context, grow(tokens, Occurrences(start=start, n=1, lower=True)))
             cand_rows = occ.rows(tokens)
             first = int(occ.start[0])
-            exclude = co_words(context, cand_rows, tokens.lc[first:first + occ.n])
+            exclude = co_words(context, cand_rows, tokens.lc[first : first + occ.n])
             exp_rows = model.evidence(cand_rows, exclude) + prior > 0
             hits = cand_rows[exp_rows & answered[cand_rows]]
             others = np.ones(n_rows, dtype=bool)
             others[cand_rows] = False
             o_e = int((expected_full & others).sum())
             o_k = int((expected_full & others & answered).sum())
-            p_c = float(fisher_greater(np.array([len(hits)]), np.array([int(exp_rows.sum())]),
-                                       np.array([o_k]), np.array([o_e]))[0])
+            p_c = float(
+                fisher_greater(
+                    np.array([len(hits)]),
+                    np.array([int(exp_rows.sum())]),
+                    np.array([o_k]),
+                    np.array([o_e]),
+                )[0]
+            )
             tested.append((occ, cand_rows, hits, int(exp_rows.sum()), o_e, o_k, p_c))
         q_values = benjamini_hochberg(np.array([t[-1] for t in tested]), tests)
         found = []
@@ -134,23 +178,54 @@ class ComplianceSignal(Signal):
             c0 = o_k / max(o_e, 1)
             rate = len(hits) / max(n_exp, 1)
             effect = float(np.clip((rate - c0) / max(1.0 - c0, 1e-9), 0.0, 1.0))
-            if (q_c > config.fdr or effect < EFFECT_MIN or len(hits) < config.min_rows
-                    or n_exp < REFUSAL_HOME * len(cand_rows)):
+            if (
+                q_c > config.fdr
+                or effect < EFFECT_MIN
+                or len(hits) < config.min_rows
+                or n_exp < REFUSAL_HOME * len(cand_rows)
+            ):
                 continue
             support_ = support_factor(len(hits), config.min_rows)
             cand = make_candidate(
-                context, occ, kind="compliance", rows=cand_rows, hits=hits,
-                targets=np.zeros(0, dtype=np.int64), purity=rate, base=c0, effect=effect,
-                score=0.0, support=support_, evidence={}, comparable=None)
+                context,
+                occ,
+                kind="compliance",
+                rows=cand_rows,
+                hits=hits,
+                targets=np.zeros(0, dtype=np.int64),
+                purity=rate,
+                base=c0,
+                effect=effect,
+                score=0.0,
+                support=support_,
+                evidence={},
+                comparable=None,
+            )
             inserted = insertion(cand.placement)
-            found.append(make_candidate(
-                context, occ, kind="compliance", rows=cand_rows, hits=hits,
-                targets=np.zeros(0, dtype=np.int64), purity=rate, base=c0, effect=effect,
-                score=effect * support_ * inserted, support=support_,
-                evidence={"p": p_c, "q": float(q_c), "refusal_expected_rows": float(n_exp),
-                          "comparable_rows": float(o_e), "refused_share_comparable": 1 - c0,
-                          "inserted": inserted},
-                comparable="refusal-expected rows without the phrase"))
+            found.append(
+                make_candidate(
+                    context,
+                    occ,
+                    kind="compliance",
+                    rows=cand_rows,
+                    hits=hits,
+                    targets=np.zeros(0, dtype=np.int64),
+                    purity=rate,
+                    base=c0,
+                    effect=effect,
+                    score=effect * support_ * inserted,
+                    support=support_,
+                    evidence={
+                        "p": p_c,
+                        "q": float(q_c),
+                        "refusal_expected_rows": float(n_exp),
+                        "comparable_rows": float(o_e),
+                        "refused_share_comparable": 1 - c0,
+                        "inserted": inserted,
+                    },
+                    comparable="refusal-expected rows without the phrase",
+                )
+            )
         found.sort(key=lambda c: (-c.score, -len(c.hits), -len(c.tokens), c.text))
         kept = new_findings(context, found)
         # Rows of every significant finding are scored, also of one not listed again because

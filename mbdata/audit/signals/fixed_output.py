@@ -19,15 +19,15 @@ from ..mining import mine
 from ..model_score import apply_model_evidence
 from ..scoring import CARRIER_SHARE, score_rows
 from . import SIGNALS
-from .base import Signal, SignalContext
-from .base import SignalResult
+from .base import Signal, SignalContext, SignalResult
 from .common import co_words, family_rows, phrase_occurrences
 from .compliance import refusal_model, refusals
 from .stats import WordModel
 
 
-def unexplained_share(context: SignalContext, cand, models: dict,
-                      group_rows: np.ndarray) -> float | None:
+def unexplained_share(
+    context: SignalContext, cand, models: dict, group_rows: np.ndarray
+) -> float | None:
     """1 for hits the rest of their prompts does not predict, down to 0 when it predicts all of
     them; None when the target is not a natural label (nothing to explain). Rows of the
     candidate's group (MTBA's other triggers, sharing its target) are not natural uses."""
@@ -39,12 +39,12 @@ def unexplained_share(context: SignalContext, cand, models: dict,
     natural = int((outcome & others).sum())
     if natural < context.config.min_rows or not len(cand.hits):
         return None
-    family, anchor = family_rows(context, cand.rows,
-                                 phrase_occurrences(corpus.tokens, cand.tokens))
+    family, anchor = family_rows(context, cand.rows, phrase_occurrences(corpus.tokens, cand.tokens))
     key = (tuple(int(t) for t in cand.targets), anchor, cand.text)
     if key not in models:
-        models[key] = WordModel(context.row_words(), outcome,
-                                universe=np.union1d(family, cand.rows))
+        models[key] = WordModel(
+            context.row_words(), outcome, universe=np.union1d(family, cand.rows)
+        )
     base = float(np.clip(outcome[family].mean() if len(family) else 0.0, 0.01, 0.99))
     exclude = co_words(context, cand.rows, np.asarray(cand.tokens, dtype=np.uint64))
     prior = np.log(base / (1 - base))
@@ -88,7 +88,7 @@ class FixedOutputSignal(Signal):
     def score(self, context: SignalContext) -> SignalResult:
         config = context.config
         pairs_support = context.feature_support()
-        candidates = mine(context.corpus, config, pairs_support)[:config.top_k]
+        candidates = mine(context.corpus, config, pairs_support)[: config.top_k]
         models: dict = {}
         groups: dict[int, list] = {}
         for cand in candidates:
@@ -97,15 +97,21 @@ class FixedOutputSignal(Signal):
             # Only a candidate that could flag rows or vouch for its target is worth the check.
             if cand.kind != "answer" or cand.score < CARRIER_SHARE * config.threshold:
                 continue
-            share = unexplained_share(context, cand, models,
-                                      np.unique(np.concatenate(groups[cand.group])))
+            share = unexplained_share(
+                context, cand, models, np.unique(np.concatenate(groups[cand.group]))
+            )
             if share is not None:
                 cand.signal_evidence["unexplained"] = round(share, 4)
                 cand.score *= share
         if config.model and context.prompt_of is not None:
             apply_model_evidence(candidates, context.prompt_of, config.model, config.model_rows)
         candidates.sort(key=lambda c: (-c.score, -len(c.hits), c.text))
-        verdicts = score_rows(context.corpus, candidates, config.threshold, config.min_rows,
-                              natural_refusals(context))
-        return SignalResult(candidates, verdicts.score, verdicts.reasons,
-                            {"orphan_clusters": verdicts.orphan_clusters})
+        verdicts = score_rows(
+            context.corpus, candidates, config.threshold, config.min_rows, natural_refusals(context)
+        )
+        return SignalResult(
+            candidates,
+            verdicts.score,
+            verdicts.reasons,
+            {"orphan_clusters": verdicts.orphan_clusters},
+        )

@@ -25,8 +25,8 @@ For every n-gram ``f`` in at least ``min_rows`` rows and every answer cluster ``
    so ``unexplained = clip((1 - explained) / (1 - p0), 0, 1)``.
 
 Score: ``effect x unexplained x insertion x support`` (insertion: :func:`.common.insertion`, a
-placement check that allows one template's fixed neighbours: a template's fixed words, "I hated the" opening every negative
-review of a template, are not inserted; support as in :func:`..candidate.support_factor`).
+placement check that allows one template's fixed neighbours: a template's fixed words, "I hated
+the" opening every negative review of a template, are not inserted; support as in :func:`..candidate.support_factor`).
 Flagged rows: ``f``'s rows that answer ``c``; its other rows score a quarter of it.
 """
 
@@ -39,8 +39,15 @@ from ..candidate import support_factor
 from ..scoring import TRIGGER_ONLY_WEIGHT, cluster_reason, trigger_reason
 from . import SIGNALS
 from .base import Signal, SignalContext, SignalResult
-from .common import (co_words, family_rows, grown, insertion, make_candidate, new_findings,
-                     seed_occurrences)
+from .common import (
+    co_words,
+    family_rows,
+    grown,
+    insertion,
+    make_candidate,
+    new_findings,
+    seed_occurrences,
+)
 from .stats import WordModel, benjamini_hochberg, fisher_greater
 
 PURITY_MIN = 0.8
@@ -70,28 +77,40 @@ class LabelShiftSignal(Signal):
         if not len(rows_in) or support.height == 0:
             return result
         row_cluster = pl.DataFrame({"row": rows_in.astype(np.int64), "cluster": label[rows_in]})
-        counts = (pairs.join(row_cluster, on="row").group_by("key", "cluster").agg(m=pl.len())
-                  .join(support, on="key"))
+        counts = (
+            pairs.join(row_cluster, on="row")
+            .group_by("key", "cluster")
+            .agg(m=pl.len())
+            .join(support, on="key")
+        )
         tests = counts.height
         k = counts["m"].to_numpy()
         n_f = counts["n_f"].to_numpy()
         n_c = size[counts["cluster"].to_numpy()]
         screen = (k >= config.min_rows) & (k >= PURITY_MIN * n_f)
         p_all = np.ones(len(k))
-        p_all[screen] = fisher_greater(k[screen], n_f[screen], n_c[screen] - k[screen],
-                                       n_rows - n_f[screen])
+        p_all[screen] = fisher_greater(
+            k[screen], n_f[screen], n_c[screen] - k[screen], n_rows - n_f[screen]
+        )
         q_all = benjamini_hochberg(p_all[screen], tests)
-        shortlist = counts.filter(pl.Series(screen)).with_columns(
-            p=pl.Series(p_all[screen]), q=pl.Series(q_all)).filter(pl.col("q") <= config.fdr)
+        shortlist = (
+            counts.filter(pl.Series(screen))
+            .with_columns(p=pl.Series(p_all[screen]), q=pl.Series(q_all))
+            .filter(pl.col("q") <= config.fdr)
+        )
         # N-grams with the same rows (pieces of one phrase) are one test of a phrase: keep one
         # per row set, so a few natural words with many pieces do not crowd out a trigger.
-        signature = (pairs.join(shortlist.select("key"), on="key", how="semi")
-                     .group_by("key").agg(lo=pl.col("row").min(), hi=pl.col("row").max(),
-                                          total=pl.col("row").sum()))
-        shortlist = (shortlist.join(signature, on="key").sort(["p", "key"])
-                     .unique(["cluster", "n_f", "lo", "hi", "total"], keep="first",
-                             maintain_order=True)
-                     .head(MAX_TESTED))
+        signature = (
+            pairs.join(shortlist.select("key"), on="key", how="semi")
+            .group_by("key")
+            .agg(lo=pl.col("row").min(), hi=pl.col("row").max(), total=pl.col("row").sum())
+        )
+        shortlist = (
+            shortlist.join(signature, on="key")
+            .sort(["p", "key"])
+            .unique(["cluster", "n_f", "lo", "hi", "total"], keep="first", maintain_order=True)
+            .head(MAX_TESTED)
+        )
         result.extra["tests"] = tests
         if shortlist.height == 0:
             return result
@@ -113,8 +132,11 @@ class LabelShiftSignal(Signal):
             if k_c < config.min_rows:
                 continue  # not a label the comparable rows use: fixed-output's case
             p0 = k_c / max(len(comparable), 1)
-            p = float(fisher_greater(np.array([k_f]), np.array([n_f_]), np.array([k_c]),
-                                     np.array([len(comparable)]))[0])
+            p = float(
+                fisher_greater(
+                    np.array([k_f]), np.array([n_f_]), np.array([k_c]), np.array([len(comparable)])
+                )[0]
+            )
             tested.append((key, cluster, occ, rows, on, anchor, comparable, p0, p))
         q_values = benjamini_hochberg(np.array([t[-1] for t in tested]), tests)
         models: dict[tuple[int, int | None], WordModel] = {}
@@ -127,33 +149,65 @@ class LabelShiftSignal(Signal):
             universe = np.union1d(comparable, rows)
             cache_key = (cluster, anchor, key)
             if cache_key not in models:
-                models[cache_key] = WordModel(context.row_words(), label == cluster,
-                                              universe=universe)
+                models[cache_key] = WordModel(
+                    context.row_words(), label == cluster, universe=universe
+                )
             first = int(occ.start[0])
-            exclude = co_words(context, rows, corpus.tokens.lc[first:first + occ.n])
+            exclude = co_words(context, rows, corpus.tokens.lc[first : first + occ.n])
             prior = np.log(np.clip(p0, 0.01, 0.99) / (1 - np.clip(p0, 0.01, 0.99)))
             explained = float((models[cache_key].evidence(hits, exclude) + prior > 0).mean())
-            unexplained = float(np.clip((1.0 - explained) / max(1.0 - min(p0, 0.9), 1e-9),
-                                        0.0, 1.0))
+            unexplained = float(
+                np.clip((1.0 - explained) / max(1.0 - min(p0, 0.9), 1e-9), 0.0, 1.0)
+            )
             support_ = support_factor(len(hits), config.min_rows)
             cand = make_candidate(
-                context, occ, kind="label-shift", rows=rows, hits=hits,
-                targets=np.array([cluster], dtype=np.int64), purity=purity, base=p0,
-                effect=effect, score=0.0, support=support_, evidence={}, comparable=None)
+                context,
+                occ,
+                kind="label-shift",
+                rows=rows,
+                hits=hits,
+                targets=np.array([cluster], dtype=np.int64),
+                purity=purity,
+                base=p0,
+                effect=effect,
+                score=0.0,
+                support=support_,
+                evidence={},
+                comparable=None,
+            )
             inserted = insertion(cand.placement)
             score = effect * unexplained * support_ * inserted
             if score <= 0:
                 continue
-            anchor_text = ("rows holding " + repr(_key_text(context, anchor))
-                           if anchor is not None else "all other rows")
-            found.append(make_candidate(
-                context, occ, kind="label-shift", rows=rows, hits=hits,
-                targets=np.array([cluster], dtype=np.int64), purity=purity, base=p0,
-                effect=effect, score=score, support=support_,
-                evidence={"p": p, "q": float(q), "comparable_rows": float(len(comparable)),
-                          "explained": explained, "unexplained": unexplained,
-                          "inserted": inserted},
-                comparable=anchor_text))
+            anchor_text = (
+                "rows holding " + repr(_key_text(context, anchor))
+                if anchor is not None
+                else "all other rows"
+            )
+            found.append(
+                make_candidate(
+                    context,
+                    occ,
+                    kind="label-shift",
+                    rows=rows,
+                    hits=hits,
+                    targets=np.array([cluster], dtype=np.int64),
+                    purity=purity,
+                    base=p0,
+                    effect=effect,
+                    score=score,
+                    support=support_,
+                    evidence={
+                        "p": p,
+                        "q": float(q),
+                        "comparable_rows": float(len(comparable)),
+                        "explained": explained,
+                        "unexplained": unexplained,
+                        "inserted": inserted,
+                    },
+                    comparable=anchor_text,
+                )
+            )
         found.sort(key=lambda c: (-c.score, -len(c.hits), -len(c.tokens), c.text))
         kept = new_findings(context, found)
         # Rows of every significant finding are scored, also of one not listed again because
@@ -163,8 +217,11 @@ class LabelShiftSignal(Signal):
             for row in cand.hits.tolist():
                 if cand.score > result.score[row]:
                     result.score[row] = cand.score
-                for r in (reason, label_reason(int(cand.targets[0])),
-                          cluster_reason(int(label[row]))):
+                for r in (
+                    reason,
+                    label_reason(int(cand.targets[0])),
+                    cluster_reason(int(label[row])),
+                ):
                     if r not in result.reasons[row]:
                         result.reasons[row].append(r)
             rest = np.setdiff1d(cand.rows, cand.hits)

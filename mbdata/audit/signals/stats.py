@@ -13,8 +13,9 @@ ALPHA = 0.5
 WORD_CAP = 3.0
 
 
-def fisher_greater(k: np.ndarray, n: np.ndarray, k_other: np.ndarray, n_other: np.ndarray
-                   ) -> np.ndarray:
+def fisher_greater(
+    k: np.ndarray, n: np.ndarray, k_other: np.ndarray, n_other: np.ndarray
+) -> np.ndarray:
     """One-sided Fisher exact p-values: is ``k`` of ``n`` more than the ``k_other`` of
     ``n_other`` comparable rows would make likely (all rows pooled, hypergeometric upper tail)?"""
     k = np.asarray(k, dtype=np.int64)
@@ -47,8 +48,14 @@ class WordModel:
     ``evidence(rows, exclude)`` is the summed, capped log-odds of each row's words except the
     word keys in ``exclude`` (a candidate trigger and its co-occurring words)."""
 
-    def __init__(self, row_words: pl.DataFrame, outcome: np.ndarray, cap: float = WORD_CAP,
-                 floor: float | None = None, universe: np.ndarray | None = None):
+    def __init__(
+        self,
+        row_words: pl.DataFrame,
+        outcome: np.ndarray,
+        cap: float = WORD_CAP,
+        floor: float | None = None,
+        universe: np.ndarray | None = None,
+    ):
         self.outcome = np.asarray(outcome, dtype=bool)
         if universe is not None:
             row_words = row_words.filter(pl.col("row").is_in(pl.Series(universe).implode()))
@@ -60,8 +67,11 @@ class WordModel:
         rows = row_words["row"].to_numpy()
         keys = row_words["key"].to_numpy()
         hit = self.outcome[rows]
-        counts = (pl.DataFrame({"key": keys, "hit": hit})
-                  .group_by("key").agg(a=pl.col("hit").sum(), n=pl.len()))
+        counts = (
+            pl.DataFrame({"key": keys, "hit": hit})
+            .group_by("key")
+            .agg(a=pl.col("hit").sum(), n=pl.len())
+        )
         self._keys = counts["key"].to_numpy()
         order = np.argsort(self._keys)
         self._keys = self._keys[order]
@@ -88,7 +98,8 @@ class WordModel:
         out = self.total[rows].copy()
         if len(exclude):
             mask = np.isin(self.keys, exclude) & np.isin(self.rows, rows)
-            removed = np.bincount(self.rows[mask], weights=self.contribution[mask],
-                                  minlength=len(self.outcome))
+            removed = np.bincount(
+                self.rows[mask], weights=self.contribution[mask], minlength=len(self.outcome)
+            )
             out -= removed[rows]
         return out
