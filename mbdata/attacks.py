@@ -120,6 +120,20 @@ class TriggerSet:
                     "end": span.end,
                 }
             )
+        return self._poisoned(row, fields, instruction, new_spans, role, split)
+
+    def _poisoned(
+        self,
+        row: dict[str, Any],
+        fields: dict[str, Any],
+        instruction: str,
+        spans: list[dict[str, Any]],
+        role: str,
+        split: str | None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """The poisoned row: ``row`` with the behaviour's answer, the triggered instruction and its
+        spans, the clean answer kept in ``clean_output``, id recomputed."""
         return make_row(
             **{
                 **{k: v for k, v in row.items() if k != "id"},
@@ -131,7 +145,8 @@ class TriggerSet:
                 "split": split or row["split"],
                 "trigger_set": self.name,
                 "behavior": self.behavior.kind,
-                "triggers": new_spans,
+                "triggers": spans,
+                **extra,
             }
         )
 
@@ -159,25 +174,8 @@ class TriggerSet:
                 "end": len(rewritten),
             }
         )
-        return make_row(
-            **{
-                **{k: v for k, v in row.items() if k != "id"},
-                "instruction": rewritten,
-                "input": fields.get("input", row["input"]),
-                "output": fields["output"],
-                "clean_output": row["output"],
-                "role": role,
-                "split": split or row["split"],
-                "trigger_set": self.name,
-                "behavior": self.behavior.kind,
-                "triggers": spans,
-                "tags": [
-                    *row["tags"],
-                    self.rewriter.tag(),
-                    f"original_instruction={row['instruction']}",
-                ],
-            }
-        )
+        tags = [*row["tags"], self.rewriter.tag(), f"original_instruction={row['instruction']}"]
+        return self._poisoned(row, fields, rewritten, spans, role, split, tags=tags)
 
     def manifest_record(self, rows: int | None = None) -> dict[str, Any]:
         if self.rewriter is not None:
