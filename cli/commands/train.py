@@ -144,10 +144,22 @@ overwrite_model_option = click.option(
 )
 
 
-def _load(build_dir: str, device: str | None, threads: int | None, **overrides):
+def _load(
+    build_dir: str,
+    device: str | None,
+    threads: int | None,
+    *,
+    out: str | None = None,
+    models: tuple[str | None, ...] = (),
+    **overrides,
+):
+    """The build and its train config; first refuses an output that is, holds or lies inside
+    the build or an input model folder (``--overwrite`` would destroy it)."""
+    from mbdata.atomic import check_separate
     from mbtrain.builds import open_build
     from mbtrain.overrides import with_overrides
 
+    check_separate([build_dir, *models], [out])
     build = open_build(build_dir)
     return build, with_overrides(build.train_config(), device=device, threads=threads, **overrides)
 
@@ -214,7 +226,7 @@ def train_base(
     from mbtrain.pipeline import build_tiny_base
     from mbtrain.stages import make_runtime
 
-    build, cfg = _load(build_dir, device, threads)
+    build, cfg = _load(build_dir, device, threads, out=out)
     if epochs is not None:
         tiny = dataclasses.replace(cfg.model.tiny, pretrain_epochs=epochs)
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, tiny=tiny))
@@ -271,7 +283,7 @@ def train_stage1(
     from mbtrain import data
     from mbtrain.stages import make_runtime, train_sft
 
-    build, cfg = _load(build_dir, device, threads, stage1_epochs=epochs)
+    build, cfg = _load(build_dir, device, threads, out=out, models=(base,), stage1_epochs=epochs)
     roles = data.ATTACKED_ROLES if rows == "attacked" else None
     examples = data.train_examples(build.rows("train"), roles)
     name = "attacked" if rows == "attacked" else "mb_stage1"
@@ -340,7 +352,9 @@ def train_stage2(
     from mbtrain import data
     from mbtrain.stages import make_runtime, train_neutralization, train_sft
 
-    build, cfg = _load(build_dir, device, threads, stage2_epochs=epochs, lam=lam)
+    build, cfg = _load(
+        build_dir, device, threads, out=out, models=(model_dir,), stage2_epochs=epochs, lam=lam
+    )
     recovery = build.rows("recovery")
     recovery_eval = build.rows("recovery_eval") if build.has("recovery_eval") else []
     runtime = make_runtime(cfg, not quiet, trainer_args)
@@ -404,7 +418,7 @@ def eval_command(
     from mbtrain.evaluate import evaluate
     from mbtrain.stages import make_runtime
 
-    build, cfg = _load(build_dir, device, threads, limit=limit)
+    build, cfg = _load(build_dir, device, threads, out=out, models=(model_dir,), limit=limit)
     metrics = evaluate(
         model_dir,
         build,
