@@ -137,6 +137,13 @@ def launch_options(fn):
     )(fn)
 
 
+out_model_option = click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(path_type=str),
+    help="Output model folder (resumed if a partial run exists).",
+)
 overwrite_model_option = click.option(
     "--overwrite",
     is_flag=True,
@@ -239,13 +246,7 @@ def train_base(
 
 @train_group.command("stage1")
 @click.argument("build_dir", type=click.Path(path_type=str))
-@click.option(
-    "-o",
-    "--out",
-    required=True,
-    type=click.Path(path_type=str),
-    help="Output model folder (resumed if a partial run exists).",
-)
+@out_model_option
 @click.option(
     "--base",
     default=None,
@@ -310,13 +311,7 @@ def train_stage1(
     type=click.Path(path_type=str),
     help="Model folder to start from (stage 1 for mb; the attacked model for the baselines).",
 )
-@click.option(
-    "-o",
-    "--out",
-    required=True,
-    type=click.Path(path_type=str),
-    help="Output model folder (resumed if a partial run exists).",
-)
+@out_model_option
 @click.option(
     "--method",
     type=click.Choice(["mb", "clean-fft", "trigger-aug"]),
