@@ -36,3 +36,18 @@ class RegistryChoice(click.ParamType):
         if isinstance(value, str) and value.lower() in folded:
             return folded[value.lower()]
         self.fail(registry.unknown(value), param, ctx)
+
+
+def engine_option(**overrides: Any) -> Any:
+    """``--engine [local|ray]``: where a data command runs (see :mod:`mbdata.engines`)."""
+    from mbdata.engines import DEFAULT_ENGINE, ENGINES
+
+    kwargs: dict[str, Any] = {
+        "type": click.Choice(ENGINES, case_sensitive=False),
+        "default": DEFAULT_ENGINE,
+        "show_default": True,
+        "help": "Engine: 'local' (one process, streaming) or 'ray' (Ray Data; set RAY_ADDRESS "
+        "to use an existing cluster; needs the 'ray' extra).",
+    }
+    kwargs.update(overrides)
+    return click.option("--engine", **kwargs)
