@@ -135,9 +135,7 @@ def resume_key(
 ) -> str:
     """The hash that a checkpoint and a finished model folder must match to be reused (see the
     module docstring)."""
-    fit_settings = {
-        k: v for k, v in dataclasses.asdict(settings).items() if k != "checkpoint_every"
-    }
+    fit_settings = {k: v for k, v in settings.record().items() if k != "checkpoint_every"}
     parts = {
         "parent": parent_identity(parent),
         "data": data,
@@ -257,7 +255,7 @@ def run_stage(
         "selected_epoch": result.selected_epoch,
         "history": result.history,
         "encode": stats.as_dict(),
-        "fit": dataclasses.asdict(settings),
+        "fit": settings.record(),
         "train_config": to_mapping(cfg),
         "parameters": {"trainable": trainable, "total": total},
         "seconds": round(time.perf_counter() - started, 3),

@@ -42,6 +42,7 @@ import torch
 
 from mbdata.errors import BuildError, MBError
 
+from .config import OPTIM_FIELDS, OptimSettings
 from .objectives import NeutralizationObjective, response_token_count
 
 LOG = "train_log.jsonl"
@@ -51,40 +52,34 @@ GROUP = 16  # global batches per length-sorted window
 
 
 @dataclasses.dataclass(frozen=True)
-class FitSettings:
-    """Optimiser and loop settings of one training run (``batch_size`` is the global batch: rows
-    per micro-batch summed over all processes)."""
+class FitSettings(OptimSettings):
+    """One training run: a stage's :class:`~mbtrain.config.OptimSettings` (``batch_size`` is the
+    global batch: rows per micro-batch summed over all processes) plus the seed and the loop
+    settings. ``mode`` and ``lora`` are carried along but applied by the stage, not here."""
 
-    epochs: int
-    lr: float
-    batch_size: int
-    grad_accum: int = 1
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
     seed: int = 0
     checkpoint_every: int | None = None
     select: str = "last"  # "last" or "eval_loss"
     trainer_args: tuple[tuple[str, Any], ...] = ()  # further TrainingArguments, validated
 
+    def record(self) -> dict[str, Any]:
+        """The settings as logged, stored in the model folder and keyed for resuming: without
+        ``mode`` and ``lora``, which the stage records (and keys) itself."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("mode", "lora")}
+
     @classmethod
     def from_stage(
         cls,
-        stage: Any,
+        stage: OptimSettings,
         seed: int,
         checkpoint_every: int | None = None,
         select: str = "last",
         epochs: int | None = None,
         trainer_args: dict[str, Any] | None = None,
     ) -> FitSettings:
+        optim = {name: getattr(stage, name) for name in OPTIM_FIELDS}
         return cls(
-            epochs=epochs or stage.epochs,
-            lr=stage.lr,
-            batch_size=stage.batch_size,
-            grad_accum=stage.grad_accum,
-            warmup_ratio=stage.warmup_ratio,
-            weight_decay=stage.weight_decay,
-            max_grad_norm=stage.max_grad_norm,
+            **{**optim, "epochs": epochs or stage.epochs},
             seed=seed,
             checkpoint_every=checkpoint_every,
             select=select,
@@ -688,7 +683,7 @@ def fit(
                     "rows": len(items),
                     "eval_rows": len(eval_items or []),
                     "steps": steps_per_epoch * settings.epochs,
-                    "settings": dataclasses.asdict(settings),
+                    "settings": settings.record(),
                 }
             )
             fh.write(json.dumps(event, sort_keys=True, default=list) + "\n")
