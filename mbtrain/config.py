@@ -16,7 +16,7 @@ on the answers' lengths.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 from mbdata.config import spec
 from mbdata.errors import RecipeError
@@ -232,3 +232,21 @@ class TrainConfig:
     checkpoint_every: int | None = spec(
         None, ge=1, doc="also checkpoint every N optimizer steps (always at each epoch end)"
     )
+    trainer_args: dict[str, Any] = spec(
+        default_factory=dict,
+        omit_default=True,
+        doc="further transformers/TRL TrainingArguments for every stage (SFTConfig field "
+        "names, e.g. {optim: adamw_torch_fused, report_to: wandb}); checked against the real "
+        "dataclass; --trainer-arg KEY=VALUE wins key by key; SFT-only keys skip stage 2",
+    )
+
+    def validate(self, path: str) -> None:
+        if self.trainer_args:  # imports TRL: only when the recipe has trainer_args
+            from .trainer_args import check_trainer_args
+
+            checked = check_trainer_args(
+                self.trainer_args,
+                where=f"{path}.trainer_args" if path else "trainer_args",
+                error=RecipeError,
+            )
+            object.__setattr__(self, "trainer_args", checked)  # normalised (e.g. 1e-4 text)

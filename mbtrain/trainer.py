@@ -44,6 +44,7 @@ from mbdata.errors import BuildError, MBError
 
 from .config import OPTIM_FIELDS, OptimSettings
 from .objectives import NeutralizationObjective, response_token_count
+from .trainer_args import OWNED, check_trainer_args, for_trainer  # noqa: F401 (re-exported)
 
 LOG = "train_log.jsonl"
 KEY_FILE = "resume_key.json"
@@ -98,47 +99,6 @@ class FitResult:
 
 
 # ---- settings --------------------------------------------------------------------------------
-
-# Keys mbtrain sets from the recipe; passing them in trainer_args would silently fight the recipe.
-OWNED = (
-    "output_dir",
-    "num_train_epochs",
-    "learning_rate",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "weight_decay",
-    "max_grad_norm",
-    "seed",
-    "data_seed",
-    "eval_strategy",
-    "save_strategy",
-    "load_best_model_at_end",
-    "metric_for_best_model",
-)
-
-
-def check_trainer_args(
-    args: dict[str, Any] | Sequence[tuple[str, Any]], sft: bool = True
-) -> dict[str, Any]:
-    """``trainer_args`` checked against the real ``SFTConfig`` (or ``TrainingArguments``) fields:
-    an unknown key, or one the recipe already sets, is a one-line error naming it."""
-    from transformers import TrainingArguments
-
-    if sft:
-        from trl import SFTConfig as cls
-    else:
-        cls = TrainingArguments
-    args = dict(args)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    for key in args:
-        if key in OWNED:
-            raise MBError(f"trainer_args.{key}: set by the recipe's train block; change it there")
-        if key not in names:
-            raise MBError(
-                f"trainer_args.{key}: not a {cls.__name__} field (see the "
-                "transformers/TRL docs for the names)"
-            )
-    return args
 
 
 def _world_size() -> int:
@@ -212,7 +172,7 @@ def training_arguments(
     )
     if save_steps:
         kwargs["save_steps"] = save_steps
-    extra = check_trainer_args(settings.trainer_args, sft)
+    extra = check_trainer_args(for_trainer(settings.trainer_args, sft), sft)
     kwargs.update(extra)
     if sft:
         from trl import SFTConfig
