@@ -212,6 +212,22 @@ class EvalSettings:
     judge: JudgeSettings | None = spec(
         None, doc="grader for free-text rows; none: a labelled token-F1 heuristic"
     )
+    backend: Literal["hf", "vllm"] = spec(
+        "hf",
+        omit_default=True,
+        doc="generation engine: hf (batched transformers generate) or vllm (GPU; "
+        "pip install vllm; same prompts, greedy decoding and max_new_tokens)",
+    )
+    vllm_args: dict[str, Any] = spec(
+        default_factory=dict,
+        omit_default=True,
+        doc="backend vllm: further vllm.LLM arguments (e.g. gpu_memory_utilization: 0.5, "
+        "tensor_parallel_size: 2)",
+    )
+
+    def validate(self, path: str) -> None:
+        if self.vllm_args and self.backend != "vllm":
+            raise RecipeError(f"{path}.vllm_args: only used with backend: vllm")
 
 
 @dataclasses.dataclass(frozen=True)
