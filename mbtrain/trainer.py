@@ -661,6 +661,12 @@ def fit(
         desc=desc,
     )
     ref.append(trainer)
+    if sharded(trainer) and (peft_config is not None or hasattr(model, "peft_config")):
+        raise MBError(
+            "LoRA under DeepSpeed/FSDP is not supported by mbtrain (the adapter would be saved "
+            "from sharded weights); run LoRA with plain DDP (torchrun), where the frozen base "
+            "fits on every GPU"
+        )
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started
@@ -692,7 +698,7 @@ def fit(
                 )
                 + "\n"
             )
-    out = trainer.model
+    out = gathered_model(trainer, work) if sharded(trainer) else trainer.model
     out.eval()
     return FitResult(
         history=history,
@@ -702,6 +708,41 @@ def fit(
         tokens=tokens,
         model=out,
     )
+
+
+def sharded(trainer: Any) -> bool:
+    """DeepSpeed or FSDP (from an accelerate config): each process holds a shard of the weights."""
+    return bool(
+        getattr(trainer, "is_deepspeed_enabled", False)
+        or getattr(trainer, "is_fsdp_enabled", False)
+    )
+
+
+def gathered_model(trainer: Any, work: Path) -> Any:
+    """The trained weights as one ordinary model, for the stage to save. Under DeepSpeed ZeRO-3
+    or FSDP ``trainer.model`` holds only this process's shard: the Trainer's ``save_model``
+    gathers the full weights (a collective: every process calls it) and rank 0 writes them
+    (safetensors) to ``WORK/gathered``, which rank 0 reloads (fp32, as every mbtrain model
+    folder). Other ranks get their shard back; they do not write the model folder."""
+    folder = work / "gathered"
+    trainer.save_model(str(folder))
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.is_world_process_zero():
+        return trainer.model
+    if not any(
+        (folder / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")
+    ):
+        raise MBError(
+            f"{folder}: the sharded weights were not gathered into safetensors; set "
+            "`zero3_save_16bit_model: true` (DeepSpeed) or `fsdp_state_dict_type: "
+            "FULL_STATE_DICT` (FSDP) in the accelerate config"
+        )
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        str(folder), dtype=torch.float32, use_safetensors=True
+    )
+    return model.eval()
 
 
 def build_trainer(
