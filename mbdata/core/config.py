@@ -42,7 +42,7 @@ def spec(
 ) -> Any:
     """A dataclass field with validation metadata (bounds, regex ``pattern`` described to users
     as ``form``, ``choices``: a zero-argument callable giving the allowed names, normally a
-    :meth:`mbdata.registry.Registry.choices`, so the registry is the one list) and a docstring."""
+    :meth:`mbdata.core.registry.Registry.choices`, so the registry is the one list) and a docstring."""
     meta = {
         "ge": ge,
         "le": le,
