@@ -1,7 +1,7 @@
 """The recipe's ``train:`` block: every setting of the MB-Defense training pipeline.
 
 This module imports no torch (``mb recipe validate`` and ``mbdata.recipe`` load it), only the
-strict config machinery of :mod:`mbdata.config`. The block is stored resolved (all defaults filled
+strict config machinery of :mod:`mbdata.core.config`. The block is stored resolved (all defaults filled
 in) in a build's ``manifest["recipe"]["train"]`` and parsed back with
 ``from_mapping(TrainConfig, ...)`` by :mod:`mbtrain`.
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from mbdata.config import spec
-from mbdata.errors import RecipeError
+from mbdata.core.config import spec
+from mbdata.core.errors import RecipeError
 
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 DEVICE_FORM = "auto, cpu, mps, cuda or cuda:N"

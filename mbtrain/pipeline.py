@@ -26,9 +26,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mbdata.atomic import atomic_dir, check_output_dir, mark_dir, remove_output_dir, written_by_us
-from mbdata.config import to_mapping
-from mbdata.errors import BuildError, InputError
+from mbdata.core.atomic import (
+    atomic_dir,
+    check_output_dir,
+    mark_dir,
+    remove_output_dir,
+    written_by_us,
+)
+from mbdata.core.config import to_mapping
+from mbdata.core.errors import BuildError, InputError
 
 from . import data as rows_of
 from .builds import Build, open_build

@@ -1,7 +1,7 @@
 """Training stages: each turns a parent model plus rows into a new model folder.
 
 A stage works in ``.NAME.partial/`` beside its output (checkpoints, log); the finished model is
-written with :func:`mbdata.atomic.atomic_dir`, so an output folder is always complete. Calling a
+written with :func:`mbdata.core.atomic.atomic_dir`, so an output folder is always complete. Calling a
 stage whose output exists returns it untouched; calling it after an interruption resumes from the
 last checkpoint.
 
@@ -25,9 +25,15 @@ from typing import Any
 
 import torch
 
-from mbdata.atomic import atomic_dir, check_output_dir, mark_dir, remove_output_dir, written_by_us
-from mbdata.config import to_mapping
-from mbdata.errors import BuildError
+from mbdata.core.atomic import (
+    atomic_dir,
+    check_output_dir,
+    mark_dir,
+    remove_output_dir,
+    written_by_us,
+)
+from mbdata.core.config import to_mapping
+from mbdata.core.errors import BuildError
 
 from . import models
 from .config import ModelSettings, TrainConfig

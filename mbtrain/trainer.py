@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mbdata.errors import BuildError, MBError
+from mbdata.core.errors import BuildError, MBError
 
 from .config import OPTIM_FIELDS, OptimSettings
 from .objectives import NeutralizationObjective, response_token_count

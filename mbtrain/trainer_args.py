@@ -27,7 +27,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Union, get_args, get_origin
 
-from mbdata.errors import MBError
+from mbdata.core.errors import MBError
 
 # TrainingArguments that mbtrain sets from the recipe (or the command), and where to change them:
 # passing them here would silently fight the recipe.

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from mbdata.config import from_mapping, to_mapping
-from mbdata.errors import RecipeError
+from mbdata.core.config import from_mapping, to_mapping
+from mbdata.core.errors import RecipeError
 from mbtrain.config import TrainConfig
 
 
@@ -68,7 +68,7 @@ def test_config_import_does_not_load_torch():
 def test_build_train_block_errors_name_the_manifest_and_missing_splits_are_errors(tmp_path):
     from test_train_helpers import make_build
 
-    from mbdata.errors import InputError
+    from mbdata.core.errors import InputError
     from mbtrain.builds import open_build
 
     build = open_build(make_build(tmp_path / "ok", n_pretrain=2, n_train=6, n_recovery=1, n_eval=1))

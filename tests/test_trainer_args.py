@@ -11,8 +11,8 @@ import json
 import pytest
 import torch
 
-from mbdata.config import from_mapping, to_mapping
-from mbdata.errors import MBError, RecipeError
+from mbdata.core.config import from_mapping, to_mapping
+from mbdata.core.errors import MBError, RecipeError
 from mbdata.recipe import fingerprint, parse_recipe
 from mbtrain.config import TrainConfig
 

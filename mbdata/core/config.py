@@ -43,7 +43,7 @@ def spec(
 ) -> Any:
     """A dataclass field with validation metadata (bounds, regex ``pattern`` described to users
     as ``form``, ``choices``: a zero-argument callable giving the allowed names, normally a
-    :meth:`mbdata.registry.Registry.choices`, so the registry is the one list) and a docstring.
+    :meth:`mbdata.core.registry.Registry.choices`, so the registry is the one list) and a docstring.
     ``omit_default``: :func:`to_mapping` leaves the key out while it holds its default, so adding
     such a key to a block does not change the fingerprint of recipes written before it."""
     meta = {
