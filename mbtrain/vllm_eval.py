@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from mbdata.errors import MBError
+from mbdata.core.errors import MBError
 
 from .config import ModelSettings
 from .generate import Generation, stop_ids

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mbdata.config import from_mapping, to_mapping
-from mbdata.errors import MBError, RecipeError
+from mbdata.core.config import from_mapping, to_mapping
+from mbdata.core.errors import MBError, RecipeError
 from mbtrain.config import EvalSettings, LoraSettings, TinyModel, TrainConfig
 from mbtrain.models import save_model, wrap_lora
 from mbtrain.stages import Runtime

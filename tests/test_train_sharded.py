@@ -11,7 +11,7 @@ import types
 import pytest
 import torch
 
-from mbdata.errors import MBError
+from mbdata.core.errors import MBError
 from mbtrain.config import TinyModel
 from mbtrain.tiny import tiny_model, train_tokenizer
 from mbtrain.trainer import gathered_model, sharded
