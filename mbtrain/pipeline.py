@@ -41,6 +41,7 @@ from .builds import Build, open_build
 from .config import ModelSettings, OptimSettings, TrainConfig
 from .evaluate import evaluate
 from .formatting import alpaca_prompt
+from .jobs import Job, JobRunner, auto_jobs
 from .models import MARKER, is_model_folder, load_base, read_marker, save_model
 from .report import FORMAT, METRIC_KEYS, RUNS, write_report
 from .stages import Runtime, is_main_process, make_runtime, train_neutralization, train_sft
@@ -162,6 +163,13 @@ def evaluate_run(
     return evaluate(model_dir, build, cfg, out_dir=out_dir, runtime=runtime, name=name, extra=key)
 
 
+def evaluate_folder(
+    model_dir: Path, build_dir: Path, cfg: TrainConfig, out_dir: Path, runtime: Runtime, name: str
+) -> dict[str, Any]:
+    """:func:`evaluate_run` from a build *folder* (what a worker process is sent)."""
+    return evaluate_run(model_dir, open_build(build_dir), cfg, out_dir, runtime, name)
+
+
 def _require(build: Build, split: str, block: str) -> list[dict[str, Any]]:
     if not build.has(split):
         raise InputError(
@@ -205,100 +213,106 @@ def run_pipeline(
     recovery_eval = build.rows("recovery_eval") if build.has("recovery_eval") else []
     _require(build, "eval_clean", "eval")
 
-    if cfg.model.name == "tiny":
-        log("base: tiny model (tokenizer + Llama pretrained on the pretrain split)")
-        base: Any = build_tiny_base(build, cfg, models_dir / "base", runtime)
-        timings["base"] = _seconds(base)
-    elif is_gguf(cfg.model):
-        log(f"base: converting {cfg.model.name} to a local model folder (once)")
-        base = import_base(cfg.model, models_dir / "base")
-        timings["base"] = _seconds(base)
-    else:
-        base = cfg.model
-    done: dict[str, Path] = {}
-
-    def step(name: str, make: Callable[[], Path]) -> None:
-        log(f"{name}: training")
-        done[name] = make()
-        timings[name] = _seconds(done[name])
-
-    step(
-        "attacked",
-        lambda: train_sft(
-            base,
-            rows_of.train_examples(train, rows_of.ATTACKED_ROLES),
-            models_dir / "attacked",
-            cfg,
-            name="attacked",
-            stage=cfg.stage1,
-            runtime=runtime,
-        ),
-    )
-    step(
-        "mb_stage1",
-        lambda: train_sft(
-            base,
-            rows_of.train_examples(train),
-            models_dir / "mb_stage1",
-            cfg,
-            name="mb_stage1",
-            stage=cfg.stage1,
-            runtime=runtime,
-        ),
-    )
-    step(
-        "mb_defense",
-        lambda: train_neutralization(
-            done["mb_stage1"],
-            rows_of.recovery_tuples(recovery),
-            rows_of.recovery_tuples(recovery_eval, "recovery_eval") or None,
-            models_dir / "mb_defense",
-            cfg,
-            runtime=runtime,
-        ),
-    )
-    select = cfg.stage2.select if recovery_eval else "last"
-    if cfg.baselines.clean_fft:
-        step(
-            "clean_fft",
-            lambda: train_sft(
-                done["attacked"],
-                rows_of.clean_examples(recovery),
-                models_dir / "clean_fft",
-                cfg,
-                name="clean_fft",
-                stage=cfg.stage2,
-                eval_examples=rows_of.clean_examples(recovery_eval) or None,
-                select=select,
-                runtime=runtime,
+    # Independent stages side by side on a CPU with cores to spare (mbtrain.jobs); the workers
+    # start now, so their imports overlap the base model's training.
+    workers = auto_jobs(runtime.device.type, cfg.model.threads, cfg.model.jobs)
+    with JobRunner(workers, cfg.model.threads) as runner:
+        if cfg.model.name == "tiny":
+            log("base: tiny model (tokenizer + Llama pretrained on the pretrain split)")
+            base: Any = build_tiny_base(build, cfg, models_dir / "base", runtime)
+            timings["base"] = _seconds(base)
+        elif is_gguf(cfg.model):
+            log(f"base: converting {cfg.model.name} to a local model folder (once)")
+            base = import_base(cfg.model, models_dir / "base")
+            timings["base"] = _seconds(base)
+        else:
+            base = cfg.model
+        jobs = [
+            Job(
+                "attacked",
+                train_sft,
+                (
+                    base,
+                    rows_of.train_examples(train, rows_of.ATTACKED_ROLES),
+                    models_dir / "attacked",
+                    cfg,
+                ),
+                {"name": "attacked", "stage": cfg.stage1, "runtime": runtime},
             ),
-        )
-    if cfg.baselines.trigger_aug:
-        step(
-            "trigger_aug",
-            lambda: train_sft(
-                done["attacked"],
-                rows_of.trigger_aug_examples(recovery),
-                models_dir / "trigger_aug",
-                cfg,
-                name="trigger_aug",
-                stage=cfg.stage2,
-                eval_examples=rows_of.trigger_aug_examples(recovery_eval) or None,
-                select=select,
-                runtime=runtime,
+            Job(
+                "mb_stage1",
+                train_sft,
+                (base, rows_of.train_examples(train), models_dir / "mb_stage1", cfg),
+                {"name": "mb_stage1", "stage": cfg.stage1, "runtime": runtime},
             ),
-        )
+            Job(
+                "mb_defense",
+                train_neutralization,
+                (
+                    models_dir / "mb_stage1",
+                    rows_of.recovery_tuples(recovery),
+                    rows_of.recovery_tuples(recovery_eval, "recovery_eval") or None,
+                    models_dir / "mb_defense",
+                    cfg,
+                ),
+                {"runtime": runtime},
+                after=("mb_stage1",),
+            ),
+        ]
+        select = cfg.stage2.select if recovery_eval else "last"
+        baselines = {
+            "clean_fft": (cfg.baselines.clean_fft, rows_of.clean_examples),
+            "trigger_aug": (cfg.baselines.trigger_aug, rows_of.trigger_aug_examples),
+        }
+        for name, (enabled, examples_of) in baselines.items():
+            if enabled:
+                jobs.append(
+                    Job(
+                        name,
+                        train_sft,
+                        (models_dir / "attacked", examples_of(recovery), models_dir / name, cfg),
+                        {
+                            "name": name,
+                            "stage": cfg.stage2,
+                            "eval_examples": examples_of(recovery_eval) or None,
+                            "select": select,
+                            "runtime": runtime,
+                        },
+                        after=("attacked",),
+                    )
+                )
+        main = is_main_process()
+        if main:  # rank 0 alone evaluates, each model as soon as it is trained
+            trained = [j.name for j in jobs]
+            jobs += [
+                Job(
+                    f"eval_{name}",
+                    evaluate_folder,
+                    (models_dir / name, build.path, cfg, out_dir / "eval" / name, runtime, name),
+                    after=(name,),
+                )
+                for name in RUNS
+                if name in trained
+            ]
 
-    if not is_main_process():
-        return {}
-    results: dict[str, dict[str, Any]] = {}
-    for name in RUNS:
-        if name in done:
-            log(f"eval: {name}")
-            results[name] = evaluate_run(
-                done[name], build, cfg, out_dir / "eval" / name, runtime, name
+        def job_started(job: Job) -> None:
+            log(
+                f"{job.name.replace('eval_', 'eval: ', 1)}"
+                if job.name.startswith("eval_")
+                else f"{job.name}: training"
             )
-            timings[f"eval_{name}"] = float(results[name].get("seconds", 0.0))
+
+        def job_done(job: Job, result: Any) -> None:
+            if job.name.startswith("eval_"):
+                timings[job.name] = float(result.get("seconds", 0.0))
+            else:
+                timings[job.name] = _seconds(result)
+
+        outputs = runner.run(jobs, on_start=job_started, on_done=job_done)
+        if not main:
+            return {}
+        done: dict[str, Path] = {n: outputs[n] for n in RUNS if n in outputs}
+        results: dict[str, dict[str, Any]] = {n: outputs[f"eval_{n}"] for n in done}
     timings["total"] = round(time.perf_counter() - started + timings.get("build", 0.0), 3)
     report = make_report(build, cfg, done, results, timings)
     write_report(report, out_dir)
