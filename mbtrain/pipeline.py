@@ -1,6 +1,6 @@
 """The whole MB-Defense experiment on one build folder, and ``mb run`` on a recipe.
 
-``run_pipeline(build, DIR)``:
+``run_experiment(build, DIR)``:
 
 1. base model: the recipe's model, or (``name: tiny``) a tokenizer + small Llama pretrained on the
    build's ``pretrain`` split (``DIR/models/base``);
@@ -38,7 +38,7 @@ from mbdata.core.config import to_mapping
 from mbdata.core.errors import BuildError, InputError
 
 from . import data as rows_of
-from .builds import Build, open_build
+from .builds import TrainingBuild, open_training_build
 from .config import ModelSettings, TrainConfig
 from .evaluate import evaluate
 from .formatting import alpaca_prompt
@@ -63,7 +63,7 @@ class PretrainStage:
     max_grad_norm: float = 1.0
 
 
-def tokenizer_corpus(build: Build, cfg: TrainConfig) -> list[str]:
+def tokenizer_corpus(build: TrainingBuild, cfg: TrainConfig) -> list[str]:
     """Formatted prompts and answers of every training split (never the eval splits)."""
     texts = []
     for split in ("pretrain", "train", "recovery", "recovery_eval"):
@@ -82,7 +82,7 @@ def tokenizer_corpus(build: Build, cfg: TrainConfig) -> list[str]:
 
 
 def build_tiny_base(
-    build: Build,
+    build: TrainingBuild,
     cfg: TrainConfig,
     out_dir: str | Path,
     runtime: Runtime | None = None,
@@ -158,7 +158,12 @@ def _marker_hash(model_dir: Path) -> str:
 
 
 def evaluate_run(
-    model_dir: Path, build: Build, cfg: TrainConfig, out_dir: Path, runtime: Runtime, name: str
+    model_dir: Path,
+    build: TrainingBuild,
+    cfg: TrainConfig,
+    out_dir: Path,
+    runtime: Runtime,
+    name: str,
 ) -> dict[str, Any]:
     """Evaluate once: reuse ``out_dir/metrics.json`` if it was made from this very model with the
     same evaluation settings."""
@@ -175,7 +180,7 @@ def evaluate_run(
     return evaluate(model_dir, build, cfg, out_dir=out_dir, runtime=runtime, name=name, extra=key)
 
 
-def _require(build: Build, split: str, block: str) -> list[dict[str, Any]]:
+def _require(build: TrainingBuild, split: str, block: str) -> list[dict[str, Any]]:
     if not build.has(split):
         raise InputError(
             f"{build.path}: the pipeline needs the `{split}` split; add a "
@@ -191,7 +196,7 @@ def _seconds(model_dir: Path) -> float:
     return float(read_marker(model_dir).get("seconds", 0.0))
 
 
-def run_pipeline(
+def run_experiment(
     build_dir: str | Path,
     out_dir: str | Path,
     *,
@@ -207,7 +212,7 @@ def run_pipeline(
     Under ``torchrun`` / ``accelerate launch`` every process trains (DDP); rank 0 alone
     evaluates and writes the report (the other processes return ``{}``)."""
     started = time.perf_counter()
-    build = open_build(build_dir)
+    build = open_training_build(build_dir)
     cfg = cfg or build.train_config()
     runtime = make_runtime(cfg, progress, trainer_args)
     out_dir = Path(out_dir)
@@ -319,7 +324,7 @@ def run_pipeline(
 
 
 def make_report(
-    build: Build,
+    build: TrainingBuild,
     cfg: TrainConfig,
     models: dict[str, Path],
     results: dict[str, dict[str, Any]],
@@ -379,7 +384,7 @@ def run_recipe(
     log: Callable[[str], None] = print,
     trainer_args: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``mb run``: build the recipe into ``DIR/data``, then :func:`run_pipeline` into ``DIR``.
+    """``mb run``: build the recipe into ``DIR/data``, then :func:`run_experiment` into ``DIR``.
 
     An existing ``DIR`` is resumed when its build has the same content hash as a fresh build of
     the recipe (builds are deterministic); a different build there is an error unless
@@ -395,9 +400,9 @@ def run_recipe(
                 f"--overwrite cannot be used under a multi-process launch; delete {out_dir} first"
             )
         _wait_for(data_dir / "manifest.json")
-        cfg = open_build(data_dir).train_config()
+        cfg = open_training_build(data_dir).train_config()
         cfg = cfg_override(cfg) if cfg_override is not None else cfg
-        return run_pipeline(
+        return run_experiment(
             data_dir, out_dir, cfg=cfg, progress=False, log=log, trainer_args=trainer_args
         )
     if overwrite:
@@ -416,7 +421,7 @@ def run_recipe(
             fresh = Path(scratch) / "data"
             mbdata.build(recipe, fresh)
             keys = ("content_hash", "fingerprint")
-            new, old = open_build(fresh).manifest, open_build(data_dir).manifest
+            new, old = open_training_build(fresh).manifest, open_training_build(data_dir).manifest
             same = all(new.get(k) == old.get(k) for k in keys)
         if not same:
             raise BuildError(
@@ -430,11 +435,11 @@ def run_recipe(
     # now that its build matched the recipe): --overwrite may replace it later.
     mark_dir(out_dir, "run")
     timings = {"build": round(time.perf_counter() - started, 3)}
-    build = open_build(data_dir)
+    build = open_training_build(data_dir)
     cfg = build.train_config()
     if cfg_override is not None:
         cfg = cfg_override(cfg)
-    return run_pipeline(
+    return run_experiment(
         data_dir,
         out_dir,
         cfg=cfg,

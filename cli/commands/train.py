@@ -163,11 +163,11 @@ def _load(
     """The build and its train config; first refuses an output that is, holds or lies inside
     the build or an input model folder (``--overwrite`` would destroy it)."""
     from mbdata.core.atomic import check_separate
-    from mbtrain.builds import open_build
+    from mbtrain.builds import open_training_build
     from mbtrain.overrides import with_overrides
 
     check_separate([build_dir, *models], [out])
-    build = open_build(build_dir)
+    build = open_training_build(build_dir)
     return build, with_overrides(build.train_config(), device=device, threads=threads, **overrides)
 
 
