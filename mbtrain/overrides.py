@@ -29,9 +29,10 @@ def with_overrides(
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, limit=limit))
     if stage1_epochs is not None:
         cfg = dataclasses.replace(cfg, stage1=dataclasses.replace(cfg.stage1, epochs=stage1_epochs))
-    stage2 = {k: v for k, v in (("epochs", stage2_epochs), ("lam", lam)) if v is not None}
-    if stage2:
-        cfg = dataclasses.replace(cfg, stage2=dataclasses.replace(cfg.stage2, **stage2))
+    if stage2_epochs is not None:
+        cfg = dataclasses.replace(cfg, stage2=dataclasses.replace(cfg.stage2, epochs=stage2_epochs))
+    if lam is not None:
+        cfg = dataclasses.replace(cfg, stage2=dataclasses.replace(cfg.stage2, lam=lam))
     return cfg
 
 
