@@ -54,20 +54,22 @@ class Runtime:
 def make_runtime(
     cfg: TrainConfig, progress: bool = True, trainer_args: dict[str, Any] | None = None
 ) -> Runtime:
-    """Device, autocast and the ``trainer_args`` passthrough (checked here, before any work:
-    an unknown key is a one-line error naming it)."""
+    """Device, autocast and the ``trainer_args`` passthrough: the recipe's
+    ``train.trainer_args`` with the command's ``--trainer-arg`` (``trainer_args``) on top, key by
+    key, checked here before any work (an unknown key is a one-line error naming it)."""
+    from .trainer_args import check_trainer_args, merge
+
     device = models.resolve_device(cfg.model.device)
     if cfg.model.threads:
         torch.set_num_threads(cfg.model.threads)
-    if trainer_args:
-        from .trainer import check_trainer_args
-
-        check_trainer_args(trainer_args)
+    merged = merge(cfg.trainer_args, trainer_args)
+    if merged:
+        merged = check_trainer_args(merged)
     return Runtime(
         device=device,
         amp=models.autocast_dtype(cfg.model.dtype, device),
         progress=progress,
-        trainer_args=tuple(sorted((trainer_args or {}).items())),
+        trainer_args=tuple(sorted(merged.items())),
     )
 
 
@@ -141,9 +143,7 @@ def resume_key(
 ) -> str:
     """The hash that a checkpoint and a finished model folder must match to be reused (see the
     module docstring)."""
-    fit_settings = {
-        k: v for k, v in dataclasses.asdict(settings).items() if k != "checkpoint_every"
-    }
+    fit_settings = {k: v for k, v in settings.record().items() if k != "checkpoint_every"}
     parts = {
         "parent": parent_identity(parent),
         "data": data,
@@ -263,7 +263,7 @@ def run_stage(
         "selected_epoch": result.selected_epoch,
         "history": result.history,
         "encode": stats.as_dict(),
-        "fit": dataclasses.asdict(settings),
+        "fit": settings.record(),
         "train_config": to_mapping(cfg),
         "parameters": {"trainable": trainable, "total": total},
         "seconds": round(time.perf_counter() - started, 3),

@@ -122,8 +122,8 @@ def launch_options(fn):
         callback=_parse_trainer_args,
         metavar="KEY=VALUE",
         help="Extra transformers/TRL TrainingArguments (SFTConfig field names, "
-        "e.g. optim=adamw_torch_fused, report_to=wandb); repeatable. An "
-        "unknown key is an error.",
+        "e.g. optim=adamw_torch_fused, report_to=wandb); repeatable; wins over "
+        "the recipe's train.trainer_args key by key. An unknown key is an error.",
     )(fn)
     return click.option(
         "--accelerate-config",
