@@ -126,7 +126,7 @@ def import_base(settings: ModelSettings, out_dir: str | Path) -> Path:
         return out_dir
     started = time.perf_counter()
     model, tokenizer = load_base(settings)
-    record = {
+    record: dict[str, Any] = {
         "kind": "full",
         "stage": "base",
         "parent": None,

@@ -285,7 +285,7 @@ def share_from(donor: Path, target: Path, names: tuple[str, ...]) -> list[str]:
 def flat_metrics(report: dict[str, Any], diagnostics: dict[str, Any] | None) -> dict[str, float]:
     """One number per column: per run CACC, ASR per attack and mean, defensive response rate,
     merging rate (mean over attacks); the diagnostics' summary."""
-    out: dict[str, float] = {}
+    out: dict[str, float | None] = {}
     for run, m in report.get("runs", {}).items():
         out[f"{run}.cacc"] = m.get("cacc")
         asr = m.get("asr") or {}
