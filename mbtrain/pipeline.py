@@ -183,6 +183,67 @@ def _seconds(model_dir: Path) -> float:
     return float(read_marker(model_dir).get("seconds", 0.0))
 
 
+# The runs a model can be trained as: the split each trains on, and its parent (see RUNS).
+STAGE1_RUNS = ("attacked", "mb_stage1")  # from the base, on `train`
+STAGE2_RUNS = ("mb_defense", "clean_fft", "trigger_aug")  # on `recovery` (+ `recovery_eval`)
+
+
+def train_run(
+    name: str,
+    parent: Any,
+    rows: list[dict[str, Any]],
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    runtime: Runtime,
+    *,
+    recovery_eval: list[dict[str, Any]] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Train one run of the experiment: which rows it sees, with which stage settings and
+    objective. The one place that says so, for :func:`run_experiment` and ``mb train``.
+
+    ``rows``: the ``train`` split for a stage-1 run, ``recovery`` for a stage-2 run (whose
+    ``recovery_eval`` rows select the epoch; without them the last epoch is kept)."""
+    if name == "attacked" or name == "mb_stage1":
+        roles = rows_of.ATTACKED_ROLES if name == "attacked" else None
+        return train_sft(
+            parent,
+            rows_of.train_examples(rows, roles),
+            out_dir,
+            cfg,
+            name=name,
+            stage=cfg.stage1,
+            runtime=runtime,
+            overwrite=overwrite,
+        )
+    held_out = recovery_eval or []
+    if name == "mb_defense":
+        return train_neutralization(
+            parent,
+            rows_of.recovery_tuples(rows),
+            rows_of.recovery_tuples(held_out, "recovery_eval") or None,
+            out_dir,
+            cfg,
+            runtime=runtime,
+            overwrite=overwrite,
+        )
+    pick = {"clean_fft": rows_of.clean_examples, "trigger_aug": rows_of.trigger_aug_examples}
+    if name not in pick:
+        raise ValueError(f"unknown run {name!r}; runs: {', '.join(STAGE1_RUNS + STAGE2_RUNS)}")
+    return train_sft(
+        parent,
+        pick[name](rows),
+        out_dir,
+        cfg,
+        name=name,
+        stage=cfg.stage2,
+        eval_examples=pick[name](held_out) or None,
+        select=cfg.stage2.select if held_out else "last",
+        runtime=runtime,
+        overwrite=overwrite,
+    )
+
+
 def run_experiment(
     build_dir: str | Path,
     out_dir: str | Path,
@@ -222,77 +283,20 @@ def run_experiment(
         base = cfg.model
     done: dict[str, Path] = {}
 
-    def step(name: str, make: Callable[[], Path]) -> None:
+    def step(name: str, parent: Any, rows: list[dict[str, Any]]) -> None:
         log(f"{name}: training")
-        done[name] = make()
+        done[name] = train_run(
+            name, parent, rows, models_dir / name, cfg, runtime, recovery_eval=recovery_eval
+        )
         timings[name] = _seconds(done[name])
 
-    step(
-        "attacked",
-        lambda: train_sft(
-            base,
-            rows_of.train_examples(train, rows_of.ATTACKED_ROLES),
-            models_dir / "attacked",
-            cfg,
-            name="attacked",
-            stage=cfg.stage1,
-            runtime=runtime,
-        ),
-    )
-    step(
-        "mb_stage1",
-        lambda: train_sft(
-            base,
-            rows_of.train_examples(train),
-            models_dir / "mb_stage1",
-            cfg,
-            name="mb_stage1",
-            stage=cfg.stage1,
-            runtime=runtime,
-        ),
-    )
-    step(
-        "mb_defense",
-        lambda: train_neutralization(
-            done["mb_stage1"],
-            rows_of.recovery_tuples(recovery),
-            rows_of.recovery_tuples(recovery_eval, "recovery_eval") or None,
-            models_dir / "mb_defense",
-            cfg,
-            runtime=runtime,
-        ),
-    )
-    select = cfg.stage2.select if recovery_eval else "last"
+    step("attacked", base, train)
+    step("mb_stage1", base, train)
+    step("mb_defense", done["mb_stage1"], recovery)
     if cfg.baselines.clean_fft:
-        step(
-            "clean_fft",
-            lambda: train_sft(
-                done["attacked"],
-                rows_of.clean_examples(recovery),
-                models_dir / "clean_fft",
-                cfg,
-                name="clean_fft",
-                stage=cfg.stage2,
-                eval_examples=rows_of.clean_examples(recovery_eval) or None,
-                select=select,
-                runtime=runtime,
-            ),
-        )
+        step("clean_fft", done["attacked"], recovery)
     if cfg.baselines.trigger_aug:
-        step(
-            "trigger_aug",
-            lambda: train_sft(
-                done["attacked"],
-                rows_of.trigger_aug_examples(recovery),
-                models_dir / "trigger_aug",
-                cfg,
-                name="trigger_aug",
-                stage=cfg.stage2,
-                eval_examples=rows_of.trigger_aug_examples(recovery_eval) or None,
-                select=select,
-                runtime=runtime,
-            ),
-        )
+        step("trigger_aug", done["attacked"], recovery)
 
     if not is_main_process():
         return {}
