@@ -19,6 +19,8 @@ Public API::
     NeutralizationTrainer(model=, args=, train_dataset=[RecoveryItem], lam=, pad_id=)  # stage 2
     run_experiment(build_dir, out_dir) -> report      # all five runs + report files
     run_recipe(recipe, out_dir) -> report             # `mb run`: mbdata.build, then run_experiment
+
+:mod:`mbtrain.api` has one function per ``mb`` training command (``train_stage1``, ``run``, ...).
 """
 
 from __future__ import annotations
