@@ -56,18 +56,18 @@ def test_jobs_run_after_their_dependencies_and_errors_surface(workers):
 
 @pytest.mark.slow
 def test_pipeline_outputs_are_the_same_with_one_or_two_jobs(tmp_path):
-    from mbtrain.builds import open_build
-    from mbtrain.pipeline import run_pipeline
+    from mbtrain.builds import open_training_build
+    from mbtrain.pipeline import run_experiment
 
     threads = torch.get_num_threads()
     build = make_build(tmp_path / "build", train=TINY_TRAIN)
     reports, weights = {}, {}
     try:
         for jobs in (1, 2):
-            cfg = open_build(build).train_config()
+            cfg = open_training_build(build).train_config()
             cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, jobs=jobs))
             out = tmp_path / f"run{jobs}"
-            report = run_pipeline(build, out, cfg=cfg, progress=False, log=lambda _: None)
+            report = run_experiment(build, out, cfg=cfg, progress=False, log=lambda _: None)
             reports[jobs] = (
                 {name: m["cacc"] for name, m in report["runs"].items()},
                 {name: m["asr"] for name, m in report["runs"].items()},
