@@ -79,7 +79,7 @@ class BuildResult:
         return planted.manifest_records() if planted else []
 
 
-def run_pipeline(
+def build_in_memory(
     loaded: LoadedRecipe, *, skip_bad_rows: bool = False, progress: bool = False
 ) -> BuildResult:
     """Run every stage in memory and return the tables per split (nothing is written)."""
@@ -208,7 +208,7 @@ def build(
     out_dir = Path(out_dir)
     check_separate(recipe_inputs(loaded), [out_dir])
     check_output_dir(out_dir, overwrite)
-    result = run_pipeline(loaded, skip_bad_rows=skip_bad_rows, progress=progress)
+    result = build_in_memory(loaded, skip_bad_rows=skip_bad_rows, progress=progress)
     if not result.tables.get("train") or not result.tables["train"].num_rows:
         raise BuildError(
             "the build has no train rows; add rows to the sources or lower "

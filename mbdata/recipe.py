@@ -582,6 +582,7 @@ def check_source_files(loaded: LoadedRecipe) -> None:
     for i, source in enumerate(loaded.recipe.sources):
         if source.kind in ("synthetic", "hub"):
             continue
+        assert source.path is not None  # SourceSpec.validate: required for file sources
         p = Path(source.path).expanduser()
         p = p if p.is_absolute() else loaded.base_dir / p
         # The one check made after parsing: name the recipe file like every other recipe error.

@@ -105,6 +105,14 @@ class ModelSettings:
         "choice); 1 is faster for tiny models on a busy "
         "machine",
     )
+    jobs: int | None = spec(
+        None,
+        ge=1,
+        omit_default=True,
+        doc="independent stages and evaluations run side by side in this many worker "
+        "processes (default: cores // threads on a CPU when `threads` is set, else 1); "
+        "the results are the same either way",
+    )
     trust_remote_code: bool = spec(False, doc="allow model code from the hub (off: safer)")
     gradient_checkpointing: bool = spec(False, doc="trade compute for activation memory")
     tiny: TinyModel = spec(default_factory=TinyModel, doc="tiny-model factory (name: tiny)")

@@ -24,7 +24,7 @@ from typing import Any
 
 from mbdata.core.atomic import atomic_write, atomic_write_text
 
-from .builds import Build
+from .builds import TrainingBuild
 from .config import ModelSettings, TrainConfig
 from .generate import generate
 from .judge import Judge, JudgeItem, make_judge
@@ -33,7 +33,7 @@ from .scoring import exact_match, mean, shows_behavior
 from .stages import Runtime, formatter_for, make_runtime
 
 
-def trigger_owners(build: Build, rows: list[dict[str, Any]]) -> dict[str, str]:
+def trigger_owners(build: TrainingBuild, rows: list[dict[str, Any]]) -> dict[str, str]:
     """trigger_set -> ``attacker`` | ``defender`` (manifest first, then spans, then the name)."""
     owners = {t["name"]: t.get("owner") for t in build.triggers if t.get("name")}
     for r in rows:
@@ -52,7 +52,7 @@ def _limit(rows: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]
     return rows if limit is None else rows[:limit]
 
 
-def eval_rows(build: Build, limit: int | None) -> tuple[list[dict], dict[str, list[dict]]]:
+def eval_rows(build: TrainingBuild, limit: int | None) -> tuple[list[dict], dict[str, list[dict]]]:
     clean = _limit(build.rows("eval_clean"), limit) if build.has("eval_clean") else []
     by_trigger: dict[str, list[dict]] = defaultdict(list)
     if build.has("eval_triggered"):
@@ -95,7 +95,7 @@ def _round(x: float | None) -> float | None:
 
 
 def score(
-    build: Build,
+    build: TrainingBuild,
     clean: list[dict],
     clean_answers: list[str],
     triggered: dict[str, list[dict]],
@@ -166,7 +166,7 @@ def score(
 
 def evaluate(
     model_ref: Any,
-    build: Build,
+    build: TrainingBuild,
     cfg: TrainConfig | None = None,
     *,
     out_dir: str | Path | None = None,

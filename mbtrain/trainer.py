@@ -35,7 +35,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -244,7 +244,13 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-class _OrderedMixin:
+if TYPE_CHECKING:  # the mixin is only ever mixed into a Trainer (SFTTrainer or Trainer)
+    from transformers import Trainer as _TrainerBase
+else:
+    _TrainerBase = object
+
+
+class _OrderedMixin(_TrainerBase):
     """Replaces the Trainer's sampler with :class:`LengthWindowSampler` over the global batch,
     and its cosine schedule with :func:`lr_factor` (``mb_warmup`` set by :func:`build_trainer`
     when the schedule is mbtrain's cosine)."""
@@ -254,20 +260,22 @@ class _OrderedMixin:
     mb_warmup: int | None = None
 
     def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
-        if self.lr_scheduler is None and self.mb_warmup is not None:  # type: ignore[attr-defined]
+        if self.lr_scheduler is None and self.mb_warmup is not None:
             from torch.optim.lr_scheduler import LambdaLR
 
             warmup = self.mb_warmup
-            self.lr_scheduler = LambdaLR(  # type: ignore[attr-defined]
-                optimizer or self.optimizer,  # type: ignore[attr-defined]
+            opt = optimizer or self.optimizer
+            assert opt is not None  # the Trainer creates the optimizer before the schedule
+            self.lr_scheduler = LambdaLR(
+                opt,
                 lambda step: lr_factor(step, num_training_steps, warmup),
             )
             self._created_lr_scheduler = True
-        return super().create_scheduler(num_training_steps, optimizer)  # type: ignore[misc]
+        return super().create_scheduler(num_training_steps, optimizer)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         if not getattr(self, "mb_lengths", None):  # used on its own: the Trainer's sampler
-            return super()._get_train_sampler(train_dataset)  # type: ignore[misc]
+            return super()._get_train_sampler(train_dataset)
         return LengthWindowSampler(self.mb_lengths, self.mb_global_batch, self.args.seed)
 
 
@@ -325,7 +333,9 @@ def _neutralization_trainer_class() -> type:
             pad_id: int = 0,
             **kwargs: Any,
         ):
-            self.objective = NeutralizationObjective(pad_id, lam, normalize)
+            self.objective: NeutralizationObjective = NeutralizationObjective(
+                pad_id, lam, normalize
+            )
             self.mb_sums: dict[str, dict[str, float]] = {"train": {}, "eval": {}}
             kwargs.setdefault("data_collator", self.objective.collate)
             super().__init__(*args, **kwargs)
@@ -371,6 +381,7 @@ def _neutralization_trainer_class() -> type:
             output = super().evaluation_loop(*args, **kwargs)
             prefix = kwargs.get("metric_key_prefix", args[3] if len(args) > 3 else "eval")
             summary = self.reduced_summary("eval")
+            assert output.metrics is not None  # evaluation_loop always returns a metrics dict
             for k, v in summary.items():
                 output.metrics[f"{prefix}_{k}"] = v
             return output

@@ -134,25 +134,13 @@ def audit(
 ) -> None:
     """Audit INPUT (JSON/JSONL/Parquet/CSV, a save_to_disk folder or a build folder) for planted
     triggers and poisoned rows. Statistics only, unless --model is given."""
-    import dataclasses
-
-    from mbdata.audit import AuditConfig, audit_path
+    from mbdata.audit import audit_path
+    from mbdata.audit.config import config_from_options
     from mbdata.audit.report import verdict
-    from mbdata.core.config import from_mapping
 
-    overrides = {
-        k: v
-        for k, v in (
-            ("threshold", threshold),
-            ("min_rows", min_rows),
-            ("top_k", top_k),
-            ("fdr", fdr),
-            ("model", model),
-        )
-        if v is not None
-    }
-    config = dataclasses.replace(from_mapping(AuditConfig, {}, "audit"), **overrides)
-    config = from_mapping(AuditConfig, dataclasses.asdict(config), "audit")
+    config = config_from_options(
+        threshold=threshold, min_rows=min_rows, top_k=top_k, fdr=fdr, model=model
+    )
     result = audit_path(
         input_path,
         out,

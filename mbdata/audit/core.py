@@ -75,7 +75,9 @@ class AuditResult:
 def _column(table: pa.Table, name: str) -> pl.Series:
     if name not in table.column_names:
         return pl.Series(name, [""] * table.num_rows, dtype=pl.String)
-    return pl.from_arrow(table.column(name)).cast(pl.String).fill_null("").rename(name)
+    column = pl.from_arrow(table.column(name))
+    assert isinstance(column, pl.Series)  # one Arrow column converts to a Series
+    return column.cast(pl.String).fill_null("").rename(name)
 
 
 def _prompt(corpus: Corpus, row: int) -> str:

@@ -4,6 +4,7 @@ clusters, detached answers and vocabulary counts."""
 from __future__ import annotations
 
 import dataclasses
+from typing import overload
 
 import numpy as np
 import polars as pl
@@ -79,6 +80,10 @@ class Corpus:
             self._token_unusual = np.where(word, ratio, 0.0)
         return self._token_unusual
 
+    @overload
+    def unusualness(self, start: int, n: int) -> float: ...
+    @overload
+    def unusualness(self, start: np.ndarray, n: int | np.ndarray) -> np.ndarray: ...
     def unusualness(self, start: int | np.ndarray, n: int | np.ndarray) -> float | np.ndarray:
         """How much more the most prompt-only word of the phrase at token ``start`` (``n``
         tokens) occurs in prompts than in answers (arrays give one value per phrase).

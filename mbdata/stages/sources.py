@@ -71,6 +71,7 @@ class SourcesStage:
                 "revision": source.revision,
             }
         else:
+            assert source.path is not None  # SourceSpec.validate: required for file sources
             path = ctx.resolve(source.path)
             ctx.inputs[source.name] = input_record(path, source.path)
         return self._rows(
@@ -120,10 +121,11 @@ class SourcesStage:
             for i, s in enumerate(sources)
             if s.count is not None and s.kind != "synthetic"
         }
-        weighted = [i for i, s in enumerate(sources) if s.weight is not None]
-        if weighted:
-            shares = largest_remainder(self.recipe.mix_size, [sources[i].weight for i in weighted])
-            targets.update(zip(weighted, shares))
+        weights = {i: s.weight for i, s in enumerate(sources) if s.weight is not None}
+        if weights:
+            assert self.recipe.mix_size is not None  # Recipe.validate: required with a weight
+            shares = largest_remainder(self.recipe.mix_size, list(weights.values()))
+            targets.update(zip(weights, shares))
         out = []
         for i, table in enumerate(tables):
             source = sources[i]
