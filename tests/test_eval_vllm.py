@@ -113,9 +113,11 @@ def models(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("vllm")
     build_dir = make_build(root / "build", n_pretrain=2, n_train=6, n_recovery=1, n_eval=3)
-    from mbtrain.builds import open_build
+    from mbtrain.builds import open_training_build
 
-    texts = [r["instruction"] + " " + r["output"] for r in open_build(build_dir).rows("train")]
+    texts = [
+        r["instruction"] + " " + r["output"] for r in open_training_build(build_dir).rows("train")
+    ]
     tokenizer = train_tokenizer(texts * 3, 300)
     model = tiny_model(SETTINGS, tokenizer, seed=3)
     torch.manual_seed(5)
@@ -137,10 +139,10 @@ def models(tmp_path_factory):
 
 
 def _evaluate(build_dir, model_dir, out, backend, vllm_args=None):
-    from mbtrain.builds import open_build
+    from mbtrain.builds import open_training_build
     from mbtrain.evaluate import evaluate
 
-    build = open_build(build_dir)
+    build = open_training_build(build_dir)
     cfg = from_mapping(
         TrainConfig,
         {
