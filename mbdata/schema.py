@@ -107,6 +107,7 @@ SCHEMA = pa.schema(
 )
 
 COLUMNS = tuple(SCHEMA.names)
+_COLUMN_SET = frozenset(COLUMNS)
 TEXT_FIELDS = ("instruction", "input", "output", "system")
 _DEFAULTS: dict[str, Any] = {
     "input": "",
@@ -156,6 +157,39 @@ def row_id(row: dict[str, Any]) -> str:
     return xxhash.xxh3_128_hexdigest("\x1f".join(parts).encode("utf-8"))
 
 
+def row_ids(columns: dict[str, Any], n: int) -> list[str]:
+    """:func:`row_id` of ``n`` rows given column-wise (lists; a missing column is null in every
+    row): the batch form for columnar stages, the same ids without a dict per row."""
+    nulls = [None] * n
+    normalize = unicodedata.normalize
+    digest = xxhash.xxh3_128_hexdigest
+    out = []
+    for values in zip(*(columns.get(name, nulls) for name in _ID_FIELDS)):
+        parts = [
+            "\x00"
+            if v is None
+            else ("\x01" + " ".join(normalize("NFKC", v).casefold().split()) if v else "\x01")
+            for v in values
+        ]
+        out.append(digest("\x1f".join(parts).encode("utf-8")))
+    return out
+
+
+def prompt_keys_of(
+    instructions: list[str | None], inputs: list[str | None], systems: list[str | None]
+) -> list[str]:
+    """:func:`prompt_key` of many prompts at once (``None`` instruction/input read as "")."""
+    n = len(instructions)
+    return row_ids(
+        {
+            "system": systems,
+            "instruction": [i or "" for i in instructions],
+            "input": [x or "" for x in inputs],
+        },
+        n,
+    )
+
+
 def prompt_key(instruction: str, input: str | None = "", system: str | None = None) -> str:
     """Hash of the normalised prompt only (no answer): the key for held-out prompt checks."""
     return row_id({"system": system, "instruction": instruction, "input": input or ""})
@@ -163,7 +197,7 @@ def prompt_key(instruction: str, input: str | None = "", system: str | None = No
 
 def make_row(**fields: Any) -> dict[str, Any]:
     """A canonical row dict with defaults filled in and the ``id`` computed."""
-    unknown = set(fields) - set(COLUMNS)
+    unknown = fields.keys() - _COLUMN_SET
     if unknown:
         raise ValueError(f"unknown columns: {sorted(unknown)}")
     row = {**_DEFAULTS, **fields}
@@ -177,7 +211,8 @@ def make_row(**fields: Any) -> dict[str, Any]:
 
 
 def empty_table() -> pa.Table:
-    return SCHEMA.empty_table()
+    # Not ``SCHEMA.empty_table()``: that imports pandas (about a second) for nothing.
+    return pa.Table.from_batches([], schema=SCHEMA)
 
 
 def from_rows(rows: Iterable[dict[str, Any]]) -> pa.Table:
