@@ -16,6 +16,7 @@ unpickled from outside.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import pyarrow as pa
@@ -100,6 +101,9 @@ def _ray_map(blocks: list[pa.Table], fn: TableFn, schema: pa.Schema | None) -> p
     context = ray.data.DataContext.get_current()
     previous = context.execution_options.preserve_order
     context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    # Ray Data logs every dataset's plan at INFO on stderr; a command prints its own summary.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
         dataset = ray.data.from_arrow(blocks).map_batches(
             fn, batch_format="pyarrow", batch_size=None, zero_copy_batch=True
