@@ -65,9 +65,11 @@ def main() -> None:
         ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
         ray_start = round(time.perf_counter() - began, 2)
     with tempfile.TemporaryDirectory() as tmp:
+        cpu_before = time.process_time()
         start = time.perf_counter()
         out = mbdata.build(recipe, Path(tmp) / "out")
         seconds = time.perf_counter() - start
+        cpu = time.process_time() - cpu_before
         timings = json.loads((out / "timings.json").read_text())
         content_hash = json.loads((out / "manifest.json").read_text())["content_hash"]
         same = None
@@ -84,6 +86,10 @@ def main() -> None:
                 "ray_init_s": ray_start,
                 "seconds": round(seconds, 2),
                 "rows_per_s": round(args.rows / seconds),
+                # CPU seconds of this process (not of Ray workers): on a loaded machine, rows per
+                # CPU second is the steadier figure.
+                "cpu_s": round(cpu, 2),
+                "rows_per_cpu_s": round(args.rows / cpu),
                 "peak_rss_mb": round(peak_mb),
                 "stages_s": timings,
                 "content_hash": content_hash,
