@@ -166,7 +166,9 @@ def _run_stages(
     split_column = table.column("split")
     names = sorted(pc.unique(split_column).to_pylist())
     splits = {
-        s: SplitRows(table, np.flatnonzero(pc.equal(split_column, s).to_numpy(zero_copy_only=False)))
+        s: SplitRows(
+            table, np.flatnonzero(pc.equal(split_column, s).to_numpy(zero_copy_only=False))
+        )
         for s in names
     }
     return BuildResult(splits=splits, stats=stats, context=ctx)
