@@ -26,12 +26,12 @@ from mbdata.audit.outputs import normalize_outputs
 from mbdata.audit.tokens import tokenize_prompts
 from mbdata.engines import EngineError
 from mbdata.engines.batches import map_ranges, map_table
-from mbdata.errors import RecipeError
+from mbdata.core.errors import RecipeError
 from mbdata.pipeline import BuildContext
-from mbdata.readers import read_rows
+from mbdata.io.readers import read_rows
 from mbdata.recipe import SourceSpec, fingerprint, recipe_from_dict, resolved_mapping
-from mbdata.sources import synthetic_table
-from mbdata.splits import prompt_keys
+from mbdata.stages.sources import synthetic_table
+from mbdata.stages.splits import prompt_keys
 
 
 # ------------------------------------------------------------------------- per-batch == whole table

@@ -7,10 +7,10 @@ Field groups (``fields:`` in the recipe):
 * ``all``: every text field that enters the row id (``system``, ``instruction``, ``input``,
   ``output``, ``triggered_instruction``, ``triggered_input``, ``triggered_output``).
 
-Normalisation is :func:`mbdata.schema.normalize_text` (NFKC, case-fold, whitespace collapsed). The
-exact key of a row for a group is :func:`mbdata.schema.row_id` of the row restricted to the group's
+Normalisation is :func:`mbdata.io.schema.normalize_text` (NFKC, case-fold, whitespace collapsed). The
+exact key of a row for a group is :func:`mbdata.io.schema.row_id` of the row restricted to the group's
 fields, as a 128-bit integer pair: for ``all`` it *is* the row id, for ``prompt`` it is
-:func:`mbdata.schema.prompt_key`, so dedup agrees with the build's own leak checks.
+:func:`mbdata.io.schema.prompt_key`, so dedup agrees with the build's own leak checks.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
-from ..schema import normalize_text
+from ..io.schema import normalize_text
 
 ID_FIELDS = (
     "system",
@@ -69,7 +69,7 @@ def normalize_rows(table: pa.Table, group: str) -> NormalizedRows:
     fields = group_fields(group)
     columns = [_normalized_column(table, name) if name in fields else None for name in ID_FIELDS]
     n = table.num_rows
-    # Exactly the bytes mbdata.schema.row_id hashes: per field b"\x00" when null (or outside the
+    # Exactly the bytes mbdata.io.schema.row_id hashes: per field b"\x00" when null (or outside the
     # group) or b"\x01" + normalised UTF-8, joined by b"\x1f" (tests pin the equality).
     digests = []
     texts = []

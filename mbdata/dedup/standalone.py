@@ -1,6 +1,6 @@
 """``mb dedup IN -o OUT``: dedup (and optionally decontaminate) any readable input, no recipe.
 
-The output is a build-like folder (:func:`mbdata.shards.write_build`): the kept rows per split, the
+The output is a build-like folder (:func:`mbdata.io.shards.write_build`): the kept rows per split, the
 ``dedup/clusters`` (and ``dedup/decontamination``) side tables, and a manifest with the resolved
 ``dedup`` settings and per-stage statistics, so ``mb inspect`` and ``mb verify`` work on it.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..config import from_mapping, to_mapping
-from ..errors import RecipeError
+from ..core.config import from_mapping, to_mapping
+from ..core.errors import RecipeError
 from ..pipeline import BuildContext, StageStats, run_stage
 from .config import DedupConfig
 from .decontaminate import decontaminate
@@ -44,7 +44,7 @@ def config_from_options(config_path: str | Path | None, overrides: dict) -> Dedu
 
         path = Path(config_path)
         try:
-            from ..limits import YamlLimitError, load_yaml
+            from ..core.limits import YamlLimitError, load_yaml
 
             loaded = load_yaml(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -100,7 +100,7 @@ def dedup_path(
     fields: dict[str, str] | None = None,
     reference_fields: dict[str, str] | None = None,
 ) -> Path:
-    """Read ``input_path`` (anything :func:`mbdata.readers.read_any` reads), dedup it, write
+    """Read ``input_path`` (anything :func:`mbdata.io.readers.read_any` reads), dedup it, write
     ``out_dir``.
 
     Rows with empty texts are deduplicated like any other (they are data); only rows that cannot
@@ -109,13 +109,13 @@ def dedup_path(
     The reference may be prompts only (``output`` optional); ``reference_fields`` maps its columns
     like ``fields`` maps the input's. ``source_row`` (clusters, kept rows) and ``reference_row``
     (decontamination) are 0-based indices in the files as read, skipped rows included."""
-    from ..atomic import check_output_dir, check_separate
     from ..build import SKIPPED_FILE, skipped_jsonl, skipped_summary
-    from ..manifest import MANIFEST_VERSION, input_record, library_versions
-    from ..readers import read_input
+    from ..core.atomic import check_output_dir, check_separate
+    from ..io.manifest import MANIFEST_VERSION, input_record, library_versions
+    from ..io.readers import read_input
+    from ..io.schema import SCHEMA_VERSION
+    from ..io.shards import write_build
     from ..recipe import canonical_json
-    from ..schema import SCHEMA_VERSION
-    from ..shards import write_build
 
     del skip_bad_rows
     config = config or DedupConfig()

@@ -19,13 +19,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .artifacts import SkippedRows
-from .errors import BuildError
-from .manifest import input_record
-from .pipeline import BuildContext, StageStats, seeded_subset
-from .readers import read_rows
-from .recipe import Recipe, SourceSpec
-from .schema import SCHEMA, row_ids
+from ..artifacts import SkippedRows
+from ..core.errors import BuildError
+from ..io.manifest import input_record
+from ..io.readers import read_rows
+from ..io.schema import SCHEMA, row_ids
+from ..pipeline import BuildContext, StageStats, seeded_subset
+from ..recipe import Recipe, SourceSpec
 
 
 def largest_remainder(total: int, weights: list[float]) -> list[int]:
@@ -47,9 +47,9 @@ def _synthetic_seed(seed: int, name: str) -> int:
 
 def synthetic_batch(start: int, stop: int, *, name: str, seed: int, tasks: Any) -> pa.Table:
     """Canonical rows ``start``..``stop - 1`` of a synthetic source, built column-wise: the rows
-    :func:`mbdata.readers.read_rows` gives for them (same ids, ``source_row`` = ``i``), without a
+    :func:`mbdata.io.readers.read_rows` gives for them (same ids, ``source_row`` = ``i``), without a
     dict per row. Pure in its arguments, so batches can run anywhere (a Ray worker) in any order."""
-    from .synthetic import generate_range
+    from ..synthetic import generate_range
 
     records = generate_range(start, stop, seed, tasks)
     n = len(records)
