@@ -24,11 +24,11 @@ from mbdata.audit.corpus import _counts, _output_words
 from mbdata.audit.counts import corpus_counts, merge_counts
 from mbdata.audit.outputs import normalize_outputs
 from mbdata.audit.tokens import tokenize_prompts
+from mbdata.core.errors import RecipeError
 from mbdata.engines import EngineError
 from mbdata.engines.batches import map_ranges, map_table
-from mbdata.core.errors import RecipeError
-from mbdata.pipeline import BuildContext
 from mbdata.io.readers import read_rows
+from mbdata.pipeline import BuildContext
 from mbdata.recipe import SourceSpec, fingerprint, recipe_from_dict, resolved_mapping
 from mbdata.stages.sources import synthetic_table
 from mbdata.stages.splits import prompt_keys
