@@ -117,7 +117,10 @@ def _fields(values: tuple[str, ...], option: str = "--field") -> dict[str, str]:
     "skips only rows it cannot parse (listed in summary.json).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-@engine_option()
+@engine_option(
+    help="Engine: 'local' (one process) or 'ray' (the corpus statistics as Ray Data map_batches; "
+    "set RAY_ADDRESS to use an existing cluster; needs the 'ray' extra). Same flags."
+)
 def audit(
     input_path: str,
     out: str,
