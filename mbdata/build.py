@@ -14,7 +14,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -63,43 +62,13 @@ def pipeline(recipe: Recipe) -> list[Stage]:
     return stages
 
 
-class SplitRows:
-    """One split of the final table, as row positions: shards are cut from it one at a time
-    (``slice`` takes only that shard's rows), so writing a build never holds a second copy of the
-    corpus split by split. It has what :func:`mbdata.io.shards.write_split_shards` reads of a table
-    (``num_rows``, ``slice``); :meth:`table` materialises the whole split."""
-
-    def __init__(self, table: pa.Table, positions: np.ndarray):
-        self._table = table
-        self._positions = positions
-
-    @property
-    def num_rows(self) -> int:
-        return len(self._positions)
-
-    def __len__(self) -> int:
-        return self.num_rows
-
-    def slice(self, offset: int = 0, length: int | None = None) -> pa.Table:
-        stop = self.num_rows if length is None else offset + length
-        return self._table.take(pa.array(self._positions[offset:stop], pa.int64()))
-
-    def table(self) -> pa.Table:
-        return self.slice()
-
-
 @dataclasses.dataclass
 class BuildResult:
-    """The final table of a build before it is written, split by split, with everything the
-    manifest needs. ``tables`` materialises every split (a copy); the writer uses ``splits``."""
+    """The tables of a build before they are written, with everything the manifest needs."""
 
-    splits: dict[str, SplitRows]
+    tables: dict[str, pa.Table]
     stats: list[StageStats]
     context: BuildContext
-
-    @property
-    def tables(self) -> dict[str, pa.Table]:
-        return {name: rows.table() for name, rows in self.splits.items()}
 
     def skipped_rows(self) -> list[dict[str, Any]]:
         found = self.context.artifacts.get(SkippedRows)
@@ -163,15 +132,12 @@ def _run_stages(
         # Cleared before an error is printed, so the message gets a line of its own.
         if bar is not None:
             bar.close()
-    split_column = table.column("split")
-    names = sorted(pc.unique(split_column).to_pylist())
-    splits = {
-        s: SplitRows(
-            table, np.flatnonzero(pc.equal(split_column, s).to_numpy(zero_copy_only=False))
-        )
-        for s in names
-    }
-    return BuildResult(splits=splits, stats=stats, context=ctx)
+    # Each split is one filtered table, sliced into shards by the writer. (Taking each shard's
+    # rows by position would hold less, but changes the bytes of multi-shard splits: a slice of
+    # the filtered table is written with the buffer layout of its chunks.)
+    splits = sorted(set(table.column("split").to_pylist()))
+    tables = {s: table.filter(pc.equal(table.column("split"), s)) for s in splits}
+    return BuildResult(tables=tables, stats=stats, context=ctx)
 
 
 def with_seed(loaded: LoadedRecipe, seed: int | None) -> LoadedRecipe:
@@ -273,7 +239,7 @@ def build(
     check_separate(recipe_inputs(loaded), [out_dir])
     check_output_dir(out_dir, overwrite)
     result = run_pipeline(loaded, skip_bad_rows=skip_bad_rows, progress=progress, engine=engine)
-    if not result.splits.get("train") or not result.splits["train"].num_rows:
+    if not result.tables.get("train") or not result.tables["train"].num_rows:
         raise BuildError(
             "the build has no train rows; add rows to the sources or lower "
             "eval/recovery/pretrain sizes"
@@ -284,7 +250,7 @@ def build(
     extra = {SKIPPED_FILE: skipped_jsonl(skipped)} if skipped else None
     return write_build(
         out_dir,
-        result.splits,
+        result.tables,
         manifest,
         side_tables=result.context.side_tables,
         overwrite=overwrite,

@@ -130,13 +130,16 @@ def _shards(root: Path) -> dict[str, bytes]:
 
 
 def test_build_on_ray_gives_byte_identical_shards(ray_runtime, tmp_path):
-    """An immunization build with an audit block: same shards, side tables and content hash."""
-    recipe = recipe_from_dict(small_recipe(audit={}))
-    local = mbdata.build(recipe, tmp_path / "local")
-    on_ray = mbdata.build(recipe_from_dict(small_recipe(audit={}, engine="ray")), tmp_path / "ray")
+    """An immunization build with an audit block, its splits cut into several shards: same
+    shards, side tables and content hash."""
+    settings = {"audit": {}, "output": {"shard_rows": 300}}
+    local = mbdata.build(recipe_from_dict(small_recipe(**settings)), tmp_path / "local")
+    on_ray = mbdata.build(
+        recipe_from_dict(small_recipe(**settings, engine="ray")), tmp_path / "ray"
+    )
     manifests = [json.loads((p / "manifest.json").read_text()) for p in (local, on_ray)]
     assert manifests[0]["content_hash"] == manifests[1]["content_hash"]
-    assert _shards(local) == _shards(on_ray) and len(_shards(local)) >= 5
+    assert _shards(local) == _shards(on_ray) and len(_shards(local)) >= 8
     assert (local / "audit" / "rows.arrow").read_bytes() == (
         on_ray / "audit" / "rows.arrow"
     ).read_bytes()

@@ -95,8 +95,6 @@ def write_build(
     finished manifest and the folder being written that returns it. Wall-clock ``timings`` go to
     ``timings.json``, outside the manifest, so the manifest itself stays reproducible. Empty splits are not written.
     ``extra_files`` (relative path -> bytes, e.g. ``skipped.jsonl``) are written with the rest.
-    A split may be anything with ``num_rows`` and ``slice(offset, length)`` (a table, or the
-    build's :class:`mbdata.build.SplitRows`): shards are cut and written one at a time.
     """
     from .manifest import finalize_manifest
 
