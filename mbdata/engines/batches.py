@@ -62,7 +62,7 @@ def map_table(
     slices = [table.slice(a, b - a) for a, b in ranges(table.num_rows, batch_rows)]
     if check_engine(engine) == "local":
         return _concat([fn(s) for s in slices], schema)
-    return _ray_map([s.combine_chunks() for s in slices], lambda batch: fn(batch), schema)
+    return _ray_map([s.combine_chunks() for s in slices], fn, schema)
 
 
 def map_ranges(
