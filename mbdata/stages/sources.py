@@ -54,10 +54,10 @@ def synthetic_batch(start: int, stop: int, *, name: str, seed: int, tasks: Any) 
     records = generate_range(start, stop, seed, tasks)
     n = len(records)
     columns: dict[str, Any] = {
-        "instruction": [r["instruction"] for r in records],
-        "input": [r["input"] or "" for r in records],
-        "output": [r["output"] for r in records],
-        "task": [r["task"] for r in records],
+        "instruction": pa.array([r["instruction"] for r in records], pa.string()),
+        "input": pa.array([r["input"] or "" for r in records], pa.string()),
+        "output": pa.array([r["output"] for r in records], pa.string()),
+        "task": pa.array([r["task"] for r in records], pa.string()),
     }
     columns["id"] = row_ids(columns, n)
     columns["source"] = [name] * n

@@ -47,9 +47,9 @@ def prompt_keys(table: pa.Table, prefix: str = "", ctx: BuildContext | None = No
 def prompt_key_batch(batch: pa.Table, prefix: str = "") -> pa.Table:
     """One batch's prompt keys as a one-column table (a pure per-batch step)."""
     keys = prompt_keys_of(
-        batch.column(f"{prefix}instruction").to_pylist(),
-        batch.column(f"{prefix}input").to_pylist(),
-        batch.column("system").to_pylist(),
+        batch.column(f"{prefix}instruction"),
+        batch.column(f"{prefix}input"),
+        batch.column("system"),
     )
     return pa.table({"key": pa.array(keys, pa.string())})
 
