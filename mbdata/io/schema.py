@@ -107,6 +107,7 @@ SCHEMA = pa.schema(
 )
 
 COLUMNS = tuple(SCHEMA.names)
+_COLUMN_SET = frozenset(COLUMNS)
 TEXT_FIELDS = ("instruction", "input", "output", "system")
 _DEFAULTS: dict[str, Any] = {
     "input": "",
@@ -156,14 +157,95 @@ def row_id(row: dict[str, Any]) -> str:
     return xxhash.xxh3_128_hexdigest("\x1f".join(parts).encode("utf-8"))
 
 
+# What makes an ASCII text differ from its whitespace-collapsed form: a leading or trailing space,
+# two spaces, or any other character Python's str.split() splits on (one RE2 match per value).
+_ASCII_MESS = "[\t\n\r\x0b\x0c\x1c-\x1f]|  |^ | $"
+
+
+def normalize_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """:func:`normalize_text` of every value of a string array (nulls stay null), vectorised.
+
+    ASCII values are normalised by Arrow kernels (for ASCII, NFKC is the identity, case-folding
+    is lower-casing, and Python splits on Arrow's ASCII whitespace plus ``\x1c``-``\x1f``); other
+    values go through :func:`normalize_text` itself, so the result is identical."""
+    import pyarrow.compute as pc
+
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if values.type != pa.string():
+        values = values.cast(pa.string())
+    lowered = pc.ascii_lower(values)
+    # Most texts are already single-spaced: only the others are split and re-joined.
+    messy = pc.fill_null(pc.match_substring_regex(lowered, _ASCII_MESS), False)
+    out = lowered
+    if pc.any(messy).as_py():
+        subset = pc.filter(lowered, messy)
+        for char in "\x1c\x1d\x1e\x1f":  # Python splits on these, Arrow's ASCII whitespace not
+            subset = pc.replace_substring(subset, char, " ")
+        words = pc.ascii_split_whitespace(subset)
+        fixed = pc.ascii_trim(pc.binary_join(words, " "), " ")
+        out = pc.replace_with_mask(lowered, messy, fixed)
+    ascii_ = pc.fill_null(pc.string_is_ascii(values), True)
+    if pc.all(ascii_).as_py():
+        return out
+    fixed = out.to_pylist()
+    for i in pc.indices_nonzero(pc.invert(ascii_)).to_pylist():
+        fixed[i] = normalize_text(values[i].as_py())
+    return pa.array(fixed, pa.string())
+
+
+def row_ids(columns: dict[str, pa.Array | None], n: int) -> list[str]:
+    """:func:`row_id` of ``n`` rows given column-wise (a missing column or a null is null),
+    vectorised: the same ids as calling :func:`row_id` on each row."""
+    import pyarrow.compute as pc
+
+    marked = []
+    for name in _ID_FIELDS:
+        column = columns.get(name)
+        if column is None:
+            marked.append(pa.scalar("\x00"))
+            continue
+        norm = normalize_array(column)
+        with_marker = pc.binary_join_element_wise(pa.scalar("\x01"), norm, "")
+        marked.append(pc.fill_null(with_marker, "\x00"))
+    if all(isinstance(m, pa.Scalar) for m in marked):
+        joined = ["\x1f".join(m.as_py() for m in marked)] * n
+        return [xxhash.xxh3_128_hexdigest(j.encode("utf-8")) for j in joined]
+    arrays = [m if not isinstance(m, pa.Scalar) else pa.array([m.as_py()] * n) for m in marked]
+    joined = pc.binary_join_element_wise(*arrays, "\x1f").cast(pa.binary())
+    digest = xxhash.xxh3_128_hexdigest
+    return [digest(b) for b in joined.to_pylist()]
+
+
 def prompt_key(instruction: str, input: str | None = "", system: str | None = None) -> str:
     """Hash of the normalised prompt only (no answer): the key for held-out prompt checks."""
     return row_id({"system": system, "instruction": instruction, "input": input or ""})
 
 
+def prompt_keys_of(
+    instructions: pa.Array | pa.ChunkedArray,
+    inputs: pa.Array | pa.ChunkedArray,
+    systems: pa.Array | pa.ChunkedArray,
+) -> list[str]:
+    """:func:`prompt_key` of many prompts given as string arrays (a null instruction or input
+    reads as ""), vectorised through :func:`row_ids`."""
+    import pyarrow.compute as pc
+
+    if len(instructions) == 0:
+        return []
+    return row_ids(
+        {
+            "system": systems,
+            "instruction": pc.fill_null(instructions, ""),
+            "input": pc.fill_null(inputs, ""),
+        },
+        len(instructions),
+    )
+
+
 def make_row(**fields: Any) -> dict[str, Any]:
     """A canonical row dict with defaults filled in and the ``id`` computed."""
-    unknown = set(fields) - set(COLUMNS)
+    unknown = fields.keys() - _COLUMN_SET
     if unknown:
         raise ValueError(f"unknown columns: {sorted(unknown)}")
     row = {**_DEFAULTS, **fields}
@@ -177,7 +259,8 @@ def make_row(**fields: Any) -> dict[str, Any]:
 
 
 def empty_table() -> pa.Table:
-    return SCHEMA.empty_table()
+    # Not ``SCHEMA.empty_table()``: that imports pandas (about a second) for nothing.
+    return pa.Table.from_batches([], schema=SCHEMA)
 
 
 def from_rows(rows: Iterable[dict[str, Any]]) -> pa.Table:
