@@ -217,6 +217,7 @@ def dedup_path_streaming(
     engine: str = "local",
     progress: bool | None = False,
     batch_rows: int | None = None,
+    num_cpus: int | None = None,
 ) -> Path:
     """:func:`dedup_path` without a reference, streamed (see :mod:`.stream`): the same output
     folder, byte for byte, with memory bounded by the batch plus the per-row index."""
@@ -232,14 +233,15 @@ def dedup_path_streaming(
     rows = batch_rows or env_batch_rows(BATCH_ROWS)
     stream = iter_input_batches(input_path, fields=fields, lenient=True, batch_rows=rows)
     inputs = {"input": input_record(Path(input_path), str(input_path))}
-    find = None
     if engine == "ray":
-        from .ray_engine import ray_finder
+        from ..engines import require_ray
 
-        find = ray_finder(config)
+        require_ray()  # fail before reading anything
 
     def fill(tmp: Path) -> dict:
-        result = dedup_stream(stream, config, tmp, progress=Progress(progress), find=find)
+        result = dedup_stream(
+            stream, config, tmp, progress=Progress(progress), engine=engine, num_cpus=num_cpus
+        )
         skipped = [b.record() for b in stream.skipped]
         manifest = _manifest(config, input_path, inputs, [result.stats], fields, None, skipped)
         rel = f"{CLUSTERS_TABLE}.arrow"

@@ -29,7 +29,7 @@ import dataclasses
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,6 @@ from .shardwriter import SplitShardWriter
 from .shingle import shingler
 from .sketch import NearParams, ShingleStore, TableSketch, estimate_pairs, gc_paused
 from .stage import (
-    Duplicates,
     append_tags,
     cluster_layout,
     clusters_table,
@@ -281,11 +280,13 @@ def dedup_stream(
     *,
     shard_rows: int = 100_000,
     progress: Progress | None = None,
-    find: Callable[[StreamIndex], Duplicates] | None = None,
+    engine: str = "local",
+    num_cpus: int | None = None,
 ) -> StreamResult:
     """Dedup a stream of canonical batches and write the kept rows' shards under ``out_root``
-    (a temporary folder the caller renames into place). ``find`` replaces the local decision step
-    (the Ray engine passes its own); it receives the per-row index."""
+    (a temporary folder the caller renames into place). ``engine="ray"`` runs the sketch and the
+    decisions on Ray Data (:mod:`.ray_engine`, ``num_cpus`` for a private local runtime); the
+    write pass is the same."""
     progress = progress or Progress(False)
     spill_dir = out_root / ".dedup-spill"
     spill_dir.mkdir(parents=True, exist_ok=True)
@@ -294,15 +295,17 @@ def dedup_stream(
     index = None
     try:
         progress.begin("dedup: read + sketch")
-        index = sketch_stream(batches, config, spill_dir, progress)
+        if engine == "ray":
+            from .ray_engine import ray_dedup
+
+            index, found = ray_dedup(batches, config, spill_dir, progress, num_cpus)
+            t_sketch = time.perf_counter()
+        else:
+            index = sketch_stream(batches, config, spill_dir, progress)
+            t_sketch = time.perf_counter()
+            found = find_duplicates(index.sketch(), index.codes, config, index.params, None)
         n = index.rows
         stats.rows_in = n
-        t_sketch = time.perf_counter()
-        found = (
-            find(index)
-            if find is not None
-            else find_duplicates(index.sketch(), index.codes, config, index.params, None)
-        )
         layout = cluster_layout(n, found.first, found.exact_members, found.near)
         t_decide = time.perf_counter()
         keep = found.keep(n) if not config.keep_all else np.ones(n, dtype=bool)
