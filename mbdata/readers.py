@@ -26,13 +26,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import InputError
 from .limits import MAX_JSON_DEPTH, json_too_deep
 from .pipeline import StageStats
 from .recipe import LAYOUT_FIELDS, SourceSpec
 from .registry import Registry
-from .schema import SCHEMA, from_rows, make_row
+from .schema import SCHEMA, from_rows, row_ids
 
 # A raw record: (1-based position used in messages, 0-based source_row, mapping or error text).
 RawRecord = tuple[int, int, Any]
@@ -205,7 +206,10 @@ def read_jsonl(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
                 continue
             except RecursionError:
                 record = None
-            if record is None or json_too_deep(record):
+            # depth <= number of opening brackets: most lines need no walk of the parsed value
+            if record is None or (
+                raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and json_too_deep(record)
+            ):
                 yield (
                     lineno,
                     row,
@@ -573,8 +577,9 @@ def _row_stream(
     lenient: bool,
     prompts_only: bool,
     field_option: str,
-) -> Iterator[dict[str, Any]]:
-    """Canonical row dicts of one source, in input order; bad rows go to ``read.skipped``.
+) -> Iterator[tuple[dict[str, Any], int, str | None]]:
+    """Mapped rows of one source as ``(fields, source_row, task)``, in input order; bad rows go to
+    ``read.skipped``; :func:`rows_table` turns them into canonical tables.
 
     The one row loop behind :func:`read_rows` and :func:`iter_rows_batches`. After the last row it
     raises the end-of-read errors (strict bad rows, no rows at all), so a consumer that commits
@@ -615,14 +620,10 @@ def _row_stream(
             stats.drop(f"bad_row:{problem.reason}")
             continue
         produced += 1
-        yield make_row(
-            instruction=mapped["instruction"],
-            input=mapped["input"],
-            output=mapped["output"],
-            system=mapped["system"],
-            source=source.name,
-            source_row=source_row,
-            task=record.get("task") if source.kind == "synthetic" else None,
+        yield (
+            mapped,
+            source_row,
+            record.get("task") if source.kind == "synthetic" else None,
         )
     if bad and not (skip_bad_rows or lenient):
         named = "; ".join(b.describe() for b in bad[:BAD_ROWS_NAMED])
@@ -638,6 +639,35 @@ def _row_stream(
     if not produced:
         detail = f" (all {seen} rows were bad; first: {bad[0].describe()})" if bad else ""
         raise InputError(f"{_where(source, path)}: no rows to read{detail}")
+
+
+def rows_table(rows: list[tuple[dict[str, Any], int, str | None]], source: str) -> pa.Table:
+    """Canonical table of mapped rows, column-wise: the same table as :func:`mbdata.schema.from_rows`
+    of :func:`mbdata.schema.make_row` per row (ids by the vectorised :func:`~mbdata.schema.row_ids`)."""
+    n = len(rows)
+    if not n:
+        return from_rows([])
+    text = {
+        name: pa.array([r[0][name] for r in rows], pa.string())
+        for name in ("instruction", "input", "output", "system")
+    }
+    text["input"] = pc.fill_null(text["input"], "")
+    nulls = pa.nulls(n, pa.string())
+    empty_lists = pa.array([[]] * n, SCHEMA.field("tags").type)
+    columns = {
+        "id": pa.array(row_ids(text, n), pa.string()),
+        **text,
+        "source": pa.array([source] * n, pa.string()),
+        "source_row": pa.array([r[1] for r in rows], pa.int64()),
+        "split": pa.array(["train"] * n, pa.string()),
+        "role": pa.array(["clean"] * n, pa.string()),
+        "task": pa.array([r[2] for r in rows], pa.string()),
+        "tags": empty_lists,
+        "triggers": pa.array([[]] * n, SCHEMA.field("triggers").type),
+    }
+    return pa.Table.from_arrays(
+        [columns.get(f.name, nulls).cast(f.type) for f in SCHEMA], schema=SCHEMA
+    )
 
 
 def read_rows(
@@ -676,7 +706,7 @@ def read_rows(
             field_option=field_option,
         )
     )
-    return ReadResult(from_rows(rows), read.skipped, read.stats)
+    return ReadResult(rows_table(rows, source.name), read.skipped, read.stats)
 
 
 def read_source(
@@ -804,9 +834,9 @@ def read_any(
 
 
 # -------------------------------------------------------------------------------------- streaming
-def _batched(rows: Iterator[dict[str, Any]], batch_rows: int) -> Iterator[pa.RecordBatch]:
+def _batched(rows: Iterator, source: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
     while chunk := list(itertools.islice(rows, batch_rows)):
-        yield from from_rows(chunk).to_batches(max_chunksize=batch_rows)
+        yield from rows_table(chunk, source).to_batches(max_chunksize=batch_rows)
 
 
 def iter_rows_batches(
@@ -850,7 +880,7 @@ def iter_rows_batches(
         prompts_only=prompts_only,
         field_option=field_option,
     )
-    read.batches = _batched(rows, batch_rows)
+    read.batches = _batched(rows, source.name, batch_rows)
     return read
 
 

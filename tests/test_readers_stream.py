@@ -107,3 +107,30 @@ def test_missing_column_and_no_rows_errors_match_read_input(tmp_path, write_json
         iter_input_batches(tmp_path / "missing.jsonl")
     with pytest.raises(ValueError, match="batch_rows"):
         iter_input_batches(path, batch_rows=0)
+
+
+def test_vectorised_normalisation_and_ids_equal_the_per_row_functions():
+    import random
+
+    from mbdata.schema import normalize_array, normalize_text, row_id, row_ids
+
+    rng = random.Random(0)
+    chars = "aB \t\n\x0b\x0c\r\x1c\x1f\u00a0\u3000\u2028\x85ßÉİǄﬁ.!x"
+    samples = ["Hello  World", "", "   ", None, "ÉCOLE straße", "ﬁ", "a\u00a0b"]
+    samples += ["".join(rng.choice(chars) for _ in range(rng.randrange(12))) for _ in range(2000)]
+    column = pa.array(samples, pa.string())
+    assert normalize_array(column).to_pylist() == [
+        None if v is None else normalize_text(v) for v in samples
+    ]
+    reverse = pa.array(samples[::-1], pa.string())
+    ids = row_ids({"instruction": column, "input": reverse, "output": column}, len(samples))
+    assert ids == [
+        row_id({"instruction": a, "input": b, "output": c})
+        for a, b, c in zip(samples, samples[::-1], samples)
+    ]
+    assert all(
+        make_row(instruction="x", output="y", source="s")["id"] == i
+        for i in row_ids(
+            {"instruction": pa.array(["x"]), "input": pa.array([""]), "output": pa.array(["y"])}, 1
+        )
+    )
