@@ -156,3 +156,43 @@ def test_a_failed_stream_leaves_no_output(tmp_path):
         dedup_path_streaming(bad, tmp_path / "out", DedupConfig(), batch_rows=1)
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_column_wise_normalisation_equals_the_row_loop():
+    """normalize_rows (Arrow kernels) against the per-row definition, on awkward texts."""
+    import numpy as np
+    import xxhash
+
+    from mbdata.dedup.normalize import ID_FIELDS, group_fields, normalize_rows
+    from mbdata.schema import normalize_text
+
+    rng = random.Random(1)
+    chars = "aB \t\nß\u00a0x.É"
+
+    def text():
+        return "".join(rng.choice(chars) for _ in range(rng.randrange(8)))
+
+    rows = [
+        make_row(
+            instruction=text(),
+            input=text(),
+            output=text(),
+            system=rng.choice([None, text()]),
+            triggered_output=rng.choice([None, None, text()]),
+            source="s",
+        )
+        for _ in range(500)
+    ]
+    table = from_rows(rows)
+    for group in ("all", "prompt", "output"):
+        fields = group_fields(group)
+        keys, texts = [], []
+        for row in rows:
+            values = [normalize_text(row[f]) if row[f] is not None else None for f in ID_FIELDS]
+            values = [v if f in fields else None for v, f in zip(values, ID_FIELDS)]
+            pieces = [b"\x00" if v is None else b"\x01" + v.encode() for v in values]
+            keys.append(xxhash.xxh3_128_digest(b"\x1f".join(pieces)))
+            texts.append(" ".join(v for v in values if v))
+        got = normalize_rows(table, group)
+        expected = np.frombuffer(b"".join(keys), dtype=">u8").astype(np.uint64).reshape(-1, 2)
+        assert (got.keys == expected).all() and got.texts == texts, group
