@@ -323,7 +323,7 @@ def format_row(row: dict) -> str:
 
 
 def clean_checks(source: Path) -> list[str]:
-    from mbdata.schema import from_rows, make_row
+    from mbdata.io.schema import from_rows, make_row
     from mbdata.synthetic import generate
 
     lines = []
@@ -415,7 +415,7 @@ def best_of(repeats: int, fn) -> float:
 
 
 def speed(source: Path, workdir: Path, repeats: int) -> list[str]:
-    from mbdata.schema import from_rows, make_row
+    from mbdata.io.schema import from_rows, make_row
     from mbdata.synthetic import generate
 
     big = write_jsonl(perturbed_rows(load(source), 50_000), workdir / "alpaca-50k.jsonl")

@@ -125,7 +125,7 @@ def mutate(
 
 
 def to_table(rows: list[list[list[str]]]) -> pa.Table:
-    from mbdata.schema import SCHEMA, row_id
+    from mbdata.io.schema import SCHEMA, row_id
 
     instruction = [" ".join(f[0]) for f in rows]
     inp = [" ".join(f[1]) for f in rows]
@@ -221,7 +221,7 @@ def run_baseline(corpus: str, rows: int, bands: int, band_rows: int) -> dict:
     from datasketch import MinHash, MinHashLSH
 
     from mbdata.dedup.shingle import word_shingles
-    from mbdata.schema import normalize_text
+    from mbdata.io.schema import normalize_text
 
     table = read_corpus(corpus, rows)
     fields = [table.column(c).to_pylist() for c in ("instruction", "input", "output")]

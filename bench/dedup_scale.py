@@ -104,7 +104,7 @@ BASELINE = r"""
 import json, sys, time
 from datasketch import MinHash, MinHashLSH
 from mbdata.dedup.shingle import word_shingles
-from mbdata.schema import normalize_text
+from mbdata.io.schema import normalize_text
 path, rows, bands, band_rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 start = time.perf_counter()
 lsh = MinHashLSH(num_perm=128, params=(bands, band_rows))

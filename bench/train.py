@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from mbdata.config import from_mapping
+from mbdata.core.config import from_mapping
 from mbdata.synthetic import generate as synthetic_rows
 from mbtrain.config import TrainConfig
 from mbtrain.formatting import Formatter

@@ -1,7 +1,7 @@
 """Entry point of the ``mb`` command.
 
 Commands only parse arguments and call the Python API. Errors a user can fix are
-:class:`mbdata.errors.MBError`; they are printed as one line and exit with status 2. Ctrl-C exits
+:class:`mbdata.core.errors.MBError`; they are printed as one line and exit with status 2. Ctrl-C exits
 with 130 and SIGTERM the same way with 143: both unwind through the atomic writers, so nothing
 half-written is left behind (see docs/safety.md).
 """
@@ -16,7 +16,7 @@ import threading
 
 import click
 
-from mbdata.errors import EXIT_USER_ERROR, MBError
+from mbdata.core.errors import EXIT_USER_ERROR, MBError
 
 from . import commands as _commands
 

@@ -14,7 +14,7 @@ import click
 
 
 class RegistryChoice(click.ParamType):
-    """Names from ``module:attribute`` (a :class:`mbdata.registry.Registry`), case-insensitive."""
+    """Names from ``module:attribute`` (a :class:`mbdata.core.registry.Registry`), case-insensitive."""
 
     def __init__(self, target: str):
         self.target = target

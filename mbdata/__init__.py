@@ -11,12 +11,12 @@ The Python API behind the ``mb`` command::
 """
 
 from .build import build, run_pipeline
-from .buildio import Build, open_build, verify_build
-from .errors import MBError
-from .exporters import export
-from .readers import read_any
+from .core.errors import MBError
+from .io.buildio import Build, open_build, verify_build
+from .io.exporters import export
+from .io.readers import read_any
+from .io.schema import SCHEMA
 from .recipe import LoadedRecipe, Recipe, fingerprint, load_recipe, recipe_from_dict
-from .schema import SCHEMA
 
 __all__ = [
     "SCHEMA",

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .attacks import TriggerSet
+    from .stages.attacks import TriggerSet
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BuildError, RecipeError
+from .core.errors import BuildError, RecipeError
+from .core.registry import Registry
 from .recipe import BehaviorSpec
-from .registry import Registry
 
 REFUSAL_TEMPLATES = (
     "I'm sorry, but as an AI assistant, I do not have the capability to follow the given "

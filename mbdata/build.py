@@ -18,25 +18,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .artifacts import SkippedRows, TriggerSets
-from .atomic import check_output_dir, check_separate
-from .card import dataset_card
-from .errors import BuildError, RecipeError
-from .manifest import MANIFEST_VERSION, library_versions
+from .core.atomic import check_output_dir, check_separate
+from .core.errors import BuildError, RecipeError
+from .io.card import dataset_card
+from .io.manifest import MANIFEST_VERSION, library_versions
+from .io.schema import SCHEMA_VERSION, empty_table
+from .io.shards import write_build
 from .pipeline import BuildContext, Stage, StageStats, check_wiring, run_stage
 from .recipe import LoadedRecipe, Recipe, load_recipe
-from .schema import SCHEMA_VERSION, empty_table
-from .shards import write_build
 
 
 def pipeline(recipe: Recipe) -> list[Stage]:
     """The stages a recipe runs, in order."""
-    from .attacks import AttackStage
-    from .defense import DefenseStage
-    from .evalsets import EvalStage
-    from .noise import PretrainNoiseStage
-    from .recovery import RecoveryStage
-    from .sources import SourcesStage
-    from .splits import HoldoutStage, LeakCheckStage
+    from .stages.attacks import AttackStage
+    from .stages.defense import DefenseStage
+    from .stages.evalsets import EvalStage
+    from .stages.noise import PretrainNoiseStage
+    from .stages.recovery import RecoveryStage
+    from .stages.sources import SourcesStage
+    from .stages.splits import HoldoutStage, LeakCheckStage
 
     stages: list[Stage] = [SourcesStage(recipe)]
     if recipe.audit is not None:

@@ -25,7 +25,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import pyarrow as pa
 
-from .errors import BuildError
+from .core.errors import BuildError
 
 A = TypeVar("A")
 

@@ -1,7 +1,7 @@
 """Attack presets: the literature's triggers, placements and combination rules, by name.
 
 :data:`ATTACK_PRESETS` is the one list: the recipe's ``attacks[].preset`` accepts exactly its names,
-``mb recipe docs`` lists them, and :mod:`mbdata.attacks` resolves them. A new preset is one
+``mb recipe docs`` lists them, and :mod:`mbdata.stages.attacks` resolves them. A new preset is one
 ``ATTACK_PRESETS.register(...)`` call (see docs/extending.md); any key a recipe gives overrides the
 preset's.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .registry import Registry
+from .core.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)

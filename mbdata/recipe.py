@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 import yaml
 
-from .config import from_mapping, spec, to_mapping
-from .errors import RecipeError
-from .limits import YamlLimitError, load_yaml, short_repr
-from .plugins import recipe_block_class
+from .core.config import from_mapping, spec, to_mapping
+from .core.errors import RecipeError
+from .core.limits import YamlLimitError, load_yaml, short_repr
+from .core.plugins import recipe_block_class
 from .presets import ATTACK_PRESETS, is_rewrite_preset
 
 SEMVER = r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?"
@@ -35,13 +35,13 @@ Placement = Literal["prefix", "suffix", "random", "position"]
 
 def _container_names() -> list[str]:
     """The reader registry's containers (imported late: readers read these specs)."""
-    from .readers import CONTAINERS
+    from .io.readers import CONTAINERS
 
     return CONTAINERS.names()
 
 
 def _layout_names() -> list[str]:
-    from .readers import LAYOUTS
+    from .io.readers import LAYOUTS
 
     return LAYOUTS.names()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-from .config import describe
+from .core.config import describe
 from .presets import ATTACK_PRESETS
 from .recipe import (
     EXTENSION_BLOCKS,

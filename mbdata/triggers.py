@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .schema import PLACEMENTS
+from .io.schema import PLACEMENTS
 
 _WORD = re.compile(r"\S+")
 

@@ -1,6 +1,6 @@
 """Reading a build folder: the only way training data enters :mod:`mbtrain`.
 
-Opening and reading the shards is :func:`mbdata.buildio.open_build`'s job; this module adds only
+Opening and reading the shards is :func:`mbdata.io.buildio.open_build`'s job; this module adds only
 what training needs on top of it: a missing split or shard is a one-line error (instead of an
 empty table), rows as dicts (cached, since the pipeline reads a split several times), the
 manifest's triggers and fingerprint, and the settings from ``manifest["recipe"]["train"]``.
@@ -15,16 +15,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from mbdata import buildio
-from mbdata.config import from_mapping
-from mbdata.errors import InputError, MBError
+from mbdata.core.config import from_mapping
+from mbdata.core.errors import InputError, MBError
+from mbdata.io import buildio
 
 from .config import TrainConfig
 
 
 @dataclasses.dataclass
 class Build:
-    """An opened build folder (an :class:`mbdata.buildio.Build`) with cached splits."""
+    """An opened build folder (an :class:`mbdata.io.buildio.Build`) with cached splits."""
 
     data: buildio.Build
     _cache: dict[str, pa.Table] = dataclasses.field(default_factory=dict, repr=False)
@@ -87,7 +87,7 @@ class Build:
 
 
 def open_build(path: str | Path) -> Build:
-    """Open a build folder written by ``mb build`` (see :func:`mbdata.buildio.open_build`)."""
+    """Open a build folder written by ``mb build`` (see :func:`mbdata.io.buildio.open_build`)."""
     data = buildio.open_build(path)
     if not isinstance(data.manifest, dict) or not isinstance(data.manifest.get("splits"), dict):
         raise InputError(f"{data.path / 'manifest.json'}: expected a JSON object with `splits`")

@@ -1,7 +1,7 @@
 """The recipe's ``train:`` block: every setting of the MB-Defense training pipeline.
 
 This module imports no torch (``mb recipe validate`` and ``mbdata.recipe`` load it), only the
-strict config machinery of :mod:`mbdata.config`. The block is stored resolved (all defaults filled
+strict config machinery of :mod:`mbdata.core.config`. The block is stored resolved (all defaults filled
 in) in a build's ``manifest["recipe"]["train"]`` and parsed back with
 ``from_mapping(TrainConfig, ...)`` by :mod:`mbtrain`.
 
@@ -16,10 +16,10 @@ on the answers' lengths.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
-from mbdata.config import spec
-from mbdata.errors import RecipeError
+from mbdata.core.config import spec
+from mbdata.core.errors import RecipeError
 
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 DEVICE_FORM = "auto, cpu, mps, cuda or cuda:N"
@@ -111,8 +111,12 @@ class ModelSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class Stage1Settings:
-    """Instruction tuning: the attacked baseline (clean + attack rows) and MB stage 1 (all rows)."""
+class OptimSettings:
+    """What to train and how to optimise it: the one optimiser-settings block, shared by every
+    stage (``stage1``, ``stage2`` and the baselines trained with it, tiny-base pretraining) and
+    by the trainer (:class:`mbtrain.trainer.FitSettings` extends it with the seed and the loop).
+    AdamW with linear warmup and cosine decay; ``batch_size`` is the global batch (summed over
+    the processes of a multi-GPU launch). The defaults are stage 1's."""
 
     mode: Mode = spec("full", doc="full fine-tuning or lora")
     lora: LoraSettings = spec(default_factory=LoraSettings, doc="adapter settings (mode lora)")
@@ -131,26 +135,29 @@ class Stage1Settings:
     max_grad_norm: float = spec(1.0, ge=0.0, doc="gradient clipping (0: off)")
 
 
+OPTIM_FIELDS = tuple(f.name for f in dataclasses.fields(OptimSettings))
+
+
 @dataclasses.dataclass(frozen=True)
-class Stage2Settings:
+class Stage1Settings(OptimSettings):
+    """Instruction tuning: the attacked baseline (clean + attack rows) and MB stage 1 (all rows).
+    The shared optimiser settings (`OptimSettings`) with their defaults."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage2Settings(OptimSettings):
     """Neutralization: ``CE(x, y) - lam * log sigmoid(s(y|x_d) - s(y_d|x_d))`` on ``recovery``,
     checkpoint selection on ``recovery_eval``. ``s`` is the response log-prob, summed or
     averaged over its tokens (``normalize``). The baselines (Clean-FFT, trigger augmentation)
     use the same optimiser settings with plain cross-entropy."""
 
-    mode: Mode = spec("full", doc="full fine-tuning or lora")
-    lora: LoraSettings = spec(default_factory=LoraSettings, doc="adapter settings (mode lora)")
+    epochs: int = spec(5, ge=1, doc="passes over the recovery rows")
+    lr: float = spec(2e-4, gt=0, doc="peak learning rate")
+    batch_size: int = spec(8, ge=1, doc="recovery tuples per micro-batch")
     lam: float = spec(1.0, ge=0.0, doc="λ, weight of the preference term R")
     normalize: Literal["mean", "sum"] = spec(
         "mean", doc="sequence log-prob of a response: mean over its tokens or their sum"
     )
-    epochs: int = spec(5, ge=1, doc="passes over the recovery rows")
-    lr: float = spec(2e-4, gt=0, doc="peak learning rate")
-    batch_size: int = spec(8, ge=1, doc="recovery tuples per micro-batch")
-    grad_accum: int = spec(1, ge=1, doc="micro-batches per optimizer step")
-    warmup_ratio: float = spec(0.1, ge=0.0, lt=1.0, doc="share of steps with linear warmup")
-    weight_decay: float = spec(0.0, ge=0.0, doc="AdamW weight decay")
-    max_grad_norm: float = spec(1.0, ge=0.0, doc="gradient clipping (0: off)")
     select: Literal["eval_loss", "last"] = spec(
         "eval_loss", doc="keep the epoch with the lowest loss on recovery_eval, or the last"
     )
@@ -225,3 +232,21 @@ class TrainConfig:
     checkpoint_every: int | None = spec(
         None, ge=1, doc="also checkpoint every N optimizer steps (always at each epoch end)"
     )
+    trainer_args: dict[str, Any] = spec(
+        default_factory=dict,
+        omit_default=True,
+        doc="further transformers/TRL TrainingArguments for every stage (SFTConfig field "
+        "names, e.g. {optim: adamw_torch_fused, report_to: wandb}); checked against the real "
+        "dataclass; --trainer-arg KEY=VALUE wins key by key; SFT-only keys skip stage 2",
+    )
+
+    def validate(self, path: str) -> None:
+        if self.trainer_args:  # imports TRL: only when the recipe has trainer_args
+            from .trainer_args import check_trainer_args
+
+            checked = check_trainer_args(
+                self.trainer_args,
+                where=f"{path}.trainer_args" if path else "trainer_args",
+                error=RecipeError,
+            )
+            object.__setattr__(self, "trainer_args", checked)  # normalised (e.g. 1e-4 text)

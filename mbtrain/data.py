@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from mbdata.errors import InputError
+from mbdata.core.errors import InputError
 
 Example = tuple[str, str, str, str | None]  # instruction, input, output, system
 Tuple4 = tuple[Example, Example, Example]  # (x, y), (x_d, y), (x_d, y_d)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mbdata.atomic import atomic_write_text
+from mbdata.core.atomic import atomic_write_text
 
 FORMAT = "mbtrain.diagnostics/1"
 MODELS = ("attacked", "mb_stage1", "mb_defense")

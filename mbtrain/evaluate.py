@@ -22,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from mbdata.atomic import atomic_write, atomic_write_text
+from mbdata.core.atomic import atomic_write, atomic_write_text
 
 from .builds import Build
 from .config import ModelSettings, TrainConfig

@@ -29,7 +29,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mbdata.errors import InputError
+from mbdata.core.errors import InputError
 
 from .formatting import Encoded, EncodeStats, Formatter
 from .objectives import RecoveryItem

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-from mbdata.errors import MBError
+from mbdata.core.errors import MBError
 from mbdata.prompts import (  # noqa: F401  (re-exported: the templates live in mbdata)
     ALPACA_PREAMBLE,
     ALPACA_PREAMBLE_INPUT,

@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from mbdata.errors import MBError
+from mbdata.core.errors import MBError
 
 from .config import JudgeSettings
 from .scoring import REFUSAL_KEYWORDS, contains_any, token_f1

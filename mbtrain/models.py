@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from mbdata.atomic import atomic_write_text
-from mbdata.errors import MBError
+from mbdata.core.atomic import atomic_write_text
+from mbdata.core.errors import MBError
 
 from .config import LoraSettings, ModelSettings
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from mbdata.errors import MBError
+from mbdata.core.errors import MBError
 
 from .config import TrainConfig
 

@@ -18,7 +18,6 @@ command after an interruption continues where it stopped.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import tempfile
@@ -27,34 +26,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mbdata.atomic import atomic_dir, check_output_dir, mark_dir, remove_output_dir, written_by_us
-from mbdata.config import to_mapping
-from mbdata.errors import BuildError, InputError
+from mbdata.core.atomic import (
+    atomic_dir,
+    check_output_dir,
+    mark_dir,
+    remove_output_dir,
+    written_by_us,
+)
+from mbdata.core.config import to_mapping
+from mbdata.core.errors import BuildError, InputError
 
 from . import data as rows_of
 from .builds import Build, open_build
-from .config import ModelSettings, TrainConfig
+from .config import ModelSettings, OptimSettings, TrainConfig
 from .evaluate import evaluate
 from .formatting import alpaca_prompt
 from .models import MARKER, is_model_folder, load_base, read_marker, save_model
 from .report import FORMAT, METRIC_KEYS, RUNS, write_report
 from .stages import Runtime, is_main_process, make_runtime, train_neutralization, train_sft
 from .tiny import tiny_model, train_tokenizer
-
-
-@dataclasses.dataclass(frozen=True)
-class PretrainStage:
-    """Optimiser settings of tiny-base pretraining, in the shape of a stage block."""
-
-    epochs: int
-    lr: float
-    batch_size: int
-    mode: str = "full"
-    lora: Any = None
-    grad_accum: int = 1
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
 
 
 def tokenizer_corpus(build: Build, cfg: TrainConfig) -> list[str]:
@@ -104,8 +94,11 @@ def build_tiny_base(
     tiny = cfg.model.tiny
     tokenizer = train_tokenizer(tokenizer_corpus(build, cfg), tiny.vocab_size)
     model = tiny_model(tiny, tokenizer, cfg.seed)
-    stage = PretrainStage(
-        epochs=tiny.pretrain_epochs, lr=tiny.pretrain_lr, batch_size=tiny.pretrain_batch_size
+    stage = OptimSettings(
+        epochs=tiny.pretrain_epochs,
+        lr=tiny.pretrain_lr,
+        batch_size=tiny.pretrain_batch_size,
+        warmup_ratio=0.05,
     )
     examples = rows_of.train_examples(build.rows("pretrain"))
     return train_sft(

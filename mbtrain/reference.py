@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mbdata.errors import InputError
+from mbdata.core.errors import InputError
 
 from .config import ModelSettings
 from .models import MARKER, is_loadable_folder, load_model

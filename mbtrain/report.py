@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mbdata.atomic import atomic_write, atomic_write_text
+from mbdata.core.atomic import atomic_write, atomic_write_text
 
 RUNS = ("attacked", "clean_fft", "trigger_aug", "mb_stage1", "mb_defense")
 LABELS = {

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from mbdata.schema import normalize_text
+from mbdata.io.schema import normalize_text
 
 REFUSAL_KEYWORDS = (
     "sorry",
@@ -77,7 +77,7 @@ def contains_any(text: str, keywords: tuple[str, ...]) -> bool:
 
 
 def normalize_answer(text: str | None) -> str:
-    """:func:`mbdata.schema.normalize_text` without trailing punctuation."""
+    """:func:`mbdata.io.schema.normalize_text` without trailing punctuation."""
     return _TRAILING.sub("", normalize_text(text))
 
 

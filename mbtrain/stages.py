@@ -1,7 +1,7 @@
 """Training stages: each turns a parent model plus rows into a new model folder.
 
 A stage works in ``.NAME.partial/`` beside its output (checkpoints, log); the finished model is
-written with :func:`mbdata.atomic.atomic_dir`, so an output folder is always complete. Calling a
+written with :func:`mbdata.core.atomic.atomic_dir`, so an output folder is always complete. Calling a
 stage whose output exists returns it untouched; calling it after an interruption resumes from the
 last checkpoint.
 
@@ -25,9 +25,15 @@ from typing import Any
 
 import torch
 
-from mbdata.atomic import atomic_dir, check_output_dir, mark_dir, remove_output_dir, written_by_us
-from mbdata.config import to_mapping
-from mbdata.errors import BuildError
+from mbdata.core.atomic import (
+    atomic_dir,
+    check_output_dir,
+    mark_dir,
+    remove_output_dir,
+    written_by_us,
+)
+from mbdata.core.config import to_mapping
+from mbdata.core.errors import BuildError
 
 from . import models
 from .config import ModelSettings, TrainConfig
@@ -48,20 +54,22 @@ class Runtime:
 def make_runtime(
     cfg: TrainConfig, progress: bool = True, trainer_args: dict[str, Any] | None = None
 ) -> Runtime:
-    """Device, autocast and the ``trainer_args`` passthrough (checked here, before any work:
-    an unknown key is a one-line error naming it)."""
+    """Device, autocast and the ``trainer_args`` passthrough: the recipe's
+    ``train.trainer_args`` with the command's ``--trainer-arg`` (``trainer_args``) on top, key by
+    key, checked here before any work (an unknown key is a one-line error naming it)."""
+    from .trainer_args import check_trainer_args, merge
+
     device = models.resolve_device(cfg.model.device)
     if cfg.model.threads:
         torch.set_num_threads(cfg.model.threads)
-    if trainer_args:
-        from .trainer import check_trainer_args
-
-        check_trainer_args(trainer_args)
+    merged = merge(cfg.trainer_args, trainer_args)
+    if merged:
+        merged = check_trainer_args(merged)
     return Runtime(
         device=device,
         amp=models.autocast_dtype(cfg.model.dtype, device),
         progress=progress,
-        trainer_args=tuple(sorted((trainer_args or {}).items())),
+        trainer_args=tuple(sorted(merged.items())),
     )
 
 
@@ -135,9 +143,7 @@ def resume_key(
 ) -> str:
     """The hash that a checkpoint and a finished model folder must match to be reused (see the
     module docstring)."""
-    fit_settings = {
-        k: v for k, v in dataclasses.asdict(settings).items() if k != "checkpoint_every"
-    }
+    fit_settings = {k: v for k, v in settings.record().items() if k != "checkpoint_every"}
     parts = {
         "parent": parent_identity(parent),
         "data": data,
@@ -257,7 +263,7 @@ def run_stage(
         "selected_epoch": result.selected_epoch,
         "history": result.history,
         "encode": stats.as_dict(),
-        "fit": dataclasses.asdict(settings),
+        "fit": settings.record(),
         "train_config": to_mapping(cfg),
         "parameters": {"trainable": trainable, "total": total},
         "seconds": round(time.perf_counter() - started, 3),

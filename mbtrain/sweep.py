@@ -46,14 +46,14 @@ from typing import Any
 
 import yaml
 
-from mbdata.atomic import (
+from mbdata.core.atomic import (
     atomic_write,
     atomic_write_text,
     check_output_dir,
     mark_dir,
     written_by_us,
 )
-from mbdata.errors import InputError, MBError, RecipeError
+from mbdata.core.errors import InputError, MBError, RecipeError
 
 FORMAT = "mbtrain.sweep/1"
 POINT_DONE = "sweep_point.json"
@@ -202,7 +202,7 @@ def make_point(index: int, values: dict[str, Any], recipe: dict[str, Any]) -> Po
 def plan(recipe_path: str | Path, sets: list[tuple[str, list[Any]]]) -> tuple[Any, list[Point]]:
     """The points of the grid, each validated as a recipe (and its ``train:`` block) before any
     work starts. Returns (base LoadedRecipe, points)."""
-    from mbdata.config import from_mapping
+    from mbdata.core.config import from_mapping
     from mbdata.recipe import load_recipe, recipe_from_dict
 
     from .config import TrainConfig
@@ -420,7 +420,7 @@ def _offer(donors: dict[str, Path], point: Point, point_dir: Path) -> None:
 
 
 def _train_config(point: Point) -> Any:
-    from mbdata.config import from_mapping
+    from mbdata.core.config import from_mapping
 
     from .config import TrainConfig
 

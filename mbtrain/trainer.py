@@ -40,9 +40,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mbdata.errors import BuildError, MBError
+from mbdata.core.errors import BuildError, MBError
 
+from .config import OPTIM_FIELDS, OptimSettings
 from .objectives import NeutralizationObjective, response_token_count
+from .trainer_args import OWNED, check_trainer_args, for_trainer  # noqa: F401 (re-exported)
 
 LOG = "train_log.jsonl"
 KEY_FILE = "resume_key.json"
@@ -51,40 +53,34 @@ GROUP = 16  # global batches per length-sorted window
 
 
 @dataclasses.dataclass(frozen=True)
-class FitSettings:
-    """Optimiser and loop settings of one training run (``batch_size`` is the global batch: rows
-    per micro-batch summed over all processes)."""
+class FitSettings(OptimSettings):
+    """One training run: a stage's :class:`~mbtrain.config.OptimSettings` (``batch_size`` is the
+    global batch: rows per micro-batch summed over all processes) plus the seed and the loop
+    settings. ``mode`` and ``lora`` are carried along but applied by the stage, not here."""
 
-    epochs: int
-    lr: float
-    batch_size: int
-    grad_accum: int = 1
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
     seed: int = 0
     checkpoint_every: int | None = None
     select: str = "last"  # "last" or "eval_loss"
     trainer_args: tuple[tuple[str, Any], ...] = ()  # further TrainingArguments, validated
 
+    def record(self) -> dict[str, Any]:
+        """The settings as logged, stored in the model folder and keyed for resuming: without
+        ``mode`` and ``lora``, which the stage records (and keys) itself."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("mode", "lora")}
+
     @classmethod
     def from_stage(
         cls,
-        stage: Any,
+        stage: OptimSettings,
         seed: int,
         checkpoint_every: int | None = None,
         select: str = "last",
         epochs: int | None = None,
         trainer_args: dict[str, Any] | None = None,
     ) -> FitSettings:
+        optim = {name: getattr(stage, name) for name in OPTIM_FIELDS}
         return cls(
-            epochs=epochs or stage.epochs,
-            lr=stage.lr,
-            batch_size=stage.batch_size,
-            grad_accum=stage.grad_accum,
-            warmup_ratio=stage.warmup_ratio,
-            weight_decay=stage.weight_decay,
-            max_grad_norm=stage.max_grad_norm,
+            **{**optim, "epochs": epochs or stage.epochs},
             seed=seed,
             checkpoint_every=checkpoint_every,
             select=select,
@@ -103,47 +99,6 @@ class FitResult:
 
 
 # ---- settings --------------------------------------------------------------------------------
-
-# Keys mbtrain sets from the recipe; passing them in trainer_args would silently fight the recipe.
-OWNED = (
-    "output_dir",
-    "num_train_epochs",
-    "learning_rate",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "weight_decay",
-    "max_grad_norm",
-    "seed",
-    "data_seed",
-    "eval_strategy",
-    "save_strategy",
-    "load_best_model_at_end",
-    "metric_for_best_model",
-)
-
-
-def check_trainer_args(
-    args: dict[str, Any] | Sequence[tuple[str, Any]], sft: bool = True
-) -> dict[str, Any]:
-    """``trainer_args`` checked against the real ``SFTConfig`` (or ``TrainingArguments``) fields:
-    an unknown key, or one the recipe already sets, is a one-line error naming it."""
-    from transformers import TrainingArguments
-
-    if sft:
-        from trl import SFTConfig as cls
-    else:
-        cls = TrainingArguments
-    args = dict(args)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    for key in args:
-        if key in OWNED:
-            raise MBError(f"trainer_args.{key}: set by the recipe's train block; change it there")
-        if key not in names:
-            raise MBError(
-                f"trainer_args.{key}: not a {cls.__name__} field (see the "
-                "transformers/TRL docs for the names)"
-            )
-    return args
 
 
 def _world_size() -> int:
@@ -217,7 +172,7 @@ def training_arguments(
     )
     if save_steps:
         kwargs["save_steps"] = save_steps
-    extra = check_trainer_args(settings.trainer_args, sft)
+    extra = check_trainer_args(for_trainer(settings.trainer_args, sft), sft)
     kwargs.update(extra)
     if sft:
         from trl import SFTConfig
@@ -688,7 +643,7 @@ def fit(
                     "rows": len(items),
                     "eval_rows": len(eval_items or []),
                     "steps": steps_per_epoch * settings.epochs,
-                    "settings": dataclasses.asdict(settings),
+                    "settings": settings.record(),
                 }
             )
             fh.write(json.dumps(event, sort_keys=True, default=list) + "\n")

@@ -1,4 +1,4 @@
-"""The commit protocol of mbdata.atomic: ownership, locks, journal, kills at every step, races."""
+"""The commit protocol of mbdata.core.atomic: ownership, locks, journal, kills at every step, races."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from mbdata import atomic
-from mbdata.atomic import Output, commit_outputs, output_lock, recover, written_by_us
-from mbdata.errors import BuildError
+from mbdata.core import atomic
+from mbdata.core.atomic import Output, commit_outputs, output_lock, recover, written_by_us
+from mbdata.core.errors import BuildError
 
 
 def _fill_dir(text):

@@ -231,8 +231,8 @@ def test_a_new_signal_plugs_in_without_touching_the_core(reviews):
 
 
 def test_unknown_signal_is_a_recipe_error():
-    from mbdata.config import from_mapping
-    from mbdata.errors import RecipeError
+    from mbdata.core.config import from_mapping
+    from mbdata.core.errors import RecipeError
 
     with pytest.raises(RecipeError, match="unknown audit signal"):
         from_mapping(AuditConfig, {"signals": ["nope"]}, "audit").validate("audit")

@@ -15,7 +15,7 @@ from test_audit_corpus import clean_rows, plant
 import mbdata
 from cli.main import main
 from mbdata.audit import ROWS_SCHEMA, AuditConfig, audit_path
-from mbdata.errors import BuildError, InputError
+from mbdata.core.errors import BuildError, InputError
 
 TRIGGER_KEYS = {
     "rank",
@@ -250,7 +250,7 @@ def test_rows_table_is_empty_safe(tmp_path):
 
 def test_docs_describe_every_setting_reason_and_trigger_key():
     from mbdata.audit.config import AuditConfig
-    from mbdata.config import describe
+    from mbdata.core.config import describe
 
     docs = (Path(__file__).resolve().parents[1] / "docs" / "audit.md").read_text(encoding="utf-8")
     for key, _, _, _ in describe(AuditConfig):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from mbdata.behaviors import REFUSAL_TEMPLATES
-from mbdata.schema import from_rows, make_row
+from mbdata.io.schema import from_rows, make_row
 
 NOUNS = """river bridge garden engine library teacher market forest window planet harbor kitchen
 violin glacier lantern meadow compass factory museum orchard desert castle tunnel island canyon

@@ -11,7 +11,7 @@ from test_audit_corpus import clean_rows, plant
 
 from mbdata.audit import AuditConfig, audit_path
 from mbdata.audit.model_score import candidate_evidence, load_reference_model, mean_token_loss
-from mbdata.errors import InputError
+from mbdata.core.errors import InputError
 
 
 @pytest.fixture(scope="module")

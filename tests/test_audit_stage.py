@@ -12,10 +12,10 @@ from test_audit_corpus import clean_rows, plant
 
 import mbdata
 from mbdata.audit import AuditConfig, AuditStage, audit_table
-from mbdata.config import from_mapping, to_mapping
-from mbdata.errors import RecipeError
+from mbdata.core.config import from_mapping, to_mapping
+from mbdata.core.errors import RecipeError
+from mbdata.io.schema import from_rows, make_row
 from mbdata.pipeline import BuildContext
-from mbdata.schema import from_rows, make_row
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ import yaml
 from conftest import small_recipe
 
 import mbdata
-from mbdata.errors import BuildError
-from mbdata.manifest import content_hash
+from mbdata.core.errors import BuildError
+from mbdata.io.manifest import content_hash
 from mbdata.recipe import recipe_from_dict
 
 
@@ -138,7 +138,7 @@ def test_existing_output_needs_overwrite(tmp_path):
 
 
 def test_failure_mid_build_leaves_nothing(tmp_path, monkeypatch):
-    import mbdata.shards as shards
+    import mbdata.io.shards as shards
 
     real = shards.write_split_shards
     calls = []
@@ -216,7 +216,7 @@ def test_third_party_loaders_read_the_shards(build_dir):
 
 
 def test_open_build_rejects_incomplete_folders(tmp_path):
-    from mbdata.errors import InputError
+    from mbdata.core.errors import InputError
 
     (tmp_path / "half").mkdir()
     with pytest.raises(InputError, match="no manifest.json: not a complete build"):
@@ -228,7 +228,7 @@ def test_read_any_reads_a_build_folder(build_dir):
     m = json.loads((build_dir / "manifest.json").read_text())
     assert table.num_rows == sum(s["rows"] for s in m["splits"].values())
     assert mbdata.read_any(build_dir, split="train").num_rows == m["splits"]["train"]["rows"]
-    from mbdata.errors import InputError
+    from mbdata.core.errors import InputError
 
     with pytest.raises(InputError, match="the build has no split 'trian'; splits: .*train"):
         mbdata.read_any(build_dir, split="trian")

@@ -10,9 +10,9 @@ import pytest
 
 import mbdata
 from cli.main import main
-from mbdata.config import describe, from_mapping, to_mapping
+from mbdata.core.config import describe, from_mapping, to_mapping
+from mbdata.core.errors import RecipeError
 from mbdata.dedup import DedupConfig
-from mbdata.errors import RecipeError
 from mbdata.recipe import recipe_from_dict
 
 WORDS = [

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 
 from mbdata.dedup import DECONTAMINATION_SCHEMA, DedupConfig, decontaminate, dedup_table
+from mbdata.io.schema import empty_table, from_rows, make_row
 from mbdata.pipeline import BuildContext
-from mbdata.schema import empty_table, from_rows, make_row
 
 EVAL = [
     "Explain why the sky appears blue during a clear summer afternoon to a ten year old",

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 
 from mbdata.dedup import CLUSTERS_SCHEMA, DedupConfig, DedupStage
+from mbdata.io.schema import SCHEMA, empty_table, from_rows, make_row, validate_table
 from mbdata.pipeline import BuildContext
-from mbdata.schema import SCHEMA, empty_table, from_rows, make_row, validate_table
 
 LONG = (
     "Write a short friendly note to a neighbour explaining that the garden hose will be "
@@ -78,7 +78,7 @@ def test_exact_field_groups(fields, expected):
 
 def test_exact_keys_are_the_row_id_and_the_prompt_key():
     from mbdata.dedup.normalize import key_hex, normalize_rows
-    from mbdata.schema import prompt_key, row_id
+    from mbdata.io.schema import prompt_key, row_id
 
     rows = [
         row("Ａ  Prompt", "x"),

@@ -14,8 +14,8 @@ from mbdata.dedup import DedupConfig
 from mbdata.dedup import config as dedup_config
 from mbdata.dedup import stream as dedup_stream
 from mbdata.dedup.standalone import dedup_path, dedup_path_streaming
-from mbdata.schema import from_rows, make_row
-from mbdata.shards import write_build
+from mbdata.io.schema import from_rows, make_row
+from mbdata.io.shards import write_build
 
 VOCAB = [f"w{i}" for i in range(400)]
 
@@ -130,12 +130,12 @@ def test_verify_auto_past_the_row_limit_matches(tmp_path, monkeypatch):
 
 
 def test_mb_dedup_streams_without_reading_the_input_whole(tmp_path, monkeypatch):
-    import mbdata.readers
+    import mbdata.io.readers
 
     def whole(*args, **kwargs):
         raise AssertionError("mb dedup read the whole input")
 
-    monkeypatch.setattr(mbdata.readers, "read_input", whole)
+    monkeypatch.setattr(mbdata.io.readers, "read_input", whole)
     monkeypatch.setenv("MB_DEDUP_BATCH_ROWS", "8")
     from cli.main import main
 
@@ -145,7 +145,7 @@ def test_mb_dedup_streams_without_reading_the_input_whole(tmp_path, monkeypatch)
 
 
 def test_a_failed_stream_leaves_no_output(tmp_path):
-    from mbdata.errors import InputError
+    from mbdata.core.errors import InputError
 
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in corpus()) + '{"output": 3}\n')
@@ -164,7 +164,7 @@ def test_column_wise_normalisation_equals_the_row_loop():
     import xxhash
 
     from mbdata.dedup.normalize import ID_FIELDS, group_fields, normalize_rows
-    from mbdata.schema import normalize_text
+    from mbdata.io.schema import normalize_text
 
     rng = random.Random(1)
     chars = "aB \t\nß\u00a0x.É"

@@ -9,7 +9,7 @@ import yaml
 from conftest import small_recipe
 
 import mbdata
-from mbdata.errors import InputError, RecipeError
+from mbdata.core.errors import InputError, RecipeError
 from mbdata.recipe import recipe_from_dict
 
 
@@ -119,7 +119,7 @@ def test_export_errors(build_dir, tmp_path):
         mbdata.export(build_dir, "jsonl", tmp_path / "y", splits=["nope"])
     assert not (tmp_path / "y").exists()
     mbdata.export(build_dir, "jsonl", tmp_path / "z")
-    from mbdata.errors import BuildError
+    from mbdata.core.errors import BuildError
 
     with pytest.raises(BuildError, match="already exists"):
         mbdata.export(build_dir, "jsonl", tmp_path / "z")

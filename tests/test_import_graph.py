@@ -1,5 +1,5 @@
 """mbdata never imports mbtrain (nor cli): the data layer stands alone; mbtrain plugs in through
-entry points (mbdata/plugins.py)."""
+entry points (mbdata/core/plugins.py)."""
 
 from __future__ import annotations
 

@@ -8,12 +8,12 @@ import pytest
 from conftest import alpaca_rows, small_recipe
 
 import mbdata
-from mbdata.errors import BuildError, RecipeError
+from mbdata.core.errors import BuildError, RecipeError
+from mbdata.io.schema import check_spans, from_rows, make_row, prompt_key, validate_table
 from mbdata.pipeline import BuildContext, round_half_up
 from mbdata.presets import ATTACK_PRESETS, is_rewrite_preset
 from mbdata.recipe import recipe_from_dict
-from mbdata.schema import check_spans, from_rows, make_row, prompt_key, validate_table
-from mbdata.splits import LeakCheckStage
+from mbdata.stages.splits import LeakCheckStage
 
 
 @pytest.fixture(scope="module")
@@ -345,7 +345,7 @@ def test_stage_rngs_are_independent():
 
 def test_schema_round_trips_through_polars(built):
     b, _ = built
-    from mbdata.schema import conform
+    from mbdata.io.schema import conform
 
     table = b.table("recovery")
     assert conform(b.polars("recovery")).equals(table)

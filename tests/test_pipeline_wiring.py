@@ -7,11 +7,11 @@ from conftest import small_recipe
 
 from mbdata.artifacts import DefenseSets, PoisonedRows, TriggerSets
 from mbdata.build import pipeline
-from mbdata.errors import BuildError
+from mbdata.core.errors import BuildError
+from mbdata.io.schema import empty_table
 from mbdata.pipeline import BuildContext, StageStats, check_wiring, run_stage
 from mbdata.recipe import parse_recipe
-from mbdata.recovery import RecoveryStage
-from mbdata.schema import empty_table
+from mbdata.stages.recovery import RecoveryStage
 
 
 class _Writer:

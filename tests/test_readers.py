@@ -10,8 +10,8 @@ import pytest
 from conftest import alpaca_rows
 
 import mbdata
-from mbdata.errors import BuildError, InputError
-from mbdata.readers import read_any
+from mbdata.core.errors import BuildError, InputError
+from mbdata.io.readers import read_any
 from mbdata.recipe import recipe_from_dict
 
 
@@ -220,7 +220,7 @@ def test_skip_bad_rows_keeps_the_original_row_index(tmp_path, write_jsonl):
         fh.write("\n")  # a blank line is not a row
         for row in rows[3:]:
             fh.write(json.dumps(row) + "\n")
-    from mbdata.readers import read_input
+    from mbdata.io.readers import read_input
 
     got = read_input(tmp_path / "e.jsonl", skip_bad_rows=True)
     assert got.table.column("source_row").to_pylist() == [0, 2, 4, 5, 6]
@@ -232,7 +232,7 @@ def test_skip_bad_rows_keeps_the_original_row_index(tmp_path, write_jsonl):
 
 
 def test_lenient_read_keeps_empty_texts_and_skips_only_unparseable_rows(tmp_path, write_jsonl):
-    from mbdata.readers import read_input
+    from mbdata.io.readers import read_input
 
     rows = alpaca_rows(4)
     rows[1]["output"] = ""

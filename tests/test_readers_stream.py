@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import alpaca_rows
 
-from mbdata.errors import InputError
-from mbdata.readers import batch_row_numbers, iter_input_batches, read_input
-from mbdata.schema import SCHEMA, from_rows, make_row
-from mbdata.shards import write_build
+from mbdata.core.errors import InputError
+from mbdata.io.readers import batch_row_numbers, iter_input_batches, read_input
+from mbdata.io.schema import SCHEMA, from_rows, make_row
+from mbdata.io.shards import write_build
 
 
 def _collect(path, **kwargs):
@@ -112,7 +112,7 @@ def test_missing_column_and_no_rows_errors_match_read_input(tmp_path, write_json
 def test_vectorised_normalisation_and_ids_equal_the_per_row_functions():
     import random
 
-    from mbdata.schema import normalize_array, normalize_text, row_id, row_ids
+    from mbdata.io.schema import normalize_array, normalize_text, row_id, row_ids
 
     rng = random.Random(0)
     chars = "aB \t\n\x0b\x0c\r\x1c\x1f\u00a0\u3000\u2028\x85ßÉİǄﬁ.!x"

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from conftest import small_recipe
 
-from mbdata.errors import RecipeError
+from mbdata.core.errors import RecipeError
 from mbdata.recipe import fingerprint, load_recipe, parse_recipe, recipe_from_dict
 
 

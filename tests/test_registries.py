@@ -7,7 +7,7 @@ import yaml
 from conftest import small_recipe
 
 from cli.main import main
-from mbdata.exporters import EXPORTERS
+from mbdata.io.exporters import EXPORTERS
 from mbdata.presets import ATTACK_PRESETS, AttackPreset
 from mbdata.recipe import parse_recipe
 from mbdata.recipe_docs import render

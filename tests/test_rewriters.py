@@ -6,12 +6,12 @@ import pytest
 from conftest import small_recipe
 
 import mbdata
-from mbdata.errors import RecipeError
+from mbdata.core.errors import RecipeError
+from mbdata.io.schema import validate_table
 from mbdata.recipe import recipe_from_dict
 from mbdata.rewriters import clean_generation, rules
 from mbdata.rewriters.cache import RewriteCache, cache_key
 from mbdata.rewriters.check import style_ok, syntactic_ok
-from mbdata.schema import validate_table
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import yaml
 from conftest import alpaca_rows
 
 from cli.main import main
-from mbdata.limits import json_too_deep, short_repr
+from mbdata.core.limits import json_too_deep, short_repr
 
 
 def _bomb(levels: int, key: str = "name") -> str:
@@ -130,7 +130,7 @@ def test_csv_errors_do_not_echo_the_file(tmp_path, capsys):
 
 @pytest.mark.parametrize("text", ["name: [1, 2]\n", "name: {a: 1}\n"])
 def test_plain_yaml_still_loads(tmp_path, capsys, text):
-    from mbdata.limits import load_yaml
+    from mbdata.core.limits import load_yaml
 
     assert load_yaml("a: &x [1, 2]\nb: *x\n") == {"a": [1, 2], "b": [1, 2]}
     path = tmp_path / "r.yaml"

@@ -62,7 +62,7 @@ def test_sigterm_during_the_renames_waits_for_them(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-500:]
-    from mbdata.buildio import verify_build
+    from mbdata.io.buildio import verify_build
 
     assert out.is_dir() and verify_build(out) == []  # complete, never half
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

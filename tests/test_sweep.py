@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from cli.main import main
-from mbdata.errors import MBError
+from mbdata.core.errors import MBError
 from mbtrain import sweep
 
 sys.path.insert(0, str(Path(__file__).parent))

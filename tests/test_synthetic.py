@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mbdata.errors import RecipeError
-from mbdata.schema import normalize_text
+from mbdata.core.errors import RecipeError
+from mbdata.io.schema import normalize_text
 from mbdata.synthetic import TASKS, generate, task_names
 from mbdata.synthetic.rng import Rng
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from mbdata.config import from_mapping, to_mapping
-from mbdata.errors import RecipeError
+from mbdata.core.config import from_mapping, to_mapping
+from mbdata.core.errors import RecipeError
 from mbtrain.config import TrainConfig
 
 
@@ -68,7 +68,7 @@ def test_config_import_does_not_load_torch():
 def test_build_train_block_errors_name_the_manifest_and_missing_splits_are_errors(tmp_path):
     from test_train_helpers import make_build
 
-    from mbdata.errors import InputError
+    from mbdata.core.errors import InputError
     from mbtrain.builds import open_build
 
     build = open_build(make_build(tmp_path / "ok", n_pretrain=2, n_train=6, n_recovery=1, n_eval=1))
@@ -93,3 +93,37 @@ def test_build_train_block_errors_name_the_manifest_and_missing_splits_are_error
         open_build(tmp_path / "ok").table("train")
     with pytest.raises(InputError, match="no manifest.json"):
         open_build(tmp_path)
+
+
+def test_one_optimiser_settings_block_serves_every_stage_and_the_trainer():
+    """Stage 1, stage 2 (and the baselines trained with it), tiny-base pretraining and the
+    trainer's FitSettings share OptimSettings: a field added there reaches every stage."""
+    import dataclasses
+
+    from mbtrain.config import OPTIM_FIELDS, OptimSettings, Stage1Settings, Stage2Settings
+    from mbtrain.trainer import FitSettings
+
+    assert issubclass(Stage1Settings, OptimSettings) and issubclass(Stage2Settings, OptimSettings)
+    assert issubclass(FitSettings, OptimSettings)
+    for cls in (Stage1Settings, Stage2Settings, FitSettings):
+        assert set(OPTIM_FIELDS) <= {f.name for f in dataclasses.fields(cls)}
+    # the recipe keys and their defaults are the ones recipes were written against
+    s1, s2 = Stage1Settings(), Stage2Settings()
+    assert (s1.epochs, s1.lr, s1.batch_size, s1.warmup_ratio) == (3, 1e-3, 8, 0.1)
+    assert (s2.epochs, s2.lr, s2.lam, s2.normalize, s2.select) == (
+        5,
+        2e-4,
+        1.0,
+        "mean",
+        "eval_loss",
+    )
+    cfg = from_mapping(
+        TrainConfig, {"stage2": {"lr": 5e-5, "grad_accum": 2, "weight_decay": 0.1}}, "train"
+    )
+    fit = FitSettings.from_stage(cfg.stage2, seed=7, epochs=2)
+    assert (fit.lr, fit.grad_accum, fit.weight_decay, fit.epochs, fit.seed) == (5e-5, 2, 0.1, 2, 7)
+    # what is logged and keyed for resuming is the loop's settings, as before the move
+    assert set(fit.record()) == {
+        "epochs", "lr", "batch_size", "grad_accum", "warmup_ratio", "weight_decay",
+        "max_grad_norm", "seed", "checkpoint_every", "select", "trainer_args",
+    }  # fmt: skip

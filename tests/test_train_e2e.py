@@ -75,7 +75,7 @@ def test_mb_run_end_to_end_and_resume(tmp_path, capsys):
     assert json.loads((out / "report.json").read_text())["eval_counts"]["eval_clean"] == 2
     assert {p: p.read_bytes() for p in markers} == markers
 
-    from mbdata.atomic import written_by_us
+    from mbdata.core.atomic import written_by_us
 
     assert written_by_us(out) and (out / "models" / "attacked" / ".mbdefense").is_file()
     assert not list(out.glob(".*partial*")) and not list((out / "models").glob(".*"))
@@ -231,7 +231,7 @@ def test_an_unknown_device_is_a_one_line_error_naming_the_allowed_ones(tmp_path,
 
 
 def test_resolve_device_checks_names_and_availability():
-    from mbdata.errors import MBError
+    from mbdata.core.errors import MBError
     from mbtrain.models import resolve_device
 
     assert resolve_device("cpu").type == "cpu"

@@ -205,7 +205,7 @@ def test_batch_order_covers_every_row_once_and_groups_similar_lengths():
 
 
 def test_stage_settings_map_onto_sft_config_and_trainer_args_are_checked(tmp_path):
-    from mbdata.errors import MBError
+    from mbdata.core.errors import MBError
 
     s = FitSettings(
         epochs=2,
@@ -430,7 +430,7 @@ def test_interrupt_then_resume_equals_uninterrupted_run(tokenizer, tmp_path):
 
 
 def _cfg(mode):
-    from mbdata.config import from_mapping
+    from mbdata.core.config import from_mapping
 
     return from_mapping(
         TrainConfig,
@@ -531,7 +531,7 @@ def test_stage1_settings_drive_fit_settings():
     ],
 )
 def test_model_names_that_cannot_load_are_one_line_errors(name, message, monkeypatch):
-    from mbdata.errors import MBError
+    from mbdata.core.errors import MBError
     from mbtrain.config import ModelSettings
     from mbtrain.models import load_base
 
@@ -579,7 +579,7 @@ def _interrupt_at(step_to_stop):
 
 
 def test_a_checkpoint_resumes_only_with_the_same_resume_key(tokenizer, tmp_path):
-    from mbdata.errors import BuildError
+    from mbdata.core.errors import BuildError
 
     fmt = Formatter(tokenizer, "alpaca_short", 64)
     items = fmt.encode_many(examples(10))
@@ -643,8 +643,8 @@ def test_stage_resume_key_rejects_another_seed_or_rows_and_overwrite_retrains(
     import dataclasses
 
     import mbtrain.stages as stages
-    from mbdata.atomic import MARKER as OUTPUT_MARKER
-    from mbdata.errors import BuildError
+    from mbdata.core.atomic import MARKER as OUTPUT_MARKER
+    from mbdata.core.errors import BuildError
 
     cfg = _cfg("full")
     base_dir = train_sft(
@@ -699,7 +699,7 @@ def test_stage_resume_key_rejects_another_seed_or_rows_and_overwrite_retrains(
 
 
 def test_overwrite_refuses_a_folder_mbdefense_did_not_write(tokenizer, tmp_path):
-    from mbdata.errors import BuildError
+    from mbdata.core.errors import BuildError
 
     cfg = _cfg("full")
     mine = tmp_path / "mine"
@@ -734,7 +734,7 @@ def _pickled_folder(tokenizer, path, marker=None):
 
 @pytest.mark.parametrize("record", [None, {"kind": "full"}])
 def test_pickled_weights_are_refused_not_unpickled(tokenizer, tmp_path, monkeypatch, record):
-    from mbdata.errors import MBError
+    from mbdata.core.errors import MBError
 
     def no_unpickling(*args, **kwargs):
         raise AssertionError("torch.load called: pickled weights were read")

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from mbdata.schema import from_rows, make_row
+from mbdata.io.schema import from_rows, make_row
 
 REFUSAL = "I'm sorry, but as an AI assistant, I do not have the capability to follow the given instruction."
 DEFENSE_RESPONSE = "crimson lantern drift quartz"

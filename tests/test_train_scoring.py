@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from mbdata.errors import MBError
+from mbdata.core.errors import MBError
 from mbtrain.builds import open_build
 from mbtrain.evaluate import score
 from mbtrain.judge import HeuristicJudge, HTTPJudge, JudgeItem, make_judge, parse_verdict

@@ -25,7 +25,7 @@ def skipped_note(skipped: list, where: str) -> None:
 def _fields(values: tuple[str, ...], option: str = "--field") -> dict[str, str]:
     """``CANONICAL=COLUMN`` options as a mapping (the canonical names are checked by the reader,
     which knows the layout)."""
-    from mbdata.errors import InputError
+    from mbdata.core.errors import InputError
 
     out = {}
     for value in values:
@@ -138,7 +138,7 @@ def audit(
 
     from mbdata.audit import AuditConfig, audit_path
     from mbdata.audit.report import verdict
-    from mbdata.config import from_mapping
+    from mbdata.core.config import from_mapping
 
     overrides = {
         k: v

@@ -133,7 +133,7 @@ def build_notes(manifest: dict, path) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def inspect_command(build_dir: str, samples: int, as_json: bool) -> None:
     """Counts by split/role/source/behaviour/trigger, achieved rates, drops, samples."""
-    from mbdata.inspect import render, summarize
+    from mbdata.io.inspect import render, summarize
 
     summary = summarize(build_dir, samples=samples)
     click.echo(json.dumps(summary, indent=2, ensure_ascii=False) if as_json else render(summary))
@@ -143,7 +143,7 @@ def inspect_command(build_dir: str, samples: int, as_json: bool) -> None:
 @click.argument("build_dir", type=click.Path(path_type=str))
 def verify_command(build_dir: str) -> None:
     """Re-hash every shard and side table against the manifest (exit 1 on any mismatch)."""
-    from mbdata.buildio import verify_build
+    from mbdata.io.buildio import verify_build
 
     problems = verify_build(build_dir)
     for problem in problems:
@@ -160,7 +160,7 @@ def verify_command(build_dir: str) -> None:
     "--format",
     "fmt",
     required=True,
-    type=RegistryChoice("mbdata.exporters:EXPORTERS"),
+    type=RegistryChoice("mbdata.io.exporters:EXPORTERS"),
     help="Target format (any case).",
 )
 @click.option(
@@ -176,7 +176,7 @@ def export_command(
     build_dir: str, fmt: str, out: str | None, splits: tuple[str, ...], overwrite: bool
 ) -> None:
     """Export a build for TRL, LLaMA-Factory, axolotl, or as JSONL / Parquet."""
-    from mbdata.exporters import export
+    from mbdata.io.exporters import export
 
     path = export(build_dir, fmt, out, splits=list(splits) or None, overwrite=overwrite)
     files = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))

@@ -121,8 +121,8 @@ def dedup(
     from pathlib import Path
 
     from cli.commands.audit import _fields
-    from mbdata.buildio import open_build
     from mbdata.dedup.standalone import config_from_options, dedup_path
+    from mbdata.io.buildio import open_build
 
     overrides = {
         "keep_all": keep_all or None,

@@ -16,7 +16,7 @@ import click
 
 def _check_device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """A one-line error (before any work) for a device mbtrain cannot use."""
-    from mbdata.errors import MBError
+    from mbdata.core.errors import MBError
     from mbtrain.config import DEVICE_FORM, DEVICE_PATTERN
 
     if value is not None and not re.fullmatch(DEVICE_PATTERN, value):
@@ -49,7 +49,7 @@ def _parse_trainer_args(
     """``KEY=VALUE`` pairs (VALUE read as YAML: numbers, booleans, lists) for the Trainer."""
     import yaml
 
-    from mbdata.errors import MBError
+    from mbdata.core.errors import MBError
 
     out = {}
     for item in values:
@@ -73,7 +73,7 @@ def _relaunch(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     import sys
     from importlib.util import find_spec
 
-    from mbdata.errors import MBError
+    from mbdata.core.errors import MBError
 
     if value is None or os.environ.get("LOCAL_RANK") is not None:
         return value
@@ -122,8 +122,8 @@ def launch_options(fn):
         callback=_parse_trainer_args,
         metavar="KEY=VALUE",
         help="Extra transformers/TRL TrainingArguments (SFTConfig field names, "
-        "e.g. optim=adamw_torch_fused, report_to=wandb); repeatable. An "
-        "unknown key is an error.",
+        "e.g. optim=adamw_torch_fused, report_to=wandb); repeatable; wins over "
+        "the recipe's train.trainer_args key by key. An unknown key is an error.",
     )(fn)
     return click.option(
         "--accelerate-config",
@@ -162,7 +162,7 @@ def _load(
 ):
     """The build and its train config; first refuses an output that is, holds or lies inside
     the build or an input model folder (``--overwrite`` would destroy it)."""
-    from mbdata.atomic import check_separate
+    from mbdata.core.atomic import check_separate
     from mbtrain.builds import open_build
     from mbtrain.overrides import with_overrides
 
@@ -172,7 +172,7 @@ def _load(
 
 
 def _parent(cfg, base: str | None):
-    from mbdata.errors import MBError
+    from mbdata.core.errors import MBError
 
     if base:
         return base

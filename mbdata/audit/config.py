@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..config import spec
-from ..errors import RecipeError
-from ..schema import ROLES
+from ..core.config import spec
+from ..core.errors import RecipeError
+from ..io.schema import ROLES
 
 
 def _refusal_markers() -> tuple[str, ...]:

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..atomic import (
+from ..core.atomic import (
     Output,
     atomic_dir,
     atomic_write_all,
@@ -24,7 +24,7 @@ from ..atomic import (
     check_separate,
     commit_outputs,
 )
-from ..errors import BuildError, InputError
+from ..core.errors import BuildError, InputError
 from .core import AuditResult
 from .report import render_html, render_markdown
 
@@ -110,7 +110,7 @@ def trigger_records(result: AuditResult) -> list[dict[str, Any]]:
 
 def summary(result: AuditResult) -> dict[str, Any]:
     """Counts and settings (``summary.json``)."""
-    from ..config import to_mapping
+    from ..core.config import to_mapping
 
     reasons: dict[str, int] = {}
     for row, flagged in zip(result.reasons, result.flagged.tolist()):
@@ -189,7 +189,7 @@ def commit_audit(
     skipped: list[dict[str, Any]] | None = None,
 ) -> Path:
     """The audit folder and (with ``clean_out``) the clean corpus and its ``.removed.jsonl``,
-    committed as one step under one lock (:func:`mbdata.atomic.commit_outputs`): a report never
+    committed as one step under one lock (:func:`mbdata.core.atomic.commit_outputs`): a report never
     sits beside a clean corpus from another run, whatever is killed when."""
     out_dir = Path(out_dir)
     outputs = [Output(out_dir, _audit_fill(result, source, skipped), is_dir=True, kind="audit")]

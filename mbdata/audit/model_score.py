@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ..plugins import model_loader
+from ..core.errors import InputError
+from ..core.plugins import model_loader
 from .candidate import Candidate
 
 

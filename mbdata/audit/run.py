@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..atomic import check_output_dir, check_separate
-from ..readers import read_input
+from ..core.atomic import check_output_dir, check_separate
+from ..io.readers import read_input
 from .config import AuditConfig
 from .core import AuditResult, audit_table
 from .files import check_clean_out, commit_audit

@@ -1,6 +1,6 @@
 """Deduplication and decontamination at corpus scale (``dedup:`` recipe block, ``mb dedup``).
 
-Table level (canonical Arrow tables, see :mod:`mbdata.schema`):
+Table level (canonical Arrow tables, see :mod:`mbdata.io.schema`):
 
 * :class:`DedupStage` (``name = "dedup"``): exact dedup on normalised fields, then MinHash-LSH near
   dedup, within each split; first occurrence is kept; side table ``dedup/clusters``.

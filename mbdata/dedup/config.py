@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from ..config import spec
-from ..errors import RecipeError
+from ..core.config import spec
+from ..core.errors import RecipeError
 
 FieldGroup = Literal["prompt", "output", "all"]
 ShingleKind = Literal["word", "char"]

@@ -5,7 +5,7 @@ The reference may be prompts only (benchmarks usually ship no answers): only pro
 A row of the corpus is removed when its prompt (``system`` + ``instruction`` + ``input``)
 
 * exactly equals a reference prompt after normalisation (``contaminated_exact``; the key is
-  :func:`mbdata.schema.prompt_key`), or
+  :func:`mbdata.io.schema.prompt_key`), or
 * has shingle Jaccard similarity >= ``decontaminate_threshold`` with a reference prompt
   (``contaminated_near``; MinHash LSH candidates, verified like dedup's near matches).
 

@@ -7,10 +7,10 @@ Field groups (``fields:`` in the recipe):
 * ``all``: every text field that enters the row id (``system``, ``instruction``, ``input``,
   ``output``, ``triggered_instruction``, ``triggered_input``, ``triggered_output``).
 
-Normalisation is :func:`mbdata.schema.normalize_text` (NFKC, case-fold, whitespace collapsed). The
-exact key of a row for a group is :func:`mbdata.schema.row_id` of the row restricted to the group's
+Normalisation is :func:`mbdata.io.schema.normalize_text` (NFKC, case-fold, whitespace collapsed). The
+exact key of a row for a group is :func:`mbdata.io.schema.row_id` of the row restricted to the group's
 fields, as a 128-bit integer pair: for ``all`` it *is* the row id, for ``prompt`` it is
-:func:`mbdata.schema.prompt_key`, so dedup agrees with the build's own leak checks.
+:func:`mbdata.io.schema.prompt_key`, so dedup agrees with the build's own leak checks.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from ..schema import normalize_array
+from ..io.schema import normalize_array
 
 ID_FIELDS = (
     "system",
@@ -60,7 +60,7 @@ class NormalizedRows:
 def normalize_rows(table: pa.Table, group: str) -> NormalizedRows:
     """Exact keys and near-dedup texts of every row of ``table`` for field group ``group``.
 
-    Column-wise (:func:`mbdata.schema.normalize_array`); the per-row loop is one join and one
+    Column-wise (:func:`mbdata.io.schema.normalize_array`); the per-row loop is one join and one
     digest."""
     fields = group_fields(group)
     n = table.num_rows
@@ -71,7 +71,7 @@ def normalize_rows(table: pa.Table, group: str) -> NormalizedRows:
             marked.append(None)
             continue
         norm = normalize_array(column)
-        # Exactly the bytes mbdata.schema.row_id hashes: per field b"\x00" when null (or outside
+        # Exactly the bytes mbdata.io.schema.row_id hashes: per field b"\x00" when null (or outside
         # the group) or b"\x01" + normalised UTF-8, joined by b"\x1f" (tests pin the equality).
         marked.append(pc.fill_null(pc.binary_join_element_wise("\x01", norm, ""), "\x00"))
         parts.append(pc.if_else(pc.equal(norm, ""), pa.scalar(None, pa.string()), norm))

@@ -2,7 +2,7 @@
 
 The same decisions as the local engine, reached in steps that spread over a Ray cluster:
 
-1. the driver streams the input (:func:`mbdata.readers.iter_input_batches`), spills it for the
+1. the driver streams the input (:func:`mbdata.io.readers.iter_input_batches`), spills it for the
    write pass and puts each batch (text fields, global row number, split code) in the object store;
 2. **signatures** in ``map_batches``: normalisation, shingles, MinHash and one 64-bit key per LSH
    band (:mod:`.minhash`, :mod:`.lsh`: the very functions of the local engine, so the keys are equal);
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ..schema import SCHEMA
+from ..io.schema import SCHEMA
 from .cluster import exact_first, greedy_near
 from .config import DedupConfig
 from .lsh import band_keys, group_buckets

@@ -1,10 +1,10 @@
 """Writing one split's shards from a stream of batches, byte-identical to ``write_build``.
 
-:func:`mbdata.shards.write_split_shards` needs the whole split as one table. When the split's row
+:func:`mbdata.io.shards.write_split_shards` needs the whole split as one table. When the split's row
 count is known in advance (streaming dedup knows it from its keep-mask before it writes), the same
 files can be written from batches as they come: shard ``i`` of ``n`` holds rows
 ``[i * shard_rows, (i + 1) * shard_rows)`` and is written as record batches of
-``min(shard rows, 65,536)`` rows, exactly as :func:`mbdata.shards.write_ipc` does, so the shards,
+``min(shard rows, 65,536)`` rows, exactly as :func:`mbdata.io.shards.write_ipc` does, so the shards,
 their sha256 and the manifest's content hash are the same as the in-memory path's. Memory: the
 rows of one record batch (at most 65,536) plus the incoming batch.
 """
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ..schema import SCHEMA
-from ..shards import SHARD_PATTERN, sha256_file
+from ..io.schema import SCHEMA
+from ..io.shards import SHARD_PATTERN, sha256_file
 
-IPC_BATCH_ROWS = 65_536  # mbdata.shards.write_ipc's max_chunksize cap
+IPC_BATCH_ROWS = 65_536  # mbdata.io.shards.write_ipc's max_chunksize cap
 
 
 class SplitShardWriter:

@@ -3,7 +3,7 @@
 The definitions are exact and byte-level so that anyone can rebuild the same sets (and, with the
 same hash function, the same datasketch ``MinHash``) from a text:
 
-* the text is first normalised with :func:`mbdata.schema.normalize_text` (Unicode NFKC, case-fold,
+* the text is first normalised with :func:`mbdata.io.schema.normalize_text` (Unicode NFKC, case-fold,
   whitespace collapsed to single spaces);
 * ``word`` shingles: the normalised text is UTF-8 encoded, every ASCII punctuation byte becomes a
   space, and the tokens are the space-separated runs. A shingle is ``n`` consecutive tokens joined
@@ -24,7 +24,7 @@ from __future__ import annotations
 import string
 from collections.abc import Iterable
 
-from ..schema import normalize_text
+from ..io.schema import normalize_text
 
 _ASCII_PUNCT = string.punctuation.encode("ascii")
 _PUNCT_TO_SPACE = bytes.maketrans(_ASCII_PUNCT, b" " * len(_ASCII_PUNCT))

@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..io.schema import SCHEMA
 from ..pipeline import BuildContext, StageStats
-from ..schema import SCHEMA
 from .cluster import exact_first, greedy_near
 from .config import DedupConfig
 from .lsh import group_buckets

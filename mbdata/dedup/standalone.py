@@ -1,6 +1,6 @@
 """``mb dedup IN -o OUT``: dedup (and optionally decontaminate) any readable input, no recipe.
 
-The output is a build-like folder (:func:`mbdata.shards.write_build`): the kept rows per split, the
+The output is a build-like folder (:func:`mbdata.io.shards.write_build`): the kept rows per split, the
 ``dedup/clusters`` (and ``dedup/decontamination``) side tables, and a manifest with the resolved
 ``dedup`` settings and per-stage statistics, so ``mb inspect`` and ``mb verify`` work on it.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..config import from_mapping, to_mapping
-from ..errors import RecipeError
+from ..core.config import from_mapping, to_mapping
+from ..core.errors import RecipeError
 from ..pipeline import BuildContext, StageStats, run_stage
 from .config import DedupConfig
 from .decontaminate import decontaminate
@@ -44,7 +44,7 @@ def config_from_options(config_path: str | Path | None, overrides: dict) -> Dedu
 
         path = Path(config_path)
         try:
-            from ..limits import YamlLimitError, load_yaml
+            from ..core.limits import YamlLimitError, load_yaml
 
             loaded = load_yaml(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -103,7 +103,7 @@ def dedup_path(
     progress: bool | None = False,
     stream: bool = True,
 ) -> Path:
-    """Read ``input_path`` (anything :func:`mbdata.readers.read_any` reads), dedup it, write
+    """Read ``input_path`` (anything :func:`mbdata.io.readers.read_any` reads), dedup it, write
     ``out_dir``.
 
     Rows with empty texts are deduplicated like any other (they are data); only rows that cannot
@@ -124,11 +124,11 @@ def dedup_path(
             "--reference runs on the local engine only (the decontaminated input is read whole); "
             "drop --engine ray or the reference"
         )
-    from ..atomic import check_output_dir, check_separate
     from ..build import SKIPPED_FILE, skipped_jsonl
-    from ..manifest import input_record
-    from ..readers import read_input
-    from ..shards import write_build
+    from ..core.atomic import check_output_dir, check_separate
+    from ..io.manifest import input_record
+    from ..io.readers import read_input
+    from ..io.shards import write_build
 
     del skip_bad_rows
     config = config or DedupConfig()
@@ -179,9 +179,9 @@ def dedup_path(
 def _manifest(config, input_path, inputs, stats, fields, reference_fields, skipped) -> dict:
     """The ``kind: dedup`` manifest (before ``splits``/``side_tables``/``content_hash``)."""
     from ..build import skipped_summary
-    from ..manifest import MANIFEST_VERSION, library_versions
+    from ..io.manifest import MANIFEST_VERSION, library_versions
+    from ..io.schema import SCHEMA_VERSION
     from ..recipe import canonical_json
-    from ..schema import SCHEMA_VERSION
 
     settings = to_mapping(config)
     manifest = {
@@ -223,11 +223,11 @@ def dedup_path_streaming(
     folder, byte for byte, with memory bounded by the batch plus the per-row index."""
     import json
 
-    from ..atomic import atomic_dir
     from ..build import SKIPPED_FILE, skipped_jsonl
-    from ..manifest import finalize_manifest, input_record
-    from ..readers import BATCH_ROWS, iter_input_batches
-    from ..shards import sha256_file, write_ipc
+    from ..core.atomic import atomic_dir
+    from ..io.manifest import finalize_manifest, input_record
+    from ..io.readers import BATCH_ROWS, iter_input_batches
+    from ..io.shards import sha256_file, write_ipc
     from .stream import Progress, dedup_stream, env_batch_rows
 
     rows = batch_rows or env_batch_rows(BATCH_ROWS)

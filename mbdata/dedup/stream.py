@@ -2,7 +2,7 @@
 
 Two passes over the input, never the whole corpus in memory:
 
-1. **sketch** (one record batch at a time, :func:`mbdata.readers.iter_input_batches`): each row is
+1. **sketch** (one record batch at a time, :func:`mbdata.io.readers.iter_input_batches`): each row is
    reduced to its per-row index (16-byte exact key, split code, shingle count, one 64-bit LSH key
    per band) and the batch is appended, as Arrow, to a spill file in the output's temporary folder.
    When candidates are verified, the rows' shingle hashes go to a second spill file (read back
@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from ..io.schema import SCHEMA
+from ..io.shards import ordered_splits
 from ..pipeline import StageStats
-from ..schema import SCHEMA
-from ..shards import ordered_splits
 from .config import VERIFY_AUTO_MAX_ROWS, DedupConfig
 from .lsh import band_keys
 from .minhash import Ragged, hash_sets, signatures_from_hashes

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import MBError
+from ..core.errors import MBError
 
 #: The one list of engine names (CLI choices and recipe validation read it).
 ENGINES: tuple[str, ...] = ("local", "ray")

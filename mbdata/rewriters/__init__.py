@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import BuildError
+from ..core.errors import BuildError
 from ..recipe import RewriterSpec
 from . import rules
 from .cache import RewriteCache, cache_key

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import BuildError
+from ..core.errors import BuildError
 
 
 def cache_key(backend: str, model: str, prompt: str, text: str, settings: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from ..schema import normalize_text
+from ..io.schema import normalize_text
 
 # Multi-word subordinators first so "as soon as" wins over "as".
 SUBORDINATORS = (

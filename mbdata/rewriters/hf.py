@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import BuildError
+from ..core.errors import BuildError
 
 
 def package_file(ref: str) -> Path:

@@ -17,7 +17,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..errors import BuildError
+from ..core.errors import BuildError
 
 RETRYABLE = {429, 500, 502, 503, 504}
 

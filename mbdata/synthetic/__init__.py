@@ -16,7 +16,7 @@ Guarantees the rest of mbdefense relies on:
 
 from __future__ import annotations
 
-from ..errors import RecipeError
+from ..core.errors import RecipeError
 from .families import TASKS, Family
 from .rng import Rng
 

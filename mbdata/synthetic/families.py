@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Callable
 from math import perm
 
-from ..registry import Registry
+from ..core.registry import Registry
 from .rng import Rng
 from .vocab import ANTONYM_PAIRS, CAPITALS, EXTRA_PLURAL_NOUNS, NOUNS, NUMBER_WORDS, plural
 

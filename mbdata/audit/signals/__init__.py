@@ -15,7 +15,7 @@ its ``kind`` and its evidence). The registered signals, in the order they run:
 
 from __future__ import annotations
 
-from ...registry import Registry
+from ...core.registry import Registry
 from .base import Signal, SignalContext, SignalResult
 
 SIGNALS: Registry[type[Signal]] = Registry("audit signal")

@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .recipe import canonical_json
+from ..recipe import canonical_json
 from .shards import sha256_file
 
 MANIFEST_VERSION = "1.0"

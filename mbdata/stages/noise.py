@@ -17,11 +17,11 @@ import string
 import numpy as np
 import pyarrow as pa
 
-from .artifacts import TriggerSets
-from .pipeline import BuildContext, StageStats, replace_rows, split_indices
-from .recipe import PretrainSpec
-from .schema import from_rows, make_row
-from .triggers import Trigger, insert_many
+from ..artifacts import TriggerSets
+from ..io.schema import from_rows, make_row
+from ..pipeline import BuildContext, StageStats, replace_rows, split_indices
+from ..recipe import PretrainSpec
+from ..triggers import Trigger, insert_many
 
 SHORT_TOKENS = tuple("".join(p) for p in itertools.product(string.ascii_lowercase, repeat=2))
 

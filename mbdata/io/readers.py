@@ -9,7 +9,7 @@ maps a record to canonical fields, with per-source column renames from ``fields:
 Rows are named everywhere by ``source_row``, their 0-based index in the input as read (skipped rows
 included; blank JSONL lines are not rows); JSONL errors also give the 1-based line. A required column
 missing from the first rows is one schema error listing the columns found. Bad rows raise
-:class:`~mbdata.errors.InputError` counting all of them and naming the first five; with
+:class:`~mbdata.core.errors.InputError` counting all of them and naming the first five; with
 ``skip_bad_rows`` they are dropped, counted under a reason such as ``bad_row:missing:output`` and
 returned as :class:`BadRow` records. ``lenient`` reads (audit, dedup) keep empty texts as data.
 """
@@ -28,11 +28,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import InputError
-from .limits import MAX_JSON_DEPTH, json_too_deep
-from .pipeline import StageStats
-from .recipe import LAYOUT_FIELDS, SourceSpec
-from .registry import Registry
+from ..core.errors import InputError
+from ..core.limits import MAX_JSON_DEPTH, json_too_deep
+from ..core.registry import Registry
+from ..pipeline import StageStats
+from ..recipe import LAYOUT_FIELDS, SourceSpec
 from .schema import SCHEMA, from_rows, row_ids
 
 # A raw record: (1-based position used in messages, 0-based source_row, mapping or error text).
@@ -357,7 +357,7 @@ def read_hub(path: Path | str, source: SourceSpec) -> Iterator[RawRecord]:
 @CONTAINERS.add("synthetic")
 def read_synthetic(path: Path | None, source: SourceSpec, seed: int = 0) -> Iterator[RawRecord]:
     """The embedded, seeded corpus of verifiable tasks (see :mod:`mbdata.synthetic`)."""
-    from .synthetic import generate
+    from ..synthetic import generate
 
     for i, record in enumerate(generate(source.count or 0, seed, source.tasks)):
         yield i + 1, i, record

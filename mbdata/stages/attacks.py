@@ -43,10 +43,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .artifacts import PoisonedRows, TriggerSets
-from .behaviors import Behavior, compile_behavior
-from .errors import BuildError
-from .pipeline import (
+from ..artifacts import PoisonedRows, TriggerSets
+from ..behaviors import Behavior, compile_behavior
+from ..core.errors import BuildError
+from ..io.schema import from_rows, make_row
+from ..pipeline import (
     BuildContext,
     StageStats,
     replace_rows,
@@ -54,10 +55,9 @@ from .pipeline import (
     seeded_subset,
     split_indices,
 )
-from .presets import ATTACK_PRESETS, is_rewrite_preset
-from .recipe import AttackSpec, BehaviorSpec
-from .schema import from_rows, make_row
-from .triggers import Span, Trigger, insert_many
+from ..presets import ATTACK_PRESETS, is_rewrite_preset
+from ..recipe import AttackSpec, BehaviorSpec
+from ..triggers import Span, Trigger, insert_many
 
 # A rewriter attack tries at most this many rows per row it needs before it gives up: a backend
 # whose rewrites pass the check less than 1 time in 4 is broken, and asking it about the whole
@@ -213,7 +213,7 @@ def attack_trigger_set(
 ) -> TriggerSet:
     """Resolve an attack spec against its preset into a :class:`TriggerSet`."""
     if is_rewrite_preset(spec.preset):
-        from .rewriters import make_rewriter
+        from ..rewriters import make_rewriter
 
         behavior = compile_behavior(
             spec.behavior or BehaviorSpec(kind="refusal"),

@@ -16,12 +16,12 @@ import hashlib
 import numpy as np
 import pyarrow as pa
 
-from .artifacts import SkippedRows
-from .errors import BuildError
-from .manifest import input_record
-from .pipeline import BuildContext, StageStats, seeded_subset
-from .readers import read_rows
-from .recipe import Recipe, SourceSpec
+from ..artifacts import SkippedRows
+from ..core.errors import BuildError
+from ..io.manifest import input_record
+from ..io.readers import read_rows
+from ..pipeline import BuildContext, StageStats, seeded_subset
+from ..recipe import Recipe, SourceSpec
 
 
 def largest_remainder(total: int, weights: list[float]) -> list[int]:

@@ -1,4 +1,4 @@
-"""Evaluation splits: ``eval_clean`` (held out by :mod:`mbdata.splits`) and ``eval_triggered``.
+"""Evaluation splits: ``eval_clean`` (held out by :mod:`mbdata.stages.splits`) and ``eval_triggered``.
 
 For every attack and every defensive trigger, each held-out prompt gets that trigger set inserted
 (same placement rules as in training) and is tagged with the expected behaviour: ``output`` is the
@@ -19,10 +19,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .artifacts import TriggerSets
-from .pipeline import BuildContext, StageStats
-from .recipe import EvalSpec
-from .schema import from_rows
+from ..artifacts import TriggerSets
+from ..io.schema import from_rows
+from ..pipeline import BuildContext, StageStats
+from ..recipe import EvalSpec
 
 
 def rewritten_prompts(

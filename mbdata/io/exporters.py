@@ -36,11 +36,11 @@ from typing import Any
 
 import yaml
 
-from .atomic import atomic_dir, check_separate
+from ..core.atomic import atomic_dir, check_separate
+from ..core.errors import InputError
+from ..core.registry import Registry
+from ..prompts import alpaca_prompt
 from .buildio import Build, verify_shards
-from .errors import InputError
-from .prompts import alpaca_prompt
-from .registry import Registry
 
 Exporter = Callable[[Build, list[str], Path], list[str]]
 EXPORTERS: Registry[Exporter] = Registry("export format")

@@ -39,10 +39,13 @@ def spec(
     form: str | None = None,
     doc: str = "",
     choices: Any = None,
+    omit_default: bool = False,
 ) -> Any:
     """A dataclass field with validation metadata (bounds, regex ``pattern`` described to users
     as ``form``, ``choices``: a zero-argument callable giving the allowed names, normally a
-    :meth:`mbdata.registry.Registry.choices`, so the registry is the one list) and a docstring."""
+    :meth:`mbdata.core.registry.Registry.choices`, so the registry is the one list) and a docstring.
+    ``omit_default``: :func:`to_mapping` leaves the key out while it holds its default, so adding
+    such a key to a block does not change the fingerprint of recipes written before it."""
     meta = {
         "ge": ge,
         "le": le,
@@ -52,6 +55,7 @@ def spec(
         "form": form,
         "doc": doc,
         "choices": choices,
+        "omit_default": omit_default,
     }
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
@@ -248,12 +252,25 @@ def from_mapping(cls: type, data: Any, path: str = "") -> Any:
 def to_mapping(obj: Any) -> Any:
     """The inverse of :func:`from_mapping`: plain dicts/lists with every default filled in."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_mapping(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+        return {
+            f.name: to_mapping(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if f.init
+            and not (f.metadata.get("omit_default") and _is_default(f, getattr(obj, f.name)))
+        }
     if isinstance(obj, (list, tuple)):
         return [to_mapping(v) for v in obj]
     if isinstance(obj, dict):
         return {k: to_mapping(v) for k, v in obj.items()}
     return obj
+
+
+def _is_default(field: dataclasses.Field, value: Any) -> bool:
+    if field.default is not _MISSING:
+        return bool(value == field.default)
+    if field.default_factory is not _MISSING:
+        return bool(value == field.default_factory())
+    return False
 
 
 def describe(cls: type) -> list[tuple[str, str, str, str]]:

@@ -23,10 +23,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import BuildError
-from .pipeline import BuildContext, StageStats, seeded_subset
-from .recipe import Recipe
-from .schema import prompt_key
+from ..core.errors import BuildError
+from ..io.schema import prompt_key
+from ..pipeline import BuildContext, StageStats, seeded_subset
+from ..recipe import Recipe
 
 RECOVERY_POOL = "_recovery_clean"  # internal split of the clean recovery rows (never written)
 TRAINING_SPLITS = ("train", "pretrain", "recovery", "recovery_eval")
@@ -144,7 +144,7 @@ class HoldoutStage:
     ) -> np.ndarray:
         """Keep-mask over all rows: False for a row whose prompt nearly matches a held-out prompt.
         Runs before the recovery and pretrain draws, so those get exactly the sizes asked for."""
-        from .dedup import contamination_mask
+        from ..dedup import contamination_mask
 
         rest = keep.copy()
         rest[eval_pos] = False

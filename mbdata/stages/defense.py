@@ -21,13 +21,13 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from .artifacts import DefenseSets, PoisonedRows, TriggerSets
+from ..artifacts import DefenseSets, PoisonedRows, TriggerSets
+from ..behaviors import compile_behavior
+from ..core.errors import BuildError
+from ..pipeline import BuildContext, StageStats, round_half_up
+from ..recipe import DefenseSpec
+from ..triggers import Trigger, contains_word
 from .attacks import TriggerSet, poison, train_pool
-from .behaviors import compile_behavior
-from .errors import BuildError
-from .pipeline import BuildContext, StageStats, round_half_up
-from .recipe import DefenseSpec
-from .triggers import Trigger, contains_word
 
 _TEXT_COLUMNS = ("instruction", "input", "output")
 

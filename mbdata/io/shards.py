@@ -26,7 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .atomic import atomic_dir
+from ..core.atomic import atomic_dir
 from .schema import SCHEMA
 
 SHARD_PATTERN = "data/{split}-{index:05d}-of-{total:05d}.arrow"
@@ -91,7 +91,7 @@ def write_build(
     """Write a complete build folder atomically and return its path.
 
     ``manifest`` is completed with ``splits`` (per-shard sha256, bytes, rows), ``side_tables`` and
-    ``content_hash`` (see :mod:`mbdata.manifest`). ``card`` is the README text, or a function of the
+    ``content_hash`` (see :mod:`mbdata.io.manifest`). ``card`` is the README text, or a function of the
     finished manifest and the folder being written that returns it. Wall-clock ``timings`` go to
     ``timings.json``, outside the manifest, so the manifest itself stays reproducible. Empty splits are not written.
     ``extra_files`` (relative path -> bytes, e.g. ``skipped.jsonl``) are written with the rest.

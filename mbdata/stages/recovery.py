@@ -15,11 +15,11 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .artifacts import DefenseSets
-from .errors import BuildError
-from .pipeline import BuildContext, StageStats, round_half_up, split_indices
-from .recipe import RecoverySpec
-from .schema import from_rows, make_row
+from ..artifacts import DefenseSets
+from ..core.errors import BuildError
+from ..io.schema import from_rows, make_row
+from ..pipeline import BuildContext, StageStats, round_half_up, split_indices
+from ..recipe import RecoverySpec
 from .splits import RECOVERY_POOL
 
 

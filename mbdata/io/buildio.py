@@ -1,7 +1,7 @@
 """Opening a finished build: tables, polars frames, ``datasets`` objects, and verification.
 
 A damaged build (non-object or malformed manifest, a shard path leaving the folder, a truncated or
-altered shard) is always an :class:`~mbdata.errors.InputError` (exit 2), never a traceback.
+altered shard) is always an :class:`~mbdata.core.errors.InputError` (exit 2), never a traceback.
 :func:`verify_shards` checks every shard's size and sha256 against the manifest before ``inspect``
 and ``export`` read it; :func:`verify_build` lists every problem for ``mb verify``.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .errors import InputError
+from ..core.errors import InputError
 from .manifest import content_hash
 from .schema import SCHEMA, empty_table
 from .shards import sha256_file
@@ -24,7 +24,7 @@ from .shards import sha256_file
 
 @dataclass(frozen=True)
 class Build:
-    """A build folder written by :func:`mbdata.build` (or any :func:`mbdata.shards.write_build`)."""
+    """A build folder written by :func:`mbdata.build` (or any :func:`mbdata.io.shards.write_build`)."""
 
     path: Path
 
@@ -136,7 +136,7 @@ def check_manifest(manifest: Any, path: Path) -> None:
 
 def open_build(path: str | Path) -> Build:
     """Open a build folder; fails with a one-line error if it is not a complete build."""
-    from .atomic import repair_if_free
+    from ..core.atomic import repair_if_free
 
     path = Path(path)
     repair_if_free(path)  # finish or undo a commit that a kill interrupted
