@@ -156,15 +156,16 @@ def row_id(row: dict[str, Any]) -> str:
     return xxhash.xxh3_128_hexdigest("\x1f".join(parts).encode("utf-8"))
 
 
-# ASCII characters Python's str.split() treats as whitespace (\t \n \v \f \r, \x1c-\x1f, space).
-_ASCII_SPACE_RUN = "[\t\n\x0b\x0c\r\x1c-\x1f ]+"
+# What makes an ASCII text differ from its whitespace-collapsed form: a leading or trailing space,
+# two spaces, or any other character Python's str.split() splits on (one RE2 match per value).
+_ASCII_MESS = "[\t\n\r\x0b\x0c\x1c-\x1f]|  |^ | $"
 
 
 def normalize_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """:func:`normalize_text` of every value of a string array (nulls stay null), vectorised.
 
     ASCII values are normalised by Arrow kernels (for ASCII, NFKC is the identity, case-folding
-    is lower-casing and the whitespace Python splits on is :data:`_ASCII_SPACE_RUN`); other
+    is lower-casing, and Python splits on Arrow's ASCII whitespace plus ``\x1c``-``\x1f``); other
     values go through :func:`normalize_text` itself, so the result is identical."""
     import pyarrow.compute as pc
 
@@ -173,8 +174,16 @@ def normalize_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     if values.type != pa.string():
         values = values.cast(pa.string())
     lowered = pc.ascii_lower(values)
-    collapsed = pc.replace_substring_regex(lowered, _ASCII_SPACE_RUN, " ")
-    out = pc.utf8_trim(collapsed, " ")
+    # Most texts are already single-spaced: only the others are split and re-joined.
+    messy = pc.fill_null(pc.match_substring_regex(lowered, _ASCII_MESS), False)
+    out = lowered
+    if pc.any(messy).as_py():
+        subset = pc.filter(lowered, messy)
+        for char in "\x1c\x1d\x1e\x1f":  # Python splits on these, Arrow's ASCII whitespace not
+            subset = pc.replace_substring(subset, char, " ")
+        words = pc.ascii_split_whitespace(subset)
+        fixed = pc.ascii_trim(pc.binary_join(words, " "), " ")
+        out = pc.replace_with_mask(lowered, messy, fixed)
     ascii_ = pc.fill_null(pc.string_is_ascii(values), True)
     if pc.all(ascii_).as_py():
         return out
