@@ -154,16 +154,23 @@ print(json.dumps({"seconds": time.perf_counter() - start}))
 """
 
 
+RAY_TIMEOUT = 1200
+
+
 def ray_run(src: Path, out: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", RAY_CHILD, str(src), str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", RAY_CHILD, str(src), str(out)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+            timeout=RAY_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"not finished within {RAY_TIMEOUT} s (stopped)"}
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1][:300]}
     report = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -6,7 +6,7 @@ Two passes over the input, never the whole corpus in memory:
    reduced to its per-row index (16-byte exact key, split code, shingle count, one 64-bit LSH key
    per band) and the batch is appended, as Arrow, to a spill file in the output's temporary folder.
    When candidates are verified, the rows' shingle hashes go to a second spill file (read back
-   through ``np.memmap`` only for the candidate pairs).
+   with ``pread`` only for the candidate pairs).
 2. **decide** on the per-row index alone: exact groups (sort of the keys), LSH buckets (sort of the
    band keys) and the first-occurrence-wins near matching of :mod:`.cluster` (union-find
    components of the bucket graph are what the Ray engine distributes; locally the matcher walks the
@@ -60,7 +60,8 @@ SPILL_SHINGLES = "shingles.bin"
 
 class SpillShingles(ShingleStore):
     """Shingle hash values of every row in a file (row ``i`` = ``values[offsets[i]:offsets[i+1]]``),
-    memory-mapped once written: only the offsets (8 bytes per row) stay in memory."""
+    read back row by row (``pread``) for the candidate pairs: only the offsets (8 bytes per row)
+    and the cached comparison targets stay in memory."""
 
     def __init__(self, path: Path):
         super().__init__(slice_rows=1)
@@ -69,7 +70,7 @@ class SpillShingles(ShingleStore):
         self._offsets = [np.zeros(1, dtype=np.int64)]
         self._total = 0
         self._dtype = np.dtype(np.uint32)
-        self._values: np.ndarray | None = None
+        self._fd: int | None = None
 
     def append(self, part: Ragged) -> None:
         self._dtype = part.values.dtype
@@ -81,18 +82,21 @@ class SpillShingles(ShingleStore):
         self._fh.close()
         self.offsets = np.concatenate(self._offsets)
         self._offsets = []
-        if self._total:
-            self._values = np.memmap(self.path, dtype=self._dtype, mode="r", shape=(self._total,))
-        else:
-            self._values = np.zeros(0, dtype=self._dtype)
+        self._fd = os.open(self.path, os.O_RDONLY)
 
     def row(self, i: int) -> np.ndarray:
-        return self._values[self.offsets[i] : self.offsets[i + 1]]
+        # pread, not a memory map: the pages read stay out of the process's resident set
+        start, stop = int(self.offsets[i]), int(self.offsets[i + 1])
+        size = self._dtype.itemsize
+        data = os.pread(self._fd, (stop - start) * size, start * size)
+        return np.frombuffer(data, dtype=self._dtype)
 
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.close()
-        self._values = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         self.path.unlink(missing_ok=True)
 
 
@@ -253,11 +257,12 @@ def sketch_stream(
 
 
 def spilled_batches(spill_dir: Path) -> Iterable[pa.RecordBatch]:
-    """The rows of pass 1 again, batch by batch (memory-mapped)."""
+    """The rows of pass 1 again, batch by batch (read, not memory-mapped: the pages of a map
+    would count in the resident set up to the corpus size)."""
     path = spill_dir / SPILL_ROWS
     if not path.exists():
         return
-    with pa.memory_map(str(path)) as source:
+    with pa.OSFile(str(path), "rb") as source:
         reader = pa.ipc.open_file(source)
         for i in range(reader.num_record_batches):
             yield reader.get_batch(i)
