@@ -151,19 +151,16 @@ def find_duplicates(
     config: DedupConfig,
     params: NearParams | None,
     table: pa.Table | None,
-    near_rows=None,
 ) -> Duplicates:
     """Exact then near duplicates from a sketch (keys, counts, band keys, shingles).
 
     ``table`` is needed only to estimate similarities without verification; with None they stay
-    NaN for the caller to fill in (the streaming path looks the few rows up later). ``near_rows``
-    (optional) replaces the in-process greedy matcher: a function of ``(eligible, sketch)``
-    returning :class:`~.cluster.NearMatches` in eligible positions (the Ray engine's)."""
+    NaN for the caller to fill in (the streaming path looks the few rows up later)."""
     n = len(sketch.keys)
     positions = np.arange(n, dtype=np.int64)
     first = exact_first(sketch.keys, codes) if config.exact else positions
     exact_members = np.flatnonzero(first != positions)
-    near = _near(table, sketch, first == positions, config, params, near_rows)
+    near = _near(table, sketch, first == positions, config, params)
     skipped = 0
     if params is not None:
         skipped = int(np.count_nonzero((first == positions) & (sketch.shingle_counts == 0)))
@@ -189,23 +186,17 @@ def _near(
     exact_kept: np.ndarray,
     config: DedupConfig,
     params: NearParams | None,
-    near_rows=None,
 ) -> _NearResult:
     """Near dedup among the rows exact dedup kept (and that have shingles)."""
     if params is None:
         none = np.zeros(0, dtype=np.int64)
         return _NearResult(none, none, np.zeros(0, dtype=np.float64))
     eligible = np.flatnonzero(exact_kept & (sketch.shingle_counts > 0))
-    if near_rows is not None:
-        matches = near_rows(eligible, sketch)
-    else:
-        buckets = group_buckets(sketch.band_keys[eligible])
-        similarity = (
-            (lambda i, j: sketch.jaccard(eligible[i], sketch, eligible[j]))
-            if params.verify
-            else None
-        )
-        matches = greedy_near(buckets, similarity, config.threshold, config.max_bucket_targets)
+    buckets = group_buckets(sketch.band_keys[eligible])
+    similarity = (
+        (lambda i, j: sketch.jaccard(eligible[i], sketch, eligible[j])) if params.verify else None
+    )
+    matches = greedy_near(buckets, similarity, config.threshold, config.max_bucket_targets)
     member, matched = eligible[matches.member], eligible[matches.matched]
     sims = matches.similarity
     if not params.verify and table is not None:
