@@ -7,12 +7,14 @@ The same decisions as the local engine, reached in steps that spread over a Ray 
 2. **signatures** in ``map_batches``: normalisation, shingles, MinHash and one 64-bit key per LSH
    band (:mod:`.minhash`, :mod:`.lsh`: the very functions of the local engine, so the keys are equal);
 3. **exact duplicates** on the driver from the 16-byte keys (the per-row index, as locally);
-4. **band buckets** via ``groupby(["band", "key"])``: each bucket of two or more eligible rows emits
-   edges from its rows to its smallest row;
+4. **band buckets** via ``groupby`` on a hash of (band, key) (whole buckets per group, grouped by
+   a sort inside): each bucket of two or more eligible rows emits edges from its rows to its
+   smallest row;
 5. **connected components** of those edges by iterative label propagation (every row takes the
    smallest label among its neighbours, with pointer jumping, until nothing changes); the edge list
    is small (rows in shared buckets only) and is propagated on the driver in numpy;
-6. the **keep rule** per component via ``groupby("component").map_groups``: a component holds every
+6. the **keep rule** per component via ``groupby`` on a hash of the component label, then
+   ``map_groups`` over its components: a component holds every
    bucket of its rows, so first-occurrence-wins matching (:func:`.cluster.greedy_near`, with exact
    Jaccard verification from the shingle hashes carried along) gives, component by component,
    exactly the matches of the local engine's single walk.
@@ -44,6 +46,10 @@ from .stream import SPILL_ROWS, Progress, StreamIndex
 
 #: Shuffle partitions of the two groupbys (Ray's default of 200 costs seconds on small inputs).
 GROUP_PARTITIONS = 8
+#: Groups of the two groupbys: buckets and components are grouped by a hash of their key into this
+#: many groups, each handled by one vectorised call (a Python call per bucket is far too slow:
+#: most of the millions of buckets hold one row).
+GROUP_PARTS = 64
 
 
 class _Sketch:
@@ -104,7 +110,8 @@ def _band_matrix(column: pa.ChunkedArray | pa.Array, bands: int) -> np.ndarray:
 
 
 class _BandEdges:
-    """``map_batches``: eligible rows -> one (band, key, row) record per band."""
+    """``map_batches``: eligible rows -> one (part, band, key, row) record per band; ``part`` (a
+    hash of band and key) is the groupby key, so one group holds many whole buckets."""
 
     def __init__(self, eligible_ref, bands: int):
         self.eligible_ref, self.bands = eligible_ref, bands
@@ -116,24 +123,35 @@ class _BandEdges:
         rows = table.column("row").to_numpy()
         at = np.minimum(np.searchsorted(eligible, rows), max(len(eligible) - 1, 0))
         mask = eligible[at] == rows if len(eligible) else np.zeros(len(rows), dtype=bool)
-        keys = _band_matrix(table.column("bands"), self.bands)[mask]
+        keys = _band_matrix(table.column("bands"), self.bands)[mask].ravel()
         rows = rows[mask]
+        band = np.tile(np.arange(self.bands, dtype=np.int64), len(rows))
         return pa.table(
             {
-                "band": pa.array(np.repeat(np.arange(self.bands)[None, :], len(rows), 0).ravel()),
-                "key": pa.array(keys.ravel(), pa.uint64()),
+                "part": pa.array((keys % np.uint64(GROUP_PARTS)).astype(np.int64)),
+                "band": pa.array(band),
+                "key": pa.array(keys, pa.uint64()),
                 "row": pa.array(np.repeat(rows, self.bands), pa.int64()),
             }
         )
 
 
 def _bucket_edges(group: pa.Table) -> pa.Table:
-    """``map_groups``: a bucket of 2+ rows -> edges from each row to the bucket's smallest row."""
-    rows = np.unique(group.column("row").to_numpy())
-    if rows.size < 2:
-        return pa.table({"row": pa.array([], pa.int64()), "root": pa.array([], pa.int64())})
+    """``map_groups``: whole buckets (rows sharing band and key) -> for each bucket of 2+ rows,
+    edges from its rows to its smallest row (vectorised over the group)."""
+    band = group.column("band").to_numpy()
+    key = group.column("key").to_numpy()
+    rows = group.column("row").to_numpy()
+    order = np.lexsort((rows, key, band))
+    band, key, rows = band[order], key[order], rows[order]
+    new = np.ones(len(rows), dtype=bool)
+    new[1:] = (band[1:] != band[:-1]) | (key[1:] != key[:-1])
+    start = np.flatnonzero(new)
+    run = np.cumsum(new) - 1
+    size = np.diff(np.append(start, len(rows)))
+    member = ~new & (size[run] > 1)
     return pa.table(
-        {"row": pa.array(rows[1:], pa.int64()), "root": pa.array(np.full(rows.size - 1, rows[0]))}
+        {"row": pa.array(rows[member], pa.int64()), "root": pa.array(rows[start[run]][member])}
     )
 
 
@@ -171,24 +189,40 @@ class _AttachComponent:
         mask = nodes[at] == rows if nodes.size else np.zeros(len(rows), dtype=bool)
         keep = [c for c in ("row", "bands", "shingles") if c in table.column_names]
         out = table.select(keep).filter(pa.array(mask))
-        return out.append_column("component", pa.array(labels[at][mask], pa.int64()))
+        component = labels[at][mask]
+        out = out.append_column("component", pa.array(component, pa.int64()))
+        return out.append_column("part", pa.array(component % GROUP_PARTS, pa.int64()))
 
 
 def _greedy(params: NearParams, threshold: float, max_targets: int, group: pa.Table) -> pa.Table:
-    """``map_groups``: one component -> its near matches (first occurrence wins, as locally)."""
-    group = group.sort_by("row")
-    rows = group.column("row").to_numpy()
-    buckets = group_buckets(_band_matrix(group.column("bands"), params.bands))
-    similarity = _Shingles(group.column("shingles")).jaccard if params.verify else None
-    m = greedy_near(buckets, similarity, threshold, max_targets)
+    """``map_groups``: whole components -> their near matches, component by component (first
+    occurrence wins, as locally)."""
+    group = group.sort_by([("component", "ascending"), ("row", "ascending")])
+    components = group.column("component").to_numpy()
+    starts = np.flatnonzero(np.r_[True, components[1:] != components[:-1]])
+    stops = np.r_[starts[1:], len(components)]
+    keys_all = _band_matrix(group.column("bands"), params.bands)
+    rows_all = group.column("row").to_numpy()
+    shingles = group.column("shingles") if params.verify else None
+    member, matched, sims = [], [], []
+    checked = rejected = capped = 0
+    for lo, hi in zip(starts.tolist(), stops.tolist()):
+        rows = rows_all[lo:hi]
+        buckets = group_buckets(keys_all[lo:hi])
+        similarity = _Shingles(shingles.slice(lo, hi - lo)).jaccard if params.verify else None
+        m = greedy_near(buckets, similarity, threshold, max_targets)
+        member += rows[m.member].tolist()
+        matched += rows[m.matched].tolist()
+        sims += m.similarity.tolist()
+        checked, rejected, capped = checked + m.checked, rejected + m.rejected, capped + m.capped
     return pa.table(
         {
-            "member": pa.array([rows[m.member].tolist()], pa.list_(pa.int64())),
-            "matched": pa.array([rows[m.matched].tolist()], pa.list_(pa.int64())),
-            "similarity": pa.array([m.similarity.tolist()], pa.list_(pa.float64())),
-            "checked": pa.array([m.checked], pa.int64()),
-            "rejected": pa.array([m.rejected], pa.int64()),
-            "capped": pa.array([m.capped], pa.int64()),
+            "member": pa.array([member], pa.list_(pa.int64())),
+            "matched": pa.array([matched], pa.list_(pa.int64())),
+            "similarity": pa.array([sims], pa.list_(pa.float64())),
+            "checked": pa.array([checked], pa.int64()),
+            "rejected": pa.array([rejected], pa.int64()),
+            "capped": pa.array([capped], pa.int64()),
         }
     )
 
@@ -325,7 +359,7 @@ def _near_on_ray(ray, sketched, eligible: np.ndarray, config: DedupConfig, param
     edges = (
         sketched.select_columns(["row", "bands"])
         .map_batches(_BandEdges(eligible_ref, params.bands), batch_format="pyarrow")
-        .groupby(["band", "key"], num_partitions=GROUP_PARTITIONS)
+        .groupby("part", num_partitions=GROUP_PARTITIONS)
         .map_groups(_bucket_edges, batch_format="pyarrow")
     )
     found = _columns(edges, ["row", "root"])
@@ -340,7 +374,7 @@ def _near_on_ray(ray, sketched, eligible: np.ndarray, config: DedupConfig, param
             _AttachComponent(ray.put(nodes), ray.put(labels)),
             batch_format="pyarrow",
         )
-        .groupby("component", num_partitions=GROUP_PARTITIONS)
+        .groupby("part", num_partitions=GROUP_PARTITIONS)
         .map_groups(
             functools.partial(_greedy, params, config.threshold, config.max_bucket_targets),
             batch_format="pyarrow",
