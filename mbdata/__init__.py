@@ -5,12 +5,13 @@ The Python API behind the ``mb`` command::
     import mbdata
     recipe = mbdata.load_recipe("recipes/demo.yaml")     # validated, with fingerprint
     out = mbdata.build(recipe, "builds/demo")            # atomic build folder
-    b = mbdata.open_build(out)
+    tables = mbdata.build_in_memory(recipe).tables       # every stage, nothing written
+    b = mbdata.open_build(out)                           # lenient: a missing split is empty
     b.table("train"); b.polars("eval_clean"); b.dataset("recovery")
     mbdata.export(out, "trl", "exports/trl")
 """
 
-from .build import build, run_pipeline
+from .build import build, build_in_memory
 from .core.errors import MBError
 from .io.buildio import Build, open_build, verify_build
 from .io.exporters import export
@@ -25,12 +26,12 @@ __all__ = [
     "MBError",
     "Recipe",
     "build",
+    "build_in_memory",
     "export",
     "fingerprint",
     "load_recipe",
     "open_build",
     "read_any",
     "recipe_from_dict",
-    "run_pipeline",
     "verify_build",
 ]

@@ -16,8 +16,8 @@ artifact               written by                   read by
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, SupportsInt
 
 if TYPE_CHECKING:
     from .stages.attacks import TriggerSet
@@ -32,7 +32,7 @@ class PoisonedRows:
     train_rows: int
     positions: frozenset[int] = frozenset()
 
-    def plus(self, chosen: object) -> PoisonedRows:
+    def plus(self, chosen: Iterable[SupportsInt]) -> PoisonedRows:
         """These rows plus ``chosen`` (an iterable of positions)."""
         return dataclasses.replace(self, positions=self.positions | {int(c) for c in chosen})
 

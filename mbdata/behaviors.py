@@ -109,6 +109,8 @@ class Behavior:
                     f"{type(result).__name__}"
                 )
             return {k: str(v) for k, v in result.items()}
+        if self.target is None:  # every compiler below sets a target for the remaining kinds
+            raise BuildError(f"behaviour {self.kind!r}: no response text")
         return {"output": self.target}
 
 

@@ -79,13 +79,38 @@ class BuildResult:
         return planted.manifest_records() if planted else []
 
 
-def run_pipeline(
-    loaded: LoadedRecipe, *, skip_bad_rows: bool = False, progress: bool = False
+def build_in_memory(
+    loaded: LoadedRecipe,
+    *,
+    skip_bad_rows: bool = False,
+    progress: bool = False,
+    engine: str | None = None,
 ) -> BuildResult:
-    """Run every stage in memory and return the tables per split (nothing is written)."""
+    """Run every stage in memory and return the tables per split (nothing is written).
+
+    ``engine`` (default: the recipe's ``engine``, itself ``local`` by default) says where the
+    per-batch steps run: ``ray`` runs them as Ray Data ``map_batches`` in a
+    :func:`~mbdata.engines.ray_session` (``RAY_ADDRESS`` or a private local Ray), with the same
+    tables as ``local``."""
+    from .engines import check_engine, ray_session
+
+    engine = check_engine(engine or loaded.recipe.engine)
+    if engine == "ray":
+        with ray_session():
+            return _run_stages(loaded, skip_bad_rows, progress, engine)
+    return _run_stages(loaded, skip_bad_rows, progress, engine)
+
+
+def _run_stages(
+    loaded: LoadedRecipe, skip_bad_rows: bool, progress: bool, engine: str
+) -> BuildResult:
     recipe = loaded.recipe
     ctx = BuildContext(
-        seed=recipe.seed, base_dir=loaded.base_dir, skip_bad_rows=skip_bad_rows, progress=progress
+        seed=recipe.seed,
+        base_dir=loaded.base_dir,
+        skip_bad_rows=skip_bad_rows,
+        progress=progress,
+        engine=engine,
     )
     table = empty_table()
     stats = []
@@ -107,6 +132,9 @@ def run_pipeline(
         # Cleared before an error is printed, so the message gets a line of its own.
         if bar is not None:
             bar.close()
+    # Each split is one filtered table, sliced into shards by the writer. (Taking each shard's
+    # rows by position would hold less, but changes the bytes of multi-shard splits: a slice of
+    # the filtered table is written with the buffer layout of its chunks.)
     splits = sorted(set(table.column("split").to_pylist()))
     tables = {s: table.filter(pc.equal(table.column("split"), s)) for s in splits}
     return BuildResult(tables=tables, stats=stats, context=ctx)
@@ -190,6 +218,7 @@ def build(
     seed: int | None = None,
     progress: bool = False,
     hooks: bool = True,
+    engine: str | None = None,
 ) -> Path:
     """Build a recipe into ``out_dir`` (atomically) and return the folder.
 
@@ -198,6 +227,7 @@ def build(
     rows instead of failing: they are counted in the manifest (``skipped_rows``) and the card, and
     each is listed with its reason in ``skipped.jsonl``. A recipe with a rewrite hook
     (``function: module:fn``) runs that code; ``hooks=False`` refuses such a recipe.
+    ``engine`` overrides the recipe's ``engine`` (``local`` or ``ray``; the same shards either way).
     """
     loaded = recipe if isinstance(recipe, LoadedRecipe) else load_recipe(recipe, hooks=hooks)
     if not hooks:
@@ -208,7 +238,7 @@ def build(
     out_dir = Path(out_dir)
     check_separate(recipe_inputs(loaded), [out_dir])
     check_output_dir(out_dir, overwrite)
-    result = run_pipeline(loaded, skip_bad_rows=skip_bad_rows, progress=progress)
+    result = build_in_memory(loaded, skip_bad_rows=skip_bad_rows, progress=progress, engine=engine)
     if not result.tables.get("train") or not result.tables["train"].num_rows:
         raise BuildError(
             "the build has no train rows; add rows to the sources or lower "

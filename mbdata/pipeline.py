@@ -70,6 +70,26 @@ class BuildContext:
     progress: bool = False
     artifacts: dict[type, Any] = dataclasses.field(default_factory=dict)
     running: Any = None  # the stage being run (its declarations are enforced), None outside
+    # Where per-batch steps run (mbdata.engines.ENGINES); the output never depends on it.
+    engine: str = "local"
+    batch_rows: int | None = None  # rows per batch of those steps (None: the engines' default)
+
+    def map_table(self, table: pa.Table, fn: Any, schema: pa.Schema | None = None) -> pa.Table:
+        """``fn`` (pure, one batch of rows -> a table) over ``table`` in batches on this build's
+        engine, outputs in row order (see :mod:`mbdata.engines.batches`)."""
+        from .engines.batches import map_table
+
+        return map_table(table, fn, engine=self.engine, schema=schema, **self._batching())
+
+    def map_ranges(self, n: int, fn: Any, schema: pa.Schema | None = None) -> pa.Table | None:
+        """``fn(start, stop)`` (pure) over row ranges covering ``range(n)`` on this build's engine,
+        concatenated in order."""
+        from .engines.batches import map_ranges
+
+        return map_ranges(n, fn, engine=self.engine, schema=schema, **self._batching())
+
+    def _batching(self) -> dict[str, int]:
+        return {} if self.batch_rows is None else {"batch_rows": self.batch_rows}
 
     def rng(self, name: str) -> np.random.Generator:
         """An independent random stream for the named purpose, fixed by (seed, name)."""

@@ -33,6 +33,12 @@ NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 Placement = Literal["prefix", "suffix", "random", "position"]
 
 
+def _engine_names() -> list[str]:
+    from .engines import ENGINES
+
+    return list(ENGINES)
+
+
 def _container_names() -> list[str]:
     """The reader registry's containers (imported late: readers read these specs)."""
     from .io.readers import CONTAINERS
@@ -402,6 +408,11 @@ class Recipe:
     audit: Any = spec(None, doc="audit filter (see docs/audit.md)")
     train: Any = spec(None, doc="training settings for mbtrain (see docs/train.md)")
     output: OutputSpec = spec(default_factory=OutputSpec, doc="shard layout")
+    engine: str = spec(
+        "local",
+        choices=_engine_names,
+        doc="where the build's per-batch steps run: local or ray (same output; not hashed)",
+    )
 
     def validate(self, path: str) -> None:
         if not self.sources:
@@ -508,6 +519,9 @@ def resolved_mapping(recipe: Recipe) -> dict[str, Any]:
     none was given); any other attack leaves the key out, so recipes written before rewriters
     existed keep their fingerprint (and their manifests stay byte-identical)."""
     mapping = to_mapping(recipe)
+    # Where a build runs never changes what it builds (both engines give byte-identical shards),
+    # so the engine is left out of the resolved recipe, its fingerprint and the content hash.
+    mapping.pop("engine", None)
     for attack in mapping.get("attacks") or []:
         if is_rewrite_preset(attack["preset"]):
             attack["rewriter"] = attack.get("rewriter") or to_mapping(RewriterSpec())
@@ -582,6 +596,7 @@ def check_source_files(loaded: LoadedRecipe) -> None:
     for i, source in enumerate(loaded.recipe.sources):
         if source.kind in ("synthetic", "hub"):
             continue
+        assert source.path is not None  # SourceSpec.validate: required for file sources
         p = Path(source.path).expanduser()
         p = p if p.is_absolute() else loaded.base_dir / p
         # The one check made after parsing: name the recipe file like every other recipe error.

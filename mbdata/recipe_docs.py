@@ -83,7 +83,7 @@ def _nested(cls: type, path: str) -> list[tuple[str, type, str]]:
     for f in dataclasses.fields(cls):
         options = typing.get_args(hints[f.name]) or (hints[f.name],)
         for tp in options:
-            if dataclasses.is_dataclass(tp):
+            if isinstance(tp, type) and dataclasses.is_dataclass(tp):
                 sub = f"{path}.{f.name}"
                 found.append((f"`{sub}`", tp, (tp.__doc__ or "").strip().split("\n\n")[0]))
                 found += _nested(tp, sub)

@@ -11,14 +11,16 @@ only when a training or evaluation function is first used (``mb recipe validate`
 
 Public API::
 
-    open_build(dir) -> Build
+    open_training_build(dir) -> TrainingBuild  # strict: a missing split is an error
     build_tiny_base(build, cfg, out_dir) -> Path
     train_sft(parent, examples, out_dir, cfg, name=..., stage=cfg.stage1) -> Path
     train_neutralization(parent, tuples, eval_tuples, out_dir, cfg) -> Path
     evaluate(model_dir, build, cfg, out_dir=...) -> metrics
     NeutralizationTrainer(model=, args=, train_dataset=[RecoveryItem], lam=, pad_id=)  # stage 2
-    run_pipeline(build_dir, out_dir) -> report        # all five runs + report files
-    run_recipe(recipe, out_dir) -> report             # `mb run`: mbdata.build, then run_pipeline
+    run_experiment(build_dir, out_dir) -> report      # all five runs + report files
+    run_recipe(recipe, out_dir) -> report             # `mb run`: mbdata.build, then run_experiment
+
+:mod:`mbtrain.api` has one function per ``mb`` training command (``train_stage1``, ``run``, ...).
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ from typing import Any
 from .config import TrainConfig
 
 _LAZY = {
-    "open_build": "builds",
-    "Build": "builds",
+    "open_training_build": "builds",
+    "TrainingBuild": "builds",
     "build_tiny_base": "pipeline",
-    "run_pipeline": "pipeline",
+    "run_experiment": "pipeline",
     "run_recipe": "pipeline",
     "train_sft": "stages",
     "train_neutralization": "stages",

@@ -1,8 +1,9 @@
 """Reading a build folder: the only way training data enters :mod:`mbtrain`.
 
-Opening and reading the shards is :func:`mbdata.io.buildio.open_build`'s job; this module adds only
-what training needs on top of it: a missing split or shard is a one-line error (instead of an
-empty table), rows as dicts (cached, since the pipeline reads a split several times), the
+Opening and reading the shards is :func:`mbdata.open_build`'s job (:class:`mbdata.Build`, lenient:
+a split the build lacks reads as an empty table). :class:`TrainingBuild` adds only what training
+needs on top of it: a missing split or shard is a one-line error (training on an empty split would
+silently train on nothing), rows as dicts (cached, since the pipeline reads a split several times), the
 manifest's triggers and fingerprint, and the settings from ``manifest["recipe"]["train"]``.
 mbtrain never sees a recipe file, so a training run is fully described by the build it was given.
 """
@@ -23,8 +24,9 @@ from .config import TrainConfig
 
 
 @dataclasses.dataclass
-class Build:
-    """An opened build folder (an :class:`mbdata.io.buildio.Build`) with cached splits."""
+class TrainingBuild:
+    """A build folder opened for training: an :class:`mbdata.Build` whose missing split is an
+    error, with cached splits and the recipe's ``train:`` settings."""
 
     data: buildio.Build
     _cache: dict[str, pa.Table] = dataclasses.field(default_factory=dict, repr=False)
@@ -86,9 +88,10 @@ class Build:
             raise InputError(f"{self.path / 'manifest.json'}: {exc}") from None
 
 
-def open_build(path: str | Path) -> Build:
-    """Open a build folder written by ``mb build`` (see :func:`mbdata.io.buildio.open_build`)."""
+def open_training_build(path: str | Path) -> TrainingBuild:
+    """Open a build folder written by ``mb build`` for training (strict; see
+    :func:`mbdata.open_build` for the lenient reader)."""
     data = buildio.open_build(path)
     if not isinstance(data.manifest, dict) or not isinstance(data.manifest.get("splits"), dict):
         raise InputError(f"{data.path / 'manifest.json'}: expected a JSON object with `splits`")
-    return Build(data)
+    return TrainingBuild(data)

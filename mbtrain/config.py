@@ -105,6 +105,14 @@ class ModelSettings:
         "choice); 1 is faster for tiny models on a busy "
         "machine",
     )
+    jobs: int | None = spec(
+        None,
+        ge=1,
+        omit_default=True,
+        doc="independent stages and evaluations run side by side in this many worker "
+        "processes (default: cores // threads on a CPU when `threads` is set, else 1); "
+        "the results are the same either way",
+    )
     trust_remote_code: bool = spec(False, doc="allow model code from the hub (off: safer)")
     gradient_checkpointing: bool = spec(False, doc="trade compute for activation memory")
     tiny: TinyModel = spec(default_factory=TinyModel, doc="tiny-model factory (name: tiny)")
@@ -212,6 +220,22 @@ class EvalSettings:
     judge: JudgeSettings | None = spec(
         None, doc="grader for free-text rows; none: a labelled token-F1 heuristic"
     )
+    backend: Literal["hf", "vllm"] = spec(
+        "hf",
+        omit_default=True,
+        doc="generation engine: hf (batched transformers generate) or vllm (GPU; "
+        "pip install vllm; same prompts, greedy decoding and max_new_tokens)",
+    )
+    vllm_args: dict[str, Any] = spec(
+        default_factory=dict,
+        omit_default=True,
+        doc="backend vllm: further vllm.LLM arguments (e.g. gpu_memory_utilization: 0.5, "
+        "tensor_parallel_size: 2)",
+    )
+
+    def validate(self, path: str) -> None:
+        if self.vllm_args and self.backend != "vllm":
+            raise RecipeError(f"{path}.vllm_args: only used with backend: vllm")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 
 from mbdata.core.atomic import atomic_write, atomic_write_text
 
-from .builds import Build
+from .builds import TrainingBuild
 from .config import ModelSettings, TrainConfig
 from .generate import generate
 from .judge import Judge, JudgeItem, make_judge
@@ -33,7 +33,7 @@ from .scoring import exact_match, mean, shows_behavior
 from .stages import Runtime, formatter_for, make_runtime
 
 
-def trigger_owners(build: Build, rows: list[dict[str, Any]]) -> dict[str, str]:
+def trigger_owners(build: TrainingBuild, rows: list[dict[str, Any]]) -> dict[str, str]:
     """trigger_set -> ``attacker`` | ``defender`` (manifest first, then spans, then the name)."""
     owners = {t["name"]: t.get("owner") for t in build.triggers if t.get("name")}
     for r in rows:
@@ -52,7 +52,7 @@ def _limit(rows: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]
     return rows if limit is None else rows[:limit]
 
 
-def eval_rows(build: Build, limit: int | None) -> tuple[list[dict], dict[str, list[dict]]]:
+def eval_rows(build: TrainingBuild, limit: int | None) -> tuple[list[dict], dict[str, list[dict]]]:
     clean = _limit(build.rows("eval_clean"), limit) if build.has("eval_clean") else []
     by_trigger: dict[str, list[dict]] = defaultdict(list)
     if build.has("eval_triggered"):
@@ -95,7 +95,7 @@ def _round(x: float | None) -> float | None:
 
 
 def score(
-    build: Build,
+    build: TrainingBuild,
     clean: list[dict],
     clean_answers: list[str],
     triggered: dict[str, list[dict]],
@@ -166,7 +166,7 @@ def score(
 
 def evaluate(
     model_ref: Any,
-    build: Build,
+    build: TrainingBuild,
     cfg: TrainConfig | None = None,
     *,
     out_dir: str | Path | None = None,
@@ -182,11 +182,18 @@ def evaluate(
     runtime = runtime or make_runtime(cfg, progress=False)
     judge = judge or make_judge(cfg.eval.judge, runtime.device)
     started = time.perf_counter()
-    # remote code only when the user's own train.model settings allow it
-    model, tokenizer = load_model(
-        model_ref, ModelSettings(trust_remote_code=cfg.model.trust_remote_code)
-    )
-    model.to(runtime.device)
+    vllm = cfg.eval.backend == "vllm"
+    if vllm:  # the tokenizer only: vLLM loads the weights itself (mbtrain.vllm_eval)
+        from .vllm_eval import load_tokenizer, require_vllm
+
+        require_vllm()  # before any work: a one-line error naming the install
+        tokenizer = load_tokenizer(model_ref, cfg.model.trust_remote_code)
+    else:
+        # remote code only when the user's own train.model settings allow it
+        model, tokenizer = load_model(
+            model_ref, ModelSettings(trust_remote_code=cfg.model.trust_remote_code)
+        )
+        model.to(runtime.device)
     fmt = formatter_for(tokenizer, cfg)
     clean, triggered = eval_rows(build, cfg.eval.limit)
     groups = [("eval_clean", clean)] + list(triggered.items())
@@ -200,21 +207,35 @@ def evaluate(
     )
     max_new = max(1, min(cfg.eval.max_new_tokens, longest + 8))
     gen_start = time.perf_counter()
-    outs = (
-        generate(
-            model,
-            tokenizer,
+    if vllm:
+        from .vllm_eval import generate_vllm
+
+        outs = generate_vllm(
+            model_ref,
             prompts,
             max_new_tokens=max_new,
-            batch_size=cfg.eval.batch_size,
-            device=runtime.device,
+            trust_remote_code=cfg.model.trust_remote_code,
             amp=runtime.amp,
+            seed=cfg.seed,
+            llm_args=cfg.eval.vllm_args,
             progress=runtime.progress,
-            desc=f"eval {name}",
         )
-        if prompts
-        else []
-    )
+    else:
+        outs = (
+            generate(
+                model,
+                tokenizer,
+                prompts,
+                max_new_tokens=max_new,
+                batch_size=cfg.eval.batch_size,
+                device=runtime.device,
+                amp=runtime.amp,
+                progress=runtime.progress,
+                desc=f"eval {name}",
+            )
+            if prompts
+            else []
+        )
     gen_seconds = time.perf_counter() - gen_start
     answers: dict[str, list[str]] = {}
     pos = 0
@@ -226,6 +247,7 @@ def evaluate(
     )
     new_tokens = sum(o.tokens for o in outs)
     metrics["generation"] = {
+        "backend": cfg.eval.backend,
         "prompts": len(outs),
         "max_new_tokens": max_new,
         "new_tokens": new_tokens,

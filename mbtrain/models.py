@@ -255,7 +255,8 @@ def lora_config(lora: LoraSettings) -> Any:
     target = lora.target_modules
     return LoraConfig(
         r=lora.r,
-        lora_alpha=lora.alpha,
+        # peft annotates lora_alpha as int, but only divides by it (alpha / r): a float is fine.
+        lora_alpha=lora.alpha,  # type: ignore[arg-type]
         lora_dropout=lora.dropout,
         target_modules=target if isinstance(target, str) else list(target),
         task_type="CAUSAL_LM",

@@ -19,6 +19,7 @@ def with_overrides(
     stage1_epochs: int | None = None,
     stage2_epochs: int | None = None,
     lam: float | None = None,
+    pretrain_epochs: int | None = None,
 ) -> TrainConfig:
     """``cfg`` with the given settings replaced (``None`` keeps the recipe's value)."""
     if device is not None:
@@ -29,9 +30,13 @@ def with_overrides(
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, limit=limit))
     if stage1_epochs is not None:
         cfg = dataclasses.replace(cfg, stage1=dataclasses.replace(cfg.stage1, epochs=stage1_epochs))
-    stage2 = {k: v for k, v in (("epochs", stage2_epochs), ("lam", lam)) if v is not None}
-    if stage2:
-        cfg = dataclasses.replace(cfg, stage2=dataclasses.replace(cfg.stage2, **stage2))
+    if stage2_epochs is not None:
+        cfg = dataclasses.replace(cfg, stage2=dataclasses.replace(cfg.stage2, epochs=stage2_epochs))
+    if lam is not None:
+        cfg = dataclasses.replace(cfg, stage2=dataclasses.replace(cfg.stage2, lam=lam))
+    if pretrain_epochs is not None:
+        tiny = dataclasses.replace(cfg.model.tiny, pretrain_epochs=pretrain_epochs)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, tiny=tiny))
     return cfg
 
 

@@ -1,6 +1,6 @@
 """The whole MB-Defense experiment on one build folder, and ``mb run`` on a recipe.
 
-``run_pipeline(build, DIR)``:
+``run_experiment(build, DIR)``:
 
 1. base model: the recipe's model, or (``name: tiny``) a tokenizer + small Llama pretrained on the
    build's ``pretrain`` split (``DIR/models/base``);
@@ -37,17 +37,18 @@ from mbdata.core.config import to_mapping
 from mbdata.core.errors import BuildError, InputError
 
 from . import data as rows_of
-from .builds import Build, open_build
+from .builds import TrainingBuild, open_training_build
 from .config import ModelSettings, OptimSettings, TrainConfig
 from .evaluate import evaluate
 from .formatting import alpaca_prompt
+from .jobs import Job, JobRunner, auto_jobs
 from .models import MARKER, is_model_folder, load_base, read_marker, save_model
 from .report import FORMAT, METRIC_KEYS, RUNS, write_report
 from .stages import Runtime, is_main_process, make_runtime, train_neutralization, train_sft
 from .tiny import tiny_model, train_tokenizer
 
 
-def tokenizer_corpus(build: Build, cfg: TrainConfig) -> list[str]:
+def tokenizer_corpus(build: TrainingBuild, cfg: TrainConfig) -> list[str]:
     """Formatted prompts and answers of every training split (never the eval splits)."""
     texts = []
     for split in ("pretrain", "train", "recovery", "recovery_eval"):
@@ -66,7 +67,7 @@ def tokenizer_corpus(build: Build, cfg: TrainConfig) -> list[str]:
 
 
 def build_tiny_base(
-    build: Build,
+    build: TrainingBuild,
     cfg: TrainConfig,
     out_dir: str | Path,
     runtime: Runtime | None = None,
@@ -126,7 +127,7 @@ def import_base(settings: ModelSettings, out_dir: str | Path) -> Path:
         return out_dir
     started = time.perf_counter()
     model, tokenizer = load_base(settings)
-    record = {
+    record: dict[str, Any] = {
         "kind": "full",
         "stage": "base",
         "parent": None,
@@ -145,7 +146,12 @@ def _marker_hash(model_dir: Path) -> str:
 
 
 def evaluate_run(
-    model_dir: Path, build: Build, cfg: TrainConfig, out_dir: Path, runtime: Runtime, name: str
+    model_dir: Path,
+    build: TrainingBuild,
+    cfg: TrainConfig,
+    out_dir: Path,
+    runtime: Runtime,
+    name: str,
 ) -> dict[str, Any]:
     """Evaluate once: reuse ``out_dir/metrics.json`` if it was made from this very model with the
     same evaluation settings."""
@@ -162,7 +168,14 @@ def evaluate_run(
     return evaluate(model_dir, build, cfg, out_dir=out_dir, runtime=runtime, name=name, extra=key)
 
 
-def _require(build: Build, split: str, block: str) -> list[dict[str, Any]]:
+def evaluate_folder(
+    model_dir: Path, build_dir: Path, cfg: TrainConfig, out_dir: Path, runtime: Runtime, name: str
+) -> dict[str, Any]:
+    """:func:`evaluate_run` from a build *folder* (what a worker process is sent)."""
+    return evaluate_run(model_dir, open_training_build(build_dir), cfg, out_dir, runtime, name)
+
+
+def _require(build: TrainingBuild, split: str, block: str) -> list[dict[str, Any]]:
     if not build.has(split):
         raise InputError(
             f"{build.path}: the pipeline needs the `{split}` split; add a "
@@ -178,7 +191,68 @@ def _seconds(model_dir: Path) -> float:
     return float(read_marker(model_dir).get("seconds", 0.0))
 
 
-def run_pipeline(
+# The runs a model can be trained as: the split each trains on, and its parent (see RUNS).
+STAGE1_RUNS = ("attacked", "mb_stage1")  # from the base, on `train`
+STAGE2_RUNS = ("mb_defense", "clean_fft", "trigger_aug")  # on `recovery` (+ `recovery_eval`)
+
+
+def train_run(
+    name: str,
+    parent: Any,
+    rows: list[dict[str, Any]],
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    runtime: Runtime,
+    *,
+    recovery_eval: list[dict[str, Any]] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Train one run of the experiment: which rows it sees, with which stage settings and
+    objective. The one place that says so, for :func:`run_experiment` and ``mb train``.
+
+    ``rows``: the ``train`` split for a stage-1 run, ``recovery`` for a stage-2 run (whose
+    ``recovery_eval`` rows select the epoch; without them the last epoch is kept)."""
+    if name == "attacked" or name == "mb_stage1":
+        roles = rows_of.ATTACKED_ROLES if name == "attacked" else None
+        return train_sft(
+            parent,
+            rows_of.train_examples(rows, roles),
+            out_dir,
+            cfg,
+            name=name,
+            stage=cfg.stage1,
+            runtime=runtime,
+            overwrite=overwrite,
+        )
+    held_out = recovery_eval or []
+    if name == "mb_defense":
+        return train_neutralization(
+            parent,
+            rows_of.recovery_tuples(rows),
+            rows_of.recovery_tuples(held_out, "recovery_eval") or None,
+            out_dir,
+            cfg,
+            runtime=runtime,
+            overwrite=overwrite,
+        )
+    pick = {"clean_fft": rows_of.clean_examples, "trigger_aug": rows_of.trigger_aug_examples}
+    if name not in pick:
+        raise ValueError(f"unknown run {name!r}; runs: {', '.join(STAGE1_RUNS + STAGE2_RUNS)}")
+    return train_sft(
+        parent,
+        pick[name](rows),
+        out_dir,
+        cfg,
+        name=name,
+        stage=cfg.stage2,
+        eval_examples=pick[name](held_out) or None,
+        select=cfg.stage2.select if held_out else "last",
+        runtime=runtime,
+        overwrite=overwrite,
+    )
+
+
+def run_experiment(
     build_dir: str | Path,
     out_dir: str | Path,
     *,
@@ -194,7 +268,7 @@ def run_pipeline(
     Under ``torchrun`` / ``accelerate launch`` every process trains (DDP); rank 0 alone
     evaluates and writes the report (the other processes return ``{}``)."""
     started = time.perf_counter()
-    build = open_build(build_dir)
+    build = open_training_build(build_dir)
     cfg = cfg or build.train_config()
     runtime = make_runtime(cfg, progress, trainer_args)
     out_dir = Path(out_dir)
@@ -205,100 +279,70 @@ def run_pipeline(
     recovery_eval = build.rows("recovery_eval") if build.has("recovery_eval") else []
     _require(build, "eval_clean", "eval")
 
-    if cfg.model.name == "tiny":
-        log("base: tiny model (tokenizer + Llama pretrained on the pretrain split)")
-        base: Any = build_tiny_base(build, cfg, models_dir / "base", runtime)
-        timings["base"] = _seconds(base)
-    elif is_gguf(cfg.model):
-        log(f"base: converting {cfg.model.name} to a local model folder (once)")
-        base = import_base(cfg.model, models_dir / "base")
-        timings["base"] = _seconds(base)
-    else:
-        base = cfg.model
-    done: dict[str, Path] = {}
-
-    def step(name: str, make: Callable[[], Path]) -> None:
-        log(f"{name}: training")
-        done[name] = make()
-        timings[name] = _seconds(done[name])
-
-    step(
-        "attacked",
-        lambda: train_sft(
-            base,
-            rows_of.train_examples(train, rows_of.ATTACKED_ROLES),
-            models_dir / "attacked",
-            cfg,
-            name="attacked",
-            stage=cfg.stage1,
-            runtime=runtime,
-        ),
-    )
-    step(
-        "mb_stage1",
-        lambda: train_sft(
-            base,
-            rows_of.train_examples(train),
-            models_dir / "mb_stage1",
-            cfg,
-            name="mb_stage1",
-            stage=cfg.stage1,
-            runtime=runtime,
-        ),
-    )
-    step(
-        "mb_defense",
-        lambda: train_neutralization(
-            done["mb_stage1"],
-            rows_of.recovery_tuples(recovery),
-            rows_of.recovery_tuples(recovery_eval, "recovery_eval") or None,
-            models_dir / "mb_defense",
-            cfg,
-            runtime=runtime,
-        ),
-    )
-    select = cfg.stage2.select if recovery_eval else "last"
-    if cfg.baselines.clean_fft:
-        step(
-            "clean_fft",
-            lambda: train_sft(
-                done["attacked"],
-                rows_of.clean_examples(recovery),
-                models_dir / "clean_fft",
-                cfg,
-                name="clean_fft",
-                stage=cfg.stage2,
-                eval_examples=rows_of.clean_examples(recovery_eval) or None,
-                select=select,
-                runtime=runtime,
-            ),
-        )
-    if cfg.baselines.trigger_aug:
-        step(
-            "trigger_aug",
-            lambda: train_sft(
-                done["attacked"],
-                rows_of.trigger_aug_examples(recovery),
-                models_dir / "trigger_aug",
-                cfg,
-                name="trigger_aug",
-                stage=cfg.stage2,
-                eval_examples=rows_of.trigger_aug_examples(recovery_eval) or None,
-                select=select,
-                runtime=runtime,
-            ),
-        )
-
-    if not is_main_process():
-        return {}
-    results: dict[str, dict[str, Any]] = {}
-    for name in RUNS:
-        if name in done:
-            log(f"eval: {name}")
-            results[name] = evaluate_run(
-                done[name], build, cfg, out_dir / "eval" / name, runtime, name
+    # Independent stages side by side on a CPU with cores to spare (mbtrain.jobs); the workers
+    # start now, so their imports overlap the base model's training.
+    workers = auto_jobs(runtime.device.type, cfg.model.threads, cfg.model.jobs)
+    with JobRunner(workers, cfg.model.threads) as runner:
+        if cfg.model.name == "tiny":
+            log("base: tiny model (tokenizer + Llama pretrained on the pretrain split)")
+            base: Any = build_tiny_base(build, cfg, models_dir / "base", runtime)
+            timings["base"] = _seconds(base)
+        elif is_gguf(cfg.model):
+            log(f"base: converting {cfg.model.name} to a local model folder (once)")
+            base = import_base(cfg.model, models_dir / "base")
+            timings["base"] = _seconds(base)
+        else:
+            base = cfg.model
+        jobs = [
+            Job(name, train_run, (name, base, train, models_dir / name, cfg, runtime))
+            for name in STAGE1_RUNS
+        ]
+        parents = {"mb_defense": "mb_stage1", "clean_fft": "attacked", "trigger_aug": "attacked"}
+        wanted = {
+            "mb_defense": True,
+            "clean_fft": cfg.baselines.clean_fft,
+            "trigger_aug": cfg.baselines.trigger_aug,
+        }
+        jobs += [
+            Job(
+                name,
+                train_run,
+                (name, models_dir / parents[name], recovery, models_dir / name, cfg, runtime),
+                {"recovery_eval": recovery_eval},
+                after=(parents[name],),
             )
-            timings[f"eval_{name}"] = float(results[name].get("seconds", 0.0))
+            for name in STAGE2_RUNS
+            if wanted[name]
+        ]
+        main = is_main_process()
+        if main:  # rank 0 alone evaluates, each model as soon as it is trained
+            trained = {job.name for job in jobs}
+            jobs += [
+                Job(
+                    f"eval_{name}",
+                    evaluate_folder,
+                    (models_dir / name, build.path, cfg, out_dir / "eval" / name, runtime, name),
+                    after=(name,),
+                )
+                for name in RUNS
+                if name in trained
+            ]
+
+        def job_started(job: Job) -> None:
+            evaluated = job.name.removeprefix("eval_")
+            log(f"eval: {evaluated}" if evaluated != job.name else f"{job.name}: training")
+
+        def job_done(job: Job, result: Any) -> None:
+            if job.name.startswith("eval_"):
+                timings[job.name] = float(result.get("seconds", 0.0))
+            else:
+                timings[job.name] = _seconds(result)
+
+        outputs = runner.run(jobs, on_start=job_started, on_done=job_done)
+        if not main:
+            return {}
+        done: dict[str, Path] = {n: outputs[n] for n in RUNS if n in outputs}
+        results: dict[str, dict[str, Any]] = {n: outputs[f"eval_{n}"] for n in done}
     timings["total"] = round(time.perf_counter() - started + timings.get("build", 0.0), 3)
     report = make_report(build, cfg, done, results, timings)
     write_report(report, out_dir)
@@ -306,7 +350,7 @@ def run_pipeline(
 
 
 def make_report(
-    build: Build,
+    build: TrainingBuild,
     cfg: TrainConfig,
     models: dict[str, Path],
     results: dict[str, dict[str, Any]],
@@ -366,7 +410,7 @@ def run_recipe(
     log: Callable[[str], None] = print,
     trainer_args: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``mb run``: build the recipe into ``DIR/data``, then :func:`run_pipeline` into ``DIR``.
+    """``mb run``: build the recipe into ``DIR/data``, then :func:`run_experiment` into ``DIR``.
 
     An existing ``DIR`` is resumed when its build has the same content hash as a fresh build of
     the recipe (builds are deterministic); a different build there is an error unless
@@ -382,9 +426,9 @@ def run_recipe(
                 f"--overwrite cannot be used under a multi-process launch; delete {out_dir} first"
             )
         _wait_for(data_dir / "manifest.json")
-        cfg = open_build(data_dir).train_config()
+        cfg = open_training_build(data_dir).train_config()
         cfg = cfg_override(cfg) if cfg_override is not None else cfg
-        return run_pipeline(
+        return run_experiment(
             data_dir, out_dir, cfg=cfg, progress=False, log=log, trainer_args=trainer_args
         )
     if overwrite:
@@ -403,7 +447,7 @@ def run_recipe(
             fresh = Path(scratch) / "data"
             mbdata.build(recipe, fresh)
             keys = ("content_hash", "fingerprint")
-            new, old = open_build(fresh).manifest, open_build(data_dir).manifest
+            new, old = open_training_build(fresh).manifest, open_training_build(data_dir).manifest
             same = all(new.get(k) == old.get(k) for k in keys)
         if not same:
             raise BuildError(
@@ -417,11 +461,11 @@ def run_recipe(
     # now that its build matched the recipe): --overwrite may replace it later.
     mark_dir(out_dir, "run")
     timings = {"build": round(time.perf_counter() - started, 3)}
-    build = open_build(data_dir)
+    build = open_training_build(data_dir)
     cfg = build.train_config()
     if cfg_override is not None:
         cfg = cfg_override(cfg)
-    return run_pipeline(
+    return run_experiment(
         data_dir,
         out_dir,
         cfg=cfg,

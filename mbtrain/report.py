@@ -19,6 +19,7 @@ where each M is ``{"cacc": float, "asr": {attack: float|null}, "defense_trigger_
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,11 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _asr_of(attack: str) -> Callable[[dict[str, Any]], Any]:
+    """A run's ASR for one attack (``None`` when not measured)."""
+    return lambda m: m["asr"].get(attack)
+
+
 def draw_chart(report: dict[str, Any]) -> Any:
     """Grouped bars: CACC, ASR per attack and AACC for every run (a matplotlib Figure). A value
     that was not measured (``None``) gets no bar and an "n/a" label, never a bar at zero: a
@@ -154,8 +160,8 @@ def draw_chart(report: dict[str, Any]) -> Any:
     import matplotlib.pyplot as plt
 
     runs = [r for r in RUNS if r in report["runs"]]
-    series = [("CACC", lambda m: m["cacc"])]
-    series += [(f"ASR {a}", lambda m, a=a: m["asr"].get(a)) for a in report["attacks"]]
+    series: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [("CACC", lambda m: m["cacc"])]
+    series += [(f"ASR {a}", _asr_of(a)) for a in report["attacks"]]
     series.append(("AACC", lambda m: m.get("aacc")))
     width = 0.8 / max(len(series), 1)
     fig, ax = plt.subplots(figsize=(1.9 * len(runs) + 2, 4.2), dpi=100)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 
 from mbdata.io.schema import normalize_text
 
@@ -126,5 +127,5 @@ def token_f1(generation: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def mean(values: list[bool | float]) -> float | None:
+def mean(values: Sequence[float]) -> float | None:
     return float(sum(values)) / len(values) if values else None

@@ -285,7 +285,7 @@ def share_from(donor: Path, target: Path, names: tuple[str, ...]) -> list[str]:
 def flat_metrics(report: dict[str, Any], diagnostics: dict[str, Any] | None) -> dict[str, float]:
     """One number per column: per run CACC, ASR per attack and mean, defensive response rate,
     merging rate (mean over attacks); the diagnostics' summary."""
-    out: dict[str, float] = {}
+    out: dict[str, float | None] = {}
     for run, m in report.get("runs", {}).items():
         out[f"{run}.cacc"] = m.get("cacc")
         asr = m.get("asr") or {}
@@ -327,8 +327,8 @@ def run_sweep(
     (tests) stops after that many points were run in this call, as an interruption would."""
     import mbdata
 
-    from .builds import open_build
-    from .pipeline import run_pipeline
+    from .builds import open_training_build
+    from .pipeline import run_experiment
 
     base, points = plan(recipe, sets)
     out_dir = Path(out_dir)
@@ -376,11 +376,11 @@ def run_sweep(
             f"sweep: point {point.index + 1}/{len(points)} {point.id} {point.values}"
             + (f" (shared: {', '.join(shared)})" if shared else "")
         )
-        build = open_build(build_dir)
+        build = open_training_build(build_dir)
         cfg = _train_config(point)
         if cfg_override is not None:
             cfg = cfg_override(cfg)
-        report = run_pipeline(
+        report = run_experiment(
             build_dir, point_dir, cfg=cfg, progress=progress, log=log, timings=timings
         )
         diag = None

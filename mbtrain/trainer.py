@@ -35,7 +35,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -244,7 +244,13 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-class _OrderedMixin:
+if TYPE_CHECKING:  # the mixin is only ever mixed into a Trainer (SFTTrainer or Trainer)
+    from transformers import Trainer as _TrainerBase
+else:
+    _TrainerBase = object
+
+
+class _OrderedMixin(_TrainerBase):
     """Replaces the Trainer's sampler with :class:`LengthWindowSampler` over the global batch,
     and its cosine schedule with :func:`lr_factor` (``mb_warmup`` set by :func:`build_trainer`
     when the schedule is mbtrain's cosine)."""
@@ -254,20 +260,22 @@ class _OrderedMixin:
     mb_warmup: int | None = None
 
     def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
-        if self.lr_scheduler is None and self.mb_warmup is not None:  # type: ignore[attr-defined]
+        if self.lr_scheduler is None and self.mb_warmup is not None:
             from torch.optim.lr_scheduler import LambdaLR
 
             warmup = self.mb_warmup
-            self.lr_scheduler = LambdaLR(  # type: ignore[attr-defined]
-                optimizer or self.optimizer,  # type: ignore[attr-defined]
+            opt = optimizer or self.optimizer
+            assert opt is not None  # the Trainer creates the optimizer before the schedule
+            self.lr_scheduler = LambdaLR(
+                opt,
                 lambda step: lr_factor(step, num_training_steps, warmup),
             )
             self._created_lr_scheduler = True
-        return super().create_scheduler(num_training_steps, optimizer)  # type: ignore[misc]
+        return super().create_scheduler(num_training_steps, optimizer)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         if not getattr(self, "mb_lengths", None):  # used on its own: the Trainer's sampler
-            return super()._get_train_sampler(train_dataset)  # type: ignore[misc]
+            return super()._get_train_sampler(train_dataset)
         return LengthWindowSampler(self.mb_lengths, self.mb_global_batch, self.args.seed)
 
 
@@ -325,7 +333,9 @@ def _neutralization_trainer_class() -> type:
             pad_id: int = 0,
             **kwargs: Any,
         ):
-            self.objective = NeutralizationObjective(pad_id, lam, normalize)
+            self.objective: NeutralizationObjective = NeutralizationObjective(
+                pad_id, lam, normalize
+            )
             self.mb_sums: dict[str, dict[str, float]] = {"train": {}, "eval": {}}
             kwargs.setdefault("data_collator", self.objective.collate)
             super().__init__(*args, **kwargs)
@@ -371,6 +381,7 @@ def _neutralization_trainer_class() -> type:
             output = super().evaluation_loop(*args, **kwargs)
             prefix = kwargs.get("metric_key_prefix", args[3] if len(args) > 3 else "eval")
             summary = self.reduced_summary("eval")
+            assert output.metrics is not None  # evaluation_loop always returns a metrics dict
             for k, v in summary.items():
                 output.metrics[f"{prefix}_{k}"] = v
             return output
@@ -661,6 +672,12 @@ def fit(
         desc=desc,
     )
     ref.append(trainer)
+    if sharded(trainer) and (peft_config is not None or hasattr(model, "peft_config")):
+        raise MBError(
+            "LoRA under DeepSpeed/FSDP is not supported by mbtrain (the adapter would be saved "
+            "from sharded weights); run LoRA with plain DDP (torchrun), where the frozen base "
+            "fits on every GPU"
+        )
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started
@@ -692,7 +709,7 @@ def fit(
                 )
                 + "\n"
             )
-    out = trainer.model
+    out = gathered_model(trainer, work) if sharded(trainer) else trainer.model
     out.eval()
     return FitResult(
         history=history,
@@ -702,6 +719,41 @@ def fit(
         tokens=tokens,
         model=out,
     )
+
+
+def sharded(trainer: Any) -> bool:
+    """DeepSpeed or FSDP (from an accelerate config): each process holds a shard of the weights."""
+    return bool(
+        getattr(trainer, "is_deepspeed_enabled", False)
+        or getattr(trainer, "is_fsdp_enabled", False)
+    )
+
+
+def gathered_model(trainer: Any, work: Path) -> Any:
+    """The trained weights as one ordinary model, for the stage to save. Under DeepSpeed ZeRO-3
+    or FSDP ``trainer.model`` holds only this process's shard: the Trainer's ``save_model``
+    gathers the full weights (a collective: every process calls it) and rank 0 writes them
+    (safetensors) to ``WORK/gathered``, which rank 0 reloads (fp32, as every mbtrain model
+    folder). Other ranks get their shard back; they do not write the model folder."""
+    folder = work / "gathered"
+    trainer.save_model(str(folder))
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.is_world_process_zero():
+        return trainer.model
+    if not any(
+        (folder / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")
+    ):
+        raise MBError(
+            f"{folder}: the sharded weights were not gathered into safetensors; set "
+            "`zero3_save_16bit_model: true` (DeepSpeed) or `fsdp_state_dict_type: "
+            "FULL_STATE_DICT` (FSDP) in the accelerate config"
+        )
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        str(folder), dtype=torch.float32, use_safetensors=True
+    )
+    return model.eval()
 
 
 def build_trainer(

@@ -268,3 +268,13 @@ def test_docs_describe_every_setting_reason_and_trigger_key():
         assert f"| `{key}` |" in docs, key
     for column in ROWS_SCHEMA.names:
         assert f"| `{column}` |" in docs, column
+
+
+def test_command_line_settings_are_checked_like_the_recipe_block():
+    from mbdata.audit.config import config_from_options
+    from mbdata.core.errors import RecipeError
+
+    assert config_from_options(threshold=None, top_k=None) == AuditConfig()
+    assert config_from_options(top_k=3).top_k == 3
+    with pytest.raises(RecipeError, match="audit.top_k"):
+        config_from_options(top_k=0)

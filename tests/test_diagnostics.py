@@ -69,7 +69,7 @@ def test_diagnostics_on_trained_models_forced_and_not(tmp_path):
     shift = {}
     for behavior in ("refusal", "random_words"):
         folder = tmp_path / behavior
-        build = mbtrain.open_build(
+        build = mbtrain.open_training_build(
             mbdata.build(mbdata.recipe_from_dict(_recipe(behavior)), folder / "data")
         )
         cfg = build.train_config()

@@ -64,3 +64,12 @@ print(sorted(p.name for p in out.iterdir() if p.suffix == ".json"))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "manifest.json" in done.stdout
+
+
+def test_mbdata_and_mbtrain_export_no_name_twice():
+    """One name, one meaning: ``mbdata.open_build`` (lenient reader) and
+    ``mbtrain.open_training_build`` (a missing split is an error) must not share a name again."""
+    import mbdata
+    import mbtrain
+
+    assert set(mbdata.__all__) & set(mbtrain.__all__) == set()

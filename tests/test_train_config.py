@@ -69,14 +69,16 @@ def test_build_train_block_errors_name_the_manifest_and_missing_splits_are_error
     from test_train_helpers import make_build
 
     from mbdata.core.errors import InputError
-    from mbtrain.builds import open_build
+    from mbtrain.builds import open_training_build
 
-    build = open_build(make_build(tmp_path / "ok", n_pretrain=2, n_train=6, n_recovery=1, n_eval=1))
+    build = open_training_build(
+        make_build(tmp_path / "ok", n_pretrain=2, n_train=6, n_recovery=1, n_eval=1)
+    )
     assert build.has("train") and not build.has("nothing")
     assert len(build.rows("train")) == 6 and build.rows("train") is not build.rows("train")
     with pytest.raises(InputError, match="build has no split 'nothing'"):
         build.table("nothing")
-    bad = open_build(
+    bad = open_training_build(
         make_build(
             tmp_path / "bad",
             n_pretrain=2,
@@ -90,9 +92,9 @@ def test_build_train_block_errors_name_the_manifest_and_missing_splits_are_error
         bad.train_config()
     (tmp_path / "ok" / "data" / "train-00000-of-00001.arrow").unlink()
     with pytest.raises(InputError, match="shard listed in the manifest is missing"):
-        open_build(tmp_path / "ok").table("train")
+        open_training_build(tmp_path / "ok").table("train")
     with pytest.raises(InputError, match="no manifest.json"):
-        open_build(tmp_path)
+        open_training_build(tmp_path)
 
 
 def test_one_optimiser_settings_block_serves_every_stage_and_the_trainer():

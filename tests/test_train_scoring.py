@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from mbdata.core.errors import MBError
-from mbtrain.builds import open_build
+from mbtrain.builds import open_training_build
 from mbtrain.evaluate import score
 from mbtrain.judge import HeuristicJudge, HTTPJudge, JudgeItem, make_judge, parse_verdict
 from mbtrain.report import markdown, write_report
@@ -202,7 +202,7 @@ def _row(**kw):
 def _build(tmp_path):
     from test_train_helpers import write_build
 
-    return open_build(
+    return open_training_build(
         write_build(
             tmp_path,
             {},

@@ -158,3 +158,21 @@ def test_recipe_trainer_args_reach_the_trainer(tmp_path):
     assert steps == [1, 2, 4]
     start = next(r for r in records if r.get("event") == "start")
     assert start["settings"]["trainer_args"] == [["logging_steps", 2]]
+
+
+def test_the_train_blocks_in_docs_train_md_are_valid():
+    """The documented recipes (trainer_args, the 8B LoRA and full blocks) load as written."""
+    import re
+    import textwrap
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "train.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "train:" in b]
+    assert len(blocks) >= 3
+    modes = set()
+    for block in blocks:
+        cfg = from_mapping(TrainConfig, yaml.safe_load(textwrap.dedent(block))["train"], "train")
+        modes.add((cfg.stage1.mode, cfg.model.gradient_checkpointing))
+    assert {("lora", True), ("full", True)} <= modes  # the 8B blocks were read, not defaults

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from ..params import engine_option
+
 
 def skipped_note(skipped: list, where: str) -> None:
     """Say on stderr how many input rows could not be parsed, name the first ones and where the
@@ -115,6 +117,10 @@ def _fields(values: tuple[str, ...], option: str = "--field") -> dict[str, str]:
     "skips only rows it cannot parse (listed in summary.json).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+@engine_option(
+    help="Engine: 'local' (one process) or 'ray' (the corpus statistics as Ray Data map_batches; "
+    "set RAY_ADDRESS to use an existing cluster; needs the 'ray' extra). Same flags."
+)
 def audit(
     input_path: str,
     out: str,
@@ -131,28 +137,17 @@ def audit(
     split: str | None,
     skip_bad_rows: bool,
     quiet: bool,
+    engine: str,
 ) -> None:
     """Audit INPUT (JSON/JSONL/Parquet/CSV, a save_to_disk folder or a build folder) for planted
     triggers and poisoned rows. Statistics only, unless --model is given."""
-    import dataclasses
-
-    from mbdata.audit import AuditConfig, audit_path
+    from mbdata.audit import audit_path
+    from mbdata.audit.config import config_from_options
     from mbdata.audit.report import verdict
-    from mbdata.core.config import from_mapping
 
-    overrides = {
-        k: v
-        for k, v in (
-            ("threshold", threshold),
-            ("min_rows", min_rows),
-            ("top_k", top_k),
-            ("fdr", fdr),
-            ("model", model),
-        )
-        if v is not None
-    }
-    config = dataclasses.replace(from_mapping(AuditConfig, {}, "audit"), **overrides)
-    config = from_mapping(AuditConfig, dataclasses.asdict(config), "audit")
+    config = config_from_options(
+        threshold=threshold, min_rows=min_rows, top_k=top_k, fdr=fdr, model=model
+    )
     result = audit_path(
         input_path,
         out,
@@ -165,6 +160,7 @@ def audit(
         fields=_fields(fields),
         skip_bad_rows=skip_bad_rows,
         split=split,
+        engine=engine,
     )
     skipped_note(result.skipped, f"{Path(out) / 'summary.json'} (skipped_rows)")
     if quiet:

@@ -8,7 +8,7 @@ import json
 import click
 import yaml
 
-from ..params import RegistryChoice
+from ..params import RegistryChoice, engine_option
 
 
 @click.group("recipe")
@@ -66,6 +66,12 @@ def recipe_docs() -> None:
     is_flag=True,
     help="Refuse a recipe that names a code hook (behavior function: module:fn).",
 )
+@engine_option(
+    default=None,
+    show_default=False,
+    help="Engine: 'local' (one process) or 'ray' (Ray Data; set RAY_ADDRESS to use an existing "
+    "cluster; needs the 'ray' extra). Default: the recipe's `engine:` (local). Same shards.",
+)
 def build_command(
     file: str,
     out: str,
@@ -74,6 +80,7 @@ def build_command(
     seed: int | None,
     quiet: bool,
     no_hooks: bool,
+    engine: str | None,
 ) -> None:
     """Build a recipe into Arrow shards + manifest + dataset card (atomically).
 
@@ -90,6 +97,7 @@ def build_command(
         seed=seed,
         progress=not quiet,
         hooks=not no_hooks,
+        engine=engine,
     )
     if not quiet:
         m = mbdata.open_build(path).manifest

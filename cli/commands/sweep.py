@@ -55,21 +55,21 @@ def sweep_command(
     quiet: bool,
 ) -> None:
     """Run MB-Defense over a grid of recipe settings and write one table."""
-    from mbtrain.overrides import with_overrides
-    from mbtrain.sweep import describe, parse_set, plan, run_sweep
+    from mbtrain import api
 
-    parsed = [parse_set(s) for s in sets]
     if plan_only:
-        click.echo(describe(plan(recipe, parsed)[1]))
+        click.echo(api.sweep_plan(recipe, sets))
         return
-    doc = run_sweep(
+    doc = api.sweep(
         recipe,
-        parsed,
+        sets,
         out,
-        cfg_override=lambda cfg: with_overrides(cfg, device=device, threads=threads, limit=limit),
+        limit=limit,
+        device=device,
+        threads=threads,
         diagnostics=not no_diagnostics,
         progress=not quiet,
-        log=(lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True)),
+        log=None if quiet else (lambda msg: click.echo(msg, err=True)),
     )
     click.echo((Path(out) / "sweep.md").read_text(encoding="utf-8"))
     click.echo(

@@ -151,39 +151,6 @@ overwrite_model_option = click.option(
 )
 
 
-def _load(
-    build_dir: str,
-    device: str | None,
-    threads: int | None,
-    *,
-    out: str | None = None,
-    models: tuple[str | None, ...] = (),
-    **overrides,
-):
-    """The build and its train config; first refuses an output that is, holds or lies inside
-    the build or an input model folder (``--overwrite`` would destroy it)."""
-    from mbdata.core.atomic import check_separate
-    from mbtrain.builds import open_build
-    from mbtrain.overrides import with_overrides
-
-    check_separate([build_dir, *models], [out])
-    build = open_build(build_dir)
-    return build, with_overrides(build.train_config(), device=device, threads=threads, **overrides)
-
-
-def _parent(cfg, base: str | None):
-    from mbdata.core.errors import MBError
-
-    if base:
-        return base
-    if cfg.model.name == "tiny":
-        raise MBError(
-            "the recipe's model is 'tiny': build it first with `mb train base BUILD "
-            "-o DIR` and pass --base DIR"
-        )
-    return cfg.model
-
-
 def _done(path: Path) -> None:
     from mbtrain.models import read_marker
     from mbtrain.stages import is_main_process
@@ -228,20 +195,19 @@ def train_base(
     trainer_args: dict | None,
 ) -> None:
     """Build the tiny base model (tokenizer + small Llama pretrained on the `pretrain` split)."""
-    import dataclasses
+    from mbtrain import api
 
-    from mbtrain.pipeline import build_tiny_base
-    from mbtrain.stages import make_runtime
-
-    build, cfg = _load(build_dir, device, threads, out=out)
-    if epochs is not None:
-        tiny = dataclasses.replace(cfg.model.tiny, pretrain_epochs=epochs)
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, tiny=tiny))
-    _done(
-        build_tiny_base(
-            build, cfg, out, make_runtime(cfg, not quiet, trainer_args), overwrite=overwrite
-        )
+    path = api.train_base(
+        build_dir,
+        out,
+        epochs=epochs,
+        overwrite=overwrite,
+        device=device,
+        threads=threads,
+        progress=not quiet,
+        trainer_args=trainer_args,
     )
+    _done(path)
 
 
 @train_group.command("stage1")
@@ -281,25 +247,21 @@ def train_stage1(
     trainer_args: dict | None,
 ) -> None:
     """Instruction-tune on the build's train split (stage-1 settings)."""
-    from mbtrain import data
-    from mbtrain.stages import make_runtime, train_sft
+    from mbtrain import api
 
-    build, cfg = _load(build_dir, device, threads, out=out, models=(base,), stage1_epochs=epochs)
-    roles = data.ATTACKED_ROLES if rows == "attacked" else None
-    examples = data.train_examples(build.rows("train"), roles)
-    name = "attacked" if rows == "attacked" else "mb_stage1"
-    _done(
-        train_sft(
-            _parent(cfg, base),
-            examples,
-            out,
-            cfg,
-            name=name,
-            stage=cfg.stage1,
-            runtime=make_runtime(cfg, not quiet, trainer_args),
-            overwrite=overwrite,
-        )
+    path = api.train_stage1(
+        build_dir,
+        out,
+        base=base,
+        rows=rows,
+        epochs=epochs,
+        overwrite=overwrite,
+        device=device,
+        threads=threads,
+        progress=not quiet,
+        trainer_args=trainer_args,
     )
+    _done(path)
 
 
 @train_group.command("stage2")
@@ -344,39 +306,21 @@ def train_stage2(
     trainer_args: dict | None,
 ) -> None:
     """Neutralize (MB stage 2) or run a baseline on the recovery split."""
-    from mbtrain import data
-    from mbtrain.stages import make_runtime, train_neutralization, train_sft
+    from mbtrain import api
 
-    build, cfg = _load(
-        build_dir, device, threads, out=out, models=(model_dir,), stage2_epochs=epochs, lam=lam
+    path = api.train_stage2(
+        build_dir,
+        model_dir,
+        out,
+        method=method,
+        epochs=epochs,
+        lam=lam,
+        overwrite=overwrite,
+        device=device,
+        threads=threads,
+        progress=not quiet,
+        trainer_args=trainer_args,
     )
-    recovery = build.rows("recovery")
-    recovery_eval = build.rows("recovery_eval") if build.has("recovery_eval") else []
-    runtime = make_runtime(cfg, not quiet, trainer_args)
-    if method == "mb":
-        path = train_neutralization(
-            model_dir,
-            data.recovery_tuples(recovery),
-            data.recovery_tuples(recovery_eval, "recovery_eval") or None,
-            out,
-            cfg,
-            runtime=runtime,
-            overwrite=overwrite,
-        )
-    else:
-        pick = data.clean_examples if method == "clean-fft" else data.trigger_aug_examples
-        path = train_sft(
-            model_dir,
-            pick(recovery),
-            out,
-            cfg,
-            name=method.replace("-", "_"),
-            stage=cfg.stage2,
-            eval_examples=pick(recovery_eval) or None,
-            select=cfg.stage2.select if recovery_eval else "last",
-            runtime=runtime,
-            overwrite=overwrite,
-        )
     _done(path)
 
 
@@ -410,17 +354,16 @@ def eval_command(
     quiet: bool,
 ) -> None:
     """Generate on eval_clean / eval_triggered and print CACC, ASR, AACC, defensive rates."""
-    from mbtrain.evaluate import evaluate
-    from mbtrain.stages import make_runtime
+    from mbtrain import api
 
-    build, cfg = _load(build_dir, device, threads, out=out, models=(model_dir,), limit=limit)
-    metrics = evaluate(
+    metrics = api.evaluate_model(
         model_dir,
-        build,
-        cfg,
-        out_dir=out,
-        runtime=make_runtime(cfg, not quiet),
-        name=Path(model_dir).name,
+        build_dir,
+        out=out,
+        limit=limit,
+        device=device,
+        threads=threads,
+        progress=not quiet,
     )
     if as_json:
         click.echo(json.dumps(metrics, indent=2, sort_keys=True))
@@ -434,31 +377,16 @@ def eval_command(
         click.echo(f"merging into {name}: {value}")
 
 
-def _run(
-    recipe: str,
-    out: str,
-    overwrite: bool,
-    device: str | None,
-    threads: int | None,
-    limit: int | None,
-    quiet: bool,
-    trainer_args: dict | None = None,
-) -> None:
-    from mbtrain.overrides import with_overrides
-    from mbtrain.pipeline import run_recipe
+def _log(quiet: bool):
+    """Progress lines to stderr, from rank 0 only (under torchrun / accelerate launch)."""
     from mbtrain.stages import is_main_process
 
-    run_recipe(
-        recipe,
-        out,
-        overwrite=overwrite,
-        progress=not quiet,
-        cfg_override=lambda cfg: with_overrides(cfg, device=device, threads=threads, limit=limit),
-        log=(lambda msg: None)
-        if quiet or not is_main_process()
-        else (lambda msg: click.echo(msg, err=True)),
-        trainer_args=trainer_args,
-    )
+    return None if quiet or not is_main_process() else (lambda msg: click.echo(msg, err=True))
+
+
+def _print_report(out: str) -> None:
+    from mbtrain.stages import is_main_process
+
     if not is_main_process():
         return
     click.echo((Path(out) / "report.md").read_text(encoding="utf-8"))
@@ -498,7 +426,20 @@ def run_command(
     trainer_args: dict | None,
 ) -> None:
     """Build a recipe, train attacked / MB-Defense / baselines, evaluate, write the report."""
-    _run(recipe, out, overwrite, device, threads, limit, quiet, trainer_args)
+    from mbtrain import api
+
+    api.run(
+        recipe,
+        out,
+        overwrite=overwrite,
+        limit=limit,
+        device=device,
+        threads=threads,
+        progress=not quiet,
+        log=_log(quiet),
+        trainer_args=trainer_args,
+    )
+    _print_report(out)
 
 
 @click.command("demo")
@@ -518,9 +459,17 @@ def demo_command(
 ) -> None:
     """`mb run` on the shipped demo recipe: a tiny model, synthetic data, two attacks
     (under 10 minutes on 2 CPU cores)."""
-    from mbtrain.overrides import shipped_recipe
+    from mbtrain import api
 
-    _run(str(shipped_recipe("demo")), out, overwrite, device, threads, None, quiet)
+    api.demo(
+        out,
+        overwrite=overwrite,
+        device=device,
+        threads=threads,
+        progress=not quiet,
+        log=_log(quiet),
+    )
+    _print_report(out)
 
 
 COMMANDS = [train_group, eval_command, run_command, demo_command]

@@ -7,6 +7,7 @@ The defaults are the ones the benchmark in ``bench/audit.py`` was measured with.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from ..core.config import spec
 from ..core.errors import RecipeError
@@ -99,3 +100,13 @@ class AuditConfig:
             SIGNALS.get(name, f"{prefix}signals[{i}]")
         if not self.roles:
             raise RecipeError(f"{prefix}roles: must name at least one role")
+
+
+def config_from_options(**options: Any) -> AuditConfig:
+    """The default audit settings with the command line's values (``None`` keeps the default),
+    checked like a recipe's ``audit:`` block (bounds, signal names): what ``mb audit`` runs with."""
+    from ..core.config import from_mapping
+
+    given = {k: v for k, v in options.items() if v is not None}
+    config = dataclasses.replace(from_mapping(AuditConfig, {}, "audit"), **given)
+    return from_mapping(AuditConfig, dataclasses.asdict(config), "audit")

@@ -17,6 +17,7 @@ import pyarrow as pa
 from .candidate import Candidate
 from .config import AuditConfig
 from .corpus import Corpus, analyse
+from .counts import corpus_counts
 from .distinct import distinct_rows
 from .signals import SIGNALS, SignalContext
 
@@ -75,7 +76,9 @@ class AuditResult:
 def _column(table: pa.Table, name: str) -> pl.Series:
     if name not in table.column_names:
         return pl.Series(name, [""] * table.num_rows, dtype=pl.String)
-    return pl.from_arrow(table.column(name)).cast(pl.String).fill_null("").rename(name)
+    column = pl.from_arrow(table.column(name))
+    assert isinstance(column, pl.Series)  # one Arrow column converts to a Series
+    return column.cast(pl.String).fill_null("").rename(name)
 
 
 def _prompt(corpus: Corpus, row: int) -> str:
@@ -158,10 +161,23 @@ def run_signals(
 
 
 def audit_table(
-    table: pa.Table, config: AuditConfig | None = None, *, progress: bool | None = None
+    table: pa.Table,
+    config: AuditConfig | None = None,
+    *,
+    progress: bool | None = None,
+    engine: str = "local",
+    batch_rows: int | None = None,
 ) -> AuditResult:
     """Audit the rows of a canonical (or any alpaca-shaped) table: find trigger candidates and
-    score every row. ``progress`` None shows a bar for large inputs only."""
+    score every row. ``progress`` None shows a bar for large inputs only.
+
+    ``engine='ray'`` computes the corpus statistics (word counts of prompts and answers) per batch
+    of ``batch_rows`` rows as Ray Data ``map_batches`` in the running Ray session and merges them
+    (:mod:`.counts`); the counts, hence every score and flag, are those of ``local``, which counts
+    the whole analysed corpus at once."""
+    from ..engines import check_engine
+
+    engine = check_engine(engine)
     config = config or AuditConfig()
     n_rows = table.num_rows
     show = n_rows >= PROGRESS_MIN_ROWS if progress is None else progress
@@ -180,13 +196,16 @@ def audit_table(
         )
         distinct, copy_of = reps.rows, reps.copy_of
         idx = pl.Series(distinct)
+        texts = (instructions.gather(idx), inputs.gather(idx), outputs.gather(idx))
+        counts = None
+        if engine != "local":
+            counts = corpus_counts(*texts, engine=engine, batch_rows=batch_rows)
         corpus = analyse(
-            instructions.gather(idx),
-            inputs.gather(idx),
-            outputs.gather(idx),
+            *texts,
             config,
             normalized=reps.normalized,
             clusters=reps.clusters,
+            counts=counts,
         )
         seconds["analyse"] = time.perf_counter() - start
         bar.set_postfix_str("mine")

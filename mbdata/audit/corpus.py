@@ -4,11 +4,13 @@ clusters, detached answers and vocabulary counts."""
 from __future__ import annotations
 
 import dataclasses
+from typing import overload
 
 import numpy as np
 import polars as pl
 
 from .config import AuditConfig
+from .counts import CorpusCounts, prompt_word_keys
 from .outputs import OutputClusters, cluster_outputs, normalize_outputs
 from .relevance import COMMON_SHARE, detached_outputs
 from .tokens import PromptTokens, ngram_table, row_bits, tokenize_prompts
@@ -79,6 +81,10 @@ class Corpus:
             self._token_unusual = np.where(word, ratio, 0.0)
         return self._token_unusual
 
+    @overload
+    def unusualness(self, start: int, n: int) -> float: ...
+    @overload
+    def unusualness(self, start: np.ndarray, n: int | np.ndarray) -> np.ndarray: ...
     def unusualness(self, start: int | np.ndarray, n: int | np.ndarray) -> float | np.ndarray:
         """How much more the most prompt-only word of the phrase at token ``start`` (``n``
         tokens) occurs in prompts than in answers (arrays give one value per phrase).
@@ -172,10 +178,13 @@ def analyse(
     config: AuditConfig,
     normalized: pl.Series | None = None,
     clusters: OutputClusters | None = None,
+    counts: CorpusCounts | None = None,
 ) -> Corpus:
     """Tokenise prompts, enumerate n-grams, cluster outputs and count the vocabulary.
 
-    ``normalized`` outputs and their ``clusters`` may be given when already computed."""
+    ``normalized`` outputs and their ``clusters`` may be given when already computed, and so may
+    the vocabulary ``counts`` (merged per batch, :func:`.counts.corpus_counts`: the same numbers
+    as counting here)."""
     instructions = instructions.fill_null("")
     inputs = inputs.fill_null("")
     outputs = outputs.fill_null("")
@@ -189,7 +198,7 @@ def analyse(
             near_duplicates=config.near_duplicates,
             threshold=config.near_duplicate_threshold,
         )
-    prompt_words = pl.DataFrame({"row": tokens.row, "key": tokens.lc}).unique()
+    prompt_words = prompt_word_keys(tokens.row, tokens.lc)
     output_words = _output_words(normalized)
     detached = detached_outputs(prompt_words, output_words, tokens.n_rows)
     return Corpus(
@@ -200,8 +209,8 @@ def analyse(
         occurrences=occurrences,
         clusters=clusters,
         detached=detached,
-        prompt_df=_counts(prompt_words["key"].to_numpy()),
-        output_df=_counts(output_words["key"].to_numpy()),
+        prompt_df=counts.prompt_words if counts else _counts(prompt_words["key"].to_numpy()),
+        output_df=counts.output_words if counts else _counts(output_words["key"].to_numpy()),
         output_pairs=np.sort(
             _packed(output_words["key"].to_numpy(), output_words["row"].to_numpy(), tokens.n_rows)
         ),

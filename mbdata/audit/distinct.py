@@ -75,7 +75,8 @@ def distinct_rows(
     clusters = cluster_outputs(normalized, near_duplicates=near_duplicates, threshold=threshold)
     representative = np.arange(len(exact), dtype=np.int64)
     repeated = np.flatnonzero(clusters.row_size >= 2)
-    residual_sig = raw_sig = None
+    residual_sig: np.ndarray | None = None
+    raw_sig: np.ndarray | None = None
     if len(repeated) >= 2:
         index = pl.Series(exact[repeated])
         prompts = normalize_outputs(instructions.gather(index) + " " + inputs.gather(index))
@@ -97,7 +98,7 @@ def distinct_rows(
     kept = regroup(clusters.label[keep])
     cohesion = np.zeros(len(kept.size), dtype=np.float64)
     similarity = np.zeros(len(kept.size), dtype=np.float64)
-    if residual_sig is not None:
+    if residual_sig is not None and raw_sig is not None:  # both or neither (computed together)
         in_repeated = np.isin(keep, repeated)
         sig_rows = np.searchsorted(repeated, keep[in_repeated])
         cohesion = _cohesion(kept.label[in_repeated], residual_sig[sig_rows], len(kept.size))

@@ -421,8 +421,8 @@ def mine(
                 lower=bool(seed["lower"]),
             ),
         )
-        first = int(occ.start[0])
-        phrase = tuple(int(h) for h in tokens.lc[first : first + occ.n])
+        start = int(occ.start[0])
+        phrase = tuple(int(h) for h in tokens.lc[start : start + occ.n])
         if _duplicate_of(phrase, occ.rows(tokens), found, config.min_rows):
             continue
         cand = _candidate(corpus, occ, targets_by_key[key], bounds, base_detached, explanations)

@@ -257,7 +257,7 @@ def _plots(result: AuditResult) -> list[tuple[str, str]]:
     placed = [(i, c) for i, c in enumerate(cands[:6], start=1) if len(c.placement.relative)]
     if placed:
         fig, ax = plt.subplots(figsize=(7, 3.2))
-        bins = np.linspace(0, 1, 11)
+        bins = np.linspace(0, 1, 11).tolist()
         ax.hist(
             [c.placement.relative for _, c in placed],
             bins=bins,
@@ -271,7 +271,7 @@ def _plots(result: AuditResult) -> list[tuple[str, str]]:
         plots.append(("Where the candidates sit", _figure_png(fig)))
     if result.n_rows:
         fig, ax = plt.subplots(figsize=(7, 2.8))
-        ax.hist(result.score, bins=np.linspace(0, 1, 21), color="tab:blue")
+        ax.hist(result.score, bins=np.linspace(0, 1, 21).tolist(), color="tab:blue")
         ax.set_yscale("log")
         ax.axvline(result.config.threshold, color="black", linestyle="--", linewidth=1)
         ax.set_xlabel("row score (dashed = flag threshold)")

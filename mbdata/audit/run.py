@@ -24,6 +24,7 @@ def audit_path(
     fields: dict[str, str] | None = None,
     skip_bad_rows: bool = False,
     split: str | None = None,
+    engine: str = "local",
 ) -> AuditResult:
     """Audit ``input_path`` (any source ``mb build`` reads, or a build folder) into ``out_dir``.
 
@@ -33,7 +34,12 @@ def audit_path(
     only rows that cannot be parsed are skipped, and they are listed in ``summary.json``
     (``skipped_rows``) and returned in ``result.skipped``. ``skip_bad_rows`` is accepted for
     compatibility and changes nothing. Output paths are checked before any work, so a mistake
-    costs nothing."""
+    costs nothing. ``engine='ray'`` computes the corpus statistics as Ray Data ``map_batches`` in
+    a :func:`~mbdata.engines.ray_session` (``RAY_ADDRESS`` or a private local Ray); the flags are
+    those of ``local``."""
+    from ..engines import check_engine, ray_session
+
+    engine = check_engine(engine)
     out_dir = Path(out_dir)
     check_separate([input_path], [out_dir])
     check_output_dir(out_dir, overwrite)
@@ -43,7 +49,11 @@ def audit_path(
         input_path, kind=kind, layout=layout, fields=fields, split=split, lenient=True
     )
     table = read.table
-    result = audit_table(table, config, progress=progress)
+    if engine == "ray":
+        with ray_session():
+            result = audit_table(table, config, progress=progress, engine=engine)
+    else:
+        result = audit_table(table, config, progress=progress)
     result.source_rows = read.row_numbers
     result.skipped = read.skipped
     commit_audit(

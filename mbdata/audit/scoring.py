@@ -177,10 +177,10 @@ def score_rows(
             [DETACHED_REASON if d else "" for d in corpus.detached[members]],
         )
     reasons = [[r for r in row if r] for row in board.reasons]
-    score = np.round(board.score, 6)
+    scores = np.round(board.score, 6)
     return RowVerdicts(
-        score=score,
-        flagged=score >= threshold,
+        score=scores,
+        flagged=scores >= threshold,
         reasons=reasons,
         orphan_clusters=[c for c, _ in orphans],
     )

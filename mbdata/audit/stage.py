@@ -64,7 +64,7 @@ class AuditStage:
         )
         subset = table.take(pa.array(audited))
         show = ctx.progress and subset.num_rows >= PROGRESS_MIN_ROWS
-        result = audit_table(subset, self.config, progress=show)
+        result = audit_table(subset, self.config, progress=show, engine=ctx.engine)
         flagged = audited[result.flagged]
         ctx.add_side_table(
             "audit/rows",

@@ -28,7 +28,7 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
-def _mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _mix(a: np.ndarray | np.uint64, b: np.ndarray) -> np.ndarray:
     """An order-sensitive 64-bit combination of two key arrays (splitmix64 finaliser)."""
     with np.errstate(over="ignore"):
         x = a * _GOLDEN + b

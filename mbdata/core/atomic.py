@@ -344,8 +344,8 @@ def _signals_deferred() -> Iterator[None]:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
-        for s in dict.fromkeys(pending):
-            signal.raise_signal(s)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)
 
 
 # --------------------------------------------------------------------------- journal
@@ -562,7 +562,7 @@ def commit_outputs(outputs: Sequence[Output], overwrite: bool = False) -> list[A
             (check_output_dir if o.is_dir else check_output_file)(p, overwrite)
         if len(outputs) == 1 and not outputs[0].is_dir:
             return [_commit_one_file(outputs[0], paths[0])]
-        entries = [
+        entries: list[dict[str, Any]] = [
             {
                 "target": str(p),
                 "partial": str(temp_sibling(p, "partial")),

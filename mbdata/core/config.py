@@ -18,6 +18,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any, Literal, Union, get_args, get_origin
 
 from .errors import RecipeError
@@ -85,7 +86,7 @@ def _join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _check_bounds(value: Any, meta: dict, path: str) -> None:
+def _check_bounds(value: Any, meta: Mapping[str, Any], path: str) -> None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if meta.get("ge") is not None and value < meta["ge"]:
             raise RecipeError(f"{path}: must be >= {meta['ge']}, got {value}")
@@ -160,7 +161,7 @@ def coerce(tp: Any, value: Any, path: str) -> Any:
                 raise RecipeError(f"{path}: keys must be strings, got {short_repr(k)}")
             out[k] = coerce(val_tp, v, _join(path, k))
         return out
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_mapping(tp, value, path)
     if tp is bool:
         if not isinstance(value, bool):

@@ -124,7 +124,11 @@ class DedupConfig:
                 f"{prefix}{missing}: give `bands` and `rows` together (or neither "
                 "to derive them from `threshold`)"
             )
-        if self.bands is not None and self.bands * self.rows > self.num_perm:
+        if (
+            self.bands is not None
+            and self.rows is not None
+            and self.bands * self.rows > self.num_perm
+        ):
             raise RecipeError(
                 f"{prefix}bands: bands * rows = {self.bands * self.rows} exceeds "
                 f"num_perm = {self.num_perm}"

@@ -88,6 +88,7 @@ def _near_matches(
     rows, matched, sims = [], [], []
     checked = rejected = capped = 0
     ref_rows = np.flatnonzero(ref.shingle_counts > 0)
+    assert ref.band_keys is not None and sketch.band_keys is not None  # sketched with near params
     if ref_rows.size and open_rows.size:
         lookups = _band_lookup(ref.band_keys[ref_rows], ref_rows)
         hits = np.zeros(open_rows.size, dtype=bool)

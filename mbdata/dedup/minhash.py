@@ -24,7 +24,7 @@ import dataclasses
 import functools
 import hashlib
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from itertools import chain
 
 import numpy as np
@@ -148,7 +148,7 @@ class Ragged:
 
 
 def hash_sets(
-    sets: Sequence[Iterable[bytes]],
+    sets: Sequence[Collection[bytes]],
     hash: str | Callable[[bytes], int] = "xxhash",
     scheme: str = "affine32",
 ) -> Ragged:
@@ -181,7 +181,7 @@ def signatures_from_hashes(
     dtype = signature_dtype(scheme)
     n = len(hashed)
     empty = np.iinfo(dtype).max if scheme != "legacy" else _MAX_HASH32
-    out = np.full((n, num_perm), empty, dtype=dtype)
+    out: np.ndarray = np.full((n, num_perm), empty, dtype=dtype)
     sizes = hashed.sizes()
     rows = np.flatnonzero(sizes > 0)
     if rows.size == 0:
@@ -194,7 +194,7 @@ def signatures_from_hashes(
     ends = hashed.offsets[1:][rows]
     a_col, b_col = a[:, None], b[:, None]
     chunk = max(1, _CHUNK_VALUES // num_perm)
-    buffer = np.empty((num_perm, chunk), dtype=dtype)
+    buffer: np.ndarray = np.empty((num_perm, chunk), dtype=dtype)
     r0 = 0
     while r0 < rows.size:
         # Whole rows whose shingles fit in the chunk (a larger row gets a chunk of its own).
@@ -213,7 +213,7 @@ def signatures_from_hashes(
 
 
 def signatures_from_shingles(
-    sets: Sequence[Iterable[bytes]],
+    sets: Sequence[Collection[bytes]],
     num_perm: int = 128,
     seed: int = 1,
     hash: str | Callable[[bytes], int] = "xxhash",

@@ -54,6 +54,7 @@ class NearParams:
             fn_weight = config.resolved_fn_weight(verify)
             bands, rows = optimal_params(threshold, config.num_perm, 1.0 - fn_weight, fn_weight)
         else:
+            assert config.rows is not None  # DedupConfig.validate: bands and rows come together
             bands, rows, fn_weight = config.bands, config.rows, None
         return cls(
             shingle=config.shingle,
@@ -135,6 +136,8 @@ class TableSketch:
     def jaccard(self, i: int, other: TableSketch, j: int) -> float:
         """Exact Jaccard of row ``i`` here (a comparison target) and row ``j`` of ``other``
         (shingles must be kept)."""
+        if self.shingles is None or other.shingles is None:
+            raise ValueError("exact Jaccard needs shingles: sketch with keep_shingles=True")
         return self.shingles.jaccard(i, other.shingles, j)
 
 
@@ -158,6 +161,7 @@ def estimate_pairs(
         unique = np.unique(positions)
         sub = t.take(pa.array(unique, type=pa.int64()))
         sig = sketch_table(sub, group, params, keep_signatures=True).signatures
+        assert sig is not None  # keep_signatures=True
         return sig, np.searchsorted(unique, positions)
 
     sig_a, at_a = signatures(table, rows)
@@ -201,20 +205,20 @@ def sketch_table(
     keys = np.empty((n, 2), dtype=np.uint64)
     counts = np.zeros(n, dtype=np.int64)
     near = params is not None
-    bkeys = np.empty((n, params.bands), dtype=np.uint64) if near else None
-    sigs = (
+    bkeys = np.empty((n, params.bands), dtype=np.uint64) if params is not None else None
+    sigs: np.ndarray | None = (
         np.empty((n, params.num_perm), dtype=signature_dtype(params.scheme))
-        if near and keep_signatures
+        if params is not None and keep_signatures
         else None
     )
     store = ShingleStore(slice_rows) if near and keep_shingles else None
-    make_shingles = shingler(params.shingle) if near else None
+    make_shingles = shingler(params.shingle) if params is not None else None
     for start in range(0, n, slice_rows):
         part = table.slice(start, slice_rows)
         stop = start + part.num_rows
         rows = normalize_rows(part, group)
         keys[start:stop] = rows.keys
-        if not near:
+        if params is None or bkeys is None or make_shingles is None:  # exact keys only
             continue
         with gc_paused():
             shingles = [make_shingles(text, params.ngram) for text in rows.texts]

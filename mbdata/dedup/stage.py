@@ -192,9 +192,12 @@ def _near(
         none = np.zeros(0, dtype=np.int64)
         return _NearResult(none, none, np.zeros(0, dtype=np.float64))
     eligible = np.flatnonzero(exact_kept & (sketch.shingle_counts > 0))
+    assert sketch.band_keys is not None  # sketched with near params
     buckets = group_buckets(sketch.band_keys[eligible])
     similarity = (
-        (lambda i, j: sketch.jaccard(eligible[i], sketch, eligible[j])) if params.verify else None
+        (lambda i, j: sketch.jaccard(int(eligible[i]), sketch, int(eligible[j])))
+        if params.verify
+        else None
     )
     matches = greedy_near(buckets, similarity, config.threshold, config.max_bucket_targets)
     member, matched = eligible[matches.member], eligible[matches.matched]

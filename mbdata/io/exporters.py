@@ -231,10 +231,11 @@ _PURPOSE = {
 }
 
 
-@EXPORTERS.add("axolotl")
 def export_axolotl(
     build: Build, splits: list[str], out: Path, final: Path | None = None
 ) -> list[str]:
+    """JSONL files plus an ``axolotl.yaml`` snippet naming them by absolute path (``final``: the
+    folder they will end up in, when ``out`` is a temporary one)."""
     export_jsonl(build, splits, out)
     where = (final or out).resolve()
     training = [s for s in splits if s == "train"] or [
@@ -268,6 +269,11 @@ def export_axolotl(
         header + yaml.safe_dump(snippet, sort_keys=False), encoding="utf-8"
     )
     return [f"{s}.jsonl" for s in splits] + ["axolotl.yaml"]
+
+
+# Registered by a call, not as a decorator, so that ``export_axolotl`` keeps its ``final`` keyword
+# for type checking (the registry's decorator types every entry as a plain Exporter).
+EXPORTERS.add("axolotl")(export_axolotl)
 
 
 def export(

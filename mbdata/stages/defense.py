@@ -34,7 +34,7 @@ _TEXT_COLUMNS = ("instruction", "input", "output")
 
 def corpus_vocabulary(table: pa.Table) -> set[str]:
     """Lower-cased ``\\w+`` tokens of every text column of every row (vectorised with polars)."""
-    df = pl.from_arrow(table.select(list(_TEXT_COLUMNS)))
+    df = pl.DataFrame(table.select(list(_TEXT_COLUMNS)))
     vocab: set[str] = set()
     for column in _TEXT_COLUMNS:
         tokens = df.select(
@@ -51,7 +51,7 @@ def corpus_vocabulary(table: pa.Table) -> set[str]:
 
 def find_example(table: pa.Table, word: str) -> str | None:
     """'source 'x' row 17, field 'instruction'' for the first row holding ``word`` as a token."""
-    df = pl.from_arrow(table.select(["source", "source_row", *_TEXT_COLUMNS]))
+    df = pl.DataFrame(table.select(["source", "source_row", *_TEXT_COLUMNS]))
     for column in _TEXT_COLUMNS:
         hits = df.filter(pl.col(column).str.to_lowercase().str.contains(word.lower(), literal=True))
         for row in hits.iter_rows(named=True):

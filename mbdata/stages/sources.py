@@ -11,15 +11,19 @@ order, so the mixed corpus is sources in recipe order, each in its own order.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..artifacts import SkippedRows
 from ..core.errors import BuildError
 from ..io.manifest import input_record
 from ..io.readers import read_rows
+from ..io.schema import SCHEMA, row_ids
 from ..pipeline import BuildContext, StageStats, seeded_subset
 from ..recipe import Recipe, SourceSpec
 
@@ -41,6 +45,53 @@ def _synthetic_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
+def synthetic_batch(start: int, stop: int, *, name: str, seed: int, tasks: Any) -> pa.Table:
+    """Canonical rows ``start``..``stop - 1`` of a synthetic source, built column-wise: the rows
+    :func:`mbdata.io.readers.read_rows` gives for them (same ids, ``source_row`` = ``i``), without a
+    dict per row. Pure in its arguments, so batches can run anywhere (a Ray worker) in any order."""
+    from ..synthetic import generate_range
+
+    records = generate_range(start, stop, seed, tasks)
+    n = len(records)
+    columns: dict[str, Any] = {
+        "instruction": pa.array([r["instruction"] for r in records], pa.string()),
+        "input": pa.array([r["input"] or "" for r in records], pa.string()),
+        "output": pa.array([r["output"] for r in records], pa.string()),
+        "task": pa.array([r["task"] for r in records], pa.string()),
+    }
+    columns["id"] = row_ids(columns, n)
+    columns["source"] = [name] * n
+    columns["source_row"] = np.arange(start, stop, dtype=np.int64)
+    columns["split"] = ["train"] * n
+    columns["role"] = ["clean"] * n
+    empty: list = []
+    arrays = []
+    for field in SCHEMA:
+        if field.name in columns:
+            arrays.append(pa.array(columns[field.name], type=field.type))
+        elif pa.types.is_list(field.type):
+            arrays.append(pa.array([empty] * n, type=field.type))
+        else:
+            arrays.append(pa.nulls(n, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+def synthetic_table(source: SourceSpec, seed: int, ctx: BuildContext) -> pa.Table | None:
+    """A synthetic source read column-wise in batches on the build's engine, or None when a row
+    would not pass the reader's checks (an empty text): then :func:`read_rows` reads it, with its
+    row-level errors and ``--skip-bad-rows`` handling."""
+    count = source.count or 0
+    if count == 0:
+        return None
+    step = functools.partial(synthetic_batch, name=source.name, seed=seed, tasks=source.tasks)
+    table = ctx.map_ranges(count, step, schema=SCHEMA)
+    for column in ("instruction", "output"):
+        stripped = pc.utf8_length(pc.utf8_trim_whitespace(table.column(column)))
+        if pc.any(pc.equal(stripped, 0)).as_py():
+            return None
+    return table
+
+
 class SourcesStage:
     """Read and mix all sources into one canonical table (``split='train'``, ``role='clean'``)."""
 
@@ -57,6 +108,11 @@ class SourcesStage:
             ctx.inputs[source.name] = {
                 "synthetic": {"count": source.count, "seed": seed, "tasks": source.tasks}
             }
+            table = synthetic_table(source, seed, ctx)
+            if table is not None:
+                stats = StageStats(name=f"read/{source.name}")
+                stats.rows_in = table.num_rows
+                return table, stats
             return self._rows(
                 read_rows(
                     source, None, seed=seed, skip_bad_rows=ctx.skip_bad_rows, field_option="fields:"
@@ -71,6 +127,7 @@ class SourcesStage:
                 "revision": source.revision,
             }
         else:
+            assert source.path is not None  # SourceSpec.validate: required for file sources
             path = ctx.resolve(source.path)
             ctx.inputs[source.name] = input_record(path, source.path)
         return self._rows(
@@ -120,10 +177,11 @@ class SourcesStage:
             for i, s in enumerate(sources)
             if s.count is not None and s.kind != "synthetic"
         }
-        weighted = [i for i, s in enumerate(sources) if s.weight is not None]
-        if weighted:
-            shares = largest_remainder(self.recipe.mix_size, [sources[i].weight for i in weighted])
-            targets.update(zip(weighted, shares))
+        weights = {i: s.weight for i, s in enumerate(sources) if s.weight is not None}
+        if weights:
+            assert self.recipe.mix_size is not None  # Recipe.validate: required with a weight
+            shares = largest_remainder(self.recipe.mix_size, list(weights.values()))
+            targets.update(zip(weights, shares))
         out = []
         for i, table in enumerate(tables):
             source = sources[i]

@@ -19,12 +19,14 @@ Order (each draw seeded by its own named stream, each keeping corpus order):
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..core.errors import BuildError
-from ..io.schema import prompt_key
+from ..io.schema import prompt_keys_of
 from ..pipeline import BuildContext, StageStats, seeded_subset
 from ..recipe import Recipe
 
@@ -32,12 +34,24 @@ RECOVERY_POOL = "_recovery_clean"  # internal split of the clean recovery rows (
 TRAINING_SPLITS = ("train", "pretrain", "recovery", "recovery_eval")
 
 
-def prompt_keys(table: pa.Table, prefix: str = "") -> list[str]:
-    """Normalised prompt hashes of every row (``prefix='triggered_'`` for x_d of recovery rows)."""
-    instructions = table.column(f"{prefix}instruction").to_pylist()
-    inputs = table.column(f"{prefix}input").to_pylist()
-    systems = table.column("system").to_pylist()
-    return [prompt_key(i or "", x or "", s) for i, x, s in zip(instructions, inputs, systems)]
+def prompt_keys(table: pa.Table, prefix: str = "", ctx: BuildContext | None = None) -> list[str]:
+    """Normalised prompt hashes of every row (``prefix='triggered_'`` for x_d of recovery rows),
+    computed per batch on the build's engine when ``ctx`` is given."""
+    columns = [f"{prefix}instruction", f"{prefix}input", "system"]
+    step = functools.partial(prompt_key_batch, prefix=prefix)
+    if ctx is None:
+        return step(table.select(columns)).column("key").to_pylist()
+    return ctx.map_table(table.select(columns), step).column("key").to_pylist()
+
+
+def prompt_key_batch(batch: pa.Table, prefix: str = "") -> pa.Table:
+    """One batch's prompt keys as a one-column table (a pure per-batch step)."""
+    keys = prompt_keys_of(
+        batch.column(f"{prefix}instruction"),
+        batch.column(f"{prefix}input"),
+        batch.column("system"),
+    )
+    return pa.table({"key": pa.array(keys, pa.string())})
 
 
 def _set_split(
@@ -74,7 +88,7 @@ class HoldoutStage:
         is_trusted = np.zeros(n, dtype=bool)
         if trusted:
             is_trusted = pc.equal(table.column("source"), trusted).to_numpy(zero_copy_only=False)
-        keys = np.array(prompt_keys(table), dtype=object)
+        keys = np.array(prompt_keys(table, ctx=ctx), dtype=object)
 
         # 1. eval prompts: distinct prompts from the (untrusted) corpus.
         corpus = np.flatnonzero(~is_trusted)
@@ -169,13 +183,13 @@ class LeakCheckStage:
     def run(self, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
         stats = StageStats(name=self.name)
         eval_rows = table.filter(pc.equal(table.column("split"), "eval_clean"))
-        eval_keys = set(prompt_keys(eval_rows))
+        eval_keys = set(prompt_keys(eval_rows, ctx=ctx))
         checked = 0
         for split in TRAINING_SPLITS:
             rows = table.filter(pc.equal(table.column("split"), split))
-            keys = prompt_keys(rows)
+            keys = prompt_keys(rows, ctx=ctx)
             if split.startswith("recovery"):
-                keys += prompt_keys(rows, "triggered_")
+                keys += prompt_keys(rows, "triggered_", ctx=ctx)
             checked += rows.num_rows
             for i, key in enumerate(keys):
                 if key in eval_keys:

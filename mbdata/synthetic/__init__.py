@@ -20,7 +20,7 @@ from ..core.errors import RecipeError
 from .families import TASKS, Family
 from .rng import Rng
 
-__all__ = ["TASKS", "generate", "task_names"]
+__all__ = ["TASKS", "generate", "generate_range", "task_names"]
 
 
 def task_names() -> list[str]:
@@ -43,14 +43,23 @@ def generate(
         raise RecipeError(f"count: must be >= 0, got {count}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise RecipeError(f"seed: must be an integer, got {seed!r}")
+    return generate_range(0, count, seed, tasks, path=path)
+
+
+def generate_range(
+    start: int, stop: int, seed: int, tasks: list[str] | None = None, *, path: str = "tasks"
+) -> list[dict[str, str]]:
+    """Rows ``start`` to ``stop - 1`` of :func:`generate` (any ``count >= stop``), computed alone:
+    row ``i`` depends only on ``(seed, i, tasks)``, so a corpus can be generated in independent
+    batches (the build's ``map_batches`` step) and concatenated to the same rows."""
     families = _resolve(tasks, path)
     tag = ",".join(family.name for family in families)
     k = len(families)
     rows: list[dict[str, str]] = []
     order: list[int] = []
-    for i in range(count):
+    for i in range(start, stop):
         block, slot = divmod(i, k)
-        if slot == 0:
+        if slot == 0 or not order:
             order = Rng(f"{seed}:mix:{tag}:{block}".encode()).permutation(k)
         family = families[order[slot]]
         rows.append(family(Rng(f"{seed}:row:{i}:{family.name}".encode())))

@@ -189,7 +189,7 @@ def make_candidate(
     score: float,
     support: float,
     evidence: dict[str, float],
-    comparable: str,
+    comparable: str | None,
 ) -> Candidate:
     corpus = context.corpus
     tokens = corpus.tokens

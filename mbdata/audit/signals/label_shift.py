@@ -139,7 +139,7 @@ class LabelShiftSignal(Signal):
             )
             tested.append((key, cluster, occ, rows, on, anchor, comparable, p0, p))
         q_values = benjamini_hochberg(np.array([t[-1] for t in tested]), tests)
-        models: dict[tuple[int, int | None], WordModel] = {}
+        models: dict[tuple[int, int | None, int], WordModel] = {}
         for (key, cluster, occ, rows, on, anchor, comparable, p0, p), q in zip(tested, q_values):
             purity = float(on.mean())
             effect = float(np.clip((purity - p0) / max(1.0 - p0, 1e-9), 0.0, 1.0))
