@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from cli.params import engine_option
+
 
 @click.command("dedup")
 @click.argument("input_path", metavar="IN", type=click.Path(path_type=str))
@@ -79,6 +81,8 @@ import click
     help="YAML file with a `dedup:` block (or the block itself); flags override it.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@engine_option()
+@click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 @click.option(
     "--skip-bad-rows",
     is_flag=True,
@@ -104,12 +108,16 @@ def dedup(
     verify: bool | None,
     config_path: str | None,
     overwrite: bool,
+    engine: str,
+    quiet: bool,
     skip_bad_rows: bool,
 ) -> None:
     """Deduplicate IN (JSONL/JSON/Parquet/CSV, save_to_disk folder or build) into OUT.
 
     OUT is a build-like folder (Arrow shards, dedup/clusters.arrow, manifest.json); get a corpus
-    file back with `mb export OUT --format jsonl` (or parquet, trl, ...)."""
+    file back with `mb export OUT --format jsonl` (or parquet, trl, ...). The input is streamed
+    (memory: one batch plus ~200 bytes per row); `--engine ray` runs the sketch and the
+    duplicate search on Ray Data (RAY_ADDRESS selects an existing cluster)."""
     from pathlib import Path
 
     from cli.commands.audit import _fields
@@ -137,6 +145,8 @@ def dedup(
         overwrite=overwrite,
         fields=_fields(field_map, "--field"),
         reference_fields=_fields(reference_fields, "--reference-field"),
+        engine=engine,
+        progress=False if quiet else None,
     )
     manifest = open_build(path).manifest
     skipped = manifest.get("skipped_rows")

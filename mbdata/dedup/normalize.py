@@ -19,9 +19,10 @@ import dataclasses
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 
-from ..io.schema import normalize_text
+from ..io.schema import normalize_array
 
 ID_FIELDS = (
     "system",
@@ -56,37 +57,38 @@ class NormalizedRows:
     texts: list[str]  # normalised group fields joined by one space ("" when all empty)
 
 
-def _normalized_column(table: pa.Table, name: str) -> list[str | None] | None:
-    """Normalised values of one column (None for nulls), or None when every value is null."""
-    column = table.column(name)
-    if column.null_count == len(column):
-        return None
-    return [None if v is None else normalize_text(v) for v in column.to_pylist()]
-
-
 def normalize_rows(table: pa.Table, group: str) -> NormalizedRows:
-    """Exact keys and near-dedup texts of every row of ``table`` for field group ``group``."""
+    """Exact keys and near-dedup texts of every row of ``table`` for field group ``group``.
+
+    Column-wise (:func:`mbdata.io.schema.normalize_array`); the per-row loop is one join and one
+    digest."""
     fields = group_fields(group)
-    columns = [_normalized_column(table, name) if name in fields else None for name in ID_FIELDS]
     n = table.num_rows
-    # Exactly the bytes mbdata.io.schema.row_id hashes: per field b"\x00" when null (or outside the
-    # group) or b"\x01" + normalised UTF-8, joined by b"\x1f" (tests pin the equality).
-    digests = []
-    texts = []
-    for i in range(n):
-        pieces = []
-        parts = []
-        for column in columns:
-            value = None if column is None else column[i]
-            if value is None:
-                pieces.append(b"\x00")
-            else:
-                pieces.append(b"\x01" + value.encode("utf-8"))
-                if value:
-                    parts.append(value)
-        digests.append(xxhash.xxh3_128_digest(b"\x1f".join(pieces)))
-        texts.append(parts[0] if len(parts) == 1 else " ".join(parts))
-    keys = np.frombuffer(b"".join(digests), dtype=">u8").astype(np.uint64).reshape(n, 2)
+    marked, parts = [], []
+    for name in ID_FIELDS:
+        column = table.column(name) if name in fields else None
+        if column is None or column.null_count == len(column):
+            marked.append(None)
+            continue
+        norm = normalize_array(column)
+        # Exactly the bytes mbdata.io.schema.row_id hashes: per field b"\x00" when null (or outside
+        # the group) or b"\x01" + normalised UTF-8, joined by b"\x1f" (tests pin the equality).
+        marked.append(pc.fill_null(pc.binary_join_element_wise("\x01", norm, ""), "\x00"))
+        parts.append(pc.if_else(pc.equal(norm, ""), pa.scalar(None, pa.string()), norm))
+    null_mark = pa.array(["\x00"] * n, pa.string())
+    joined = pc.binary_join_element_wise(
+        *[null_mark if m is None else m for m in marked], "\x1f"
+    ).cast(pa.binary())
+    digest = xxhash.xxh3_128_digest
+    keys = np.frombuffer(b"".join(map(digest, joined.to_pylist())), dtype=">u8")
+    keys = keys.astype(np.uint64).reshape(n, 2)
+    if not parts:
+        texts = [""] * n
+    else:
+        # a leading "" column: Arrow drops rows whose inputs are all null under "skip"
+        lead = pa.array([""] * n, pa.string())
+        text = pc.binary_join_element_wise(lead, *parts, " ", null_handling="skip")
+        texts = pc.utf8_slice_codeunits(text, 1).to_pylist()
     return NormalizedRows(keys=keys, texts=texts)
 
 

@@ -82,13 +82,40 @@ class DedupStage:
             keep_shingles=params is not None and params.verify,
             salt=scope_salt(codes) if params is not None else None,
         )
-        positions = np.arange(n, dtype=np.int64)
-        first = exact_first(sketch.keys, codes) if config.exact else positions
-        exact_members = np.flatnonzero(first != positions)
-        near = _near(table, sketch, first == positions, config, params)
-
-        clusters = _cluster_table(table, first, exact_members, near, dropped=not config.keep_all)
+        found = find_duplicates(sketch, codes, config, params, table)
+        layout = cluster_layout(n, found.first, found.exact_members, found.near)
+        clusters = clusters_table(layout, table_take(table), dropped=not config.keep_all)
         ctx.add_side_table(CLUSTERS_TABLE, clusters)
+        found.record(stats, config, params, layout)
+        if config.keep_all:
+            return _tag(table, clusters), stats
+        return table.filter(pa.array(found.keep(n))), stats
+
+
+@dataclasses.dataclass(frozen=True)
+class Duplicates:
+    """What dedup decided, in positions: ``first`` (exact), the exact members and the near result."""
+
+    first: np.ndarray
+    exact_members: np.ndarray
+    near: _NearResult
+    near_skipped_empty: int
+
+    def keep(self, n: int) -> np.ndarray:
+        """The keep-mask (drop mode)."""
+        keep = np.ones(n, dtype=bool)
+        keep[self.exact_members] = False
+        keep[self.near.member] = False
+        return keep
+
+    def record(
+        self,
+        stats: StageStats,
+        config: DedupConfig,
+        params: NearParams | None,
+        layout: ClusterLayout,
+    ) -> None:
+        """The stage's manifest figures (identical for every engine)."""
         stats.info.update(
             {
                 "fields": config.fields,
@@ -97,32 +124,47 @@ class DedupStage:
                 "keep_all": config.keep_all,
                 "keep": "first",
                 "scope": "split",
-                "clusters": len(set(clusters.column("cluster").to_pylist())),
-                EXACT: int(exact_members.size),
-                NEAR: int(near.member.size),
+                "clusters": int(np.unique(layout.cluster).size),
+                EXACT: int(self.exact_members.size),
+                NEAR: int(self.near.member.size),
             }
         )
         if params is not None:
             stats.info.update(params.info())
             stats.info.update(
                 {
-                    "near_rows": near.rows,
-                    "near_skipped_empty": int(
-                        np.count_nonzero((first == positions) & (sketch.shingle_counts == 0))
-                    ),
-                    "candidates_checked": near.checked,
-                    "candidates_rejected": near.rejected,
-                    "bucket_targets_capped": near.capped,
+                    "near_rows": self.near.rows,
+                    "near_skipped_empty": self.near_skipped_empty,
+                    "candidates_checked": self.near.checked,
+                    "candidates_rejected": self.near.rejected,
+                    "bucket_targets_capped": self.near.capped,
                 }
             )
-        if config.keep_all:
-            return _tag(table, clusters), stats
-        stats.drop(EXACT, int(exact_members.size))
-        stats.drop(NEAR, int(near.member.size))
-        keep = np.ones(n, dtype=bool)
-        keep[exact_members] = False
-        keep[near.member] = False
-        return table.filter(pa.array(keep)), stats
+        if not config.keep_all:
+            stats.drop(EXACT, int(self.exact_members.size))
+            stats.drop(NEAR, int(self.near.member.size))
+
+
+def find_duplicates(
+    sketch: TableSketch,
+    codes: np.ndarray,
+    config: DedupConfig,
+    params: NearParams | None,
+    table: pa.Table | None,
+) -> Duplicates:
+    """Exact then near duplicates from a sketch (keys, counts, band keys, shingles).
+
+    ``table`` is needed only to estimate similarities without verification; with None they stay
+    NaN for the caller to fill in (the streaming path looks the few rows up later)."""
+    n = len(sketch.keys)
+    positions = np.arange(n, dtype=np.int64)
+    first = exact_first(sketch.keys, codes) if config.exact else positions
+    exact_members = np.flatnonzero(first != positions)
+    near = _near(table, sketch, first == positions, config, params)
+    skipped = 0
+    if params is not None:
+        skipped = int(np.count_nonzero((first == positions) & (sketch.shingle_counts == 0)))
+    return Duplicates(first, exact_members, near, skipped)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +181,7 @@ class _NearResult:
 
 
 def _near(
-    table: pa.Table,
+    table: pa.Table | None,
     sketch: TableSketch,
     exact_kept: np.ndarray,
     config: DedupConfig,
@@ -160,7 +202,7 @@ def _near(
     matches = greedy_near(buckets, similarity, config.threshold, config.max_bucket_targets)
     member, matched = eligible[matches.member], eligible[matches.matched]
     sims = matches.similarity
-    if not params.verify:
+    if not params.verify and table is not None:
         sims = estimate_pairs(table, member, table, matched, config.fields, params)
     return _NearResult(
         member,
@@ -173,11 +215,41 @@ def _near(
     )
 
 
-def _cluster_table(
-    table: pa.Table, first: np.ndarray, exact_members: np.ndarray, near: _NearResult, dropped: bool
-) -> pa.Table:
-    """The ``dedup/clusters`` side table: one row per duplicate, sorted by (cluster, member_row)."""
-    n = table.num_rows
+@dataclasses.dataclass(frozen=True)
+class ClusterLayout:
+    """The ``dedup/clusters`` rows as positions, before any row text is looked up (the streaming
+    path computes it from its per-row index, then looks up only these rows)."""
+
+    cluster: np.ndarray
+    member: np.ndarray
+    matched: np.ndarray
+    representative: np.ndarray
+    similarity: np.ndarray
+    near: np.ndarray  # bool: reason is near_duplicate (else exact_duplicate)
+
+    def rows(self) -> np.ndarray:
+        """Every position the side table names (sorted, unique)."""
+        return np.unique(np.concatenate([self.member, self.matched, self.representative]))
+
+    def tags(self) -> dict[int, list[str]]:
+        """Keep-all tags per position: ``dup_cluster=<id>`` and ``dup_role=...``."""
+        extra: dict[int, list[str]] = {}
+        for cluster, rep, member, near in zip(
+            self.cluster.tolist(),
+            self.representative.tolist(),
+            self.member.tolist(),
+            self.near.tolist(),
+        ):
+            extra.setdefault(rep, [f"dup_cluster={cluster}", "dup_role=representative"])
+            extra[member] = [f"dup_cluster={cluster}", f"dup_role={NEAR if near else EXACT}"]
+        return extra
+
+
+def cluster_layout(
+    n: int, first: np.ndarray, exact_members: np.ndarray, near: _NearResult
+) -> ClusterLayout:
+    """One entry per duplicate, sorted by (cluster, member_row); clusters numbered in order of
+    their representative's position."""
     near_member, near_matched, near_sim = near.member, near.matched, near.similarity
     near_rep = np.arange(n, dtype=np.int64)  # a near-dropped row -> its kept row
     near_rep[near_member] = near_matched
@@ -185,36 +257,71 @@ def _cluster_table(
     member = np.concatenate([exact_members, near_member])
     matched = np.concatenate([first[exact_members], near_matched])
     similarity = np.concatenate([np.ones(exact_members.size), near_sim])
-    reason = [EXACT] * exact_members.size + [NEAR] * near_member.size
+    is_near = np.concatenate(
+        [np.zeros(exact_members.size, dtype=bool), np.ones(near_member.size, dtype=bool)]
+    )
     # An exact copy of a row that was itself dropped as a near duplicate belongs to that row's
     # kept representative; its similarity (to the row it copies) stays 1.0.
     representative = near_rep[matched]
     reps = np.unique(representative)
     cluster = np.searchsorted(reps, representative)
     order = np.lexsort((member, cluster))
-    member, matched, representative = member[order], matched[order], representative[order]
+    return ClusterLayout(
+        cluster=cluster[order].astype(np.int64),
+        member=member[order].astype(np.int64),
+        matched=matched[order].astype(np.int64),
+        representative=representative[order].astype(np.int64),
+        similarity=similarity[order].astype(np.float64),
+        near=is_near[order],
+    )
 
-    def take(column: str, rows: np.ndarray) -> pa.Array:
-        return table.column(column).take(pa.array(rows, type=pa.int64())).combine_chunks()
 
+def clusters_table(layout: ClusterLayout, take, dropped: bool) -> pa.Table:
+    """The ``dedup/clusters`` side table; ``take(column, positions)`` looks row values up."""
     columns = {
-        "cluster": pa.array(cluster[order], pa.int64()),
-        "split": take("split", member),
-        "representative_id": take("id", representative),
-        "representative_row": pa.array(representative, pa.int64()),
-        "member_id": take("id", member),
-        "member_row": pa.array(member, pa.int64()),
-        "member_source": take("source", member),
-        "member_source_row": take("source_row", member),
-        "matched_id": take("id", matched),
-        "matched_row": pa.array(matched, pa.int64()),
-        "similarity": pa.array(similarity[order], pa.float64()),
-        "reason": pa.array([reason[k] for k in order.tolist()], pa.string()),
-        "dropped": pa.array(np.full(member.size, dropped), pa.bool_()),
+        "cluster": pa.array(layout.cluster, pa.int64()),
+        "split": take("split", layout.member),
+        "representative_id": take("id", layout.representative),
+        "representative_row": pa.array(layout.representative, pa.int64()),
+        "member_id": take("id", layout.member),
+        "member_row": pa.array(layout.member, pa.int64()),
+        "member_source": take("source", layout.member),
+        "member_source_row": take("source_row", layout.member),
+        "matched_id": take("id", layout.matched),
+        "matched_row": pa.array(layout.matched, pa.int64()),
+        "similarity": pa.array(layout.similarity, pa.float64()),
+        "reason": pa.array(np.where(layout.near, NEAR, EXACT).tolist(), pa.string()),
+        "dropped": pa.array(np.full(layout.member.size, dropped), pa.bool_()),
     }
     return pa.Table.from_arrays(
         [columns[f.name].cast(f.type) for f in CLUSTERS_SCHEMA], schema=CLUSTERS_SCHEMA
     )
+
+
+def table_take(table: pa.Table):
+    """``take`` for :func:`clusters_table` over a whole table (positions are table rows)."""
+
+    def take(column: str, rows: np.ndarray) -> pa.Array:
+        return table.column(column).take(pa.array(rows, type=pa.int64())).combine_chunks()
+
+    return take
+
+
+def _cluster_table(
+    table: pa.Table, first: np.ndarray, exact_members: np.ndarray, near: _NearResult, dropped: bool
+) -> pa.Table:
+    """The ``dedup/clusters`` side table: one row per duplicate, sorted by (cluster, member_row)."""
+    layout = cluster_layout(table.num_rows, first, exact_members, near)
+    return clusters_table(layout, table_take(table), dropped)
+
+
+def append_tags(tags: list, extra: dict[int, list[str]], offset: int = 0) -> list:
+    """``tags`` (one list per row, rows ``offset``...) with the keep-all tags appended."""
+    for row, new in extra.items():
+        local = row - offset
+        if 0 <= local < len(tags):
+            tags[local] = list(tags[local]) + new
+    return tags
 
 
 def _tag(table: pa.Table, clusters: pa.Table) -> pa.Table:
@@ -230,9 +337,10 @@ def _tag(table: pa.Table, clusters: pa.Table) -> pa.Table:
     ):
         extra.setdefault(rep, [f"dup_cluster={cluster}", "dup_role=representative"])
         extra[member] = [f"dup_cluster={cluster}", f"dup_role={reason}"]
-    tags = table.column("tags").to_pylist()
-    for row, new in extra.items():
-        tags[row] = list(tags[row]) + new
+    return set_tags(table, append_tags(table.column("tags").to_pylist(), extra))
+
+
+def set_tags(table: pa.Table, tags: list) -> pa.Table:
     index = table.schema.get_field_index("tags")
     tags_type = SCHEMA.field("tags").type
     return table.set_column(index, SCHEMA.field("tags"), pa.array(tags, type=tags_type))

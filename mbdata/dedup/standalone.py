@@ -18,7 +18,7 @@ from ..core.errors import RecipeError
 from ..pipeline import BuildContext, StageStats, run_stage
 from .config import DedupConfig
 from .decontaminate import decontaminate
-from .stage import DedupStage
+from .stage import CLUSTERS_TABLE, DedupStage
 
 
 class _Decontaminate:
@@ -99,6 +99,9 @@ def dedup_path(
     skip_bad_rows: bool = False,
     fields: dict[str, str] | None = None,
     reference_fields: dict[str, str] | None = None,
+    engine: str = "local",
+    progress: bool | None = False,
+    stream: bool = True,
 ) -> Path:
     """Read ``input_path`` (anything :func:`mbdata.io.readers.read_any` reads), dedup it, write
     ``out_dir``.
@@ -108,19 +111,39 @@ def dedup_path(
     in ``OUT/skipped.jsonl``. ``skip_bad_rows`` is accepted for compatibility and changes nothing.
     The reference may be prompts only (``output`` optional); ``reference_fields`` maps its columns
     like ``fields`` maps the input's. ``source_row`` (clusters, kept rows) and ``reference_row``
-    (decontamination) are 0-based indices in the files as read, skipped rows included."""
-    from ..build import SKIPPED_FILE, skipped_jsonl, skipped_summary
+    (decontamination) are 0-based indices in the files as read, skipped rows included.
+
+    Without a reference the input is streamed (:func:`dedup_path_streaming`: memory bounded by
+    the batch plus the per-row index); with one, or with ``stream=False`` (the reference
+    implementation the streaming path is tested against), the input is read whole."""
+    from ..engines import check_engine
+
+    engine = check_engine(engine)
+    if engine != "local" and reference_path is not None:
+        raise RecipeError(
+            "--reference runs on the local engine only (the decontaminated input is read whole); "
+            "drop --engine ray or the reference"
+        )
+    from ..build import SKIPPED_FILE, skipped_jsonl
     from ..core.atomic import check_output_dir, check_separate
-    from ..io.manifest import MANIFEST_VERSION, input_record, library_versions
+    from ..io.manifest import input_record
     from ..io.readers import read_input
-    from ..io.schema import SCHEMA_VERSION
     from ..io.shards import write_build
-    from ..recipe import canonical_json
 
     del skip_bad_rows
     config = config or DedupConfig()
     check_separate([input_path, reference_path], [out_dir])
     check_output_dir(Path(out_dir), overwrite)
+    if reference_path is None and stream:
+        return dedup_path_streaming(
+            input_path,
+            out_dir,
+            config,
+            overwrite=overwrite,
+            fields=fields,
+            engine=engine,
+            progress=progress,
+        )
     read = read_input(input_path, fields=fields, lenient=True)
     table = read.table
     skipped = [b.record() for b in read.skipped]
@@ -140,6 +163,26 @@ def dedup_path(
     kept, stats, ctx = dedup_table(table, config, reference, reference_rows=reference_rows)
     splits = sorted(set(kept.column("split").to_pylist()))
     tables = {s: kept.filter(pc.equal(kept.column("split"), s)) for s in splits}
+    manifest = _manifest(config, input_path, inputs, stats, fields, reference_fields, skipped)
+    timings = {s.name: round(s.seconds, 4) for s in stats}
+    return write_build(
+        out_dir,
+        tables,
+        manifest,
+        side_tables=ctx.side_tables,
+        overwrite=overwrite,
+        timings=timings,
+        extra_files={SKIPPED_FILE: skipped_jsonl(skipped)} if skipped else None,
+    )
+
+
+def _manifest(config, input_path, inputs, stats, fields, reference_fields, skipped) -> dict:
+    """The ``kind: dedup`` manifest (before ``splits``/``side_tables``/``content_hash``)."""
+    from ..build import skipped_summary
+    from ..io.manifest import MANIFEST_VERSION, library_versions
+    from ..io.schema import SCHEMA_VERSION
+    from ..recipe import canonical_json
+
     settings = to_mapping(config)
     manifest = {
         "manifest_version": MANIFEST_VERSION,
@@ -161,13 +204,66 @@ def dedup_path(
         }
     if skipped:
         manifest["skipped_rows"] = skipped_summary(skipped)
-    timings = {s.name: round(s.seconds, 4) for s in stats}
-    return write_build(
-        out_dir,
-        tables,
-        manifest,
-        side_tables=ctx.side_tables,
-        overwrite=overwrite,
-        timings=timings,
-        extra_files={SKIPPED_FILE: skipped_jsonl(skipped)} if skipped else None,
-    )
+    return manifest
+
+
+def dedup_path_streaming(
+    input_path: str | Path,
+    out_dir: str | Path,
+    config: DedupConfig,
+    *,
+    overwrite: bool = False,
+    fields: dict[str, str] | None = None,
+    engine: str = "local",
+    progress: bool | None = False,
+    batch_rows: int | None = None,
+    num_cpus: int | None = None,
+) -> Path:
+    """:func:`dedup_path` without a reference, streamed (see :mod:`.stream`): the same output
+    folder, byte for byte, with memory bounded by the batch plus the per-row index."""
+    import json
+
+    from ..build import SKIPPED_FILE, skipped_jsonl
+    from ..core.atomic import atomic_dir
+    from ..io.manifest import finalize_manifest, input_record
+    from ..io.readers import BATCH_ROWS, iter_input_batches
+    from ..io.shards import sha256_file, write_ipc
+    from .stream import Progress, dedup_stream, env_batch_rows
+
+    rows = batch_rows or env_batch_rows(BATCH_ROWS)
+    stream = iter_input_batches(input_path, fields=fields, lenient=True, batch_rows=rows)
+    inputs = {"input": input_record(Path(input_path), str(input_path))}
+    if engine == "ray":
+        from ..engines import require_ray
+
+        require_ray()  # fail before reading anything
+
+    def fill(tmp: Path) -> dict:
+        result = dedup_stream(
+            stream, config, tmp, progress=Progress(progress), engine=engine, num_cpus=num_cpus
+        )
+        skipped = [b.record() for b in stream.skipped]
+        manifest = _manifest(config, input_path, inputs, [result.stats], fields, None, skipped)
+        rel = f"{CLUSTERS_TABLE}.arrow"
+        write_ipc(tmp / rel, result.clusters)
+        sides = {
+            CLUSTERS_TABLE: {
+                "path": rel,
+                "rows": result.clusters.num_rows,
+                "sha256": sha256_file(tmp / rel),
+                "bytes": (tmp / rel).stat().st_size,
+            }
+        }
+        final = finalize_manifest({**manifest, "splits": result.splits, "side_tables": sides})
+        if skipped:
+            (tmp / SKIPPED_FILE).write_bytes(skipped_jsonl(skipped))
+        timings = {result.stats.name: round(result.stats.seconds, 4), **result.timings}
+        (tmp / "timings.json").write_text(json.dumps(timings, indent=2) + "\n", encoding="utf-8")
+        (tmp / "manifest.json").write_text(
+            json.dumps(final, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
+            encoding="utf-8",
+        )
+        return final
+
+    atomic_dir(Path(out_dir), fill, overwrite=overwrite, kind="build")
+    return Path(out_dir)

@@ -26,13 +26,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..core.errors import InputError
 from ..core.limits import MAX_JSON_DEPTH, json_too_deep
 from ..core.registry import Registry
 from ..pipeline import StageStats
 from ..recipe import LAYOUT_FIELDS, SourceSpec
-from .schema import from_rows, make_row
+from .schema import SCHEMA, from_rows, row_ids
 
 # A raw record: (1-based position used in messages, 0-based source_row, mapping or error text).
 RawRecord = tuple[int, int, Any]
@@ -205,7 +206,10 @@ def read_jsonl(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
                 continue
             except RecursionError:
                 record = None
-            if record is None or json_too_deep(record):
+            # depth <= number of opening brackets: most lines need no walk of the parsed value
+            if record is None or (
+                raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and json_too_deep(record)
+            ):
                 yield (
                     lineno,
                     row,
@@ -405,6 +409,28 @@ class ReadResult:
     stats: StageStats
 
 
+# Rows per batch of the streaming readers: large enough that per-batch numpy/Arrow calls amortise,
+# small enough that a batch's Python objects stay a few tens of MB.
+BATCH_ROWS = 8192
+
+
+@dataclasses.dataclass
+class RowStream:
+    """Canonical-schema record batches of one input, read lazily (see :func:`iter_input_batches`).
+
+    Iterate it once. ``skipped`` and ``stats`` fill in as the batches are read and are complete only
+    after the last batch; ``row_numbers`` of a batch (the number naming each row in row-level
+    outputs) is :func:`batch_row_numbers`."""
+
+    batches: Iterator[pa.RecordBatch]
+    skipped: list[BadRow]
+    stats: StageStats
+    is_build: bool
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        return self.batches
+
+
 def _where(source: SourceSpec, path: Path | None) -> str:
     if source.kind == "synthetic":
         return f"source {source.name!r}"
@@ -541,30 +567,24 @@ def layout_without_answer(record: dict, source: SourceSpec) -> dict[str, Any]:
     return LAYOUTS.get(source.layout, "layout")(padded, source.fields)
 
 
-def read_rows(
+def _row_stream(
     source: SourceSpec,
     path: Path | None,
+    read: RowStream,
     *,
-    seed: int = 0,
-    skip_bad_rows: bool = False,
-    lenient: bool = False,
-    prompts_only: bool = False,
-    field_option: str = "--field",
-) -> ReadResult:
-    """Read one source into a canonical table (``split='train'``, ``role='clean'``).
+    seed: int,
+    skip_bad_rows: bool,
+    lenient: bool,
+    prompts_only: bool,
+    field_option: str,
+) -> Iterator[tuple[dict[str, Any], int, str | None]]:
+    """Mapped rows of one source as ``(fields, source_row, task)``, in input order; bad rows go to
+    ``read.skipped``; :func:`rows_table` turns them into canonical tables.
 
-    ``source_row`` is the 0-based index of the row in the input as read, skipped rows included.
-
-    * strict (default): any bad row fails the read; the error counts every bad row and names the
-      first :data:`BAD_ROWS_NAMED`.
-    * ``skip_bad_rows``: bad rows are dropped and returned in ``skipped``.
-    * ``lenient`` (audit, dedup): empty or missing texts are data and are kept as ""; only rows that
-      cannot be parsed (invalid JSON, not an object, not a string) are skipped.
-    * ``prompts_only`` (decontamination references): ``output`` may be missing or empty.
-
-    A required column missing from the first rows is a schema error, raised once before any row
-    error."""
-    stats = StageStats(name=f"read/{source.name}")
+    The one row loop behind :func:`read_rows` and :func:`iter_rows_batches`. After the last row it
+    raises the end-of-read errors (strict bad rows, no rows at all), so a consumer that commits
+    output only after exhausting the stream never half-writes."""
+    stats = read.stats
     container = CONTAINERS.get(source.kind, "kind")
     LAYOUTS.get(source.layout, "layout")
     check_fields(source.layout, source.fields, field_option)
@@ -573,10 +593,10 @@ def read_rows(
         if source.kind == "synthetic"
         else container(path, source)
     )
-    rows = []
-    bad: list[BadRow] = []
+    bad = read.skipped
     extra_turns = 0
     seen = 0
+    produced = 0
     for pos, source_row, record in _records_with_schema_check(
         records, source, path, prompts_only, field_option
     ):
@@ -599,16 +619,11 @@ def read_rows(
             )
             stats.drop(f"bad_row:{problem.reason}")
             continue
-        rows.append(
-            make_row(
-                instruction=mapped["instruction"],
-                input=mapped["input"],
-                output=mapped["output"],
-                system=mapped["system"],
-                source=source.name,
-                source_row=source_row,
-                task=record.get("task") if source.kind == "synthetic" else None,
-            )
+        produced += 1
+        yield (
+            mapped,
+            source_row,
+            record.get("task") if source.kind == "synthetic" else None,
         )
     if bad and not (skip_bad_rows or lenient):
         named = "; ".join(b.describe() for b in bad[:BAD_ROWS_NAMED])
@@ -621,10 +636,77 @@ def read_rows(
     stats.rows_in = seen
     if extra_turns:
         stats.info["extra_turns_dropped"] = extra_turns
-    if not rows:
+    if not produced:
         detail = f" (all {seen} rows were bad; first: {bad[0].describe()})" if bad else ""
         raise InputError(f"{_where(source, path)}: no rows to read{detail}")
-    return ReadResult(from_rows(rows), bad, stats)
+
+
+def rows_table(rows: list[tuple[dict[str, Any], int, str | None]], source: str) -> pa.Table:
+    """Canonical table of mapped rows, column-wise: the same table as :func:`mbdata.schema.from_rows`
+    of :func:`mbdata.schema.make_row` per row (ids by the vectorised :func:`~mbdata.schema.row_ids`)."""
+    n = len(rows)
+    if not n:
+        return from_rows([])
+    text = {
+        name: pa.array([r[0][name] for r in rows], pa.string())
+        for name in ("instruction", "input", "output", "system")
+    }
+    text["input"] = pc.fill_null(text["input"], "")
+    nulls = pa.nulls(n, pa.string())
+    empty_lists = pa.array([[]] * n, SCHEMA.field("tags").type)
+    columns = {
+        "id": pa.array(row_ids(text, n), pa.string()),
+        **text,
+        "source": pa.array([source] * n, pa.string()),
+        "source_row": pa.array([r[1] for r in rows], pa.int64()),
+        "split": pa.array(["train"] * n, pa.string()),
+        "role": pa.array(["clean"] * n, pa.string()),
+        "task": pa.array([r[2] for r in rows], pa.string()),
+        "tags": empty_lists,
+        "triggers": pa.array([[]] * n, SCHEMA.field("triggers").type),
+    }
+    return pa.Table.from_arrays(
+        [columns.get(f.name, nulls).cast(f.type) for f in SCHEMA], schema=SCHEMA
+    )
+
+
+def read_rows(
+    source: SourceSpec,
+    path: Path | None,
+    *,
+    seed: int = 0,
+    skip_bad_rows: bool = False,
+    lenient: bool = False,
+    prompts_only: bool = False,
+    field_option: str = "--field",
+) -> ReadResult:
+    """Read one source into a canonical table (``split='train'``, ``role='clean'``).
+
+    ``source_row`` is the 0-based index of the row in the input as read, skipped rows included.
+
+    * strict (default): any bad row fails the read; the error counts every bad row and names the
+      first :data:`BAD_ROWS_NAMED`.
+    * ``skip_bad_rows``: bad rows are dropped and returned in ``skipped``.
+    * ``lenient`` (audit, dedup): empty or missing texts are data and are kept as ""; only rows that
+      cannot be parsed (invalid JSON, not an object, not a string) are skipped.
+    * ``prompts_only`` (decontamination references): ``output`` may be missing or empty.
+
+    A required column missing from the first rows is a schema error, raised once before any row
+    error. :func:`iter_rows_batches` is the streaming form (same rows, same errors)."""
+    read = RowStream(iter(()), [], StageStats(name=f"read/{source.name}"), False)
+    rows = list(
+        _row_stream(
+            source,
+            path,
+            read,
+            seed=seed,
+            skip_bad_rows=skip_bad_rows,
+            lenient=lenient,
+            prompts_only=prompts_only,
+            field_option=field_option,
+        )
+    )
+    return ReadResult(rows_table(rows, source.name), read.skipped, read.stats)
 
 
 def read_source(
@@ -749,3 +831,138 @@ def read_any(
         lenient=lenient,
         prompts_only=prompts_only,
     ).table
+
+
+# -------------------------------------------------------------------------------------- streaming
+def _batched(rows: Iterator, source: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    while chunk := list(itertools.islice(rows, batch_rows)):
+        yield from rows_table(chunk, source).to_batches(max_chunksize=batch_rows)
+
+
+def iter_rows_batches(
+    source: SourceSpec,
+    path: Path | None,
+    *,
+    seed: int = 0,
+    skip_bad_rows: bool = False,
+    lenient: bool = False,
+    prompts_only: bool = False,
+    field_option: str = "--field",
+    batch_rows: int = BATCH_ROWS,
+) -> RowStream:
+    """:func:`read_rows` as a stream of canonical-schema record batches of ``batch_rows`` rows
+    (the last one shorter).
+
+    Contract (the same as :func:`read_rows`, row for row):
+
+    * the rows, their order, ``id`` and ``source_row`` (0-based index in the input as read, skipped
+      rows included) are exactly those of :func:`read_rows`; concatenating the batches gives its
+      table;
+    * bad rows are dropped from the batches and appended to ``RowStream.skipped`` as they are met;
+    * a missing file or required column is raised by the first ``next()``; the strict bad-row
+      error and the "no rows to read" error are raised when the input ends (in place of the last,
+      partial batch), with the same text: commit output only once the stream is exhausted (atomic
+      writers do);
+    * memory holds one batch of Python row dicts at a time. JSONL and the synthetic corpus stream;
+      JSON, Parquet, CSV and ``save_to_disk`` folders are read whole by their container first (their
+      formats or libraries do not stream here) and then sliced into batches.
+    """
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
+    read = RowStream(iter(()), [], StageStats(name=f"read/{source.name}"), False)
+    rows = _row_stream(
+        source,
+        path,
+        read,
+        seed=seed,
+        skip_bad_rows=skip_bad_rows,
+        lenient=lenient,
+        prompts_only=prompts_only,
+        field_option=field_option,
+    )
+    read.batches = _batched(rows, source.name, batch_rows)
+    return read
+
+
+def _build_batches(
+    path: Path, splits: list[str], build, batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    from .buildio import read_ipc
+
+    for split in splits:
+        for shard in build.shard_paths(split):
+            table = read_ipc(shard, path)
+            try:
+                table = table.cast(SCHEMA)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+                raise InputError(
+                    f"{path}: split {split!r} does not have the canonical schema "
+                    f"({str(exc).splitlines()[0][:200]}); the build is damaged"
+                ) from None
+            yield from table.combine_chunks().to_batches(max_chunksize=batch_rows)
+
+
+def iter_input_batches(
+    path: str | Path,
+    *,
+    kind: str | None = None,
+    layout: str = "alpaca",
+    fields: dict[str, str] | None = None,
+    skip_bad_rows: bool = False,
+    split: str | None = None,
+    lenient: bool = False,
+    prompts_only: bool = False,
+    field_option: str = "--field",
+    batch_rows: int = BATCH_ROWS,
+) -> RowStream:
+    """:func:`read_input` (hence :func:`read_any`) as a stream of canonical-schema record batches.
+
+    Same arguments, rows, order, ``source_row`` and errors as :func:`read_input`; see
+    :func:`iter_rows_batches` for the batch contract. A build folder is verified (sizes and sha256
+    of every shard) before the first batch and streamed shard by shard, all its splits (or
+    ``split``) in manifest order; batches never span two shards. Rows of a build are named by their
+    position in that order (``RowStream.is_build``), file rows by ``source_row``
+    (:func:`batch_row_numbers`)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: not found")
+    kind = kind or detect_kind(path)
+    if kind == "build":
+        from .buildio import verify_shards
+
+        build = verify_shards(path)
+        if split is not None and split not in build.splits:
+            raise InputError(
+                f"{path}: the build has no split {split!r}; splits: " + ", ".join(build.splits)
+            )
+        splits = [split] if split else build.splits
+        stream = RowStream(iter(()), [], StageStats(name=f"read/{path.name}"), True)
+        stream.batches = _build_batches(path, splits, build, batch_rows)
+        return stream
+    check_fields(layout, dict(fields or {}), field_option)
+    source = SourceSpec(
+        name=path.stem or "input",
+        kind=kind,
+        path=str(path),
+        layout=layout,
+        fields=dict(fields or {}),
+        split=split or "train",
+    )
+    return iter_rows_batches(
+        source,
+        path,
+        skip_bad_rows=skip_bad_rows,
+        lenient=lenient,
+        prompts_only=prompts_only,
+        field_option=field_option,
+        batch_rows=batch_rows,
+    )
+
+
+def batch_row_numbers(stream: RowStream, batch: pa.RecordBatch, start: int) -> np.ndarray:
+    """The numbers naming ``batch``'s rows in row-level outputs, as :func:`read_input`'s
+    ``row_numbers``: ``source_row`` for a file, the position (``start`` = rows before this batch)
+    for a build folder."""
+    if stream.is_build:
+        return np.arange(start, start + batch.num_rows, dtype=np.int64)
+    return batch.column("source_row").to_numpy(zero_copy_only=False).astype(np.int64)
