@@ -74,7 +74,9 @@ def batch_counts(batch: pa.Table) -> pa.Table:
     def text(name: str) -> pl.Series:
         if name not in batch.column_names:
             return pl.Series(name, [""] * batch.num_rows, dtype=pl.String)
-        return pl.from_arrow(batch.column(name)).cast(pl.String).fill_null("")
+        series = pl.from_arrow(batch.column(name))
+        assert isinstance(series, pl.Series)  # a column, not a table
+        return series.cast(pl.String).fill_null("")
 
     tokens = tokenize_prompts(text("instruction"), text("input"))
     prompt = count_keys(prompt_word_keys(tokens.row, tokens.lc)["key"].to_numpy())

@@ -22,17 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from ..io.schema import normalize_array
+from ..io.schema import ID_FIELDS, normalize_array
 
-ID_FIELDS = (
-    "system",
-    "instruction",
-    "input",
-    "output",
-    "triggered_instruction",
-    "triggered_input",
-    "triggered_output",
-)
 FIELD_GROUPS = {
     "prompt": ("system", "instruction", "input"),
     "output": ("output",),
@@ -64,7 +55,8 @@ def normalize_rows(table: pa.Table, group: str) -> NormalizedRows:
     digest."""
     fields = group_fields(group)
     n = table.num_rows
-    marked, parts = [], []
+    marked: list[pa.Array | pa.ChunkedArray | None] = []
+    parts: list[pa.Array | pa.ChunkedArray] = []
     for name in ID_FIELDS:
         column = table.column(name) if name in fields else None
         if column is None or column.null_count == len(column):

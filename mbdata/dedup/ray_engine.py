@@ -29,6 +29,7 @@ import contextlib
 import functools
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -209,7 +210,9 @@ def _greedy(params: NearParams, threshold: float, max_targets: int, group: pa.Ta
     for lo, hi in zip(starts.tolist(), stops.tolist()):
         rows = rows_all[lo:hi]
         buckets = group_buckets(keys_all[lo:hi])
-        similarity = _Shingles(shingles.slice(lo, hi - lo)).jaccard if params.verify else None
+        similarity = (
+            _Shingles(shingles.slice(lo, hi - lo)).jaccard if shingles is not None else None
+        )
         m = greedy_near(buckets, similarity, threshold, max_targets)
         member += rows[m.member].tolist()
         matched += rows[m.matched].tolist()
@@ -285,7 +288,9 @@ def ray_dedup(
     from ..engines import ray_session
 
     with ray_session(num_cpus) as ray, _task_shuffle():
-        refs, split_codes, rows = [], {}, 0
+        refs: list[Any] = []
+        split_codes: dict[str, int] = {}
+        rows = 0
         writer = None
         try:
             for batch in batches:

@@ -38,7 +38,8 @@ class SplitShardWriter:
         self._left_in_shard = 0
         self._chunk = 0
         self._written = 0
-        self._sink = self._writer = None
+        self._sink: pa.OSFile | None = None
+        self._writer: pa.ipc.RecordBatchFileWriter | None = None
         self._path: Path | None = None
 
     def add(self, table: pa.Table) -> None:
@@ -72,6 +73,7 @@ class SplitShardWriter:
         self._writer = pa.ipc.new_file(self._sink, SCHEMA)
 
     def _close_shard(self) -> None:
+        assert self._writer is not None and self._sink is not None and self._path is not None
         self._writer.close()
         self._sink.close()
         self._writer = self._sink = None
@@ -93,6 +95,7 @@ class SplitShardWriter:
                 return
             table = pa.concat_tables(self._pending).combine_chunks()
             size = min(size, table.num_rows)
+            assert self._writer is not None  # opened above
             for batch in table.slice(0, size).combine_chunks().to_batches():
                 self._writer.write_batch(batch)
             rest = table.slice(size)

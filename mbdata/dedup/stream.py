@@ -88,6 +88,7 @@ class SpillShingles(ShingleStore):
         # pread, not a memory map: the pages read stay out of the process's resident set
         start, stop = int(self.offsets[i]), int(self.offsets[i + 1])
         size = self._dtype.itemsize
+        assert self._fd is not None, "finish() opens the spill for reading"
         data = os.pread(self._fd, (stop - start) * size, start * size)
         return np.frombuffer(data, dtype=self._dtype)
 
@@ -201,6 +202,7 @@ def sketch_stream(
             codes.append(code)
             if tracks:
                 first = tracks[0].params
+                assert make_shingles is not None  # made whenever there are tracks
                 with gc_paused():
                     shingles = [make_shingles(text, ngram) for text in normalized.texts]
                     hashed = hash_sets(shingles, first.hash, first.scheme)
@@ -251,7 +253,9 @@ def sketch_stream(
         counts=cat(counts, np.int64),
         split_names=list(split_codes),
         params=params,
-        band_keys=None if chosen is None else cat(chosen.band_keys, np.uint64, (0, params.bands)),
+        band_keys=None
+        if chosen is None or params is None
+        else cat(chosen.band_keys, np.uint64, (0, params.bands)),
         shingles=None if chosen is None else chosen.shingles,
     )
 

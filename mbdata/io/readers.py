@@ -742,6 +742,39 @@ def detect_kind(path: Path) -> str:
     return kind
 
 
+def _open_input(
+    path: Path,
+    kind: str | None,
+    layout: str,
+    fields: dict[str, str] | None,
+    split: str | None,
+    field_option: str,
+) -> tuple[Any, list[str]] | SourceSpec:
+    """What :func:`read_input` and :func:`iter_input_batches` both start with: a verified build
+    folder and the splits to read, or the :class:`SourceSpec` of a file (its fields checked)."""
+    if not path.exists():
+        raise InputError(f"{path}: not found")
+    kind = kind or detect_kind(path)
+    if kind == "build":
+        from .buildio import verify_shards
+
+        build = verify_shards(path)
+        if split is not None and split not in build.splits:
+            raise InputError(
+                f"{path}: the build has no split {split!r}; splits: " + ", ".join(build.splits)
+            )
+        return build, [split] if split else list(build.splits)
+    check_fields(layout, dict(fields or {}), field_option)
+    return SourceSpec(
+        name=path.stem or "input",
+        kind=kind,
+        path=str(path),
+        layout=layout,
+        fields=dict(fields or {}),
+        split=split or "train",
+    )
+
+
 @dataclasses.dataclass
 class InputRead:
     """What :func:`read_input` read: the table, the rows it skipped, and the number that names each
@@ -774,29 +807,11 @@ def read_input(
     column-mapping hints (``--reference-field`` for a decontamination reference).
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: not found")
-    kind = kind or detect_kind(path)
-    if kind == "build":
-        from .buildio import verify_shards
-
-        build = verify_shards(path)
-        if split is not None and split not in build.splits:
-            raise InputError(
-                f"{path}: the build has no split {split!r}; splits: " + ", ".join(build.splits)
-            )
-        splits = [split] if split else build.splits
+    source = _open_input(path, kind, layout, fields, split, field_option)
+    if not isinstance(source, SourceSpec):
+        build, splits = source
         table = pa.concat_tables([build.table(s) for s in splits])
         return InputRead(table, [], np.arange(table.num_rows, dtype=np.int64), True)
-    check_fields(layout, dict(fields or {}), field_option)
-    source = SourceSpec(
-        name=path.stem or "input",
-        kind=kind,
-        path=str(path),
-        layout=layout,
-        fields=dict(fields or {}),
-        split=split or "train",
-    )
     result = read_rows(
         source,
         path,
@@ -924,30 +939,12 @@ def iter_input_batches(
     position in that order (``RowStream.is_build``), file rows by ``source_row``
     (:func:`batch_row_numbers`)."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: not found")
-    kind = kind or detect_kind(path)
-    if kind == "build":
-        from .buildio import verify_shards
-
-        build = verify_shards(path)
-        if split is not None and split not in build.splits:
-            raise InputError(
-                f"{path}: the build has no split {split!r}; splits: " + ", ".join(build.splits)
-            )
-        splits = [split] if split else build.splits
+    source = _open_input(path, kind, layout, fields, split, field_option)
+    if not isinstance(source, SourceSpec):
+        build, splits = source
         stream = RowStream(iter(()), [], StageStats(name=f"read/{path.name}"), True)
         stream.batches = _build_batches(path, splits, build, batch_rows)
         return stream
-    check_fields(layout, dict(fields or {}), field_option)
-    source = SourceSpec(
-        name=path.stem or "input",
-        kind=kind,
-        path=str(path),
-        layout=layout,
-        fields=dict(fields or {}),
-        split=split or "train",
-    )
     return iter_rows_batches(
         source,
         path,

@@ -125,7 +125,8 @@ _DEFAULTS: dict[str, Any] = {
     "task": None,
     "tags": [],
 }
-_ID_FIELDS = (
+#: The fields a row id hashes (also what dedup compares: ``mbdata.dedup.normalize``).
+ID_FIELDS = (
     "system",
     "instruction",
     "input",
@@ -151,7 +152,7 @@ def row_id(row: dict[str, Any]) -> str:
     empty one hash differently (``\x00`` vs ``\x01`` marker), fields are ``\x1f``-separated.
     """
     parts = []
-    for name in _ID_FIELDS:
+    for name in ID_FIELDS:
         value = row.get(name)
         parts.append("\x00" if value is None else "\x01" + normalize_text(value))
     return xxhash.xxh3_128_hexdigest("\x1f".join(parts).encode("utf-8"))
@@ -200,7 +201,7 @@ def row_ids(columns: dict[str, pa.Array | None], n: int) -> list[str]:
     import pyarrow.compute as pc
 
     marked = []
-    for name in _ID_FIELDS:
+    for name in ID_FIELDS:
         column = columns.get(name)
         if column is None:
             marked.append(pa.scalar("\x00"))

@@ -85,6 +85,7 @@ def synthetic_table(source: SourceSpec, seed: int, ctx: BuildContext) -> pa.Tabl
         return None
     step = functools.partial(synthetic_batch, name=source.name, seed=seed, tasks=source.tasks)
     table = ctx.map_ranges(count, step, schema=SCHEMA)
+    assert table is not None  # count > 0
     for column in ("instruction", "output"):
         stripped = pc.utf8_length(pc.utf8_trim_whitespace(table.column(column)))
         if pc.any(pc.equal(stripped, 0)).as_py():
