@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..io.schema import SCHEMA
 from .cluster import exact_first, greedy_near
 from .config import DedupConfig
 from .lsh import band_keys, group_buckets
@@ -43,7 +42,7 @@ from .normalize import ID_FIELDS, normalize_rows
 from .shingle import shingler
 from .sketch import NearParams, gc_paused
 from .stage import Duplicates, _NearResult, scope_salt
-from .stream import SPILL_ROWS, Progress, StreamIndex
+from .stream import Progress, RowSpill, StreamIndex
 
 #: Shuffle partitions of the two groupbys (Ray's default of 200 costs seconds on small inputs).
 GROUP_PARTITIONS = 8
@@ -289,23 +288,11 @@ def ray_dedup(
 
     with ray_session(num_cpus) as ray, _task_shuffle():
         refs: list[Any] = []
-        split_codes: dict[str, int] = {}
+        spill = RowSpill(spill_dir)
         rows = 0
-        writer = None
         try:
             for batch in batches:
-                table = pa.Table.from_batches([batch], schema=SCHEMA)
-                if writer is None:
-                    writer = pa.ipc.new_file(str(spill_dir / SPILL_ROWS), SCHEMA)
-                writer.write_table(table)
-                code = np.fromiter(
-                    (
-                        split_codes.setdefault(s, len(split_codes))
-                        for s in table["split"].to_pylist()
-                    ),
-                    dtype=np.int64,
-                    count=table.num_rows,
-                )
+                table, code = spill.add(batch)
                 part = table.select(list(ID_FIELDS))
                 part = part.append_column("row", pa.array(np.arange(rows, rows + len(code))))
                 part = part.append_column("code", pa.array(code))
@@ -313,8 +300,7 @@ def ray_dedup(
                 rows += table.num_rows
                 progress.update(rows)
         finally:
-            if writer is not None:
-                writer.close()
+            spill.close()
         progress.update(rows, final=True)
         params = NearParams.from_config(config, rows) if config.near else None
         index = StreamIndex(
@@ -322,7 +308,7 @@ def ray_dedup(
             keys=np.zeros((0, 2), dtype=np.uint64),
             codes=np.zeros(0, dtype=np.int64),
             counts=np.zeros(0, dtype=np.int64),
-            split_names=list(split_codes),
+            split_names=spill.split_names,
             params=params,
             band_keys=None,
             shingles=None,

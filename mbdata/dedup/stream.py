@@ -101,6 +101,40 @@ class SpillShingles(ShingleStore):
         self.path.unlink(missing_ok=True)
 
 
+class RowSpill:
+    """Pass 1's bookkeeping shared by both engines: every batch is appended to
+    ``spill_dir/rows.arrow`` (read back by pass 2) and its rows' splits numbered in order of first
+    appearance (``split_names``)."""
+
+    def __init__(self, spill_dir: Path):
+        self.path = spill_dir / SPILL_ROWS
+        self.split_codes: dict[str, int] = {}
+        self._writer: pa.ipc.RecordBatchFileWriter | None = None
+
+    def add(self, batch: pa.RecordBatch) -> tuple[pa.Table, np.ndarray]:
+        """The batch as a canonical table, spilled, and its rows' split codes."""
+        table = pa.Table.from_batches([batch], schema=SCHEMA)
+        if self._writer is None:
+            self._writer = pa.ipc.new_file(str(self.path), SCHEMA)
+        self._writer.write_table(table)
+        codes = self.split_codes
+        code = np.fromiter(
+            (codes.setdefault(s, len(codes)) for s in table.column("split").to_pylist()),
+            dtype=np.int64,
+            count=table.num_rows,
+        )
+        return table, code
+
+    @property
+    def split_names(self) -> list[str]:
+        return list(self.split_codes)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
 @dataclasses.dataclass
 class _Track:
     """Band keys (and shingles) for one candidate resolution of the near-dedup parameters."""
@@ -179,24 +213,12 @@ def sketch_stream(
     tracks = _tracks(config, spill_dir)
     make_shingles = shingler(config.shingle) if tracks else None
     ngram = config.resolved_ngram
-    split_codes: dict[str, int] = {}
+    spill = RowSpill(spill_dir)
     keys, codes, counts = [], [], []
     rows = 0
-    writer = None
     try:
         for batch in batches:
-            table = pa.Table.from_batches([batch], schema=SCHEMA)
-            if writer is None:
-                writer = pa.ipc.new_file(str(spill_dir / SPILL_ROWS), SCHEMA)
-            writer.write_table(table)
-            code = np.fromiter(
-                (
-                    split_codes.setdefault(s, len(split_codes))
-                    for s in batch.column("split").to_pylist()
-                ),
-                dtype=np.int64,
-                count=batch.num_rows,
-            )
+            table, code = spill.add(batch)
             normalized = normalize_rows(table, config.fields)
             keys.append(normalized.keys)
             codes.append(code)
@@ -231,8 +253,7 @@ def sketch_stream(
                 track.shingles.close()
         raise
     finally:
-        if writer is not None:
-            writer.close()
+        spill.close()
     params = NearParams.from_config(config, rows) if config.near else None
     chosen = None
     for track in tracks:
@@ -251,7 +272,7 @@ def sketch_stream(
         keys=cat(keys, np.uint64, (0, 2)),
         codes=cat(codes, np.int64),
         counts=cat(counts, np.int64),
-        split_names=list(split_codes),
+        split_names=spill.split_names,
         params=params,
         band_keys=None
         if chosen is None or params is None
