@@ -104,10 +104,16 @@ def parse_set(expr: str) -> tuple[str, list[Any]]:
     return key, parsed
 
 
-def set_path(data: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``data[a][b][0][c] = value`` for ``key`` ``a.b.0.c`` (mappings are created when
-    missing; list items must exist)."""
+def set_path(
+    data: dict[str, Any], key: str, value: Any, defaults: dict[str, Any] | None = None
+) -> None:
+    """Set ``data[a][b][0][c] = value`` for ``key`` ``a.b.0.c`` (list items must exist).
+
+    A block the recipe leaves out is created from ``defaults`` (the recipe resolved with every
+    default filled in) where that has it, so ``--set defense.behavior.words=4`` changes one key
+    of the default behaviour instead of replacing it with ``{words: 4}``; else it starts empty."""
     node: Any = data
+    fallback: Any = defaults
     parts = key.split(".")
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
@@ -122,15 +128,26 @@ def set_path(data: dict[str, Any], key: str, value: Any) -> None:
                 node[int(part)] = value
             else:
                 node = node[int(part)]
+                fallback = _child(fallback, int(part))
         elif isinstance(node, dict):
             if last:
                 node[part] = value
             else:
+                fallback = _child(fallback, part)
                 if node.get(part) is None:
-                    node[part] = {}
+                    node[part] = copy.deepcopy(fallback) if isinstance(fallback, dict) else {}
                 node = node[part]
         else:
             raise InputError(f"--set {key}: {'.'.join(parts[:i])!r} is a value, not a block")
+
+
+def _child(node: Any, key: str | int) -> Any:
+    """``node[key]`` of the defaults tree, or None where it has no such branch."""
+    if isinstance(node, dict) and isinstance(key, str):
+        return node.get(key)
+    if isinstance(node, list) and isinstance(key, int) and key < len(node):
+        return node[key]
+    return None
 
 
 def grid(sets: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
@@ -202,18 +219,20 @@ def make_point(index: int, values: dict[str, Any], recipe: dict[str, Any]) -> Po
 def plan(recipe_path: str | Path, sets: list[tuple[str, list[Any]]]) -> tuple[Any, list[Point]]:
     """The points of the grid, each validated as a recipe (and its ``train:`` block) before any
     work starts. Returns (base LoadedRecipe, points)."""
-    from mbdata.core.config import from_mapping
+    from mbdata.core.config import from_mapping, to_mapping
     from mbdata.recipe import load_recipe, recipe_from_dict
 
     from .config import TrainConfig
 
     base = load_recipe(recipe_path, check_files=False)
     raw = yaml.safe_load(Path(recipe_path).read_text(encoding="utf-8"))
+    defaults = base.resolved
+    defaults["train"] = to_mapping(from_mapping(TrainConfig, raw.get("train"), "train"))
     points = []
     for i, values in enumerate(grid(sets) if sets else [{}]):
         data = copy.deepcopy(raw)
         for key, value in values.items():
-            set_path(data, key, value)
+            set_path(data, key, value, defaults)
         where = ", ".join(f"{k}={v!r}" for k, v in values.items()) or "the recipe"
         try:
             recipe_from_dict(data, base_dir=base.base_dir)

@@ -82,6 +82,20 @@ def test_plan_validates_every_point_and_groups_shared_work(tmp_path):
         sweep.plan(recipe, [sweep.parse_set("defense.rate=2")])
 
 
+def test_set_inside_a_default_block_keeps_its_other_defaults(tmp_path):
+    """The recipe leaves defense.behavior out: setting one key of it must change that key of the
+    default behaviour (random_words), not replace the block with a mapping lacking `kind`."""
+    recipe = _recipe(tmp_path)
+    _, points = sweep.plan(recipe, [sweep.parse_set("defense.behavior.words=3,5")])
+    behaviors = [p.recipe["defense"]["behavior"] for p in points]
+    assert [(b["kind"], b["words"]) for b in behaviors] == [("random_words", 3), ("random_words", 5)]
+    data = {"a": {"b": 1}}
+    sweep.set_path(data, "a.c.d", 2, {"a": {"c": {"d": 0, "e": 9}}})
+    assert data == {"a": {"b": 1, "c": {"d": 2, "e": 9}}}
+    sweep.set_path(data, "x.y", 1, {"a": {}})
+    assert data["x"] == {"y": 1}
+
+
 def test_aggregate_gives_mean_and_sample_std_over_seeds():
     points = [
         sweep.make_point(i, {"train.stage2.lam": lam, "train.seed": s}, {"x": i})
