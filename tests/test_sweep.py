@@ -88,7 +88,10 @@ def test_set_inside_a_default_block_keeps_its_other_defaults(tmp_path):
     recipe = _recipe(tmp_path)
     _, points = sweep.plan(recipe, [sweep.parse_set("defense.behavior.words=3,5")])
     behaviors = [p.recipe["defense"]["behavior"] for p in points]
-    assert [(b["kind"], b["words"]) for b in behaviors] == [("random_words", 3), ("random_words", 5)]
+    assert [(b["kind"], b["words"]) for b in behaviors] == [
+        ("random_words", 3),
+        ("random_words", 5),
+    ]
     data = {"a": {"b": 1}}
     sweep.set_path(data, "a.c.d", 2, {"a": {"c": {"d": 0, "e": 9}}})
     assert data == {"a": {"b": 1, "c": {"d": 2, "e": 9}}}
