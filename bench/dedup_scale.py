@@ -19,6 +19,7 @@ Usage::
 
     .venv/bin/python bench/dedup_scale.py --rows 200000 --scale 1000000,2000000 \\
         --results bench/results-dedup-scale.md
+    .venv/bin/python bench/dedup_scale.py --scale-only --scale 1000000,10000000   # memory only
 """
 
 from __future__ import annotations
@@ -198,20 +199,89 @@ def clusters_npz(out: Path, path: Path) -> None:
     )
 
 
+def compare(args: argparse.Namespace, tmp: Path) -> list[str]:
+    """Part 1 and 2 of the docstring: the --rows corpus against the datasketch loop, then Ray."""
+    from mbdata.dedup import DedupConfig
+    from mbdata.dedup.sketch import NearParams
+
+    lines: list[str] = []
+    t0 = time.perf_counter()
+    rows, copies, bases = generate_rows(args.rows, 0)
+    truth = [bigram_jaccard(rows[b], rows[c]) for b, c in zip(bases, copies)]
+    src = tmp / "corpus.jsonl"
+    write_jsonl(rows, src)
+    gen = time.perf_counter() - t0
+    params = NearParams.from_config(DedupConfig(), args.rows)
+    base_args = (src, min(args.baseline_rows, args.rows), params.bands, params.rows)
+    base = [baseline(*base_args)]
+    loads = [loadavg()]
+    ours = mb_dedup(src, tmp / "out-local")
+    loads.append(loadavg())
+    base.append(baseline(*base_args))
+    loads.append(loadavg())
+    clusters_npz(tmp / "out-local", tmp / "pairs.npz")
+    s = score(tmp / "pairs.npz", rows, copies, bases, truth, 0.8)
+    base_rps = float(np.mean([b["rows"] / b["seconds"] for b in base]))
+    rps = args.rows / ours["seconds"]
+    mib = src.stat().st_size / 2**20
+    lines.append(
+        f"- corpus: {args.rows:,} rows, {mib:.0f} MiB JSONL, {len(truth):,} planted pairs, "
+        f"{s['true_pairs']:,} at bigram Jaccard >= 0.8 (generated in {gen:.0f} s)"
+    )
+    rates = " and ".join(f"{b['rows'] / b['seconds']:,.0f}" for b in base)
+    lines.append(
+        f"- baseline: plain datasketch loop on the first {base[0]['rows']:,} rows (reads and "
+        f"parses the JSONL too, writes nothing), before and after ours: {rates} rows/s "
+        f"(speed-up against the mean); load after each run: {' | '.join(loads)}\n"
+    )
+    lines.append("| run | seconds | rows/s | speed-up | recall | precision | peak RSS |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|")
+    lines.append(f"| plain datasketch loop | - | {base_rps:,.0f} | 1.0x | - | - | - |")
+    lines.append(
+        f"| `mb dedup` (local) | {ours['seconds']:.1f} | {rps:,.0f} | "
+        f"{rps / base_rps:.1f}x | {s['recall']:.4f} ({s['recalled']:,}/{s['true_pairs']:,}) "
+        f"| {s['precision']:.4f} ({s['reported']:,} pairs) | {ours['rss_mib']:,.0f} MiB |"
+    )
+    bins = ", ".join(f"{k}: {h}/{n}" for k, (h, n) in s["bins"].items())
+    notes = [f"- recall by true Jaccard (local): {bins}"]
+    if not args.no_ray:
+        r = ray_run(src, tmp / "out-ray")
+        loads.append(loadavg())
+        if "error" in r:
+            notes.append(f"- ray engine: failed: {r['error']}")
+        else:
+            same = file_hashes(tmp / "out-ray") == file_hashes(tmp / "out-local")
+            lines.append(
+                f"| `mb dedup --engine ray` (num_cpus=2) | {r['seconds']:.1f} | "
+                f"{args.rows / r['seconds']:,.0f} | {args.rows / r['seconds'] / base_rps:.1f}x"
+                f" | same output: {same} | | |"
+            )
+            notes.append(
+                f"- ray engine: {r['seconds']:.1f} s inside the process after `ray.init` "
+                f"({r['process_seconds']:.1f} s with interpreter and Ray start); shards, "
+                f"clusters and content hash identical to the local engine: {same}; load "
+                f"after: {loads[-1]}"
+            )
+    lines.append("")
+    lines += notes
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--baseline-rows", type=int, default=30_000)
     parser.add_argument("--scale", default="", help="comma list of synthetic sizes, e.g. 1000000")
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument(
+        "--scale-only", action="store_true", help="skip the --rows comparison; run --scale only"
+    )
     parser.add_argument("--results", type=Path, default=None)
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
-    from mbdata.dedup import DedupConfig
-    from mbdata.dedup.sketch import NearParams
-
-    lines = [f"## mb dedup end to end: {args.rows:,} rows\n"]
+    title = f"scale {args.scale}" if args.scale_only else f"{args.rows:,} rows"
+    lines = [f"## mb dedup end to end: {title}\n"]
     lines.append(
         f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, shared with other jobs; load average (1/5/15 min) "
@@ -219,66 +289,8 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="mb-dedup-scale-") as tmp_name:
         tmp = Path(tmp_name)
-        t0 = time.perf_counter()
-        rows, copies, bases = generate_rows(args.rows, 0)
-        truth = [bigram_jaccard(rows[b], rows[c]) for b, c in zip(bases, copies)]
-        src = tmp / "corpus.jsonl"
-        write_jsonl(rows, src)
-        gen = time.perf_counter() - t0
-        params = NearParams.from_config(DedupConfig(), args.rows)
-        base_args = (src, min(args.baseline_rows, args.rows), params.bands, params.rows)
-        base = [baseline(*base_args)]
-        loads = [loadavg()]
-        ours = mb_dedup(src, tmp / "out-local")
-        loads.append(loadavg())
-        base.append(baseline(*base_args))
-        loads.append(loadavg())
-        clusters_npz(tmp / "out-local", tmp / "pairs.npz")
-        s = score(tmp / "pairs.npz", rows, copies, bases, truth, 0.8)
-        base_rps = float(np.mean([b["rows"] / b["seconds"] for b in base]))
-        rps = args.rows / ours["seconds"]
-        mib = src.stat().st_size / 2**20
-        lines.append(
-            f"- corpus: {args.rows:,} rows, {mib:.0f} MiB JSONL, {len(truth):,} planted pairs, "
-            f"{s['true_pairs']:,} at bigram Jaccard >= 0.8 (generated in {gen:.0f} s)"
-        )
-        rates = " and ".join(f"{b['rows'] / b['seconds']:,.0f}" for b in base)
-        lines.append(
-            f"- baseline: plain datasketch loop on the first {base[0]['rows']:,} rows (reads and "
-            f"parses the JSONL too, writes nothing), before and after ours: {rates} rows/s "
-            f"(speed-up against the mean); load after each run: {' | '.join(loads)}\n"
-        )
-        lines.append("| run | seconds | rows/s | speed-up | recall | precision | peak RSS |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|")
-        lines.append(f"| plain datasketch loop | - | {base_rps:,.0f} | 1.0x | - | - | - |")
-        lines.append(
-            f"| `mb dedup` (local) | {ours['seconds']:.1f} | {rps:,.0f} | "
-            f"{rps / base_rps:.1f}x | {s['recall']:.4f} ({s['recalled']:,}/{s['true_pairs']:,}) "
-            f"| {s['precision']:.4f} ({s['reported']:,} pairs) | {ours['rss_mib']:,.0f} MiB |"
-        )
-        bins = ", ".join(f"{k}: {h}/{n}" for k, (h, n) in s["bins"].items())
-        notes = [f"- recall by true Jaccard (local): {bins}"]
-        if not args.no_ray:
-            r = ray_run(src, tmp / "out-ray")
-            loads.append(loadavg())
-            if "error" in r:
-                notes.append(f"- ray engine: failed: {r['error']}")
-            else:
-                same = file_hashes(tmp / "out-ray") == file_hashes(tmp / "out-local")
-                lines.append(
-                    f"| `mb dedup --engine ray` (num_cpus=2) | {r['seconds']:.1f} | "
-                    f"{args.rows / r['seconds']:,.0f} | {args.rows / r['seconds'] / base_rps:.1f}x"
-                    f" | same output: {same} | | |"
-                )
-                notes.append(
-                    f"- ray engine: {r['seconds']:.1f} s inside the process after `ray.init` "
-                    f"({r['process_seconds']:.1f} s with interpreter and Ray start); shards, "
-                    f"clusters and content hash identical to the local engine: {same}; load "
-                    f"after: {loads[-1]}"
-                )
-        lines.append("")
-        lines += notes
-        del rows, truth
+        if not args.scale_only:
+            lines += compare(args, tmp)
         for n in [int(x) for x in args.scale.split(",") if x]:
             path = tmp / f"scale-{n}.jsonl"
             t1 = time.perf_counter()
