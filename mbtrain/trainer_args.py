@@ -6,7 +6,8 @@ before any work: an unknown key is a one-line error naming it and the closest va
 the recipe's own settings decide (``learning_rate``: ``train.stageN.lr``, ...) is an error naming
 the recipe key to change; a value is checked against the field's type annotation as far as it
 allows (numbers, booleans, strings, lists, mappings, the names of an enum such as ``optim`` or
-``lr_scheduler_type``).
+``lr_scheduler_type``), by the recipe's own checker (``mbdata.core.config.coerce`` in its
+``foreign`` mode).
 
 The keys are ``SFTConfig`` field names (TRL's superset of ``TrainingArguments``). Stage 2 runs a
 plain ``transformers.Trainer``: the SFT-only keys (``packing``, ``padding_free``, ...) apply to the
@@ -20,14 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import enum
-import re
-import types
 import typing
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any
 
-from mbdata.core.errors import MBError
+from mbdata.core.config import coerce
+from mbdata.core.errors import MBError, RecipeError
 
 # TrainingArguments that mbtrain sets from the recipe (or the command), and where to change them:
 # passing them here would silently fight the recipe.
@@ -46,7 +45,6 @@ OWNED = {
     "load_best_model_at_end": "the recipe (train.stage2.select)",
     "metric_for_best_model": "the recipe (train.stage2.select)",
 }
-_FLOAT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def _config_class(sft: bool) -> type:
@@ -64,87 +62,6 @@ def field_types(sft: bool = True) -> dict[str, Any]:
     cls = _config_class(sft)
     hints = typing.get_type_hints(cls)
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
-
-
-def _name(tp: Any) -> str:
-    """``str | list[str] | None`` for an annotation, as a user reads it."""
-    if get_origin(tp) in (Union, types.UnionType):
-        return " | ".join(_name(a) for a in get_args(tp))
-    if tp is type(None):
-        return "null"
-    if get_origin(tp) is not None:
-        return str(tp).replace("typing.", "")
-    return getattr(tp, "__name__", str(tp))
-
-
-class _Mismatch(Exception):
-    """A value that does not fit an annotation (the message says what was expected)."""
-
-
-def _check(tp: Any, value: Any) -> Any:
-    """``value`` checked against ``tp``, returned normalised (``1e-4`` read as text by YAML 1.1
-    becomes a float); an annotation this cannot judge accepts the value as it is."""
-    origin = get_origin(tp)
-    if tp is Any or tp is object:
-        return value
-    if origin in (Union, types.UnionType):
-        options = get_args(tp)
-        if value is None:
-            if type(None) in options:
-                return None
-            raise _Mismatch("must not be null")
-        enums = [o for o in options if isinstance(o, type) and issubclass(o, enum.Enum)]
-        if enums and isinstance(value, str):  # `OptimizerNames | str`: the str must be a name
-            names = [m.value for e in enums for m in e]
-            if value in names:
-                return value
-            close = difflib.get_close_matches(value, [str(n) for n in names], n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise _Mismatch(f"{value!r} is not one of the {enums[0].__name__}{hint}")
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _check(option, value)
-            except _Mismatch:
-                pass
-        raise _Mismatch(f"expected {_name(tp)}, got {type(value).__name__} {value!r}")
-    if origin is Literal:
-        if value in get_args(tp):
-            return value
-        raise _Mismatch("expected one of " + ", ".join(repr(a) for a in get_args(tp)))
-    if origin in (list, Sequence) or tp is list:
-        if not isinstance(value, list):
-            raise _Mismatch(f"expected a list, got {type(value).__name__} {value!r}")
-        args = get_args(tp)
-        return [_check(args[0], v) for v in value] if args else value
-    if origin in (dict, Mapping) or tp is dict:
-        if not isinstance(value, dict):
-            raise _Mismatch(f"expected a mapping, got {type(value).__name__} {value!r}")
-        return value
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        if isinstance(value, str) and value in [m.value for m in tp]:
-            return value
-        raise _Mismatch(f"{value!r} is not one of the {tp.__name__}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch(f"expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch(f"expected an integer, got {type(value).__name__} {value!r}")
-    if tp is float:
-        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
-            return float(value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return value
-        raise _Mismatch(f"expected a number, got {type(value).__name__} {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch(f"expected a string, got {type(value).__name__} {value!r}")
-    return value  # a class this check does not know (the dataclass itself judges it)
 
 
 def check_trainer_args(
@@ -172,9 +89,9 @@ def check_trainer_args(
             hint = f"did you mean {close[0]!r}?" if close else "see the transformers/TRL docs"
             raise error(f"{path}: not a {cls_name} field ({hint})")
         try:
-            out[key] = _check(types_of[key], value)
-        except _Mismatch as exc:
-            raise error(f"{path}: {exc}") from None
+            out[key] = coerce(types_of[key], value, path, foreign=True)
+        except RecipeError as exc:
+            raise error(str(exc)) from None
     return out
 
 

@@ -37,15 +37,15 @@ def recipe(train: dict | None) -> dict:
         ("seed", 3, "set by the recipe (train.seed); change it there"),
         ("logging_steps", "often", "expected a number, got str 'often'"),
         ("torch_compile", "yes", "expected true or false, got 'yes'"),
-        ("bf16", "yes", "expected bool | null, got str 'yes'"),
+        ("bf16", "yes", "expected true or false, got 'yes'"),
         ("dataloader_num_workers", 1.5, "expected an integer, got float 1.5"),
-        ("report_to", 3, "expected null | str | list[str], got int 3"),
+        ("report_to", 3, "expected str | list of str | null, got int 3"),
         (
             "optim",
             "adamw_fused",
             "'adamw_fused' is not one of the OptimizerNames (did you mean 'adamw_torch_fused'?)",
         ),
-        ("gradient_checkpointing_kwargs", [1], "expected dict"),
+        ("gradient_checkpointing_kwargs", [1], "expected mapping"),
     ],
 )
 def test_recipe_trainer_args_are_checked_at_load_time(key, value, message):

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import math
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Union, get_args, get_origin
 
 from .errors import RecipeError
@@ -112,10 +113,17 @@ def _check_bounds(value: Any, meta: Mapping[str, Any], path: str) -> None:
         raise RecipeError(f"{path}: {short_repr(value)} is not {form}")
 
 
-def coerce(tp: Any, value: Any, path: str) -> Any:
-    """Check ``value`` against the type annotation ``tp``; build nested dataclasses."""
+def coerce(tp: Any, value: Any, path: str, *, foreign: bool = False) -> Any:
+    """Check ``value`` against the type annotation ``tp``; build nested dataclasses.
+
+    ``foreign``: ``tp`` comes from another library's dataclass (transformers' and TRL's
+    ``TrainingArguments``, for ``train.trainer_args``), whose annotations use more than ours do:
+    enums (a value must be one of their names, with a "did you mean"), ``Sequence``/``Mapping``,
+    bare ``dict``, and classes this cannot judge, which are passed through for the dataclass
+    itself to check. Our own blocks keep the strict default: an annotation not understood here is
+    a bug in the block definition."""
     origin = get_origin(tp)
-    if tp is Any:
+    if tp is Any or (foreign and tp is object):
         return value
     if origin in (Union, types.UnionType):
         options = get_args(tp)
@@ -123,12 +131,16 @@ def coerce(tp: Any, value: Any, path: str) -> Any:
             if type(None) in options:
                 return None
             raise RecipeError(f"{path}: must not be null; expected {_type_name(tp)}")
+        enums = [o for o in options if isinstance(o, type) and issubclass(o, enum.Enum)]
+        if foreign and enums and isinstance(value, str):
+            # `OptimizerNames | str`: the string must still be one of the enum's names
+            return _enum_value(enums[0], [m.value for e in enums for m in e], value, path)
         errors = []
         for option in options:
             if option is type(None):
                 continue
             try:
-                return coerce(option, value, path)
+                return coerce(option, value, path, foreign=foreign)
             except RecipeError as exc:
                 errors.append(str(exc))
         if len(errors) == 1:
@@ -144,23 +156,25 @@ def coerce(tp: Any, value: Any, path: str) -> Any:
                 + ", ".join(repr(a) for a in allowed)
             )
         return value
-    if origin is list:
+    if origin is list or (foreign and (origin is Sequence or tp is list)):
         if not isinstance(value, (list, tuple)):
             raise RecipeError(
                 f"{path}: expected a list, got {type(value).__name__} {short_repr(value)}"
             )
-        (item_tp,) = get_args(tp)
-        return [coerce(item_tp, v, _join(path, i)) for i, v in enumerate(value)]
-    if origin is dict:
+        (item_tp,) = get_args(tp) or (Any,)
+        return [coerce(item_tp, v, _join(path, i), foreign=foreign) for i, v in enumerate(value)]
+    if origin is dict or (foreign and (origin is Mapping or tp is dict)):
         if not isinstance(value, dict):
             raise RecipeError(f"{path}: expected a mapping, got {type(value).__name__}")
-        key_tp, val_tp = get_args(tp)
+        key_tp, val_tp = get_args(tp) or (str, Any)
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
                 raise RecipeError(f"{path}: keys must be strings, got {short_repr(k)}")
-            out[k] = coerce(val_tp, v, _join(path, k))
+            out[k] = coerce(val_tp, v, _join(path, k), foreign=foreign)
         return out
+    if foreign and isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return _enum_value(tp, [m.value for m in tp], value, path)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_mapping(tp, value, path)
     if tp is bool:
@@ -191,7 +205,17 @@ def coerce(tp: Any, value: Any, path: str) -> Any:
                 f"{short_repr(value)}{_quote_hint(path, value)}"
             )
         return value
+    if foreign:
+        return value  # a class this cannot judge: the foreign dataclass checks it
     raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in a block definition
+
+
+def _enum_value(cls: type[enum.Enum], names: list[Any], value: Any, path: str) -> Any:
+    """``value`` if it is one of an enum's names, else a one-line error with the closest one."""
+    if isinstance(value, str) and value in names:
+        return value
+    hint = _did_you_mean(value, [str(n) for n in names])
+    raise RecipeError(f"{path}: {short_repr(value)} is not one of the {cls.__name__}{hint}")
 
 
 def _did_you_mean(key: Any, allowed: Any) -> str:
