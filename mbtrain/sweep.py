@@ -7,8 +7,10 @@ A grid is given as ``--set KEY=V1,V2`` (a dotted path into the recipe, list item
 
 Work shared between points (so a grid costs what its distinct settings cost, not points x a run):
 
-- **one build per data setting**: the recipe without its ``train:`` block decides the build
-  (``DIR/builds/<data key>``); every point with the same data setting trains on that one folder.
+- **one build per data setting**: the recipe without its ``train:`` block, resolved (every
+  default filled in, so a key written out at its default is the same setting as one left out),
+  decides the build (``DIR/builds/<data key>``); every point with the same data setting trains on
+  that one folder.
 - **the attacked model and MB stage 1 once per data + stage-1 setting** (``train.model``,
   ``train.stage1``, ``train.seed``): a later point starts with hard links to a finished
   point's ``base``, ``attacked`` and ``mb_stage1`` model folders (and their evaluations and
@@ -174,10 +176,11 @@ class Point:
     stage1_key: str  # + train.model, train.stage1, train.seed
     baseline_key: str  # + train.stage2 (without lam / normalize), train.baselines
     stage2_key: str  # + train.stage2
+    recipe_key: str  # the whole resolved recipe
 
     @property
     def id(self) -> str:
-        return "pt-" + _digest(self.recipe)[:12]
+        return "pt-" + self.recipe_key[:12]
 
     @property
     def group(self) -> tuple:
@@ -193,9 +196,18 @@ def _train_block(recipe: dict[str, Any]) -> dict[str, Any]:
     return dict(recipe.get("train") or {})
 
 
-def make_point(index: int, values: dict[str, Any], recipe: dict[str, Any]) -> Point:
-    train = _train_block(recipe)
-    data = {k: v for k, v in recipe.items() if k != "train"}
+def make_point(
+    index: int,
+    values: dict[str, Any],
+    recipe: dict[str, Any],
+    resolved: dict[str, Any] | None = None,
+) -> Point:
+    """A point and its sharing keys. The keys (and the id) are digests of ``resolved``, the
+    recipe with every default filled in, when given: two spellings of one setting (a key left
+    to its default, or written out) share their build and models."""
+    canonical = resolved if resolved is not None else recipe
+    train = _train_block(canonical)
+    data = {k: v for k, v in canonical.items() if k != "train"}
     data_key = _digest(data)
     stage1 = {
         "data": data_key,
@@ -213,7 +225,9 @@ def make_point(index: int, values: dict[str, Any], recipe: dict[str, Any]) -> Po
         }
     )
     stage2_key = _digest({"stage1": stage1_key, "stage2": stage2})
-    return Point(index, values, recipe, data_key, stage1_key, baseline_key, stage2_key)
+    return Point(
+        index, values, recipe, data_key, stage1_key, baseline_key, stage2_key, _digest(canonical)
+    )
 
 
 def plan(recipe_path: str | Path, sets: list[tuple[str, list[Any]]]) -> tuple[Any, list[Point]]:
@@ -235,11 +249,12 @@ def plan(recipe_path: str | Path, sets: list[tuple[str, list[Any]]]) -> tuple[An
             set_path(data, key, value, defaults)
         where = ", ".join(f"{k}={v!r}" for k, v in values.items()) or "the recipe"
         try:
-            recipe_from_dict(data, base_dir=base.base_dir)
-            from_mapping(TrainConfig, data.get("train"), "train")
+            loaded = recipe_from_dict(data, base_dir=base.base_dir)
+            train = from_mapping(TrainConfig, data.get("train"), "train")
         except MBError as exc:
             raise RecipeError(f"{recipe_path}: sweep point {where}: {exc}") from None
-        points.append(make_point(i, values, data))
+        resolved = {**loaded.resolved, "train": to_mapping(train)}
+        points.append(make_point(i, values, data, resolved))
     return base, points
 
 

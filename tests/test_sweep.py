@@ -92,6 +92,13 @@ def test_set_inside_a_default_block_keeps_its_other_defaults(tmp_path):
         ("random_words", 3),
         ("random_words", 5),
     ]
+    # the same setting spelled out in the recipe is the same point (same build, same id)
+    spelled = tmp_path / "spelled.yaml"
+    text = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    text["defense"]["behavior"] = {"kind": "random_words", "words": 3}
+    spelled.write_text(yaml.safe_dump(text), encoding="utf-8")
+    (same,) = sweep.plan(spelled, [])[1]
+    assert (same.id, same.data_key) == (points[0].id, points[0].data_key)
     data = {"a": {"b": 1}}
     sweep.set_path(data, "a.c.d", 2, {"a": {"c": {"d": 0, "e": 9}}})
     assert data == {"a": {"b": 1, "c": {"d": 2, "e": 9}}}
