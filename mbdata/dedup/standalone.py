@@ -8,6 +8,7 @@ The output is a build-like folder (:func:`mbdata.io.shards.write_build`): the ke
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -256,7 +257,7 @@ def dedup_path_streaming(
     def run(tmp: Path, force_unverified: bool):
         stream = iter_input_batches(input_path, fields=fields, lenient=True, batch_rows=rows)
         decon = None
-        batches = stream
+        batches: Iterable[pa.RecordBatch] = stream
         if reference is not None:
             decon = StreamDecontaminator(
                 reference.table,
