@@ -235,6 +235,11 @@ def dedup_path_streaming(
     from .stream import Progress, dedup_stream, env_batch_rows
 
     rows = batch_rows or env_batch_rows(BATCH_ROWS)
+
+    def open_stream():
+        return iter_input_batches(input_path, fields=fields, lenient=True, batch_rows=rows)
+
+    first_stream = open_stream()  # a missing or unreadable input fails here, before any work
     inputs = {"input": input_record(Path(input_path), str(input_path))}
     if engine == "ray":
         from ..engines import require_ray
@@ -254,8 +259,7 @@ def dedup_path_streaming(
         ref_skipped = [{**b.record(), "source": f"reference:{b.source}"} for b in ref.skipped]
         inputs["reference"] = input_record(Path(reference_path), str(reference_path))
 
-    def run(tmp: Path, force_unverified: bool):
-        stream = iter_input_batches(input_path, fields=fields, lenient=True, batch_rows=rows)
+    def run(tmp: Path, stream, force_unverified: bool):
         decon = None
         batches: Iterable[pa.RecordBatch] = stream
         if reference is not None:
@@ -273,9 +277,9 @@ def dedup_path_streaming(
 
     def fill(tmp: Path) -> dict:
         try:
-            stream, decon, result = run(tmp, force_unverified=False)
+            stream, decon, result = run(tmp, first_stream, force_unverified=False)
         except RestartUnverified:
-            stream, decon, result = run(tmp, force_unverified=True)
+            stream, decon, result = run(tmp, open_stream(), force_unverified=True)
         skipped = [b.record() for b in stream.skipped] + ref_skipped
         tables = {CLUSTERS_TABLE: result.clusters}
         stats = [result.stats]
