@@ -140,6 +140,11 @@ def test_verify_auto_past_the_row_limit_restarts_when_outcomes_differ(tmp_path, 
     monkeypatch.setattr(dedup_stream, "VERIFY_AUTO_MAX_ROWS", 1000)
     build = _same_as_in_memory(tmp_path / "s", source, ref, DedupConfig(), batch_rows=16)
     assert restarts == [False] and build.manifest["stages"][0]["info"]["verify"] is True
+    restarts.clear()
+    monkeypatch.setattr(dedup_config, "VERIFY_AUTO_MAX_ROWS", 5)  # the reference alone passes it
+    monkeypatch.setattr(dedup_stream, "VERIFY_AUTO_MAX_ROWS", 5)
+    build = _same_as_in_memory(tmp_path / "r", source, ref, DedupConfig(), batch_rows=16)
+    assert restarts == [False] and build.manifest["stages"][0]["info"]["verify"] is False
 
 
 def test_mb_dedup_reference_streams_the_input(tmp_path, monkeypatch):

@@ -110,6 +110,8 @@ class StreamDecontaminator:
         self.reference, self.config, self.reference_rows = reference, config, reference_rows
         limit = dedup_config.VERIFY_AUTO_MAX_ROWS
         threshold = config.decontaminate_threshold
+        if config.verify is None and reference.num_rows > limit:
+            force_unverified = True  # the reference alone passes the limit: known now
         sizes = [limit + 1] if force_unverified else [0]
         if config.verify is None and not force_unverified:
             sizes.append(limit + 1)  # the unverified outcome, kept until the count is known
