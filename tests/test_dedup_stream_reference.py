@@ -169,3 +169,25 @@ def test_mb_dedup_reference_streams_the_input(tmp_path, monkeypatch):
     stages = mbdata.open_build(tmp_path / "out").manifest["stages"]
     assert [s["name"] for s in stages] == ["decontaminate", "dedup"]
     assert stages[0]["dropped"]["contaminated_exact"] > 0
+
+
+def test_streamed_reference_on_a_multi_split_build_folder(tmp_path):
+    """Split codes are numbered among the rows decontamination leaves, as the in-memory path's
+    filtered table numbers them (the first split read, `eval_clean`, is contaminated whole)."""
+    from mbdata.io.schema import from_rows, make_row
+    from mbdata.io.shards import write_build
+
+    rows, reference = contaminated_corpus(seed=7)
+    head = [{"behavior": r["instruction"]} for r in rows[:12]]
+    tables = {
+        split: from_rows(
+            make_row(**r, source="s", source_row=i, split=split) for i, r in enumerate(part)
+        )
+        for split, part in (("eval_clean", rows[:12]), ("train", rows))
+    }
+    write_build(tmp_path / "b", tables, {"kind": "test"}, shard_rows=17)
+    ref = _write_reference(tmp_path / "ref.jsonl", reference + head)
+    build = _same_as_in_memory(tmp_path, tmp_path / "b", ref, DedupConfig(), batch_rows=5)
+    assert set(build.manifest["splits"]) == {"train"}
+    splits = build.side_table("dedup/decontamination").column("split").to_pylist()
+    assert splits[:12] == ["eval_clean"] * 12 and splits.count("train") > 12
