@@ -40,6 +40,29 @@ def test_ray_engine_output_equals_local(tmp_path, ray_runtime):
         assert _files(on_ray) == _files(local), name
 
 
+def test_ray_engine_with_reference_equals_local(tmp_path, ray_runtime):
+    """`--reference` on Ray: decontamination on the driver, dedup of the remaining rows on Ray."""
+    from test_dedup_stream_reference import REF_FIELDS, _write_reference, contaminated_corpus
+
+    rows, reference = contaminated_corpus()
+    source = _write_jsonl(tmp_path / "in.jsonl", rows)
+    ref = _write_reference(tmp_path / "ref.jsonl", reference)
+    outs = {
+        engine: dedup_path_streaming(
+            source,
+            tmp_path / engine,
+            DedupConfig(),
+            batch_rows=9,
+            engine=engine,
+            reference_path=ref,
+            reference_fields=REF_FIELDS,
+        )
+        for engine in ("local", "ray")
+    }
+    assert _files(outs["ray"]) == _files(outs["local"])
+    assert "dedup/decontamination.arrow" in _files(outs["ray"])
+
+
 def test_label_propagation_finds_components():
     rows = np.array([5, 7, 9, 3, 12])
     roots = np.array([1, 5, 7, 2, 11])

@@ -45,16 +45,37 @@ DECONTAMINATION_SCHEMA = pa.schema(
 )
 
 
-def _exact_matches(keys: np.ndarray, ref_keys: np.ndarray) -> np.ndarray:
-    """For each corpus key, the first reference row with the same key, or -1."""
-    first_ref: dict[tuple[int, int], int] = {}
-    for pos, key in enumerate(map(tuple, ref_keys.tolist())):
-        first_ref.setdefault(key, pos)
-    return np.fromiter(
-        (first_ref.get(key, -1) for key in map(tuple, keys.tolist())),
-        dtype=np.int64,
-        count=len(keys),
-    )
+class ReferenceIndex:
+    """A reference set sketched once for prompt matching (exact keys, LSH band lookups, shingle
+    hashes when verifying), probed by any number of corpus tables or batches: the reference is
+    small (benchmarks, eval sets), the corpus may be streamed."""
+
+    def __init__(self, reference: pa.Table, params: NearParams):
+        self.reference, self.params = reference, params
+        self.sketch = sketch_table(reference, "prompt", params, keep_shingles=params.verify)
+        self._first: dict[tuple[int, int], int] | None = None
+        self._lookups: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self.rows = np.flatnonzero(self.sketch.shingle_counts > 0)
+
+    def exact(self, keys: np.ndarray) -> np.ndarray:
+        """For each corpus key, the first reference row with the same key, or -1."""
+        if self._first is None:
+            self._first = {}
+            for pos, key in enumerate(map(tuple, self.sketch.keys.tolist())):
+                self._first.setdefault(key, pos)
+        first = self._first
+        return np.fromiter(
+            (first.get(key, -1) for key in map(tuple, keys.tolist())),
+            dtype=np.int64,
+            count=len(keys),
+        )
+
+    def lookups(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per band: reference keys sorted, with the reference row of each sorted position."""
+        if self._lookups is None:
+            assert self.sketch.band_keys is not None  # sketched with near params
+            self._lookups = _band_lookup(self.sketch.band_keys[self.rows], self.rows)
+        return self._lookups
 
 
 def _band_lookup(ref_band_keys: np.ndarray, ref_rows: np.ndarray):
@@ -79,18 +100,17 @@ class _NearMatches:
 
 def _near_matches(
     sketch: TableSketch,
-    ref: TableSketch,
+    index: ReferenceIndex,
     open_rows: np.ndarray,
-    params: NearParams,
     max_targets: int,
 ) -> _NearMatches:
     """For each corpus row in ``open_rows``, the earliest reference row it nearly matches."""
     rows, matched, sims = [], [], []
     checked = rejected = capped = 0
-    ref_rows = np.flatnonzero(ref.shingle_counts > 0)
-    assert ref.band_keys is not None and sketch.band_keys is not None  # sketched with near params
-    if ref_rows.size and open_rows.size:
-        lookups = _band_lookup(ref.band_keys[ref_rows], ref_rows)
+    params, ref = index.params, index.sketch
+    assert sketch.band_keys is not None  # sketched with near params
+    if index.rows.size and open_rows.size:
+        lookups = index.lookups()
         hits = np.zeros(open_rows.size, dtype=bool)
         for band, (keys, _) in enumerate(lookups):
             probe = sketch.band_keys[open_rows, band]
@@ -126,6 +146,82 @@ def _near_matches(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Contamination:
+    """What one table (or one batch of a stream) matched in the reference: ``rows`` (positions in
+    that table, ascending), the reference row each matched, the similarity, the reason (1 exact,
+    2 near), and the near search's counters."""
+
+    rows: np.ndarray
+    matched: np.ndarray
+    similarity: np.ndarray
+    reason: np.ndarray
+    checked: int
+    rejected: int
+    capped: int
+
+
+def match_reference(
+    table: pa.Table, sketch: TableSketch, index: ReferenceIndex, max_targets: int
+) -> Contamination:
+    """The rows of ``table`` (sketched as ``sketch`` with ``index.params``, field group
+    ``prompt``) whose prompt exactly or nearly matches a reference prompt: exact matches first,
+    near matching on the rest (rows with shingles)."""
+    params = index.params
+    matched = index.exact(sketch.keys)
+    similarity = np.where(matched >= 0, 1.0, np.nan)
+    reason = np.where(matched >= 0, 1, 0)  # 1 exact, 2 near
+
+    open_rows = np.flatnonzero((matched < 0) & (sketch.shingle_counts > 0))
+    near = _near_matches(sketch, index, open_rows, max_targets)
+    matched[near.rows], reason[near.rows] = near.matched, 2
+    similarity[near.rows] = (
+        near.similarity
+        if params.verify
+        else estimate_pairs(table, near.rows, index.reference, near.matched, "prompt", params)
+    )
+    removed = np.flatnonzero(matched >= 0)
+    return Contamination(
+        removed,
+        matched[removed],
+        similarity[removed],
+        reason[removed],
+        near.checked,
+        near.rejected,
+        near.capped,
+    )
+
+
+def decontamination_stats(
+    n: int,
+    reference_rows: int,
+    params: NearParams,
+    reason: np.ndarray,
+    checked: int,
+    rejected: int,
+    capped: int,
+) -> StageStats:
+    """The ``decontaminate`` stage's manifest figures (the same for a table and a stream)."""
+    stats = StageStats(name="decontaminate", rows_in=n)
+    n_exact = int(np.count_nonzero(reason == 1))
+    n_near = int(np.count_nonzero(reason == 2))
+    stats.drop(EXACT, n_exact)
+    stats.drop(NEAR, n_near)
+    stats.info.update(params.info())
+    stats.info.update(
+        {
+            "fields": "prompt",
+            "reference_rows": reference_rows,
+            "candidates_checked": checked,
+            "candidates_rejected": rejected,
+            "bucket_targets_capped": capped,
+            EXACT: n_exact,
+            NEAR: n_near,
+        }
+    )
+    return stats
+
+
 def decontaminate(
     table: pa.Table,
     reference: pa.Table,
@@ -155,56 +251,33 @@ def contamination_mask(
     rows only from rows that survive)."""
     config = config or DedupConfig()
     n = table.num_rows
-    stats = StageStats(name="decontaminate", rows_in=n)
     params = NearParams.from_config(
         config, n + reference.num_rows, threshold=config.decontaminate_threshold
     )
-    verify = params.verify
-    ref = sketch_table(reference, "prompt", params, keep_shingles=verify)
-    sketch = sketch_table(table, "prompt", params, keep_shingles=verify)
-
-    matched = _exact_matches(sketch.keys, ref.keys)
-    similarity = np.where(matched >= 0, 1.0, np.nan)
-    reason = np.where(matched >= 0, 1, 0)  # 1 exact, 2 near
-
-    open_rows = np.flatnonzero((matched < 0) & (sketch.shingle_counts > 0))
-    near = _near_matches(sketch, ref, open_rows, params, config.max_bucket_targets)
-    matched[near.rows], reason[near.rows] = near.matched, 2
-    similarity[near.rows] = (
-        near.similarity
-        if verify
-        else estimate_pairs(table, near.rows, reference, near.matched, "prompt", params)
-    )
-
-    removed = np.flatnonzero(matched >= 0)
+    index = ReferenceIndex(reference, params)
+    sketch = sketch_table(table, "prompt", params, keep_shingles=params.verify)
+    found = match_reference(table, sketch, index, config.max_bucket_targets)
     side = _side_table(
         table,
         reference,
-        removed,
-        matched[removed],
-        similarity[removed],
-        reason[removed],
+        found.rows,
+        found.matched,
+        found.similarity,
+        found.reason,
         reference_rows,
     )
     ctx.add_side_table(DECONTAMINATION_TABLE, side)
-    n_exact = int(np.count_nonzero(reason == 1))
-    n_near = int(np.count_nonzero(reason == 2))
-    stats.drop(EXACT, n_exact)
-    stats.drop(NEAR, n_near)
-    stats.info.update(params.info())
-    stats.info.update(
-        {
-            "fields": "prompt",
-            "reference_rows": reference.num_rows,
-            "candidates_checked": near.checked,
-            "candidates_rejected": near.rejected,
-            "bucket_targets_capped": near.capped,
-            EXACT: n_exact,
-            NEAR: n_near,
-        }
+    stats = decontamination_stats(
+        n,
+        reference.num_rows,
+        params,
+        found.reason,
+        found.checked,
+        found.rejected,
+        found.capped,
     )
     keep = np.ones(n, dtype=bool)
-    keep[removed] = False
+    keep[found.rows] = False
     return keep, stats
 
 
@@ -216,13 +289,17 @@ def _side_table(
     similarity: np.ndarray,
     reason: np.ndarray,
     reference_rows: np.ndarray | None = None,
+    offset: int = 0,
 ) -> pa.Table:
+    """The ``dedup/decontamination`` rows of ``rows`` (positions in ``table``; ``offset`` is added
+    to the ``row`` column when ``table`` is one batch of a stream)."""
+
     def take(t: pa.Table, column: str, idx: np.ndarray) -> pa.Array:
         return t.column(column).take(pa.array(idx, type=pa.int64())).combine_chunks()
 
     columns = {
         "row_id": take(table, "id", rows),
-        "row": pa.array(rows, pa.int64()),
+        "row": pa.array(rows + offset, pa.int64()),
         "split": take(table, "split", rows),
         "source": take(table, "source", rows),
         "source_row": take(table, "source_row", rows),

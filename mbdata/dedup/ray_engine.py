@@ -3,7 +3,9 @@
 The same decisions as the local engine, reached in steps that spread over a Ray cluster:
 
 1. the driver streams the input (:func:`mbdata.io.readers.iter_input_batches`), spills it for the
-   write pass and puts each batch (text fields, global row number, split code) in the object store;
+   write pass and puts each batch (text fields, global row number, split code) in the object store
+   (with ``--reference``, the batches arrive decontaminated on the driver:
+   :mod:`.decontaminate_stream`; the reference index is small);
 2. **signatures** in ``map_batches``: normalisation, shingles, MinHash and one 64-bit key per LSH
    band (:mod:`.minhash`, :mod:`.lsh`: the very functions of the local engine, so the keys are equal);
 3. **exact duplicates** on the driver from the 16-byte keys (the per-row index, as locally);

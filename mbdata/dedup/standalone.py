@@ -8,6 +8,7 @@ The output is a build-like folder (:func:`mbdata.io.shards.write_build`): the ke
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -113,17 +114,12 @@ def dedup_path(
     like ``fields`` maps the input's. ``source_row`` (clusters, kept rows) and ``reference_row``
     (decontamination) are 0-based indices in the files as read, skipped rows included.
 
-    Without a reference the input is streamed (:func:`dedup_path_streaming`: memory bounded by
-    the batch plus the per-row index); with one, or with ``stream=False`` (the reference
-    implementation the streaming path is tested against), the input is read whole."""
+    The input is streamed (:func:`dedup_path_streaming`: memory bounded by the batch plus the
+    per-row index and the reference index); with ``stream=False`` (the reference implementation
+    the streaming path is tested against; local engine only) it is read whole."""
     from ..engines import check_engine
 
     engine = check_engine(engine)
-    if engine != "local" and reference_path is not None:
-        raise RecipeError(
-            "--reference runs on the local engine only (the decontaminated input is read whole); "
-            "drop --engine ray or the reference"
-        )
     from ..build import SKIPPED_FILE, skipped_jsonl
     from ..core.atomic import check_output_dir, check_separate
     from ..io.manifest import input_record
@@ -134,7 +130,7 @@ def dedup_path(
     config = config or DedupConfig()
     check_separate([input_path, reference_path], [out_dir])
     check_output_dir(Path(out_dir), overwrite)
-    if reference_path is None and stream:
+    if stream or engine != "local":
         return dedup_path_streaming(
             input_path,
             out_dir,
@@ -143,6 +139,8 @@ def dedup_path(
             fields=fields,
             engine=engine,
             progress=progress,
+            reference_path=reference_path,
+            reference_fields=reference_fields,
         )
     read = read_input(input_path, fields=fields, lenient=True)
     table = read.table
@@ -218,46 +216,94 @@ def dedup_path_streaming(
     progress: bool | None = False,
     batch_rows: int | None = None,
     num_cpus: int | None = None,
+    reference_path: str | Path | None = None,
+    reference_fields: dict[str, str] | None = None,
 ) -> Path:
-    """:func:`dedup_path` without a reference, streamed (see :mod:`.stream`): the same output
-    folder, byte for byte, with memory bounded by the batch plus the per-row index."""
+    """:func:`dedup_path` streamed (see :mod:`.stream`): the same output folder, byte for byte,
+    with memory bounded by the batch plus the per-row index. With ``reference_path``, the
+    reference is read whole and indexed once, and every input batch is decontaminated against it
+    before dedup sees its remaining rows (:mod:`.decontaminate_stream`)."""
     import json
 
     from ..build import SKIPPED_FILE, skipped_jsonl
     from ..core.atomic import atomic_dir
     from ..io.manifest import finalize_manifest, input_record
-    from ..io.readers import BATCH_ROWS, iter_input_batches
+    from ..io.readers import BATCH_ROWS, iter_input_batches, read_input
     from ..io.shards import sha256_file, write_ipc
+    from .decontaminate import DECONTAMINATION_TABLE
+    from .decontaminate_stream import RestartUnverified, StreamDecontaminator
     from .stream import Progress, dedup_stream, env_batch_rows
 
     rows = batch_rows or env_batch_rows(BATCH_ROWS)
-    stream = iter_input_batches(input_path, fields=fields, lenient=True, batch_rows=rows)
+
+    def open_stream():
+        return iter_input_batches(input_path, fields=fields, lenient=True, batch_rows=rows)
+
+    first_stream = open_stream()  # a missing or unreadable input fails here, before any work
     inputs = {"input": input_record(Path(input_path), str(input_path))}
     if engine == "ray":
         from ..engines import require_ray
 
         require_ray()  # fail before reading anything
+    reference = None
+    ref_skipped: list[dict] = []
+    if reference_path is not None:
+        ref = read_input(
+            reference_path,
+            fields=reference_fields,
+            lenient=True,
+            prompts_only=True,
+            field_option="--reference-field",
+        )
+        reference = ref
+        ref_skipped = [{**b.record(), "source": f"reference:{b.source}"} for b in ref.skipped]
+        inputs["reference"] = input_record(Path(reference_path), str(reference_path))
+
+    def run(tmp: Path, stream, force_unverified: bool):
+        decon = None
+        batches: Iterable[pa.RecordBatch] = stream
+        if reference is not None:
+            decon = StreamDecontaminator(
+                reference.table,
+                config,
+                reference_rows=reference.row_numbers,
+                force_unverified=force_unverified,
+            )
+            batches = decon.filter(stream)
+        result = dedup_stream(
+            batches, config, tmp, progress=Progress(progress), engine=engine, num_cpus=num_cpus
+        )
+        return stream, decon, result
 
     def fill(tmp: Path) -> dict:
-        result = dedup_stream(
-            stream, config, tmp, progress=Progress(progress), engine=engine, num_cpus=num_cpus
-        )
-        skipped = [b.record() for b in stream.skipped]
-        manifest = _manifest(config, input_path, inputs, [result.stats], fields, None, skipped)
-        rel = f"{CLUSTERS_TABLE}.arrow"
-        write_ipc(tmp / rel, result.clusters)
-        sides = {
-            CLUSTERS_TABLE: {
+        try:
+            stream, decon, result = run(tmp, first_stream, force_unverified=False)
+        except RestartUnverified:
+            stream, decon, result = run(tmp, open_stream(), force_unverified=True)
+        skipped = [b.record() for b in stream.skipped] + ref_skipped
+        tables = {CLUSTERS_TABLE: result.clusters}
+        stats = [result.stats]
+        timings = {}
+        if decon is not None:
+            side, decon_stats = decon.finish()
+            tables[DECONTAMINATION_TABLE] = side
+            stats.insert(0, decon_stats)
+            timings[decon_stats.name] = round(decon_stats.seconds, 4)
+        manifest = _manifest(config, input_path, inputs, stats, fields, reference_fields, skipped)
+        sides = {}
+        for name, table in sorted(tables.items()):
+            rel = f"{name}.arrow"
+            write_ipc(tmp / rel, table)
+            sides[name] = {
                 "path": rel,
-                "rows": result.clusters.num_rows,
+                "rows": table.num_rows,
                 "sha256": sha256_file(tmp / rel),
                 "bytes": (tmp / rel).stat().st_size,
             }
-        }
         final = finalize_manifest({**manifest, "splits": result.splits, "side_tables": sides})
         if skipped:
             (tmp / SKIPPED_FILE).write_bytes(skipped_jsonl(skipped))
-        timings = {result.stats.name: round(result.stats.seconds, 4), **result.timings}
+        timings.update({result.stats.name: round(result.stats.seconds, 4), **result.timings})
         (tmp / "timings.json").write_text(json.dumps(timings, indent=2) + "\n", encoding="utf-8")
         (tmp / "manifest.json").write_text(
             json.dumps(final, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
