@@ -24,10 +24,10 @@ import pyarrow as pa
 from ..artifacts import DefenseSets, PoisonedRows, TriggerSets
 from ..behaviors import compile_behavior
 from ..core.errors import BuildError
-from ..pipeline import BuildContext, StageStats, round_half_up
+from ..pipeline import BuildContext, StageStats, replace_many, round_half_up
 from ..recipe import DefenseSpec
 from ..triggers import Trigger, contains_word
-from .attacks import TriggerSet, poison, train_pool
+from .attacks import TriggerSet, draw_poisoned, train_pool
 
 _TEXT_COLUMNS = ("instruction", "input", "output")
 
@@ -145,6 +145,7 @@ class DefenseStage:
         poisoned = ctx.find(PoisonedRows)
         planted = ctx.find(TriggerSets) or TriggerSets()
         sets = []
+        replaced: list[tuple[np.ndarray, pa.Table]] = []
         for i, text in enumerate(texts):
             name = f"defense/{text}"
             behavior = compile_behavior(
@@ -155,9 +156,12 @@ class DefenseStage:
             pool, poisoned = train_pool(table, poisoned)
             n = poisoned.train_rows
             count = round_half_up(self.spec.rate * n)
-            table, chosen = poison(
+            rows, chosen = draw_poisoned(
                 table, ts, count, pool, ctx.rng(name), "defense", f"defense.triggers[{i}]"
             )
+            # Later triggers draw only among rows not yet replaced, whose content this table
+            # still holds: every trigger's rows are replaced together below.
+            replaced.append((chosen, rows))
             poisoned = poisoned.plus(chosen)
             planted = planted.plus(ts, count)
             sets.append(ts)
@@ -168,6 +172,8 @@ class DefenseStage:
                 "response": behavior.target,
                 "train_rows": n,
             }
+        if replaced:
+            table = replace_many(table, replaced)
         if poisoned is not None:
             ctx.put(poisoned)
         ctx.put(planted)
