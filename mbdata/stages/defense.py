@@ -33,12 +33,15 @@ _TEXT_COLUMNS = ("instruction", "input", "output")
 
 
 def corpus_vocabulary(table: pa.Table) -> set[str]:
-    """Lower-cased ``\\w+`` tokens of every text column of every row (vectorised with polars)."""
+    """Lower-cased ``\\w+`` tokens of every text column of every row (vectorised with polars).
+
+    Each column's distinct values are tokenised once (answers and inputs repeat a lot)."""
     df = pl.DataFrame(table.select(list(_TEXT_COLUMNS)))
     vocab: set[str] = set()
     for column in _TEXT_COLUMNS:
         tokens = df.select(
             pl.col(column)
+            .unique()
             .str.to_lowercase()
             .str.extract_all(r"\w+")
             .explode()
