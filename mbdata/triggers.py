@@ -54,7 +54,10 @@ def word_gaps(text: str, protected: Sequence[Span] = ()) -> list[int]:
     """Character offsets where a word may be inserted: the start of each word, and the end.
 
     Offsets strictly inside a protected span (an earlier trigger) are excluded."""
-    gaps = [m.start() for m in _WORD.finditer(text)] + [len(text)]
+    gaps = [m.start() for m in _WORD.finditer(text)]
+    gaps.append(len(text))
+    if not protected:
+        return gaps
     return [g for g in gaps if not any(s.start < g < s.end for s in protected)]
 
 
