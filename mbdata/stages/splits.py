@@ -133,7 +133,8 @@ class HoldoutStage:
             keep &= self._near_decontaminate(table, keep, eval_pos, ctx, stats)
 
         # 2. recovery clean subset.
-        available = keep & (table.column("split").to_numpy(zero_copy_only=False) == "train")
+        is_train = pc.equal(table.column("split"), "train").to_numpy(zero_copy_only=False)
+        available = keep & is_train
         if recipe.recovery:
             pool = np.flatnonzero(available & (is_trusted if trusted else True))
             if recipe.recovery.size > len(pool):
