@@ -213,8 +213,8 @@ def id_texts(columns: dict[str, pa.Array | None], n: int) -> pa.Array:
     if all(isinstance(m, pa.Scalar) for m in marked):
         joined = "\x1f".join(m.as_py() for m in marked).encode("utf-8")
         return pa.array([joined] * n, pa.binary())
-    arrays = [m if not isinstance(m, pa.Scalar) else pa.array([m.as_py()] * n) for m in marked]
-    return pc.binary_join_element_wise(*arrays, "\x1f").cast(pa.binary())
+    # A missing column stays a scalar: the kernel broadcasts it (no list of n markers).
+    return pc.binary_join_element_wise(*marked, "\x1f").cast(pa.binary())
 
 
 def row_ids(columns: dict[str, pa.Array | None], n: int) -> list[str]:
