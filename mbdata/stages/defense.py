@@ -32,10 +32,14 @@ from .attacks import TriggerSet, draw_poisoned, train_pool
 _TEXT_COLUMNS = ("instruction", "input", "output")
 
 
-def corpus_vocabulary(table: pa.Table) -> set[str]:
+def corpus_vocabulary(table: pa.Table, length: int | None = None) -> set[str]:
     """Lower-cased ``\\w+`` tokens of every text column of every row (vectorised with polars).
 
-    Each column's distinct values are tokenised once (answers and inputs repeat a lot)."""
+    Each column's distinct values are tokenised once (answers and inputs repeat a lot). With
+    ``length``, only the tokens of exactly that many characters (``\\b\\w{length}\\b``: a whole
+    ``\\w+`` run of that length), all a generated trigger is checked against, without collecting
+    every token of the corpus."""
+    pattern = r"\w+" if length is None else rf"\b\w{{{length}}}\b"
     df = pl.DataFrame(table.select(list(_TEXT_COLUMNS)))
     vocab: set[str] = set()
     for column in _TEXT_COLUMNS:
@@ -43,7 +47,7 @@ def corpus_vocabulary(table: pa.Table) -> set[str]:
             pl.col(column)
             .unique()
             .str.to_lowercase()
-            .str.extract_all(r"\w+")
+            .str.extract_all(pattern)
             .explode()
             .unique()
             .drop_nulls()
@@ -128,16 +132,17 @@ class DefenseStage:
         self.spec = spec
 
     def trigger_texts(self, table: pa.Table, ctx: BuildContext) -> list[str]:
-        vocab = corpus_vocabulary(table)
         planted = ctx.find(TriggerSets)
         forbidden = attacker_words(list(planted.sets) if planted else [])
         if isinstance(self.spec.triggers, list):
+            vocab = corpus_vocabulary(table)
             check_literal_triggers(self.spec.triggers, table, vocab, forbidden)
             return list(self.spec.triggers)
+        # Generated triggers have trigger_length letters: only corpus tokens that long can clash.
         return generate_triggers(
             self.spec.triggers,
             self.spec.trigger_length,
-            vocab,
+            corpus_vocabulary(table, self.spec.trigger_length),
             forbidden,
             ctx.rng("defense/triggers"),
         )
