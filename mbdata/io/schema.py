@@ -201,20 +201,37 @@ def id_texts(columns: dict[str, pa.Array | None], n: int) -> pa.Array:
     rows (hold-out, leak check) can compare these with Arrow kernels instead of hashing each row."""
     import pyarrow.compute as pc
 
-    marked = []
-    for name in ID_FIELDS:
+    # One join of the whole text: fixed parts (separators, markers, a missing field's "\x00")
+    # are scalars the kernel broadcasts; only a field with nulls is marked on its own first.
+    parts: list[pa.Array | str] = []
+    for i, name in enumerate(ID_FIELDS):
+        if i:
+            parts.append("\x1f")
         column = columns.get(name)
         if column is None:
-            marked.append(pa.scalar("\x00"))
+            parts.append("\x00")
             continue
         norm = normalize_array(column)
-        with_marker = pc.binary_join_element_wise(pa.scalar("\x01"), norm, "")
-        marked.append(pc.fill_null(with_marker, "\x00"))
-    if all(isinstance(m, pa.Scalar) for m in marked):
-        joined = "\x1f".join(m.as_py() for m in marked).encode("utf-8")
-        return pa.array([joined] * n, pa.binary())
-    # A missing column stays a scalar: the kernel broadcasts it (no list of n markers).
-    return pc.binary_join_element_wise(*marked, "\x1f").cast(pa.binary())
+        if norm.null_count == 0:
+            parts += ["\x01", norm]
+        else:
+            with_marker = pc.binary_join_element_wise(pa.scalar("\x01"), norm, "")
+            parts.append(pc.fill_null(with_marker, "\x00"))
+    merged: list[pa.Array | pa.Scalar] = []
+    text = ""
+    for part in parts:
+        if isinstance(part, str):
+            text += part
+            continue
+        if text:
+            merged.append(pa.scalar(text))
+            text = ""
+        merged.append(part)
+    if not merged:
+        return pa.array([text.encode("utf-8")] * n, pa.binary())
+    if text:
+        merged.append(pa.scalar(text))
+    return pc.binary_join_element_wise(*merged, "").cast(pa.binary())
 
 
 def row_ids(columns: dict[str, pa.Array | None], n: int) -> list[str]:
