@@ -31,6 +31,7 @@ import pyarrow as pa
 from ..artifacts import PoisonedRows, TriggerSets
 from ..behaviors import Behavior, compile_behavior
 from ..core.errors import BuildError
+from ..draws import IntegerDraws
 from ..io.schema import COLUMNS, SCHEMA, from_rows, make_row, row_ids
 from ..pipeline import (
     BuildContext,
@@ -134,17 +135,21 @@ class TriggerSet:
         instructions: list[str] = []
         outputs: list[str] = []
         spans: list[list[dict[str, Any]]] = []
+        # The built-in behaviours and the insertion only call rng.integers(n): the same integers
+        # without numpy's per-call cost (IntegerDraws; Any, as it stands in for the Generator).
+        draws: Any = IntegerDraws(rng)
         for instruction, output, row_spans in zip(
             columns["instruction"].to_pylist(),
             columns["output"].to_pylist(),
             columns["triggers"].to_pylist(),
         ):
             # A built-in behaviour reads nothing but the clean output and returns only "output".
-            fields = respond({"output": output}, rng)
-            instruction, row_spans = self._triggered(instruction, row_spans, rng)
+            fields = respond({"output": output}, draws)
+            instruction, row_spans = self._triggered(instruction, row_spans, draws)
             instructions.append(instruction)
             outputs.append(fields["output"])
             spans.append(row_spans)
+        draws.sync()
         columns["clean_output"] = columns["output"]
         columns["instruction"] = pa.array(instructions, pa.string())
         columns["output"] = pa.array(outputs, pa.string())
