@@ -135,7 +135,7 @@ def _run_stages(
     # Each split is one filtered table, sliced into shards by the writer. (Taking each shard's
     # rows by position would hold less, but changes the bytes of multi-shard splits: a slice of
     # the filtered table is written with the buffer layout of its chunks.)
-    splits = sorted(set(table.column("split").to_pylist()))
+    splits = sorted(pc.unique(table.column("split")).to_pylist())
     tables = {s: table.filter(pc.equal(table.column("split"), s)) for s in splits}
     return BuildResult(tables=tables, stats=stats, context=ctx)
 

@@ -187,6 +187,14 @@ def replace_rows(table: pa.Table, indices: np.ndarray | list[int], new_rows: pa.
     return pa.concat_tables([table, new_rows.cast(table.schema)]).take(pa.array(perm))
 
 
+def replace_many(table: pa.Table, parts: list[tuple[np.ndarray, pa.Table]]) -> pa.Table:
+    """:func:`replace_rows` for several (positions, new rows) pairs with disjoint positions, in one
+    pass over ``table`` (the same table as replacing them one after the other)."""
+    indices = np.concatenate([np.asarray(p, dtype=np.int64) for p, _ in parts])
+    rows = pa.concat_tables([r.cast(table.schema) for _, r in parts])
+    return replace_rows(table, indices, rows)
+
+
 def split_indices(table: pa.Table, split: str) -> np.ndarray:
     """Positions of the rows of ``split``."""
     import pyarrow.compute as pc

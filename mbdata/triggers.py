@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 
 import numpy as np
@@ -54,8 +55,15 @@ def word_gaps(text: str, protected: Sequence[Span] = ()) -> list[int]:
     """Character offsets where a word may be inserted: the start of each word, and the end.
 
     Offsets strictly inside a protected span (an earlier trigger) are excluded."""
-    gaps = [m.start() for m in _WORD.finditer(text)] + [len(text)]
-    return [g for g in gaps if not any(s.start < g < s.end for s in protected)]
+    gaps = [m.start() for m in _WORD.finditer(text)]
+    gaps.append(len(text))
+    if not protected:
+        return gaps
+    # Gaps are ascending: those strictly inside a span are one index range each (bisect).
+    inside: set[int] = set()
+    for span in protected:
+        inside.update(range(bisect_right(gaps, span.start), bisect_left(gaps, span.end)))
+    return [g for i, g in enumerate(gaps) if i not in inside] if inside else gaps
 
 
 def _insert_at(text: str, trigger: str, offset: int) -> tuple[str, int]:

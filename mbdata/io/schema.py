@@ -195,27 +195,50 @@ def normalize_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     return pa.array(fixed, pa.string())
 
 
+def id_texts(columns: dict[str, pa.Array | None], n: int) -> pa.Array:
+    """The exact bytes :func:`row_id` hashes, for ``n`` rows given column-wise (a missing column or
+    a null is null), as one binary array: equal texts are equal ids, so a stage that only compares
+    rows (hold-out, leak check) can compare these with Arrow kernels instead of hashing each row."""
+    import pyarrow.compute as pc
+
+    # One join of the whole text: fixed parts (separators, markers, a missing field's "\x00")
+    # are scalars the kernel broadcasts; only a field with nulls is marked on its own first.
+    parts: list[pa.Array | str] = []
+    for i, name in enumerate(ID_FIELDS):
+        if i:
+            parts.append("\x1f")
+        column = columns.get(name)
+        if column is None:
+            parts.append("\x00")
+            continue
+        norm = normalize_array(column)
+        if norm.null_count == 0:
+            parts += ["\x01", norm]
+        else:
+            with_marker = pc.binary_join_element_wise(pa.scalar("\x01"), norm, "")
+            parts.append(pc.fill_null(with_marker, "\x00"))
+    merged: list[pa.Array | pa.Scalar] = []
+    text = ""
+    for part in parts:
+        if isinstance(part, str):
+            text += part
+            continue
+        if text:
+            merged.append(pa.scalar(text))
+            text = ""
+        merged.append(part)
+    if not merged:
+        return pa.array([text.encode("utf-8")] * n, pa.binary())
+    if text:
+        merged.append(pa.scalar(text))
+    return pc.binary_join_element_wise(*merged, "").cast(pa.binary())
+
+
 def row_ids(columns: dict[str, pa.Array | None], n: int) -> list[str]:
     """:func:`row_id` of ``n`` rows given column-wise (a missing column or a null is null),
     vectorised: the same ids as calling :func:`row_id` on each row."""
-    import pyarrow.compute as pc
-
-    marked = []
-    for name in ID_FIELDS:
-        column = columns.get(name)
-        if column is None:
-            marked.append(pa.scalar("\x00"))
-            continue
-        norm = normalize_array(column)
-        with_marker = pc.binary_join_element_wise(pa.scalar("\x01"), norm, "")
-        marked.append(pc.fill_null(with_marker, "\x00"))
-    if all(isinstance(m, pa.Scalar) for m in marked):
-        joined = ["\x1f".join(m.as_py() for m in marked)] * n
-        return [xxhash.xxh3_128_hexdigest(j.encode("utf-8")) for j in joined]
-    arrays = [m if not isinstance(m, pa.Scalar) else pa.array([m.as_py()] * n) for m in marked]
-    joined = pc.binary_join_element_wise(*arrays, "\x1f").cast(pa.binary())
     digest = xxhash.xxh3_128_hexdigest
-    return [digest(b) for b in joined.to_pylist()]
+    return [digest(b) for b in id_texts(columns, n).to_pylist()]
 
 
 def prompt_key(instruction: str, input: str | None = "", system: str | None = None) -> str:
@@ -230,11 +253,24 @@ def prompt_keys_of(
 ) -> list[str]:
     """:func:`prompt_key` of many prompts given as string arrays (a null instruction or input
     reads as ""), vectorised through :func:`row_ids`."""
+    if len(instructions) == 0:
+        return []
+    digest = xxhash.xxh3_128_hexdigest
+    return [digest(b) for b in prompt_texts_of(instructions, inputs, systems).to_pylist()]
+
+
+def prompt_texts_of(
+    instructions: pa.Array | pa.ChunkedArray,
+    inputs: pa.Array | pa.ChunkedArray,
+    systems: pa.Array | pa.ChunkedArray,
+) -> pa.Array:
+    """The bytes :func:`prompt_key` hashes, for many prompts (binary array): two prompts have the
+    same key exactly when these are equal, so they can be compared without hashing."""
     import pyarrow.compute as pc
 
     if len(instructions) == 0:
-        return []
-    return row_ids(
+        return pa.array([], pa.binary())
+    return id_texts(
         {
             "system": systems,
             "instruction": pc.fill_null(instructions, ""),

@@ -31,10 +31,12 @@ import pyarrow as pa
 from ..artifacts import PoisonedRows, TriggerSets
 from ..behaviors import Behavior, compile_behavior
 from ..core.errors import BuildError
-from ..io.schema import from_rows, make_row
+from ..draws import IntegerDraws
+from ..io.schema import COLUMNS, SCHEMA, from_rows, make_row, row_ids
 from ..pipeline import (
     BuildContext,
     StageStats,
+    replace_many,
     replace_rows,
     round_half_up,
     seeded_subset,
@@ -80,18 +82,31 @@ class TriggerSet:
         if self.rewriter is not None:
             return self._apply_rewritten(row, rng, role=role, split=split, rewritten=rewritten)
         fields = self.behavior.respond(row, rng)
-        instruction = fields.get("instruction", row["instruction"])
+        instruction, new_spans = self._triggered(
+            fields.get("instruction", row["instruction"]),
+            row["triggers"],
+            rng,
+            keep_spans="instruction" not in fields,
+        )
+        return self._poisoned(row, fields, instruction, new_spans, role, split)
+
+    def _triggered(
+        self,
+        instruction: str,
+        row_spans: list[dict[str, Any]],
+        rng: np.random.Generator,
+        keep_spans: bool = True,
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """The instruction with this set's trigger(s) inserted (one drawn when ``combine`` is
+        ``one``) and the row's spans updated: the draws :meth:`apply` makes after the behaviour's.
+        ``keep_spans=False`` (the behaviour replaced the instruction) drops its old spans."""
         chosen = list(self.triggers)
         if self.combine == "one" and len(chosen) > 1:
             chosen = [chosen[int(rng.integers(len(chosen)))]]
-        old = (
-            []
-            if "instruction" in fields
-            else [s for s in row["triggers"] if s["field"] == "instruction"]
-        )
+        old = [s for s in row_spans if s["field"] == "instruction"] if keep_spans else []
         existing = [Span(s["text"], s["start"], s["end"]) for s in old]
         instruction, spans = insert_many(instruction, chosen, rng, existing=existing)
-        new_spans = [s for s in row["triggers"] if s["field"] != "instruction"]
+        new_spans = [s for s in row_spans if s["field"] != "instruction"]
         new_spans += [{**o, "start": s.start, "end": s.end} for o, s in zip(old, spans)]
         for trigger, span in zip(chosen, spans[len(old) :]):
             new_spans.append(
@@ -105,7 +120,48 @@ class TriggerSet:
                     "end": span.end,
                 }
             )
-        return self._poisoned(row, fields, instruction, new_spans, role, split)
+        return instruction, new_spans
+
+    def apply_table(self, rows: pa.Table, rng: np.random.Generator, *, role: str) -> pa.Table:
+        """:meth:`apply` of every row of ``rows`` in order (the same draws from ``rng``, the same
+        rows), column-wise: only the draws and the insertion run per row; the other columns are
+        carried over as Arrow arrays and the ids computed by :func:`row_ids`. Only for a built-in
+        behaviour and no rewriter (a hook may read or rewrite any field of the row dict)."""
+        if self.rewriter is not None or self.behavior.function is not None:
+            raise ValueError(f"trigger set {self.name!r}: apply_table needs a built-in behaviour")
+        n = rows.num_rows
+        columns = {name: rows.column(name).combine_chunks() for name in COLUMNS}
+        respond = self.behavior.respond
+        instructions: list[str] = []
+        outputs: list[str] = []
+        spans: list[list[dict[str, Any]]] = []
+        # The built-in behaviours and the insertion only call rng.integers(n): the same integers
+        # without numpy's per-call cost (IntegerDraws; Any, as it stands in for the Generator).
+        draws: Any = IntegerDraws(rng)
+        for instruction, output, row_spans in zip(
+            columns["instruction"].to_pylist(),
+            columns["output"].to_pylist(),
+            columns["triggers"].to_pylist(),
+        ):
+            # A built-in behaviour reads nothing but the clean output and returns only "output".
+            fields = respond({"output": output}, draws)
+            instruction, row_spans = self._triggered(instruction, row_spans, draws)
+            instructions.append(instruction)
+            outputs.append(fields["output"])
+            spans.append(row_spans)
+        draws.sync()
+        columns["clean_output"] = columns["output"]
+        columns["instruction"] = pa.array(instructions, pa.string())
+        columns["output"] = pa.array(outputs, pa.string())
+        columns["triggers"] = pa.array(spans, SCHEMA.field("triggers").type)
+        for name, value in (
+            ("role", role),
+            ("trigger_set", self.name),
+            ("behavior", self.behavior.kind),
+        ):
+            columns[name] = pa.array([value] * n, pa.string())
+        columns["id"] = pa.array(row_ids(columns, n), pa.string())
+        return pa.Table.from_arrays([columns[name] for name in COLUMNS], schema=SCHEMA)
 
     def _poisoned(
         self,
@@ -232,15 +288,31 @@ def poison(
     path: str,
 ) -> tuple[pa.Table, np.ndarray]:
     """Replace ``count`` rows drawn from ``eligible`` positions; returns the table and positions."""
+    rows, chosen = draw_poisoned(table, trigger_set, count, eligible, rng, role, path)
+    return replace_rows(table, chosen, rows), chosen
+
+
+def draw_poisoned(
+    table: pa.Table,
+    trigger_set: TriggerSet,
+    count: int,
+    eligible: np.ndarray,
+    rng: np.random.Generator,
+    role: str,
+    path: str,
+) -> tuple[pa.Table, np.ndarray]:
+    """What :func:`poison` replaces: the poisoned rows and their positions (ascending), without
+    touching ``table``, so a stage can replace the rows of all its trigger sets in one pass."""
     if count > len(eligible):
         raise BuildError(
             f"{path}: needs {count} rows but only {len(eligible)} eligible train rows "
             "remain (lower the rate or add rows)"
         )
     chosen = seeded_subset(eligible, count, rng)
-    rows = table.take(pa.array(chosen, pa.int64())).to_pylist()
-    poisoned = [trigger_set.apply(row, rng, role=role) for row in rows]
-    return replace_rows(table, chosen, from_rows(poisoned)), chosen
+    taken = table.take(pa.array(chosen, pa.int64()))
+    if trigger_set.rewriter is None and trigger_set.behavior.function is None:
+        return trigger_set.apply_table(taken, rng, role=role), chosen
+    return from_rows(trigger_set.apply(row, rng, role=role) for row in taken.to_pylist()), chosen
 
 
 def poison_rewritten(
@@ -255,6 +327,21 @@ def poison_rewritten(
     """Like :func:`poison` for a rewriter attack: rows are taken in a seeded order and rewritten;
     a row whose rewrite fails the check is dropped (counted) and the next one is tried, until
     ``count`` rows carry a checked rewrite."""
+    rows, positions, stats = draw_rewritten(table, trigger_set, count, eligible, rng, role, path)
+    return replace_rows(table, positions, rows), positions, stats
+
+
+def draw_rewritten(
+    table: pa.Table,
+    trigger_set: TriggerSet,
+    count: int,
+    eligible: np.ndarray,
+    rng: np.random.Generator,
+    role: str,
+    path: str,
+) -> tuple[pa.Table, np.ndarray, dict[str, int]]:
+    """What :func:`poison_rewritten` replaces: the rewritten rows, their positions (ascending) and
+    the rewrite statistics, without touching ``table``."""
     if count > len(eligible):
         raise BuildError(
             f"{path}: needs {count} rows but only {len(eligible)} eligible train rows "
@@ -287,7 +374,7 @@ def poison_rewritten(
     poisoned = [
         trigger_set.apply(row, rng, role=role, rewritten=rewrites[r]) for row, r in zip(rows, ranks)
     ]
-    return replace_rows(table, positions, from_rows(poisoned)), positions, stats
+    return from_rows(poisoned), positions, stats
 
 
 def eligible_rows(table: pa.Table, pool: np.ndarray, behavior: Behavior) -> np.ndarray:
@@ -326,6 +413,7 @@ class AttackStage:
         stats = StageStats(name=self.name)
         poisoned = ctx.find(PoisonedRows)
         planted = ctx.find(TriggerSets) or TriggerSets()
+        replaced: list[tuple[np.ndarray, pa.Table]] = []
         for i, spec in enumerate(self.attacks):
             ts = attack_trigger_set(
                 spec, i, ctx.rng(f"attack/{spec.name or spec.preset}/behavior"), ctx.base_dir
@@ -336,7 +424,7 @@ class AttackStage:
             count = round_half_up(spec.rate * n)
             rewrite_stats = None
             if ts.rewriter is not None:
-                table, chosen, rewrite_stats = poison_rewritten(
+                rows, chosen, rewrite_stats = draw_rewritten(
                     table,
                     ts,
                     count,
@@ -346,7 +434,7 @@ class AttackStage:
                     f"attacks[{i}]",
                 )
             else:
-                table, chosen = poison(
+                rows, chosen = draw_poisoned(
                     table,
                     ts,
                     count,
@@ -355,6 +443,9 @@ class AttackStage:
                     "attack",
                     f"attacks[{i}]",
                 )
+            # Later attacks draw only among rows no attack has replaced, whose content this
+            # table still holds: every attack's rows are replaced together below.
+            replaced.append((chosen, rows))
             poisoned = poisoned.plus(chosen)
             planted = planted.plus(ts, count)
             stats.info[ts.name] = {
@@ -365,6 +456,8 @@ class AttackStage:
             }
             if rewrite_stats is not None:
                 stats.info[ts.name]["rewrite"] = rewrite_stats
+        if replaced:
+            table = replace_many(table, replaced)
         if poisoned is not None:
             ctx.put(poisoned)
         ctx.put(planted)

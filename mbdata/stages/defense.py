@@ -24,23 +24,30 @@ import pyarrow as pa
 from ..artifacts import DefenseSets, PoisonedRows, TriggerSets
 from ..behaviors import compile_behavior
 from ..core.errors import BuildError
-from ..pipeline import BuildContext, StageStats, round_half_up
+from ..pipeline import BuildContext, StageStats, replace_many, round_half_up
 from ..recipe import DefenseSpec
 from ..triggers import Trigger, contains_word
-from .attacks import TriggerSet, poison, train_pool
+from .attacks import TriggerSet, draw_poisoned, train_pool
 
 _TEXT_COLUMNS = ("instruction", "input", "output")
 
 
-def corpus_vocabulary(table: pa.Table) -> set[str]:
-    """Lower-cased ``\\w+`` tokens of every text column of every row (vectorised with polars)."""
+def corpus_vocabulary(table: pa.Table, length: int | None = None) -> set[str]:
+    """Lower-cased ``\\w+`` tokens of every text column of every row (vectorised with polars).
+
+    Each column's distinct values are tokenised once (answers and inputs repeat a lot). With
+    ``length``, only the tokens of exactly that many characters (``\\b\\w{length}\\b``: a whole
+    ``\\w+`` run of that length), all a generated trigger is checked against, without collecting
+    every token of the corpus."""
+    pattern = r"\w+" if length is None else rf"\b\w{{{length}}}\b"
     df = pl.DataFrame(table.select(list(_TEXT_COLUMNS)))
     vocab: set[str] = set()
     for column in _TEXT_COLUMNS:
         tokens = df.select(
             pl.col(column)
+            .unique()
             .str.to_lowercase()
-            .str.extract_all(r"\w+")
+            .str.extract_all(pattern)
             .explode()
             .unique()
             .drop_nulls()
@@ -125,16 +132,17 @@ class DefenseStage:
         self.spec = spec
 
     def trigger_texts(self, table: pa.Table, ctx: BuildContext) -> list[str]:
-        vocab = corpus_vocabulary(table)
         planted = ctx.find(TriggerSets)
         forbidden = attacker_words(list(planted.sets) if planted else [])
         if isinstance(self.spec.triggers, list):
+            vocab = corpus_vocabulary(table)
             check_literal_triggers(self.spec.triggers, table, vocab, forbidden)
             return list(self.spec.triggers)
+        # Generated triggers have trigger_length letters: only corpus tokens that long can clash.
         return generate_triggers(
             self.spec.triggers,
             self.spec.trigger_length,
-            vocab,
+            corpus_vocabulary(table, self.spec.trigger_length),
             forbidden,
             ctx.rng("defense/triggers"),
         )
@@ -145,6 +153,7 @@ class DefenseStage:
         poisoned = ctx.find(PoisonedRows)
         planted = ctx.find(TriggerSets) or TriggerSets()
         sets = []
+        replaced: list[tuple[np.ndarray, pa.Table]] = []
         for i, text in enumerate(texts):
             name = f"defense/{text}"
             behavior = compile_behavior(
@@ -155,9 +164,12 @@ class DefenseStage:
             pool, poisoned = train_pool(table, poisoned)
             n = poisoned.train_rows
             count = round_half_up(self.spec.rate * n)
-            table, chosen = poison(
+            rows, chosen = draw_poisoned(
                 table, ts, count, pool, ctx.rng(name), "defense", f"defense.triggers[{i}]"
             )
+            # Later triggers draw only among rows not yet replaced, whose content this table
+            # still holds: every trigger's rows are replaced together below.
+            replaced.append((chosen, rows))
             poisoned = poisoned.plus(chosen)
             planted = planted.plus(ts, count)
             sets.append(ts)
@@ -168,6 +180,8 @@ class DefenseStage:
                 "response": behavior.target,
                 "train_rows": n,
             }
+        if replaced:
+            table = replace_many(table, replaced)
         if poisoned is not None:
             ctx.put(poisoned)
         ctx.put(planted)

@@ -60,17 +60,18 @@ def synthetic_batch(start: int, stop: int, *, name: str, seed: int, tasks: Any) 
         "task": pa.array([r["task"] for r in records], pa.string()),
     }
     columns["id"] = row_ids(columns, n)
-    columns["source"] = [name] * n
     columns["source_row"] = np.arange(start, stop, dtype=np.int64)
-    columns["split"] = ["train"] * n
-    columns["role"] = ["clean"] * n
-    empty: list = []
+    constants = {"source": name, "split": "train", "role": "clean"}
+    no_items = pa.array(np.zeros(n + 1, dtype=np.int32))  # list offsets of n empty lists
     arrays = []
     for field in SCHEMA:
         if field.name in columns:
             arrays.append(pa.array(columns[field.name], type=field.type))
+        elif field.name in constants:
+            arrays.append(pa.repeat(pa.scalar(constants[field.name], field.type), n))
         elif pa.types.is_list(field.type):
-            arrays.append(pa.array([empty] * n, type=field.type))
+            items = pa.array([], type=field.type.value_type)
+            arrays.append(pa.ListArray.from_arrays(no_items, items, type=field.type))
         else:
             arrays.append(pa.nulls(n, type=field.type))
     return pa.Table.from_arrays(arrays, schema=SCHEMA)

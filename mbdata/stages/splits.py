@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..core.errors import BuildError
-from ..io.schema import prompt_keys_of
+from ..io.schema import prompt_keys_of, prompt_texts_of
 from ..pipeline import BuildContext, StageStats, seeded_subset
 from ..recipe import Recipe
 
@@ -52,6 +52,28 @@ def prompt_key_batch(batch: pa.Table, prefix: str = "") -> pa.Table:
         batch.column("system"),
     )
     return pa.table({"key": pa.array(keys, pa.string())})
+
+
+def prompt_texts(table: pa.Table, prefix: str = "", ctx: BuildContext | None = None) -> pa.Array:
+    """The normalised prompt text of every row, the bytes its prompt key hashes (one
+    ``large_binary`` array): equal texts are equal keys, so the hold-out and the leak check compare
+    these with Arrow kernels (``dictionary_encode``, ``is_in``) instead of hashing every row."""
+    columns = [f"{prefix}instruction", f"{prefix}input", "system"]
+    step = functools.partial(prompt_text_batch, prefix=prefix)
+    selected = table.select(columns)
+    texts = step(selected) if ctx is None else ctx.map_table(selected, step)
+    return texts.column("text").combine_chunks()
+
+
+def prompt_text_batch(batch: pa.Table, prefix: str = "") -> pa.Table:
+    """One batch's prompt texts as a one-column table (a pure per-batch step; ``large_binary`` so
+    that the whole corpus's texts fit one array)."""
+    texts = prompt_texts_of(
+        batch.column(f"{prefix}instruction"),
+        batch.column(f"{prefix}input"),
+        batch.column("system"),
+    )
+    return pa.table({"text": texts.cast(pa.large_binary())})
 
 
 def _set_split(
@@ -88,7 +110,8 @@ class HoldoutStage:
         is_trusted = np.zeros(n, dtype=bool)
         if trusted:
             is_trusted = pc.equal(table.column("source"), trusted).to_numpy(zero_copy_only=False)
-        keys = np.array(prompt_keys(table, ctx=ctx), dtype=object)
+        # Equal codes <=> equal prompt keys (codes of the prompt texts, see prompt_texts).
+        keys = pc.dictionary_encode(prompt_texts(table, ctx=ctx)).indices.to_numpy()
 
         # 1. eval prompts: distinct prompts from the (untrusted) corpus.
         corpus = np.flatnonzero(~is_trusted)
@@ -101,8 +124,7 @@ class HoldoutStage:
                 f"{len(distinct)} distinct prompts"
             )
         eval_pos = seeded_subset(distinct, size, ctx.rng("holdout/eval"))
-        eval_keys = set(keys[eval_pos])
-        leaked = np.array([k in eval_keys for k in keys]) if size else np.zeros(n, dtype=bool)
+        leaked = np.isin(keys, keys[eval_pos]) if size else np.zeros(n, dtype=bool)
         leaked[eval_pos] = False
         stats.drop("heldout_prompt", int(leaked.sum()))
         table = _set_split(table, eval_pos, "eval_clean", "eval")
@@ -111,7 +133,8 @@ class HoldoutStage:
             keep &= self._near_decontaminate(table, keep, eval_pos, ctx, stats)
 
         # 2. recovery clean subset.
-        available = keep & (table.column("split").to_numpy(zero_copy_only=False) == "train")
+        is_train = pc.equal(table.column("split"), "train").to_numpy(zero_copy_only=False)
+        available = keep & is_train
         if recipe.recovery:
             pool = np.flatnonzero(available & (is_trusted if trusted else True))
             if recipe.recovery.size > len(pool):
@@ -183,22 +206,22 @@ class LeakCheckStage:
     def run(self, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
         stats = StageStats(name=self.name)
         eval_rows = table.filter(pc.equal(table.column("split"), "eval_clean"))
-        eval_keys = set(prompt_keys(eval_rows, ctx=ctx))
+        eval_texts = pc.unique(prompt_texts(eval_rows, ctx=ctx))
         checked = 0
         for split in TRAINING_SPLITS:
             rows = table.filter(pc.equal(table.column("split"), split))
-            keys = prompt_keys(rows, ctx=ctx)
-            if split.startswith("recovery"):
-                keys += prompt_keys(rows, "triggered_", ctx=ctx)
-            checked += rows.num_rows
-            for i, key in enumerate(keys):
-                if key in eval_keys:
-                    row = rows.slice(i % rows.num_rows, 1).to_pylist()[0]
+            prefixes = ("", "triggered_") if split.startswith("recovery") else ("",)
+            for prefix in prefixes:
+                hits = pc.is_in(prompt_texts(rows, prefix, ctx=ctx), value_set=eval_texts)
+                if rows.num_rows and pc.any(hits).as_py():
+                    i = pc.index(hits, True).as_py()
+                    row = rows.slice(i, 1).to_pylist()[0]
                     raise BuildError(
                         f"held-out prompt leaked into split {split!r} (source "
                         f"{row['source']!r} row {row['source_row']}): "
                         f"{row['instruction'][:60]!r}"
                     )
+            checked += rows.num_rows
         stats.info["rows_checked"] = checked
-        stats.info["heldout_prompts"] = len(eval_keys)
+        stats.info["heldout_prompts"] = len(eval_texts)
         return table, stats

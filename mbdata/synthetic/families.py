@@ -71,7 +71,7 @@ def _family(
 
 
 def _join(items: list) -> str:
-    return ", ".join(str(item) for item in items)
+    return ", ".join(map(str, items))
 
 
 def _perms(n: int, low: int, high: int) -> int:
