@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,6 +21,9 @@ from ..pipeline import BuildContext, StageStats, run_stage
 from .config import DedupConfig
 from .decontaminate import decontaminate
 from .stage import CLUSTERS_TABLE, DedupStage
+
+if TYPE_CHECKING:
+    from ..io.readers import InputRead
 
 
 class _Decontaminate:
@@ -90,6 +94,25 @@ def dedup_table(
     return table, stats, ctx
 
 
+def read_reference(
+    reference_path: str | Path, reference_fields: dict[str, str] | None
+) -> tuple[InputRead, list[dict], dict]:
+    """The decontamination reference, read whole (it is small by nature: benchmarks, eval sets)
+    as prompts only; its skipped rows marked ``reference:``; its input record for the manifest."""
+    from ..io.manifest import input_record
+    from ..io.readers import read_input
+
+    ref = read_input(
+        reference_path,
+        fields=reference_fields,
+        lenient=True,
+        prompts_only=True,
+        field_option="--reference-field",
+    )
+    skipped = [{**b.record(), "source": f"reference:{b.source}"} for b in ref.skipped]
+    return ref, skipped, input_record(Path(reference_path), str(reference_path))
+
+
 def dedup_path(
     input_path: str | Path,
     out_dir: str | Path,
@@ -148,16 +171,9 @@ def dedup_path(
     reference = reference_rows = None
     inputs = {"input": input_record(Path(input_path), str(input_path))}
     if reference_path is not None:
-        ref = read_input(
-            reference_path,
-            fields=reference_fields,
-            lenient=True,
-            prompts_only=True,
-            field_option="--reference-field",
-        )
+        ref, ref_skipped, inputs["reference"] = read_reference(reference_path, reference_fields)
         reference, reference_rows = ref.table, ref.row_numbers
-        skipped += [{**b.record(), "source": f"reference:{b.source}"} for b in ref.skipped]
-        inputs["reference"] = input_record(Path(reference_path), str(reference_path))
+        skipped += ref_skipped
     kept, stats, ctx = dedup_table(table, config, reference, reference_rows=reference_rows)
     splits = sorted(set(kept.column("split").to_pylist()))
     tables = {s: kept.filter(pc.equal(kept.column("split"), s)) for s in splits}
@@ -228,7 +244,7 @@ def dedup_path_streaming(
     from ..build import SKIPPED_FILE, skipped_jsonl
     from ..core.atomic import atomic_dir
     from ..io.manifest import finalize_manifest, input_record
-    from ..io.readers import BATCH_ROWS, iter_input_batches, read_input
+    from ..io.readers import BATCH_ROWS, iter_input_batches
     from ..io.shards import sha256_file, write_ipc
     from .decontaminate import DECONTAMINATION_TABLE
     from .decontaminate_stream import RestartUnverified, StreamDecontaminator
@@ -248,16 +264,9 @@ def dedup_path_streaming(
     reference = None
     ref_skipped: list[dict] = []
     if reference_path is not None:
-        ref = read_input(
-            reference_path,
-            fields=reference_fields,
-            lenient=True,
-            prompts_only=True,
-            field_option="--reference-field",
+        reference, ref_skipped, inputs["reference"] = read_reference(
+            reference_path, reference_fields
         )
-        reference = ref
-        ref_skipped = [{**b.record(), "source": f"reference:{b.source}"} for b in ref.skipped]
-        inputs["reference"] = input_record(Path(reference_path), str(reference_path))
 
     def run(tmp: Path, stream, force_unverified: bool):
         decon = None
