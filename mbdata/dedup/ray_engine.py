@@ -42,7 +42,7 @@ from .lsh import band_keys, group_buckets
 from .minhash import hash_sets, signatures_from_hashes
 from .normalize import ID_FIELDS, normalize_rows
 from .shingle import shingler
-from .sketch import NearParams, gc_paused
+from .sketch import NearParams, gc_paused, sorted_jaccard
 from .stage import Duplicates, _NearResult, scope_salt
 from .stream import Progress, RowSpill, StreamIndex
 
@@ -242,13 +242,7 @@ class _Shingles:
         a = self._unique.get(i)
         if a is None:
             a = self._unique[i] = np.unique(self.values[i])
-        b = np.unique(self.values[j])
-        if a.size == 0 or b.size == 0:
-            return 0.0
-        at = np.searchsorted(a, b)
-        at[at == a.size] = 0
-        inter = int(np.count_nonzero(a[at] == b))
-        return inter / (a.size + b.size - inter)
+        return sorted_jaccard(a, np.unique(self.values[j]))
 
 
 def _columns(ds, names: list[str]) -> dict[str, np.ndarray]:

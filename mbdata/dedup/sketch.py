@@ -88,6 +88,17 @@ class NearParams:
         }
 
 
+def sorted_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact Jaccard similarity of two sorted arrays of distinct shingle hashes (0 if either is
+    empty)."""
+    if a.size == 0 or b.size == 0:
+        return 0.0
+    at = np.searchsorted(a, b)
+    at[at == a.size] = 0
+    inter = int(np.count_nonzero(a[at] == b))
+    return inter / (a.size + b.size - inter)
+
+
 class ShingleStore:
     """Shingle hash values of a table's rows, kept per slice (no global concatenation).
 
@@ -116,13 +127,7 @@ class ShingleStore:
     def jaccard(self, i: int, other: ShingleStore, j: int) -> float:
         """Exact Jaccard similarity of row ``i`` here (the comparison target: cached) and row ``j``
         of ``other`` (not cached)."""
-        a, b = self.unique_row(i), np.unique(other.row(j))
-        if a.size == 0 or b.size == 0:
-            return 0.0
-        at = np.searchsorted(a, b)
-        at[at == a.size] = 0
-        inter = int(np.count_nonzero(a[at] == b))
-        return inter / (a.size + b.size - inter)
+        return sorted_jaccard(self.unique_row(i), np.unique(other.row(j)))
 
 
 @dataclasses.dataclass

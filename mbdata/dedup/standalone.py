@@ -245,7 +245,7 @@ def dedup_path_streaming(
     from ..core.atomic import atomic_dir
     from ..io.manifest import finalize_manifest, input_record
     from ..io.readers import BATCH_ROWS, iter_input_batches
-    from ..io.shards import sha256_file, write_ipc
+    from ..io.shards import write_side_tables
     from .decontaminate import DECONTAMINATION_TABLE
     from .decontaminate_stream import RestartUnverified, StreamDecontaminator
     from .stream import Progress, dedup_stream, env_batch_rows
@@ -299,16 +299,7 @@ def dedup_path_streaming(
             stats.insert(0, decon_stats)
             timings[decon_stats.name] = round(decon_stats.seconds, 4)
         manifest = _manifest(config, input_path, inputs, stats, fields, reference_fields, skipped)
-        sides = {}
-        for name, table in sorted(tables.items()):
-            rel = f"{name}.arrow"
-            write_ipc(tmp / rel, table)
-            sides[name] = {
-                "path": rel,
-                "rows": table.num_rows,
-                "sha256": sha256_file(tmp / rel),
-                "bytes": (tmp / rel).stat().st_size,
-            }
+        sides = write_side_tables(tmp, tables)
         final = finalize_manifest({**manifest, "splits": result.splits, "side_tables": sides})
         if skipped:
             (tmp / SKIPPED_FILE).write_bytes(skipped_jsonl(skipped))

@@ -76,6 +76,22 @@ def write_split_shards(root: Path, split: str, table: pa.Table, shard_rows: int)
     return records
 
 
+def write_side_tables(root: Path, tables: dict[str, pa.Table]) -> dict[str, dict]:
+    """Each side table as ``NAME.arrow`` under ``root`` (in name order); returns the manifest's
+    ``side_tables`` entries (path, rows, sha256, bytes)."""
+    sides = {}
+    for name, table in sorted(tables.items()):
+        rel = f"{name}.arrow"
+        write_ipc(root / rel, table)
+        sides[name] = {
+            "path": rel,
+            "rows": table.num_rows,
+            "sha256": sha256_file(root / rel),
+            "bytes": (root / rel).stat().st_size,
+        }
+    return sides
+
+
 def write_build(
     out_dir: str | Path,
     tables: dict[str, pa.Table],
@@ -105,16 +121,7 @@ def write_build(
         for split in ordered_splits([s for s, t in tables.items() if t.num_rows]):
             shards = write_split_shards(tmp, split, tables[split], shard_rows)
             splits[split] = {"rows": tables[split].num_rows, "shards": shards}
-        sides = {}
-        for name, table in sorted((side_tables or {}).items()):
-            rel = f"{name}.arrow"
-            write_ipc(tmp / rel, table)
-            sides[name] = {
-                "path": rel,
-                "rows": table.num_rows,
-                "sha256": sha256_file(tmp / rel),
-                "bytes": (tmp / rel).stat().st_size,
-            }
+        sides = write_side_tables(tmp, side_tables or {})
         final = finalize_manifest({**manifest, "splits": splits, "side_tables": sides})
         text = card(final, tmp) if callable(card) else card
         if text is not None:
