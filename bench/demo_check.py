@@ -4,10 +4,12 @@
     python bench/demo_check.py runs/demo/report.json --bounds my-bounds.json
 
 The bounds (``bench/demo_bounds.json``) are per draw, from the seeds x kernel sets measured in
-``bench/RESULTS.md``: MB-Defense's ASR at most ``mb_defense_asr_max`` on every attack, its CACC
-at most ``cacc_drop_max`` below the attacked model's, and each control (Clean-FFT, trigger-aug)
-at least ``control_asr_min`` on every attack, so a demo where nothing was learned (every ASR 0)
-fails too, as does an attacked model without a backdoor (``attacked_asr_min``).
+``bench/RESULTS.md``: the attacked model's ASR at least ``attacked_asr_min`` on every attack (a
+backdoor worth defending: a demo where nothing was learned, every ASR 0, fails), MB-Defense's ASR
+at most ``mb_defense_asr_max`` on every attack, its CACC at most ``cacc_drop_max`` below the
+attacked model's, and (``mb_defense_not_above_controls``) its ASR no higher than Clean-FFT's or
+trigger-aug's on any attack. How far above MB-Defense the controls stay is reported, not bounded:
+it varied with the draw (bench/RESULTS.md, "The demo over seeds and kernel sets").
 """
 
 from __future__ import annotations
@@ -52,21 +54,33 @@ def check_report(summary: dict[str, Any], bounds: dict[str, Any]) -> list[str]:
     out: list[str] = []
 
     def asrs(run: str) -> dict[str, float]:
-        return {k[4:]: v for k, v in runs.get(run, {}).items() if k.startswith("asr.") and v is not None}
+        return {
+            k[4:]: v for k, v in runs.get(run, {}).items() if k.startswith("asr.") and v is not None
+        }
 
     for attack, v in asrs("attacked").items():
         if v < bounds["attacked_asr_min"]:
-            out.append(f"attacked ASR {attack} {v:.3f} < {bounds['attacked_asr_min']} (no backdoor to remove)")
+            out.append(
+                f"attacked ASR {attack} {v:.3f} < {bounds['attacked_asr_min']} (no backdoor to remove)"
+            )
     for attack, v in asrs("mb_defense").items():
         if v > bounds["mb_defense_asr_max"]:
             out.append(f"MB-Defense ASR {attack} {v:.3f} > {bounds['mb_defense_asr_max']}")
-    for control in ("clean_fft", "trigger_aug"):
-        for attack, v in asrs(control).items():
-            if v < bounds["control_asr_min"]:
-                out.append(f"{control} ASR {attack} {v:.3f} < {bounds['control_asr_min']}")
+    if bounds.get("mb_defense_not_above_controls"):
+        defended = asrs("mb_defense")
+        for control in ("clean_fft", "trigger_aug"):
+            for attack, v in asrs(control).items():
+                if attack in defended and defended[attack] > v:
+                    out.append(
+                        f"MB-Defense ASR {attack} {defended[attack]:.3f} > {control}'s {v:.3f}"
+                    )
     attacked = runs.get("attacked", {}).get("cacc")
     defended = runs.get("mb_defense", {}).get("cacc")
-    if attacked is not None and defended is not None and attacked - defended > bounds["cacc_drop_max"]:
+    if (
+        attacked is not None
+        and defended is not None
+        and attacked - defended > bounds["cacc_drop_max"]
+    ):
         out.append(
             f"MB-Defense CACC {defended:.3f} is {attacked - defended:.3f} below the attacked "
             f"model's {attacked:.3f} (> {bounds['cacc_drop_max']})"
