@@ -672,6 +672,7 @@ def fit(
         desc=desc,
     )
     ref.append(trainer)
+    refuse_unsharded(trainer)
     if sharded(trainer) and (peft_config is not None or hasattr(model, "peft_config")):
         raise MBError(
             "LoRA under DeepSpeed/FSDP is not supported by mbtrain (the adapter would be saved "
@@ -705,6 +706,10 @@ def fit(
                         "steps": trainer.state.global_step,
                         "seconds": round(seconds, 3),
                         "tokens": tokens,
+                        # what the Trainer really ran (the record's `distributed` reads the
+                        # launch variables): processes and whether the weights were sharded
+                        "processes": trainer.accelerator.num_processes,
+                        "sharded": sharded(trainer),
                     }
                 )
                 + "\n"
@@ -727,6 +732,33 @@ def sharded(trainer: Any) -> bool:
         getattr(trainer, "is_deepspeed_enabled", False)
         or getattr(trainer, "is_fsdp_enabled", False)
     )
+
+
+def refuse_unsharded(trainer: Any) -> None:
+    """A launch that asks for FSDP or DeepSpeed (``accelerate launch`` sets
+    ``ACCELERATE_USE_FSDP`` / ``ACCELERATE_USE_DEEPSPEED``) but whose Trainer does not shard is an
+    error before any step. Measured with accelerate 1.16: an FSDP config with ``use_cpu: true``
+    runs as plain DDP over gloo (accelerate enables FSDP only on GPU-type devices), every process
+    holding the whole model; silently training that way would record a sharded run that was not
+    and, on a model sized for sharding, run out of memory."""
+    import os
+
+    for var, what in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        asked = os.environ.get(var, "").strip().lower() in ("1", "true", "yes")
+        if asked and not sharded(trainer):
+            device = trainer.args.device.type
+            raise MBError(
+                f"--accelerate-config asks for {what}, but accelerate runs it as plain DDP on "
+                f"{device} (accelerate {_version('accelerate')} shards only on GPUs): the weights "
+                "would not be sharded; use a DDP config on CPU (`distributed_type: MULTI_GPU`, "
+                "`use_cpu: true`), or run on GPUs"
+            )
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
 
 
 def gathered_model(trainer: Any, work: Path) -> Any:
