@@ -163,7 +163,11 @@ def environment_lines(env: dict[str, Any] | None) -> list[str]:
     lines = [f"Numeric environment: {here}."]
     other = {n: m for n, m in (env.get("models") or {}).items() if m != here}
     if other:
-        lines.append("Trained in another: " + "; ".join(f"{n}: {m}" for n, m in other.items()) + ".")
+        lines.append(
+            "Trained in another environment: "
+            + "; ".join(f"{n}: {m}" for n, m in other.items())
+            + "."
+        )
     return lines + [""]
 
 
