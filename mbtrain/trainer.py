@@ -462,6 +462,13 @@ def _callbacks(
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if on_step is not None:
                 on_step(state.global_step)
+            if args.world_size > 1 and torch.distributed.is_initialized():
+                # Every process stops at the same step: a Ctrl-C (or a scheduler's SIGINT)
+                # reaches the processes at slightly different steps, and one that stopped alone
+                # would leave the others waiting in the next step's all-reduce.
+                flag = torch.tensor([float(self.requested)], device=args.device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                self.requested = bool(flag.item())
             if self.requested:
                 control.should_save = True
                 control.should_training_stop = True
