@@ -20,7 +20,9 @@ module adds is small:
   by the step's rows, as before the move;
 - a JSONL log, and Ctrl-C handling: the first Ctrl-C finishes the step, writes a Trainer checkpoint
   (``WORK/checkpoint-N``, weights in safetensors) and raises ``KeyboardInterrupt``; the next run
-  resumes from it (a second Ctrl-C aborts at once).
+  resumes from it (a second Ctrl-C aborts at once; under torchrun / accelerate launch the
+  launcher's echo of the first one, within ``LAUNCHER_ECHO_S``, is not a second one). All
+  processes stop at the same step.
 
 Checkpoints carry a *resume key* (``WORK/resume_key.json``): a checkpoint is resumed only by a run
 with the same key, as before.
@@ -423,12 +425,18 @@ def _callbacks(
 
         def __init__(self) -> None:
             self.requested = False
+            self.first = 0.0
             self._previous: Any = None
 
         def handle(self, signum: int, frame: Any) -> None:
-            if self.requested:
+            # Under torchrun / accelerate launch a Ctrl-C reaches a process twice: from the
+            # terminal and, a moment later, forwarded by the launcher. A repeat within
+            # LAUNCHER_ECHO_S is that echo, not the user's second Ctrl-C.
+            now = time.monotonic()
+            if self.requested and not (_launched() and now - self.first < LAUNCHER_ECHO_S):
                 raise KeyboardInterrupt
-            self.requested = True
+            if not self.requested:
+                self.requested, self.first = True, now
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             try:
@@ -553,10 +561,15 @@ def _quiet_logs(trainer: Any, desc: str = "train") -> None:
 
 
 def last_checkpoint(work: Path) -> Path | None:
+    """The newest *complete* checkpoint: the Trainer writes ``trainer_state.json`` last, so a
+    folder without it was cut off while being written (a process killed mid-save) and the one
+    before it is resumed instead."""
     found = [
         p
         for p in work.glob(f"{CHECKPOINT_PREFIX}*")
-        if p.is_dir() and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+        if p.is_dir()
+        and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+        and (p / "trainer_state.json").is_file()
     ]
     return max(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :])) if found else None
 
@@ -581,6 +594,16 @@ def check_resume(work: Path, resume_key: str | None) -> Path | None:
             f"settings or seed); delete {work} to start this one over"
         )
     return checkpoint
+
+
+LAUNCHER_ECHO_S = 2.0  # a second SIGINT this soon after the first, under a launcher, is its echo
+
+
+def _launched() -> bool:
+    """Started by torchrun / accelerate launch (which forward a Ctrl-C to their processes)."""
+    import os
+
+    return os.environ.get("LOCAL_RANK") is not None
 
 
 def _is_main() -> bool:

@@ -116,7 +116,16 @@ def _relaunch(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
     # every process records which config launched it (mbtrain.environment, in each model folder)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    code = subprocess.call(cmd, env={**os.environ, CONFIG_HASH_VAR: digest})
+    import signal
+
+    child = subprocess.Popen(cmd, env={**os.environ, CONFIG_HASH_VAR: digest})
+    # A Ctrl-C is the launched command's to handle (its processes finish the step and write a
+    # checkpoint); this process only waits for it, as a shell would.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code = child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     if code:  # the launched command failed: so does this one (ctx.exit's code would be lost)
         raise SystemExit(code)
     ctx.exit(0)
