@@ -154,20 +154,21 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def environment_lines(env: dict[str, Any] | None) -> list[str]:
-    """The numeric environment in one line (and one more naming the runs trained in another)."""
+    """The numeric environment in one line, and one more grouping the runs trained in another
+    (e.g. job workers with fewer threads, or models reused from another machine)."""
     from .environment import label
 
     if env is None:
         return []
     here = label(env)
     lines = [f"Numeric environment: {here}."]
-    other = {n: m for n, m in (env.get("models") or {}).items() if m != here}
-    if other:
-        lines.append(
-            "Trained in another environment: "
-            + "; ".join(f"{n}: {m}" for n, m in other.items())
-            + "."
-        )
+    trained: dict[str, list[str]] = {}
+    for name, line in (env.get("models") or {}).items():
+        if line != here:
+            trained.setdefault(line, []).append(name)
+    if trained:
+        groups = [f"{line} ({', '.join(names)})" for line, names in trained.items()]
+        lines.append("Trained in: " + "; ".join(groups) + ".")
     return lines + [""]
 
 
