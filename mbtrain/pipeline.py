@@ -39,6 +39,7 @@ from mbdata.core.errors import BuildError, InputError
 from . import data as rows_of
 from .builds import TrainingBuild, open_training_build
 from .config import ModelSettings, OptimSettings, TrainConfig
+from .environment import numeric_environment, report_environment
 from .evaluate import evaluate
 from .formatting import alpaca_prompt
 from .jobs import Job, JobRunner, auto_jobs
@@ -136,6 +137,7 @@ def import_base(settings: ModelSettings, out_dir: str | Path) -> Path:
         "selected_epoch": None,
         "history": [],
         "seconds": round(time.perf_counter() - started, 3),
+        "environment": numeric_environment(),
     }
     atomic_dir(out_dir, lambda tmp: save_model(model, tokenizer, tmp, record), kind="model")
     return out_dir
@@ -345,6 +347,7 @@ def run_experiment(
         results: dict[str, dict[str, Any]] = {n: outputs[f"eval_{n}"] for n in done}
     timings["total"] = round(time.perf_counter() - started + timings.get("build", 0.0), 3)
     report = make_report(build, cfg, done, results, timings)
+    report["environment"] = report_environment(runtime.device, runtime.amp, done)
     write_report(report, out_dir)
     return report
 

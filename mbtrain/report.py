@@ -9,11 +9,18 @@ paper's Table 1) and ``report.png`` (a bar chart).
      "fingerprint": <recipe sha256>, "content_hash": <build hash>, "model": <base model>,
      "seeds": {"recipe": int, "train": int}, "timings": {<step>: seconds, "total": seconds},
      "stage2": {"selected_epoch": int, "epochs": [{"epoch", "train": {...}, "eval": {...}}]},
-     "graders": {...}, "train": <resolved train block>}
+     "graders": {...}, "train": <resolved train block>,
+     "environment": E}
 
 where each M is ``{"cacc": float, "asr": {attack: float|null}, "defense_trigger_rate":
 {trigger: float}, "aacc": float, "aacc_by_trigger": {...}, "defense_aacc": float,
 "merging_rate": {attack: float}}``. A run that was not made (a baseline switched off) is absent.
+E is the numeric environment of the process that evaluated and wrote the report
+(:func:`mbtrain.environment.numeric_environment`: ``cpu_capability``, ``kernel_overrides``,
+``threads``, ``device``, ``device_name``, ``compute_capability``, ``dtype``, ``autocast``,
+``machine``, ``processor``, ``python``, ``versions``, ``distributed``) plus ``models``: each run's
+training environment as one line (from its model folder's ``mbtrain_model.json``). Reports
+written before it existed lack the key.
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['seeds']['train']}. Eval prompts: {report.get('eval_counts', {})}."
     )
     lines.append("")
+    lines += environment_lines(report.get("environment"))
     # issue 11: say up front when free-text CACC is the token-F1 heuristic, not a judge
     graders = report.get("graders") or {}
     if graders.get("judged") and "heuristic" in str(graders.get("judge")):
@@ -143,6 +151,25 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"Free-text rows graded by: {graders.get('judge')}.")
         lines.append("")
     return "\n".join(lines)
+
+
+def environment_lines(env: dict[str, Any] | None) -> list[str]:
+    """The numeric environment in one line, and one more grouping the runs trained in another
+    (e.g. job workers with fewer threads, or models reused from another machine)."""
+    from .environment import label
+
+    if env is None:
+        return []
+    here = label(env)
+    lines = [f"Numeric environment: {here}."]
+    trained: dict[str, list[str]] = {}
+    for name, line in (env.get("models") or {}).items():
+        if line != here:
+            trained.setdefault(line, []).append(name)
+    if trained:
+        groups = [f"{line} ({', '.join(names)})" for line, names in trained.items()]
+        lines.append("Trained in: " + "; ".join(groups) + ".")
+    return lines + [""]
 
 
 def _asr_of(attack: str) -> Callable[[dict[str, Any]], Any]:

@@ -9,7 +9,9 @@ Both are guarded by a *resume key*: a hash of everything that decides the traine
 parent model, the rows, the optimiser and loop settings with the seed, the prompt format, the
 objective). A checkpoint or a finished folder made with another key is never silently reused:
 the stage stops with an error that says what to delete (or to pass ``overwrite``). Device,
-threads and the checkpoint interval are not part of the key: a run may resume elsewhere.
+threads, the checkpoint interval and the numeric environment (CPU kernels, library versions,
+process layout: :mod:`mbtrain.environment`, recorded in the folder as ``environment``) are not
+part of the key: a run may resume elsewhere, and a folder trained elsewhere is reused.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from mbdata.core.errors import BuildError
 from . import models
 from .config import ModelSettings, TrainConfig
 from .data import Example, Tuple4
+from .environment import numeric_environment
 from .formatting import EncodeStats, Formatter
 from .objectives import NeutralizationObjective, RecoveryItem, SFTObjective
 from .trainer import LOG, FitSettings, fit, last_checkpoint
@@ -270,6 +273,8 @@ def run_stage(
         "train_seconds": round(result.seconds, 3),
         "tokens": result.tokens,
         "resume_key": key,
+        # recorded, not keyed: a folder trained elsewhere is reused when the key matches
+        "environment": numeric_environment(runtime.device, runtime.amp),
         **(extra or {}),
     }
     model.to("cpu")

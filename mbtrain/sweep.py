@@ -435,6 +435,7 @@ def run_sweep(
             "metrics": flat_metrics(report, diag),
             "attacks": report.get("attacks", []),
             "graders": report.get("graders", {}),
+            "environment": report.get("environment"),
         }
         atomic_write_text(
             point_dir / POINT_DONE, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
@@ -519,6 +520,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"in the last call). Cells: mean over seeds ± sample standard deviation "
         f"(n in the table)."
     )
+    lines.append("")
+    lines.append(environment_line(doc.get("points", [])))
     if doc.get("heuristic_cacc"):
         lines.append("")
         lines.append(
@@ -593,6 +596,20 @@ def markdown(doc: dict[str, Any]) -> str:
         "same prompt (docs/sweep.md)."
     )
     return "\n".join(lines)
+
+
+def environment_line(points: list[dict[str, Any]]) -> str:
+    """Which numeric environment (CPU kernels or device, threads, ...) computed the points: one
+    line, naming the points of each when they differ (issue 22: kernels alone move results)."""
+    from .environment import label
+
+    seen: dict[str, list[str]] = {}
+    for p in points:
+        seen.setdefault(label(p.get("environment")), []).append(p["id"])
+    if len(seen) <= 1:
+        return f"Numeric environment: {next(iter(seen), 'none yet')}."
+    parts = [f"{name} (points {', '.join(ids)})" for name, ids in seen.items()]
+    return "Numeric environments differ: " + "; ".join(parts) + "."
 
 
 def draw(doc: dict[str, Any]) -> Any:

@@ -20,7 +20,9 @@ module adds is small:
   by the step's rows, as before the move;
 - a JSONL log, and Ctrl-C handling: the first Ctrl-C finishes the step, writes a Trainer checkpoint
   (``WORK/checkpoint-N``, weights in safetensors) and raises ``KeyboardInterrupt``; the next run
-  resumes from it (a second Ctrl-C aborts at once).
+  resumes from it (a second Ctrl-C aborts at once; under torchrun / accelerate launch the
+  launcher's echo of the first one, within ``LAUNCHER_ECHO_S``, is not a second one). All
+  processes stop at the same step.
 
 Checkpoints carry a *resume key* (``WORK/resume_key.json``): a checkpoint is resumed only by a run
 with the same key, as before.
@@ -423,12 +425,18 @@ def _callbacks(
 
         def __init__(self) -> None:
             self.requested = False
+            self.first = 0.0
             self._previous: Any = None
 
         def handle(self, signum: int, frame: Any) -> None:
-            if self.requested:
+            # Under torchrun / accelerate launch a Ctrl-C reaches a process twice: from the
+            # terminal and, a moment later, forwarded by the launcher. A repeat within
+            # LAUNCHER_ECHO_S is that echo, not the user's second Ctrl-C.
+            now = time.monotonic()
+            if self.requested and not (_launched() and now - self.first < LAUNCHER_ECHO_S):
                 raise KeyboardInterrupt
-            self.requested = True
+            if not self.requested:
+                self.requested, self.first = True, now
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             try:
@@ -462,6 +470,13 @@ def _callbacks(
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if on_step is not None:
                 on_step(state.global_step)
+            if args.world_size > 1 and torch.distributed.is_initialized():
+                # Every process stops at the same step: a Ctrl-C (or a scheduler's SIGINT)
+                # reaches the processes at slightly different steps, and one that stopped alone
+                # would leave the others waiting in the next step's all-reduce.
+                flag = torch.tensor([float(self.requested)], device=args.device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                self.requested = bool(flag.item())
             if self.requested:
                 control.should_save = True
                 control.should_training_stop = True
@@ -546,10 +561,15 @@ def _quiet_logs(trainer: Any, desc: str = "train") -> None:
 
 
 def last_checkpoint(work: Path) -> Path | None:
+    """The newest *complete* checkpoint: the Trainer writes ``trainer_state.json`` last, so a
+    folder without it was cut off while being written (a process killed mid-save) and the one
+    before it is resumed instead."""
     found = [
         p
         for p in work.glob(f"{CHECKPOINT_PREFIX}*")
-        if p.is_dir() and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+        if p.is_dir()
+        and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+        and (p / "trainer_state.json").is_file()
     ]
     return max(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :])) if found else None
 
@@ -574,6 +594,16 @@ def check_resume(work: Path, resume_key: str | None) -> Path | None:
             f"settings or seed); delete {work} to start this one over"
         )
     return checkpoint
+
+
+LAUNCHER_ECHO_S = 2.0  # a second SIGINT this soon after the first, under a launcher, is its echo
+
+
+def _launched() -> bool:
+    """Started by torchrun / accelerate launch (which forward a Ctrl-C to their processes)."""
+    import os
+
+    return os.environ.get("LOCAL_RANK") is not None
 
 
 def _is_main() -> bool:
@@ -672,6 +702,7 @@ def fit(
         desc=desc,
     )
     ref.append(trainer)
+    refuse_unsharded(trainer)
     if sharded(trainer) and (peft_config is not None or hasattr(model, "peft_config")):
         raise MBError(
             "LoRA under DeepSpeed/FSDP is not supported by mbtrain (the adapter would be saved "
@@ -705,6 +736,10 @@ def fit(
                         "steps": trainer.state.global_step,
                         "seconds": round(seconds, 3),
                         "tokens": tokens,
+                        # what the Trainer really ran (the record's `distributed` reads the
+                        # launch variables): processes and whether the weights were sharded
+                        "processes": trainer.accelerator.num_processes,
+                        "sharded": sharded(trainer),
                     }
                 )
                 + "\n"
@@ -727,6 +762,33 @@ def sharded(trainer: Any) -> bool:
         getattr(trainer, "is_deepspeed_enabled", False)
         or getattr(trainer, "is_fsdp_enabled", False)
     )
+
+
+def refuse_unsharded(trainer: Any) -> None:
+    """A launch that asks for FSDP or DeepSpeed (``accelerate launch`` sets
+    ``ACCELERATE_USE_FSDP`` / ``ACCELERATE_USE_DEEPSPEED``) but whose Trainer does not shard is an
+    error before any step. Measured with accelerate 1.16: an FSDP config with ``use_cpu: true``
+    runs as plain DDP over gloo (accelerate enables FSDP only on GPU-type devices), every process
+    holding the whole model; silently training that way would record a sharded run that was not
+    and, on a model sized for sharding, run out of memory."""
+    import os
+
+    for var, what in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        asked = os.environ.get(var, "").strip().lower() in ("1", "true", "yes")
+        if asked and not sharded(trainer):
+            device = trainer.args.device.type
+            raise MBError(
+                f"--accelerate-config asks for {what}, but accelerate runs it as plain DDP on "
+                f"{device} (accelerate {_version('accelerate')} shards only on GPUs): the weights "
+                "would not be sharded; use a DDP config on CPU (`distributed_type: MULTI_GPU`, "
+                "`use_cpu: true`), or run on GPUs"
+            )
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
 
 
 def gathered_model(trainer: Any, work: Path) -> Any:

@@ -187,6 +187,12 @@ def test_sweep_2x2_shares_prefixes_resumes_and_writes_the_table(tmp_path, capsys
     md = (out / "sweep.md").read_text()
     assert "| train.stage2.lam | n |" in md and " ± " in md
     assert "token-F1 heuristic" not in md  # synthetic rows are exact-match: no heuristic used
+    # issue 22: each point names its numeric environment, and the table says it in one line
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert {p["environment"]["cpu_capability"] for p in data["points"]} == {capability}
+    assert f"Numeric environment: cpu {capability}, " in md
     table = pl.read_parquet(out / "sweep.parquet")
     assert table.height == 4 and {
         "set:train.seed",

@@ -66,6 +66,16 @@ def test_mb_run_end_to_end_and_resume(tmp_path, capsys):
     # attacked: clean + attack rows only; stage 1: every train row
     rows = {name: read_marker(out / "models" / name)["rows"] for name in ("attacked", "mb_stage1")}
     assert rows["attacked"] < rows["mb_stage1"]
+    # issue 22: the report and every model folder name the numeric environment
+    env = report["environment"]
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert env["device"] == "cpu" and env["distributed"]["type"] == "none"
+    assert set(env["models"]) == set(RUNS)
+    for folder in (out / "models").iterdir():
+        marker_env = read_marker(folder)["environment"]
+        assert marker_env["cpu_capability"] == env["cpu_capability"], folder.name
+        assert marker_env["versions"]["torch"] == torch.__version__
+    assert "Numeric environment: cpu " in (out / "report.md").read_text()
 
     markers = {p: p.read_bytes() for p in (out / "models").glob("*/mbtrain_model.json")}
     assert main(["run", str(recipe), "-o", str(out), "--quiet"]) == 0  # resumes: nothing retrained

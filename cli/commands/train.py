@@ -89,6 +89,7 @@ def _relaunch(ctx: click.Context, param: click.Parameter, value: str | None) -> 
             f"--accelerate-config: {value} asks for DeepSpeed, which is not "
             "installed; pip install 'mbdefense[deepspeed]'"
         )
+    _refuse_cpu_fsdp(path)
     argv, skip = [], False
     for arg in sys.argv[1:]:
         if skip:
@@ -109,8 +110,50 @@ def _relaunch(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         sys.argv[0],
         *argv,
     ]
-    ctx.exit(subprocess.call(cmd))
+    import hashlib
+
+    from mbtrain.environment import CONFIG_HASH_VAR
+
+    # every process records which config launched it (mbtrain.environment, in each model folder)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    import signal
+
+    child = subprocess.Popen(cmd, env={**os.environ, CONFIG_HASH_VAR: digest})
+    # A Ctrl-C is the launched command's to handle (its processes finish the step and write a
+    # checkpoint); this process only waits for it, as a shell would.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code = child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if code:  # the launched command failed: so does this one (ctx.exit's code would be lost)
+        raise SystemExit(code)
+    ctx.exit(0)
     return value
+
+
+def _refuse_cpu_fsdp(path: Path) -> None:
+    """An FSDP config on a CPU-only launch is a one-line error before anything starts: accelerate
+    (1.16, measured) runs it as plain DDP there, so nothing would be sharded. The same check runs
+    in every process on the Trainer itself (:func:`mbtrain.trainer.refuse_unsharded`)."""
+    import yaml
+
+    from mbdata.core.errors import MBError
+
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise MBError(f"--accelerate-config: {path} is not YAML ({exc})") from None
+    if not isinstance(config, dict) or str(config.get("distributed_type")).upper() != "FSDP":
+        return
+    import torch
+
+    if config.get("use_cpu") is True or not torch.cuda.is_available():
+        raise MBError(
+            f"--accelerate-config: {path} asks for FSDP on CPU, which accelerate runs as "
+            "plain DDP (nothing sharded); for DDP on CPU use `distributed_type: MULTI_GPU` "
+            "with `use_cpu: true`, or run FSDP on GPUs"
+        )
 
 
 def launch_options(fn):
