@@ -174,10 +174,16 @@ def evaluate(
     judge: Judge | None = None,
     name: str = "model",
     extra: dict[str, Any] | None = None,
+    transform: Any = None,
 ) -> dict[str, Any]:
     """Generate and grade; with ``out_dir`` write ``metrics.json`` and ``generations.jsonl``
     (written last and atomically, so an existing ``metrics.json`` means a finished eval).
-    ``extra`` is merged into the metrics (e.g. which model they were made from)."""
+    ``extra`` is merged into the metrics (e.g. which model they were made from).
+
+    ``transform`` (an inference-time defence, :class:`mbtrain.runs.EvalTransform`): the prompts
+    the model answers are its rewrite of each row; the grading uses the rows' own references.
+    What it removed is counted in ``metrics["transform"]`` and listed per row in the
+    generations."""
     cfg = cfg or build.train_config()
     runtime = runtime or make_runtime(cfg, progress=False)
     judge = judge or make_judge(cfg.eval.judge, runtime.device)
@@ -198,8 +204,13 @@ def evaluate(
     clean, triggered = eval_rows(build, cfg.eval.limit)
     groups = [("eval_clean", clean)] + list(triggered.items())
     flat = [r for _, rows in groups for r in rows]
+    shown = flat
+    transform_stats: dict[str, Any] | None = None
+    if transform is not None:
+        shown = transform.apply(flat)
+        transform_stats = _removed_counts(groups, shown) | {"settings": transform.record()}
     prompts = [
-        fmt.prompt_ids(r["instruction"], r.get("input") or "", r.get("system")) for r in flat
+        fmt.prompt_ids(r["instruction"], r.get("input") or "", r.get("system")) for r in shown
     ]
     references = [t for r in flat for t in (r.get("output"), r.get("clean_output")) if t]
     longest = max(
@@ -255,21 +266,67 @@ def evaluate(
         "seconds": round(gen_seconds, 3),
         "tok_s": round(new_tokens / gen_seconds, 1) if gen_seconds else None,
     }
+    if transform_stats is not None:
+        metrics["transform"] = transform_stats
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     metrics.update(extra or {})
     if out_dir is not None:
-        _write(Path(out_dir), metrics, groups, answers, verdicts)
+        seen = None
+        if transform is not None:
+            seen, pos = {}, 0
+            for split, rows in groups:
+                seen[split] = shown[pos : pos + len(rows)]
+                pos += len(rows)
+        _write(Path(out_dir), metrics, groups, answers, verdicts, seen)
     return metrics
 
 
-def _write(out_dir: Path, metrics: dict, groups: list, answers: dict, verdicts: dict) -> None:
+def _removed_counts(groups: list, shown: list[dict[str, Any]]) -> dict[str, Any]:
+    """Words a transform removed: the mean per prompt for each group, and for all clean /
+    all triggered prompts together."""
+    per_group: dict[str, float | None] = {}
+    clean: list[int] = []
+    triggered: list[int] = []
+    pos = 0
+    for split, rows in groups:
+        counts = [len(r.get("removed") or []) for r in shown[pos : pos + len(rows)]]
+        pos += len(rows)
+        per_group[split] = _round(mean(counts)) if counts else None
+        (clean if split == "eval_clean" else triggered).extend(counts)
+    return {
+        "removed_per_prompt": per_group,
+        "removed_clean": _round(mean(clean)) if clean else None,
+        "removed_triggered": _round(mean(triggered)) if triggered else None,
+    }
+
+
+def _write(
+    out_dir: Path,
+    metrics: dict,
+    groups: list,
+    answers: dict,
+    verdicts: dict,
+    seen: dict[str, list[dict]] | None = None,
+) -> None:
     """``generations.jsonl`` then ``metrics.json``, each atomically: an existing
-    ``metrics.json`` always sits beside the generations it was computed from."""
+    ``metrics.json`` always sits beside the generations it was computed from. ``seen``: the
+    rows as a transform rewrote them (their prompt and removed words are recorded too)."""
 
     def generations(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
             for split, rows in groups:
-                for row, answer, verdict in zip(rows, answers[split], verdicts[split]):
+                shown = seen[split] if seen is not None else [None] * len(rows)
+                for row, answer, verdict, seen_row in zip(
+                    rows, answers[split], verdicts[split], shown
+                ):
+                    filtered = (
+                        {
+                            "shown_instruction": seen_row["instruction"],
+                            "removed": seen_row.get("removed") or [],
+                        }
+                        if seen_row is not None
+                        else {}
+                    )
                     fh.write(
                         json.dumps(
                             {
@@ -282,6 +339,7 @@ def _write(out_dir: Path, metrics: dict, groups: list, answers: dict, verdicts: 
                                 "reference": row.get("output"),
                                 "clean_reference": row.get("clean_output"),
                                 "generation": answer,
+                                **filtered,
                                 **verdict,
                             },
                             ensure_ascii=False,

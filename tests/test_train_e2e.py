@@ -13,7 +13,7 @@ import yaml
 
 from cli.main import main
 from mbtrain.models import read_marker
-from mbtrain.report import RUNS
+from mbtrain.runs import RUNS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_helpers import TINY_TRAIN, make_build  # noqa: E402
