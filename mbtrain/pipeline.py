@@ -407,6 +407,14 @@ def make_report(
         "selected_epochs": {
             name: read_marker(p).get("selected_epoch") for name, p in models.items()
         },
+        # inference-time defences (ONION): what they removed from the prompts
+        "filtered": {name: m["transform"] for name, m in results.items() if m.get("transform")},
+        # weight-mixing defences (Fine-mixing): the recorded mixing
+        "mixing": {
+            name: read_marker(p)["fine_mixing"]
+            for name, p in models.items()
+            if "fine_mixing" in read_marker(p)
+        },
         "timings": {k: round(v, 1) for k, v in timings.items()},
         "train": to_mapping(cfg),
     }

@@ -9,7 +9,10 @@ paper's Table 1) and ``report.png`` (a bar chart).
      "fingerprint": <recipe sha256>, "content_hash": <build hash>, "model": <base model>,
      "seeds": {"recipe": int, "train": int}, "timings": {<step>: seconds, "total": seconds},
      "stage2": {"selected_epoch": int, "epochs": [{"epoch", "train": {...}, "eval": {...}}]},
-     "graders": {...}, "train": <resolved train block>}
+     "graders": {...}, "train": <resolved train block>,
+     "filtered": {RUN: {"removed_clean": float, "removed_triggered": float,
+                        "removed_per_prompt": {group: float}, "settings": {...}}},
+     "mixing": {RUN: {"keep": float, "seed": int, "base": {...}, "entries": {...}}}}
 
 where each M is ``{"cacc": float, "asr": {attack: float|null}, "defense_trigger_rate":
 {trigger: float}, "aacc": float, "aacc_by_trigger": {...}, "defense_aacc": float,
@@ -119,6 +122,26 @@ def markdown(report: dict[str, Any]) -> str:
             "Merging: share of defensive-trigger prompts answered with the attack's "
             "behaviour (paper Sec 5.2)."
         )
+        lines.append("")
+    filtered = report.get("filtered") or {}
+    mixing = report.get("mixing") or {}
+    if filtered or mixing:
+        lines.append("## Baseline settings")
+        lines.append("")
+        for r, t in filtered.items():
+            settings = t.get("settings") or {}
+            lines.append(
+                f"- {run_label(r)}: threshold {settings.get('threshold')}; words removed per "
+                f"prompt: clean {_fmt(t.get('removed_clean'))}, triggered "
+                f"{_fmt(t.get('removed_triggered'))}."
+            )
+        for r, mix in mixing.items():
+            entries = mix.get("entries") or {}
+            lines.append(
+                f"- {run_label(r)}: {mix.get('keep')} of each weight tensor kept from the "
+                f"attacked model (seed {mix.get('seed')}; {entries.get('kept')} entries kept, "
+                f"{entries.get('reset')} reset to the base), then fine-tuned like Clean-FFT."
+            )
         lines.append("")
     stage2 = report.get("stage2") or {}
     if stage2.get("epochs"):

@@ -250,6 +250,28 @@ RUNS.register_run(
         short="Clean-FFT",
     )
 )
+
+
+def onion(cfg: TrainConfig, base: Any, runtime: Runtime) -> EvalTransform:
+    """ONION's perplexity filter (:mod:`mbtrain.onion`) in front of the attacked model."""
+    from .onion import onion_filter
+
+    return onion_filter(cfg, base, runtime)
+
+
+RUNS.register_run(
+    Run(
+        "onion",
+        "Attacked + ONION (filtered prompts)",
+        parent="attacked",
+        split="recovery",
+        train=None,
+        share="baseline",
+        switch="onion",
+        transform=onion,
+        short="ONION",
+    )
+)
 RUNS.register_run(
     Run(
         "fine_mixing",
