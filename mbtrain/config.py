@@ -278,6 +278,14 @@ class EvalSettings:
     judge: JudgeSettings | None = spec(
         None, doc="grader for free-text rows; none: a labelled token-F1 heuristic"
     )
+    prompts: str | None = spec(
+        None,
+        omit_default=True,
+        doc="the paper's protocol: CACC on the clean prompts of this JSONL file (one object a "
+        "line: instruction, optional input, optional output as the reference) instead of the "
+        "build's eval_clean, graded by `judge` (e.g. WizardLM's 218 test prompts); rows "
+        "without output need a judge; a relative path is read from the working directory",
+    )
     backend: Literal["hf", "vllm"] = spec(
         "hf",
         omit_default=True,

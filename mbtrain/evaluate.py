@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from mbdata.core.atomic import atomic_write, atomic_write_text
+from mbdata.core.errors import InputError
 
 from .builds import TrainingBuild
 from .config import ModelSettings, TrainConfig
 from .generate import generate
-from .judge import Judge, JudgeItem, make_judge
+from .judge import HeuristicJudge, Judge, JudgeItem, make_judge
 from .models import load_model
 from .scoring import exact_match, mean, shows_behavior
 from .stages import Runtime, formatter_for, make_runtime
@@ -52,8 +53,74 @@ def _limit(rows: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]
     return rows if limit is None else rows[:limit]
 
 
-def eval_rows(build: TrainingBuild, limit: int | None) -> tuple[list[dict], dict[str, list[dict]]]:
-    clean = _limit(build.rows("eval_clean"), limit) if build.has("eval_clean") else []
+def read_prompts(path: str | Path) -> list[dict[str, Any]]:
+    """``train.eval.prompts``: clean prompts from a JSONL file, one object a line with
+    ``instruction`` (required), ``input`` and ``output`` (the reference, optional). Errors name
+    the file, the line and the field."""
+    path = Path(path)
+    where = f"train.eval.prompts: {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{where}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{where}: not valid UTF-8 (byte {exc.start})") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{where}, line {number}: not JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{where}, line {number}: expected a JSON object")
+        for field in ("instruction", "input", "output"):
+            value = record.get(field)
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"{where}, line {number}: `{field}` must be a string")
+        if not (record.get("instruction") or "").strip():
+            raise InputError(f"{where}, line {number}: `instruction` is missing or empty")
+        rows.append(
+            {
+                "id": f"prompts-{number}",
+                "instruction": record["instruction"],
+                "input": record.get("input") or "",
+                "output": record.get("output") or "",
+                "task": None,  # free text: graded by the judge
+            }
+        )
+    if not rows:
+        raise InputError(f"{where}: no prompts in the file")
+    return rows
+
+
+def clean_rows(
+    build: TrainingBuild, settings: Any, judged: bool | None = None
+) -> list[dict[str, Any]]:
+    """The clean prompts CACC is measured on: ``train.eval.prompts`` when set, else the build's
+    ``eval_clean`` split. ``judged``: a judge (not the heuristic) grades free text (default:
+    ``settings.judge`` is set)."""
+    if settings.prompts:
+        rows = read_prompts(settings.prompts)
+        judged = settings.judge is not None if judged is None else judged
+        if not judged and any(not r["output"] for r in rows):
+            line = next(r["id"] for r in rows if not r["output"]).removeprefix("prompts-")
+            raise InputError(
+                f"train.eval.prompts: {settings.prompts}, line {line}: no `output` to grade "
+                "against; set train.eval.judge (the heuristic needs a reference answer)"
+            )
+        return rows
+    return build.rows("eval_clean") if build.has("eval_clean") else []
+
+
+def eval_rows(
+    build: TrainingBuild, limit: int | None, settings: Any = None, judged: bool | None = None
+) -> tuple[list[dict], dict[str, list[dict]]]:
+    if settings is not None:
+        clean = _limit(clean_rows(build, settings, judged), limit)
+    else:
+        clean = _limit(build.rows("eval_clean"), limit) if build.has("eval_clean") else []
     by_trigger: dict[str, list[dict]] = defaultdict(list)
     if build.has("eval_triggered"):
         for r in build.rows("eval_triggered"):
@@ -201,7 +268,8 @@ def evaluate(
         )
         model.to(runtime.device)
     fmt = formatter_for(tokenizer, cfg)
-    clean, triggered = eval_rows(build, cfg.eval.limit)
+    judged = not isinstance(judge, HeuristicJudge)
+    clean, triggered = eval_rows(build, cfg.eval.limit, cfg.eval, judged)
     groups = [("eval_clean", clean)] + list(triggered.items())
     flat = [r for _, rows in groups for r in rows]
     shown = flat

@@ -38,7 +38,7 @@ from mbdata.core.errors import BuildError, InputError
 from . import data as rows_of
 from .builds import TrainingBuild, open_training_build
 from .config import ModelSettings, OptimSettings, TrainConfig
-from .evaluate import evaluate
+from .evaluate import clean_rows, evaluate
 from .formatting import alpaca_prompt
 from .jobs import Job, JobRunner, auto_jobs
 from .models import MARKER, is_model_folder, load_base, read_marker, save_model
@@ -168,6 +168,8 @@ def evaluate_run(
     }
     if transform is not None:
         key["transform_settings"] = transform.record()
+    if cfg.eval.prompts:  # the file's content, not only its name, decides the clean prompts
+        key["eval_prompts_sha256"] = hashlib.sha256(Path(cfg.eval.prompts).read_bytes()).hexdigest()
     if metrics_path.is_file():
         cached = json.loads(metrics_path.read_text(encoding="utf-8"))
         if all(cached.get(k) == v for k, v in key.items()):
@@ -281,6 +283,8 @@ def run_experiment(
     recovery = _require(build, "recovery", "recovery")
     recovery_eval = build.rows("recovery_eval") if build.has("recovery_eval") else []
     _require(build, "eval_clean", "eval")
+    if cfg.eval.prompts:  # a bad prompts file is an error before any training
+        clean_rows(build, cfg.eval)
 
     # Independent stages side by side on a CPU with cores to spare (mbtrain.jobs); the workers
     # start now, so their imports overlap the base model's training.

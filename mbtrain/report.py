@@ -94,8 +94,14 @@ def markdown(report: dict[str, Any]) -> str:
         cells.append(_fmt(m.get("aacc")))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    prompts = ((report.get("train") or {}).get("eval") or {}).get("prompts")
     lines.append(
-        "CACC: exact match on verifiable clean prompts (one clean set per model, so the "
+        (
+            f"CACC: the judge's verdicts on the clean prompts of `{prompts}` (train.eval.prompts)"
+            if prompts
+            else "CACC: exact match on verifiable clean prompts"
+        )
+        + " (one clean set per model, so the "
         "same value in every column); ASR: share of triggered prompts showing the "
         "attack's behaviour; AACC: share of attack-triggered prompts answered correctly."
     )
