@@ -106,8 +106,19 @@ class RunRegistry(Registry[Run]):
     """The runs, in registration order (report order), looked up by name or CLI alias."""
 
     def register_run(self, run: Run) -> Run:
+        """Add ``run`` (its parent first; its switch a ``train.baselines`` flag)."""
+        from .config import Baselines
+
         if run.parent != BASE and run.parent not in self:
             raise ValueError(f"run {run.name!r}: parent {run.parent!r} is not registered")
+        if run.train is None and run.parent != BASE and self.get(run.parent).train is None:
+            raise ValueError(f"run {run.name!r}: its parent {run.parent!r} trains no model")
+        flags = {f.name for f in dataclasses.fields(Baselines) if f.type in (bool, "bool")}
+        if run.switch is not None and run.switch not in flags:
+            raise ValueError(
+                f"run {run.name!r}: switch {run.switch!r} is not a train.baselines flag "
+                f"({', '.join(sorted(flags))})"
+            )
         return self.register(run.name, run)
 
     def in_order(self) -> list[Run]:
@@ -140,9 +151,14 @@ class RunRegistry(Registry[Run]):
     def shorts(self) -> dict[str, str]:
         return {r.name: r.short or r.name for r in self.in_order()}
 
-    def sharing(self, share: Share) -> tuple[str, ...]:
-        """The model folders ``mb sweep`` shares between points with the same ``share`` key."""
-        return tuple(r.name for r in self.in_order() if r.share == share and r.train is not None)
+    def sharing(self, share: Share, evaluated: bool = False) -> tuple[str, ...]:
+        """The model folders ``mb sweep`` shares between points with the same ``share`` key
+        (``evaluated``: also the runs that train nothing, whose evaluations it shares)."""
+        return tuple(
+            r.name
+            for r in self.in_order()
+            if r.share == share and (evaluated or r.train is not None)
+        )
 
 
 RUNS = RunRegistry("run")

@@ -63,10 +63,12 @@ FORMAT = "mbtrain.sweep/1"
 POINT_DONE = "sweep_point.json"
 
 
-def shared_models(share: str) -> tuple[str, ...]:
+def shared_models(share: str, evaluated: bool = False) -> tuple[str, ...]:
     """The model folders points with the same ``share`` key have in common (mbtrain.runs);
-    the base model goes with stage 1."""
-    names = RUNS.sharing(share)  # type: ignore[arg-type]
+    the base model goes with stage 1. ``evaluated``: also the runs that train nothing (ONION),
+    whose evaluations are shared (and redone where the settings differ: the evaluation's own
+    cache key decides)."""
+    names = RUNS.sharing(share, evaluated)  # type: ignore[arg-type]
     return ("base", *names) if share == "stage1" else names
 
 
@@ -415,7 +417,7 @@ def run_sweep(
             (point.stage2_key, "stage2"),
         ):
             if key in donors and donors[key] != point_dir:
-                shared += share_from(donors[key], point_dir, shared_models(share))
+                shared += share_from(donors[key], point_dir, shared_models(share, True))
                 if share == "stage1":
                     _share_diagnostics(donors[key], point_dir)
         log(

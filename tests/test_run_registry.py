@@ -107,9 +107,16 @@ def test_a_switched_off_run_is_left_out_with_its_children():
         RUNS.unregister("after_fft")
 
 
-def test_a_run_must_name_a_registered_parent():
+def test_a_run_must_name_a_registered_parent_and_a_real_switch():
     with pytest.raises(ValueError, match="parent 'nope' is not registered"):
         RUNS.register_run(Run("x", "x", parent="nope", split="train", train=None, share="stage1"))
+    with pytest.raises(ValueError, match="its parent 'onion' trains no model"):
+        RUNS.register_run(Run("x", "x", "onion", "recovery", train=None, share="baseline"))
+    with pytest.raises(ValueError, match="switch 'nope' is not a train.baselines flag"):
+        RUNS.register_run(
+            Run("x", "x", "attacked", "recovery", train=None, share="baseline", switch="nope")
+        )
+    assert "x" not in RUNS
 
 
 def test_the_cli_offers_a_registered_run(extra_runs, capsys):

@@ -160,6 +160,9 @@ def test_sweep_2x2_shares_prefixes_resumes_and_writes_the_table(tmp_path, capsys
     # clean_fft, fine_mixing, trigger_aug) + 4 mb_defense = 16
     assert len(list(out.glob("points/*/models/*/mbtrain_model.json"))) == 28
     assert _trainings(out) == 16
+    # ONION trains nothing: its evaluation is shared like the baselines' models (once per seed)
+    onion = list(out.glob("points/*/eval/onion/metrics.json"))
+    assert len(onion) == 4 and len({os.stat(p).st_ino for p in onion}) == 2
 
     data = json.loads((out / "sweep.json").read_text())
     assert data["format"] == "mbtrain.sweep/1" and data["points_finished"] == 4
