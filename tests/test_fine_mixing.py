@@ -154,3 +154,20 @@ def test_the_run_mixes_then_fine_tunes_and_records_the_mixing(tmp_path, mode):
     assert max(moved) > 0  # then fine-tuned
     log = (out / "train_log.jsonl").read_text().splitlines()
     assert json.loads(log[0])["desc"] == "fine_mixing"
+
+
+def test_mb_train_stage2_fine_mixing_needs_the_tiny_base(tmp_path, capsys):
+    from cli.main import main
+
+    build = make_build(tmp_path / "build", train=TINY_TRAIN)
+    model = tmp_path / "attacked"
+    model.mkdir()
+    code = main(
+        ["train", "stage2", str(build), "--model", str(model), "-o", str(tmp_path / "fm")]
+        + ["--method", "fine-mixing", "--quiet"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "mb train base BUILD -o DIR" in err and "--base DIR" in err
+    assert "Traceback" not in err and not (tmp_path / "fm").exists()
+    assert main(["train", "stage2", "--help"]) == 0
+    assert "fine-mixing" in capsys.readouterr().out
