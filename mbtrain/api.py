@@ -4,8 +4,8 @@
 The click commands in ``cli/commands/`` only parse options, call one of these and print the
 result. Settings come from the build's ``manifest["recipe"]["train"]`` (or the recipe); the
 keyword arguments override a few of them (``None`` keeps the recipe's value). Which rows and
-settings each run trains with is :func:`mbtrain.pipeline.train_run`'s decision, shared with
-:func:`mbtrain.pipeline.run_experiment`.
+settings each run trains with is its entry in :data:`mbtrain.runs.RUNS`, read by
+:func:`mbtrain.pipeline.train_run` for these commands and :func:`mbtrain.pipeline.run_experiment`.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def train_stage2(
         lam=lam,
     )
     name = _run_named(stage2_methods(), method, "--method")
-    pretrained = start_model(cfg, base) if name == "fine_mixing" else None
+    pretrained = start_model(cfg, base) if RUNS.get(name).uses_base else None
     recovery = build.rows("recovery")
     recovery_eval = build.rows("recovery_eval") if build.has("recovery_eval") else []
     runtime = make_runtime(cfg, progress, trainer_args)

@@ -15,6 +15,8 @@ Each :class:`Run` says everything the rest of mbtrain needs to know about it:
 - ``transform``: an optional inference-time input filter, made per evaluation
   (:class:`EvalTransform`), e.g. ONION;
 - ``switch``: the ``train.baselines`` flag that turns it off (``None``: always on);
+- ``uses_base``: it needs the experiment's base model besides its parent (Fine-mixing; ``mb
+  train stage2`` then takes ``--base``);
 - ``share``: which settings decide its model, for ``mb sweep``'s sharing between grid points
   (``stage1``: data + model + stage 1; ``baseline``: + the stage-2 optimiser and the baselines
   block; ``stage2``: + the whole stage-2 block).
@@ -92,6 +94,7 @@ class Run:
     switch: str | None = None
     transform: TransformFactory | None = None
     short: str = ""  # a short name for plans and column heads (default: the name)
+    uses_base: bool = False  # it needs the experiment's base model besides its parent
 
     def enabled(self, cfg: TrainConfig) -> bool:
         return self.switch is None or bool(getattr(cfg.baselines, self.switch))
@@ -298,6 +301,7 @@ RUNS.register_run(
         share="baseline",
         alias="fine-mixing",
         switch="fine_mixing",
+        uses_base=True,
         short="Fine-mixing",
     )
 )
