@@ -342,3 +342,38 @@ RUNS.register_run(
         short="MB stage 2",
     )
 )
+
+
+# ---- plugins -------------------------------------------------------------------------------------
+
+RUN_PLUGINS = "mbdefense.runs"
+
+
+def load_plugins() -> list[str]:
+    """Register the runs of installed packages: each ``mbdefense.runs`` entry point names a
+    module (registering its runs on import) or a callable taking :data:`RUNS`::
+
+        [project.entry-points."mbdefense.runs"]
+        my_defence = "my_package.defence:register"
+
+    Done when this module is imported, so a plugin's runs exist in every process (the worker
+    processes of ``train.model.jobs`` included); returns the entry points loaded."""
+    from importlib.metadata import entry_points
+
+    from mbdata.core.errors import RecipeError
+
+    loaded = []
+    for point in entry_points(group=RUN_PLUGINS):
+        try:
+            target = point.load()
+            if callable(target):
+                target(RUNS)
+        except Exception as exc:  # a broken plugin: one line naming it, not a traceback
+            raise RecipeError(
+                f"{RUN_PLUGINS} entry point {point.name} ({point.value}): {exc}"
+            ) from exc
+        loaded.append(point.name)
+    return loaded
+
+
+load_plugins()

@@ -167,3 +167,36 @@ def test_a_registered_run_is_trained_evaluated_reported_and_swept(extra_runs, tm
     swept = doc["points"][0]["metrics"]
     assert "clean_half.asr_mean" in swept and "drop_first.cacc" in swept
     assert "ASR clean_half" in (out / "sweep.md").read_text()
+
+
+def test_an_installed_package_registers_runs_through_an_entry_point(monkeypatch):
+    from mbdata.core.errors import RecipeError
+    from mbtrain import runs
+
+    def register(registry):
+        registry.register_run(
+            Run("plugged", "Plugged in", "attacked", "recovery", train=None, share="baseline")
+        )
+
+    class Point:
+        name, value = "mine", "my_package.defence:register"
+
+        def load(self):
+            return register
+
+    monkeypatch.setattr(
+        "importlib.metadata.entry_points",
+        lambda group: [Point()] if group == runs.RUN_PLUGINS else [],
+    )
+    try:
+        assert runs.load_plugins() == ["mine"] and "plugged" in RUNS
+    finally:
+        RUNS.unregister("plugged")
+
+    class Broken(Point):
+        def load(self):
+            raise ImportError("No module named 'my_package'")
+
+    monkeypatch.setattr("importlib.metadata.entry_points", lambda group: [Broken()])
+    with pytest.raises(RecipeError, match=r"mbdefense.runs entry point mine .*No module named"):
+        runs.load_plugins()
