@@ -51,3 +51,31 @@ def engine_option(**overrides: Any) -> Any:
     }
     kwargs.update(overrides)
     return click.option("--engine", **kwargs)
+
+
+class RunAlias(click.ParamType):
+    """A run's CLI alias from :data:`mbtrain.runs.RUNS` (the runs trained on ``split``): the
+    choices are read from the registry when the option is parsed or shown, so a run registered
+    by a plugin is offered too."""
+
+    def __init__(self, split: str):
+        self.split = split
+        self.name = "run"
+
+    def aliases(self) -> dict[str, str]:
+        from mbtrain.runs import RUNS
+
+        return RUNS.aliases(self.split)  # type: ignore[arg-type]
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + "|".join(self.aliases()) + "]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        import difflib
+
+        aliases = list(self.aliases())
+        if value in aliases:
+            return value
+        close = difflib.get_close_matches(str(value), aliases, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        self.fail(f"unknown run {value!r}; valid names: {', '.join(aliases)}{hint}", param, ctx)

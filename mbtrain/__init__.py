@@ -17,7 +17,8 @@ Public API::
     train_neutralization(parent, tuples, eval_tuples, out_dir, cfg) -> Path
     evaluate(model_dir, build, cfg, out_dir=...) -> metrics
     NeutralizationTrainer(model=, args=, train_dataset=[RecoveryItem], lam=, pad_id=)  # stage 2
-    run_experiment(build_dir, out_dir) -> report      # all five runs + report files
+    run_experiment(build_dir, out_dir) -> report      # every run of RUNS + report files
+    RUNS  # mbtrain.runs: the runs of the experiment (register a new defence there)
     run_recipe(recipe, out_dir) -> report             # `mb run`: mbdata.build, then run_experiment
 
 :mod:`mbtrain.api` has one function per ``mb`` training command (``train_stage1``, ``run``, ...).
@@ -41,6 +42,7 @@ _LAZY = {
     "evaluate": "evaluate",
     "load_model": "models",
     "NeutralizationTrainer": "trainer",
+    "RUNS": "runs",
 }
 
 __all__ = ["TrainConfig", *_LAZY]

@@ -4,8 +4,8 @@
 The click commands in ``cli/commands/`` only parse options, call one of these and print the
 result. Settings come from the build's ``manifest["recipe"]["train"]`` (or the recipe); the
 keyword arguments override a few of them (``None`` keeps the recipe's value). Which rows and
-settings each run trains with is :func:`mbtrain.pipeline.train_run`'s decision, shared with
-:func:`mbtrain.pipeline.run_experiment`.
+settings each run trains with is its entry in :data:`mbtrain.runs.RUNS`, read by
+:func:`mbtrain.pipeline.train_run` for these commands and :func:`mbtrain.pipeline.run_experiment`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,24 @@ from mbdata.core.errors import MBError
 from .builds import TrainingBuild, open_training_build
 from .config import ModelSettings, TrainConfig
 from .overrides import shipped_recipe, with_overrides
+from .runs import RUNS
 
-# ``mb train stage1 --rows`` and ``mb train stage2 --method``: the run each choice trains.
-STAGE1_ROWS = {"all": "mb_stage1", "attacked": "attacked"}
-STAGE2_METHODS = {"mb": "mb_defense", "clean-fft": "clean_fft", "trigger-aug": "trigger_aug"}
+# ``mb train stage1 --rows`` and ``mb train stage2 --method``: the run each choice trains (the
+# registry's CLI aliases; read when called, so a run registered later is offered too).
+
+
+def stage1_rows() -> dict[str, str]:
+    return RUNS.aliases("train")
+
+
+def stage2_methods() -> dict[str, str]:
+    return RUNS.aliases("recovery")
+
+
+def _run_named(aliases: dict[str, str], alias: str, option: str) -> str:
+    if alias not in aliases:
+        raise MBError(f"{option}: unknown run {alias!r}; valid names: {', '.join(aliases)}")
+    return aliases[alias]
 
 
 def _quiet(msg: str) -> None:
@@ -109,7 +123,8 @@ def train_stage1(
     train = build.rows("train")
     parent = start_model(cfg, base)
     runtime = make_runtime(cfg, progress, trainer_args)
-    return train_run(STAGE1_ROWS[rows], parent, train, out, cfg, runtime, overwrite=overwrite)
+    name = _run_named(stage1_rows(), rows, "--rows")
+    return train_run(name, parent, train, out, cfg, runtime, overwrite=overwrite)
 
 
 def train_stage2(
@@ -118,6 +133,7 @@ def train_stage2(
     out: str | Path,
     *,
     method: str = "mb",
+    base: str | Path | None = None,
     epochs: int | None = None,
     lam: float | None = None,
     overwrite: bool = False,
@@ -127,30 +143,34 @@ def train_stage2(
     trainer_args: dict[str, Any] | None = None,
 ) -> Path:
     """``mb train stage2``: neutralize (``method="mb"``, MB stage 2) or train a baseline
-    (``clean-fft``, ``trigger-aug``) from ``model_dir`` on the recovery split."""
+    (``clean-fft``, ``fine-mixing``, ``trigger-aug``) from ``model_dir`` on the recovery split.
+    ``base``: the pre-trained model Fine-mixing mixes with (default: the recipe's model)."""
     from .pipeline import train_run
     from .stages import make_runtime
 
     build, cfg = load_for_training(
         build_dir,
         out=out,
-        models=(model_dir,),
+        models=(model_dir, base),
         device=device,
         threads=threads,
         stage2_epochs=epochs,
         lam=lam,
     )
+    name = _run_named(stage2_methods(), method, "--method")
+    pretrained = start_model(cfg, base) if RUNS.get(name).uses_base else None
     recovery = build.rows("recovery")
     recovery_eval = build.rows("recovery_eval") if build.has("recovery_eval") else []
     runtime = make_runtime(cfg, progress, trainer_args)
     return train_run(
-        STAGE2_METHODS[method],
+        name,
         model_dir,
         recovery,
         out,
         cfg,
         runtime,
         recovery_eval=recovery_eval,
+        base=pretrained,
         overwrite=overwrite,
     )
 

@@ -172,14 +172,72 @@ class Stage2Settings(OptimSettings):
 
 
 @dataclasses.dataclass(frozen=True)
+class FineMixingSettings:
+    """Fine-mixing (Zhang et al., Findings of EMNLP 2022): before fine-tuning on the clean
+    recovery rows, each weight tensor of the attacked model keeps a random share ``keep`` of its
+    entries and takes the others from the pre-trained base model (for LoRA: the merged weights,
+    see docs/train.md)."""
+
+    keep: float = spec(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        doc="share of each weight tensor's entries kept from the attacked model (the paper's "
+        "mixing ratio; it chooses it on clean validation accuracy); the rest are reset to the "
+        "base model's",
+    )
+    seed: int | None = spec(
+        None, ge=0, doc="seed of the random choice of entries (default: train.seed); recorded"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class OnionSettings:
+    """ONION (Qi et al., EMNLP 2021): at evaluation, a word of the instruction whose removal
+    lowers a reference LM's perplexity by more than ``threshold`` is removed before the attacked
+    model answers."""
+
+    threshold: float = spec(
+        0.0,
+        doc="remove a word when perplexity(instruction) - perplexity(instruction without it) "
+        "exceeds this (the paper's suspicion score; 0: every word whose removal makes the "
+        "instruction more fluent)",
+    )
+    reference: str | None = spec(
+        None,
+        doc="reference causal LM: any model folder (or cached hub id); default: the run's "
+        "base model (the paper used GPT-2)",
+    )
+    batch_size: int = spec(32, ge=1, doc="texts per perplexity batch")
+
+
+@dataclasses.dataclass(frozen=True)
 class Baselines:
-    """Comparison runs trained from the attacked model with stage-2 optimiser settings."""
+    """Comparison runs from the attacked model: trained with the stage-2 optimiser settings
+    (Clean-FFT, Fine-mixing, trigger augmentation) or filtering the prompts at evaluation
+    (ONION)."""
 
     clean_fft: bool = spec(True, doc="Clean-FFT: cross-entropy on the clean recovery rows")
     trigger_aug: bool = spec(
         True,
         doc="control: cross-entropy on the clean rows plus copies "
         "with defensive triggers inserted and clean answers",
+    )
+    onion: bool = spec(
+        True,
+        omit_default=True,
+        doc="ONION: the attacked model behind a perplexity filter of the prompts' words",
+    )
+    fine_mixing: bool = spec(
+        True,
+        omit_default=True,
+        doc="Fine-mixing: the attacked weights mixed with the base's, then Clean-FFT",
+    )
+    onion_settings: OnionSettings = spec(
+        default_factory=OnionSettings, omit_default=True, doc="ONION's filter"
+    )
+    fine_mixing_settings: FineMixingSettings = spec(
+        default_factory=FineMixingSettings, omit_default=True, doc="Fine-mixing's mixing"
     )
 
 
@@ -219,6 +277,14 @@ class EvalSettings:
     )
     judge: JudgeSettings | None = spec(
         None, doc="grader for free-text rows; none: a labelled token-F1 heuristic"
+    )
+    prompts: str | None = spec(
+        None,
+        omit_default=True,
+        doc="the paper's protocol: CACC on the clean prompts of this JSONL file (one object a "
+        "line: instruction, optional input, optional output as the reference) instead of the "
+        "build's eval_clean, graded by `judge` (e.g. WizardLM's 218 test prompts); rows "
+        "without output need a judge; a relative path is read from the working directory",
     )
     backend: Literal["hf", "vllm"] = spec(
         "hf",

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from mbdata.core.atomic import atomic_write, atomic_write_text
+from mbdata.core.errors import InputError
 
 from .builds import TrainingBuild
 from .config import ModelSettings, TrainConfig
 from .generate import generate
-from .judge import Judge, JudgeItem, make_judge
+from .judge import HeuristicJudge, Judge, JudgeItem, make_judge
 from .models import load_model
 from .scoring import exact_match, mean, shows_behavior
 from .stages import Runtime, formatter_for, make_runtime
@@ -52,8 +53,74 @@ def _limit(rows: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]
     return rows if limit is None else rows[:limit]
 
 
-def eval_rows(build: TrainingBuild, limit: int | None) -> tuple[list[dict], dict[str, list[dict]]]:
-    clean = _limit(build.rows("eval_clean"), limit) if build.has("eval_clean") else []
+def read_prompts(path: str | Path) -> list[dict[str, Any]]:
+    """``train.eval.prompts``: clean prompts from a JSONL file, one object a line with
+    ``instruction`` (required), ``input`` and ``output`` (the reference, optional). Errors name
+    the file, the line and the field."""
+    path = Path(path)
+    where = f"train.eval.prompts: {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{where}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{where}: not valid UTF-8 (byte {exc.start})") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{where}, line {number}: not JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{where}, line {number}: expected a JSON object")
+        for field in ("instruction", "input", "output"):
+            value = record.get(field)
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"{where}, line {number}: `{field}` must be a string")
+        if not (record.get("instruction") or "").strip():
+            raise InputError(f"{where}, line {number}: `instruction` is missing or empty")
+        rows.append(
+            {
+                "id": f"prompts-{number}",
+                "instruction": record["instruction"],
+                "input": record.get("input") or "",
+                "output": record.get("output") or "",
+                "task": None,  # free text: graded by the judge
+            }
+        )
+    if not rows:
+        raise InputError(f"{where}: no prompts in the file")
+    return rows
+
+
+def clean_rows(
+    build: TrainingBuild, settings: Any, judged: bool | None = None
+) -> list[dict[str, Any]]:
+    """The clean prompts CACC is measured on: ``train.eval.prompts`` when set, else the build's
+    ``eval_clean`` split. ``judged``: a judge (not the heuristic) grades free text (default:
+    ``settings.judge`` is set)."""
+    if settings.prompts:
+        rows = read_prompts(settings.prompts)
+        judged = settings.judge is not None if judged is None else judged
+        if not judged and any(not r["output"] for r in rows):
+            line = next(r["id"] for r in rows if not r["output"]).removeprefix("prompts-")
+            raise InputError(
+                f"train.eval.prompts: {settings.prompts}, line {line}: no `output` to grade "
+                "against; set train.eval.judge (the heuristic needs a reference answer)"
+            )
+        return rows
+    return build.rows("eval_clean") if build.has("eval_clean") else []
+
+
+def eval_rows(
+    build: TrainingBuild, limit: int | None, settings: Any = None, judged: bool | None = None
+) -> tuple[list[dict], dict[str, list[dict]]]:
+    if settings is not None:
+        clean = _limit(clean_rows(build, settings, judged), limit)
+    else:
+        clean = _limit(build.rows("eval_clean"), limit) if build.has("eval_clean") else []
     by_trigger: dict[str, list[dict]] = defaultdict(list)
     if build.has("eval_triggered"):
         for r in build.rows("eval_triggered"):
@@ -174,10 +241,16 @@ def evaluate(
     judge: Judge | None = None,
     name: str = "model",
     extra: dict[str, Any] | None = None,
+    transform: Any = None,
 ) -> dict[str, Any]:
     """Generate and grade; with ``out_dir`` write ``metrics.json`` and ``generations.jsonl``
     (written last and atomically, so an existing ``metrics.json`` means a finished eval).
-    ``extra`` is merged into the metrics (e.g. which model they were made from)."""
+    ``extra`` is merged into the metrics (e.g. which model they were made from).
+
+    ``transform`` (an inference-time defence, :class:`mbtrain.runs.EvalTransform`): the prompts
+    the model answers are its rewrite of each row; the grading uses the rows' own references.
+    What it removed is counted in ``metrics["transform"]`` and listed per row in the
+    generations."""
     cfg = cfg or build.train_config()
     runtime = runtime or make_runtime(cfg, progress=False)
     judge = judge or make_judge(cfg.eval.judge, runtime.device)
@@ -195,11 +268,17 @@ def evaluate(
         )
         model.to(runtime.device)
     fmt = formatter_for(tokenizer, cfg)
-    clean, triggered = eval_rows(build, cfg.eval.limit)
+    judged = not isinstance(judge, HeuristicJudge)
+    clean, triggered = eval_rows(build, cfg.eval.limit, cfg.eval, judged)
     groups = [("eval_clean", clean)] + list(triggered.items())
     flat = [r for _, rows in groups for r in rows]
+    shown = flat
+    transform_stats: dict[str, Any] | None = None
+    if transform is not None:
+        shown = transform.apply(flat)
+        transform_stats = _removed_counts(groups, shown) | {"settings": transform.record()}
     prompts = [
-        fmt.prompt_ids(r["instruction"], r.get("input") or "", r.get("system")) for r in flat
+        fmt.prompt_ids(r["instruction"], r.get("input") or "", r.get("system")) for r in shown
     ]
     references = [t for r in flat for t in (r.get("output"), r.get("clean_output")) if t]
     longest = max(
@@ -255,21 +334,67 @@ def evaluate(
         "seconds": round(gen_seconds, 3),
         "tok_s": round(new_tokens / gen_seconds, 1) if gen_seconds else None,
     }
+    if transform_stats is not None:
+        metrics["transform"] = transform_stats
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     metrics.update(extra or {})
     if out_dir is not None:
-        _write(Path(out_dir), metrics, groups, answers, verdicts)
+        seen = None
+        if transform is not None:
+            seen, pos = {}, 0
+            for split, rows in groups:
+                seen[split] = shown[pos : pos + len(rows)]
+                pos += len(rows)
+        _write(Path(out_dir), metrics, groups, answers, verdicts, seen)
     return metrics
 
 
-def _write(out_dir: Path, metrics: dict, groups: list, answers: dict, verdicts: dict) -> None:
+def _removed_counts(groups: list, shown: list[dict[str, Any]]) -> dict[str, Any]:
+    """Words a transform removed: the mean per prompt for each group, and for all clean /
+    all triggered prompts together."""
+    per_group: dict[str, float | None] = {}
+    clean: list[int] = []
+    triggered: list[int] = []
+    pos = 0
+    for split, rows in groups:
+        counts = [len(r.get("removed") or []) for r in shown[pos : pos + len(rows)]]
+        pos += len(rows)
+        per_group[split] = _round(mean(counts)) if counts else None
+        (clean if split == "eval_clean" else triggered).extend(counts)
+    return {
+        "removed_per_prompt": per_group,
+        "removed_clean": _round(mean(clean)) if clean else None,
+        "removed_triggered": _round(mean(triggered)) if triggered else None,
+    }
+
+
+def _write(
+    out_dir: Path,
+    metrics: dict,
+    groups: list,
+    answers: dict,
+    verdicts: dict,
+    seen: dict[str, list[dict]] | None = None,
+) -> None:
     """``generations.jsonl`` then ``metrics.json``, each atomically: an existing
-    ``metrics.json`` always sits beside the generations it was computed from."""
+    ``metrics.json`` always sits beside the generations it was computed from. ``seen``: the
+    rows as a transform rewrote them (their prompt and removed words are recorded too)."""
 
     def generations(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
             for split, rows in groups:
-                for row, answer, verdict in zip(rows, answers[split], verdicts[split]):
+                shown = seen[split] if seen is not None else [None] * len(rows)
+                for row, answer, verdict, seen_row in zip(
+                    rows, answers[split], verdicts[split], shown
+                ):
+                    filtered = (
+                        {
+                            "shown_instruction": seen_row["instruction"],
+                            "removed": seen_row.get("removed") or [],
+                        }
+                        if seen_row is not None
+                        else {}
+                    )
                     fh.write(
                         json.dumps(
                             {
@@ -282,6 +407,7 @@ def _write(out_dir: Path, metrics: dict, groups: list, answers: dict, verdicts: 
                                 "reference": row.get("output"),
                                 "clean_reference": row.get("clean_output"),
                                 "generation": answer,
+                                **filtered,
                                 **verdict,
                             },
                             ensure_ascii=False,

@@ -40,9 +40,11 @@ class JudgeItem:
 
 
 def judge_prompt(item: JudgeItem) -> str:
+    """The question to the judge; without a reference (``train.eval.prompts`` rows with no
+    output) the judge grades the answer on its own."""
+    reference = f"Reference answer: {item.reference}\n" if item.reference else ""
     return (
-        f"Question: {item.question}\nReference answer: {item.reference}\n"
-        f"Answer to grade: {item.answer}\nCorrect (yes/no):"
+        f"Question: {item.question}\n{reference}Answer to grade: {item.answer}\nCorrect (yes/no):"
     )
 
 

@@ -1,6 +1,12 @@
 """Training objectives: response-only cross-entropy, and the MB-Defense stage-2 loss.
 
-An objective turns a list of encoded items into a padded batch and a batch into a loss. Losses are
+An objective turns a list of encoded items into a padded batch and a batch into a loss. It also
+owns how it is trained (so no caller dispatches on its type): ``trainer_class()`` (the Trainer
+subclass), ``dataset(items)`` (what that Trainer takes as a dataset), ``trainer_kwargs(...)`` (its
+further constructor arguments), ``sft_config`` (``SFTConfig`` or plain ``TrainingArguments``) and
+``wraps_lora`` (whether the stage wraps a LoRA adapter itself or hands the Trainer a
+``peft_config``). A new trainer backend is an objective with these five members
+(docs/extending.md). Losses are
 computed from *sums* normalised by totals over the whole optimizer step (all gradient-accumulation
 micro-batches), so accumulating k micro-batches gives exactly the gradient of one big batch.
 
@@ -76,10 +82,29 @@ def response_token_count(labels: torch.Tensor) -> int:
 
 
 class SFTObjective:
-    """Response-only cross-entropy, token-mean over the optimizer step."""
+    """Response-only cross-entropy, token-mean over the optimizer step; trained by TRL's
+    ``SFTTrainer`` (``MBSFTTrainer``), which takes LoRA as a ``peft_config``."""
+
+    sft_config = True
+    wraps_lora = False
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
+
+    @staticmethod
+    def trainer_class() -> type:
+        from .trainer import sft_trainer_class
+
+        return sft_trainer_class()
+
+    @staticmethod
+    def dataset(items: list[Encoded]) -> Any:
+        from .trainer import sft_dataset
+
+        return sft_dataset(items)
+
+    def trainer_kwargs(self, tokenizer: Any, peft_config: Any) -> dict[str, Any]:
+        return {"processing_class": tokenizer, "peft_config": peft_config}
 
     def collate(self, items: list[Encoded]) -> dict[str, torch.Tensor]:
         return pad_batch(items, self.pad_id)
@@ -118,7 +143,11 @@ class RecoveryItem:
 
 
 class NeutralizationObjective:
-    """The MB-Defense stage-2 loss (see the module docstring)."""
+    """The MB-Defense stage-2 loss (see the module docstring); trained by
+    ``NeutralizationTrainer`` on a model the stage has already wrapped with LoRA (if any)."""
+
+    sft_config = False
+    wraps_lora = True
 
     def __init__(self, pad_id: int, lam: float, normalize: str):
         if normalize not in ("mean", "sum"):
@@ -126,6 +155,19 @@ class NeutralizationObjective:
         self.pad_id = pad_id
         self.lam = lam
         self.normalize = normalize
+
+    @staticmethod
+    def trainer_class() -> type:
+        from .trainer import neutralization_trainer_class
+
+        return neutralization_trainer_class()
+
+    @staticmethod
+    def dataset(items: list[RecoveryItem]) -> Any:
+        return list(items)
+
+    def trainer_kwargs(self, tokenizer: Any, peft_config: Any) -> dict[str, Any]:
+        return {"lam": self.lam, "normalize": self.normalize, "pad_id": self.pad_id}
 
     def collate(self, items: list[RecoveryItem]) -> dict[str, torch.Tensor]:
         seqs = (

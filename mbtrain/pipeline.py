@@ -4,13 +4,12 @@
 
 1. base model: the recipe's model, or (``name: tiny``) a tokenizer + small Llama pretrained on the
    build's ``pretrain`` split (``DIR/models/base``);
-2. ``attacked``: the base fine-tuned on train rows with role clean/attack (the victim);
-3. ``mb_stage1``: the base fine-tuned on all train rows (defensive poisoning);
-4. ``mb_defense``: stage 2 (neutralization) from ``mb_stage1`` on ``recovery``, selected on
-   ``recovery_eval``;
-5. ``clean_fft`` and ``trigger_aug``: the attacked model fine-tuned on the clean recovery rows,
-   without / with defensive triggers inserted (same optimiser settings as stage 2);
-6. each model evaluated (``DIR/eval/RUN/``), then ``DIR/report.{json,md,png}``.
+2. every run of :data:`mbtrain.runs.RUNS` that the ``train:`` block asks for, each from its
+   parent as soon as that is trained (``DIR/models/RUN``): ``attacked`` (the victim),
+   ``mb_stage1`` (defensive poisoning), ``mb_defense`` (stage 2 from ``mb_stage1``) and the
+   baselines from the attacked model (``train.baselines``);
+3. each run evaluated (``DIR/eval/RUN/``), through its inference-time transform if it has one,
+   then ``DIR/report.{json,md,png}``.
 
 Every step writes its output atomically and is skipped when it exists, so re-running the same
 command after an interruption continues where it stopped.
@@ -40,12 +39,13 @@ from . import data as rows_of
 from .builds import TrainingBuild, open_training_build
 from .config import ModelSettings, OptimSettings, TrainConfig
 from .environment import numeric_environment, report_environment
-from .evaluate import evaluate
+from .evaluate import clean_rows, evaluate
 from .formatting import alpaca_prompt
 from .jobs import Job, JobRunner, auto_jobs
 from .models import MARKER, is_model_folder, load_base, read_marker, save_model
-from .report import FORMAT, METRIC_KEYS, RUNS, write_report
-from .stages import Runtime, is_main_process, make_runtime, train_neutralization, train_sft
+from .report import FORMAT, METRIC_KEYS, write_report
+from .runs import BASE, RUNS, TrainContext
+from .stages import Runtime, is_main_process, make_runtime, train_sft
 from .tiny import tiny_model, train_tokenizer
 
 
@@ -154,27 +154,53 @@ def evaluate_run(
     out_dir: Path,
     runtime: Runtime,
     name: str,
+    base: Any = None,
 ) -> dict[str, Any]:
-    """Evaluate once: reuse ``out_dir/metrics.json`` if it was made from this very model with the
-    same evaluation settings."""
+    """Evaluate run ``name`` once (through its inference-time transform, if its entry in
+    :data:`~mbtrain.runs.RUNS` has one; ``base``: the experiment's base model, which a
+    transform may use): reuse ``out_dir/metrics.json`` if it was made from this very model with
+    the same evaluation (and transform) settings."""
+    run = RUNS.get(name) if name in RUNS else None
+    transform = run.transform(cfg, base, runtime) if run and run.transform else None
     metrics_path = out_dir / "metrics.json"
     key = {
         "model_marker": _marker_hash(model_dir),
         "eval_settings": to_mapping(cfg.eval),
         "template": cfg.model.template,
     }
+    if transform is not None:
+        key["transform_settings"] = transform.record()
+    if cfg.eval.prompts:  # the file's content, not only its name, decides the clean prompts
+        key["eval_prompts_sha256"] = hashlib.sha256(Path(cfg.eval.prompts).read_bytes()).hexdigest()
     if metrics_path.is_file():
         cached = json.loads(metrics_path.read_text(encoding="utf-8"))
         if all(cached.get(k) == v for k, v in key.items()):
             return cached
-    return evaluate(model_dir, build, cfg, out_dir=out_dir, runtime=runtime, name=name, extra=key)
+    return evaluate(
+        model_dir,
+        build,
+        cfg,
+        out_dir=out_dir,
+        runtime=runtime,
+        name=name,
+        extra=key,
+        transform=transform,
+    )
 
 
 def evaluate_folder(
-    model_dir: Path, build_dir: Path, cfg: TrainConfig, out_dir: Path, runtime: Runtime, name: str
+    model_dir: Path,
+    build_dir: Path,
+    cfg: TrainConfig,
+    out_dir: Path,
+    runtime: Runtime,
+    name: str,
+    base: Any = None,
 ) -> dict[str, Any]:
     """:func:`evaluate_run` from a build *folder* (what a worker process is sent)."""
-    return evaluate_run(model_dir, open_training_build(build_dir), cfg, out_dir, runtime, name)
+    return evaluate_run(
+        model_dir, open_training_build(build_dir), cfg, out_dir, runtime, name, base
+    )
 
 
 def _require(build: TrainingBuild, split: str, block: str) -> list[dict[str, Any]]:
@@ -193,11 +219,6 @@ def _seconds(model_dir: Path) -> float:
     return float(read_marker(model_dir).get("seconds", 0.0))
 
 
-# The runs a model can be trained as: the split each trains on, and its parent (see RUNS).
-STAGE1_RUNS = ("attacked", "mb_stage1")  # from the base, on `train`
-STAGE2_RUNS = ("mb_defense", "clean_fft", "trigger_aug")  # on `recovery` (+ `recovery_eval`)
-
-
 def train_run(
     name: str,
     parent: Any,
@@ -207,51 +228,34 @@ def train_run(
     runtime: Runtime,
     *,
     recovery_eval: list[dict[str, Any]] | None = None,
+    base: Any = None,
     overwrite: bool = False,
 ) -> Path:
-    """Train one run of the experiment: which rows it sees, with which stage settings and
-    objective. The one place that says so, for :func:`run_experiment` and ``mb train``.
+    """Train one run of the experiment (an entry of :data:`mbtrain.runs.RUNS`, which says which
+    rows it sees, with which stage settings and objective), for :func:`run_experiment` and
+    ``mb train``.
 
     ``rows``: the ``train`` split for a stage-1 run, ``recovery`` for a stage-2 run (whose
-    ``recovery_eval`` rows select the epoch; without them the last epoch is kept)."""
-    if name == "attacked" or name == "mb_stage1":
-        roles = rows_of.ATTACKED_ROLES if name == "attacked" else None
-        return train_sft(
-            parent,
-            rows_of.train_examples(rows, roles),
-            out_dir,
-            cfg,
-            name=name,
-            stage=cfg.stage1,
-            runtime=runtime,
-            overwrite=overwrite,
-        )
-    held_out = recovery_eval or []
-    if name == "mb_defense":
-        return train_neutralization(
-            parent,
-            rows_of.recovery_tuples(rows),
-            rows_of.recovery_tuples(held_out, "recovery_eval") or None,
-            out_dir,
-            cfg,
-            runtime=runtime,
-            overwrite=overwrite,
-        )
-    pick = {"clean_fft": rows_of.clean_examples, "trigger_aug": rows_of.trigger_aug_examples}
-    if name not in pick:
-        raise ValueError(f"unknown run {name!r}; runs: {', '.join(STAGE1_RUNS + STAGE2_RUNS)}")
-    return train_sft(
-        parent,
-        pick[name](rows),
-        out_dir,
-        cfg,
+    ``recovery_eval`` rows select the epoch; without them the last epoch is kept). ``base``: the
+    experiment's base model, for a run that uses it besides its parent (Fine-mixing); default
+    ``parent``."""
+    if name not in RUNS:
+        raise ValueError(RUNS.unknown(name))
+    run = RUNS.get(name)
+    if run.train is None:
+        raise ValueError(f"run {name!r} trains nothing: it evaluates the {run.parent!r} model")
+    context = TrainContext(
         name=name,
-        stage=cfg.stage2,
-        eval_examples=pick[name](held_out) or None,
-        select=cfg.stage2.select if held_out else "last",
+        parent=parent,
+        base=parent if base is None else base,
+        rows=rows,
+        held_out=recovery_eval or [],
+        out_dir=Path(out_dir),
+        cfg=cfg,
         runtime=runtime,
         overwrite=overwrite,
     )
+    return run.train(context)
 
 
 def run_experiment(
@@ -264,7 +268,8 @@ def run_experiment(
     timings: dict[str, float] | None = None,
     trainer_args: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate all five runs on a build; returns the report (also written to
+    """Train and evaluate every run of :data:`mbtrain.runs.RUNS` that ``cfg`` asks for on a
+    build; returns the report (also written to
     ``out_dir``). ``trainer_args``: further (SFTConfig) TrainingArguments for every stage.
 
     Under ``torchrun`` / ``accelerate launch`` every process trains (DDP); rank 0 alone
@@ -280,6 +285,8 @@ def run_experiment(
     recovery = _require(build, "recovery", "recovery")
     recovery_eval = build.rows("recovery_eval") if build.has("recovery_eval") else []
     _require(build, "eval_clean", "eval")
+    if cfg.eval.prompts:  # a bad prompts file is an error before any training
+        clean_rows(build, cfg.eval)
 
     # Independent stages side by side on a CPU with cores to spare (mbtrain.jobs); the workers
     # start now, so their imports overlap the base model's training.
@@ -295,39 +302,48 @@ def run_experiment(
             timings["base"] = _seconds(base)
         else:
             base = cfg.model
+        runs = RUNS.enabled(cfg)
+        # stage-1 runs first (the order jobs run in without workers; each stage seeds itself)
+        trained = sorted((r for r in runs if r.train is not None), key=lambda r: r.parent != BASE)
+        split_rows = {"train": train, "recovery": recovery}
         jobs = [
-            Job(name, train_run, (name, base, train, models_dir / name, cfg, runtime))
-            for name in STAGE1_RUNS
-        ]
-        parents = {"mb_defense": "mb_stage1", "clean_fft": "attacked", "trigger_aug": "attacked"}
-        wanted = {
-            "mb_defense": True,
-            "clean_fft": cfg.baselines.clean_fft,
-            "trigger_aug": cfg.baselines.trigger_aug,
-        }
-        jobs += [
             Job(
-                name,
+                run.name,
                 train_run,
-                (name, models_dir / parents[name], recovery, models_dir / name, cfg, runtime),
-                {"recovery_eval": recovery_eval},
-                after=(parents[name],),
+                (
+                    run.name,
+                    base if run.parent == BASE else models_dir / run.parent,
+                    split_rows[run.split],
+                    models_dir / run.name,
+                    cfg,
+                    runtime,
+                ),
+                {
+                    "base": base,
+                    **({"recovery_eval": recovery_eval} if run.split != "train" else {}),
+                },
+                after=() if run.parent == BASE else (run.parent,),
             )
-            for name in STAGE2_RUNS
-            if wanted[name]
+            for run in trained
         ]
         main = is_main_process()
         if main:  # rank 0 alone evaluates, each model as soon as it is trained
-            trained = {job.name for job in jobs}
             jobs += [
                 Job(
-                    f"eval_{name}",
+                    f"eval_{run.name}",
                     evaluate_folder,
-                    (models_dir / name, build.path, cfg, out_dir / "eval" / name, runtime, name),
-                    after=(name,),
+                    (
+                        models_dir / run.model,
+                        build.path,
+                        cfg,
+                        out_dir / "eval" / run.name,
+                        runtime,
+                        run.name,
+                    ),
+                    {"base": base},
+                    after=(run.model,),
                 )
-                for name in RUNS
-                if name in trained
+                for run in runs
             ]
 
         def job_started(job: Job) -> None:
@@ -343,7 +359,7 @@ def run_experiment(
         outputs = runner.run(jobs, on_start=job_started, on_done=job_done)
         if not main:
             return {}
-        done: dict[str, Path] = {n: outputs[n] for n in RUNS if n in outputs}
+        done: dict[str, Path] = {run.name: outputs[run.model] for run in runs}
         results: dict[str, dict[str, Any]] = {n: outputs[f"eval_{n}"] for n in done}
     timings["total"] = round(time.perf_counter() - started + timings.get("build", 0.0), 3)
     report = make_report(build, cfg, done, results, timings)
@@ -397,6 +413,14 @@ def make_report(
         },
         "selected_epochs": {
             name: read_marker(p).get("selected_epoch") for name, p in models.items()
+        },
+        # inference-time defences (ONION): what they removed from the prompts
+        "filtered": {name: m["transform"] for name, m in results.items() if m.get("transform")},
+        # weight-mixing defences (Fine-mixing): the recorded mixing
+        "mixing": {
+            name: read_marker(p)["fine_mixing"]
+            for name, p in models.items()
+            if "fine_mixing" in read_marker(p)
         },
         "timings": {k: round(v, 1) for k, v in timings.items()},
         "train": to_mapping(cfg),

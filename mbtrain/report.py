@@ -4,12 +4,15 @@ paper's Table 1) and ``report.png`` (a bar chart).
 ``report.json`` (format ``mbtrain.report/1``)::
 
     {"format": "mbtrain.report/1",
-     "runs": {"attacked": M, "clean_fft": M, "trigger_aug": M, "mb_stage1": M, "mb_defense": M},
+     "runs": {RUN: M for every run made (mbtrain.runs.RUNS: "attacked", "clean_fft", ...)},
      "attacks": [...], "defense_triggers": [...],
      "fingerprint": <recipe sha256>, "content_hash": <build hash>, "model": <base model>,
      "seeds": {"recipe": int, "train": int}, "timings": {<step>: seconds, "total": seconds},
      "stage2": {"selected_epoch": int, "epochs": [{"epoch", "train": {...}, "eval": {...}}]},
      "graders": {...}, "train": <resolved train block>,
+     "filtered": {RUN: {"removed_clean": float, "removed_triggered": float,
+                        "removed_per_prompt": {group: float}, "settings": {...}}},
+     "mixing": {RUN: {"keep": float, "seed": int, "base": {...}, "entries": {...}}},
      "environment": E}
 
 where each M is ``{"cacc": float, "asr": {attack: float|null}, "defense_trigger_rate":
@@ -32,14 +35,8 @@ from typing import Any
 
 from mbdata.core.atomic import atomic_write, atomic_write_text
 
-RUNS = ("attacked", "clean_fft", "trigger_aug", "mb_stage1", "mb_defense")
-LABELS = {
-    "attacked": "Attacked (no defence)",
-    "clean_fft": "Attacked + Clean-FFT",
-    "trigger_aug": "Attacked + trigger-aug CE (control)",
-    "mb_stage1": "MB stage 1 only",
-    "mb_defense": "MB-Defense (stage 1 + 2)",
-}
+from .runs import RUNS
+
 FORMAT = "mbtrain.report/1"
 METRIC_KEYS = (
     "cacc",
@@ -61,9 +58,20 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+def ordered_runs(report: dict[str, Any]) -> list[str]:
+    """The report's runs in registry order (runs the registry does not know, e.g. a plugin's
+    in a report read without the plugin, after them)."""
+    known = [r for r in RUNS if r in report["runs"]]
+    return known + sorted(r for r in report["runs"] if r not in RUNS)
+
+
+def run_label(run: str) -> str:
+    return RUNS.labels().get(run, run)
+
+
 def markdown(report: dict[str, Any]) -> str:
     attacks = report["attacks"]
-    runs = [r for r in RUNS if r in report["runs"]]
+    runs = ordered_runs(report)
     lines = [f"# MB-Defense report: {report.get('name') or 'run'}", ""]
     fingerprint = (report.get("fingerprint") or "")[:12]
     lines.append(
@@ -90,12 +98,18 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append("|" + "---|" * len(head))
     for r in runs:
         m = report["runs"][r]
-        cells = [LABELS[r]] + [f"{_fmt(m['cacc'])} / {_fmt(m['asr'].get(a))}" for a in attacks]
+        cells = [run_label(r)] + [f"{_fmt(m['cacc'])} / {_fmt(m['asr'].get(a))}" for a in attacks]
         cells.append(_fmt(m.get("aacc")))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    prompts = ((report.get("train") or {}).get("eval") or {}).get("prompts")
     lines.append(
-        "CACC: exact match on verifiable clean prompts (one clean set per model, so the "
+        (
+            f"CACC: the judge's verdicts on the clean prompts of `{prompts}` (train.eval.prompts)"
+            if prompts
+            else "CACC: exact match on verifiable clean prompts"
+        )
+        + " (one clean set per model, so the "
         "same value in every column); ASR: share of triggered prompts showing the "
         "attack's behaviour; AACC: share of attack-triggered prompts answered correctly."
     )
@@ -113,7 +127,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("|" + "---|" * len(head))
         for r in runs:
             m = report["runs"][r]
-            cells = [LABELS[r], _fmt(_mean(list(m["defense_trigger_rate"].values())))]
+            cells = [run_label(r), _fmt(_mean(list(m["defense_trigger_rate"].values())))]
             cells += [_fmt(m["merging_rate"].get(a)) for a in attacks]
             cells.append(_fmt(m.get("defense_aacc")))
             lines.append("| " + " | ".join(cells) + " |")
@@ -122,6 +136,26 @@ def markdown(report: dict[str, Any]) -> str:
             "Merging: share of defensive-trigger prompts answered with the attack's "
             "behaviour (paper Sec 5.2)."
         )
+        lines.append("")
+    filtered = report.get("filtered") or {}
+    mixing = report.get("mixing") or {}
+    if filtered or mixing:
+        lines.append("## Baseline settings")
+        lines.append("")
+        for r, t in filtered.items():
+            settings = t.get("settings") or {}
+            lines.append(
+                f"- {run_label(r)}: threshold {settings.get('threshold')}; words removed per "
+                f"prompt: clean {_fmt(t.get('removed_clean'))}, triggered "
+                f"{_fmt(t.get('removed_triggered'))}."
+            )
+        for r, mix in mixing.items():
+            entries = mix.get("entries") or {}
+            lines.append(
+                f"- {run_label(r)}: {mix.get('keep')} of each weight tensor kept from the "
+                f"attacked model (seed {mix.get('seed')}; {entries.get('kept')} entries kept, "
+                f"{entries.get('reset')} reset to the base), then fine-tuned like Clean-FFT."
+            )
         lines.append("")
     stage2 = report.get("stage2") or {}
     if stage2.get("epochs"):
@@ -186,7 +220,7 @@ def draw_chart(report: dict[str, Any]) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [r for r in RUNS if r in report["runs"]]
+    runs = ordered_runs(report)
     series: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [("CACC", lambda m: m["cacc"])]
     series += [(f"ASR {a}", _asr_of(a)) for a in report["attacks"]]
     series.append(("AACC", lambda m: m.get("aacc")))
@@ -209,7 +243,7 @@ def draw_chart(report: dict[str, Any]) -> Any:
                     color=bars.patches[0].get_facecolor(),
                 )
     ax.set_xticks(range(len(runs)))
-    ax.set_xticklabels([LABELS[r].replace(" (", "\n(") for r in runs], fontsize=8)
+    ax.set_xticklabels([run_label(r).replace(" (", "\n(") for r in runs], fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("rate")
     ax.set_title(f"MB-Defense: {report.get('name') or ''} ({report['model']})", fontsize=10)

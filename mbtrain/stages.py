@@ -43,7 +43,7 @@ from .data import Example, Tuple4
 from .environment import numeric_environment
 from .formatting import EncodeStats, Formatter
 from .objectives import NeutralizationObjective, RecoveryItem, SFTObjective
-from .trainer import LOG, FitSettings, fit, last_checkpoint
+from .trainer import LOG, FitSettings, fit, is_main_process, last_checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,13 +74,6 @@ def make_runtime(
         progress=progress,
         trainer_args=tuple(sorted(merged.items())),
     )
-
-
-def is_main_process() -> bool:
-    """Rank 0 (or no distributed launch): the one process that writes outputs."""
-    import os
-
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def barrier() -> None:
@@ -202,8 +195,11 @@ def run_stage(
     key: str,
     overwrite: bool = False,
     extra: dict[str, Any] | None = None,
+    merged: bool = False,
 ) -> Path:
-    """The shared body of every stage (see the module docstring)."""
+    """The shared body of every stage (see the module docstring). ``merged``: ``load`` gives
+    weights that are not the parent's (Fine-mixing), so a LoRA result is stored merged, not as
+    an adapter on the parent."""
     out_dir = Path(out_dir)
     work = _partial(out_dir)
     if overwrite:
@@ -235,8 +231,7 @@ def run_stage(
             f"than train.model.max_length={cfg.model.max_length})"
         )
     objective = make_objective(tokenizer)
-    stage2 = isinstance(objective, NeutralizationObjective)
-    model, peft_config = _prepare(model, mode, lora, settings.seed, wrap=stage2)
+    model, peft_config = _prepare(model, mode, lora, settings.seed, wrap=objective.wraps_lora)
     result = fit(
         model,
         items,
@@ -255,8 +250,9 @@ def run_stage(
     )
     model = result.model
     trainable, total = models.count_parameters(model)
-    if mode == "lora" and parent is None:
-        # An in-memory parent cannot be reloaded later: store the merged weights instead.
+    if mode == "lora" and (parent is None or merged):
+        # An in-memory parent cannot be reloaded later (nor can a mixture of two models):
+        # store the merged weights instead.
         model = model.merge_and_unload()
         mode = "full"
     marker = {
@@ -301,6 +297,36 @@ def _loader(parent: Any, cfg: TrainConfig) -> Callable[[], tuple[Any, Any]]:
     return lambda: models.load_model(parent, trust)
 
 
+@dataclasses.dataclass(frozen=True)
+class Mixing:
+    """Fine-mixing before a stage (:mod:`mbtrain.finemixing`): the parent's weights mixed with
+    ``base``'s, keeping a random share ``keep`` of each tensor's entries (drawn with ``seed``)."""
+
+    base: Any  # the pre-trained model: a model folder or base ModelSettings
+    keep: float
+    seed: int
+
+    def record(self) -> dict[str, Any]:
+        return {"base": parent_identity(self.base), "keep": self.keep, "seed": self.seed}
+
+
+def _mixed_loader(
+    load: Callable[[], tuple[Any, Any]], mix: Mixing, cfg: TrainConfig, counts: dict[str, Any]
+) -> Callable[[], tuple[Any, Any]]:
+    """``load``, then the weights mixed with the base's (the counts are written to ``counts``)."""
+
+    def mixed() -> tuple[Any, Any]:
+        from .finemixing import mix_weights
+
+        model, tokenizer = load()
+        base, _ = _loader(mix.base, cfg)()
+        counts.update(mix_weights(model, base, mix.keep, mix.seed))
+        del base
+        return model, tokenizer
+
+    return mixed
+
+
 def _encode(formatter: Formatter, examples: Sequence[Example], stats: EncodeStats) -> list:
     return [e for e in formatter.encode_many(examples, stats) if e is not None]
 
@@ -319,11 +345,13 @@ def train_sft(
     runtime: Runtime | None = None,
     full_sequence_loss: bool = False,
     overwrite: bool = False,
+    mix: Mixing | None = None,
 ) -> Path:
     """Response-only cross-entropy fine-tuning of ``parent`` (a model folder, base
     :class:`~mbtrain.config.ModelSettings`, or an in-memory ``(model, tokenizer)``) on
     ``examples``; ``stage`` holds mode/LoRA/optimiser settings (``cfg.stage1`` or
-    ``cfg.stage2``). ``overwrite`` retrains into an existing folder mbdefense wrote."""
+    ``cfg.stage2``). ``overwrite`` retrains into an existing folder mbdefense wrote. ``mix``:
+    Fine-mixing first (the parent's weights mixed with a base's; recorded and keyed)."""
     runtime = runtime or make_runtime(cfg)
 
     def make_items(fmt: Formatter, stats: EncodeStats) -> tuple[list, list | None]:
@@ -343,14 +371,28 @@ def train_sft(
         cfg=cfg,
         mode=stage.mode,
         lora=stage.lora,
-        objective={"sft": "all" if full_sequence_loss else "response"},
+        objective={"sft": "all" if full_sequence_loss else "response"}
+        | ({"fine_mixing": mix.record()} if mix is not None else {}),
     )
+    load = _loader(parent, cfg)
+    extra: dict[str, Any] = {"rows": len(examples)}
+    if mix is not None:
+        counts: dict[str, Any] = {}
+        load = _mixed_loader(load, mix, cfg, counts)
+        extra["fine_mixing"] = {
+            "keep": mix.keep,
+            "seed": mix.seed,
+            "base": models.parent_record(mix.base, Path(out_dir))
+            if not isinstance(mix.base, tuple)
+            else None,
+            "entries": counts,  # filled when the weights are mixed, before the record is written
+        }
     return run_stage(
         name=name,
         out_dir=Path(out_dir),
         cfg=cfg,
         parent=None if isinstance(parent, tuple) else parent,
-        load=_loader(parent, cfg),
+        load=load,
         mode=stage.mode,
         lora=stage.lora,
         settings=settings,
@@ -359,7 +401,8 @@ def train_sft(
         runtime=runtime,
         key=key,
         overwrite=overwrite,
-        extra={"rows": len(examples)},
+        extra=extra,
+        merged=mix is not None,
     )
 
 

@@ -57,12 +57,21 @@ from mbdata.core.atomic import (
 )
 from mbdata.core.errors import InputError, MBError, RecipeError
 
+from .runs import RUNS
+
 FORMAT = "mbtrain.sweep/1"
 POINT_DONE = "sweep_point.json"
-RUNS = ("attacked", "clean_fft", "trigger_aug", "mb_stage1", "mb_defense")
-STAGE1_MODELS = ("base", "attacked", "mb_stage1")
-BASELINE_MODELS = ("clean_fft", "trigger_aug")
-STAGE2_MODELS = ("mb_defense",)
+
+
+def shared_models(share: str, evaluated: bool = False) -> tuple[str, ...]:
+    """The model folders points with the same ``share`` key have in common (mbtrain.runs);
+    the base model goes with stage 1. ``evaluated``: also the runs that train nothing (ONION),
+    whose evaluations are shared (and redone where the settings differ: the evaluation's own
+    cache key decides)."""
+    names = RUNS.sharing(share, evaluated)  # type: ignore[arg-type]
+    return ("base", *names) if share == "stage1" else names
+
+
 # stage-2 settings the baselines (plain cross-entropy) do not use
 MB_ONLY = ("lam", "normalize")
 
@@ -264,9 +273,14 @@ def describe(points: list[Point]) -> str:
     n_stage1 = len({p.stage1_key for p in points})
     n_base = len({p.baseline_key for p in points})
     n_mb = len({p.stage2_key for p in points})
+    shorts = RUNS.shorts()
+
+    def models(share: str) -> str:
+        return ", ".join(shorts.get(n, n) for n in shared_models(share))
+
     head = (
-        f"{len(points)} points: {n_data} builds, {n_stage1} x (base, attacked, MB stage 1), "
-        f"{n_base} x (Clean-FFT, trigger-aug), {n_mb} x MB stage 2; "
+        f"{len(points)} points: {n_data} builds, {n_stage1} x ({models('stage1')}), "
+        f"{n_base} x ({models('baseline')}), {n_mb} x {models('stage2')}; "
         f"{len(points)} evaluations of MB-Defense"
     )
     lines = [head] + [
@@ -397,14 +411,14 @@ def run_sweep(
         point_dir.mkdir(parents=True, exist_ok=True)
         mark_dir(point_dir, "run")
         shared: list[str] = []
-        for key, names in (
-            (point.stage1_key, STAGE1_MODELS),
-            (point.baseline_key, BASELINE_MODELS),
-            (point.stage2_key, STAGE2_MODELS),
+        for key, share in (
+            (point.stage1_key, "stage1"),
+            (point.baseline_key, "baseline"),
+            (point.stage2_key, "stage2"),
         ):
             if key in donors and donors[key] != point_dir:
-                shared += share_from(donors[key], point_dir, names)
-                if names is STAGE1_MODELS:
+                shared += share_from(donors[key], point_dir, shared_models(share, True))
+                if share == "stage1":
                     _share_diagnostics(donors[key], point_dir)
         log(
             f"sweep: point {point.index + 1}/{len(points)} {point.id} {point.values}"
@@ -509,9 +523,16 @@ def _cell(group: dict[str, Any], name: str) -> str:
     return f"{m:.3f}" if s is None else f"{m:.3f} ± {s:.3f}"
 
 
+def swept_runs(doc: dict[str, Any]) -> list[str]:
+    """The runs with an ASR in any group, in registry order (unknown ones after them)."""
+    made = {k.split(".")[0] for g in doc["groups"] for k in g["mean"] if k.endswith(".asr_mean")}
+    return [r for r in RUNS if r in made] + sorted(made - set(RUNS))
+
+
 def markdown(doc: dict[str, Any]) -> str:
     groups = doc["groups"]
     attacks = doc["attacks"]
+    runs = swept_runs(doc)
     keys = list(groups[0]["values"]) if groups else []
     lines = [f"# Sweep: {doc['recipe']}", ""]
     lines.append(
@@ -534,7 +555,7 @@ def markdown(doc: dict[str, Any]) -> str:
     head = (
         keys
         + ["n", "CACC attacked", "CACC MB-Defense"]
-        + [f"ASR {r}" for r in RUNS]
+        + [f"ASR {r}" for r in runs]
         + ["DTR stage 1", "merging stage 1", "cos shift a/d stage 1"]
     )
     lines.append("| " + " | ".join(head) + " |")
@@ -542,7 +563,7 @@ def markdown(doc: dict[str, Any]) -> str:
     for g in groups:
         cells = [json.dumps(g["values"][k], default=str) for k in keys] + [str(g["n"])]
         cells += [_cell(g, "attacked.cacc"), _cell(g, "mb_defense.cacc")]
-        cells += [_cell(g, f"{r}.asr_mean") for r in RUNS]
+        cells += [_cell(g, f"{r}.asr_mean") for r in runs]
         cells += [
             _cell(g, "mb_stage1.dtr"),
             _cell(g, "mb_stage1.merging"),
@@ -551,9 +572,7 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if attacks:
-        lines.append(
-            "## ASR per attack: attacked / Clean-FFT / trigger-aug / MB stage 1 / MB-Defense"
-        )
+        lines.append("## ASR per attack: " + " / ".join(RUNS.labels().get(r, r) for r in runs))
         lines.append("")
         head = keys + attacks
         lines.append("| " + " | ".join(head) + " |")
@@ -561,7 +580,7 @@ def markdown(doc: dict[str, Any]) -> str:
         for g in groups:
             cells = [json.dumps(g["values"][k], default=str) for k in keys]
             for a in attacks:
-                cells.append(" / ".join(_cell(g, f"{r}.asr.{a}").split(" ± ")[0] for r in RUNS))
+                cells.append(" / ".join(_cell(g, f"{r}.asr.{a}").split(" ± ")[0] for r in runs))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("## Merging diagnostics (last-token hidden states, mean over layers)")
@@ -613,8 +632,8 @@ def environment_line(points: list[dict[str, Any]]) -> str:
 
 
 def draw(doc: dict[str, Any]) -> Any:
-    """ASR (attacked, MB stage 1, MB-Defense; mean over attacks), CACC (attacked, MB-Defense) and
-    the stage-1 merging rate per grid point (error bars: std over seeds)."""
+    """ASR (every run but MB stage 1, mean over attacks), CACC (attacked, MB-Defense) and the
+    stage-1 merging rate per grid point (error bars: std over seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -622,10 +641,11 @@ def draw(doc: dict[str, Any]) -> Any:
 
     groups = doc["groups"]
     series = [
-        ("ASR attacked", "attacked.asr_mean"),
-        ("ASR Clean-FFT", "clean_fft.asr_mean"),
-        ("ASR trigger-aug", "trigger_aug.asr_mean"),
-        ("ASR MB-Defense", "mb_defense.asr_mean"),
+        (f"ASR {RUNS.labels().get(r, r)}", f"{r}.asr_mean")
+        for r in swept_runs(doc)
+        if r != "mb_stage1"
+    ]
+    series += [
         ("CACC attacked", "attacked.cacc"),
         ("CACC MB-Defense", "mb_defense.cacc"),
         ("merging stage 1", "mb_stage1.merging"),

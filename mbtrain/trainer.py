@@ -298,7 +298,7 @@ def sft_dataset(items: Sequence[Any]) -> Any:
     )
 
 
-def _sft_trainer_class() -> type:
+def sft_trainer_class() -> type:
     from trl import SFTTrainer
 
     class MBSFTTrainer(_OrderedMixin, SFTTrainer):
@@ -310,7 +310,7 @@ def _sft_trainer_class() -> type:
 # ---- stage 2: the MB-Defense loss as a Trainer -------------------------------------------------
 
 
-def _neutralization_trainer_class() -> type:
+def neutralization_trainer_class() -> type:
     from transformers import Trainer
 
     class NeutralizationTrainer(_OrderedMixin, Trainer):
@@ -406,9 +406,9 @@ def __getattr__(name: str) -> Any:
     """``mbtrain.trainer.NeutralizationTrainer`` / ``MBSFTTrainer`` (built on first use, so
     importing this module does not import transformers)."""
     if name == "NeutralizationTrainer":
-        return _neutralization_trainer_class()
+        return neutralization_trainer_class()
     if name == "MBSFTTrainer":
-        return _sft_trainer_class()
+        return sft_trainer_class()
     raise AttributeError(name)
 
 
@@ -606,7 +606,8 @@ def _launched() -> bool:
     return os.environ.get("LOCAL_RANK") is not None
 
 
-def _is_main() -> bool:
+def is_main_process() -> bool:
+    """Rank 0 (or no distributed launch): the one process that writes outputs."""
     import os
 
     return int(os.environ.get("RANK", "0")) == 0
@@ -633,10 +634,10 @@ def fit(
     peft_config: Any = None,
     gradient_checkpointing: bool = False,
 ) -> FitResult:
-    """Train ``model`` on ``items`` with ``SFTTrainer`` (an
-    :class:`~mbtrain.objectives.SFTObjective`)
-    or :class:`NeutralizationTrainer` (a :class:`NeutralizationObjective`); resume from the last
-    checkpoint in ``work`` if written with the same ``resume_key``.
+    """Train ``model`` on ``items`` with the objective's trainer (``SFTTrainer`` for an
+    :class:`~mbtrain.objectives.SFTObjective`, :class:`NeutralizationTrainer` for a
+    :class:`NeutralizationObjective`); resume from the last checkpoint in ``work`` if written
+    with the same ``resume_key``.
 
     With ``settings.select == "eval_loss"`` (needs ``eval_items``) the weights of the epoch with
     the lowest eval loss are loaded at the end (``load_best_model_at_end``); otherwise the last
@@ -654,9 +655,8 @@ def fit(
     if settings.select == "eval_loss" and not eval_items:
         raise ValueError("select='eval_loss' needs eval_items")
     resume = check_resume(work, resume_key)
-    if _is_main():
+    if is_main_process():
         (work / KEY_FILE).write_text(json.dumps({"resume_key": resume_key}), encoding="utf-8")
-    stage2 = isinstance(objective, NeutralizationObjective)
     lengths = [objective.length(item) for item in items]
     steps_per_epoch = math.ceil(math.ceil(len(items) / settings.batch_size) / settings.grad_accum)
     args = training_arguments(
@@ -668,12 +668,12 @@ def fit(
         bf16=amp == torch.bfloat16,
         progress=progress,
         gradient_checkpointing=gradient_checkpointing,
-        sft=not stage2,
+        sft=objective.sft_config,
     )
     log_path = work / LOG
     ref: list = []
     callbacks, cb = _callbacks(work, on_step, log_path, ref)
-    if _is_main():
+    if is_main_process():
         with open(log_path, "a", encoding="utf-8") as fh:
             event = (
                 {"event": "resume", "checkpoint": resume.name}
@@ -713,7 +713,7 @@ def fit(
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started
     if cb.requested:
-        if _is_main():
+        if is_main_process():
             with open(log_path, "a", encoding="utf-8") as fh:
                 fh.write(
                     json.dumps({"event": "interrupted", "step": trainer.state.global_step}) + "\n"
@@ -726,7 +726,7 @@ def fit(
         best_step = int(Path(best).name[len(CHECKPOINT_PREFIX) :])
         selected = min(settings.epochs, max(1, math.ceil(best_step / steps_per_epoch)))
     tokens = int(sum(lengths)) * settings.epochs
-    if _is_main():
+    if is_main_process():
         with open(log_path, "a", encoding="utf-8") as fh:
             fh.write(
                 json.dumps(
@@ -832,31 +832,18 @@ def build_trainer(
     global_batch: int | None = None,
     desc: str = "train",
 ) -> Any:
-    """The configured trainer (``MBSFTTrainer`` or ``NeutralizationTrainer``) without training:
-    what :func:`fit` runs, and what tests and the benchmark inspect."""
-    if isinstance(objective, NeutralizationObjective):
-        cls = _neutralization_trainer_class()
-        trainer = cls(
-            model=model,
-            args=args,
-            train_dataset=list(items),
-            eval_dataset=list(eval_items) if eval_items else None,
-            lam=objective.lam,
-            normalize=objective.normalize,
-            pad_id=objective.pad_id,
-            callbacks=callbacks,
-        )
-    else:
-        cls = _sft_trainer_class()
-        trainer = cls(
-            model=model,
-            args=args,
-            train_dataset=sft_dataset(items),
-            eval_dataset=sft_dataset(eval_items) if eval_items else None,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            callbacks=callbacks,
-        )
+    """The configured trainer (the objective's ``trainer_class()``: ``MBSFTTrainer`` or
+    ``NeutralizationTrainer``) without training: what :func:`fit` runs, and what tests and the
+    benchmark inspect."""
+    cls = objective.trainer_class()
+    trainer = cls(
+        model=model,
+        args=args,
+        train_dataset=objective.dataset(items),
+        eval_dataset=objective.dataset(eval_items) if eval_items else None,
+        callbacks=callbacks,
+        **objective.trainer_kwargs(tokenizer, peft_config),
+    )
     trainer.mb_lengths = list(
         lengths if lengths is not None else [objective.length(item) for item in items]
     )

@@ -73,8 +73,8 @@ def test_plan_validates_every_point_and_groups_shared_work(tmp_path):
     assert len({p.stage2_key for p in points}) == 8
     assert len({p.group for p in points}) == 4  # seeds averaged
     assert sweep.describe(points).splitlines()[0] == (
-        "8 points: 2 builds, 4 x (base, attacked, MB stage 1), 4 x (Clean-FFT, trigger-aug), "
-        "8 x MB stage 2; 8 evaluations of MB-Defense"
+        "8 points: 2 builds, 4 x (base, attacked, MB stage 1), "
+        "4 x (Clean-FFT, Fine-mixing, trigger-aug), 8 x MB stage 2; 8 evaluations of MB-Defense"
     )
     with pytest.raises(MBError, match=r"sweep point .*train.stage2.lam=-1.*lam"):
         sweep.plan(recipe, [sweep.parse_set("train.stage2.lam=1,-1")])
@@ -156,10 +156,13 @@ def test_sweep_2x2_shares_prefixes_resumes_and_writes_the_table(tmp_path, capsys
     assert "4 of 4 points finished" in printed and "0 builds and 2 points run" in printed
     assert len(builds) == 1  # one data setting: one build
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # finished points untouched
-    # 4 points x 6 models = 24 folders; trained: 2 seeds x (base, attacked, mb_stage1,
-    # clean_fft, trigger_aug) + 4 mb_defense = 14
-    assert len(list(out.glob("points/*/models/*/mbtrain_model.json"))) == 24
-    assert _trainings(out) == 14
+    # 4 points x 7 models = 28 folders; trained: 2 seeds x (base, attacked, mb_stage1,
+    # clean_fft, fine_mixing, trigger_aug) + 4 mb_defense = 16
+    assert len(list(out.glob("points/*/models/*/mbtrain_model.json"))) == 28
+    assert _trainings(out) == 16
+    # ONION trains nothing: its evaluation is shared like the baselines' models (once per seed)
+    onion = list(out.glob("points/*/eval/onion/metrics.json"))
+    assert len(onion) == 4 and len({os.stat(p).st_ino for p in onion}) == 2
 
     data = json.loads((out / "sweep.json").read_text())
     assert data["format"] == "mbtrain.sweep/1" and data["points_finished"] == 4
@@ -183,7 +186,7 @@ def test_sweep_2x2_shares_prefixes_resumes_and_writes_the_table(tmp_path, capsys
     for members in by_seed.values():
         assert len({m["metrics"]["attacked.asr_mean"] for m in members}) == 1
         assert len({m["metrics"]["mb_stage1.cacc"] for m in members}) == 1
-        assert sorted(len(m["shared"]) for m in members) == [0, 5]
+        assert sorted(len(m["shared"]) for m in members) == [0, 6]
     md = (out / "sweep.md").read_text()
     assert "| train.stage2.lam | n |" in md and " ± " in md
     assert "token-F1 heuristic" not in md  # synthetic rows are exact-match: no heuristic used
@@ -217,7 +220,7 @@ def test_sweep_2x2_shares_prefixes_resumes_and_writes_the_table(tmp_path, capsys
     after = json.loads((victim / "sweep_point.json").read_text())["metrics"]
     before.pop("seconds"), after.pop("seconds")
     assert after == before
-    assert _trainings(out) == 14
+    assert _trainings(out) == 16
 
 
 def test_plan_flag_prints_the_grid_and_runs_nothing(tmp_path, capsys):

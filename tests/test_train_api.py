@@ -13,7 +13,8 @@ from mbdata.core.errors import MBError
 from mbtrain import api
 from mbtrain.config import TrainConfig
 from mbtrain.overrides import with_overrides
-from mbtrain.pipeline import STAGE1_RUNS, STAGE2_RUNS, train_run
+from mbtrain.pipeline import train_run
+from mbtrain.runs import RUNS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,10 +24,13 @@ def test_cli_choices_name_exactly_the_runs_the_api_trains():
 
     rows = next(p for p in train_stage1.params if p.name == "rows")
     method = next(p for p in train_stage2.params if p.name == "method")
-    assert list(rows.type.choices) == list(api.STAGE1_ROWS)
-    assert list(method.type.choices) == list(api.STAGE2_METHODS)
-    assert set(api.STAGE1_ROWS.values()) == set(STAGE1_RUNS)
-    assert set(api.STAGE2_METHODS.values()) == set(STAGE2_RUNS)
+    assert list(rows.type.aliases()) == list(api.stage1_rows())
+    assert list(method.type.aliases()) == list(api.stage2_methods())
+    trainable = [r for r in RUNS.in_order() if r.train is not None]
+    assert set(api.stage1_rows().values()) == {r.name for r in trainable if r.split == "train"}
+    assert set(api.stage2_methods().values()) == {
+        r.name for r in trainable if r.split == "recovery"
+    }
 
 
 def test_an_unknown_run_is_refused_before_any_training():

@@ -13,7 +13,7 @@ import yaml
 
 from cli.main import main
 from mbtrain.models import read_marker
-from mbtrain.report import RUNS
+from mbtrain.runs import RUNS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_helpers import TINY_TRAIN, make_build  # noqa: E402
@@ -60,6 +60,12 @@ def test_mb_run_end_to_end_and_resume(tmp_path, capsys):
     assert report["stage2"]["epochs"] and report["timings"]["total"] > 0
     assert (out / "report.png").stat().st_size > 0 and (out / "report.md").is_file()
     assert (out / "eval" / "mb_defense" / "generations.jsonl").is_file()
+    # the paper's baselines: ONION filtered the attacked model's prompts, Fine-mixing mixed
+    onion = report["filtered"]["onion"]
+    assert onion["settings"]["threshold"] == 0.0 and onion["removed_triggered"] is not None
+    assert report["mixing"]["fine_mixing"]["keep"] == 0.5
+    assert "eval_onion" in report["timings"] and report["timings"]["fine_mixing"] > 0
+    assert "Attacked + ONION" in printed and "Attacked + Fine-mixing" in printed
     log = (out / "models" / "mb_defense" / "train_log.jsonl").read_text().splitlines()
     epochs = [json.loads(x) for x in log if '"event": "epoch"' in x]
     assert all({"ce", "r", "margin"} <= set(e["train"]) and "loss" in e["eval"] for e in epochs)

@@ -84,6 +84,7 @@ def test_pipeline_outputs_are_the_same_with_one_or_two_jobs(tmp_path):
         "mb_stage1",
         "mb_defense",
         "clean_fft",
+        "fine_mixing",
         "trigger_aug",
     }
     assert weights[1] == weights[2]

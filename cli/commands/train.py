@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from ..params import RunAlias
+
 
 def _check_device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """A one-line error (before any work) for a device mbtrain cannot use."""
@@ -264,11 +266,11 @@ def train_base(
 )
 @click.option(
     "--rows",
-    type=click.Choice(["all", "attacked"]),
+    type=RunAlias("train"),
     default="all",
     show_default=True,
     help="all: every train row (MB stage 1); attacked: clean + attack rows only "
-    "(the attacked baseline).",
+    "(the attacked baseline); the choices are the stage-1 runs of mbtrain.runs.RUNS.",
 )
 @click.option(
     "--epochs", type=click.IntRange(min=1), default=None, help="Override train.stage1.epochs."
@@ -319,11 +321,19 @@ def train_stage1(
 @out_model_option
 @click.option(
     "--method",
-    type=click.Choice(["mb", "clean-fft", "trigger-aug"]),
+    type=RunAlias("recovery"),
     default="mb",
     show_default=True,
-    help="mb: the neutralization loss on recovery tuples; "
-    "clean-fft / trigger-aug: the baselines (plain cross-entropy).",
+    help="mb: the neutralization loss on recovery tuples; clean-fft / fine-mixing / "
+    "trigger-aug: the baselines (plain cross-entropy; fine-mixing first mixes the weights "
+    "with --base); the choices are the stage-2 runs of mbtrain.runs.RUNS.",
+)
+@click.option(
+    "--base",
+    default=None,
+    type=click.Path(path_type=str),
+    help="fine-mixing: the pre-trained model the attacked weights are mixed with (default: "
+    "the recipe's train.model; the tiny model's folder from `mb train base`).",
 )
 @click.option(
     "--epochs", type=click.IntRange(min=1), default=None, help="Override train.stage2.epochs."
@@ -340,6 +350,7 @@ def train_stage2(
     model_dir: str,
     out: str,
     method: str,
+    base: str | None,
     epochs: int | None,
     lam: float | None,
     overwrite: bool,
@@ -356,6 +367,7 @@ def train_stage2(
         model_dir,
         out,
         method=method,
+        base=base,
         epochs=epochs,
         lam=lam,
         overwrite=overwrite,
