@@ -9,24 +9,36 @@ corpus, model folders, evaluation files, reports) goes through :func:`commit_out
    ``MBDEFENSE_LOCK_TIMEOUT`` seconds, default 120) and then fails with a one-line error.
 2. **Recover.** Under the lock, leftovers of an earlier killed run (``.NAME.partial-*``,
    ``.NAME.old-*``, ``.NAME.tmp-*``, a journal) are finished from the journal or removed, and each is
-   reported on stderr.
+   reported on stderr. Recovery never deletes the only copy of an output, nor an old folder that
+   holds files mbdefense did not write.
 3. **Check.** The existence / ownership check happens under the lock, so a slow first writer cannot
    be replaced by a second one that started without ``--overwrite``.
 4. **Fill.** Every output is written into a hidden sibling (same folder, so renames are atomic).
+   Then the check of step 3 runs again: a folder created, or a file added to the old output, while
+   this run was filling is kept and the new output discarded.
 5. **Commit.** A journal (``.NAME.mbdefense-journal`` beside the first output; the others get a
    pointer to it) records every rename; it switches from ``filling`` to ``commit`` in one atomic
-   rename once every output is complete. Then old outputs are moved aside, new ones moved in, old
-   ones deleted, and the journal removed. SIGINT/SIGTERM are held back during the renames; a
-   ``kill -9`` at any point is repaired by the next run that touches any of the outputs (or opens
-   the build): a ``filling`` journal is rolled back (old state), a ``commit`` journal rolled forward
-   (new state). See docs/safety.md.
+   rename once every output is complete. Then every old folder is moved aside and checked once
+   more (no longer reachable under its name, so it cannot change), new ones moved in, old ones
+   deleted, and the journal removed. SIGINT/SIGTERM are held back during the renames; a ``kill -9``
+   at any point is repaired by the next run that touches any of the outputs (or opens the build): a
+   ``filling`` journal is rolled back (old state), a ``commit`` journal rolled forward (new state).
+   See docs/safety.md.
+
+Bookkeeping files (lock, journal, ``.mbdefense`` record) are opened with ``O_NOFOLLOW`` and
+``O_NONBLOCK`` (created with ``O_EXCL`` where new) and must be plain files with one link: a symlink,
+folder, FIFO or hard link planted at one of those paths is a one-line error, never followed, never
+waited on (:func:`open_private`). Output names that cannot carry hidden siblings (``..``, a name
+within :data:`SIBLING_ROOM` of the file system's limit) are refused (:func:`output_path`); a full
+disk or a permission error while writing is a one-line error after the partial copy is removed.
 
 Ownership: a folder written here carries :data:`MARKER`, a JSON record with a random id and the
 list of entries mbdefense wrote into it. ``overwrite`` only replaces an empty folder or one whose
 marker is valid and whose contents are exactly what mbdefense wrote (plus nested folders that are
 themselves ours); a file name alone (``manifest.json``) proves nothing. Folders that mbdefense keeps
 writing into (``mark_dir`` without entries, e.g. training run folders) are "open": their valid
-marker is the proof.
+marker is the proof, and only a writer of the same kind replaces one (``mb build -o RUN`` does not
+replace a run folder).
 """
 
 from __future__ import annotations
@@ -95,7 +107,7 @@ def temp_sibling(path: Path, tag: str) -> Path:
 # --------------------------------------------------------------------------- paths and files
 
 # The longest suffix mbdefense adds to an output's name for a hidden sibling
-# (``.NAME.mbdefense-journal.PID.new``: 31 characters with a 7-digit pid), plus a margin.
+# (``.NAME.mbdefense-journal.PID-XXXXXXXX.new``: 40 characters with a 7-digit pid).
 SIBLING_ROOM = 40
 
 
@@ -199,9 +211,7 @@ def write_private(path: str | Path, text: str) -> None:
         info = os.lstat(path)
         if not stat.S_ISREG(info.st_mode):
             raise _not_ours(path, _what(info.st_mode))
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.new")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)  # our own pid's leftover
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.new")
     fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
         try:
@@ -229,7 +239,7 @@ def os_error_message(exc: OSError) -> str | None:
     if exc.errno in _DISK_FULL:
         hint = "free some space (or raise the file size limit) and run again"
     elif exc.errno in _NO_ACCESS:
-        hint = "check the folder's permissions or choose another output path"
+        hint = "check the permissions of the file and its folder, or choose another path"
     else:
         hint = "choose another output path"
     return f"{where}: {exc.strerror or os.strerror(exc.errno or 0)}; {hint}"
