@@ -634,3 +634,23 @@ def test_an_os_error_outside_an_atomic_writer_is_one_line(monkeypatch, capsys, t
     monkeypatch.setattr(standalone, "dedup_path", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
         main(["dedup", str(corpus), "-o", str(tmp_path / "x")])
+
+
+def test_an_output_that_cannot_be_moved_aside_leaves_no_journal(tmp_path, monkeypatch, capsys):
+    """EBUSY (a mount point) when moving the old folder aside: one error, everything undone."""
+    out = tmp_path / "o"
+    atomic.atomic_dir(out, lambda tmp: (tmp / "v.txt").write_text("old"))
+    real_rename = os.rename
+
+    def busy(src, dst):
+        if Path(src) == out:
+            raise OSError(errno.EBUSY, "Device or resource busy", str(src))
+        real_rename(src, dst)
+
+    monkeypatch.setattr(atomic.os, "rename", busy)
+    with pytest.raises(BuildError, match="Device or resource busy"):
+        atomic.atomic_dir(out, lambda tmp: (tmp / "v.txt").write_text("new"), overwrite=True)
+    assert (out / "v.txt").read_text() == "old" and _hidden(tmp_path) == []
+    monkeypatch.setattr(atomic.os, "rename", real_rename)
+    atomic.atomic_dir(out, lambda tmp: (tmp / "v.txt").write_text("new"), overwrite=True)
+    assert (out / "v.txt").read_text() == "new" and _hidden(tmp_path) == []

@@ -725,10 +725,15 @@ def _roll_forward(primary: Path, data: dict) -> list[str]:
     removed by hand after a kill) is put back. Returns notes on what it repaired."""
     entries = [(e, Path(e["target"]), Path(e["partial"]), Path(e["old"])) for e in data["entries"]]
     notes = []
-    for entry, target, partial, old in entries:
-        if entry["dir"] and _exists(partial) and _exists(target):
-            os.rename(target, old)
-            _fault("moved-old")
+    try:
+        for entry, target, partial, old in entries:
+            if entry["dir"] and _exists(partial) and _exists(target):
+                os.rename(target, old)
+                _fault("moved-old")
+    except OSError:  # e.g. EBUSY (a mount point): undo, so no journal is left to fail again
+        if all(_exists(partial) for _, _, partial, _ in entries):
+            _undo(primary, data)
+        raise
     if all(_exists(partial) for _, _, partial, _ in entries):  # nothing moved in yet
         foreign = [
             target
