@@ -16,7 +16,8 @@ import threading
 
 import click
 
-from mbdata.core.errors import EXIT_USER_ERROR, MBError
+from mbdata.core.atomic import os_error_message
+from mbdata.core.errors import EXIT_USER_ERROR, MBError, printable
 
 from . import commands as _commands
 
@@ -81,6 +82,12 @@ def _run(argv: list[str] | None) -> int:
         cli.main(args=argv, prog_name="mb", standalone_mode=False)
     except MBError as exc:
         fail(f"error: {exc}")
+        return EXIT_USER_ERROR
+    except OSError as exc:  # a full disk or a permission problem outside an atomic writer
+        message = os_error_message(exc)
+        if message is None:
+            raise
+        fail(f"error: {printable(message)}")
         return EXIT_USER_ERROR
     except Terminated:
         fail("terminated")

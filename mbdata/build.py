@@ -237,7 +237,7 @@ def build(
     loaded = with_seed(loaded, seed)
     out_dir = Path(out_dir)
     check_separate(recipe_inputs(loaded), [out_dir])
-    check_output_dir(out_dir, overwrite)
+    check_output_dir(out_dir, overwrite, kind="build")
     result = build_in_memory(loaded, skip_bad_rows=skip_bad_rows, progress=progress, engine=engine)
     if not result.tables.get("train") or not result.tables["train"].num_rows:
         raise BuildError(

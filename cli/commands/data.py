@@ -151,14 +151,15 @@ def inspect_command(build_dir: str, samples: int, as_json: bool) -> None:
 @click.argument("build_dir", type=click.Path(path_type=str))
 def verify_command(build_dir: str) -> None:
     """Re-hash every shard and side table against the manifest (exit 1 on any mismatch)."""
+    from mbdata.core.errors import printable
     from mbdata.io.buildio import verify_build
 
     problems = verify_build(build_dir)
-    for problem in problems:
-        click.echo(f"mismatch: {problem}", err=True)
+    for problem in problems:  # names come from the build: escaped, never raw bytes
+        click.echo(f"mismatch: {printable(problem)}", err=True)
     if problems:
         raise SystemExit(1)
-    click.echo(f"ok: {build_dir} matches its manifest")
+    click.echo(f"ok: {printable(build_dir)} matches its manifest")
 
 
 @click.command("export")

@@ -42,7 +42,7 @@ def audit_path(
     engine = check_engine(engine)
     out_dir = Path(out_dir)
     check_separate([input_path], [out_dir])
-    check_output_dir(out_dir, overwrite)
+    check_output_dir(out_dir, overwrite, kind="audit")
     if clean_out is not None:
         check_clean_out(clean_out, input_path, overwrite, out_dir=out_dir)
     read = read_input(

@@ -9,36 +9,50 @@ corpus, model folders, evaluation files, reports) goes through :func:`commit_out
    ``MBDEFENSE_LOCK_TIMEOUT`` seconds, default 120) and then fails with a one-line error.
 2. **Recover.** Under the lock, leftovers of an earlier killed run (``.NAME.partial-*``,
    ``.NAME.old-*``, ``.NAME.tmp-*``, a journal) are finished from the journal or removed, and each is
-   reported on stderr.
+   reported on stderr. Recovery never deletes the only copy of an output, nor an old folder that
+   holds files mbdefense did not write.
 3. **Check.** The existence / ownership check happens under the lock, so a slow first writer cannot
    be replaced by a second one that started without ``--overwrite``.
 4. **Fill.** Every output is written into a hidden sibling (same folder, so renames are atomic).
+   Then the check of step 3 runs again: a folder created, or a file added to the old output, while
+   this run was filling is kept and the new output discarded.
 5. **Commit.** A journal (``.NAME.mbdefense-journal`` beside the first output; the others get a
    pointer to it) records every rename; it switches from ``filling`` to ``commit`` in one atomic
-   rename once every output is complete. Then old outputs are moved aside, new ones moved in, old
-   ones deleted, and the journal removed. SIGINT/SIGTERM are held back during the renames; a
-   ``kill -9`` at any point is repaired by the next run that touches any of the outputs (or opens
-   the build): a ``filling`` journal is rolled back (old state), a ``commit`` journal rolled forward
-   (new state). See docs/safety.md.
+   rename once every output is complete. Then every old folder is moved aside and checked once
+   more (no longer reachable under its name, so it cannot change), new ones moved in, old ones
+   deleted, and the journal removed. SIGINT/SIGTERM are held back during the renames; a ``kill -9``
+   at any point is repaired by the next run that touches any of the outputs (or opens the build): a
+   ``filling`` journal is rolled back (old state), a ``commit`` journal rolled forward (new state).
+   See docs/safety.md.
+
+Bookkeeping files (lock, journal, ``.mbdefense`` record) are opened with ``O_NOFOLLOW`` and
+``O_NONBLOCK`` (created with ``O_EXCL`` where new) and must be plain files with one link: a symlink,
+folder, FIFO or hard link planted at one of those paths is a one-line error, never followed, never
+waited on (:func:`open_private`). Output names that cannot carry hidden siblings (``..``, a name
+within :data:`SIBLING_ROOM` of the file system's limit) are refused (:func:`output_path`); a full
+disk or a permission error while writing is a one-line error after the partial copy is removed.
 
 Ownership: a folder written here carries :data:`MARKER`, a JSON record with a random id and the
 list of entries mbdefense wrote into it. ``overwrite`` only replaces an empty folder or one whose
 marker is valid and whose contents are exactly what mbdefense wrote (plus nested folders that are
 themselves ours); a file name alone (``manifest.json``) proves nothing. Folders that mbdefense keeps
 writing into (``mark_dir`` without entries, e.g. training run folders) are "open": their valid
-marker is the proof.
+marker is the proof, and only a writer of the same kind replaces one (``mb build -o RUN`` does not
+replace a run folder).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import json
 import os
 import re
 import shutil
 import signal
+import stat
 import sys
 import threading
 import time
@@ -90,14 +104,170 @@ def temp_sibling(path: Path, tag: str) -> Path:
     return path.parent / f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+# --------------------------------------------------------------------------- paths and files
+
+# The longest suffix mbdefense adds to an output's name for a hidden sibling
+# (``.NAME.mbdefense-journal.PID-XXXXXXXX.new``: 40 characters with a 7-digit pid).
+SIBLING_ROOM = 40
+
+
+def output_path(path: str | Path) -> Path:
+    """``path`` made absolute, refused when its last part cannot carry hidden siblings: ``..``
+    (renaming it fails with EBUSY), an empty name (``/``), or a name so long that
+    ``.NAME.partial-...`` would pass the file system's name limit."""
+    path = Path(path).absolute()
+    if path.name in ("", ".", ".."):
+        raise BuildError(
+            f"{path}: name the output itself, not a path ending in {path.name or '/'!r} "
+            "(e.g. `-o out` instead of `-o out/sub/..`)"
+        )
+    limit = _name_max(path.parent) - SIBLING_ROOM
+    if len(path.name.encode("utf-8", "surrogateescape")) > limit:
+        raise BuildError(
+            f"{path.parent}/{path.name[:40]}...: the output's name has "
+            f"{len(path.name)} characters; mbdefense writes hidden siblings beside it "
+            f"(.NAME.partial-...), so use a name of at most {limit} characters"
+        )
+    return path
+
+
+def _name_max(folder: Path) -> int:
+    for candidate in (folder, *folder.parents):
+        try:
+            return int(os.pathconf(candidate, "PC_NAME_MAX"))
+        except (OSError, ValueError):
+            continue
+    return 255
+
+
+def _what(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _not_ours(path: Path, what: str) -> BuildError:
+    return BuildError(
+        f"{path}: is {what}, not a file mbdefense wrote (its lock, journal and record files are "
+        "plain files it creates itself, and it follows no links there); remove it and run again"
+    )
+
+
+def open_private(path: str | Path, flags: int, mode: int = 0o644) -> int:
+    """Open one of mbdefense's own bookkeeping files (lock, journal, ``.mbdefense`` record)
+    without following a symbolic link and without blocking on a FIFO; anything but a plain file
+    with one link (a link, folder, FIFO, device, or a hard link to someone's file) is refused
+    with a one-line error, so a planted link can never make mbdefense write elsewhere."""
+    path = Path(path)
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENOTDIR):
+            try:
+                what = _what(os.lstat(path).st_mode)
+            except OSError:
+                what = "not a regular file"
+            raise _not_ours(path, what) from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        what = (
+            _what(info.st_mode)
+            if not stat.S_ISREG(info.st_mode)
+            else "a file with other hard links"
+        )
+        raise _not_ours(path, what)
+    return fd
+
+
+def read_private(path: str | Path, limit: int = 16 << 20) -> bytes:
+    """The bytes of one bookkeeping file (see :func:`open_private`), at most ``limit``."""
+    fd = open_private(path, os.O_RDONLY)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ValueError(f"{path}: larger than {limit} bytes")
+    return data
+
+
+def write_private(path: str | Path, text: str) -> None:
+    """Replace bookkeeping file ``path`` by ``text``: written to a new hidden file (created with
+    ``O_EXCL``, never through a link) and renamed over ``path``, which itself must be absent or
+    a plain file."""
+    path = Path(path)
+    with contextlib.suppress(FileNotFoundError):
+        info = os.lstat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise _not_ours(path, _what(info.st_mode))
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.new")
+    fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as fh:
+                fh.write(text)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+_NO_ACCESS = (errno.EACCES, errno.EPERM, errno.EROFS)
+_USER_ERRNOS = _DISK_FULL + _NO_ACCESS + (errno.ENAMETOOLONG, errno.EBUSY, errno.ELOOP)
+
+
+def os_error_message(exc: OSError) -> str | None:
+    """One line for an OSError the user can fix (disk full, permissions, ...), else None."""
+    if exc.errno not in _USER_ERRNOS:
+        return None
+    where = exc.filename if exc.filename is not None else "output"
+    if exc.errno in _DISK_FULL:
+        hint = "free some space (or raise the file size limit) and run again"
+    elif exc.errno in _NO_ACCESS:
+        hint = "check the permissions of the file and its folder, or choose another path"
+    else:
+        hint = "choose another output path"
+    return f"{where}: {exc.strerror or os.strerror(exc.errno or 0)}; {hint}"
+
+
+@contextlib.contextmanager
+def _user_errors(target: Path) -> Iterator[None]:
+    """Turn disk-full and permission errors while writing ``target`` into one-line errors (the
+    commit protocol has already removed the partial copy and kept the old output by then)."""
+    try:
+        yield
+    except OSError as exc:
+        message = os_error_message(exc)
+        if message is None:
+            raise
+        raise BuildError(
+            f"{target}: not written ({message}); the old output is unchanged"
+        ) from None
+
+
 # --------------------------------------------------------------------------- ownership
 
 
 def read_marker(path: Path) -> dict[str, Any] | None:
     """The ownership record of folder ``path``, or None when absent or not a valid record."""
-    try:
-        record = json.loads((Path(path) / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    try:  # never through a link, never blocking on a FIFO: a planted record proves nothing
+        record = json.loads(read_private(Path(path) / MARKER).decode("utf-8"))
+    except (OSError, ValueError, BuildError):
         return None
     if (
         not isinstance(record, dict)
@@ -153,17 +323,43 @@ def _our_leftover(name: str) -> bool:
 
 def mark_dir(path: Path, kind: str, entries: list[str] | None = None) -> None:
     """Write the ownership record into folder ``path``: a random id and, for a finished folder,
-    the entries mbdefense wrote (None: an open folder mbdefense keeps writing into)."""
+    the entries mbdefense wrote (None: an open folder mbdefense keeps writing into). The record is
+    written in place but never through a link, FIFO or hard link (:func:`open_private`)."""
     record = {"kind": kind, "id": uuid.uuid4().hex, "entries": entries}
-    (Path(path) / MARKER).write_text(json.dumps(record, sort_keys=True) + "\n", encoding="utf-8")
+    fd = open_private(Path(path) / MARKER, os.O_WRONLY | os.O_CREAT)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"), 0)
+    finally:
+        os.close(fd)
 
 
-def check_output_dir(out_dir: Path, overwrite: bool) -> None:
+def check_output_dir(out_dir: Path, overwrite: bool, kind: str | None = None) -> None:
     """Refuse to write into an existing folder unless ``overwrite`` (checked before any work, and
-    again under the lock), and refuse to overwrite anything mbdefense did not write."""
-    out_dir = Path(out_dir)
+    again under the lock), and refuse to overwrite anything mbdefense did not write. ``kind``
+    (what will replace it: ``build``, ``audit``...) may not replace an open folder of another
+    kind (a run folder may hold your notes and model weights)."""
+    out_dir = output_path(out_dir)
+    _check_bookkeeping(out_dir)
     repair_if_free(out_dir)
+    _check_dir(out_dir, overwrite, kind)
+
+
+def _check_bookkeeping(target: Path) -> None:
+    """Refuse, before any work, a lock or journal path that is a link, folder, FIFO... (the
+    commit would refuse it too, but only after the whole run)."""
+    for path in (lock_path(target), journal_path(target)):
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            raise _not_ours(path, _what(info.st_mode))
+
+
+def _check_dir(out_dir: Path, overwrite: bool, kind: str | None = None) -> None:
     if not out_dir.exists() and not out_dir.is_symlink():
+        _check_writable_parent(out_dir)
         return
     if out_dir.is_symlink() or not out_dir.is_dir():
         raise BuildError(f"{out_dir}: exists and is not a folder")
@@ -175,16 +371,57 @@ def check_output_dir(out_dir: Path, overwrite: bool) -> None:
             "not write (no valid .mbdefense record, or files mbdefense did not write "
             "in it); choose another output path"
         )
+    record = read_marker(out_dir)
+    if kind is not None and record is not None and record.get("entries") is None:
+        if record["kind"] != kind:
+            raise BuildError(
+                f"{out_dir}: is a {record['kind']} folder that mbdefense keeps writing into "
+                f"(it may hold files of yours); a {kind} does not replace it: choose another "
+                "output path, or delete the folder yourself"
+            )
+    _check_removable(out_dir)
+    _check_writable_parent(out_dir)
+
+
+def _check_removable(out_dir: Path) -> None:
+    """``--overwrite`` deletes the old folder after the new one is in place: refuse up front
+    when it cannot be deleted (a read-only folder in it), rather than fail half-way."""
+    for folder, dirs, _ in os.walk(out_dir):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise BuildError(
+                f"{out_dir}: cannot replace it: {folder} is read-only (make it writable, e.g. "
+                f"`chmod -R u+w {out_dir}`, or choose another output path)"
+            )
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
+
+
+def _check_writable_parent(path: Path) -> None:
+    """The nearest existing folder above ``path`` must take new entries (a read-only parent is a
+    one-line error before any work, not a traceback after it)."""
+    for folder in path.parents:
+        if folder.exists():
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise BuildError(
+                    f"{path}: cannot write in {folder}: permission denied; choose another "
+                    "output path"
+                )
+            return
 
 
 def check_output_file(path: Path, overwrite: bool) -> None:
     """The file counterpart of :func:`check_output_dir`."""
-    path = Path(path)
+    path = output_path(path)
+    _check_bookkeeping(path)
     repair_if_free(path)
+    _check_file(path, overwrite)
+
+
+def _check_file(path: Path, overwrite: bool) -> None:
     if path.is_dir():
         raise BuildError(f"{path}: is a folder, expected a file path")
     if path.exists() and not overwrite:
         raise BuildError(f"{path}: already exists; pass --overwrite to replace it")
+    _check_writable_parent(path)
 
 
 def remove_output_dir(out_dir: Path) -> None:
@@ -261,7 +498,10 @@ def _acquire(key: str, target: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     waited = False
     while True:
-        fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = _open_lock(key)
+        except FileNotFoundError:  # removed by its holder between our two opens: retry
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -279,7 +519,7 @@ def _acquire(key: str, target: Path, timeout: float) -> None:
             time.sleep(0.05)
             continue
         try:
-            same = os.fstat(fd).st_ino == os.stat(key).st_ino
+            same = os.fstat(fd).st_ino == os.lstat(key).st_ino
         except FileNotFoundError:
             same = False
         if not same:  # the previous holder removed the file after we opened it: retry
@@ -293,6 +533,17 @@ def _acquire(key: str, target: Path, timeout: float) -> None:
         with _HELD_GUARD:
             _HELD[key] = [fd, 1]
         return
+
+
+def _open_lock(key: str) -> int:
+    """The lock file, created with ``O_EXCL`` or opened as it is, never through a link (a
+    symlink planted at ``.NAME.mbdefense-lock`` would otherwise receive our pid)."""
+    try:
+        return os.open(
+            key, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+        )
+    except FileExistsError:
+        return open_private(key, os.O_RDWR)
 
 
 def _release(key: str) -> None:
@@ -312,7 +563,7 @@ def output_lock(targets: Sequence[str | Path], timeout: float | None = None) -> 
     """Hold the advisory locks of ``targets`` (sorted, so two processes never deadlock)."""
     if timeout is None:
         timeout = float(os.environ.get("MBDEFENSE_LOCK_TIMEOUT", "120"))
-    keys = sorted({(str(lock_path(t)), Path(t)) for t in targets}, key=lambda k: k[0])
+    keys = sorted({(str(lock_path(t)), output_path(t)) for t in targets}, key=lambda k: k[0])
     taken: list[str] = []
     try:
         for key, target in keys:
@@ -357,9 +608,11 @@ def journal_path(target: str | Path) -> Path:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.new")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_private(path, json.dumps(data, indent=1) + "\n")
+
+
+def _exists(path: str | Path) -> bool:
+    return os.path.lexists(path)
 
 
 def _remove(path: Path) -> None:
@@ -380,40 +633,79 @@ def _valid_entry(entry: Any) -> bool:
         return False
     return (
         target.is_absolute()
+        and target.name not in ("", ".", "..")
         and partial.parent == target.parent == old.parent
         and partial.name.startswith(f".{target.name}.partial-")
         and old.name.startswith(f".{target.name}.old-")
+        and "/" not in partial.name[len(target.name) :] + old.name[len(target.name) :]
     )
+
+
+def _read_journal(path: Path) -> dict | None:
+    """A journal's content, or None when it cannot be parsed; a journal path that is a link,
+    folder or FIFO is a one-line error (never followed, never waited on)."""
+    try:
+        data = json.loads(read_private(path).decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    except FileNotFoundError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _load_journal(target: Path) -> tuple[Path, dict] | None:
     """The journal governing ``target`` (its own, or the primary one its pointer names)."""
-    path = journal_path(target)
-    if not path.exists():
+    own = journal_path(target)
+    if not _exists(own):
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(data, dict) and "primary" in data:
-            primary = Path(data["primary"])
-            if not primary.name.endswith(JOURNAL_SUFFIX):
-                raise ValueError("bad pointer")
-            path, data = primary, json.loads(primary.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        _note(f"removed an unreadable commit journal {path}")
-        journal_path(target).unlink(missing_ok=True)
+    data = _read_journal(own)
+    primary = own
+    if data is not None and "primary" in data:
+        named = data["primary"]
+        if (
+            not isinstance(named, str)
+            or not os.path.isabs(named)
+            or not Path(named).name.endswith(JOURNAL_SUFFIX)
+        ):
+            data = None
+        elif not _exists(named):  # its commit finished or was undone; a kill left the pointer
+            _note(f"removed a stale commit journal pointer {own}")
+            own.unlink(missing_ok=True)
+            return None
+        else:
+            primary = Path(named)
+            data = _read_journal(primary)
+            if data is not None and "primary" in data:
+                data = None
+            # a pointer counts only when the journal it names lists this very output
+            if data is not None and not (
+                isinstance(data.get("entries"), list)
+                and any(
+                    isinstance(e, dict) and journal_path(str(e.get("target", ""))) == own
+                    for e in data["entries"]
+                )
+            ):
+                _note(f"removed a commit journal pointer {own} that its journal does not list")
+                own.unlink(missing_ok=True)
+                return None
+    if data is None:
+        _note(f"removed an unreadable commit journal {primary}")
+        own.unlink(missing_ok=True)
+        if primary != own:  # the pointer was fine, the journal it names is not
+            primary.unlink(missing_ok=True)
         return None
-    entries = data.get("entries") if isinstance(data, dict) else None
+    entries = data.get("entries")
     if (
         not isinstance(entries, list)
         or not entries
         or not all(map(_valid_entry, entries))
         or data.get("state") not in ("filling", "commit")
     ):
-        _note(f"removed an invalid commit journal {path}")
-        path.unlink(missing_ok=True)
-        journal_path(target).unlink(missing_ok=True)
+        _note(f"removed an invalid commit journal {primary}")
+        primary.unlink(missing_ok=True)
+        own.unlink(missing_ok=True)
         return None
-    return path, data
+    return primary, data
 
 
 def _journal_files(primary: Path, data: dict) -> list[Path]:
@@ -421,33 +713,98 @@ def _journal_files(primary: Path, data: dict) -> list[Path]:
     return [p for p in others if p != primary] + [primary]
 
 
-def _roll_forward(primary: Path, data: dict) -> None:
-    """Move every complete new output into place (old ones aside, then deleted)."""
-    for entry in data["entries"]:
-        target, partial, old = Path(entry["target"]), Path(entry["partial"]), Path(entry["old"])
-        if not (partial.exists() or partial.is_symlink()):
-            continue  # already moved in
-        if entry["dir"]:
-            if target.exists() or target.is_symlink():
+class _Conflict(Exception):
+    """An old folder that is no longer ours turned up while committing (a file was added to it
+    after the last check); the commit was undone."""
+
+
+def _roll_forward(primary: Path, data: dict) -> list[str]:
+    """Move every complete new output into place: first every old folder aside (each is checked
+    to still be ours once it can no longer change), then every new one in, then the old ones are
+    deleted. Never deletes the only copy: an old folder whose replacement is gone (a partial
+    removed by hand after a kill) is put back. Returns notes on what it repaired."""
+    entries = [(e, Path(e["target"]), Path(e["partial"]), Path(e["old"])) for e in data["entries"]]
+    notes = []
+    try:
+        for entry, target, partial, old in entries:
+            if entry["dir"] and _exists(partial) and _exists(target):
                 os.rename(target, old)
                 _fault("moved-old")
-            os.rename(partial, target)
-        else:
-            os.replace(partial, target)
-        _fault("moved-new")
-    for entry in data["entries"]:
-        old = Path(entry["old"])
-        if old.exists() or old.is_symlink():
-            _remove(old)
+    except OSError:  # e.g. EBUSY (a mount point): undo, so no journal is left to fail again
+        if all(_exists(partial) for _, _, partial, _ in entries):
+            _undo(primary, data)
+        raise
+    if all(_exists(partial) for _, _, partial, _ in entries):  # nothing moved in yet
+        foreign = [
+            target
+            for entry, target, _, old in entries
+            if entry["dir"] and _exists(old) and not written_by_us(old)
+        ]
+        if foreign:
+            _undo(primary, data)
+            raise _Conflict(", ".join(map(str, foreign)))
+    for entry, target, partial, old in entries:
+        if _exists(partial):
+            if entry["dir"]:
+                os.rename(partial, target)
+            else:
+                os.replace(partial, target)
+            _fault("moved-new")
+        elif entry["dir"] and not _exists(target) and _exists(old):
+            os.rename(old, target)
+            notes.append(
+                f"restored {target} from {old.name}: its new version was missing (removed by "
+                "hand after an interrupted run?)"
+            )
+    for _entry, target, _, old in entries:
+        if _exists(old):
+            notes += _discard_old(target, old)
             _fault("removed-old")
     for path in _journal_files(primary, data):
         path.unlink(missing_ok=True)
         _fault("removed-journal")
+    return notes
+
+
+def _discard_old(target: Path, old: Path) -> list[str]:
+    """Delete the old copy of ``target`` once the new one is in place, only when it is ours;
+    a failure (a read-only folder) is reported, not raised: the new output is complete."""
+    if not _exists(target):
+        os.rename(old, target)
+        return [f"restored {target} from {old.name}"]
+    if old.is_dir() and not old.is_symlink() and not written_by_us(old):
+        return [
+            f"kept {old}: the old version of {target} holds files mbdefense did not write; "
+            "move them out and delete it yourself"
+        ]
+    trash = temp_sibling(target, "tmp")  # a kill mid-delete leaves a .tmp-, removed next time
+    try:
+        os.rename(old, trash)
+        _remove(trash)
+    except OSError as exc:
+        left = trash if _exists(trash) else old
+        return [
+            f"could not delete the old version {left} of {target} ({exc.strerror}); delete it yourself"
+        ]
+    return []
+
+
+def _undo(primary: Path, data: dict) -> None:
+    """Undo a commit before any new output was moved in: old folders back, partials removed."""
+    for entry in data["entries"]:
+        target, old = Path(entry["target"]), Path(entry["old"])
+        if _exists(old) and not _exists(target):
+            os.rename(old, target)
+    _roll_back(primary, data)
 
 
 def _roll_back(primary: Path, data: dict) -> None:
-    """Remove every new output that was being written; old outputs were never touched."""
+    """Remove every new output that was being written (old outputs were never touched; one that
+    was moved aside is put back)."""
     for entry in data["entries"]:
+        target, old = Path(entry["target"]), Path(entry["old"])
+        if entry["dir"] and _exists(old) and not _exists(target):
+            os.rename(old, target)
         _remove(Path(entry["partial"]))
     for path in _journal_files(primary, data):
         path.unlink(missing_ok=True)
@@ -465,12 +822,18 @@ def recover(target: str | Path, quiet: bool = False) -> list[str]:
         targets = [Path(e["target"]) for e in data["entries"]]
         try:
             with output_lock(targets, timeout=0):
-                if primary.exists():
+                if _exists(primary):
                     if data["state"] == "commit":
-                        _roll_forward(primary, data)
-                        done.append(
-                            f"completed an interrupted commit of {', '.join(map(str, targets))}"
-                        )
+                        try:
+                            done += _roll_forward(primary, data)
+                            done.append(
+                                f"completed an interrupted commit of {', '.join(map(str, targets))}"
+                            )
+                        except _Conflict as exc:
+                            done.append(
+                                f"undid an interrupted commit of {', '.join(map(str, targets))}: "
+                                f"{exc} had files added while it was written; kept them"
+                            )
                     else:
                         _roll_back(primary, data)
                         done.append(
@@ -492,13 +855,24 @@ def recover(target: str | Path, quiet: bool = False) -> list[str]:
         for p in sorted(parent.iterdir()):
             if not p.name.startswith(prefixes):
                 continue
-            if p.name.startswith(f".{target.name}.old-") and not (
-                target.exists() or target.is_symlink()
-            ):
-                os.rename(p, target)
-                done.append(f"restored {target} from {p.name} (a replacement that never arrived)")
+            if p.name.startswith(f".{target.name}.old-"):
+                if not _exists(target) and not p.is_symlink():
+                    os.rename(p, target)
+                    done.append(
+                        f"restored {target} from {p.name} (a replacement that never arrived)"
+                    )
+                    continue
+                if p.is_dir() and not p.is_symlink() and not written_by_us(p):
+                    done.append(
+                        f"kept {p}: an old version of {target} holding files mbdefense did "
+                        "not write; move them out and delete it yourself"
+                    )
+                    continue
+            try:
+                _remove(p)
+            except OSError as exc:
+                done.append(f"could not remove {p} left by an interrupted run ({exc.strerror})")
                 continue
-            _remove(p)
             done.append(f"removed {p} left by an interrupted run")
     if not quiet:
         for line in done:
@@ -507,7 +881,7 @@ def recover(target: str | Path, quiet: bool = False) -> list[str]:
 
 
 def _has_leftovers(target: Path) -> bool:
-    if journal_path(target).exists():
+    if _exists(journal_path(target)):
         return True
     prefixes = tuple(f".{target.name}.{tag}-" for tag in _LEFTOVER_TAGS)
     try:
@@ -546,61 +920,91 @@ class Output:
 def commit_outputs(outputs: Sequence[Output], overwrite: bool = False) -> list[Any]:
     """Write ``outputs`` so that they all appear together or not at all (see the module doc);
     returns the fill functions' results."""
-    paths = [Path(o.path).absolute() for o in outputs]
+    paths = [output_path(o.path) for o in outputs]
     if len(set(paths)) != len(paths):
         raise BuildError(
             "two outputs of one command name the same path: "
             + ", ".join(sorted({str(p) for p in paths if paths.count(p) > 1}))
         )
-    for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    with output_lock(paths):
+    with _user_errors(paths[0]):
         for p in paths:
-            recover(p)
-        _fault("locked")
+            p.parent.mkdir(parents=True, exist_ok=True)
+        with output_lock(paths):
+            return _commit_locked(outputs, paths, overwrite)
+
+
+def _check(output: Output, path: Path, overwrite: bool) -> None:
+    if output.is_dir:
+        _check_dir(path, overwrite, output.kind)
+    else:
+        _check_file(path, overwrite)
+
+
+def _commit_locked(outputs: Sequence[Output], paths: list[Path], overwrite: bool) -> list[Any]:
+    for p in paths:
+        recover(p)
+    _fault("locked")
+    for o, p in zip(outputs, paths):
+        _check(o, p, overwrite)
+    if len(outputs) == 1 and not outputs[0].is_dir:
+        return [_commit_one_file(outputs[0], paths[0], overwrite)]
+    entries: list[dict[str, Any]] = [
+        {
+            "target": str(p),
+            "partial": str(temp_sibling(p, "partial")),
+            "old": str(temp_sibling(p, "old")),
+            "dir": o.is_dir,
+        }
+        for o, p in zip(outputs, paths)
+    ]
+    primary = journal_path(paths[0])
+    data = {"mbdefense_journal": 1, "pid": os.getpid(), "state": "filling", "entries": entries}
+    results = []
+    try:
+        _write_json(primary, data)
+        _fault("journal-filling")
+        for p in paths[1:]:
+            _write_json(journal_path(p), {"mbdefense_journal": 1, "primary": str(primary)})
+            _fault("pointer")
+        for o, entry in zip(outputs, entries):
+            tmp = Path(entry["partial"])
+            if o.is_dir:
+                tmp.mkdir()
+            results.append(o.fill(tmp))
+            if o.is_dir:
+                mark_dir(tmp, o.kind, sorted(p.name for p in tmp.iterdir() if p.name != MARKER))
+            elif not tmp.is_file():
+                raise BuildError(f"{o.path}: nothing was written")
+            _fault("filled")
+        # Check again now that the outputs are written: a folder created or a file added to the
+        # old output while this run was filling must not be replaced (nor deleted).
         for o, p in zip(outputs, paths):
-            (check_output_dir if o.is_dir else check_output_file)(p, overwrite)
-        if len(outputs) == 1 and not outputs[0].is_dir:
-            return [_commit_one_file(outputs[0], paths[0])]
-        entries: list[dict[str, Any]] = [
-            {
-                "target": str(p),
-                "partial": str(temp_sibling(p, "partial")),
-                "old": str(temp_sibling(p, "old")),
-                "dir": o.is_dir,
-            }
-            for o, p in zip(outputs, paths)
-        ]
-        primary = journal_path(paths[0])
-        data = {"mbdefense_journal": 1, "pid": os.getpid(), "state": "filling", "entries": entries}
-        results = []
+            _check(o, p, overwrite)
+    except BaseException:
+        _roll_back(primary, data)
+        raise
+    with _signals_deferred():
         try:
-            _write_json(primary, data)
-            _fault("journal-filling")
-            for p in paths[1:]:
-                _write_json(journal_path(p), {"mbdefense_journal": 1, "primary": str(primary)})
-                _fault("pointer")
-            for o, entry in zip(outputs, entries):
-                tmp = Path(entry["partial"])
-                if o.is_dir:
-                    tmp.mkdir()
-                results.append(o.fill(tmp))
-                if o.is_dir:
-                    mark_dir(tmp, o.kind, sorted(p.name for p in tmp.iterdir() if p.name != MARKER))
-                elif not tmp.is_file():
-                    raise BuildError(f"{o.path}: nothing was written")
-                _fault("filled")
-        except BaseException:
+            _fault("committing")
+            _write_json(primary, {**data, "state": "commit"})
+        except BaseException:  # e.g. a full disk: the journal still says "filling"
             _roll_back(primary, data)
             raise
-        with _signals_deferred():
-            _write_json(primary, {**data, "state": "commit"})
-            _fault("journal-commit")
-            _roll_forward(primary, data)
+        _fault("journal-commit")
+        try:
+            notes = _roll_forward(primary, data)
+        except _Conflict as exc:
+            raise BuildError(
+                f"{exc}: files were added to it while mbdefense was writing the new version; "
+                "kept it as it was and discarded the new output (move your files out, or "
+                "choose another output path)"
+            ) from None
+    for line in notes:
+        _note(line)
     return results
 
 
-def _commit_one_file(output: Output, path: Path) -> Any:
+def _commit_one_file(output: Output, path: Path, overwrite: bool) -> Any:
     """One file needs no journal: ``os.replace`` is atomic, and a partial left by a kill is
     removed by the next run's :func:`recover`."""
     tmp = temp_sibling(path, "partial")
@@ -609,6 +1013,7 @@ def _commit_one_file(output: Output, path: Path) -> Any:
         if not tmp.is_file():
             raise BuildError(f"{output.path}: nothing was written")
         _fault("filled")
+        _check_file(path, overwrite)  # again: the path may have been created meanwhile
         os.replace(tmp, path)
         _fault("moved-new")
     finally:

@@ -8,14 +8,25 @@ Anything else that escapes is a bug in mbdefense and keeps its traceback.
 
 from __future__ import annotations
 
+import re
+
 EXIT_USER_ERROR = 2
+
+# C0 and C1 control characters (NUL, ESC, ...), DEL, and lone surrogates: never printed raw.
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters and lone surrogates shown as escapes (``\\x00``), so a
+    name or value read from a file never reaches the terminal as raw bytes."""
+    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
 class MBError(Exception):
     """A problem with the user's input or environment, reported as one line."""
 
     def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
+        super().__init__(printable(" ".join(str(message).split())))
 
 
 class RecipeError(MBError):

@@ -152,7 +152,7 @@ def dedup_path(
     del skip_bad_rows
     config = config or DedupConfig()
     check_separate([input_path, reference_path], [out_dir])
-    check_output_dir(Path(out_dir), overwrite)
+    check_output_dir(Path(out_dir), overwrite, kind="build")
     if stream or engine != "local":
         return dedup_path_streaming(
             input_path,

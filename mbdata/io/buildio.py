@@ -17,7 +17,8 @@ from typing import Any
 import pyarrow as pa
 
 from ..core.errors import InputError
-from .manifest import content_hash
+from ..core.limits import short_repr
+from .manifest import FILE_PATH, SIDE_TABLE_NAME, SPLIT_NAME, bad_name, content_hash
 from .schema import SCHEMA, empty_table
 from .shards import sha256_file
 
@@ -30,7 +31,9 @@ class Build:
 
     @cached_property
     def manifest(self) -> dict[str, Any]:
-        return json.loads((self.path / "manifest.json").read_text(encoding="utf-8"))
+        """The manifest, checked (:func:`check_manifest`): a name that would lead a path out of
+        the build or an export folder is refused before anything uses it."""
+        return read_manifest(self.path)
 
     @property
     def splits(self) -> list[str]:
@@ -102,8 +105,11 @@ def _file_record(record: Any, where: str, root: Path) -> None:
     if not isinstance(record, dict):
         raise InputError(f"{where}: expected an object")
     rel = record.get("path")
-    if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
-        raise InputError(f"{where}.path: must be a relative path inside the build")
+    if bad_name(FILE_PATH, rel):
+        raise InputError(
+            f"{where}.path: {short_repr(rel)} is not a relative path inside the build "
+            "(parts of letters, digits, '_', '.', '-'); the build is damaged or forged"
+        )
     for key, kind in (("rows", int), ("bytes", int), ("sha256", str)):
         value = record.get(key)
         if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
@@ -121,6 +127,12 @@ def check_manifest(manifest: Any, path: Path) -> None:
     if not isinstance(splits, dict):
         raise InputError(f"{where}: splits: expected an object; the build is damaged")
     for name, split in splits.items():
+        if bad_name(SPLIT_NAME, name):
+            raise InputError(
+                f"{where}: splits: the split name {short_repr(name)} is not a plain name "
+                "(a letter or digit, then letters, digits, '_', '.', '-'; at most 100); "
+                "the build is damaged or forged"
+            )
         if not isinstance(split, dict) or not isinstance(split.get("shards"), list):
             raise InputError(
                 f"{where}: splits.{name}.shards: expected a list; the build is damaged"
@@ -131,6 +143,12 @@ def check_manifest(manifest: Any, path: Path) -> None:
     if not isinstance(sides, dict):
         raise InputError(f"{where}: side_tables: expected an object; the build is damaged")
     for name, record in sides.items():
+        if bad_name(SIDE_TABLE_NAME, name):
+            raise InputError(
+                f"{where}: side_tables: the name {short_repr(name)} is not a plain name "
+                "(parts of letters, digits, '_', '.', '-' joined by '/'); the build is damaged "
+                "or forged"
+            )
         _file_record(record, f"{where}: side_tables.{name}", path)
 
 
@@ -142,14 +160,22 @@ def open_build(path: str | Path) -> Build:
     repair_if_free(path)  # finish or undo a commit that a kill interrupted
     if not path.is_dir():
         raise InputError(f"{path}: not a build folder (not found or not a folder)")
+    build = Build(path)
+    _ = build.manifest  # read and checked once, here
+    return build
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """``path/manifest.json``, parsed and checked (:func:`check_manifest`); any problem is a
+    one-line :class:`InputError`."""
     if not (path / "manifest.json").is_file():
         raise InputError(f"{path}: no manifest.json: not a complete build")
     try:
         manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: also an int past 4,300 digits
         raise InputError(f"{path}/manifest.json: unreadable: {str(exc)[:200]}") from None
     check_manifest(manifest, path)
-    return Build(path)
+    return manifest
 
 
 def _records(manifest: dict[str, Any]) -> list[dict[str, Any]]:

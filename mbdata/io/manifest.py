@@ -15,6 +15,7 @@ import datetime as _dt
 import hashlib
 import os
 import platform
+import re
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,26 @@ _LIBRARIES = (
     "datasketch",
     "pyyaml",
 )
+
+
+# Every name a manifest gives that ends up in a path (a split name becomes ``{split}.jsonl`` in an
+# export, a side table ``NAME.arrow``, a shard path a file of the build) must match one of these,
+# checked when a manifest is read (:func:`mbdata.io.buildio.check_manifest`) and when one is written
+# (:func:`mbdata.io.shards.write_build`): a forged build naming ``../../x`` or ``/home/you/x`` is
+# refused, never written to. One part: a letter or digit, then letters, digits, ``_ . -``.
+NAME_PART = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
+SPLIT_NAME = re.compile(NAME_PART)
+SIDE_TABLE_NAME = re.compile(rf"{NAME_PART}(?:/{NAME_PART}){{0,3}}")
+FILE_PATH = re.compile(rf"{NAME_PART}(?:/{NAME_PART}){{0,3}}")
+
+
+def bad_name(pattern: re.Pattern[str], value: object) -> bool:
+    """Whether ``value`` is not a string matching ``pattern`` in full (``..`` never does)."""
+    return (
+        not isinstance(value, str)
+        or not pattern.fullmatch(value)
+        or any(part in ("", ".", "..") for part in value.split("/"))
+    )
 
 
 def content_hash(manifest: dict[str, Any]) -> str:

@@ -112,9 +112,17 @@ def write_build(
     ``timings.json``, outside the manifest, so the manifest itself stays reproducible. Empty splits are not written.
     ``extra_files`` (relative path -> bytes, e.g. ``skipped.jsonl``) are written with the rest.
     """
-    from .manifest import finalize_manifest
+    from ..core.errors import BuildError
+    from .manifest import SIDE_TABLE_NAME, SPLIT_NAME, bad_name, finalize_manifest
 
     out_dir = Path(out_dir)
+    for names, pattern, what in (
+        (tables, SPLIT_NAME, "split"),
+        (side_tables or {}, SIDE_TABLE_NAME, "side table"),
+    ):
+        for name in names:
+            if bad_name(pattern, name):
+                raise BuildError(f"{name!r}: not a valid {what} name (readers refuse it)")
 
     def fill(tmp: Path) -> dict:
         splits = {}
