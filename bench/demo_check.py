@@ -7,7 +7,9 @@ The bounds (``bench/demo_bounds.json``) are per draw, from the seeds x kernel se
 ``bench/RESULTS.md``: the attacked model's ASR at least ``attacked_asr_min`` on every attack (a
 backdoor worth defending: a demo where nothing was learned, every ASR 0, fails), MB-Defense's ASR
 at most ``mb_defense_asr_max`` on every attack, its CACC at most ``cacc_drop_max`` below the
-attacked model's, and (``mb_defense_not_above_controls``) its ASR no higher than Clean-FFT's or
+attacked model's (per draw: the issue-22 target, within .05, is on the mean over draws; single
+draws measured up to .06 below, and two 200-prompt CACCs differ by ~.05 by chance alone, hence
+.08 per draw), and (``mb_defense_not_above_controls``) its ASR no higher than Clean-FFT's or
 trigger-aug's on any attack. How far above MB-Defense the controls stay is reported, not bounded:
 it varied with the draw (bench/RESULTS.md, "The demo over seeds and kernel sets").
 """
