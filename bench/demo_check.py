@@ -52,11 +52,15 @@ def check_report(summary: dict[str, Any], bounds: dict[str, Any]) -> list[str]:
     out: list[str] = []
 
     def asrs(run: str) -> dict[str, float]:
-        return {k[4:]: v for k, v in runs.get(run, {}).items() if k.startswith("asr.") and v is not None}
+        return {
+            k[4:]: v for k, v in runs.get(run, {}).items() if k.startswith("asr.") and v is not None
+        }
 
     for attack, v in asrs("attacked").items():
         if v < bounds["attacked_asr_min"]:
-            out.append(f"attacked ASR {attack} {v:.3f} < {bounds['attacked_asr_min']} (no backdoor to remove)")
+            out.append(
+                f"attacked ASR {attack} {v:.3f} < {bounds['attacked_asr_min']} (no backdoor to remove)"
+            )
     for attack, v in asrs("mb_defense").items():
         if v > bounds["mb_defense_asr_max"]:
             out.append(f"MB-Defense ASR {attack} {v:.3f} > {bounds['mb_defense_asr_max']}")
@@ -66,7 +70,11 @@ def check_report(summary: dict[str, Any], bounds: dict[str, Any]) -> list[str]:
                 out.append(f"{control} ASR {attack} {v:.3f} < {bounds['control_asr_min']}")
     attacked = runs.get("attacked", {}).get("cacc")
     defended = runs.get("mb_defense", {}).get("cacc")
-    if attacked is not None and defended is not None and attacked - defended > bounds["cacc_drop_max"]:
+    if (
+        attacked is not None
+        and defended is not None
+        and attacked - defended > bounds["cacc_drop_max"]
+    ):
         out.append(
             f"MB-Defense CACC {defended:.3f} is {attacked - defended:.3f} below the attacked "
             f"model's {attacked:.3f} (> {bounds['cacc_drop_max']})"

@@ -146,8 +146,9 @@ def open_build(path: str | Path) -> Build:
         raise InputError(f"{path}: no manifest.json: not a complete build")
     try:
         manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise InputError(f"{path}/manifest.json: unreadable: {str(exc)[:200]}") from None
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, an int over 4,300 digits
+        detail = "an integer with more than 4,300 digits" if "digits" in str(exc) else str(exc)
+        raise InputError(f"{path}/manifest.json: unreadable: {detail[:200]}") from None
     check_manifest(manifest, path)
     return Build(path)
 
