@@ -131,10 +131,11 @@ def bounded_lines(fh: BinaryIO, path: str | Path) -> Iterator[bytes]:
     its newline: a longer line is a one-line error, read no further than the cap (a file of
     zeros without a newline costs one cap of memory, not the file)."""
     cap = limit(MAX_LINE_BYTES)
+    readline, size = fh.readline, cap + 1
     lineno = 0
-    while raw := fh.readline(cap + 1):
+    while raw := readline(size):
         lineno += 1
-        if len(raw) > cap and not raw.endswith(b"\n"):
+        if len(raw) == size and raw[-1] != 10:  # cap bytes and no newline yet
             raise InputError(
                 f"{path}:{lineno}: {too_big('the line', MAX_LINE_BYTES, cap)} (is this JSON "
                 "Lines? one row per line)"
