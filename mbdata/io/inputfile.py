@@ -33,7 +33,6 @@ _KINDS = {
     stat.S_IFCHR: "a character device",
     stat.S_IFBLK: "a block device",
     stat.S_IFSOCK: "a socket",
-    stat.S_IFDIR: "a directory",
 }
 
 
@@ -42,6 +41,8 @@ def _state(st: os.stat_result) -> FileState:
 
 
 def _refuse(path: Path, st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{path}: is a directory, expected a file")
     if not stat.S_ISREG(st.st_mode):
         what = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
         raise InputError(
