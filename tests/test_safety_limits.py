@@ -28,12 +28,15 @@ def _err(capsys, *needles):
 
 
 def _run_mb(args, cwd, env=None):
-    """``mb ARGS`` in a fresh interpreter; returns (exit code, stderr, peak RSS in MiB)."""
+    """``mb ARGS`` in a fresh interpreter; returns (exit code, stderr, peak RSS in MiB). The peak
+    is VmHWM of /proc/self/status (per address space, so not inherited from the forking pytest
+    process as ``ru_maxrss`` is)."""
     code = (
-        "import resource, sys\n"
+        "import re, sys\n"
         "from cli.main import main\n"
         "rc = main(sys.argv[1:])\n"
-        "sys.stderr.write(f'maxrss={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n')\n"
+        "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+        "sys.stderr.write(f'maxrss={hwm}\\n')\n"
         "sys.exit(rc)\n"
     )
     done = subprocess.run(
