@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from .core.errors import BuildError, RecipeError
+from .core.limits import short_repr
 from .core.registry import Registry
 from .recipe import BehaviorSpec
 
@@ -95,23 +96,62 @@ class Behavior:
         if self.kind == "label" and self.labels is not None:
             return {"output": self.labels[row["output"].strip()]}
         if self.function is not None:
-            result = self.function(dict(row), rng)
-            if isinstance(result, str):
-                return {"output": result}
-            if not isinstance(result, dict) or not set(result) <= {
-                "instruction",
-                "input",
-                "output",
-            }:
-                raise BuildError(
-                    f"behaviour {self.kind!r}: the rewriter must return a string or a "
-                    "dict with instruction/input/output, got "
-                    f"{type(result).__name__}"
-                )
-            return {k: str(v) for k, v in result.items()}
+            return self._call_hook(row, rng)
         if self.target is None:  # every compiler below sets a target for the remaining kinds
             raise BuildError(f"behaviour {self.kind!r}: no response text")
         return {"output": self.target}
+
+    def _call_hook(self, row: dict[str, Any], rng: np.random.Generator) -> dict[str, str]:
+        """The user hook's fields for one row. Whatever the hook does wrong (raises, calls
+        ``sys.exit``, returns text that is not valid Unicode) is a one-line error naming the hook
+        and the row, never a traceback and never a silent exit 0 (issue 23)."""
+        assert self.function is not None
+        fn = self.function
+        hook = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', '?')}"
+        where = (
+            f"behaviour {self.kind!r}: hook {hook} on row {row.get('source_row')} of source "
+            f"{row.get('source')!r}"
+        )
+        try:
+            result = fn(dict(row), rng)
+        except KeyboardInterrupt:
+            raise
+        except SystemExit as exc:
+            raise BuildError(
+                f"{where}: called sys.exit({short_repr(exc.code)}); a hook must return a string "
+                "or a dict (or raise an exception), not end the process"
+            ) from None
+        except BaseException as exc:  # noqa: BLE001 - user code: any failure is reported
+            raise BuildError(f"{where}: raised {type(exc).__name__}: {_first_line(exc)}") from None
+        if isinstance(result, str):
+            fields = {"output": result}
+        elif isinstance(result, dict) and set(result) <= {"instruction", "input", "output"}:
+            fields = {k: str(v) for k, v in result.items()}
+        else:
+            raise BuildError(
+                f"behaviour {self.kind!r}: the rewriter must return a string or a "
+                "dict with instruction/input/output, got "
+                f"{type(result).__name__}"
+            )
+        for name, text in fields.items():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BuildError(
+                    f"{where}: returned {name!r} text that is not valid Unicode (a lone "
+                    "surrogate such as \\ud800)"
+                ) from None
+        return fields
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, at most 200 characters."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a hook's exception may fail to print
+        text = ""
+    lines = text.strip().splitlines()
+    return lines[0][:200] if lines else "(no message)"
 
 
 BEHAVIORS: Registry[Callable[[BehaviorSpec, np.random.Generator], Behavior]] = Registry("behaviour")
@@ -187,6 +227,13 @@ def load_callable(ref: str | None) -> Callable[..., Any]:
     except ImportError as exc:
         raise RecipeError(
             f"function: cannot import module {module_name!r}: {str(exc)[:200]}"
+        ) from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the module's own code failed (or sys.exit)
+        raise RecipeError(
+            f"function: importing module {module_name!r} raised {type(exc).__name__}: "
+            f"{_first_line(exc)}"
         ) from None
     fn = getattr(module, attr, None)
     if not callable(fn):

@@ -25,6 +25,7 @@ from .core.config import from_mapping, spec, to_mapping
 from .core.errors import RecipeError
 from .core.limits import YamlLimitError, load_yaml, short_repr
 from .core.plugins import recipe_block_class
+from .io.inputfile import read_yaml_text
 from .presets import ATTACK_PRESETS, is_rewrite_preset
 
 SEMVER = r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?"
@@ -546,10 +547,10 @@ def load_recipe(path: str | Path, check_files: bool = True, hooks: bool = True) 
     path = Path(path)
     if path.is_dir():
         raise RecipeError(f"{path}: is a directory, expected a recipe YAML file")
+    if not path.exists():
+        raise RecipeError(f"{path}: recipe file not found")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: recipe file not found") from None
+        text = read_yaml_text(path)
     except UnicodeDecodeError as exc:
         raise RecipeError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
     try:
@@ -610,4 +611,9 @@ def check_source_files(loaded: LoadedRecipe) -> None:
         if source.kind != "hf_disk" and p.is_dir():
             raise RecipeError(
                 f"{key}: {short_repr(source.path)} is a directory, expected a {source.kind} file"
+            )
+        if source.kind != "hf_disk" and not p.is_file():  # a device or FIFO would hang the read
+            raise RecipeError(
+                f"{key}: {short_repr(source.path)} is not a regular file (a device, FIFO or "
+                "socket); sources are read from regular files only"
             )

@@ -28,12 +28,13 @@ written before it existed lack the key.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mbdata.core.atomic import atomic_write, atomic_write_text
+from mbdata.core.atomic import _signals_deferred, atomic_write_bytes, atomic_write_text
 
 from .runs import RUNS
 
@@ -253,14 +254,22 @@ def draw_chart(report: dict[str, Any]) -> Any:
 
 
 def chart(report: dict[str, Any], path: Path) -> None:
-    """Write :func:`draw_chart` as a PNG, atomically."""
-    import matplotlib.pyplot as plt
+    """Write :func:`draw_chart` as a PNG, atomically.
 
-    fig = draw_chart(report)
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", metadata={"Software": None}))
-    finally:
-        plt.close(fig)
+    The figure is drawn and rendered with SIGINT/SIGTERM held, and the signal is acted on once the
+    figure is closed: matplotlib is not safe against an exception raised at an arbitrary point (a
+    SIGTERM there was swallowed in a weakref callback, leaked the figure, or surfaced as a
+    ValueError with exit 1 instead of 143). Drawing takes well under a second."""
+    with _signals_deferred():
+        import matplotlib.pyplot as plt
+
+        fig = draw_chart(report)
+        try:
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", metadata={"Software": None})
+        finally:
+            plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> None:

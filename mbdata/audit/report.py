@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.atomic import _signals_deferred
 from .core import AuditResult
 
 MAX_CANDIDATES_SHOWN = 20
@@ -357,7 +358,9 @@ def render_html(result: AuditResult, source: str = "") -> str:
         )
     else:
         parts.append("<p>No trigger candidate: no prompt phrase is tied to repeated answers.</p>")
-    for title, png in _plots(result):
+    with _signals_deferred():  # matplotlib is not safe against a signal raised mid-draw
+        plots = _plots(result)
+    for title, png in plots:
         parts.append(
             f"<figure><figcaption><b>{esc(title)}</b></figcaption>"
             f'<img alt="{esc(title)}" src="data:image/png;base64,{png}"></figure>'

@@ -50,10 +50,11 @@ def config_from_options(config_path: str | Path | None, overrides: dict) -> Dedu
         path = Path(config_path)
         try:
             from ..core.limits import YamlLimitError, load_yaml
+            from ..io.inputfile import read_yaml_text
 
-            loaded = load_yaml(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise RecipeError(f"{path}: config file not found") from None
+            if not path.exists():
+                raise RecipeError(f"{path}: config file not found")
+            loaded = load_yaml(read_yaml_text(path))
         except (yaml.YAMLError, YamlLimitError, UnicodeDecodeError) as exc:
             raise RecipeError(f"{path}: unreadable YAML: {str(exc).splitlines()[0]}") from None
         if isinstance(loaded, dict) and "dedup" in loaded:
@@ -110,7 +111,7 @@ def read_reference(
         field_option="--reference-field",
     )
     skipped = [{**b.record(), "source": f"reference:{b.source}"} for b in ref.skipped]
-    return ref, skipped, input_record(Path(reference_path), str(reference_path))
+    return ref, skipped, input_record(Path(reference_path), str(reference_path), ref.state)
 
 
 def dedup_path(
@@ -169,7 +170,7 @@ def dedup_path(
     table = read.table
     skipped = [b.record() for b in read.skipped]
     reference = reference_rows = None
-    inputs = {"input": input_record(Path(input_path), str(input_path))}
+    inputs = {"input": input_record(Path(input_path), str(input_path), read.state)}
     if reference_path is not None:
         ref, ref_skipped, inputs["reference"] = read_reference(reference_path, reference_fields)
         reference, reference_rows = ref.table, ref.row_numbers
@@ -256,7 +257,7 @@ def dedup_path_streaming(
         return iter_input_batches(input_path, fields=fields, lenient=True, batch_rows=rows)
 
     first_stream = open_stream()  # a missing or unreadable input fails here, before any work
-    inputs = {"input": input_record(Path(input_path), str(input_path))}
+    inputs: dict[str, dict] = {}
     if engine == "ray":
         from ..engines import require_ray
 
@@ -290,6 +291,9 @@ def dedup_path_streaming(
         except RestartUnverified:
             stream, decon, result = run(tmp, open_stream(), force_unverified=True)
         skipped = [b.record() for b in stream.skipped] + ref_skipped
+        # hashed once read, against the file's state during the read: the manifest's sha256 is of
+        # the bytes whose rows are in the output (a file rewritten meanwhile is refused)
+        inputs["input"] = input_record(Path(input_path), str(input_path), stream.state)
         tables = {CLUSTERS_TABLE: result.clusters}
         stats = [result.stats]
         timings = {}

@@ -172,8 +172,9 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: no manifest.json: not a complete build")
     try:
         manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-    except (ValueError, RecursionError) as exc:  # ValueError: also an int past 4,300 digits
-        raise InputError(f"{path}/manifest.json: unreadable: {str(exc)[:200]}") from None
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, an int over 4,300 digits
+        detail = "an integer with more than 4,300 digits" if "digits" in str(exc) else str(exc)
+        raise InputError(f"{path}/manifest.json: unreadable: {detail[:200]}") from None
     check_manifest(manifest, path)
     return manifest
 

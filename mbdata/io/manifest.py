@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..recipe import canonical_json
+from .inputfile import FileState, check_unchanged, open_regular
 from .shards import sha256_file
 
 MANIFEST_VERSION = "1.0"
@@ -86,8 +87,12 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def input_record(path: Path, shown_as: str) -> dict[str, Any]:
-    """sha256 and size of an input file, or of every file of an input folder (sorted)."""
+def input_record(path: Path, shown_as: str, state: FileState | None = None) -> dict[str, Any]:
+    """sha256 and size of an input file, or of every file of an input folder (sorted).
+
+    ``state`` is the file's state when it was read (``ReadResult.state``): the file is hashed
+    after the read and must still be in that state when hashing starts and ends, so the sha256
+    is of the bytes that were read (a file rewritten meanwhile is a one-line error)."""
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file())
         h = hashlib.sha256()
@@ -96,4 +101,9 @@ def input_record(path: Path, shown_as: str) -> dict[str, Any]:
             h.update(p.relative_to(path).as_posix().encode() + b"\0" + sha256_file(p).encode())
             size += p.stat().st_size
         return {"path": shown_as, "sha256": h.hexdigest(), "bytes": size, "files": len(files)}
-    return {"path": shown_as, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+    check_unchanged(path, state)
+    with open_regular(path) as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        size = os.fstat(fh.fileno()).st_size
+    check_unchanged(path, state, "hashed after it was read")
+    return {"path": shown_as, "sha256": digest, "bytes": size}

@@ -33,6 +33,16 @@ from ..core.limits import MAX_JSON_DEPTH, json_too_deep
 from ..core.registry import Registry
 from ..pipeline import StageStats
 from ..recipe import LAYOUT_FIELDS, SourceSpec
+from .inputfile import (
+    FileState,
+    bounded_lines,
+    check_regular,
+    check_size,
+    check_unchanged,
+    file_state,
+    open_regular,
+    read_capped,
+)
 from .schema import SCHEMA, from_rows, row_ids
 
 # A raw record: (1-based position used in messages, 0-based source_row, mapping or error text).
@@ -148,11 +158,43 @@ def messages_layout(record: dict, fields: dict[str, str]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------- containers
-def _check_file(path: Path) -> None:
+def _check_file(path: Path, whole: bool = False) -> None:
+    """A regular file (``whole``: one a reader loads whole, so within the input size cap)."""
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected a file")
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
+    if whole:
+        check_size(path)
+    else:
+        check_regular(path)
+
+
+# A JSON escape of a UTF-16 surrogate: json.loads joins a valid pair, a lone one stays in the str
+# and cannot be encoded as UTF-8 later (the rare lines that match are checked value by value).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abAB]")
+
+
+def _not_unicode(record: Any) -> RowProblem | None:
+    """The problem of a parsed record holding a lone surrogate (not valid Unicode), if any."""
+    items = record.items() if isinstance(record, dict) else [("-", record)]
+    for key, value in items:
+        try:
+            json.dumps([key, value], ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            field = key if isinstance(key, str) and key.isprintable() else "-"
+            return RowProblem(
+                "invalid_unicode",
+                field,
+                "a lone surrogate escape such as \\ud800 (not valid Unicode text)",
+            )
+    return None
+
+
+def _json_value_error(exc: ValueError) -> str:
+    """A ValueError of json.loads that is not a syntax error: an integer past Python's
+    4,300-digit conversion limit."""
+    if "digits" in str(exc):
+        return "an integer with more than 4,300 digits"
+    return str(exc).splitlines()[0][:200]
 
 
 def _refuse_json_array(path: Path, first_line: str) -> None:
@@ -161,6 +203,8 @@ def _refuse_json_array(path: Path, first_line: str) -> None:
         parsed = json.loads(first_line)
     except json.JSONDecodeError:
         parsed = None
+    except (RecursionError, ValueError):  # too deep, a huge integer: the row loop reports it
+        return
     if parsed is None or (isinstance(parsed, list) and any(isinstance(x, dict) for x in parsed)):
         raise InputError(
             f"{path}: this is a JSON array, not JSON Lines (one object per line); "
@@ -172,10 +216,9 @@ def _refuse_json_array(path: Path, first_line: str) -> None:
 @CONTAINERS.add("jsonl")
 def read_jsonl(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
     """One JSON object per line; blank lines are skipped; errors name the 1-based line."""
-    _check_file(path)
     row = 0
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+    with open_regular(path) as fh:
+        for lineno, raw in enumerate(bounded_lines(fh, path), start=1):
             if not raw.strip():
                 continue
             try:
@@ -206,6 +249,10 @@ def read_jsonl(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
                 continue
             except RecursionError:
                 record = None
+            except ValueError as exc:
+                yield lineno, row, RowProblem("invalid_json", "-", _json_value_error(exc))
+                row += 1
+                continue
             # depth <= number of opening brackets: most lines need no walk of the parsed value
             if record is None or (
                 raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and json_too_deep(record)
@@ -223,6 +270,8 @@ def read_jsonl(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
                 record = RowProblem(
                     "not_object", "-", f"expected a JSON object, got {type(record).__name__}"
                 )
+            elif _SURROGATE_ESCAPE.search(raw):  # (a regex search: cheaper than `in` here)
+                record = _not_unicode(record) or record
             yield lineno, row, record
             row += 1
 
@@ -230,8 +279,8 @@ def read_jsonl(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
 @CONTAINERS.add("json")
 def read_json(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
     """A JSON array of objects (or an object holding one list, e.g. ``{"data": [...]}``)."""
-    _check_file(path)
-    data = path.read_bytes()
+    with open_regular(path) as fh:
+        data = read_capped(fh, path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -248,6 +297,9 @@ def read_json(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
                 "Lines: use kind: jsonl"
             ) from None
         raise InputError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    except ValueError as exc:
+        raise InputError(f"{path}: invalid JSON: {_json_value_error(exc)}") from None
+    check_unicode = _SURROGATE_ESCAPE.search(data) is not None
     if isinstance(parsed, dict):
         lists = [v for v in parsed.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -264,6 +316,8 @@ def read_json(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
             record = RowProblem(
                 "not_object", "-", f"expected an object, got {type(record).__name__}"
             )
+        elif check_unicode:
+            record = _not_unicode(record) or record
         yield i + 1, i, record
 
 
@@ -276,7 +330,7 @@ def _arrow_records(table: pa.Table) -> Iterator[RawRecord]:
 def read_parquet(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
     import pyarrow.parquet as pq
 
-    _check_file(path)
+    _check_file(path, whole=True)
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
@@ -291,7 +345,7 @@ def read_csv(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
     """CSV with a header row; every column is read as text (no type guessing)."""
     import pyarrow.csv as pcsv
 
-    _check_file(path)
+    _check_file(path, whole=True)
     try:
         with pcsv.open_csv(path) as reader:
             names = reader.schema.names
@@ -407,6 +461,9 @@ class ReadResult:
     table: pa.Table
     skipped: list[BadRow]
     stats: StageStats
+    # the input file's state when the read started and ended (None: not a regular file); hash it
+    # with mbdata.io.manifest.input_record(..., state) so the manifest names what was read
+    state: FileState | None = None
 
 
 # Rows per batch of the streaming readers: large enough that per-batch numpy/Arrow calls amortise,
@@ -426,6 +483,7 @@ class RowStream:
     skipped: list[BadRow]
     stats: StageStats
     is_build: bool
+    state: FileState | None = None  # as ReadResult.state, set once the first batch is read
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         return self.batches
@@ -588,6 +646,10 @@ def _row_stream(
     container = CONTAINERS.get(source.kind, "kind")
     LAYOUTS.get(source.layout, "layout")
     check_fields(source.layout, source.fields, field_option)
+    # A file rewritten while it is read would give rows of two versions: compare its state now and
+    # after the last row (see mbdata.io.inputfile).
+    if path is not None and source.kind in ("jsonl", "json", "csv", "parquet"):
+        read.state = file_state(path)
     records = (
         container(path, source, seed=seed)
         if source.kind == "synthetic"
@@ -625,6 +687,8 @@ def _row_stream(
             source_row,
             record.get("task") if source.kind == "synthetic" else None,
         )
+    if read.state is not None:
+        check_unchanged(path, read.state)  # type: ignore[arg-type]  # set only with a path
     if bad and not (skip_bad_rows or lenient):
         named = "; ".join(b.describe() for b in bad[:BAD_ROWS_NAMED])
         more = f" (first {BAD_ROWS_NAMED} shown)" if len(bad) > BAD_ROWS_NAMED else ""
@@ -706,7 +770,7 @@ def read_rows(
             field_option=field_option,
         )
     )
-    return ReadResult(rows_table(rows, source.name), read.skipped, read.stats)
+    return ReadResult(rows_table(rows, source.name), read.skipped, read.stats, read.state)
 
 
 def read_source(
@@ -784,6 +848,7 @@ class InputRead:
     skipped: list[BadRow]
     row_numbers: np.ndarray
     is_build: bool
+    state: FileState | None = None  # ReadResult.state
 
 
 def read_input(
@@ -821,7 +886,7 @@ def read_input(
         field_option=field_option,
     )
     rows = result.table.column("source_row").to_numpy().astype(np.int64)
-    return InputRead(result.table, result.skipped, rows, False)
+    return InputRead(result.table, result.skipped, rows, False, result.state)
 
 
 def read_any(

@@ -131,7 +131,12 @@ class SourcesStage:
         else:
             assert source.path is not None  # SourceSpec.validate: required for file sources
             path = ctx.resolve(source.path)
-            ctx.inputs[source.name] = input_record(path, source.path)
+            result = read_rows(
+                source, path, skip_bad_rows=ctx.skip_bad_rows, field_option="fields:"
+            )
+            # hashed after the read, checked against the file's state during it (issue 23)
+            ctx.inputs[source.name] = input_record(path, source.path, result.state)
+            return self._rows(result, ctx)
         return self._rows(
             read_rows(source, path, skip_bad_rows=ctx.skip_bad_rows, field_option="fields:"), ctx
         )
