@@ -112,6 +112,15 @@ def test_axolotl_snippet_points_at_the_files(build_dir, tmp_path):
     assert _jsonl(out / "train.jsonl")[0]["instruction"]
 
 
+def test_axolotl_header_names_only_what_was_exported(build_dir, tmp_path):
+    """Issue 24: `-s train` kept the `test_datasets:` advice and an empty "also exported" line."""
+    out = mbdata.export(build_dir, "axolotl", tmp_path / "t", splits=["train"])
+    text = (out / "axolotl.yaml").read_text()
+    assert "test_datasets" not in text
+    assert "Also exported here" not in text
+    assert yaml.safe_load(text)["datasets"][0]["path"].endswith("train.jsonl")
+
+
 def test_export_errors(build_dir, tmp_path):
     with pytest.raises(RecipeError, match="unknown export format 'csvv'; valid names: axolotl"):
         mbdata.export(build_dir, "csvv", tmp_path / "x")
