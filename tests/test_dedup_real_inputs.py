@@ -91,3 +91,16 @@ def test_prompts_only_reference_with_reference_field(tmp_path, capsys):
         == 2
     )
     assert "unknown canonical field 'bogus'" in capsys.readouterr().err
+
+
+def test_a_second_reference_is_refused_not_dropped(tmp_path, capsys):
+    """Issue 24: `--reference a --reference b` kept only b, silently."""
+    corpus, ref = _corpus(tmp_path)
+    other = tmp_path / "ref2.jsonl"
+    other.write_text(json.dumps({"question": "x"}) + "\n")
+    out = tmp_path / "o"
+    argv = ["dedup", str(corpus), "-o", str(out), "--reference", str(ref)]
+    assert main([*argv, "--reference", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "--reference given 2 times" in err and "one reference per run" in err
+    assert not out.exists()

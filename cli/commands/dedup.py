@@ -19,11 +19,11 @@ from cli.params import engine_option
 )
 @click.option(
     "--reference",
-    "reference",
+    "references",
     type=click.Path(path_type=str),
-    default=None,
+    multiple=True,
     help="Remove rows whose prompt exactly or nearly matches a prompt of this input "
-    "(eval prompts, a benchmark, a blocklist); the reference is only read.",
+    "(eval prompts, a benchmark, a blocklist); the reference is only read. One per run.",
 )
 @click.option(
     "--reference-field",
@@ -93,7 +93,7 @@ from cli.params import engine_option
 def dedup(
     input_path: str,
     out: str,
-    reference: str | None,
+    references: tuple[str, ...],
     reference_fields: tuple[str, ...],
     field_map: tuple[str, ...],
     reference_threshold: float | None,
@@ -124,6 +124,16 @@ def dedup(
     from cli.commands.audit import _fields
     from mbdata.dedup.standalone import config_from_options, dedup_path
     from mbdata.io.buildio import open_build
+
+    # A repeated single-value option used to keep only the last value, silently: a user checking
+    # several benchmarks believed all were checked (issue 24). One reference per run, said so.
+    if len(references) > 1:
+        raise click.UsageError(
+            f"--reference given {len(references)} times ({', '.join(references)}); one "
+            "reference per run: concatenate the prompt files into one, or run mb dedup once "
+            "per reference (the output of one run as the input of the next)"
+        )
+    reference = references[0] if references else None
 
     overrides = {
         "keep_all": keep_all or None,
