@@ -21,8 +21,10 @@ class RegistryChoice(click.ParamType):
         self.name = target.rpartition(":")[2].lower()
 
     def registry(self) -> Any:
+        """The registry, or what a function of that name returns (a registry built on demand)."""
         module, _, attr = self.target.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        obj = getattr(importlib.import_module(module), attr)
+        return obj if hasattr(obj, "names") else obj()
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
         return "[" + "|".join(self.registry().names()) + "]"

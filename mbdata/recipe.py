@@ -79,13 +79,16 @@ class SourceSpec:
     )
     kind: str = spec(choices=_container_names, doc="container (the reader registry's names)")
     path: str | None = spec(
-        None, doc="file (json/jsonl/parquet/csv), save_to_disk folder, or hub id"
+        None, doc="file (json/jsonl/parquet/csv/tsv), save_to_disk folder, or hub id"
     )
     layout: str = spec(
         "alpaca", choices=_layout_names, doc="row shape: alpaca, sharegpt (conversations), messages"
     )
     fields: dict[str, str] = spec(
         default_factory=dict, doc="canonical field -> column name in this source"
+    )
+    delimiter: str | None = spec(
+        None, doc="csv: the one-character field separator (default `,`; `;`, `|`, a tab)"
     )
     split: str = spec("train", doc="split to read from hf_disk / hub datasets")
     subset: str | None = spec(None, doc="hub config name")
@@ -121,6 +124,15 @@ class SourceSpec:
                 TASKS.get(task, f"{path}.tasks[{j}]")
                 if self.tasks.index(task) != j:
                     raise RecipeError(f"{path}.tasks[{j}]: {short_repr(task)} is listed twice")
+        if self.delimiter is not None:
+            if self.kind != "csv":
+                hint = " (a tsv is always tab-separated)" if self.kind == "tsv" else ""
+                raise RecipeError(f"{path}.delimiter: only allowed for kind 'csv'{hint}")
+            if len(self.delimiter) != 1 or self.delimiter in '"\r\n':
+                raise RecipeError(
+                    f"{path}.delimiter: must be one character other than a quote or a newline, "
+                    f'got {short_repr(self.delimiter)} (a tab is "\\t" in YAML)'
+                )
         allowed = LAYOUT_FIELDS[self.layout]
         for key in self.fields:
             if key not in allowed:
@@ -518,7 +530,8 @@ def resolved_mapping(recipe: Recipe) -> dict[str, Any]:
 
     A ``syntactic``/``style`` attack records its rewriter with defaults (the rules backend when
     none was given); any other attack leaves the key out, so recipes written before rewriters
-    existed keep their fingerprint (and their manifests stay byte-identical)."""
+    existed keep their fingerprint (and their manifests stay byte-identical); so does a source
+    without a ``delimiter``."""
     mapping = to_mapping(recipe)
     # Where a build runs never changes what it builds (both engines give byte-identical shards),
     # so the engine is left out of the resolved recipe, its fingerprint and the content hash.
@@ -528,6 +541,10 @@ def resolved_mapping(recipe: Recipe) -> dict[str, Any]:
             attack["rewriter"] = attack.get("rewriter") or to_mapping(RewriterSpec())
         elif attack.get("rewriter") is None:
             attack.pop("rewriter", None)
+    # Likewise a source's ``delimiter`` is recorded only when given (older recipes keep theirs).
+    for source in mapping.get("sources") or []:
+        if source.get("delimiter") is None:
+            source.pop("delimiter", None)
     return mapping
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..params import engine_option
+from ..params import RegistryChoice, engine_option
 
 
 def skipped_note(skipped: list, where: str) -> None:
@@ -90,7 +90,7 @@ def _fields(values: tuple[str, ...], option: str = "--field") -> dict[str, str]:
 )
 @click.option(
     "--kind",
-    type=click.Choice(["jsonl", "json", "parquet", "csv", "hf_disk", "build"]),
+    type=RegistryChoice("mbdata.io.readers:file_kinds"),
     default=None,
     help="Input format (default: from the path).",
 )
@@ -139,7 +139,7 @@ def audit(
     quiet: bool,
     engine: str,
 ) -> None:
-    """Audit INPUT (JSON/JSONL/Parquet/CSV, a save_to_disk folder or a build folder) for planted
+    """Audit INPUT (JSON/JSONL/Parquet/CSV/TSV, a save_to_disk folder or a build folder) for planted
     triggers and poisoned rows. Statistics only, unless --model is given."""
     from mbdata.audit import audit_path
     from mbdata.audit.config import config_from_options

@@ -1,8 +1,8 @@
 """Readers: every supported corpus format into the canonical schema.
 
 A reader turns one :class:`~mbdata.recipe.SourceSpec` into canonical rows. Two independent choices
-describe a source: the *container* (``kind``: json, jsonl, parquet, csv, hf_disk, hub, synthetic) and
-the *layout* of a row (``alpaca``: instruction/input/output; ``sharegpt``: ``conversations`` of
+describe a source: the *container* (``kind``: json, jsonl, parquet, csv, tsv, hf_disk, hub,
+synthetic) and the *layout* of a row (``alpaca``: instruction/input/output; ``sharegpt``: ``conversations`` of
 from/value turns; ``messages``: OpenAI-style role/content turns). Containers yield raw records; a layout
 maps a record to canonical fields, with per-source column renames from ``fields:``.
 
@@ -340,18 +340,27 @@ def read_parquet(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
     yield from _arrow_records(table)
 
 
-@CONTAINERS.add("csv")
-def read_csv(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
-    """CSV with a header row; every column is read as text (no type guessing)."""
+def _read_delimited(path: Path, delimiter: str, quoted: bool) -> pa.Table:
+    """A delimited text file with a header row, every column as text (no type guessing). The
+    bytes come through :func:`~mbdata.io.inputfile.open_regular` and the input size cap, so a FIFO
+    or an oversized file is refused like any other input."""
+    import io
+
     import pyarrow.csv as pcsv
 
-    _check_file(path, whole=True)
+    with open_regular(path) as fh:
+        data = read_capped(fh, path)
+    parse = pcsv.ParseOptions(
+        delimiter=delimiter,
+        quote_char='"' if quoted else False,
+        newlines_in_values=quoted,
+    )
     try:
-        with pcsv.open_csv(path) as reader:
+        with pcsv.open_csv(io.BytesIO(data), parse_options=parse) as reader:
             names = reader.schema.names
-        table = pcsv.read_csv(
-            path,
-            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+        return pcsv.read_csv(
+            io.BytesIO(data),
+            parse_options=parse,
             convert_options=pcsv.ConvertOptions(
                 column_types={n: pa.string() for n in names}, strings_can_be_null=False
             ),
@@ -359,8 +368,41 @@ def read_csv(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
     except (pa.ArrowInvalid, OSError) as exc:
         # pyarrow quotes the offending line after "got N:"; never echo the file's content
         message = re.sub(r"(got \d+)\s*:.*$", r"\1", str(exc).splitlines()[0])[:200]
-        raise InputError(f"{path}: not a readable CSV file: {message}") from None
-    yield from _arrow_records(table)
+        what = "TSV" if delimiter == "\t" and not quoted else "CSV"
+        raise InputError(
+            f"{path}: not a readable {what} file: {message}{_delimiter_hint(data, delimiter)}"
+        ) from None
+
+
+def _delimiter_hint(data: bytes, delimiter: str) -> str:
+    """When a parse fails and the header is split by tabs rather than ``delimiter``, say which
+    option reads it (the usual cause of "Expected 1 columns, got 4")."""
+    header = data.split(b"\n", 1)[0]
+    if delimiter != "\t" and b"\t" in header and delimiter.encode() not in header:
+        return (
+            "; the header is tab-separated: read it as TSV (--kind tsv on the command line, "
+            "`kind: tsv` in a recipe, or a .tsv extension)"
+        )
+    return ""
+
+
+@CONTAINERS.add("csv")
+def read_csv(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
+    """CSV with a header row, RFC 4180 quoting; every column is read as text (no type guessing).
+    ``delimiter`` (one character, default ``,``) reads semicolon- or tab-separated files whose
+    fields are quoted."""
+    _check_file(path, whole=True)
+    yield from _arrow_records(_read_delimited(path, source.delimiter or ",", quoted=True))
+
+
+@CONTAINERS.add("tsv")
+def read_tsv(path: Path, source: SourceSpec) -> Iterator[RawRecord]:
+    """Tab-separated values with a header row (IANA text/tab-separated-values): fields end at a
+    tab, rows at a newline, and quotes are text (SST-2, GLUE and most TSV exports write raw
+    sentences with quotes in them). A TSV whose fields are quoted, CSV-style, is
+    ``kind: csv`` with ``delimiter: "\\t"``."""
+    _check_file(path, whole=True)
+    yield from _arrow_records(_read_delimited(path, "\t", quoted=False))
 
 
 def _dataset_split(obj: Any, path: str, split: str) -> Any:
@@ -543,6 +585,13 @@ def _check_schema(
         mapping[name] = same[0] if same else None
     if not missing:
         return
+    if source.kind == "csv" and any(isinstance(c, str) and "\t" in c for c in found):
+        # one column named "instruction\tinput\toutput": a TSV read as CSV
+        raise InputError(
+            f"{_where(source, path)}: the header is one column holding tabs, so the file is "
+            "tab-separated: read it as TSV (--kind tsv on the command line, `kind: tsv` in a "
+            'recipe, or a .tsv extension; quoted fields: `kind: csv` with `delimiter: "\\t"`)'
+        )
     if all(mapping.values()):
         # Optional columns spelt the same way are mapped too (else `Input` would be silently lost).
         for name in LAYOUT_FIELDS[source.layout]:
@@ -648,7 +697,7 @@ def _row_stream(
     check_fields(source.layout, source.fields, field_option)
     # A file rewritten while it is read would give rows of two versions: compare its state now and
     # after the last row (see mbdata.io.inputfile).
-    if path is not None and source.kind in ("jsonl", "json", "csv", "parquet"):
+    if path is not None and source.kind in ("jsonl", "json", "csv", "tsv", "parquet"):
         read.state = file_state(path)
     records = (
         container(path, source, seed=seed)
@@ -787,7 +836,23 @@ _EXTENSIONS = {
     ".json": "json",
     ".parquet": "parquet",
     ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
 }
+
+
+# Kinds that are not read from a local file (the CLI's --kind offers the others, and "build").
+_NOT_FILES = ("hub", "synthetic")
+
+
+def file_kinds() -> Registry[str]:
+    """The kinds a local path can be read as: the container registry's file kinds and ``build``,
+    as a registry (built on each call, so a plugin container is included) whose names and "did
+    you mean" are those of the CLI's ``--kind``."""
+    kinds: Registry[str] = Registry("input kind")
+    for name in [n for n in CONTAINERS.names() if n not in _NOT_FILES] + ["build"]:
+        kinds.register(name, name)
+    return kinds
 
 
 def detect_kind(path: Path) -> str:
@@ -801,7 +866,10 @@ def detect_kind(path: Path) -> str:
         raise InputError(
             f"{path}: cannot tell the format from the extension; use one of "
             + ", ".join(sorted(_EXTENSIONS))
-            + " or pass the kind explicitly"
+            + ", or pass the kind: --kind NAME on the command line, kind='NAME' in Python "
+            + "(NAME one of "
+            + ", ".join(n for n in CONTAINERS.names() if n not in _NOT_FILES)
+            + ")"
         )
     return kind
 
