@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from .core.config import from_mapping, spec, to_mapping
-from .core.errors import RecipeError
+from .core.errors import InputError, RecipeError
 from .core.limits import YamlLimitError, load_yaml, short_repr
 from .core.plugins import recipe_block_class
 from .io.inputfile import read_yaml_text
@@ -634,3 +634,17 @@ def check_source_files(loaded: LoadedRecipe) -> None:
                 f"{key}: {short_repr(source.path)} is not a regular file (a device, FIFO or "
                 "socket); sources are read from regular files only"
             )
+        if source.kind != "hf_disk":
+            # The first bytes against the kind (mbdata.io.sniff): a JSON array declared jsonl is
+            # caught here, by `mb recipe validate`, not half-way into a build.
+            from .io.sniff import kind_mismatch
+
+            try:
+                reason = kind_mismatch(p, source.kind, source.delimiter)
+            except InputError as exc:
+                raise RecipeError(f"{key}: {exc}") from None
+            if reason:
+                kind_key = key.removesuffix(".path") + ".kind"
+                raise RecipeError(
+                    f"{kind_key}: {short_repr(source.kind)} but {short_repr(source.path)} {reason}"
+                )

@@ -79,6 +79,7 @@ def test_recipe_kind_tsv_and_csv_delimiter_read(tmp_path):
 
 def test_recipe_delimiter_is_checked_and_absent_keeps_the_fingerprint(tmp_path):
     _write(tmp_path, "a.tsv", TSV)
+    _write(tmp_path, "a.csv", "instruction,input,output\nq,,a\n")
     with pytest.raises(RecipeError, match=r"delimiter: only allowed for kind 'csv'"):
         recipe_from_dict(
             _recipe(tmp_path, {"kind": "tsv", "path": "a.tsv", "delimiter": ","}), tmp_path
@@ -87,9 +88,9 @@ def test_recipe_delimiter_is_checked_and_absent_keeps_the_fingerprint(tmp_path):
         recipe_from_dict(
             _recipe(tmp_path, {"kind": "csv", "path": "a.tsv", "delimiter": ";;"}), tmp_path
         )
-    plain = recipe_from_dict(_recipe(tmp_path, {"kind": "csv", "path": "a.tsv"}), tmp_path)
+    plain = recipe_from_dict(_recipe(tmp_path, {"kind": "csv", "path": "a.csv"}), tmp_path)
     comma = recipe_from_dict(
-        _recipe(tmp_path, {"kind": "csv", "path": "a.tsv", "delimiter": ","}), tmp_path
+        _recipe(tmp_path, {"kind": "csv", "path": "a.csv", "delimiter": ","}), tmp_path
     )
     assert "delimiter" not in mbdata.recipe.resolved_mapping(plain.recipe)["sources"][0]
     assert fingerprint(plain.recipe) != fingerprint(comma.recipe)
