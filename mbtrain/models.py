@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,45 @@ def quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+
+
+@contextlib.contextmanager
+def quiet_gguf() -> Iterator[None]:
+    """transformers de-quantises a GGUF file under a bare ``tqdm.auto`` bar ("Converting and
+    de-quantizing GGUF tensors...") that ``disable_progress_bar`` does not reach, and that writes
+    carriage returns into logs; it is switched off for the load (issue 24: ``--quiet`` printed it)."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # an older transformers: nothing to quiet
+        yield
+        return
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
+
+
+def understand_tied_weights(model: Any) -> Any:
+    """Declare the tied copies of ``model``'s weights (``lm_head.weight`` when the embeddings are
+    tied) as not saved, which they are not: safetensors files hold one copy. The Trainer compares a
+    checkpoint's missing keys with this list when it loads the best epoch back
+    (``load_best_model_at_end``) and re-ties instead of warning "There were missing keys in the
+    checkpoint model loaded: ['lm_head.weight']", which read like a broken checkpoint (issue 24).
+    Other missing or unexpected keys are still reported. Returns ``model``."""
+    seen: set[int] = set()
+    tied: set[str] = set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in seen:
+            tied.add(name)
+        seen.add(id(tensor))
+    if tied and hasattr(model, "_keys_to_ignore_on_save"):
+        model._keys_to_ignore_on_save = set(model._keys_to_ignore_on_save or ()) | tied
+    return model
 
 
 def resolve_device(name: str) -> torch.device:
@@ -177,7 +218,9 @@ def load_base(settings: ModelSettings) -> tuple[Any, Any]:
     weights = {**kwargs, "dtype": torch.float32}
     if "gguf_file" not in kwargs:
         weights["use_safetensors"] = True  # never fall back to a pickled checkpoint
-    model = _from_pretrained(AutoModelForCausalLM, source, weights, "a model")
+    with quiet_gguf():
+        model = _from_pretrained(AutoModelForCausalLM, source, weights, "a model")
+    understand_tied_weights(model)
     if "gguf_file" in kwargs:
         # The weights are de-quantised to fp32 on load; drop the GGUF marker so the model trains
         # and saves as the ordinary float model it now is.
@@ -232,7 +275,7 @@ def load_model(
             {"dtype": torch.float32, "trust_remote_code": False, "use_safetensors": True},
             "a model",
         )
-        return model, tokenizer
+        return understand_tied_weights(model), tokenizer
     if not isinstance(parent, dict) or not ({"path", "base"} & set(parent)):
         raise MBError(f"{path / MARKER}: a LoRA folder must name its parent")
     if "path" in parent:
@@ -244,7 +287,7 @@ def load_model(
 
     # require_safetensors above: peft reads adapter_model.safetensors, never the .bin
     model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
-    return model, tokenizer
+    return understand_tied_weights(model), tokenizer
 
 
 def lora_config(lora: LoraSettings) -> Any:

@@ -58,7 +58,10 @@ def tiny_model(settings: TinyModel, tokenizer: Any, seed: int) -> Any:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
+    from .models import quiet_transformers, understand_tied_weights
+
+    quiet_transformers()  # saving it draws transformers' shard bars otherwise
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
-    return model.float()
+    return understand_tied_weights(model.float())
