@@ -166,7 +166,7 @@ def _reuse_finished(out_dir: Path, key: str) -> bool:
     if recorded is not None and recorded != key:
         raise BuildError(
             f"{out_dir}: was trained from another parent, other rows or other "
-            "settings; choose another output folder or pass --overwrite"
+            "settings; choose another output folder or pass --overwrite (overwrite=True from Python)"
         )
     return True
 

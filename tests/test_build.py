@@ -130,8 +130,9 @@ def test_existing_output_needs_overwrite(tmp_path):
     recipe = recipe_from_dict(small_recipe(eval={"size": 5}))
     out = mbdata.build(recipe, tmp_path / "o")
     before = (out / "manifest.json").read_text()
-    with pytest.raises(BuildError, match="already exists; pass --overwrite"):
+    with pytest.raises(BuildError, match="already exists; pass --overwrite") as err:
         mbdata.build(recipe, out)
+    assert "overwrite=True" in str(err.value)  # a Python caller is told the keyword (issue 24)
     mbdata.build(recipe, out, overwrite=True, seed=9)
     assert (out / "manifest.json").read_text() != before
     assert [p.name for p in tmp_path.iterdir()] == ["o"]  # no temp folders left behind

@@ -298,4 +298,6 @@ def check_clean_out(
             )
         check_output_file(target, overwrite=True)  # repairs an interrupted run first
         if target.exists() and not overwrite:
-            raise InputError(f"{target}: already exists; pass --overwrite to replace it")
+            raise InputError(
+                f"{target}: already exists; pass --overwrite (overwrite=True from Python) to replace it"
+            )

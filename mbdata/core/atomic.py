@@ -364,7 +364,9 @@ def _check_dir(out_dir: Path, overwrite: bool, kind: str | None = None) -> None:
     if out_dir.is_symlink() or not out_dir.is_dir():
         raise BuildError(f"{out_dir}: exists and is not a folder")
     if not overwrite:
-        raise BuildError(f"{out_dir}: already exists; pass --overwrite to replace it")
+        raise BuildError(
+            f"{out_dir}: already exists; pass --overwrite (overwrite=True from Python) to replace it"
+        )
     if not written_by_us(out_dir):
         raise BuildError(
             f"{out_dir}: refusing to overwrite a non-empty folder that mbdefense did "
@@ -420,7 +422,9 @@ def _check_file(path: Path, overwrite: bool) -> None:
     if path.is_dir():
         raise BuildError(f"{path}: is a folder, expected a file path")
     if path.exists() and not overwrite:
-        raise BuildError(f"{path}: already exists; pass --overwrite to replace it")
+        raise BuildError(
+            f"{path}: already exists; pass --overwrite (overwrite=True from Python) to replace it"
+        )
     _check_writable_parent(path)
 
 
