@@ -140,18 +140,20 @@ def _name_max(folder: Path) -> int:
     return 255
 
 
-def _what(mode: int) -> str:
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
+_FILE_KINDS = {
+    stat.S_IFLNK: "a symbolic link",
+    stat.S_IFDIR: "a folder",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def file_kind(mode: int) -> str:
+    """What a path that is not a regular file is, for a one-line error (``st_mode`` in): the one
+    wording for bookkeeping files here and for inputs (``mbdata.io.inputfile``)."""
+    return _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
 
 def _not_ours(path: Path, what: str) -> BuildError:
@@ -172,7 +174,7 @@ def open_private(path: str | Path, flags: int, mode: int = 0o644) -> int:
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENOTDIR):
             try:
-                what = _what(os.lstat(path).st_mode)
+                what = file_kind(os.lstat(path).st_mode)
             except OSError:
                 what = "not a regular file"
             raise _not_ours(path, what) from None
@@ -181,7 +183,7 @@ def open_private(path: str | Path, flags: int, mode: int = 0o644) -> int:
     if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
         os.close(fd)
         what = (
-            _what(info.st_mode)
+            file_kind(info.st_mode)
             if not stat.S_ISREG(info.st_mode)
             else "a file with other hard links"
         )
@@ -210,7 +212,7 @@ def write_private(path: str | Path, text: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         info = os.lstat(path)
         if not stat.S_ISREG(info.st_mode):
-            raise _not_ours(path, _what(info.st_mode))
+            raise _not_ours(path, file_kind(info.st_mode))
     tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.new")
     fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
@@ -354,7 +356,7 @@ def _check_bookkeeping(target: Path) -> None:
         except FileNotFoundError:
             continue
         if not stat.S_ISREG(info.st_mode):
-            raise _not_ours(path, _what(info.st_mode))
+            raise _not_ours(path, file_kind(info.st_mode))
 
 
 def _check_dir(out_dir: Path, overwrite: bool, kind: str | None = None) -> None:

@@ -21,19 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from ..core.atomic import file_kind
 from ..core.errors import InputError
 from ..core.limits import MAX_INPUT_BYTES, MAX_LINE_BYTES, MAX_RECIPE_BYTES, limit, too_big
 
 # (device, inode, size, mtime_ns, ctime_ns): any write, truncation, replacement by rename or
 # metadata change moves at least one of them.
 FileState = tuple[int, int, int, int, int]
-
-_KINDS = {
-    stat.S_IFIFO: "a FIFO (named pipe)",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-}
 
 
 def _state(st: os.stat_result) -> FileState:
@@ -44,7 +38,7 @@ def _refuse(path: Path, st: os.stat_result) -> None:
     if stat.S_ISDIR(st.st_mode):
         raise InputError(f"{path}: is a directory, expected a file")
     if not stat.S_ISREG(st.st_mode):
-        what = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        what = file_kind(st.st_mode)
         raise InputError(
             f"{path}: is {what}, not a regular file; mb reads inputs from regular files only "
             "(copy the data into a file first)"
