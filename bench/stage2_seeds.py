@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mbtrain.builds import open_training_build
 from mbtrain.pipeline import evaluate_run, train_run
+from mbtrain.runs import RUNS
 from mbtrain.stages import make_runtime
 
 
@@ -41,8 +42,12 @@ def main() -> None:
     stage2 = base_cfg.stage2
     for key, value in changes.items():
         stage2 = dataclasses.replace(stage2, **{key: type(getattr(stage2, key))(value)})
-    name = {"mb": "mb_defense", "clean-fft": "clean_fft", "trigger-aug": "trigger_aug"}[method]
-    parent = args.run_dir / "models" / ("mb_stage1" if name == "mb_defense" else "attacked")
+    methods = RUNS.aliases("recovery")  # the registry's CLI aliases: mb, clean-fft, trigger-aug...
+    if method not in methods:
+        raise SystemExit(f"method={method}: one of {', '.join(sorted(methods))}")
+    run = RUNS.get(methods[method])
+    name, parent = run.name, args.run_dir / "models" / run.parent
+    base = args.run_dir / "models" / "base" if run.uses_base else None
     recovery = build.rows("recovery")
     recovery_eval = build.rows("recovery_eval") if build.has("recovery_eval") else []
     tag = "-".join([method] + [f"{k}{v}" for k, v in sorted(changes.items())])
@@ -52,7 +57,14 @@ def main() -> None:
         out = args.out / f"{tag}-seed{seed}"
         started = time.perf_counter()
         model = train_run(
-            name, parent, recovery, out / "model", cfg, runtime, recovery_eval=recovery_eval
+            name,
+            parent,
+            recovery,
+            out / "model",
+            cfg,
+            runtime,
+            recovery_eval=recovery_eval,
+            base=base,
         )
         seconds = time.perf_counter() - started
         metrics = evaluate_run(model, build, cfg, out / "eval", runtime, name)
