@@ -33,16 +33,16 @@ def load_bounds(path: Path | None) -> dict[str, Any]:
 
 
 def draw_summary(report: dict[str, Any]) -> dict[str, Any]:
-    """The numbers a draw is judged by: per run CACC, ASR per attack, defensive response rate
-    and merging (means over triggers/attacks), plus the numeric environment it ran in."""
-    runs: dict[str, dict[str, float | None]] = {}
-    for run, m in report["runs"].items():
-        cell: dict[str, float | None] = {"cacc": m.get("cacc")}
-        for attack, v in (m.get("asr") or {}).items():
-            cell[f"asr.{attack}"] = v
-        cell["dtr"] = _mean((m.get("defense_trigger_rate") or {}).values())
-        cell["merging"] = _mean((m.get("merging_rate") or {}).values())
-        runs[run] = cell
+    """The numbers a draw is judged by, per run: ``mb sweep``'s flat metrics (CACC, ASR per
+    attack and mean, defensive response rate, merging) regrouped by run, plus the numeric
+    environment the report was computed in."""
+    from mbtrain.sweep import flat_metrics
+
+    runs: dict[str, dict[str, float]] = {run: {} for run in report["runs"]}
+    for key, value in flat_metrics(report, None).items():
+        run, _, metric = key.partition(".")
+        if run in runs:
+            runs[run][metric] = value
     env = report.get("environment") or {}
     return {
         "capability": env.get("cpu_capability") or env.get("device") or "?",
@@ -88,11 +88,6 @@ def check_report(summary: dict[str, Any], bounds: dict[str, Any]) -> list[str]:
             f"model's {attacked:.3f} (> {bounds['cacc_drop_max']})"
         )
     return out
-
-
-def _mean(values: Any) -> float | None:
-    vals = [float(v) for v in values if v is not None]
-    return sum(vals) / len(vals) if vals else None
 
 
 def main() -> None:
