@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from mbdata.core.atomic import (
+    OVERWRITE_HINT,
     atomic_dir,
     check_output_dir,
     mark_dir,
@@ -166,7 +167,7 @@ def _reuse_finished(out_dir: Path, key: str) -> bool:
     if recorded is not None and recorded != key:
         raise BuildError(
             f"{out_dir}: was trained from another parent, other rows or other "
-            "settings; choose another output folder or pass --overwrite (overwrite=True from Python)"
+            f"settings; choose another output folder or {OVERWRITE_HINT}"
         )
     return True
 

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from ..core.atomic import (
     Output,
+    already_exists,
     atomic_dir,
     atomic_write_all,
     check_output_file,
@@ -298,6 +299,4 @@ def check_clean_out(
             )
         check_output_file(target, overwrite=True)  # repairs an interrupted run first
         if target.exists() and not overwrite:
-            raise InputError(
-                f"{target}: already exists; pass --overwrite (overwrite=True from Python) to replace it"
-            )
+            raise InputError(already_exists(target))

@@ -156,6 +156,16 @@ def file_kind(mode: int) -> str:
     return _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
 
+# How to replace an existing output, named for both callers: the CLI flag and the Python keyword
+# (a library caller told only "--overwrite" was pointed at a flag it cannot pass: issue 24).
+OVERWRITE_HINT = "pass --overwrite (overwrite=True from Python)"
+
+
+def already_exists(path: str | Path) -> str:
+    """The one-line message for an output that exists and may not be replaced."""
+    return f"{path}: already exists; {OVERWRITE_HINT} to replace it"
+
+
 def _not_ours(path: Path, what: str) -> BuildError:
     return BuildError(
         f"{path}: is {what}, not a file mbdefense wrote (its lock, journal and record files are "
@@ -366,9 +376,7 @@ def _check_dir(out_dir: Path, overwrite: bool, kind: str | None = None) -> None:
     if out_dir.is_symlink() or not out_dir.is_dir():
         raise BuildError(f"{out_dir}: exists and is not a folder")
     if not overwrite:
-        raise BuildError(
-            f"{out_dir}: already exists; pass --overwrite (overwrite=True from Python) to replace it"
-        )
+        raise BuildError(already_exists(out_dir))
     if not written_by_us(out_dir):
         raise BuildError(
             f"{out_dir}: refusing to overwrite a non-empty folder that mbdefense did "
@@ -424,9 +432,7 @@ def _check_file(path: Path, overwrite: bool) -> None:
     if path.is_dir():
         raise BuildError(f"{path}: is a folder, expected a file path")
     if path.exists() and not overwrite:
-        raise BuildError(
-            f"{path}: already exists; pass --overwrite (overwrite=True from Python) to replace it"
-        )
+        raise BuildError(already_exists(path))
     _check_writable_parent(path)
 
 
