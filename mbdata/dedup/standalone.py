@@ -244,6 +244,7 @@ def dedup_path_streaming(
 
     from ..build import SKIPPED_FILE, skipped_jsonl
     from ..core.atomic import atomic_dir
+    from ..core.progress import show_progress
     from ..io.manifest import finalize_manifest, input_record
     from ..io.readers import BATCH_ROWS, iter_input_batches
     from ..io.shards import write_side_tables
@@ -281,7 +282,12 @@ def dedup_path_streaming(
             )
             batches = decon.filter(stream)
         result = dedup_stream(
-            batches, config, tmp, progress=Progress(progress), engine=engine, num_cpus=num_cpus
+            batches,
+            config,
+            tmp,
+            progress=Progress(show_progress(progress)),  # no \r into a file or pipe
+            engine=engine,
+            num_cpus=num_cpus,
         )
         return stream, decon, result
 
