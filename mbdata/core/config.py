@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import json
 import math
 import re
 import types
@@ -316,3 +317,12 @@ def describe(cls: type) -> list[tuple[str, str, str, str]]:
                 type_name += " | null"
         rows.append((f.name, type_name, default, f.metadata.get("doc", "")))
     return rows
+
+
+# A name in a recipe (dataset, source, trigger set): letters, digits, '_', '.', '-'.
+NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+
+
+def canonical_json(data: Any) -> str:
+    """The canonical JSON form used for every hash: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
