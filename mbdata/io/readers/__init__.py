@@ -4,7 +4,7 @@ One module per container (:mod:`.jsonl`, :mod:`.json_array`, :mod:`.delimited` f
 :mod:`.parquet`, :mod:`.hf` for hf_disk/hub, :mod:`.synthetic`) and per layout (:mod:`.alpaca`,
 :mod:`.chat` for sharegpt/messages), each registering itself in :mod:`.registry` (the one list
 behind ``--kind``, ``--layout`` and a recipe's ``kind:``/``layout:``); :mod:`.rows` is the row loop,
-:mod:`.inputs` reads any path, :mod:`.options` is the reading options every command shares.
+:mod:`.inputs` reads any path, :mod:`.options` holds the reading options every command shares.
 
 A reader turns one :class:`~mbdata.recipe.SourceSpec` into canonical rows. Two independent choices
 describe a source: the *container* (``kind``: json, jsonl, parquet, csv, tsv, hf_disk, hub,
@@ -38,6 +38,7 @@ from .inputs import (
 )
 from .json_array import read_json
 from .jsonl import read_jsonl
+from .options import ReadOptions
 from .parquet import read_parquet
 from .records import RawRecord, RowProblem
 from .registry import CONTAINERS, EXTENSIONS, LAYOUT_FIELDS, LAYOUTS, file_kinds
@@ -67,6 +68,7 @@ __all__ = [
     "BadRow",
     "InputRead",
     "RawRecord",
+    "ReadOptions",
     "ReadResult",
     "RowProblem",
     "RowStream",

@@ -18,13 +18,15 @@ from ..inputfile import (
     FileState,
 )
 from ..schema import SCHEMA
+from .options import ReadOptions, read_options
 from .registry import CONTAINERS, EXTENSIONS, NOT_FILES
 from .rows import BATCH_ROWS, BadRow, RowStream, check_fields, iter_rows_batches, read_rows
 from .source import SourceSpec
 
 
-def detect_kind(path: Path) -> str:
-    """Guess the container from a path: extension, a build folder, or a save_to_disk folder."""
+def detect_kind(path: Path, kind_option: str = "--kind") -> str:
+    """Guess the container from a path: extension, a build folder, or a save_to_disk folder.
+    ``kind_option`` is the option named in the error (``--reference-kind`` for a reference)."""
     if path.is_dir():
         if (path / "manifest.json").exists() and (path / "data").is_dir():
             return "build"
@@ -34,7 +36,7 @@ def detect_kind(path: Path) -> str:
         raise InputError(
             f"{path}: cannot tell the format from the extension; use one of "
             + ", ".join(sorted(EXTENSIONS))
-            + ", or pass the kind: --kind NAME on the command line, kind='NAME' in Python "
+            + f", or pass the kind: {kind_option} NAME on the command line, kind='NAME' in Python "
             + "(NAME one of "
             + ", ".join(n for n in CONTAINERS.names() if n not in NOT_FILES)
             + ")"
@@ -42,19 +44,14 @@ def detect_kind(path: Path) -> str:
     return kind
 
 
-def _open_input(
-    path: Path,
-    kind: str | None,
-    layout: str,
-    fields: dict[str, str] | None,
-    split: str | None,
-    field_option: str,
-) -> tuple[Any, list[str]] | SourceSpec:
+def _open_input(path: Path, options: ReadOptions) -> tuple[Any, list[str]] | SourceSpec:
     """What :func:`read_input` and :func:`iter_input_batches` both start with: a verified build
     folder and the splits to read, or the :class:`SourceSpec` of a file (its fields checked)."""
     if not path.exists():
         raise InputError(f"{path}: not found")
-    kind = kind or detect_kind(path)
+    kind = options.kind or detect_kind(path, options.option("kind"))
+    options.check_delimiter(path, kind)
+    split = options.split
     if kind == "build":
         from ..buildio import verify_shards
 
@@ -64,13 +61,15 @@ def _open_input(
                 f"{path}: the build has no split {split!r}; splits: " + ", ".join(build.splits)
             )
         return build, [split] if split else list(build.splits)
-    check_fields(layout, dict(fields or {}), field_option)
+    fields = dict(options.fields)
+    check_fields(options.layout, fields, options.field_option)
     return SourceSpec(
         name=path.stem or "input",
         kind=kind,
         path=str(path),
-        layout=layout,
-        fields=dict(fields or {}),
+        layout=options.layout,
+        fields=fields,
+        delimiter=options.delimiter,
         split=split or "train",
     )
 
@@ -89,10 +88,12 @@ class InputRead:
 
 def read_input(
     path: str | Path,
+    options: ReadOptions | None = None,
     *,
     kind: str | None = None,
     layout: str = "alpaca",
     fields: dict[str, str] | None = None,
+    delimiter: str | None = None,
     skip_bad_rows: bool = False,
     split: str | None = None,
     lenient: bool = False,
@@ -104,11 +105,22 @@ def read_input(
     A build folder yields all its splits (or ``split``) with rows as stored, numbered by position;
     any other input yields rows with ``source`` = the file stem and ``source_row`` = the 0-based
     index of the row in the input as read (skipped rows included). See :func:`read_rows` for
-    ``skip_bad_rows``, ``lenient`` and ``prompts_only``; ``field_option`` is the option named in
-    column-mapping hints (``--reference-field`` for a decontamination reference).
+    ``skip_bad_rows``, ``lenient`` and ``prompts_only``. How to read it is ``options`` (a
+    :class:`ReadOptions`, as the CLI builds it) or, equivalently, the keywords ``kind``,
+    ``layout``, ``fields``, ``delimiter``, ``split`` and ``field_option`` (the option named in
+    column-mapping hints, ``--reference-field`` for a decontamination reference).
     """
     path = Path(path)
-    source = _open_input(path, kind, layout, fields, split, field_option)
+    options = read_options(
+        options,
+        kind=kind,
+        layout=layout,
+        fields=fields,
+        delimiter=delimiter,
+        split=split,
+        field_option=field_option,
+    )
+    source = _open_input(path, options)
     if not isinstance(source, SourceSpec):
         build, splits = source
         table = pa.concat_tables([build.table(s) for s in splits])
@@ -119,7 +131,7 @@ def read_input(
         skip_bad_rows=skip_bad_rows,
         lenient=lenient,
         prompts_only=prompts_only,
-        field_option=field_option,
+        field_option=options.field_option,
     )
     rows = result.table.column("source_row").to_numpy().astype(np.int64)
     return InputRead(result.table, result.skipped, rows, False, result.state)
@@ -127,10 +139,12 @@ def read_input(
 
 def read_any(
     path: str | Path,
+    options: ReadOptions | None = None,
     *,
     kind: str | None = None,
     layout: str = "alpaca",
     fields: dict[str, str] | None = None,
+    delimiter: str | None = None,
     skip_bad_rows: bool = False,
     split: str | None = None,
     lenient: bool = False,
@@ -139,9 +153,11 @@ def read_any(
     """:func:`read_input`'s table."""
     return read_input(
         path,
+        options,
         kind=kind,
         layout=layout,
         fields=fields,
+        delimiter=delimiter,
         skip_bad_rows=skip_bad_rows,
         split=split,
         lenient=lenient,
@@ -169,10 +185,12 @@ def _build_batches(
 
 def iter_input_batches(
     path: str | Path,
+    options: ReadOptions | None = None,
     *,
     kind: str | None = None,
     layout: str = "alpaca",
     fields: dict[str, str] | None = None,
+    delimiter: str | None = None,
     skip_bad_rows: bool = False,
     split: str | None = None,
     lenient: bool = False,
@@ -189,7 +207,16 @@ def iter_input_batches(
     position in that order (``RowStream.is_build``), file rows by ``source_row``
     (:func:`batch_row_numbers`)."""
     path = Path(path)
-    source = _open_input(path, kind, layout, fields, split, field_option)
+    options = read_options(
+        options,
+        kind=kind,
+        layout=layout,
+        fields=fields,
+        delimiter=delimiter,
+        split=split,
+        field_option=field_option,
+    )
+    source = _open_input(path, options)
     if not isinstance(source, SourceSpec):
         build, splits = source
         stream = RowStream(iter(()), [], StageStats(name=f"read/{path.name}"), True)
@@ -201,7 +228,7 @@ def iter_input_batches(
         skip_bad_rows=skip_bad_rows,
         lenient=lenient,
         prompts_only=prompts_only,
-        field_option=field_option,
+        field_option=options.field_option,
         batch_rows=batch_rows,
     )
 

@@ -22,7 +22,7 @@ from ..inputfile import (
 )
 from ..schema import SCHEMA, from_rows, row_ids
 from .chat import layout_without_answer
-from .records import RawRecord, RowProblem
+from .records import RawRecord, RowProblem, column_root, column_value
 from .registry import CONTAINERS, LAYOUT_FIELDS, LAYOUTS
 from .source import SourceSpec
 
@@ -146,7 +146,7 @@ def _check_schema(
         found.update(dict.fromkeys(record))
     missing, mapping = [], {}
     for name, column in _required_columns(source, prompts_only).items():
-        if column in found:
+        if column in found or column_root(column) in found:
             continue
         missing.append(f"{column!r}" + ("" if column == name else f" ({name})"))
         same = [c for c in found if isinstance(c, str) and c.lower() == column.lower()]
@@ -155,10 +155,11 @@ def _check_schema(
         return
     if source.kind == "csv" and any(isinstance(c, str) and "\t" in c for c in found):
         # one column named "instruction\tinput\toutput": a TSV read as CSV
+        kind_option = option.replace("field", "kind") if option.startswith("--") else "--kind"
         raise InputError(
             f"{_where(source, path)}: the header is one column holding tabs, so the file is "
-            "tab-separated: read it as TSV (--kind tsv on the command line, `kind: tsv` in a "
-            'recipe, or a .tsv extension; quoted fields: `kind: csv` with `delimiter: "\\t"`)'
+            f"tab-separated: read it as TSV ({kind_option} tsv on the command line, `kind: tsv` "
+            'in a recipe, or a .tsv extension; quoted fields: `kind: csv` with `delimiter: "\\t"`)'
         )
     if all(mapping.values()):
         # Optional columns spelt the same way are mapped too (else `Input` would be silently lost).
@@ -211,7 +212,7 @@ def _map(record: dict, source: SourceSpec, lenient: bool, prompts_only: bool) ->
         for name in ("instruction", "output"):
             column = fields.get(name, name)
             optional = lenient or (prompts_only and name == "output")
-            if optional and record.get(column) is None:
+            if optional and column_value(record, column) is None:
                 relaxed[column] = ""
         if relaxed:
             record = {**record, **relaxed}

@@ -40,7 +40,8 @@ class SourceSpec:
         "alpaca", choices=_layout_names, doc="row shape: alpaca, sharegpt (conversations), messages"
     )
     fields: dict[str, str] = spec(
-        default_factory=dict, doc="canonical field -> column name in this source"
+        default_factory=dict,
+        doc="canonical field -> column name in this source (`turns[0]`: an element of a list column)",
     )
     delimiter: str | None = spec(
         None, doc="csv: the one-character field separator (default `,`; `;`, `|`, a tab)"
