@@ -1,4 +1,6 @@
-"""Click parameter types whose allowed values come from a registry (the one list of names).
+"""The options several commands share, defined once: parameter types whose allowed values come
+from a registry (the one list of names), ``--engine``, and the reading options of every command
+that reads a corpus (:func:`reading_options`).
 
 ``RegistryChoice`` accepts a registry's names case-insensitively (``--format TRL``) and answers a
 typo with the valid names and the closest one, in the registry's own words. The registry is
