@@ -108,7 +108,6 @@ SCHEMA = pa.schema(
 
 COLUMNS = tuple(SCHEMA.names)
 _COLUMN_SET = frozenset(COLUMNS)
-TEXT_FIELDS = ("instruction", "input", "output", "system")
 _DEFAULTS: dict[str, Any] = {
     "input": "",
     "system": None,
