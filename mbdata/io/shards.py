@@ -27,15 +27,14 @@ import pyarrow as pa
 
 from ..core.atomic import atomic_dir
 from .manifest import sha256_file  # noqa: F401  (re-exported: shards are hashed by it)
-from .schema import SCHEMA
+from .schema import SCHEMA, SPLITS
 
 SHARD_PATTERN = "data/{split}-{index:05d}-of-{total:05d}.arrow"
-SPLIT_ORDER = ("pretrain", "train", "recovery", "recovery_eval", "eval_clean", "eval_triggered")
 
 
 def ordered_splits(names: list[str]) -> list[str]:
     """Known splits in pipeline order, then any others alphabetically (a stable manifest order)."""
-    known = [s for s in SPLIT_ORDER if s in names]
+    known = [s for s in SPLITS if s in names]
     return known + sorted(set(names) - set(known))
 
 
