@@ -43,6 +43,27 @@ class RegistryChoice(click.ParamType):
         self.fail(registry.unknown(value), param, ctx)
 
 
+class LiteralChoice(click.Choice):
+    """The values of a ``Literal`` type alias (``module:Alias``), e.g. a config field's allowed
+    values, so the option and the config block that validates the same key share one list. The
+    alias is imported when the option is parsed or shown."""
+
+    def __init__(self, target: str):
+        super().__init__([])
+        self.target = target
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        import typing
+
+        module, _, attr = self.target.partition(":")
+        return tuple(typing.get_args(getattr(importlib.import_module(module), attr)))
+
+    @choices.setter
+    def choices(self, value: Any) -> None:  # click.Choice.__init__ assigns it
+        pass
+
+
 def engine_option(**overrides: Any) -> Any:
     """``--engine [local|ray]``: where a data command runs (see :mod:`mbdata.engines`)."""
     from mbdata.engines import DEFAULT_ENGINE, ENGINES

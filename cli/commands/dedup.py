@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..params import engine_option, reading_options
+from ..params import LiteralChoice, engine_option, reading_options
 
 if TYPE_CHECKING:
     from mbdata.io.readers import ReadOptions
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 )
 @click.option(
     "--fields",
-    type=click.Choice(["prompt", "output", "all"]),
+    type=LiteralChoice("mbdata.dedup.config:FieldGroup"),
     default=None,
     help="What is compared (default: all).",
 )
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 @click.option("--threshold", type=float, default=None, help="Jaccard threshold (default 0.8).")
 @click.option(
     "--shingle",
-    type=click.Choice(["word", "char"]),
+    type=LiteralChoice("mbdata.dedup.config:ShingleKind"),
     default=None,
     help="Shingle kind (default: word).",
 )
