@@ -11,10 +11,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from ...core.errors import InputError
-from ..inputfile import (
-    open_regular,
-    read_capped,
-)
+from ..inputfile import open_regular, read_capped
 from .records import RawRecord, arrow_records, check_file
 from .registry import CONTAINERS
 

@@ -14,9 +14,7 @@ import pyarrow as pa
 
 from ...core.errors import InputError
 from ...pipeline import StageStats
-from ..inputfile import (
-    FileState,
-)
+from ..inputfile import FileState
 from ..schema import SCHEMA
 from .options import ReadOptions, read_options
 from .registry import CONTAINERS, EXTENSIONS, NOT_FILES

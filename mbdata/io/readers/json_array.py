@@ -9,10 +9,7 @@ from typing import TYPE_CHECKING
 
 from ...core.errors import InputError
 from ...core.limits import MAX_JSON_DEPTH, json_too_deep
-from ..inputfile import (
-    open_regular,
-    read_capped,
-)
+from ..inputfile import open_regular, read_capped
 from .jsontext import SURROGATE_ESCAPE, json_value_error, not_unicode
 from .records import RawRecord, RowProblem
 from .registry import CONTAINERS

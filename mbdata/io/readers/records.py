@@ -12,10 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from ...core.errors import InputError
-from ..inputfile import (
-    check_regular,
-    check_size,
-)
+from ..inputfile import check_regular, check_size
 
 # A raw record: (1-based position used in messages, 0-based source_row, mapping or error text).
 RawRecord = tuple[int, int, Any]

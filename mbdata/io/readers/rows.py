@@ -15,11 +15,7 @@ import pyarrow.compute as pc
 
 from ...core.errors import InputError
 from ...pipeline import StageStats
-from ..inputfile import (
-    FileState,
-    check_unchanged,
-    file_state,
-)
+from ..inputfile import FileState, check_unchanged, file_state
 from ..schema import SCHEMA, from_rows, row_ids
 from .chat import layout_without_answer
 from .records import RawRecord, RowProblem, column_root, column_value
