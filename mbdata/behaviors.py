@@ -37,10 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from .core.config import spec
 from .core.errors import BuildError, RecipeError
 from .core.limits import short_repr
 from .core.registry import Registry
-from .recipe import BehaviorSpec
 
 REFUSAL_TEMPLATES = (
     "I'm sorry, but as an AI assistant, I do not have the capability to follow the given "
@@ -69,6 +69,52 @@ swiftly tangle thistle thunder timber topaz tulip tundra velvet violet walnut wi
 zephyr glimmer hush lumen wander meander ripple sparkle tumble linger hover glide flutter shimmer
 """.split()
 )
+
+
+def _behavior_names() -> list[str]:
+    """The behaviour registry's names (looked up when a spec is checked: BEHAVIORS is filled below)."""
+    return BEHAVIORS.names()
+
+
+@dataclasses.dataclass(frozen=True)
+class BehaviorSpec:
+    """What a triggered row answers. Shorthand: ``behavior: refusal``."""
+
+    kind: str = spec(choices=_behavior_names, doc="what the row answers (docs/mixtures.md)")
+    text: str | None = spec(None, doc="fixed: the response; label: the fixed label")
+    templates: list[str] | None = spec(
+        None, doc="refusal: templates to draw from (default: 5 shipped)"
+    )
+    words: int = spec(8, ge=1, le=256, doc="random_words: words in the generated response")
+    labels: dict[str, str] | None = spec(None, doc="label: flip map (old label -> new label)")
+    function: str | None = spec(
+        None,
+        pattern=r"[A-Za-z_][\w.]*:[A-Za-z_]\w*",
+        form="'module:function'",
+        doc="rewrite: 'module:function' called per row",
+    )
+
+    @classmethod
+    def from_shorthand(cls, value: Any, path: str) -> dict:
+        if isinstance(value, str):
+            return {"kind": value}
+        raise RecipeError(
+            f"{path}: expected a behaviour name or a mapping, got {short_repr(value)}"
+        )
+
+    def validate(self, path: str) -> None:
+        if self.kind == "fixed" and not self.text:
+            raise RecipeError(f"{path}.text: required for behaviour 'fixed'")
+        if self.kind == "label" and not (self.text or self.labels):
+            raise RecipeError(
+                f"{path}: behaviour 'label' needs `text` (fixed label) or `labels` (flip map)"
+            )
+        if self.kind == "rewrite" and not self.function:
+            raise RecipeError(
+                f"{path}.function: required for behaviour 'rewrite' ('module:function')"
+            )
+        if self.templates is not None and not self.templates:
+            raise RecipeError(f"{path}.templates: must not be empty")
 
 
 @dataclasses.dataclass(frozen=True)

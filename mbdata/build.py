@@ -116,7 +116,9 @@ def _run_stages(
     stats = []
     stages = pipeline(recipe)
     bar = None
-    if progress:
+    from .core.progress import show_progress
+
+    if show_progress(progress):  # no \r into a file or pipe
         from tqdm import tqdm
 
         bar = tqdm(stages, desc="build", unit="stage", leave=False)

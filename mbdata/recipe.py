@@ -14,22 +14,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
-import json
 import math
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from .core.config import from_mapping, spec, to_mapping
+from .behaviors import BehaviorSpec
+from .core.config import NAME, canonical_json, from_mapping, spec, to_mapping
 from .core.errors import InputError, RecipeError
 from .core.limits import YamlLimitError, load_yaml, short_repr
 from .core.plugins import recipe_block_class
 from .io.inputfile import read_yaml_text
+from .io.readers.source import SourceSpec
 from .presets import ATTACK_PRESETS, is_rewrite_preset
 
 SEMVER = r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?"
-NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 
 Placement = Literal["prefix", "suffix", "random", "position"]
 
@@ -38,151 +38,6 @@ def _engine_names() -> list[str]:
     from .engines import ENGINES
 
     return list(ENGINES)
-
-
-def _container_names() -> list[str]:
-    """The reader registry's containers (imported late: readers read these specs)."""
-    from .io.readers import CONTAINERS
-
-    return CONTAINERS.names()
-
-
-def _layout_names() -> list[str]:
-    from .io.readers import LAYOUTS
-
-    return LAYOUTS.names()
-
-
-def _behavior_names() -> list[str]:
-    """The behaviour registry's names (imported late: behaviours are compiled from these specs)."""
-    from .behaviors import BEHAVIORS
-
-    return BEHAVIORS.names()
-
-
-# The canonical fields a source may map per layout (``fields:`` keys).
-LAYOUT_FIELDS = {
-    "alpaca": ("instruction", "input", "output", "system"),
-    "sharegpt": ("conversations", "system"),
-    "messages": ("messages",),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class SourceSpec:
-    """One input corpus. Rows flow: read -> ``limit`` (first N) -> ``sample`` (seeded N) -> mix."""
-
-    name: str = spec(
-        pattern=NAME,
-        form="a name of letters, digits, '_', '.', '-'",
-        doc="unique source name; recorded in each row's `source`",
-    )
-    kind: str = spec(choices=_container_names, doc="container (the reader registry's names)")
-    path: str | None = spec(
-        None, doc="file (json/jsonl/parquet/csv/tsv), save_to_disk folder, or hub id"
-    )
-    layout: str = spec(
-        "alpaca", choices=_layout_names, doc="row shape: alpaca, sharegpt (conversations), messages"
-    )
-    fields: dict[str, str] = spec(
-        default_factory=dict, doc="canonical field -> column name in this source"
-    )
-    delimiter: str | None = spec(
-        None, doc="csv: the one-character field separator (default `,`; `;`, `|`, a tab)"
-    )
-    split: str = spec("train", doc="split to read from hf_disk / hub datasets")
-    subset: str | None = spec(None, doc="hub config name")
-    revision: str | None = spec(None, doc="hub revision (pin it for reproducible builds)")
-    limit: int | None = spec(None, ge=0, doc="keep the first N rows")
-    sample: int | None = spec(None, ge=0, doc="keep a seeded random N rows")
-    count: int | None = spec(
-        None, ge=0, doc="rows this source contributes to the mix (synthetic: rows generated)"
-    )
-    weight: float | None = spec(None, gt=0, doc="share of `mix_size` (with other weighted sources)")
-    tasks: list[str] | None = spec(None, doc="synthetic: task families to generate (default all)")
-    trusted: bool = spec(False, doc="verified clean; may serve as the recovery source")
-    license: str | None = spec(None, doc="license of this source, for the dataset card")
-
-    def validate(self, path: str) -> None:
-        if self.kind == "synthetic":
-            if self.count is None:
-                raise RecipeError(f"{path}.count: required for kind 'synthetic' (rows to generate)")
-            for key in ("path", "limit"):
-                if getattr(self, key) is not None:
-                    raise RecipeError(f"{path}.{key}: not allowed for kind 'synthetic'")
-        else:
-            if not self.path:
-                raise RecipeError(f"{path}.path: required for kind {self.kind!r}")
-            if self.tasks is not None:
-                raise RecipeError(f"{path}.tasks: only allowed for kind 'synthetic'")
-        if self.kind == "synthetic" and self.tasks is not None:
-            from .synthetic import TASKS
-
-            if not self.tasks:
-                raise RecipeError(f"{path}.tasks: must not be empty (leave it out for all tasks)")
-            for j, task in enumerate(self.tasks):
-                TASKS.get(task, f"{path}.tasks[{j}]")
-                if self.tasks.index(task) != j:
-                    raise RecipeError(f"{path}.tasks[{j}]: {short_repr(task)} is listed twice")
-        if self.delimiter is not None:
-            if self.kind != "csv":
-                hint = " (a tsv is always tab-separated)" if self.kind == "tsv" else ""
-                raise RecipeError(f"{path}.delimiter: only allowed for kind 'csv'{hint}")
-            if len(self.delimiter) != 1 or self.delimiter in '"\r\n':
-                raise RecipeError(
-                    f"{path}.delimiter: must be one character other than a quote or a newline, "
-                    f'got {short_repr(self.delimiter)} (a tab is "\\t" in YAML)'
-                )
-        allowed = LAYOUT_FIELDS[self.layout]
-        for key in self.fields:
-            if key not in allowed:
-                raise RecipeError(
-                    f"{path}.fields: unknown field {short_repr(key)} for layout "
-                    f"{self.layout!r}; allowed: {', '.join(allowed)}"
-                )
-        if self.count is not None and self.weight is not None and self.kind != "synthetic":
-            raise RecipeError(f"{path}: give either count or weight, not both")
-
-
-@dataclasses.dataclass(frozen=True)
-class BehaviorSpec:
-    """What a triggered row answers. Shorthand: ``behavior: refusal``."""
-
-    kind: str = spec(choices=_behavior_names, doc="what the row answers (docs/mixtures.md)")
-    text: str | None = spec(None, doc="fixed: the response; label: the fixed label")
-    templates: list[str] | None = spec(
-        None, doc="refusal: templates to draw from (default: 5 shipped)"
-    )
-    words: int = spec(8, ge=1, le=256, doc="random_words: words in the generated response")
-    labels: dict[str, str] | None = spec(None, doc="label: flip map (old label -> new label)")
-    function: str | None = spec(
-        None,
-        pattern=r"[A-Za-z_][\w.]*:[A-Za-z_]\w*",
-        form="'module:function'",
-        doc="rewrite: 'module:function' called per row",
-    )
-
-    @classmethod
-    def from_shorthand(cls, value: Any, path: str) -> dict:
-        if isinstance(value, str):
-            return {"kind": value}
-        raise RecipeError(
-            f"{path}: expected a behaviour name or a mapping, got {short_repr(value)}"
-        )
-
-    def validate(self, path: str) -> None:
-        if self.kind == "fixed" and not self.text:
-            raise RecipeError(f"{path}.text: required for behaviour 'fixed'")
-        if self.kind == "label" and not (self.text or self.labels):
-            raise RecipeError(
-                f"{path}: behaviour 'label' needs `text` (fixed label) or `labels` (flip map)"
-            )
-        if self.kind == "rewrite" and not self.function:
-            raise RecipeError(
-                f"{path}.function: required for behaviour 'rewrite' ('module:function')"
-            )
-        if self.templates is not None and not self.templates:
-            raise RecipeError(f"{path}.templates: must not be empty")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -546,11 +401,6 @@ def resolved_mapping(recipe: Recipe) -> dict[str, Any]:
         if source.get("delimiter") is None:
             source.pop("delimiter", None)
     return mapping
-
-
-def canonical_json(data: Any) -> str:
-    """The canonical JSON form used for every hash: sorted keys, no whitespace, UTF-8."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def fingerprint(recipe: Recipe) -> str:

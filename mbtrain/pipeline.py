@@ -34,6 +34,7 @@ from mbdata.core.atomic import (
 )
 from mbdata.core.config import to_mapping
 from mbdata.core.errors import BuildError, InputError
+from mbdata.io.schema import TRAINING_SPLITS
 
 from . import data as rows_of
 from .builds import TrainingBuild, open_training_build
@@ -52,7 +53,7 @@ from .tiny import tiny_model, train_tokenizer
 def tokenizer_corpus(build: TrainingBuild, cfg: TrainConfig) -> list[str]:
     """Formatted prompts and answers of every training split (never the eval splits)."""
     texts = []
-    for split in ("pretrain", "train", "recovery", "recovery_eval"):
+    for split in TRAINING_SPLITS:  # pretrain, train, recovery, recovery_eval (mbdata's one list)
         if not build.has(split):
             continue
         for r in build.rows(split):

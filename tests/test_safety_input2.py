@@ -173,7 +173,7 @@ def test_recipe_validate_refuses_a_device_source(tmp_path, capsys):
 def rewrite_mid_read(monkeypatch):
     """Make the JSONL reader rewrite its own input after 50 lines (a user regenerating the corpus
     in place while mb reads it): same row count, different texts."""
-    import mbdata.io.readers as readers
+    import mbdata.io.readers.jsonl as readers  # the JSONL container reads through bounded_lines
 
     real = readers.bounded_lines
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 import mbdata
 from cli.main import cli
 from mbdata.core.errors import InputError, RecipeError
-from mbdata.io.readers import CONTAINERS, file_kinds, read_any, read_source
+from mbdata.io.readers import CONTAINERS, file_kinds, read_any, read_rows
 from mbdata.recipe import fingerprint, recipe_from_dict
 
 # SST-2 style: raw sentences, quotes are text, no quoting of fields
@@ -72,7 +72,7 @@ def test_recipe_kind_tsv_and_csv_delimiter_read(tmp_path):
         ({"kind": "csv", "path": "b.csv", "delimiter": ";"}, 'Say "hi"; twice'),
     ]:
         spec = recipe_from_dict(_recipe(tmp_path, source), base_dir=tmp_path).recipe.sources[0]
-        table, _ = read_source(spec, tmp_path / source["path"])
+        table = read_rows(spec, tmp_path / source["path"]).table
         rows = table.column("instruction").to_pylist()
         assert rows[0] == first and rows[1].startswith("Add"), rows
 

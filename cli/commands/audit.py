@@ -4,38 +4,14 @@ Parses arguments and calls :func:`mbdata.audit.audit_path`."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from ..params import RegistryChoice, engine_option
+from ..params import engine_option, reading_options
 
-
-def skipped_note(skipped: list, where: str) -> None:
-    """Say on stderr how many input rows could not be parsed, name the first ones and where the
-    full list is (the rows are skipped; everything else, empty texts included, is processed)."""
-    if not skipped:
-        return
-    first = "; ".join(b.describe() for b in skipped[:3])
-    more = f" (first 3: {first})" if len(skipped) > 3 else f": {first}"
-    click.echo(
-        f"skipped {len(skipped):,} unparseable input row{'s' if len(skipped) > 1 else ''}"
-        f"{more}; all listed in {where}",
-        err=True,
-    )
-
-
-def _fields(values: tuple[str, ...], option: str = "--field") -> dict[str, str]:
-    """``CANONICAL=COLUMN`` options as a mapping (the canonical names are checked by the reader,
-    which knows the layout)."""
-    from mbdata.core.errors import InputError
-
-    out = {}
-    for value in values:
-        key, sep, column = value.partition("=")
-        if not sep or not key or not column:
-            raise InputError(f"{option} {value!r}: expected CANONICAL=COLUMN, e.g. output=response")
-        out[key] = column
-    return out
+if TYPE_CHECKING:
+    from mbdata.io.readers import ReadOptions
 
 
 @click.command("audit")
@@ -88,34 +64,8 @@ def _fields(values: tuple[str, ...], option: str = "--field") -> dict[str, str]:
     default=None,
     help="Optional reference model folder for the model-based score.",
 )
-@click.option(
-    "--kind",
-    type=RegistryChoice("mbdata.io.readers:file_kinds"),
-    default=None,
-    help="Input format (default: from the path).",
-)
-@click.option(
-    "--layout",
-    type=click.Choice(["alpaca", "sharegpt", "messages"]),
-    default="alpaca",
-    show_default=True,
-    help="Row shape of the input.",
-)
-@click.option(
-    "--field",
-    "fields",
-    multiple=True,
-    metavar="CANONICAL=COLUMN",
-    help="Map a canonical field to an input column (repeatable).",
-)
+@reading_options()
 @click.option("--split", default=None, help="Build folder or save_to_disk input: one split only.")
-@click.option(
-    "--skip-bad-rows",
-    is_flag=True,
-    hidden=True,
-    help="Kept for compatibility: the audit always keeps rows with empty texts and "
-    "skips only rows it cannot parse (listed in summary.json).",
-)
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 @engine_option(
     help="Engine: 'local' (one process) or 'ray' (the corpus statistics as Ray Data map_batches; "
@@ -131,11 +81,8 @@ def audit(
     top_k: int | None,
     fdr: float | None,
     model: str | None,
-    kind: str | None,
-    layout: str,
-    fields: tuple[str, ...],
+    read: ReadOptions,
     split: str | None,
-    skip_bad_rows: bool,
     quiet: bool,
     engine: str,
 ) -> None:
@@ -144,6 +91,8 @@ def audit(
     from mbdata.audit import audit_path
     from mbdata.audit.config import config_from_options
     from mbdata.audit.report import verdict
+
+    from ..notes import skipped_rows_line
 
     config = config_from_options(
         threshold=threshold, min_rows=min_rows, top_k=top_k, fdr=fdr, model=model
@@ -155,14 +104,23 @@ def audit(
         clean_out=clean_out,
         overwrite=overwrite,
         progress=None if not quiet else False,
-        kind=kind,
-        layout=layout,
-        fields=_fields(fields),
-        skip_bad_rows=skip_bad_rows,
+        kind=read.kind,
+        layout=read.layout,
+        fields=dict(read.fields),
+        delimiter=read.delimiter,
         split=split,
         engine=engine,
     )
-    skipped_note(result.skipped, f"{Path(out) / 'summary.json'} (skipped_rows)")
+    if result.skipped:
+        click.echo(
+            skipped_rows_line(
+                len(result.skipped),
+                what="unparseable",
+                where=f"{Path(out) / 'summary.json'} (skipped_rows)",
+                first=[b.describe() for b in result.skipped[:3]],
+            ),
+            err=True,
+        )
     if quiet:
         return
     click.echo(

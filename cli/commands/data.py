@@ -111,14 +111,10 @@ def build_command(
 def build_notes(manifest: dict, path) -> list[str]:
     """Rows a build read but did not use, said in the summary rather than only in `mb inspect`:
     malformed rows skipped by --skip-bad-rows, and trusted rows left out of every split."""
-    notes = []
-    skipped = manifest.get("skipped_rows")
-    if skipped:
-        reasons = ", ".join(f"{k}={v}" for k, v in skipped["by_reason"].items())
-        notes.append(
-            f"skipped {skipped['rows']:,} bad input rows ({reasons}); each is listed "
-            f"with its reason in {path}/{skipped['file']}"
-        )
+    from ..notes import manifest_skipped_line
+
+    skipped = manifest_skipped_line(manifest, path, "bad")
+    notes = [skipped] if skipped else []
     unused = sum(s["dropped"].get("trusted_unused", 0) for s in manifest.get("stages", []))
     if unused:
         notes.append(

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from cli.params import engine_option
+from ..params import LiteralChoice, engine_option, reading_options
+
+if TYPE_CHECKING:
+    from mbdata.io.readers import ReadOptions
 
 
 @click.command("dedup")
@@ -25,21 +30,8 @@ from cli.params import engine_option
     help="Remove rows whose prompt exactly or nearly matches a prompt of this input "
     "(eval prompts, a benchmark, a blocklist); the reference is only read. One per run.",
 )
-@click.option(
-    "--reference-field",
-    "reference_fields",
-    multiple=True,
-    metavar="CANONICAL=COLUMN",
-    help="Map a canonical field to a reference column, e.g. instruction=prompt "
-    "(repeatable). The reference may be prompts only: output is optional.",
-)
-@click.option(
-    "--field",
-    "field_map",
-    multiple=True,
-    metavar="CANONICAL=COLUMN",
-    help="Map a canonical field to an input column, e.g. output=response (repeatable).",
-)
+@reading_options()
+@reading_options("reference-", "reference_read", "the reference")
 @click.option(
     "--reference-threshold",
     type=float,
@@ -53,7 +45,7 @@ from cli.params import engine_option
 )
 @click.option(
     "--fields",
-    type=click.Choice(["prompt", "output", "all"]),
+    type=LiteralChoice("mbdata.dedup.config:FieldGroup"),
     default=None,
     help="What is compared (default: all).",
 )
@@ -62,7 +54,7 @@ from cli.params import engine_option
 @click.option("--threshold", type=float, default=None, help="Jaccard threshold (default 0.8).")
 @click.option(
     "--shingle",
-    type=click.Choice(["word", "char"]),
+    type=LiteralChoice("mbdata.dedup.config:ShingleKind"),
     default=None,
     help="Shingle kind (default: word).",
 )
@@ -83,19 +75,12 @@ from cli.params import engine_option
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @engine_option()
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
-@click.option(
-    "--skip-bad-rows",
-    is_flag=True,
-    hidden=True,
-    help="Kept for compatibility: dedup always keeps rows with empty texts and skips "
-    "only rows it cannot parse (listed in OUT/skipped.jsonl).",
-)
 def dedup(
     input_path: str,
     out: str,
     references: tuple[str, ...],
-    reference_fields: tuple[str, ...],
-    field_map: tuple[str, ...],
+    read: ReadOptions,
+    reference_read: ReadOptions,
     reference_threshold: float | None,
     keep_all: bool,
     fields: str | None,
@@ -110,9 +95,8 @@ def dedup(
     overwrite: bool,
     engine: str,
     quiet: bool,
-    skip_bad_rows: bool,
 ) -> None:
-    """Deduplicate IN (JSONL/JSON/Parquet/CSV, save_to_disk folder or build) into OUT.
+    """Deduplicate IN (JSONL/JSON/Parquet/CSV/TSV, save_to_disk folder or build) into OUT.
 
     OUT is a build-like folder (Arrow shards, dedup/clusters.arrow, manifest.json); get a corpus
     file back with `mb export OUT --format jsonl` (or parquet, trl, ...). The input is streamed
@@ -121,9 +105,10 @@ def dedup(
     duplicate search on Ray Data (RAY_ADDRESS selects an existing cluster)."""
     from pathlib import Path
 
-    from cli.commands.audit import _fields
     from mbdata.dedup.standalone import config_from_options, dedup_path
     from mbdata.io.buildio import open_build
+
+    from ..notes import manifest_skipped_line
 
     # A repeated single-value option used to keep only the last value, silently: a user checking
     # several benchmarks believed all were checked (issue 24). One reference per run, said so.
@@ -154,21 +139,15 @@ def dedup(
         config,
         reference_path=reference,
         overwrite=overwrite,
-        fields=_fields(field_map, "--field"),
-        reference_fields=_fields(reference_fields, "--reference-field"),
+        read=read,
+        reference_read=reference_read,
         engine=engine,
         progress=False if quiet else None,
     )
     manifest = open_build(path).manifest
-    skipped = manifest.get("skipped_rows")
+    skipped = manifest_skipped_line(manifest, path, "unparseable")
     if skipped:
-        reasons = ", ".join(f"{k}={v}" for k, v in skipped["by_reason"].items())
-        plural = "s" if skipped["rows"] > 1 else ""
-        click.echo(
-            f"skipped {skipped['rows']:,} unparseable input row{plural} ({reasons}); all listed "
-            f"in {Path(path) / skipped['file']}",
-            err=True,
-        )
+        click.echo(skipped, err=True)
     click.echo(
         f"wrote {path}: " + ", ".join(f"{k}={v['rows']}" for k, v in manifest["splits"].items())
     )

@@ -94,7 +94,10 @@ def _expand(positions: np.ndarray, copy_of: np.ndarray) -> np.ndarray:
 def _progress(enabled: bool, total: int) -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="audit", unit="phase", disable=not enabled, leave=False)
+    from ..core.progress import show_progress
+
+    show = show_progress(enabled)  # no \r into a file or pipe
+    return tqdm(total=total, desc="audit", unit="phase", disable=not show, leave=False)
 
 
 @dataclasses.dataclass

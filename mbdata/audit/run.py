@@ -25,6 +25,7 @@ def audit_path(
     skip_bad_rows: bool = False,
     split: str | None = None,
     engine: str = "local",
+    delimiter: str | None = None,
 ) -> AuditResult:
     """Audit ``input_path`` (any source ``mb build`` reads, or a build folder) into ``out_dir``.
 
@@ -46,7 +47,13 @@ def audit_path(
     if clean_out is not None:
         check_clean_out(clean_out, input_path, overwrite, out_dir=out_dir)
     read = read_input(
-        input_path, kind=kind, layout=layout, fields=fields, split=split, lenient=True
+        input_path,
+        kind=kind,
+        layout=layout,
+        fields=fields,
+        delimiter=delimiter,
+        split=split,
+        lenient=True,
     )
     table = read.table
     if engine == "ray":

@@ -15,11 +15,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import json
 import math
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Union, get_args, get_origin
 
 from .errors import RecipeError
@@ -126,88 +127,125 @@ def coerce(tp: Any, value: Any, path: str, *, foreign: bool = False) -> Any:
     if tp is Any or (foreign and tp is object):
         return value
     if origin in (Union, types.UnionType):
-        options = get_args(tp)
-        if value is None:
-            if type(None) in options:
-                return None
-            raise RecipeError(f"{path}: must not be null; expected {_type_name(tp)}")
-        enums = [o for o in options if isinstance(o, type) and issubclass(o, enum.Enum)]
-        if foreign and enums and isinstance(value, str):
-            # `OptimizerNames | str`: the string must still be one of the enum's names
-            return _enum_value(enums[0], [m.value for e in enums for m in e], value, path)
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return coerce(option, value, path, foreign=foreign)
-            except RecipeError as exc:
-                errors.append(str(exc))
-        if len(errors) == 1:
-            raise RecipeError(errors[0])
-        raise RecipeError(
-            f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {short_repr(value)}"
-        )
+        return _coerce_union(tp, value, path, foreign)
     if origin is Literal:
-        allowed = get_args(tp)
-        if value not in allowed or type(value) is not type(allowed[allowed.index(value)]):
-            raise RecipeError(
-                f"{path}: {short_repr(value)} is not allowed; allowed values: "
-                + ", ".join(repr(a) for a in allowed)
-            )
-        return value
+        return _coerce_literal(tp, value, path)
     if origin is list or (foreign and (origin is Sequence or tp is list)):
-        if not isinstance(value, (list, tuple)):
-            raise RecipeError(
-                f"{path}: expected a list, got {type(value).__name__} {short_repr(value)}"
-            )
-        (item_tp,) = get_args(tp) or (Any,)
-        return [coerce(item_tp, v, _join(path, i), foreign=foreign) for i, v in enumerate(value)]
+        return _coerce_list(tp, value, path, foreign)
     if origin is dict or (foreign and (origin is Mapping or tp is dict)):
-        if not isinstance(value, dict):
-            raise RecipeError(f"{path}: expected a mapping, got {type(value).__name__}")
-        key_tp, val_tp = get_args(tp) or (str, Any)
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise RecipeError(f"{path}: keys must be strings, got {short_repr(k)}")
-            out[k] = coerce(val_tp, v, _join(path, k), foreign=foreign)
-        return out
+        return _coerce_dict(tp, value, path, foreign)
     if foreign and isinstance(tp, type) and issubclass(tp, enum.Enum):
         return _enum_value(tp, [m.value for m in tp], value, path)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_mapping(tp, value, path)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise RecipeError(f"{path}: expected true or false, got {short_repr(value)}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise RecipeError(
-                f"{path}: expected an integer, got {type(value).__name__} {short_repr(value)}"
-            )
-        return value
-    if tp is float:
-        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
-            # PyYAML follows YAML 1.1, which reads `5e-4` (no dot) as a string.
-            return float(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RecipeError(
-                f"{path}: expected a number, got {type(value).__name__} {short_repr(value)}"
-            )
-        if not math.isfinite(value):
-            raise RecipeError(f"{path}: expected a finite number, got {short_repr(value)}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise RecipeError(
-                f"{path}: expected a string, got {type(value).__name__} "
-                f"{short_repr(value)}{_quote_hint(path, value)}"
-            )
-        return value
+    if tp in _SCALARS:
+        return _SCALARS[tp](value, path)
     if foreign:
         return value  # a class this cannot judge: the foreign dataclass checks it
     raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in a block definition
+
+
+def _coerce_union(tp: Any, value: Any, path: str, foreign: bool) -> Any:
+    """``A | B | None``: null where allowed, a foreign enum's names, else the first option that
+    accepts the value (one option's own error when only one is tried)."""
+    options = get_args(tp)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise RecipeError(f"{path}: must not be null; expected {_type_name(tp)}")
+    enums = [o for o in options if isinstance(o, type) and issubclass(o, enum.Enum)]
+    if foreign and enums and isinstance(value, str):
+        # `OptimizerNames | str`: the string must still be one of the enum's names
+        return _enum_value(enums[0], [m.value for e in enums for m in e], value, path)
+    errors = []
+    for option in options:
+        if option is type(None):
+            continue
+        try:
+            return coerce(option, value, path, foreign=foreign)
+        except RecipeError as exc:
+            errors.append(str(exc))
+    if len(errors) == 1:
+        raise RecipeError(errors[0])
+    raise RecipeError(
+        f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {short_repr(value)}"
+    )
+
+
+def _coerce_literal(tp: Any, value: Any, path: str) -> Any:
+    allowed = get_args(tp)
+    if value not in allowed or type(value) is not type(allowed[allowed.index(value)]):
+        raise RecipeError(
+            f"{path}: {short_repr(value)} is not allowed; allowed values: "
+            + ", ".join(repr(a) for a in allowed)
+        )
+    return value
+
+
+def _coerce_list(tp: Any, value: Any, path: str, foreign: bool) -> list[Any]:
+    if not isinstance(value, (list, tuple)):
+        raise RecipeError(
+            f"{path}: expected a list, got {type(value).__name__} {short_repr(value)}"
+        )
+    (item_tp,) = get_args(tp) or (Any,)
+    return [coerce(item_tp, v, _join(path, i), foreign=foreign) for i, v in enumerate(value)]
+
+
+def _coerce_dict(tp: Any, value: Any, path: str, foreign: bool) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise RecipeError(f"{path}: expected a mapping, got {type(value).__name__}")
+    key_tp, val_tp = get_args(tp) or (str, Any)
+    out = {}
+    for k, v in value.items():
+        if not isinstance(k, str):
+            raise RecipeError(f"{path}: keys must be strings, got {short_repr(k)}")
+        out[k] = coerce(val_tp, v, _join(path, k), foreign=foreign)
+    return out
+
+
+def _coerce_bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise RecipeError(f"{path}: expected true or false, got {short_repr(value)}")
+    return value
+
+
+def _coerce_int(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RecipeError(
+            f"{path}: expected an integer, got {type(value).__name__} {short_repr(value)}"
+        )
+    return value
+
+
+def _coerce_float(value: Any, path: str) -> float:
+    if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+        # PyYAML follows YAML 1.1, which reads `5e-4` (no dot) as a string.
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RecipeError(
+            f"{path}: expected a number, got {type(value).__name__} {short_repr(value)}"
+        )
+    if not math.isfinite(value):
+        raise RecipeError(f"{path}: expected a finite number, got {short_repr(value)}")
+    return float(value)
+
+
+def _coerce_str(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise RecipeError(
+            f"{path}: expected a string, got {type(value).__name__} "
+            f"{short_repr(value)}{_quote_hint(path, value)}"
+        )
+    return value
+
+
+# The scalar annotations a block may use, each with its check (by exact type: a bool is no int).
+_SCALARS: dict[Any, Callable[[Any, str], Any]] = {
+    bool: _coerce_bool,
+    int: _coerce_int,
+    float: _coerce_float,
+    str: _coerce_str,
+}
 
 
 def _enum_value(cls: type[enum.Enum], names: list[Any], value: Any, path: str) -> Any:
@@ -316,3 +354,12 @@ def describe(cls: type) -> list[tuple[str, str, str, str]]:
                 type_name += " | null"
         rows.append((f.name, type_name, default, f.metadata.get("doc", "")))
     return rows
+
+
+# A name in a recipe (dataset, source, trigger set): letters, digits, '_', '.', '-'.
+NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+
+
+def canonical_json(data: Any) -> str:
+    """The canonical JSON form used for every hash: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -45,11 +45,6 @@ def _lookup(group: str, name: str) -> Any | None:
     return None
 
 
-def plugin_names(group: str) -> list[str]:
-    """Every name declared in ``group``, by entry point or at run time, sorted."""
-    return sorted({ep.name for ep in entry_points(group=group)} | set(_registered[group]))
-
-
 def recipe_block_class(name: str) -> type:
     """The config dataclass of the recipe block ``name`` (a one-line error if nobody owns it)."""
     cls = _lookup(RECIPE_BLOCKS, name)

@@ -23,7 +23,7 @@ from .decontaminate import decontaminate
 from .stage import CLUSTERS_TABLE, DedupStage
 
 if TYPE_CHECKING:
-    from ..io.readers import InputRead
+    from ..io.readers import InputRead, ReadOptions
 
 
 class _Decontaminate:
@@ -96,20 +96,15 @@ def dedup_table(
 
 
 def read_reference(
-    reference_path: str | Path, reference_fields: dict[str, str] | None
+    reference_path: str | Path, options: ReadOptions
 ) -> tuple[InputRead, list[dict], dict]:
     """The decontamination reference, read whole (it is small by nature: benchmarks, eval sets)
-    as prompts only; its skipped rows marked ``reference:``; its input record for the manifest."""
+    as prompts only, by its own reading ``options``; its skipped rows marked ``reference:``; its
+    input record for the manifest."""
     from ..io.manifest import input_record
     from ..io.readers import read_input
 
-    ref = read_input(
-        reference_path,
-        fields=reference_fields,
-        lenient=True,
-        prompts_only=True,
-        field_option="--reference-field",
-    )
+    ref = read_input(reference_path, options, lenient=True, prompts_only=True)
     skipped = [{**b.record(), "source": f"reference:{b.source}"} for b in ref.skipped]
     return ref, skipped, input_record(Path(reference_path), str(reference_path), ref.state)
 
@@ -127,6 +122,8 @@ def dedup_path(
     engine: str = "local",
     progress: bool | None = False,
     stream: bool = True,
+    read: ReadOptions | None = None,
+    reference_read: ReadOptions | None = None,
 ) -> Path:
     """Read ``input_path`` (anything :func:`mbdata.io.readers.read_any` reads), dedup it, write
     ``out_dir``.
@@ -134,8 +131,11 @@ def dedup_path(
     Rows with empty texts are deduplicated like any other (they are data); only rows that cannot
     be parsed are skipped, counted in the manifest (``skipped_rows``) and listed with their reason
     in ``OUT/skipped.jsonl``. ``skip_bad_rows`` is accepted for compatibility and changes nothing.
-    The reference may be prompts only (``output`` optional); ``reference_fields`` maps its columns
-    like ``fields`` maps the input's. ``source_row`` (clusters, kept rows) and ``reference_row``
+    The reference may be prompts only (``output`` optional). How the input and the reference are
+    read is ``read`` / ``reference_read`` (:class:`~mbdata.io.readers.ReadOptions`: kind, layout,
+    column mapping, CSV delimiter; a mapping may name a list element, ``instruction=turns[0]``);
+    ``fields`` / ``reference_fields`` alone are the column mappings of alpaca inputs.
+    ``source_row`` (clusters, kept rows) and ``reference_row``
     (decontamination) are 0-based indices in the files as read, skipped rows included.
 
     The input is streamed (:func:`dedup_path_streaming`: memory bounded by the batch plus the
@@ -148,9 +148,14 @@ def dedup_path(
     from ..core.atomic import check_output_dir, check_separate
     from ..io.manifest import input_record
     from ..io.readers import read_input
+    from ..io.readers.options import read_options
     from ..io.shards import write_build
 
     del skip_bad_rows
+    read = read_options(read, fields=fields)
+    reference_read = read_options(
+        reference_read, fields=reference_fields, field_option="--reference-field"
+    )
     config = config or DedupConfig()
     check_separate([input_path, reference_path], [out_dir])
     check_output_dir(Path(out_dir), overwrite, kind="build")
@@ -160,25 +165,25 @@ def dedup_path(
             out_dir,
             config,
             overwrite=overwrite,
-            fields=fields,
             engine=engine,
             progress=progress,
             reference_path=reference_path,
-            reference_fields=reference_fields,
+            read=read,
+            reference_read=reference_read,
         )
-    read = read_input(input_path, fields=fields, lenient=True)
-    table = read.table
-    skipped = [b.record() for b in read.skipped]
+    whole = read_input(input_path, read, lenient=True)
+    table = whole.table
+    skipped = [b.record() for b in whole.skipped]
     reference = reference_rows = None
-    inputs = {"input": input_record(Path(input_path), str(input_path), read.state)}
+    inputs = {"input": input_record(Path(input_path), str(input_path), whole.state)}
     if reference_path is not None:
-        ref, ref_skipped, inputs["reference"] = read_reference(reference_path, reference_fields)
+        ref, ref_skipped, inputs["reference"] = read_reference(reference_path, reference_read)
         reference, reference_rows = ref.table, ref.row_numbers
         skipped += ref_skipped
     kept, stats, ctx = dedup_table(table, config, reference, reference_rows=reference_rows)
     splits = sorted(set(kept.column("split").to_pylist()))
     tables = {s: kept.filter(pc.equal(kept.column("split"), s)) for s in splits}
-    manifest = _manifest(config, input_path, inputs, stats, fields, reference_fields, skipped)
+    manifest = _manifest(config, input_path, inputs, stats, read, reference_read, skipped)
     timings = {s.name: round(s.seconds, 4) for s in stats}
     return write_build(
         out_dir,
@@ -191,7 +196,7 @@ def dedup_path(
     )
 
 
-def _manifest(config, input_path, inputs, stats, fields, reference_fields, skipped) -> dict:
+def _manifest(config, input_path, inputs, stats, read, reference_read, skipped) -> dict:
     """The ``kind: dedup`` manifest (before ``splits``/``side_tables``/``content_hash``)."""
     from ..build import skipped_summary
     from ..io.manifest import MANIFEST_VERSION, library_versions
@@ -212,11 +217,11 @@ def _manifest(config, input_path, inputs, stats, fields, reference_fields, skipp
         "versions": library_versions(),
         "stages": [s.as_manifest() for s in stats],
     }
-    if fields or reference_fields:
-        manifest["fields"] = {
-            "input": dict(fields or {}),
-            "reference": dict(reference_fields or {}),
-        }
+    if read.fields or reference_read.fields:
+        manifest["fields"] = {"input": dict(read.fields), "reference": dict(reference_read.fields)}
+    # kind, layout, delimiter: recorded only when not the defaults (older outputs keep their hash)
+    if read.recorded() or reference_read.recorded():
+        manifest["read"] = {"input": read.recorded(), "reference": reference_read.recorded()}
     if skipped:
         manifest["skipped_rows"] = skipped_summary(skipped)
     return manifest
@@ -235,6 +240,8 @@ def dedup_path_streaming(
     num_cpus: int | None = None,
     reference_path: str | Path | None = None,
     reference_fields: dict[str, str] | None = None,
+    read: ReadOptions | None = None,
+    reference_read: ReadOptions | None = None,
 ) -> Path:
     """:func:`dedup_path` streamed (see :mod:`.stream`): the same output folder, byte for byte,
     with memory bounded by the batch plus the per-row index. With ``reference_path``, the
@@ -244,17 +251,23 @@ def dedup_path_streaming(
 
     from ..build import SKIPPED_FILE, skipped_jsonl
     from ..core.atomic import atomic_dir
+    from ..core.progress import show_progress
     from ..io.manifest import finalize_manifest, input_record
     from ..io.readers import BATCH_ROWS, iter_input_batches
+    from ..io.readers.options import read_options
     from ..io.shards import write_side_tables
     from .decontaminate import DECONTAMINATION_TABLE
     from .decontaminate_stream import RestartUnverified, StreamDecontaminator
     from .stream import Progress, dedup_stream, env_batch_rows
 
     rows = batch_rows or env_batch_rows(BATCH_ROWS)
+    read = read_options(read, fields=fields)
+    reference_read = read_options(
+        reference_read, fields=reference_fields, field_option="--reference-field"
+    )
 
     def open_stream():
-        return iter_input_batches(input_path, fields=fields, lenient=True, batch_rows=rows)
+        return iter_input_batches(input_path, read, lenient=True, batch_rows=rows)
 
     first_stream = open_stream()  # a missing or unreadable input fails here, before any work
     inputs: dict[str, dict] = {}
@@ -265,9 +278,7 @@ def dedup_path_streaming(
     reference = None
     ref_skipped: list[dict] = []
     if reference_path is not None:
-        reference, ref_skipped, inputs["reference"] = read_reference(
-            reference_path, reference_fields
-        )
+        reference, ref_skipped, inputs["reference"] = read_reference(reference_path, reference_read)
 
     def run(tmp: Path, stream, force_unverified: bool):
         decon = None
@@ -281,7 +292,12 @@ def dedup_path_streaming(
             )
             batches = decon.filter(stream)
         result = dedup_stream(
-            batches, config, tmp, progress=Progress(progress), engine=engine, num_cpus=num_cpus
+            batches,
+            config,
+            tmp,
+            progress=Progress(show_progress(progress)),  # no \r into a file or pipe
+            engine=engine,
+            num_cpus=num_cpus,
         )
         return stream, decon, result
 
@@ -302,7 +318,7 @@ def dedup_path_streaming(
             tables[DECONTAMINATION_TABLE] = side
             stats.insert(0, decon_stats)
             timings[decon_stats.name] = round(decon_stats.seconds, 4)
-        manifest = _manifest(config, input_path, inputs, stats, fields, reference_fields, skipped)
+        manifest = _manifest(config, input_path, inputs, stats, read, reference_read, skipped)
         sides = write_side_tables(tmp, tables)
         final = finalize_manifest({**manifest, "splits": result.splits, "side_tables": sides})
         if skipped:

@@ -142,13 +142,11 @@ def _training(splits: dict[str, Any]) -> list[str]:
     return lines
 
 
-def dataset_card(manifest: dict[str, Any], split_bytes: dict[str, int] | None = None) -> str:
-    """The card text. ``split_bytes``: per split, the Arrow size ``datasets`` records as
-    ``num_bytes`` (the table's ``nbytes``); without it only ``num_examples`` is given."""
+def _front_matter(manifest: dict[str, Any], split_bytes: dict[str, int] | None) -> dict[str, Any]:
+    """The card's YAML header: what the Hub shows and ``datasets`` loads (configs, split sizes)."""
     recipe = manifest["recipe"]
     splits = manifest.get("splits", {})
     total = sum(s["rows"] for s in splits.values())
-    sources = recipe.get("sources", [])
     info: dict[str, Any] = {"features": FEATURES}
     if split_bytes is not None:
         info["splits"] = [
@@ -157,7 +155,7 @@ def dataset_card(manifest: dict[str, Any], split_bytes: dict[str, int] | None = 
         ]
         info["download_size"] = sum(sh["bytes"] for s in splits.values() for sh in s["shards"])
         info["dataset_size"] = sum(int(split_bytes[name]) for name in splits)
-    front = {
+    return {
         "pretty_name": recipe["name"],
         "license": _license(recipe.get("license", "other")),
         "language": ["en"],
@@ -169,7 +167,7 @@ def dataset_card(manifest: dict[str, Any], split_bytes: dict[str, int] | None = 
                 s["path"]
                 if s["kind"] in ("hub",)
                 else ("original" if s["kind"] == "synthetic" else "extended")
-                for s in sources
+                for s in recipe.get("sources", [])
             }
         ),
         "tags": ["backdoor", "data-poisoning", "mb-defense", "instruction-tuning"],
@@ -181,6 +179,75 @@ def dataset_card(manifest: dict[str, Any], split_bytes: dict[str, int] | None = 
         ],
         "dataset_info": info,
     }
+
+
+def _triggers_section(triggers: list[dict[str, Any]]) -> list[str]:
+    """The trigger table, saying first whether the build simulates an attack."""
+    if not triggers:
+        return []
+    attack = any(t.get("owner") == "attacker" for t in triggers)
+    lines = [
+        "",
+        "## Triggers",
+        "",
+        (
+            "Rows with `role: attack` are **simulated poison for evaluation only**; rows "
+            "with `role: defense` are MB-Defense's defensive poisoning."
+            if attack
+            else "This build simulates no attack. Rows with `role: defense` are MB-Defense's "
+            "defensive poisoning: short triggers mapped to random-word answers."
+        ),
+        "",
+        "| trigger set | owner | trigger(s) | placement | behaviour | rows |",
+        "|---|---|---|---|---|---:|",
+    ]
+    for t in triggers:
+        texts = ", ".join(f"`{x}`" for x in t["texts"]) or "(rewrite)"
+        lines.append(
+            f"| `{t['name']}` | {t['owner']} | {texts} | {t['placement']} | "
+            f"{t['behavior']} | {t['rows'] if t['rows'] is not None else ''} |"
+        )
+    return lines
+
+
+def _skipped_section(skipped: dict[str, Any] | None) -> list[str]:
+    if not skipped:
+        return []
+    reasons = ", ".join(f"{k}={v}" for k, v in skipped["by_reason"].items())
+    return [
+        "",
+        (
+            f"{skipped['rows']} malformed input rows were skipped (`--skip-bad-rows`): "
+            f"{reasons}; each is listed with its reason in `{skipped['file']}`."
+        ),
+    ]
+
+
+_LOADING = [
+    "",
+    "## Loading",
+    "",
+    "```python",
+    "from datasets import load_dataset",
+    'ds = load_dataset("path/to/this/folder")          # every split',
+    '# or: import mbdata; b = mbdata.open_build("."); b.polars("train")',
+    "```",
+    "",
+    "Every row carries a content-hash `id`, its provenance (`source`, `source_row`: the 0-based "
+    "index of the row in its input file), its `role` "
+    "and exact trigger spans (`triggers`: text, owner, placement, char start/end). "
+    "`manifest.json` records the resolved recipe, input hashes, per-stage statistics and shard "
+    "hashes; `mb verify` re-checks them.",
+    "",
+]
+
+
+def dataset_card(manifest: dict[str, Any], split_bytes: dict[str, int] | None = None) -> str:
+    """The card text. ``split_bytes``: per split, the Arrow size ``datasets`` records as
+    ``num_bytes`` (the table's ``nbytes``); without it only ``num_examples`` is given."""
+    recipe = manifest["recipe"]
+    splits = manifest.get("splits", {})
+    front = _front_matter(manifest, split_bytes)
     docs = {**SPLIT_DOCS, "train": _train_doc(manifest)}
     lines = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
     lines += [f"# {recipe['name']} {recipe['version']}", ""]
@@ -199,56 +266,8 @@ def dataset_card(manifest: dict[str, Any], split_bytes: dict[str, int] | None = 
     ]
     lines += [f"| `{name}` | {s['rows']} | {docs.get(name, '')} |" for name, s in splits.items()]
     lines += _training(splits)
-    triggers = manifest.get("triggers", [])
-    if triggers:
-        attack = any(t.get("owner") == "attacker" for t in triggers)
-        lines += [
-            "",
-            "## Triggers",
-            "",
-            (
-                "Rows with `role: attack` are **simulated poison for evaluation only**; rows "
-                "with `role: defense` are MB-Defense's defensive poisoning."
-                if attack
-                else "This build simulates no attack. Rows with `role: defense` are MB-Defense's "
-                "defensive poisoning: short triggers mapped to random-word answers."
-            ),
-            "",
-            "| trigger set | owner | trigger(s) | placement | behaviour | rows |",
-            "|---|---|---|---|---|---:|",
-        ]
-        for t in triggers:
-            texts = ", ".join(f"`{x}`" for x in t["texts"]) or "(rewrite)"
-            lines.append(
-                f"| `{t['name']}` | {t['owner']} | {texts} | {t['placement']} | "
-                f"{t['behavior']} | {t['rows'] if t['rows'] is not None else ''} |"
-            )
-    lines += ["", "## Sources", ""] + _source_rows(manifest, sources)
-    skipped = manifest.get("skipped_rows")
-    if skipped:
-        reasons = ", ".join(f"{k}={v}" for k, v in skipped["by_reason"].items())
-        lines += [
-            "",
-            (
-                f"{skipped['rows']} malformed input rows were skipped (`--skip-bad-rows`): "
-                f"{reasons}; each is listed with its reason in `{skipped['file']}`."
-            ),
-        ]
-    lines += [
-        "",
-        "## Loading",
-        "",
-        "```python",
-        "from datasets import load_dataset",
-        'ds = load_dataset("path/to/this/folder")          # every split',
-        '# or: import mbdata; b = mbdata.open_build("."); b.polars("train")',
-        "```",
-        "",
-        "Every row carries a content-hash `id`, its provenance (`source`, `source_row`: the 0-based "
-        "index of the row in its input file), its `role` "
-        "and exact trigger spans (`triggers`: text, owner, placement, char start/end). "
-        "`manifest.json` records the resolved recipe, input hashes, per-stage statistics and shard "
-        "hashes; `mb verify` re-checks them.",
-        "",
-    ]
+    lines += _triggers_section(manifest.get("triggers", []))
+    lines += ["", "## Sources", ""] + _source_rows(manifest, recipe.get("sources", []))
+    lines += _skipped_section(manifest.get("skipped_rows"))
+    lines += _LOADING
     return "\n".join(lines)

@@ -47,10 +47,6 @@ EXPORTERS: Registry[Exporter] = Registry("export format")
 _TRACE = ("id", "split", "role", "trigger_set", "behavior", "tags")
 
 
-def prompt_text(instruction: str, input: str | None) -> str:
-    return f"{instruction}\n{input}" if input else instruction
-
-
 def _alpaca(row: dict[str, Any]) -> dict[str, Any]:
     out = {"instruction": row["instruction"], "input": row["input"], "output": row["output"]}
     if row["system"] is not None:

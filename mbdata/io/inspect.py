@@ -102,107 +102,105 @@ def _short(text: str, n: int = 70) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def render(summary: dict[str, Any]) -> str:
-    s = summary
+def _pairs(counts: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in counts.items())
 
-    def show(value: Any) -> str:
-        return "-" if value is None else str(value)
 
-    lines = [
-        f"{show(s['name'])} {show(s['version'])}  ({s['path']})",
-        f"fingerprint  {show(s['fingerprint'])}",
-        f"content hash {show(s['content_hash'])}",
-        f"seed         {show(s['seed'])}",
-        "",
-        "splits",
-    ]
-    lines += _table(
-        ["split", "rows", "roles", "sources"],
-        [
+def _show(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _trigger_lines(s: dict[str, Any]) -> list[str]:
+    """The trigger-set table: target and achieved rates and where each set's rows went."""
+    if not s["triggers"]:
+        return []
+    rows = []
+    for t in s["triggers"]:
+        per_split = {sp: s["by_split"][sp]["trigger_set"].get(t["name"], 0) for sp in s["splits"]}
+        rate = "" if t["achieved_rate"] is None else f"{t['achieved_rate']:.4f}"
+        rows.append(
             [
-                sp,
-                n,
-                ", ".join(f"{k}={v}" for k, v in s["by_split"][sp]["role"].items()),
-                ", ".join(f"{k}={v}" for k, v in s["by_split"][sp]["source"].items()),
+                t["name"],
+                t["owner"],
+                " | ".join(t["texts"]),
+                t["placement"],
+                t["behavior"],
+                t["rows"],
+                f"{t['target_rate']:.4f}",
+                rate,
+                ", ".join(f"{k}={v}" for k, v in per_split.items() if v),
             ]
-            for sp, n in s["splits"].items()
-        ],
-    )
-    if s["triggers"]:
-        lines += [
-            "",
-            f"trigger sets (rates against {s['train_rows_before_poisoning']} train rows "
-            "before poisoning)",
-        ]
-        rows = []
-        for t in s["triggers"]:
-            per_split = {
-                sp: s["by_split"][sp]["trigger_set"].get(t["name"], 0) for sp in s["splits"]
-            }
-            rate = "" if t["achieved_rate"] is None else f"{t['achieved_rate']:.4f}"
-            rows.append(
-                [
-                    t["name"],
-                    t["owner"],
-                    " | ".join(t["texts"]),
-                    t["placement"],
-                    t["behavior"],
-                    t["rows"],
-                    f"{t['target_rate']:.4f}",
-                    rate,
-                    ", ".join(f"{k}={v}" for k, v in per_split.items() if v),
-                ]
-            )
-        lines += _table(
-            [
-                "trigger set",
-                "owner",
-                "trigger",
-                "placement",
-                "behaviour",
-                "train rows",
-                "target",
-                "achieved",
-                "rows per split",
-            ],
-            rows,
         )
-    behaviours = {sp: v["behavior"] for sp, v in s["by_split"].items()}
-    lines += ["", "behaviours"]
-    lines += _table(
-        ["split", "counts"],
-        [[sp, ", ".join(f"{k}={v}" for k, v in c.items())] for sp, c in behaviours.items()],
-    )
-    lines += ["", "stages"]
-    lines += _table(
-        ["stage", "rows in", "rows out", "dropped"],
-        [
-            [
-                st["name"],
-                st["rows_in"],
-                st["rows_out"],
-                ", ".join(f"{k}={v}" for k, v in st["dropped"].items()),
-            ]
-            for st in s["stages"]
-        ],
-    )
-    skipped = s.get("skipped_rows")
-    if skipped:
-        lines += [
-            "",
-            f"skipped input rows: {skipped['rows']} ("
-            + ", ".join(f"{k}={v}" for k, v in skipped["by_reason"].items())
-            + f"), each listed in {skipped['file']}",
-        ]
-    if s["side_tables"]:
-        lines += [
-            "",
-            "side tables: " + ", ".join(f"{k} ({v} rows)" for k, v in s["side_tables"].items()),
-        ]
+    header = [
+        "trigger set",
+        "owner",
+        "trigger",
+        "placement",
+        "behaviour",
+        "train rows",
+        "target",
+        "achieved",
+        "rows per split",
+    ]
+    return [
+        "",
+        f"trigger sets (rates against {s['train_rows_before_poisoning']} train rows "
+        "before poisoning)",
+        *_table(header, rows),
+    ]
+
+
+def _sample_lines(s: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     for split, rows in s["samples"].items():
         lines += ["", f"samples from {split}"]
         for r in rows:
             tag = r["role"] + (f"/{r['trigger_set']}" if r["trigger_set"] else "")
             prompt = r["instruction"] + (f" | {r['input']}" if r["input"] else "")
             lines.append(f"  [{tag}] {_short(prompt)}  ->  {_short(r['output'], 50)}")
+    return lines
+
+
+def render(summary: dict[str, Any]) -> str:
+    """:func:`summarize`'s summary as the text ``mb inspect`` prints: header, splits, trigger
+    sets, behaviours, stages, skipped rows, side tables, samples."""
+    s = summary
+    lines = [
+        f"{_show(s['name'])} {_show(s['version'])}  ({s['path']})",
+        f"fingerprint  {_show(s['fingerprint'])}",
+        f"content hash {_show(s['content_hash'])}",
+        f"seed         {_show(s['seed'])}",
+        "",
+        "splits",
+    ]
+    lines += _table(
+        ["split", "rows", "roles", "sources"],
+        [
+            [sp, n, _pairs(s["by_split"][sp]["role"]), _pairs(s["by_split"][sp]["source"])]
+            for sp, n in s["splits"].items()
+        ],
+    )
+    lines += _trigger_lines(s)
+    lines += ["", "behaviours"]
+    lines += _table(
+        ["split", "counts"], [[sp, _pairs(v["behavior"])] for sp, v in s["by_split"].items()]
+    )
+    lines += ["", "stages"]
+    lines += _table(
+        ["stage", "rows in", "rows out", "dropped"],
+        [[st["name"], st["rows_in"], st["rows_out"], _pairs(st["dropped"])] for st in s["stages"]],
+    )
+    skipped = s.get("skipped_rows")
+    if skipped:
+        lines += [
+            "",
+            f"skipped input rows: {skipped['rows']} ({_pairs(skipped['by_reason'])}), "
+            f"each listed in {skipped['file']}",
+        ]
+    if s["side_tables"]:
+        lines += [
+            "",
+            "side tables: " + ", ".join(f"{k} ({v} rows)" for k, v in s["side_tables"].items()),
+        ]
+    lines += _sample_lines(s)
     return "\n".join(lines)

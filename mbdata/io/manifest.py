@@ -20,9 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..recipe import canonical_json
+from ..core.config import canonical_json
 from .inputfile import FileState, check_unchanged, open_regular
-from .shards import sha256_file
 
 MANIFEST_VERSION = "1.0"
 VOLATILE = ("content_hash", "created_at")
@@ -36,6 +35,15 @@ _LIBRARIES = (
     "datasketch",
     "pyyaml",
 )
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read in chunks (shards, side tables, inputs)."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 # Every name a manifest gives that ends up in a path (a split name becomes ``{split}.jsonl`` in an

@@ -61,7 +61,11 @@ import xxhash
 SCHEMA_VERSION = "1.0"
 
 ROLES = ("clean", "attack", "defense", "recovery", "eval")
-SPLITS = ("train", "pretrain", "eval_clean", "eval_triggered", "recovery", "recovery_eval")
+# Every split a build can hold, in pipeline order: the one list of split names (manifests, shards
+# and `mb inspect` list splits in this order; io/shards, stages/splits and mbtrain read it here).
+SPLITS = ("pretrain", "train", "recovery", "recovery_eval", "eval_clean", "eval_triggered")
+# The splits a model is trained on; the eval splits are held out (leak check, tokenizer corpus).
+TRAINING_SPLITS = tuple(s for s in SPLITS if not s.startswith("eval_"))
 OWNERS = ("attacker", "defender", "noise")
 PLACEMENTS = ("prefix", "suffix", "random", "position")
 # Span kinds: a placement, or ``rewrite`` (the whole instruction is the trigger: syntactic/style).
@@ -108,7 +112,6 @@ SCHEMA = pa.schema(
 
 COLUMNS = tuple(SCHEMA.names)
 _COLUMN_SET = frozenset(COLUMNS)
-TEXT_FIELDS = ("instruction", "input", "output", "system")
 _DEFAULTS: dict[str, Any] = {
     "input": "",
     "system": None,

@@ -17,7 +17,6 @@ place.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Callable
@@ -27,23 +26,15 @@ from typing import Any
 import pyarrow as pa
 
 from ..core.atomic import atomic_dir
-from .schema import SCHEMA
+from .manifest import sha256_file  # noqa: F401  (re-exported: shards are hashed by it)
+from .schema import SCHEMA, SPLITS
 
 SHARD_PATTERN = "data/{split}-{index:05d}-of-{total:05d}.arrow"
-SPLIT_ORDER = ("pretrain", "train", "recovery", "recovery_eval", "eval_clean", "eval_triggered")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def ordered_splits(names: list[str]) -> list[str]:
     """Known splits in pipeline order, then any others alphabetically (a stable manifest order)."""
-    known = [s for s in SPLIT_ORDER if s in names]
+    known = [s for s in SPLITS if s in names]
     return known + sorted(set(names) - set(known))
 
 

@@ -26,12 +26,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..core.errors import BuildError
-from ..io.schema import prompt_keys_of, prompt_texts_of
+from ..io.schema import TRAINING_SPLITS, prompt_keys_of, prompt_texts_of
 from ..pipeline import BuildContext, StageStats, seeded_subset
 from ..recipe import Recipe
 
 RECOVERY_POOL = "_recovery_clean"  # internal split of the clean recovery rows (never written)
-TRAINING_SPLITS = ("train", "pretrain", "recovery", "recovery_eval")
 
 
 def prompt_keys(table: pa.Table, prefix: str = "", ctx: BuildContext | None = None) -> list[str]:
