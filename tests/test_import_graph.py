@@ -73,3 +73,59 @@ def test_mbdata_and_mbtrain_export_no_name_twice():
     import mbtrain
 
     assert set(mbdata.__all__) & set(mbtrain.__all__) == set()
+
+
+def _module_graph(packages: list[str]) -> dict[str, set[str]]:
+    """Edges module -> module inside ``packages`` (every import statement, function-level ones
+    included; ``from . import x`` names the submodule ``x`` when there is one)."""
+    modules = {}
+    for package in packages:
+        for path in sorted((ROOT / package.replace(".", "/")).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            modules[".".join(parts)] = path
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        is_package = path.name == "__init__.py"
+        base = name.split(".") if is_package else name.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    up = base[: len(base) - (node.level - 1)]
+                    module = ".".join(up + ([node.module] if node.module else []))
+                else:
+                    module = node.module or ""
+                subs = [f"{module}.{a.name}" for a in node.names]
+                targets = [s for s in subs if s in modules] or [module]
+            graph[name].update(t for t in targets if t in modules and t != name)
+    return graph
+
+
+def test_no_import_cycles_in_the_data_engines():
+    """The dedup modules and the executors import each other in one direction only (the old
+    ``dedup/stream.py`` <-> ``dedup/ray_engine.py`` cycle is gone and stays gone)."""
+    graph = _module_graph(["mbdata.dedup", "mbdata.executors", "mbdata.engines"])
+    assert "mbdata.dedup.stream" in graph and "mbdata.executors.ray_executor" in graph
+    cycles = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            # a package importing its own submodules is how packages work, not a cycle
+            if node == nxt.rsplit(".", 1)[0]:
+                continue
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(path[path.index(nxt) :] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
