@@ -39,10 +39,9 @@ class ProcessExecutor:
         if self._pool is None:
             methods = multiprocessing.get_all_start_methods()
             method = "forkserver" if "forkserver" in methods else "spawn"
-            context = multiprocessing.get_context(method)
-            if method == "forkserver":
-                context.set_forkserver_preload(["numpy", "pyarrow"])
-            self._pool = context.Pool(self.workers)
+            # No set_forkserver_preload: the fork server is one per process, shared with
+            # mbtrain's job runner, and its preload list is global state that is not ours to set.
+            self._pool = multiprocessing.get_context(method).Pool(self.workers)
         return self._pool
 
     def map(self, step: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
