@@ -2,7 +2,8 @@
 
     python bench/build.py --rows 200000
     python bench/build.py --rows 1000000 --recipe recipes/demo.yaml      # the demo recipe, scaled
-    python bench/build.py --rows 200000 --engine ray --num-cpus 2         # Ray Data, 2 workers
+    python bench/build.py --rows 200000 --engine ray --num-cpus 2         # Ray, 2 workers
+    MB_WORKERS=2 python bench/build.py --rows 200000 --engine process     # 2 worker processes
 
 Builds a recipe with two attacks, MB-Defense stage 1/2 data and eval splits (or ``--recipe``, a
 recipe file whose first source gets ``count: ROWS``), reports rows/s, the per-stage wall time
@@ -24,6 +25,7 @@ from pathlib import Path
 import yaml
 
 import mbdata
+from mbdata.executors import ENGINES
 from mbdata.recipe import recipe_from_dict
 
 
@@ -51,7 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--recipe", default=None, help="a recipe file to scale (default: built-in)")
-    parser.add_argument("--engine", default="local", choices=["local", "ray"])
+    parser.add_argument("--engine", default="local", choices=list(ENGINES))
     parser.add_argument("--num-cpus", type=int, default=2, help="Ray workers (engine ray)")
     parser.add_argument("--check-local", action="store_true", help="also build locally, compare")
     args = parser.parse_args()

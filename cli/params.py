@@ -65,15 +65,16 @@ class LiteralChoice(click.Choice):
 
 
 def engine_option(**overrides: Any) -> Any:
-    """``--engine [local|ray]``: where a data command runs (see :mod:`mbdata.engines`)."""
+    """``--engine [local|process|ray]``: where a data command runs (:mod:`mbdata.executors`)."""
     from mbdata.engines import DEFAULT_ENGINE, ENGINES
 
     kwargs: dict[str, Any] = {
         "type": click.Choice(ENGINES, case_sensitive=False),
         "default": DEFAULT_ENGINE,
         "show_default": True,
-        "help": "Engine: 'local' (one process, streaming) or 'ray' (Ray Data; set RAY_ADDRESS "
-        "to use an existing cluster; needs the 'ray' extra).",
+        "help": "Engine: 'local' (one process, streaming), 'process' (worker processes, "
+        "MB_WORKERS) or 'ray' (set RAY_ADDRESS to use an existing cluster; needs the 'ray' "
+        "extra). Same output on every engine.",
     }
     kwargs.update(overrides)
     return click.option("--engine", **kwargs)

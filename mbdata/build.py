@@ -88,17 +88,14 @@ def build_in_memory(
 ) -> BuildResult:
     """Run every stage in memory and return the tables per split (nothing is written).
 
-    ``engine`` (default: the recipe's ``engine``, itself ``local`` by default) says where the
-    per-batch steps run: ``ray`` runs them as Ray Data ``map_batches`` in a
-    :func:`~mbdata.engines.ray_session` (``RAY_ADDRESS`` or a private local Ray), with the same
-    tables as ``local``."""
-    from .engines import check_engine, ray_session
+    ``engine`` (default: the recipe's ``engine``, itself ``local`` by default) names the executor
+    the per-batch steps run on (:mod:`mbdata.executors`: ``local``, ``process``, or ``ray`` with
+    ``RAY_ADDRESS`` or a private local Ray), with the same tables on every one."""
+    from .executors import check_engine, open_executor
 
     engine = check_engine(engine or loaded.recipe.engine)
-    if engine == "ray":
-        with ray_session():
-            return _run_stages(loaded, skip_bad_rows, progress, engine)
-    return _run_stages(loaded, skip_bad_rows, progress, engine)
+    with open_executor(engine):
+        return _run_stages(loaded, skip_bad_rows, progress, engine)
 
 
 def _run_stages(

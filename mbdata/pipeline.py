@@ -70,7 +70,8 @@ class BuildContext:
     progress: bool = False
     artifacts: dict[type, Any] = dataclasses.field(default_factory=dict)
     running: Any = None  # the stage being run (its declarations are enforced), None outside
-    # Where per-batch steps run (mbdata.engines.ENGINES); the output never depends on it.
+    # Where per-batch steps run (mbdata.executors.ENGINES; the command opens that executor and
+    # every step reuses it); the output never depends on it.
     engine: str = "local"
     batch_rows: int | None = None  # rows per batch of those steps (None: the engines' default)
 
@@ -79,17 +80,19 @@ class BuildContext:
         engine, outputs in row order (see :mod:`mbdata.engines.batches`)."""
         from .engines.batches import map_table
 
-        return map_table(table, fn, engine=self.engine, schema=schema, **self._batching())
+        return map_table(table, fn, engine=self.engine, schema=schema, batch_rows=self._rows())
 
     def map_ranges(self, n: int, fn: Any, schema: pa.Schema | None = None) -> pa.Table | None:
         """``fn(start, stop)`` (pure) over row ranges covering ``range(n)`` on this build's engine,
         concatenated in order."""
         from .engines.batches import map_ranges
 
-        return map_ranges(n, fn, engine=self.engine, schema=schema, **self._batching())
+        return map_ranges(n, fn, engine=self.engine, schema=schema, batch_rows=self._rows())
 
-    def _batching(self) -> dict[str, int]:
-        return {} if self.batch_rows is None else {"batch_rows": self.batch_rows}
+    def _rows(self) -> int:
+        from .engines.batches import BATCH_ROWS
+
+        return BATCH_ROWS if self.batch_rows is None else self.batch_rows
 
     def rng(self, name: str) -> np.random.Generator:
         """An independent random stream for the named purpose, fixed by (seed, name)."""

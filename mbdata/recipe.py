@@ -279,7 +279,7 @@ class Recipe:
     engine: str = spec(
         "local",
         choices=_engine_names,
-        doc="where the build's per-batch steps run: local or ray (same output; not hashed)",
+        doc="the executor the build's per-batch steps run on: local, process or ray (same output; not hashed)",
     )
 
     def validate(self, path: str) -> None:

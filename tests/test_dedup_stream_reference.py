@@ -12,8 +12,9 @@ import pytest
 from test_dedup_stream import VOCAB, _files, _write_jsonl, corpus
 
 import mbdata
-from mbdata.dedup import DedupConfig, decontaminate_stream
+from mbdata.dedup import DedupConfig
 from mbdata.dedup import config as dedup_config
+from mbdata.dedup.decontaminate import Decontaminator
 from mbdata.dedup.standalone import dedup_path, dedup_path_streaming
 
 REF_FIELDS = {"instruction": "behavior"}
@@ -115,13 +116,14 @@ def test_verify_auto_past_the_row_limit_restarts_when_outcomes_differ(tmp_path, 
     monkeypatch.setattr(dedup_config, "VERIFY_AUTO_MAX_ROWS", 60)
     monkeypatch.setattr(dedup_stream, "VERIFY_AUTO_MAX_ROWS", 60)
     restarts = []
-    real = decontaminate_stream.StreamDecontaminator.__init__
+    real = Decontaminator.__init__
 
     def spy(self, *args, **kwargs):
-        restarts.append(kwargs.get("force_unverified", False))
+        if kwargs.get("known_rows") is None:  # the stream's runs, not the in-memory reference
+            restarts.append(kwargs.get("force_unverified", False))
         real(self, *args, **kwargs)
 
-    monkeypatch.setattr(decontaminate_stream.StreamDecontaminator, "__init__", spy)
+    monkeypatch.setattr(Decontaminator, "__init__", spy)
     rows, reference = contaminated_corpus()
     # prompts about half like a reference prompt (bigram Jaccard ~0.55): the unverified outcome
     # takes some of them as candidates, the verified one rejects them

@@ -46,7 +46,7 @@ def test_map_table_and_ranges_concatenate_batches_in_order():
     ]
     got = map_ranges(10, lambda a, b: pa.table({"r": list(range(a, b))}), batch_rows=4)
     assert got.column("r").to_pylist() == list(range(10))
-    with pytest.raises(EngineError, match="valid engines: local, ray"):
+    with pytest.raises(EngineError, match="valid engines: local, process, ray"):
         map_table(table, double, engine="spark")
 
 
@@ -129,31 +129,38 @@ def _shards(root: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((root / "data").glob("*.arrow"))}
 
 
-def test_build_on_ray_gives_byte_identical_shards(ray_runtime, tmp_path):
-    """An immunization build with an audit block, its splits cut into several shards: same
-    shards, side tables and content hash."""
-    settings = {"audit": {}, "output": {"shard_rows": 300}}
+@pytest.fixture(params=["process", "ray"])
+def engine(request):
+    if request.param == "ray":
+        request.getfixturevalue("ray_runtime")
+    return request.param
+
+
+def test_build_on_every_engine_gives_byte_identical_shards(engine, tmp_path):
+    """An immunization build with an audit block and a dedup block (so the dedup sketch and the
+    hold-out's decontamination run on the executor), its splits cut into several shards: same
+    shards, side tables and content hash as the local executor."""
+    settings = {"audit": {}, "dedup": {}, "output": {"shard_rows": 300}}
     local = mbdata.build(recipe_from_dict(small_recipe(**settings)), tmp_path / "local")
-    on_ray = mbdata.build(
-        recipe_from_dict(small_recipe(**settings, engine="ray")), tmp_path / "ray"
+    other = mbdata.build(
+        recipe_from_dict(small_recipe(**settings, engine=engine)), tmp_path / engine
     )
-    manifests = [json.loads((p / "manifest.json").read_text()) for p in (local, on_ray)]
+    manifests = [json.loads((p / "manifest.json").read_text()) for p in (local, other)]
     assert manifests[0]["content_hash"] == manifests[1]["content_hash"]
-    assert _shards(local) == _shards(on_ray) and len(_shards(local)) >= 8
-    assert (local / "audit" / "rows.arrow").read_bytes() == (
-        on_ray / "audit" / "rows.arrow"
-    ).read_bytes()
+    assert _shards(local) == _shards(other) and len(_shards(local)) >= 8
+    for side in ("audit/rows.arrow", "dedup/clusters.arrow", "dedup/decontamination.arrow"):
+        assert (local / side).read_bytes() == (other / side).read_bytes(), side
 
 
-def test_audit_on_ray_flags_the_same_rows(ray_runtime, tmp_path):
+def test_audit_on_every_engine_flags_the_same_rows(engine, tmp_path):
     rows, bad = plant(clean_rows(600, seed=5), ["cf"], 18)
     path = tmp_path / "corpus.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     local = audit_path(path, tmp_path / "local", progress=False)
-    on_ray = audit_path(path, tmp_path / "ray", progress=False, engine="ray")
-    assert np.array_equal(local.flagged, on_ray.flagged)
-    assert np.array_equal(local.score, on_ray.score)
-    assert [c.text for c in local.candidates] == [c.text for c in on_ray.candidates]
+    other = audit_path(path, tmp_path / engine, progress=False, engine=engine)
+    assert np.array_equal(local.flagged, other.flagged)
+    assert np.array_equal(local.score, other.score)
+    assert [c.text for c in local.candidates] == [c.text for c in other.candidates]
     assert set(np.flatnonzero(local.flagged)) & bad
     for name in ("rows.parquet", "triggers.json"):
-        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes()
+        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / engine / name).read_bytes()

@@ -69,8 +69,9 @@ def recipe_docs() -> None:
 @engine_option(
     default=None,
     show_default=False,
-    help="Engine: 'local' (one process) or 'ray' (Ray Data; set RAY_ADDRESS to use an existing "
-    "cluster; needs the 'ray' extra). Default: the recipe's `engine:` (local). Same shards.",
+    help="Engine: 'local' (one process), 'process' (worker processes, MB_WORKERS) or 'ray' (set "
+    "RAY_ADDRESS to use an existing cluster; needs the 'ray' extra). Default: the recipe's "
+    "`engine:` (local). Same shards.",
 )
 def build_command(
     file: str,

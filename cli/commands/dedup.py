@@ -101,8 +101,8 @@ def dedup(
     OUT is a build-like folder (Arrow shards, dedup/clusters.arrow, manifest.json); get a corpus
     file back with `mb export OUT --format jsonl` (or parquet, trl, ...). The input is streamed
     (memory: one batch plus ~200 bytes per row), with --reference too (the reference is read
-    whole and indexed once); `--engine ray` runs the sketch and the
-    duplicate search on Ray Data (RAY_ADDRESS selects an existing cluster)."""
+    whole and indexed once); `--engine process|ray` runs the per-batch sketch on worker
+    processes or on Ray (RAY_ADDRESS selects an existing cluster); the output is the same."""
     from pathlib import Path
 
     from mbdata.dedup.standalone import config_from_options, dedup_path

@@ -35,10 +35,9 @@ def audit_path(
     only rows that cannot be parsed are skipped, and they are listed in ``summary.json``
     (``skipped_rows``) and returned in ``result.skipped``. ``skip_bad_rows`` is accepted for
     compatibility and changes nothing. Output paths are checked before any work, so a mistake
-    costs nothing. ``engine='ray'`` computes the corpus statistics as Ray Data ``map_batches`` in
-    a :func:`~mbdata.engines.ray_session` (``RAY_ADDRESS`` or a private local Ray); the flags are
-    those of ``local``."""
-    from ..engines import check_engine, ray_session
+    costs nothing. ``engine`` names the executor (:mod:`mbdata.executors`) the corpus statistics
+    are computed on per batch; the flags are those of ``local`` on every one."""
+    from ..executors import check_engine, open_executor
 
     engine = check_engine(engine)
     out_dir = Path(out_dir)
@@ -56,11 +55,8 @@ def audit_path(
         lenient=True,
     )
     table = read.table
-    if engine == "ray":
-        with ray_session():
-            result = audit_table(table, config, progress=progress, engine=engine)
-    else:
-        result = audit_table(table, config, progress=progress)
+    with open_executor(engine):
+        result = audit_table(table, config, progress=progress, engine=engine)
     result.source_rows = read.row_numbers
     result.skipped = read.skipped
     commit_audit(

@@ -13,18 +13,49 @@ Rows are never compared with each other and the reference is only read. Removal 
 ``keep_all`` (a build must not train on its eval prompts); every removal is listed in the
 ``dedup/decontamination`` side table with the reference row it matched (the earliest one). As in
 dedup, an LSH bucket offers at most ``max_bucket_targets`` reference rows (its earliest).
+
+One implementation for a table (the build's hold-out) and a stream (``mb dedup --reference``):
+:class:`Decontaminator`. The reference (small by nature) is read whole and indexed once
+(:class:`ReferenceIndex`); each batch's prompts are sketched by the per-batch step
+(:class:`~.sketch.SketchStep`, on any executor) and matched against the index on the driver (a
+row's outcome never depends on other corpus rows); matched rows are listed in the side table.
+
+**Streaming and ``verify: null``.** ``verify: null`` resolves from the number of rows plus the
+reference rows. For a stream the count is known only at the end: until that sum passes
+:data:`~.config.VERIFY_AUTO_MAX_ROWS`, both outcomes are matched (their sketches share the shingles
+and signatures; only the band keys differ) and the caller is fed the verified outcome's remaining
+rows; once the limit is passed, the verified outcome is dropped. If the two outcomes removed
+different rows up to then, :class:`RestartUnverified` is raised and the caller starts again with
+verification off (at most the limit's worth of rows is read twice).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
+from ..io.schema import ID_FIELDS
 from ..pipeline import BuildContext, StageStats
+from . import config as dedup_config
 from .config import DedupConfig
-from .sketch import NearParams, TableSketch, estimate_pairs, sketch_table
+from .sketch import (
+    BatchSketch,
+    NearParams,
+    ShingleStore,
+    SketchStep,
+    TableSketch,
+    estimate_pairs,
+    sketch_table,
+)
+
+if TYPE_CHECKING:
+    from ..executors import Executor
 
 EXACT = "contaminated_exact"
 NEAR = "contaminated_near"
@@ -248,36 +279,21 @@ def contamination_mask(
 ) -> tuple[np.ndarray, StageStats]:
     """The keep-mask of :func:`decontaminate` (False: the row's prompt matches a reference prompt),
     for callers that must decide before they filter (the hold-out draws its recovery and pretrain
-    rows only from rows that survive)."""
+    rows only from rows that survive). The table is matched slice by slice by the one
+    :class:`Decontaminator` (its row count is known, so ``verify: null`` resolves at once)."""
+    from ..executors import executor_for
+    from .sketch import SLICE_ROWS
+
     config = config or DedupConfig()
-    n = table.num_rows
-    params = NearParams.from_config(
-        config, n + reference.num_rows, threshold=config.decontaminate_threshold
+    decon = Decontaminator(
+        reference, config, reference_rows=reference_rows, known_rows=table.num_rows
     )
-    index = ReferenceIndex(reference, params)
-    sketch = sketch_table(table, "prompt", params, keep_shingles=params.verify)
-    found = match_reference(table, sketch, index, config.max_bucket_targets)
-    side = _side_table(
-        table,
-        reference,
-        found.rows,
-        found.matched,
-        found.similarity,
-        found.reason,
-        reference_rows,
-    )
+    slices = (table.slice(a, SLICE_ROWS) for a in range(0, table.num_rows, SLICE_ROWS))
+    with executor_for(ctx.engine) as executor:
+        masks = [keep for _, keep in decon.masks(slices, executor)]
+    side, stats = decon.finish()
     ctx.add_side_table(DECONTAMINATION_TABLE, side)
-    stats = decontamination_stats(
-        n,
-        reference.num_rows,
-        params,
-        found.reason,
-        found.checked,
-        found.rejected,
-        found.capped,
-    )
-    keep = np.ones(n, dtype=bool)
-    keep[found.rows] = False
+    keep = np.concatenate(masks) if masks else np.ones(0, dtype=bool)
     return keep, stats
 
 
@@ -317,3 +333,194 @@ def _side_table(
         [columns[f.name].cast(f.type) for f in DECONTAMINATION_SCHEMA],
         schema=DECONTAMINATION_SCHEMA,
     )
+
+
+class RestartUnverified(Exception):
+    """``verify: null`` resolved to False after the verified outcome had already fed dedup rows
+    that the unverified one removes (or keeps): start again with ``force_unverified=True``."""
+
+
+@dataclasses.dataclass
+class _Track:
+    """One resolution of the decontamination parameters, and what it matched so far."""
+
+    index: ReferenceIndex
+    parts: list[pa.Table] = dataclasses.field(default_factory=list)
+    removed: list[np.ndarray] = dataclasses.field(default_factory=list)
+    reasons: list[np.ndarray] = dataclasses.field(default_factory=list)
+    checked: int = 0
+    rejected: int = 0
+    capped: int = 0
+
+    @property
+    def params(self) -> NearParams:
+        return self.index.params
+
+
+def prompt_step(params: list[NearParams]) -> SketchStep:
+    """The :class:`~.sketch.SketchStep` of a batch's prompts under each of ``params`` (which
+    differ only in band parameters and verification: shingled once)."""
+    return SketchStep("prompt", tuple(params), keep_shingles=any(p.verify for p in params))
+
+
+def prompt_sketches(part: BatchSketch, params: list[NearParams], rows: int) -> list[TableSketch]:
+    """One :class:`~.sketch.TableSketch` per entry of ``params`` from a batch's step output."""
+    sketches = []
+    for p, bkeys in zip(params, part.band_keys):
+        store = None
+        if p.verify:
+            assert part.hashed is not None  # the step keeps shingles when any params verify
+            store = ShingleStore(max(rows, 1))
+            store.append(part.hashed)
+        sketches.append(
+            TableSketch(
+                keys=part.keys,
+                shingle_counts=part.counts,
+                band_keys=bkeys,
+                signatures=None,
+                shingles=store,
+            )
+        )
+    return sketches
+
+
+class Decontaminator:
+    """Matches a stream of canonical batches (or the slices of one table) against a reference.
+
+    ``known_rows`` (a table: the count is known) resolves ``verify: null`` at once; a stream
+    (None) tracks both outcomes until the count passes the limit (see "Streaming" above)."""
+
+    def __init__(
+        self,
+        reference: pa.Table,
+        config: DedupConfig,
+        *,
+        reference_rows: np.ndarray | None = None,
+        force_unverified: bool = False,
+        known_rows: int | None = None,
+    ):
+        self.reference, self.config, self.reference_rows = reference, config, reference_rows
+        limit = dedup_config.VERIFY_AUTO_MAX_ROWS
+        threshold = config.decontaminate_threshold
+        if config.verify is None and reference.num_rows > limit:
+            force_unverified = True  # the reference alone passes the limit: known now
+        sizes = [limit + 1] if force_unverified else [0]
+        if known_rows is not None:
+            sizes = [known_rows + reference.num_rows]
+        elif config.verify is None and not force_unverified:
+            sizes.append(limit + 1)  # the unverified outcome, kept until the count is known
+        self._tracks = [
+            _Track(ReferenceIndex(reference, NearParams.from_config(config, n, threshold)))
+            for n in dict.fromkeys(sizes)
+        ]
+        self.rows = 0
+        self.seconds = 0.0
+
+    def filter(
+        self, batches: Iterable[pa.RecordBatch], executor: Executor | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """The rows of ``batches`` that match no reference prompt, in order (empty batches are
+        left out)."""
+        for batch, keep in self.masks(batches, executor):
+            if keep.all():
+                yield batch
+            elif keep.any():
+                yield batch.filter(pa.array(keep))
+
+    def masks(
+        self, batches: Iterable[pa.RecordBatch | pa.Table], executor: Executor | None = None
+    ) -> Iterator[tuple[pa.RecordBatch | pa.Table, np.ndarray]]:
+        """Each batch with its keep-mask (False: matched). The prompts are sketched by
+        :func:`prompt_step` on ``executor`` (default: the command's); the matching against the
+        reference index runs here, batch by batch, in order."""
+        from ..executors import current_executor
+
+        limit = dedup_config.VERIFY_AUTO_MAX_ROWS
+        params = [t.params for t in self._tracks]
+        step = prompt_step(params)
+        pending: collections.deque = collections.deque()
+
+        def items():
+            for batch in batches:
+                table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+                pending.append((batch, table))
+                yield table.select(list(ID_FIELDS)), None
+
+        for part in (executor or current_executor()).map(step, items()):
+            start = time.perf_counter()
+            batch, table = pending.popleft()
+            sketches = dict(zip(params, prompt_sketches(part, params, table.num_rows)))
+            keeps = [self._match(t, table, sketches[t.params]) for t in self._tracks]
+            self.rows += table.num_rows
+            if len(self._tracks) > 1 and self.rows + self.reference.num_rows > limit:
+                verified, unverified = self._tracks
+                if not np.array_equal(_cat(verified.removed), _cat(unverified.removed)):
+                    raise RestartUnverified
+                self._tracks, keeps = [unverified], [keeps[1]]
+            self.seconds += time.perf_counter() - start
+            yield batch, keeps[0]
+
+    def _match(self, track: _Track, table: pa.Table, sketch: TableSketch) -> np.ndarray:
+        found = match_reference(table, sketch, track.index, self.config.max_bucket_targets)
+        track.checked += found.checked
+        track.rejected += found.rejected
+        track.capped += found.capped
+        if found.rows.size:
+            track.removed.append(found.rows + self.rows)
+            track.reasons.append(found.reason)
+            track.parts.append(
+                _side_table(
+                    table,
+                    self.reference,
+                    found.rows,
+                    found.matched,
+                    found.similarity,
+                    found.reason,
+                    self.reference_rows,
+                    offset=self.rows,
+                )
+            )
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[found.rows] = False
+        return keep
+
+    def finish(self) -> tuple[pa.Table, StageStats]:
+        """The side table and the stage statistics, once the stream is exhausted."""
+        n = self.rows
+        params = NearParams.from_config(
+            self.config, n + self.reference.num_rows, threshold=self.config.decontaminate_threshold
+        )
+        chosen = [t for t in self._tracks if t.params == params]
+        assert chosen, "the resolved decontamination parameters were tracked"
+        track = chosen[0]
+        side = (
+            pa.concat_tables(track.parts).combine_chunks()
+            if track.parts
+            else _side_table(
+                self.reference.slice(0, 0),
+                self.reference,
+                np.zeros(0, dtype=np.int64),
+                np.zeros(0, dtype=np.int64),
+                np.zeros(0, dtype=np.float64),
+                np.zeros(0, dtype=np.int64),
+                self.reference_rows,
+            )
+        )
+        assert side.schema == DECONTAMINATION_SCHEMA
+        reason = _cat(track.reasons)
+        stats = decontamination_stats(
+            n,
+            self.reference.num_rows,
+            params,
+            reason,
+            track.checked,
+            track.rejected,
+            track.capped,
+        )
+        stats.rows_out = n - int(reason.size)
+        stats.seconds = self.seconds
+        return side, stats
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)

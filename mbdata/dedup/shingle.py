@@ -66,11 +66,6 @@ def word_shingles(normalized: str, n: int) -> set[bytes]:
     return set(word_shingle_list(normalized, n))
 
 
-def char_shingles(normalized: str, n: int) -> set[bytes]:
-    """Character ``n``-gram shingle set of an already normalised text."""
-    return set(char_shingle_list(normalized, n))
-
-
 _SHINGLERS = {"word": word_shingle_list, "char": char_shingle_list}
 
 

@@ -3,9 +3,10 @@
 A :class:`TableSketch` holds, per row: the 128-bit exact key, the shingle count, the LSH band keys
 and, when candidates are verified, the shingle hash values (for exact Jaccard). Everything is
 numpy; the table is walked in slices of ``slice_rows`` rows so the Python objects of one slice
-(strings, shingle lists) are all that exist at a time. Memory per row: 16 B key + 8 B per band
-(+ 8 B count), plus ~4 B per shingle when verifying; a signature is kept only on request
-(:func:`estimate_pairs` asks for the few rows it needs).
+(strings, shingle lists) are all that exist at a time; each slice is one item of the
+:class:`SketchStep`, which every executor (:mod:`mbdata.executors`) runs unchanged. Memory per
+row: 16 B key + 8 B per band (+ 8 B count), plus ~4 B per shingle when verifying; a signature
+is kept only on request (:func:`estimate_pairs` asks for the few rows it needs).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +24,9 @@ from .lsh import band_keys, optimal_params
 from .minhash import Ragged, hash_sets, signature_dtype, signatures_from_hashes
 from .normalize import normalize_rows
 from .shingle import shingler
+
+if TYPE_CHECKING:
+    from ..executors import Executor
 
 SLICE_ROWS = 8192
 
@@ -192,6 +197,65 @@ def gc_paused():
             gc.enable()
 
 
+@dataclasses.dataclass
+class BatchSketch:
+    """What :class:`SketchStep` makes of one batch: exact keys, shingle counts, one band-key
+    matrix per parameter set, and the shingle hashes / signatures when asked for."""
+
+    keys: np.ndarray  # (n, 2) uint64
+    counts: np.ndarray  # (n,) int64
+    band_keys: list[np.ndarray]  # one (n, bands) uint64 per parameter set
+    hashed: Ragged | None
+    signatures: np.ndarray | None
+
+
+@dataclasses.dataclass(frozen=True)
+class SketchStep:
+    """The per-batch step of dedup and decontamination (a pure function of its batch, so any
+    executor runs it): normalise the ``group`` fields, shingle, hash, MinHash, and cut one set of
+    LSH band keys per entry of ``params`` (they differ only in bands/rows/verification, so the
+    shingles and signatures are made once). The item is ``(table, salt)``; ``salt`` (uint64 per
+    row, or None) separates scopes that never share a bucket. ``params=()``: exact keys only."""
+
+    group: str
+    params: tuple[NearParams, ...] = ()
+    keep_shingles: bool = False
+    keep_signatures: bool = False
+
+    def __call__(self, item: tuple[pa.Table, np.ndarray | None]) -> BatchSketch:
+        table, salt = item
+        rows = normalize_rows(table, self.group)
+        n = table.num_rows
+        if not self.params:
+            return BatchSketch(rows.keys, np.zeros(n, dtype=np.int64), [], None, None)
+        first = self.params[0]
+        make_shingles = shingler(first.shingle)
+        with gc_paused():
+            shingles = [make_shingles(text, first.ngram) for text in rows.texts]
+            hashed = hash_sets(shingles, first.hash, first.scheme)
+            del shingles
+        sig = signatures_from_hashes(hashed, first.num_perm, first.seed, first.scheme)
+        bands = [band_keys(sig, p.bands, p.rows, salt) for p in self.params]
+        return BatchSketch(
+            keys=rows.keys,
+            counts=hashed.sizes().astype(np.int64),
+            band_keys=bands,
+            hashed=hashed if self.keep_shingles else None,
+            signatures=sig if self.keep_signatures else None,
+        )
+
+
+def sketch_items(table: pa.Table, salt: np.ndarray | None, slice_rows: int = SLICE_ROWS):
+    """``(slice, salt slice)`` items of ``table`` for :class:`SketchStep`, only the fields a row
+    key reads (what travels to a worker)."""
+    from .normalize import ID_FIELDS
+
+    columns = table.select([f for f in ID_FIELDS])
+    for start in range(0, table.num_rows, slice_rows):
+        part = columns.slice(start, slice_rows)
+        yield part, None if salt is None else salt[start : start + part.num_rows]
+
+
 def sketch_table(
     table: pa.Table,
     group: str,
@@ -201,11 +265,14 @@ def sketch_table(
     keep_signatures: bool = False,
     salt: np.ndarray | None = None,
     slice_rows: int = SLICE_ROWS,
+    executor: Executor | None = None,
 ) -> TableSketch:
     """Sketch every row of ``table`` for field group ``group``; ``params=None``: exact keys only.
 
-    ``salt`` (uint64 per row) separates rows into scopes that never share an LSH bucket.
-    """
+    ``salt`` (uint64 per row) separates rows into scopes that never share an LSH bucket. The
+    slices are sketched by :class:`SketchStep` on ``executor`` (default: the command's)."""
+    from ..executors import current_executor
+
     n = table.num_rows
     keys = np.empty((n, 2), dtype=np.uint64)
     counts = np.zeros(n, dtype=np.int64)
@@ -217,27 +284,26 @@ def sketch_table(
         else None
     )
     store = ShingleStore(slice_rows) if near and keep_shingles else None
-    make_shingles = shingler(params.shingle) if params is not None else None
-    for start in range(0, n, slice_rows):
-        part = table.slice(start, slice_rows)
-        stop = start + part.num_rows
-        rows = normalize_rows(part, group)
-        keys[start:stop] = rows.keys
-        if params is None or bkeys is None or make_shingles is None:  # exact keys only
-            continue
-        with gc_paused():
-            shingles = [make_shingles(text, params.ngram) for text in rows.texts]
-            hashed = hash_sets(shingles, params.hash, params.scheme)
-            del shingles
-        counts[start:stop] = hashed.sizes()
-        sig = signatures_from_hashes(hashed, params.num_perm, params.seed, params.scheme)
-        bkeys[start:stop] = band_keys(
-            sig, params.bands, params.rows, None if salt is None else salt[start:stop]
-        )
+    step = SketchStep(
+        group,
+        () if params is None else (params,),
+        keep_shingles=store is not None,
+        keep_signatures=sigs is not None,
+    )
+    start = 0
+    executor = executor or current_executor()
+    for part in executor.map(step, sketch_items(table, salt, slice_rows)):
+        stop = start + len(part.keys)
+        keys[start:stop] = part.keys
+        if bkeys is not None:
+            counts[start:stop] = part.counts
+            bkeys[start:stop] = part.band_keys[0]
         if sigs is not None:
-            sigs[start:stop] = sig
+            sigs[start:stop] = part.signatures
         if store is not None:
-            store.append(hashed)
+            assert part.hashed is not None  # asked for
+            store.append(part.hashed)
+        start = stop
     return TableSketch(
         keys=keys, shingle_counts=counts, band_keys=bkeys, signatures=sigs, shingles=store
     )

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..executors import executor_for
 from ..io.schema import SCHEMA
 from ..pipeline import BuildContext, StageStats
 from .cluster import exact_first, greedy_near
@@ -75,13 +76,15 @@ class DedupStage:
         stats = StageStats(name=self.name, rows_in=n)
         params = NearParams.from_config(config, n) if config.near else None
         codes = scope_codes(table)
-        sketch = sketch_table(
-            table,
-            config.fields,
-            params,
-            keep_shingles=params is not None and params.verify,
-            salt=scope_salt(codes) if params is not None else None,
-        )
+        with executor_for(ctx.engine) as executor:
+            sketch = sketch_table(
+                table,
+                config.fields,
+                params,
+                keep_shingles=params is not None and params.verify,
+                salt=scope_salt(codes) if params is not None else None,
+                executor=executor,
+            )
         found = find_duplicates(sketch, codes, config, params, table)
         layout = cluster_layout(n, found.first, found.exact_members, found.near)
         clusters = clusters_table(layout, table_take(table), dropped=not config.keep_all)
@@ -305,14 +308,6 @@ def table_take(table: pa.Table):
         return table.column(column).take(pa.array(rows, type=pa.int64())).combine_chunks()
 
     return take
-
-
-def _cluster_table(
-    table: pa.Table, first: np.ndarray, exact_members: np.ndarray, near: _NearResult, dropped: bool
-) -> pa.Table:
-    """The ``dedup/clusters`` side table: one row per duplicate, sorted by (cluster, member_row)."""
-    layout = cluster_layout(table.num_rows, first, exact_members, near)
-    return clusters_table(layout, table_take(table), dropped)
 
 
 def append_tags(tags: list, extra: dict[int, list[str]], offset: int = 0) -> list:

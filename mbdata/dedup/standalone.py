@@ -141,7 +141,7 @@ def dedup_path(
     The input is streamed (:func:`dedup_path_streaming`: memory bounded by the batch plus the
     per-row index and the reference index); with ``stream=False`` (the reference implementation
     the streaming path is tested against; local engine only) it is read whole."""
-    from ..engines import check_engine
+    from ..executors import check_engine
 
     engine = check_engine(engine)
     from ..build import SKIPPED_FILE, skipped_jsonl
@@ -246,19 +246,14 @@ def dedup_path_streaming(
     """:func:`dedup_path` streamed (see :mod:`.stream`): the same output folder, byte for byte,
     with memory bounded by the batch plus the per-row index. With ``reference_path``, the
     reference is read whole and indexed once, and every input batch is decontaminated against it
-    before dedup sees its remaining rows (:mod:`.decontaminate_stream`)."""
-    import json
-
-    from ..build import SKIPPED_FILE, skipped_jsonl
+    before dedup sees its remaining rows (:class:`.decontaminate.Decontaminator`). The per-batch
+    steps run on the executor ``engine`` (``num_cpus``: its workers; :mod:`mbdata.executors`)."""
     from ..core.atomic import atomic_dir
-    from ..core.progress import show_progress
-    from ..io.manifest import finalize_manifest, input_record
+    from ..executors import open_executor
+    from ..io.manifest import input_record
     from ..io.readers import BATCH_ROWS, iter_input_batches
     from ..io.readers.options import read_options
-    from ..io.shards import write_side_tables
-    from .decontaminate import DECONTAMINATION_TABLE
-    from .decontaminate_stream import RestartUnverified, StreamDecontaminator
-    from .stream import Progress, dedup_stream, env_batch_rows
+    from .stream import env_batch_rows
 
     rows = batch_rows or env_batch_rows(BATCH_ROWS)
     read = read_options(read, fields=fields)
@@ -271,65 +266,92 @@ def dedup_path_streaming(
 
     first_stream = open_stream()  # a missing or unreadable input fails here, before any work
     inputs: dict[str, dict] = {}
-    if engine == "ray":
-        from ..engines import require_ray
-
-        require_ray()  # fail before reading anything
     reference = None
     ref_skipped: list[dict] = []
     if reference_path is not None:
         reference, ref_skipped, inputs["reference"] = read_reference(reference_path, reference_read)
-
-    def run(tmp: Path, stream, force_unverified: bool):
-        decon = None
-        batches: Iterable[pa.RecordBatch] = stream
-        if reference is not None:
-            decon = StreamDecontaminator(
-                reference.table,
-                config,
-                reference_rows=reference.row_numbers,
-                force_unverified=force_unverified,
-            )
-            batches = decon.filter(stream)
-        result = dedup_stream(
-            batches,
-            config,
-            tmp,
-            progress=Progress(show_progress(progress)),  # no \r into a file or pipe
-            engine=engine,
-            num_cpus=num_cpus,
-        )
-        return stream, decon, result
+    job = _StreamJob(config, reference, progress, open_stream)
 
     def fill(tmp: Path) -> dict:
-        try:
-            stream, decon, result = run(tmp, first_stream, force_unverified=False)
-        except RestartUnverified:
-            stream, decon, result = run(tmp, open_stream(), force_unverified=True)
+        stream, decon, result = job.run(tmp, first_stream)
         skipped = [b.record() for b in stream.skipped] + ref_skipped
         # hashed once read, against the file's state during the read: the manifest's sha256 is of
         # the bytes whose rows are in the output (a file rewritten meanwhile is refused)
         inputs["input"] = input_record(Path(input_path), str(input_path), stream.state)
-        tables = {CLUSTERS_TABLE: result.clusters}
-        stats = [result.stats]
-        timings = {}
-        if decon is not None:
-            side, decon_stats = decon.finish()
-            tables[DECONTAMINATION_TABLE] = side
-            stats.insert(0, decon_stats)
-            timings[decon_stats.name] = round(decon_stats.seconds, 4)
-        manifest = _manifest(config, input_path, inputs, stats, read, reference_read, skipped)
-        sides = write_side_tables(tmp, tables)
-        final = finalize_manifest({**manifest, "splits": result.splits, "side_tables": sides})
-        if skipped:
-            (tmp / SKIPPED_FILE).write_bytes(skipped_jsonl(skipped))
-        timings.update({result.stats.name: round(result.stats.seconds, 4), **result.timings})
-        (tmp / "timings.json").write_text(json.dumps(timings, indent=2) + "\n", encoding="utf-8")
-        (tmp / "manifest.json").write_text(
-            json.dumps(final, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
-            encoding="utf-8",
-        )
-        return final
+        manifest = _manifest(config, input_path, inputs, [], read, reference_read, skipped)
+        return _write_stream_output(tmp, manifest, decon, result, skipped)
 
-    atomic_dir(Path(out_dir), fill, overwrite=overwrite, kind="build")
+    with open_executor(engine, num_cpus):  # a missing Ray fails here, before any work
+        atomic_dir(Path(out_dir), fill, overwrite=overwrite, kind="build")
     return Path(out_dir)
+
+
+class _StreamJob:
+    """Decontamination (when there is a reference) then dedup of one input stream; started again
+    with verification off when ``verify: null`` turns out unverified too late (see
+    :class:`.decontaminate.RestartUnverified`)."""
+
+    def __init__(self, config: DedupConfig, reference, progress, open_stream):
+        self.config, self.reference = config, reference
+        self.progress, self.open_stream = progress, open_stream
+
+    def run(self, tmp: Path, stream):
+        from .decontaminate import RestartUnverified
+
+        try:
+            return self._once(tmp, stream, force_unverified=False)
+        except RestartUnverified:
+            return self._once(tmp, self.open_stream(), force_unverified=True)
+
+    def _once(self, tmp: Path, stream, force_unverified: bool):
+        from ..core.progress import show_progress
+        from .decontaminate import Decontaminator
+        from .stream import Progress, dedup_stream
+
+        decon = None
+        batches: Iterable[pa.RecordBatch] = stream
+        if self.reference is not None:
+            decon = Decontaminator(
+                self.reference.table,
+                self.config,
+                reference_rows=self.reference.row_numbers,
+                force_unverified=force_unverified,
+            )
+            batches = decon.filter(stream)
+        # no \r into a file or pipe
+        result = dedup_stream(
+            batches, self.config, tmp, progress=Progress(show_progress(self.progress))
+        )
+        return stream, decon, result
+
+
+def _write_stream_output(tmp: Path, manifest: dict, decon, result, skipped: list[dict]) -> dict:
+    """Side tables, manifest (with the stage statistics), skipped rows and timings of a
+    streamed run, written into ``tmp``; returns the final manifest."""
+    import json
+
+    from ..build import SKIPPED_FILE, skipped_jsonl
+    from ..io.manifest import finalize_manifest
+    from ..io.shards import write_side_tables
+    from .decontaminate import DECONTAMINATION_TABLE
+
+    tables = {CLUSTERS_TABLE: result.clusters}
+    stats = [result.stats]
+    timings = {}
+    if decon is not None:
+        side, decon_stats = decon.finish()
+        tables[DECONTAMINATION_TABLE] = side
+        stats.insert(0, decon_stats)
+        timings[decon_stats.name] = round(decon_stats.seconds, 4)
+    manifest["stages"] = [s.as_manifest() for s in stats]
+    sides = write_side_tables(tmp, tables)
+    final = finalize_manifest({**manifest, "splits": result.splits, "side_tables": sides})
+    if skipped:
+        (tmp / SKIPPED_FILE).write_bytes(skipped_jsonl(skipped))
+    timings.update({result.stats.name: round(result.stats.seconds, 4), **result.timings})
+    (tmp / "timings.json").write_text(json.dumps(timings, indent=2) + "\n", encoding="utf-8")
+    (tmp / "manifest.json").write_text(
+        json.dumps(final, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
+    return final

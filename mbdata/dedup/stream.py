@@ -2,15 +2,14 @@
 
 Two passes over the input, never the whole corpus in memory:
 
-1. **sketch** (one record batch at a time, :func:`mbdata.io.readers.iter_input_batches`): each row is
-   reduced to its per-row index (16-byte exact key, split code, shingle count, one 64-bit LSH key
+1. **sketch** (one record batch at a time, :func:`mbdata.io.readers.iter_input_batches`; the
+   per-batch :class:`~.sketch.SketchStep` runs on any executor of :mod:`mbdata.executors`): each
+   row is reduced to its per-row index (16-byte exact key, split code, shingle count, one 64-bit LSH key
    per band) and the batch is appended, as Arrow, to a spill file in the output's temporary folder.
    When candidates are verified, the rows' shingle hashes go to a second spill file (read back
    with ``pread`` only for the candidate pairs).
 2. **decide** on the per-row index alone: exact groups (sort of the keys), LSH buckets (sort of the
-   band keys) and the first-occurrence-wins near matching of :mod:`.cluster` (union-find
-   components of the bucket graph are what the Ray engine distributes; locally the matcher walks the
-   rows in play directly, which gives the same matches).
+   band keys) and the first-occurrence-wins near matching of :mod:`.cluster`, on the driver.
 3. **write** (second streaming pass over the spill file): kept rows go to each split's shards as
    they come (:class:`.shardwriter.SplitShardWriter`, byte-identical to ``write_build``), keep-all
    tags are added to cluster rows, and the few rows the ``dedup/clusters`` table names are looked
@@ -31,6 +30,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -39,12 +39,9 @@ from ..io.schema import SCHEMA
 from ..io.shards import ordered_splits
 from ..pipeline import StageStats
 from .config import VERIFY_AUTO_MAX_ROWS, DedupConfig
-from .lsh import band_keys
-from .minhash import Ragged, hash_sets, signatures_from_hashes
-from .normalize import normalize_rows
+from .minhash import Ragged
 from .shardwriter import SplitShardWriter
-from .shingle import shingler
-from .sketch import NearParams, ShingleStore, TableSketch, estimate_pairs, gc_paused
+from .sketch import NearParams, ShingleStore, SketchStep, TableSketch, estimate_pairs
 from .stage import (
     append_tags,
     cluster_layout,
@@ -53,6 +50,9 @@ from .stage import (
     scope_salt,
     set_tags,
 )
+
+if TYPE_CHECKING:
+    from ..executors import Executor
 
 SPILL_ROWS = "rows.arrow"
 SPILL_SHINGLES = "shingles.bin"
@@ -102,7 +102,7 @@ class SpillShingles(ShingleStore):
 
 
 class RowSpill:
-    """Pass 1's bookkeeping shared by both engines: every batch is appended to
+    """Pass 1's bookkeeping on the driver: every batch is appended to
     ``spill_dir/rows.arrow`` (read back by pass 2) and its rows' splits numbered in order of first
     appearance (``split_names``)."""
 
@@ -207,39 +207,42 @@ def sketch_stream(
     config: DedupConfig,
     spill_dir: Path,
     progress: Progress | None = None,
+    executor: Executor | None = None,
 ) -> StreamIndex:
-    """Pass 1: the per-row index of every batch, and the batches spilled to ``spill_dir``."""
+    """Pass 1: the per-row index of every batch (:class:`~.sketch.SketchStep` on ``executor``,
+    default the command's), and the batches spilled to ``spill_dir`` on the driver."""
+    from ..executors import current_executor
+
     progress = progress or Progress(False)
+    executor = executor or current_executor()
     tracks = _tracks(config, spill_dir)
-    make_shingles = shingler(config.shingle) if tracks else None
-    ngram = config.resolved_ngram
+    step = SketchStep(
+        config.fields,
+        tuple(t.params for t in tracks),
+        keep_shingles=any(t.shingles is not None for t in tracks),
+    )
     spill = RowSpill(spill_dir)
-    keys, codes, counts = [], [], []
-    rows = 0
-    try:
+    keys, codes = [], []
+    counts: list[np.ndarray] = []
+
+    def items():
         for batch in batches:
             table, code = spill.add(batch)
-            normalized = normalize_rows(table, config.fields)
-            keys.append(normalized.keys)
             codes.append(code)
-            if tracks:
-                first = tracks[0].params
-                assert make_shingles is not None  # made whenever there are tracks
-                with gc_paused():
-                    shingles = [make_shingles(text, ngram) for text in normalized.texts]
-                    hashed = hash_sets(shingles, first.hash, first.scheme)
-                    del shingles
-                counts.append(hashed.sizes())
-                sig = signatures_from_hashes(hashed, first.num_perm, first.seed, first.scheme)
-                salt = scope_salt(code)
-                for track in tracks:
-                    p = track.params
-                    track.band_keys.append(band_keys(sig, p.bands, p.rows, salt))
-                    if track.shingles is not None:
-                        track.shingles.append(hashed)
-            else:
-                counts.append(np.zeros(batch.num_rows, dtype=np.int64))
-            rows += batch.num_rows
+            yield table, scope_salt(code) if tracks else None
+
+    rows = 0
+    try:
+        for part in executor.map(step, _select_id_fields(items())):
+            keys.append(part.keys)
+            counts.append(part.counts)
+            # tracks dropped below are a suffix-free subset of the step's parameter sets
+            for track, bkeys in zip(tracks, _kept(step.params, tracks, part.band_keys)):
+                track.band_keys.append(bkeys)
+                if track.shingles is not None:
+                    assert part.hashed is not None  # keep_shingles when any track verifies
+                    track.shingles.append(part.hashed)
+            rows += len(part.keys)
             if config.verify is None and rows > VERIFY_AUTO_MAX_ROWS and len(tracks) > 1:
                 for track in tracks:
                     if track.params.verify and track.shingles is not None:
@@ -281,6 +284,20 @@ def sketch_stream(
     )
 
 
+def _select_id_fields(items):
+    """Only the fields a row key reads travel to the step (see :func:`.sketch.sketch_items`)."""
+    from .normalize import ID_FIELDS
+
+    for table, salt in items:
+        yield table.select(list(ID_FIELDS)), salt
+
+
+def _kept(params: tuple[NearParams, ...], tracks: list[_Track], bkeys: list[np.ndarray]):
+    """The band keys of the tracks still kept, in track order."""
+    by_params = dict(zip(params, bkeys))
+    return [by_params[t.params] for t in tracks]
+
+
 def spilled_batches(spill_dir: Path) -> Iterable[pa.RecordBatch]:
     """The rows of pass 1 again, batch by batch (read, not memory-mapped: the pages of a map
     would count in the resident set up to the corpus size)."""
@@ -310,13 +327,12 @@ def dedup_stream(
     *,
     shard_rows: int = 100_000,
     progress: Progress | None = None,
-    engine: str = "local",
-    num_cpus: int | None = None,
+    executor: Executor | None = None,
 ) -> StreamResult:
     """Dedup a stream of canonical batches and write the kept rows' shards under ``out_root``
-    (a temporary folder the caller renames into place). ``engine="ray"`` runs the sketch and the
-    decisions on Ray Data (:mod:`.ray_engine`, ``num_cpus`` for a private local runtime); the
-    write pass is the same."""
+    (a temporary folder the caller renames into place). The sketch runs on ``executor``
+    (default: the command's, :mod:`mbdata.executors`); the decisions are made on the driver from
+    the per-row index; the write pass streams the spill."""
     progress = progress or Progress(False)
     spill_dir = out_root / ".dedup-spill"
     spill_dir.mkdir(parents=True, exist_ok=True)
@@ -325,15 +341,9 @@ def dedup_stream(
     index = None
     try:
         progress.begin("dedup: read + sketch")
-        if engine == "ray":
-            from .ray_engine import ray_dedup
-
-            index, found = ray_dedup(batches, config, spill_dir, progress, num_cpus)
-            t_sketch = time.perf_counter()
-        else:
-            index = sketch_stream(batches, config, spill_dir, progress)
-            t_sketch = time.perf_counter()
-            found = find_duplicates(index.sketch(), index.codes, config, index.params, None)
+        index = sketch_stream(batches, config, spill_dir, progress, executor)
+        t_sketch = time.perf_counter()
+        found = find_duplicates(index.sketch(), index.codes, config, index.params, None)
         n = index.rows
         stats.rows_in = n
         layout = cluster_layout(n, found.first, found.exact_members, found.near)
@@ -362,24 +372,9 @@ def dedup_stream(
         for path in spill_dir.glob("*"):
             path.unlink()
         spill_dir.rmdir()
-    needed = layout.rows()
-    take = _lookup_take(lookup, needed)
     params = NearParams.from_config(config, n) if config.near else None
-    if params is not None and not params.verify and layout.near.any():
-        # without verification the reported similarity is the MinHash estimate of each pair,
-        # recomputed from the few rows the side table names (as the in-memory path does)
-        near = layout.near
-        sims = layout.similarity.copy()
-        sims[near] = estimate_pairs(
-            lookup,
-            np.searchsorted(needed, layout.member[near]),
-            lookup,
-            np.searchsorted(needed, layout.matched[near]),
-            config.fields,
-            params,
-        )
-        layout = dataclasses.replace(layout, similarity=sims)
-    clusters = clusters_table(layout, take, dropped=not config.keep_all)
+    layout = _estimated(layout, lookup, config, params)
+    clusters = clusters_table(layout, _lookup_take(lookup, layout.rows()), not config.keep_all)
     found.record(stats, config, params, layout)
     stats.rows_out = int(np.count_nonzero(keep))
     stats.seconds = time.perf_counter() - start
@@ -389,6 +384,25 @@ def dedup_stream(
         "dedup/write": round(time.perf_counter() - t_decide, 4),
     }
     return StreamResult(splits=splits, clusters=clusters, stats=stats, timings=timings)
+
+
+def _estimated(layout, lookup: pa.Table, config: DedupConfig, params: NearParams | None):
+    """Without verification the reported similarity is the MinHash estimate of each pair,
+    recomputed from the few rows the side table names (as the in-memory path does)."""
+    if params is None or params.verify or not layout.near.any():
+        return layout
+    needed = layout.rows()
+    near = layout.near
+    sims = layout.similarity.copy()
+    sims[near] = estimate_pairs(
+        lookup,
+        np.searchsorted(needed, layout.member[near]),
+        lookup,
+        np.searchsorted(needed, layout.matched[near]),
+        config.fields,
+        params,
+    )
+    return dataclasses.replace(layout, similarity=sims)
 
 
 def _lookup_take(lookup: pa.Table, needed: np.ndarray):
