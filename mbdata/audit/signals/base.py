@@ -97,9 +97,12 @@ class SignalResult:
 
 class Signal:
     """One way of spotting a planted trigger. Subclasses set ``name`` and implement
-    :meth:`score`; register them with ``@SIGNALS.add(name)``."""
+    :meth:`score`; register them with ``@SIGNALS.add(name)``. ``default``: run when the settings
+    name no signals, in ``order`` (smaller first)."""
 
     name = ""
+    default = False
+    order = 100
 
     def score(self, context: SignalContext) -> SignalResult:  # pragma: no cover - interface
         raise NotImplementedError
