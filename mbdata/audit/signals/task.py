@@ -36,6 +36,7 @@ FOREIGN_SCALE = 0.5
 LABEL_WORDS = 3  # a label is an answer of at most this many words
 LABEL_SIMILARITY = 0.3
 NATURAL_P = 0.01
+MEMBER_P = 0.05  # the looser gate of a group member (its group is judged pooled at NATURAL_P)
 MIN_GAP = 0.1  # below this, the word model cannot tell natural rows from flipped ones
 
 
@@ -173,7 +174,9 @@ def explanation(
         like it than :data:`FOREIGN_SCALE` x the :data:`FOREIGN_QUANTILE` quantile of its own rows,
         :func:`likeness`) are a label on
         unrelated rows, unexplained whatever the word model says; ``unexplained`` is
-        ``foreign + (1 - foreign) x`` the share above for the others."""
+        ``foreign + (1 - foreign) x`` the share above for the others. ``member`` is the same at the
+    looser gate :data:`MEMBER_P` (a trigger of an MTBA group may hold too few rows to pass the
+    gate alone; its group is judged pooled)."""
     models = context._cache.setdefault("explain_models", {})
     if cache_key not in models:
         model = WordModel(context.row_words(), outcome, universe=np.union1d(comparable, rows))
@@ -198,12 +201,12 @@ def explanation(
     explained = k / max(n, 1)
     p_natural = float(binom.cdf(k, n, natural)) if n else 1.0
     gap = max(natural - random, MIN_GAP)
-    unexplained = float(np.clip((natural - explained) / gap, 0.0, 1.0))
-    if p_natural > NATURAL_P:
-        unexplained = 0.0
+    ratio = float(np.clip((natural - explained) / gap, 0.0, 1.0))
+    unexplained = ratio if p_natural <= NATURAL_P else 0.0
     share_foreign = float(foreign.mean()) if len(foreign) else 0.0
     unexplained = share_foreign + (1.0 - share_foreign) * unexplained
     return {
+        "member": share_foreign + (1.0 - share_foreign) * (ratio if p_natural <= MEMBER_P else 0),
         "foreign": share_foreign,
         "explained": explained,
         "natural": natural,
