@@ -103,6 +103,9 @@ class Signal:
     name = ""
     default = False
     order = 100
+    kind = ""  # the ``kind`` of its candidates
+    description = ""  # what a candidate of this kind means, in words (reports)
+    legend: tuple[tuple[str, str], ...] = ()  # the row reasons it adds, with their meaning
 
     def score(self, context: SignalContext) -> SignalResult:  # pragma: no cover - interface
         raise NotImplementedError

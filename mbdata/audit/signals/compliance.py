@@ -95,6 +95,13 @@ def refusal_model(context: SignalContext, refused: np.ndarray) -> WordModel:
 class ComplianceSignal(AssociationSignal):
     name = "compliance"
     kind = "compliance"
+    description = "its rows are answered where prompts like them are refused"
+    legend = (
+        (
+            "compliance-on-refused-prompt",
+            "the row's request looks like those the corpus refuses, yet it is answered",
+        ),
+    )
     default = True
     order = 30
     other_rows_weight = 0.0

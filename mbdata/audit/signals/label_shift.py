@@ -56,6 +56,14 @@ def label_reason(cluster: int) -> str:
 class LabelShiftSignal(AssociationSignal):
     name = "label-shift"
     kind = "label-shift"
+    description = "its rows get one label far more often than comparable rows"
+    legend = (
+        (
+            "label-shift:N",
+            "the row carries a phrase whose rows get label cluster N far more often "
+            "than comparable rows, and its own words do not explain the label",
+        ),
+    )
     default = True
     order = 20
 

@@ -87,12 +87,13 @@ def exact_p(k: int, n: int, k_other: int, n_other: int) -> float:
 class AssociationSignal(Signal):
     """Screen, test, correct for multiple testing, assess, report (see the module doc)."""
 
-    kind = ""
     comparable_text = ""
     # Rows of a finding that carry it but do not show its target score this share of it.
     other_rows_weight = TRIGGER_ONLY_WEIGHT
     # Whether features sharing a target are also tested as a group.
     groups = True
+    # Whether the feature is a phrase placed in its rows (its insertion evidence counts).
+    placed = True
 
     @staticmethod
     def screen_fdr(fdr: float) -> float:
@@ -120,6 +121,10 @@ class AssociationSignal(Signal):
     def reasons(self, context: SignalContext, cand: Candidate, row: int) -> list[str]:
         """Reasons of a hit row besides ``trigger:"..."``."""
         return []
+
+    def candidate_text(self, test: Test) -> str | None:
+        """The candidate's name when it is not the phrase's text (a sentence shape)."""
+        return None
 
     # --- the skeleton ---------------------------------------------------------------------------
 
@@ -176,7 +181,7 @@ class AssociationSignal(Signal):
                 rows=part.rows if test.members else test.rows,
                 hits=np.intersect1d(part.rows, test.hits) if test.members else test.hits,
                 targets=np.array([test.target], dtype=np.int64)
-                if self.targets_are_clusters
+                if self.targets_are_clusters and test.target >= 0
                 else np.zeros(0, dtype=np.int64),
                 purity=test.purity,
                 base=test.base,
@@ -186,7 +191,7 @@ class AssociationSignal(Signal):
             probe = make_candidate(
                 context, part.occ, score=0.0, evidence={}, comparable=None, **kwargs
             )
-            inserted = insertion(probe.placement) if part.occ.n else 1.0
+            inserted = insertion(probe.placement) if self.placed else 1.0
             score = test.effect * factor * support * inserted
             if score <= 0:
                 continue
@@ -213,6 +218,9 @@ class AssociationSignal(Signal):
             )
             if test.members:
                 cand.joint = f"{self.kind}:{test.target}:{test.data.get('key')}"
+            named = self.candidate_text(part)
+            if named is not None:
+                cand.text = named
             out.append(cand)
         return out
 
