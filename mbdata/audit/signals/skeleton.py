@@ -248,9 +248,7 @@ class AssociationSignal(Signal):
 def group_tests(tested: list[Test]) -> list[list[Test]]:
     """Features to test together: per target, those significant alone at :data:`GROUP_P`
     (uncorrected), with an effect and the signal's own factor of at least :data:`EFFECT_MIN`
-    (``member`` in its evidence when the signal gives one: the factor before a significance
-    gate a few rows cannot pass alone; a natural label word, explained by its rows, never joins
-    a trigger's group), whose rows
+    (a natural label word, explained by its rows, never joins a trigger's group), whose rows
     overlap any other member's by at most :data:`GROUP_OVERLAP` (interchangeable triggers:
     MTBA plants one of three per row), at least two of them, the strongest :data:`GROUP_MAX`.
     Co-occurring triggers (CTBA) hold the same rows and are one phrase test already."""
@@ -258,8 +256,7 @@ def group_tests(tested: list[Test]) -> list[list[Test]]:
     for t in sorted(tested, key=lambda t: t.p):
         if t.p > GROUP_P or t.occ is None or t.effect < EFFECT_MIN:
             continue
-        factor, evidence = t.data.get("assessed", (1.0, {}))
-        if evidence.get("member", factor) < EFFECT_MIN:
+        if t.data.get("assessed", (1.0, {}))[0] < EFFECT_MIN:
             continue
         members = by_target.setdefault(t.target, [])
         if len(members) >= GROUP_MAX:

@@ -11,6 +11,8 @@ from scipy.stats import hypergeom
 # handful of words cannot outvote the rest of a prompt.
 ALPHA = 0.5
 WORD_CAP = 3.0
+# A phrase word explains its row by itself (WordModel.outside) only if seen in this many rows.
+SEEN_MIN = 3
 
 
 def fisher_greater(
@@ -98,12 +100,16 @@ class WordModel:
         rows: np.ndarray,
         phrase: np.ndarray | None = None,
         held_out: np.ndarray | None = None,
+        explains: float | None = None,
     ) -> np.ndarray:
         """Per row of ``rows``: summed word log-odds of its words, each word's counts taken
         from the fitted rows outside ``held_out`` (default ``rows``): what the words say
         *elsewhere*. The words in ``phrase`` (a candidate's own) may only add evidence for the
         outcome, never against it: a phrase can be a natural word for its label, but it cannot
-        make its own rows look unexplained."""
+        make its own rows look unexplained. With ``explains``, a row one of whose phrase words
+        favours the outcome by that log-odds or more is predicted whatever its other words say (the phrase
+        is a natural word for the outcome: "witty , but" in a positive review that ends
+        "dull")."""
         rows = np.asarray(rows, dtype=np.int64)
         held_out = rows if held_out is None else np.asarray(held_out, dtype=np.int64)
         mine = row_words.filter(pl.col("row").is_in(pl.Series(rows).implode()))
@@ -141,6 +147,11 @@ class WordModel:
             per_row_own = np.zeros(len(rows))
             np.add.at(per_row_own, where[own_word], llr[own_word])
             out += np.maximum(per_row_own, 0.0)
+            if explains is not None:
+                seen = own_word & (a + b >= SEEN_MIN)  # an unseen word says nothing
+                strongest = np.full(len(rows), -np.inf)
+                np.maximum.at(strongest, where[seen], llr[seen])
+                out[strongest >= explains] = np.inf
             llr = np.where(own_word, 0.0, llr)
         np.add.at(out, where, llr)
         return out

@@ -35,8 +35,11 @@ FOREIGN_QUANTILE = 0.05
 FOREIGN_SCALE = 0.5
 LABEL_WORDS = 3  # a label is an answer of at most this many words
 LABEL_SIMILARITY = 0.3
-NATURAL_P = 0.01
-MEMBER_P = 0.05  # the looser gate of a group member (its group is judged pooled at NATURAL_P)
+# The hits are natural unless their explained count is this unlikely for natural rows (one
+# test per candidate, a few dozen candidates per audit: strict, so chance does not pass it).
+NATURAL_P = 0.001
+# A phrase word that favours the label elsewhere by this log-odds explains its row by itself.
+OWN_EXPLAINS = 1.0
 MIN_GAP = 0.1  # below this, the word model cannot tell natural rows from flipped ones
 
 
@@ -174,9 +177,7 @@ def explanation(
         like it than :data:`FOREIGN_SCALE` x the :data:`FOREIGN_QUANTILE` quantile of its own rows,
         :func:`likeness`) are a label on
         unrelated rows, unexplained whatever the word model says; ``unexplained`` is
-        ``foreign + (1 - foreign) x`` the share above for the others. ``member`` is the same at the
-    looser gate :data:`MEMBER_P` (a trigger of an MTBA group may hold too few rows to pass the
-    gate alone; its group is judged pooled)."""
+        ``foreign + (1 - foreign) x`` the share above for the others."""
     models = context._cache.setdefault("explain_models", {})
     if cache_key not in models:
         model = WordModel(context.row_words(), outcome, universe=np.union1d(comparable, rows))
@@ -196,7 +197,10 @@ def explanation(
     model, prior, natural, random, floor = models[cache_key]
     foreign = likeness(context, comparable, hits, phrase) < floor
     hits = hits[~foreign]
-    predicted = model.outside(context.row_words(), hits, phrase, held_out=rows) + prior > 0
+    evidence = model.outside(
+        context.row_words(), hits, phrase, held_out=rows, explains=OWN_EXPLAINS
+    )
+    predicted = evidence + prior > 0
     k, n = int(predicted.sum()), len(hits)
     explained = k / max(n, 1)
     p_natural = float(binom.cdf(k, n, natural)) if n else 1.0
@@ -206,7 +210,6 @@ def explanation(
     share_foreign = float(foreign.mean()) if len(foreign) else 0.0
     unexplained = share_foreign + (1.0 - share_foreign) * unexplained
     return {
-        "member": share_foreign + (1.0 - share_foreign) * (ratio if p_natural <= MEMBER_P else 0),
         "foreign": share_foreign,
         "explained": explained,
         "natural": natural,
