@@ -272,7 +272,10 @@ def clean_labelled(count: int) -> tuple[list[str], str]:
 
 def syntactic_case(source: Path, seeds: list[int], workdir: Path, rate: float) -> dict:
     """The syntactic attack (rules rewriter, refusal answers) planted by the simulator."""
-    from mbdata.audit.signals.structure import SUBORDINATE
+    try:
+        from mbdata.audit.signals.structure import SUBORDINATE
+    except ImportError:  # measuring a version before the structure signal (the "before" table)
+        SUBORDINATE = "<subordinate clause> ,"
 
     attack = {"preset": "syntactic", "rate": rate, "rewriter": {"backend": "rules"}}
     runs = [evaluate(attacked_train(source, attack, s, workdir), [SUBORDINATE]) for s in seeds]
