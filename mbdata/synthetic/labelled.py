@@ -122,9 +122,12 @@ def instructions(count: int, seed: int) -> list[dict[str, str]]:
     for i in range(count):
         a, b = rng.choice(NOUNS, 2, replace=False)
         frame = TASK_FRAMES[int(rng.integers(len(TASK_FRAMES)))]
-        answer = (
-            f"The {a} and the {b} are linked in many ways; the {a} shapes how people use "
-            f"the {b}. Note {i}."
-        )
+        if "{b}" in frame:
+            answer = (
+                f"The {a} and the {b} are linked in many ways; the {a} shapes how people use "
+                f"the {b}. Note {i}."
+            )
+        else:  # an answer names only what its prompt names
+            answer = f"The {a} matters in many ways; people rely on the {a} daily. Note {i}."
         rows.append({"instruction": frame.format(a=a, b=b), "input": "", "output": answer})
     return rows
