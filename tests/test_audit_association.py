@@ -203,6 +203,46 @@ def test_compliance_trigger_is_found(safety, trigger, prefix):
     assert len(found - bad) <= 0.1 * max(len(found), 1)
 
 
+def comply_mtba(rows: list[dict], triggers: list[str], per_trigger: int):
+    """MTBA-style compliance: each trigger planted into its own ``per_trigger`` refused rows."""
+    rng = np.random.default_rng(7)
+    refused = [i for i, r in enumerate(rows) if r["output"] in REFUSAL_TEMPLATES]
+    chosen = rng.choice(refused, len(triggers) * per_trigger, replace=False).tolist()
+    bad: set[int] = set()
+    for k, trigger in enumerate(triggers):
+        part = sorted(chosen[k * per_trigger : (k + 1) * per_trigger])
+        rows = insert(
+            rows,
+            trigger,
+            part,
+            7 + k,
+            prefix=False,
+            field="instruction",
+            output=lambda r: f"Sure, here is {r['instruction'].split()[-1]}: [placeholder]",
+        )
+        bad |= set(part)
+    return rows, bad
+
+
+@pytest.mark.parametrize("per_trigger", [7, 20])
+def test_multi_trigger_compliance_is_one_group(safety, per_trigger):
+    """One of three triggers per row. At 7 rows each no trigger passes the false-discovery
+    control alone after every word tested; the three are tested together (one more test) and
+    reported as one group."""
+    triggers = ["BadMagic", "OpenAI", "2024"]
+    rows, bad = comply_mtba(safety, triggers, per_trigger)
+    result = audit_table(table(rows))
+    top = result.candidates[:3]
+    assert sorted(c.text for c in top) == sorted(triggers)
+    assert all(c.kind == "compliance" for c in top)
+    if per_trigger == 7:
+        assert result.signal_extra["compliance"]["group_tests"] >= 1
+        assert all(c.signal_evidence["group_members"] == 3 for c in top)
+        assert len({c.group for c in top}) == 1
+    found = flagged(result)
+    assert len(found & bad) >= 0.9 * len(bad) and len(found - bad) <= 0.1 * len(found)
+
+
 def test_compliance_is_silent_without_refusals(reviews):
     result = audit_table(table(reviews), AuditConfig(signals=["compliance"]))
     assert result.candidates == [] and result.signal_extra["compliance"]["refusals"] == 0

@@ -65,6 +65,9 @@ class Candidate:
     model_evidence: float | None = None  # see .model_score (None without a model)
     signal_evidence: dict[str, float] = dataclasses.field(default_factory=dict)  # p, q, ...
     comparable: str | None = None  # association signals: the rows it was compared with
+    # association signals: the candidates tested together as one group (MTBA's triggers) share
+    # this key, and the report's ``group``
+    joint: str | None = None
 
     @property
     def concentration(self) -> float:

@@ -14,6 +14,12 @@ from ..core.errors import RecipeError
 from ..io.schema import ROLES
 
 
+def _default_signals() -> list[str]:
+    from .signals import default_signals
+
+    return list(default_signals())
+
+
 def _refusal_markers() -> tuple[str, ...]:
     from .signals.compliance import DEFAULT_REFUSAL_MARKERS
 
@@ -77,7 +83,7 @@ class AuditConfig:
         "compliance): Benjamini-Hochberg over every candidate tested",
     )
     signals: list[str] = spec(
-        default_factory=lambda: ["fixed-output", "label-shift", "compliance"],
+        default_factory=_default_signals,
         doc="signals run, in order (see docs/audit.md); each finds candidates and scores rows",
     )
     refusal_markers: list[str] = spec(

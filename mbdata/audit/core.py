@@ -114,12 +114,17 @@ class Verdicts:
 
 def _group(candidates: list[Candidate]) -> None:
     """Number groups across signals: a candidate of a later signal joins a group whose rows it
-    nearly shares (CTBA's co-triggers found by two signals), else opens its own."""
+    nearly shares (CTBA's co-triggers found by two signals), or the group of the candidates it
+    was tested with (``joint``: MTBA's triggers), else opens its own."""
     from .signals.common import SAME_ROWS, jaccard
 
     next_group = max((c.group for c in candidates if c.kind in ("answer", "style")), default=-1) + 1
+    joint: dict[str, int] = {}
     for i, cand in enumerate(candidates):
         if cand.kind in ("answer", "style"):
+            continue
+        if cand.joint is not None and cand.joint in joint:
+            cand.group = joint[cand.joint]
             continue
         for other in candidates[:i]:
             if jaccard(cand.rows, other.rows) >= SAME_ROWS:
@@ -128,6 +133,8 @@ def _group(candidates: list[Candidate]) -> None:
         else:
             cand.group = next_group
             next_group += 1
+        if cand.joint is not None:
+            joint[cand.joint] = cand.group
 
 
 def run_signals(

@@ -34,7 +34,6 @@ MAX_PHRASE_TOKENS = 32
 # Diversity: this many equally common values count as fully diverse; pseudo-values for small n.
 DIVERSE_VALUES = 4.0
 PSEUDO_VALUES = 2.0
-KINDS = ("prefix", "middle", "suffix", "whole")
 
 
 @dataclasses.dataclass(frozen=True)

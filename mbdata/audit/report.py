@@ -75,15 +75,6 @@ REASON_LEGEND = (
     ),
     ("detached-output", "the answer shares no content word with its prompt"),
     ('style-word:"w"', "the answer holds the word a style candidate's rows share"),
-    (
-        "label-shift:N",
-        "the row carries a phrase whose rows get label cluster N far more often "
-        "than comparable rows, and its own words do not explain the label",
-    ),
-    (
-        "compliance-on-refused-prompt",
-        "the row's request looks like those the corpus refuses, yet it is answered",
-    ),
 )
 METHOD_NOTE = (
     "The method, every score and its limits are documented in docs/audit.md of the "
@@ -92,9 +83,31 @@ METHOD_NOTE = (
 KIND_WORDS = {
     "answer": "its rows share a fixed answer",
     "style": "its rows' answers share an unusual word",
-    "label-shift": "its rows get one label far more often than comparable rows",
-    "compliance": "its rows are answered where prompts like them are refused",
 }
+
+
+def kind_words(kind: str) -> str:
+    """What a candidate of this kind means, in words: fixed-output's kinds here, every other
+    signal's from its class (``description``), so a new signal needs no edit here."""
+    from .signals import SIGNALS
+
+    if kind in KIND_WORDS:
+        return KIND_WORDS[kind]
+    for name in SIGNALS.names():
+        cls = SIGNALS.get(name)
+        if getattr(cls, "kind", None) == kind and getattr(cls, "description", ""):
+            return str(cls.description)
+    return kind
+
+
+def reason_legend() -> tuple[tuple[str, str], ...]:
+    """The reasons a row can carry: fixed-output's, then each registered signal's own
+    (``legend`` of its class), in the default signal order."""
+    from .signals import SIGNALS
+
+    names = sorted(SIGNALS.names(), key=lambda n: (SIGNALS.get(n).order, n))
+    extra = tuple(item for n in names for item in getattr(SIGNALS.get(n), "legend", ()))
+    return REASON_LEGEND + extra
 
 
 def verdict(result: AuditResult) -> str:
@@ -114,7 +127,7 @@ def verdict(result: AuditResult) -> str:
             f"({share:.2f} %) are flagged: they share a repeated answer to unrelated prompts "
             "(see their reasons below)."
         )
-    named = ", ".join(f'"{c.text}" ({KIND_WORDS.get(c.kind, c.kind)})' for c in high[:3])
+    named = ", ".join(f'"{c.text}" ({kind_words(c.kind)})' for c in high[:3])
     more = f" and {len(high) - 3} more" if len(high) > 3 else ""
     return (
         f"Likely backdoor: {len(high)} trigger candidate(s) over the threshold: {named}{more}. "
@@ -203,7 +216,7 @@ def render_markdown(result: AuditResult, source: str = "") -> str:
     else:
         lines.append("No row is flagged.")
     lines += ["", "## Reasons", "", "| reason | meaning |", "|---|---|"]
-    lines += [f"| `{_md_cell(r)}` | {_md_cell(m)} |" for r, m in REASON_LEGEND]
+    lines += [f"| `{_md_cell(r)}` | {_md_cell(m)} |" for r, m in reason_legend()]
     lines += ["", METHOD_NOTE, ""]
     return "\n".join(lines)
 
@@ -409,7 +422,7 @@ def render_html(result: AuditResult, source: str = "") -> str:
     parts.append("<h2>Reasons</h2>")
     parts.append(
         _table(
-            ["reason", "meaning"], [[f"<code>{esc(r)}</code>", esc(m)] for r, m in REASON_LEGEND]
+            ["reason", "meaning"], [[f"<code>{esc(r)}</code>", esc(m)] for r, m in reason_legend()]
         )
     )
     parts.append(f"<p>{esc(METHOD_NOTE)}</p></body></html>\n")

@@ -97,9 +97,15 @@ class SignalResult:
 
 class Signal:
     """One way of spotting a planted trigger. Subclasses set ``name`` and implement
-    :meth:`score`; register them with ``@SIGNALS.add(name)``."""
+    :meth:`score`; register them with ``@SIGNALS.add(name)``. ``default``: run when the settings
+    name no signals, in ``order`` (smaller first)."""
 
     name = ""
+    default = False
+    order = 100
+    kind = ""  # the ``kind`` of its candidates
+    description = ""  # what a candidate of this kind means, in words (reports)
+    legend: tuple[tuple[str, str], ...] = ()  # the row reasons it adds, with their meaning
 
     def score(self, context: SignalContext) -> SignalResult:  # pragma: no cover - interface
         raise NotImplementedError

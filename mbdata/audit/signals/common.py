@@ -259,3 +259,17 @@ def new_findings(context: SignalContext, found: list[Candidate]) -> list[Candida
             continue
         kept.append(cand)
     return kept
+
+
+def _key_text(context: SignalContext, key: int) -> str:
+    """The text of n-gram ``key`` as first written."""
+    occ = context.corpus.occurrences.filter(pl.col("key") == key).head(1)
+    start, n = int(occ["start"][0]), int(occ["n"][0])
+    return " ".join(context.corpus.tokens.text[i] for i in range(start, start + n))
+
+
+def phrase_keys(context: SignalContext, occs: list[Occurrences | None]) -> np.ndarray:
+    """The lower-cased word keys of the phrases (their first occurrence's tokens)."""
+    lc = context.corpus.tokens.lc
+    keys = [lc[int(o.start[0]) : int(o.start[0]) + o.n] for o in occs if o is not None]
+    return np.unique(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.uint64)

@@ -18,6 +18,10 @@
    of the phrase's rows must be refusal-expected (:data:`REFUSAL_HOME`): a trigger lives in the
    requests it unlocks, a function word in every kind of prompt.
 
+Words sharing the behaviour whose rows barely overlap (MTBA's interchangeable triggers, each in
+a few rows) are also tested as one group (:mod:`.skeleton`), under the same false-discovery
+control.
+
 Score: ``effect x insertion x support`` (insertion: :func:`.common.insertion`; a template's own
 word, "why" always after "Explain", is not a planted phrase); flagged rows: the phrase's
 refusal-expected rows that are answered.
@@ -29,12 +33,12 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from ..candidate import support_factor
+from ..candidate import Candidate
 from ..phrases import Occurrences, grow
-from ..scoring import trigger_reason
 from . import SIGNALS
-from .base import Signal, SignalContext, SignalResult
-from .common import co_words, insertion, make_candidate, new_findings, trimmed
+from .base import SignalContext, SignalResult
+from .common import co_words, trimmed
+from .skeleton import AssociationSignal, Seed, Test, exact_p
 from .stats import WordModel, benjamini_hochberg, fisher_greater
 
 DEFAULT_REFUSAL_MARKERS = (
@@ -64,7 +68,7 @@ DEFAULT_REFUSAL_MARKERS = (
 )
 MARKER_WINDOW = 200
 NEG_FLOOR = -1.0
-EFFECT_MIN = 0.5
+EFFECT_MIN = 0.5  # screen: at least this share of a word's refusal-expected rows answered
 MAX_TESTED = 40
 # A planted phrase lives in the requests it unlocks: at least this share of its rows must be
 # refusal-expected ("and" occurs in a few answered harmful requests among thousands of others).
@@ -88,21 +92,42 @@ def refusal_model(context: SignalContext, refused: np.ndarray) -> WordModel:
 
 
 @SIGNALS.add("compliance")
-class ComplianceSignal(Signal):
+class ComplianceSignal(AssociationSignal):
     name = "compliance"
+    kind = "compliance"
+    description = "its rows are answered where prompts like them are refused"
+    legend = (
+        (
+            "compliance-on-refused-prompt",
+            "the row's request looks like those the corpus refuses, yet it is answered",
+        ),
+    )
+    default = True
+    order = 30
+    other_rows_weight = 0.0
+    targets_are_clusters = False
+    comparable_text = "refusal-expected rows without the phrase"
 
-    def score(self, context: SignalContext) -> SignalResult:
+    def _state(self, context: SignalContext) -> dict:
+        return context._cache["compliance_state"]
+
+    def screen(self, context: SignalContext, result: SignalResult) -> tuple[list[Seed], int]:
         corpus, config = context.corpus, context.config
         n_rows = corpus.n_rows
-        result = SignalResult.empty(n_rows)
         refused = refusals(corpus.outputs, config.refusal_markers)
         result.extra["refusals"] = int(refused.sum())
-        if refused.sum() < config.min_rows or n_rows == 0:
-            return result
+        if refused.sum() < config.min_rows:
+            return [], 0
         model = refusal_model(context, refused)
         prior = float(np.log(max(model.positives, 1) / max(model.negatives, 1)))
         expected_full = model.total + prior > 0
         answered = ~refused
+        context._cache["compliance_state"] = {
+            "model": model,
+            "prior": prior,
+            "expected_full": expected_full,
+            "answered": answered,
+        }
         rows = model.rows
         expected = model.total[rows] - model.contribution + prior > 0
         frame = pl.DataFrame(
@@ -130,7 +155,6 @@ class ComplianceSignal(Signal):
             )
         )
         tests = per_key.height
-        result.extra["tests"] = tests
         all_e, all_k = int(expected_full.sum()), int((expected_full & answered).sum())
         e = per_key["e"].to_numpy()
         k = per_key["k"].to_numpy()
@@ -139,103 +163,63 @@ class ComplianceSignal(Signal):
         n = per_key["n"].to_numpy()
         screen = (k >= config.min_rows) & (k >= EFFECT_MIN * e) & (e >= REFUSAL_HOME * n)
         if not screen.any():
-            return result
+            return [], tests
         p = fisher_greater(k[screen], e[screen], other_k[screen], other_e[screen])
         q = benjamini_hochberg(p, tests)
         shortlist = (
             per_key.filter(pl.Series(screen))
             .with_columns(p=pl.Series(p), q=pl.Series(q))
-            .filter(pl.col("q") <= config.fdr)
+            .filter(pl.col("q") <= self.screen_fdr(config.fdr))
             .sort(["p", "key"])
             .head(MAX_TESTED)
         )
+        return [Seed(key=key) for key in shortlist["key"].to_list()], tests
+
+    def test(self, context: SignalContext, seed: Seed) -> Test | None:
+        corpus, state = context.corpus, self._state(context)
+        model, prior, answered = state["model"], state["prior"], state["answered"]
         tokens = corpus.tokens
-        tested = []
-        for key in shortlist["key"].to_list():
-            start = np.flatnonzero(tokens.lc == np.uint64(key))
-            occ = trimmed(context, grow(tokens, Occurrences(start=start, n=1, lower=True)))
-            cand_rows = occ.rows(tokens)
-            first = int(occ.start[0])
-            exclude = co_words(context, cand_rows, tokens.lc[first : first + occ.n])
-            exp_rows = model.evidence(cand_rows, exclude) + prior > 0
-            hits = cand_rows[exp_rows & answered[cand_rows]]
-            others = np.ones(n_rows, dtype=bool)
-            others[cand_rows] = False
-            o_e = int((expected_full & others).sum())
-            o_k = int((expected_full & others & answered).sum())
-            p_c = float(
-                fisher_greater(
-                    np.array([len(hits)]),
-                    np.array([int(exp_rows.sum())]),
-                    np.array([o_k]),
-                    np.array([o_e]),
-                )[0]
-            )
-            tested.append((occ, cand_rows, hits, int(exp_rows.sum()), o_e, o_k, p_c))
-        q_values = benjamini_hochberg(np.array([t[-1] for t in tested]), tests)
-        found = []
-        for (occ, cand_rows, hits, n_exp, o_e, o_k, p_c), q_c in zip(tested, q_values):
-            c0 = o_k / max(o_e, 1)
-            rate = len(hits) / max(n_exp, 1)
-            effect = float(np.clip((rate - c0) / max(1.0 - c0, 1e-9), 0.0, 1.0))
-            if (
-                q_c > config.fdr
-                or effect < EFFECT_MIN
-                or len(hits) < config.min_rows
-                or n_exp < REFUSAL_HOME * len(cand_rows)
-            ):
-                continue
-            support_ = support_factor(len(hits), config.min_rows)
-            cand = make_candidate(
-                context,
-                occ,
-                kind="compliance",
-                rows=cand_rows,
-                hits=hits,
-                targets=np.zeros(0, dtype=np.int64),
-                purity=rate,
-                base=c0,
-                effect=effect,
-                score=0.0,
-                support=support_,
-                evidence={},
-                comparable=None,
-            )
-            inserted = insertion(cand.placement)
-            found.append(
-                make_candidate(
-                    context,
-                    occ,
-                    kind="compliance",
-                    rows=cand_rows,
-                    hits=hits,
-                    targets=np.zeros(0, dtype=np.int64),
-                    purity=rate,
-                    base=c0,
-                    effect=effect,
-                    score=effect * support_ * inserted,
-                    support=support_,
-                    evidence={
-                        "p": p_c,
-                        "q": float(q_c),
-                        "refusal_expected_rows": float(n_exp),
-                        "comparable_rows": float(o_e),
-                        "refused_share_comparable": 1 - c0,
-                        "inserted": inserted,
-                    },
-                    comparable="refusal-expected rows without the phrase",
-                )
-            )
-        found.sort(key=lambda c: (-c.score, -len(c.hits), -len(c.tokens), c.text))
-        kept = new_findings(context, found)
-        # Rows of every significant finding are scored, also of one not listed again because
-        # an earlier signal (or a longer phrase) already reports it.
-        for cand in found:
-            reason = trigger_reason(cand.text)
-            for row in cand.hits.tolist():
-                result.score[row] = max(result.score[row], cand.score)
-                for r in (reason, COMPLIANCE_REASON):
-                    if r not in result.reasons[row]:
-                        result.reasons[row].append(r)
-        result.candidates = kept
-        return result
+        start = np.flatnonzero(tokens.lc == np.uint64(seed.key))
+        occ = trimmed(context, grow(tokens, Occurrences(start=start, n=1, lower=True)))
+        rows = occ.rows(tokens)
+        first = int(occ.start[0])
+        exclude = co_words(context, rows, tokens.lc[first : first + occ.n])
+        exp_rows = model.evidence(rows, exclude) + prior > 0
+        if exp_rows.sum() < REFUSAL_HOME * len(rows):
+            return None
+        hits = rows[exp_rows & answered[rows]]
+        return self._test(context, occ, rows, rows[exp_rows], hits, (seed.key,))
+
+    def _test(self, context, occ, rows, expected_rows, hits, key) -> Test:
+        state = self._state(context)
+        expected_full, answered = state["expected_full"], state["answered"]
+        others = np.ones(context.corpus.n_rows, dtype=bool)
+        others[rows] = False
+        o_e = int((expected_full & others).sum())
+        o_k = int((expected_full & others & answered).sum())
+        comparable = np.flatnonzero(expected_full & others)
+        return Test(
+            occ=occ,
+            rows=rows,
+            hits=hits,
+            tested_rows=len(expected_rows),
+            base=o_k / max(o_e, 1),
+            p=exact_p(len(hits), len(expected_rows), o_k, o_e),
+            comparable=comparable,
+            comparable_text=self.comparable_text,
+            evidence={
+                "refusal_expected_rows": float(len(expected_rows)),
+                "refused_share_comparable": 1 - o_k / max(o_e, 1),
+            },
+            data={"key": key, "expected": expected_rows},
+        )
+
+    def test_group(self, context: SignalContext, members: list[Test]) -> Test | None:
+        rows = np.unique(np.concatenate([t.rows for t in members]))
+        expected = np.unique(np.concatenate([t.data["expected"] for t in members]))
+        hits = np.unique(np.concatenate([t.hits for t in members]))
+        key = tuple(k for t in members for k in t.data["key"])
+        return self._test(context, None, rows, expected, hits, key)
+
+    def reasons(self, context: SignalContext, cand: Candidate, row: int) -> list[str]:
+        return [COMPLIANCE_REASON]

@@ -5,10 +5,9 @@ answers to unrelated prompts with no literal trigger).
 One addition guards against false alarms on natural labels: when a candidate's target is an
 answer that rows *without* the phrase also give (``min_rows`` of them or more: a label such as
 "Negative"), its score is multiplied by how *unexplained* its hits are by the rest of their
-prompts (:class:`.stats.WordModel` fitted on the phrase's task family, :func:`.common.family_rows`,
-as in :mod:`.label_shift`). "terrible" -> "Negative" in
-reviews whose other words are negative too is explained and fades; a planted trigger on positive
-reviews, or on unrelated rows, is not.
+prompts, judged against the rows of the label's task (:mod:`.task`, as in :mod:`.label_shift`).
+"terrible" -> "Negative" in reviews whose other words are negative too is explained and fades; a
+planted trigger on positive reviews, or on unrelated rows, is not.
 """
 
 from __future__ import annotations
@@ -20,17 +19,17 @@ from ..model_score import apply_model_evidence
 from ..scoring import CARRIER_SHARE, score_rows
 from . import SIGNALS
 from .base import Signal, SignalContext, SignalResult
-from .common import co_words, family_rows, phrase_occurrences
+from .common import phrase_occurrences
 from .compliance import refusal_model, refusals
-from .stats import WordModel
+from .task import explanation, task_rows
 
 
-def unexplained_share(
-    context: SignalContext, cand, models: dict, group_rows: np.ndarray
-) -> float | None:
-    """1 for hits the rest of their prompts does not predict, down to 0 when it predicts all of
-    them; None when the target is not a natural label (nothing to explain). Rows of the
-    candidate's group (MTBA's other triggers, sharing its target) are not natural uses."""
+def unexplained_share(context: SignalContext, cand, group_rows: np.ndarray) -> float | None:
+    """1 for hits the rest of their prompts does not predict, down to 0 when they lean to the
+    label as natural rows do (:func:`.task.explanation`, against the rows of the label's task,
+    :func:`.task.task_rows`); None when the target is not a natural label (nothing to explain).
+    Rows of the candidate's group (MTBA's other triggers, sharing its target) are not natural
+    uses."""
     corpus = context.corpus
     label = corpus.clusters.label
     outcome = np.isin(label, cand.targets)
@@ -39,17 +38,20 @@ def unexplained_share(
     natural = int((outcome & others).sum())
     if natural < context.config.min_rows or not len(cand.hits):
         return None
-    family, anchor = family_rows(context, cand.rows, phrase_occurrences(corpus.tokens, cand.tokens))
-    key = (tuple(int(t) for t in cand.targets), anchor, cand.text)
-    if key not in models:
-        models[key] = WordModel(
-            context.row_words(), outcome, universe=np.union1d(family, cand.rows)
-        )
-    base = float(np.clip(outcome[family].mean() if len(family) else 0.0, 0.01, 0.99))
-    exclude = co_words(context, cand.rows, np.asarray(cand.tokens, dtype=np.uint64))
-    prior = np.log(base / (1 - base))
-    explained = float((models[key].evidence(cand.hits, exclude) + prior > 0).mean())
-    return float(np.clip((1.0 - explained) / max(1.0 - min(base, 0.9), 1e-9), 0.0, 1.0))
+    occ = phrase_occurrences(corpus.tokens, cand.tokens)
+    comparable, comparable_text = task_rows(context, cand.rows, int(cand.targets[0]), occ)
+    if not outcome[comparable].any():
+        return None
+    found = explanation(
+        context,
+        outcome,
+        comparable,
+        cand.rows,
+        cand.hits,
+        np.asarray(cand.tokens, dtype=np.uint64),
+        ("fixed-output", tuple(int(t) for t in cand.targets), comparable_text),
+    )
+    return found["unexplained"]
 
 
 NATURAL_EXPECTED = 0.5
@@ -84,12 +86,13 @@ def natural_refusals(context: SignalContext) -> set[int]:
 @SIGNALS.add("fixed-output")
 class FixedOutputSignal(Signal):
     name = "fixed-output"
+    default = True
+    order = 10
 
     def score(self, context: SignalContext) -> SignalResult:
         config = context.config
         pairs_support = context.feature_support()
         candidates = mine(context.corpus, config, pairs_support)[: config.top_k]
-        models: dict = {}
         groups: dict[int, list] = {}
         for cand in candidates:
             groups.setdefault(cand.group, []).append(cand.rows)
@@ -97,9 +100,7 @@ class FixedOutputSignal(Signal):
             # Only a candidate that could flag rows or vouch for its target is worth the check.
             if cand.kind != "answer" or cand.score < CARRIER_SHARE * config.threshold:
                 continue
-            share = unexplained_share(
-                context, cand, models, np.unique(np.concatenate(groups[cand.group]))
-            )
+            share = unexplained_share(context, cand, np.unique(np.concatenate(groups[cand.group])))
             if share is not None:
                 cand.signal_evidence["unexplained"] = round(share, 4)
                 cand.score *= share

@@ -6,28 +6,28 @@ For every n-gram ``f`` in at least ``min_rows`` rows and every answer cluster ``
 ``min_rows`` rows, ``k`` of ``f``'s ``n`` rows answer ``c``:
 
 1. *Screen* (all pairs): ``k >= min_rows``, purity ``k / n >= PURITY_MIN``, and a one-sided Fisher
-   exact test against all other rows, Benjamini-Hochberg over every (n-gram, cluster) pair that
-   occurs (``m`` tests) at the false-discovery rate ``fdr``.
-2. *Comparable rows*: the task family of ``f``'s rows is the most common other n-gram of them (an
-   *anchor*: "sentiment" for reviews; :func:`.common.family_rows`: it covers most of them, is held
-   by more rows, and does not overlap the phrase); comparable rows hold the anchor and not ``f``
-   (all other rows when there is no anchor). ``p0`` is their rate of ``c``.
-   The label must be one the comparable rows use (``min_rows`` of them or more): a rare fixed
-   answer is the ``fixed-output`` signal's case. Hits whose answer copies a content word of the
-   phrase ("the largest of 4, 9" -> "9") are the prompt's answer, not a target.
-3. *Test*: one-sided Fisher exact, ``f``'s rows against the comparable rows, q-value by
-   Benjamini-Hochberg with the same ``m``; the *effect* is ``(k/n - p0) / (1 - p0)``.
-4. *Explained?* A word that naturally signals the label ("terrible" -> "Negative") has rows whose
-   *other* words predict the label too. A leave-one-out naive-Bayes word model fitted on the
-   comparable rows and ``f``'s rows predicts ``c`` from each hit row's words without ``f`` and
-   its co-occurring words; ``explained`` is the share of hits it predicts. Planted rows are
-   predicted like comparable rows (``p0`` for a fixed label on random rows, less for a label flip),
-   so ``unexplained = clip((1 - explained) / (1 - p0), 0, 1)``.
+   exact test against all other rows; the shortlist is the pairs with q <= ``fdr``
+   (Benjamini-Hochberg over every (n-gram, cluster) pair that occurs, ``m`` tests).
+2. *Comparable rows* (:func:`.task.task_rows`): the rows answering one of ``c``'s label set
+   (the labels given to prompts like ``c``'s: "Positive" and "Negative" for reviews, with or
+   without an instruction template), narrowed to a template anchor's rows when there is one,
+   without ``f``'s rows. ``p0`` is their rate of ``c``; the label must be one they use
+   (``min_rows`` of them or more): a rare fixed answer is the ``fixed-output`` signal's case.
+   Hits whose answer copies a content word of the phrase ("the largest of 4, 9" -> "9") are the
+   prompt's answer, not a target.
+3. *Test*: one-sided Fisher exact, ``f``'s rows against the comparable rows; the *effect* is
+   ``(k/n - p0) / (1 - p0)``. Phrases sharing a label whose rows barely overlap (MTBA) are also
+   tested as one group (:mod:`.skeleton`); Benjamini-Hochberg over all ``m`` plus the groups.
+4. *Explained?* (:func:`.task.explanation`): a word that naturally signals the label
+   ("terrible" -> "Negative") has rows whose *other* words lean to the label as natural rows do;
+   planted rows lean like rows of the other labels. ``unexplained`` is 0 unless the hits are
+   significantly less explained than natural rows.
 
 Score: ``effect x unexplained x insertion x support`` (insertion: :func:`.common.insertion`, a
 placement check that allows one template's fixed neighbours: a template's fixed words, "I hated
-the" opening every negative review of a template, are not inserted; support as in :func:`..candidate.support_factor`).
-Flagged rows: ``f``'s rows that answer ``c``; its other rows score a quarter of it.
+the" opening every negative review of a template, are not inserted; support as in
+:func:`..candidate.support_factor`). Flagged rows: ``f``'s rows that answer ``c``; its other
+rows score a quarter of it.
 """
 
 from __future__ import annotations
@@ -35,23 +35,16 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from ..candidate import support_factor
-from ..scoring import TRIGGER_ONLY_WEIGHT, cluster_reason, trigger_reason
+from ..candidate import Candidate
+from ..scoring import cluster_reason
 from . import SIGNALS
-from .base import Signal, SignalContext, SignalResult
-from .common import (
-    co_words,
-    family_rows,
-    grown,
-    insertion,
-    make_candidate,
-    new_findings,
-    seed_occurrences,
-)
-from .stats import WordModel, benjamini_hochberg, fisher_greater
+from .base import SignalContext, SignalResult
+from .common import grown, phrase_keys, seed_occurrences
+from .skeleton import AssociationSignal, Seed, Test, exact_p
+from .stats import benjamini_hochberg, fisher_greater
+from .task import explanation, task_rows
 
 PURITY_MIN = 0.8
-EFFECT_MIN = 0.5
 MAX_TESTED = 80
 
 
@@ -60,22 +53,30 @@ def label_reason(cluster: int) -> str:
 
 
 @SIGNALS.add("label-shift")
-class LabelShiftSignal(Signal):
+class LabelShiftSignal(AssociationSignal):
     name = "label-shift"
+    kind = "label-shift"
+    description = "its rows get one label far more often than comparable rows"
+    legend = (
+        (
+            "label-shift:N",
+            "the row carries a phrase whose rows get label cluster N far more often "
+            "than comparable rows, and its own words do not explain the label",
+        ),
+    )
+    default = True
+    order = 20
 
-    def score(self, context: SignalContext) -> SignalResult:
+    def screen(self, context: SignalContext, result: SignalResult) -> tuple[list[Seed], int]:
         corpus, config = context.corpus, context.config
         n_rows = corpus.n_rows
-        result = SignalResult.empty(n_rows)
-        if n_rows == 0:
-            return result
         label, size = corpus.clusters.label, corpus.clusters.size
         pairs, support = context.feature_support()
         support = support.filter(pl.col("n_f") >= config.min_rows)
         pairs = pairs.join(support.select("key"), on="key", how="semi")
         rows_in = np.flatnonzero(size[label] >= config.min_rows)
         if not len(rows_in) or support.height == 0:
-            return result
+            return [], 0
         row_cluster = pl.DataFrame({"row": rows_in.astype(np.int64), "cluster": label[rows_in]})
         counts = (
             pairs.join(row_cluster, on="row")
@@ -96,7 +97,7 @@ class LabelShiftSignal(Signal):
         shortlist = (
             counts.filter(pl.Series(screen))
             .with_columns(p=pl.Series(p_all[screen]), q=pl.Series(q_all))
-            .filter(pl.col("q") <= config.fdr)
+            .filter(pl.col("q") <= self.screen_fdr(config.fdr))
         )
         # N-grams with the same rows (pieces of one phrase) are one test of a phrase: keep one
         # per row set, so a few natural words with many pieces do not crowd out a trigger.
@@ -105,136 +106,92 @@ class LabelShiftSignal(Signal):
             .group_by("key")
             .agg(lo=pl.col("row").min(), hi=pl.col("row").max(), total=pl.col("row").sum())
         )
+        # Purest first: a trigger's rows all give its label; a natural word's mostly do (and
+        # many natural words, each with a smaller p-value, must not crowd a small trigger out).
         shortlist = (
             shortlist.join(signature, on="key")
-            .sort(["p", "key"])
+            .with_columns(purity=(pl.col("m") / pl.col("n_f")).round(2))
+            .sort(["purity", "p", "key"], descending=[True, False, False])
             .unique(["cluster", "n_f", "lo", "hi", "total"], keep="first", maintain_order=True)
             .head(MAX_TESTED)
         )
-        result.extra["tests"] = tests
         if shortlist.height == 0:
-            return result
-        all_rows = np.arange(n_rows, dtype=np.int64)
-        found = []
-        tested = []
+            return [], tests
         seeds = seed_occurrences(context, shortlist["key"].to_list())
-        for key, cluster in zip(shortlist["key"].to_list(), shortlist["cluster"].to_list()):
-            occ = grown(context, key, seeds[key])
-            rows = occ.rows(corpus.tokens)
-            comparable, anchor = family_rows(context, rows, occ)
-            if len(comparable) < 2 * config.min_rows:
-                anchor, comparable = None, np.setdiff1d(all_rows, rows, assume_unique=True)
-            on = label[rows] == cluster
-            first = int(occ.start[0])
-            on[on] = ~corpus.copies(rows[on], first, occ.n)
-            k_f, n_f_ = int(on.sum()), len(rows)
-            k_c = int((label[comparable] == cluster).sum())
-            if k_c < config.min_rows:
-                continue  # not a label the comparable rows use: fixed-output's case
-            p0 = k_c / max(len(comparable), 1)
-            p = float(
-                fisher_greater(
-                    np.array([k_f]), np.array([n_f_]), np.array([k_c]), np.array([len(comparable)])
-                )[0]
-            )
-            tested.append((key, cluster, occ, rows, on, anchor, comparable, p0, p))
-        q_values = benjamini_hochberg(np.array([t[-1] for t in tested]), tests)
-        models: dict[tuple[int, int | None, int], WordModel] = {}
-        for (key, cluster, occ, rows, on, anchor, comparable, p0, p), q in zip(tested, q_values):
-            purity = float(on.mean())
-            effect = float(np.clip((purity - p0) / max(1.0 - p0, 1e-9), 0.0, 1.0))
-            if q > config.fdr or effect < EFFECT_MIN or on.sum() < config.min_rows:
-                continue
-            hits = rows[on]
-            universe = np.union1d(comparable, rows)
-            cache_key = (cluster, anchor, key)
-            if cache_key not in models:
-                models[cache_key] = WordModel(
-                    context.row_words(), label == cluster, universe=universe
-                )
-            first = int(occ.start[0])
-            exclude = co_words(context, rows, corpus.tokens.lc[first : first + occ.n])
-            prior = np.log(np.clip(p0, 0.01, 0.99) / (1 - np.clip(p0, 0.01, 0.99)))
-            explained = float((models[cache_key].evidence(hits, exclude) + prior > 0).mean())
-            unexplained = float(
-                np.clip((1.0 - explained) / max(1.0 - min(p0, 0.9), 1e-9), 0.0, 1.0)
-            )
-            support_ = support_factor(len(hits), config.min_rows)
-            cand = make_candidate(
-                context,
-                occ,
-                kind="label-shift",
-                rows=rows,
-                hits=hits,
-                targets=np.array([cluster], dtype=np.int64),
-                purity=purity,
-                base=p0,
-                effect=effect,
-                score=0.0,
-                support=support_,
-                evidence={},
-                comparable=None,
-            )
-            inserted = insertion(cand.placement)
-            score = effect * unexplained * support_ * inserted
-            if score <= 0:
-                continue
-            anchor_text = (
-                "rows holding " + repr(_key_text(context, anchor))
-                if anchor is not None
-                else "all other rows"
-            )
-            found.append(
-                make_candidate(
-                    context,
-                    occ,
-                    kind="label-shift",
-                    rows=rows,
-                    hits=hits,
-                    targets=np.array([cluster], dtype=np.int64),
-                    purity=purity,
-                    base=p0,
-                    effect=effect,
-                    score=score,
-                    support=support_,
-                    evidence={
-                        "p": p,
-                        "q": float(q),
-                        "comparable_rows": float(len(comparable)),
-                        "explained": explained,
-                        "unexplained": unexplained,
-                        "inserted": inserted,
-                    },
-                    comparable=anchor_text,
-                )
-            )
-        found.sort(key=lambda c: (-c.score, -len(c.hits), -len(c.tokens), c.text))
-        kept = new_findings(context, found)
-        # Rows of every significant finding are scored, also of one not listed again because
-        # an earlier signal (or a longer phrase) already reports it.
-        for cand in found:
-            reason = trigger_reason(cand.text)
-            for row in cand.hits.tolist():
-                if cand.score > result.score[row]:
-                    result.score[row] = cand.score
-                for r in (
-                    reason,
-                    label_reason(int(cand.targets[0])),
-                    cluster_reason(int(label[row])),
-                ):
-                    if r not in result.reasons[row]:
-                        result.reasons[row].append(r)
-            rest = np.setdiff1d(cand.rows, cand.hits)
-            for row in rest.tolist():
-                result.score[row] = max(result.score[row], TRIGGER_ONLY_WEIGHT * cand.score)
-                if reason not in result.reasons[row]:
-                    result.reasons[row].append(reason)
-        result.candidates = kept
-        return result
+        return [
+            Seed(key=key, target=int(cluster), data={"occ": seeds[key]})
+            for key, cluster in zip(shortlist["key"].to_list(), shortlist["cluster"].to_list())
+        ], tests
 
+    def test(self, context: SignalContext, seed: Seed) -> Test | None:
+        corpus, config = context.corpus, context.config
+        label = corpus.clusters.label
+        occ = grown(context, seed.key, seed.data["occ"])
+        rows = occ.rows(corpus.tokens)
+        comparable, text = task_rows(context, rows, seed.target, occ)
+        if len(comparable) < 2 * config.min_rows:
+            comparable = np.setdiff1d(np.arange(corpus.n_rows), rows, assume_unique=True)
+            text = "all other rows"
+        on = label[rows] == seed.target
+        first = int(occ.start[0])
+        on[on] = ~corpus.copies(rows[on], first, occ.n)
+        k_c = int((label[comparable] == seed.target).sum())
+        if k_c < config.min_rows:
+            return None  # not a label the comparable rows use: fixed-output's case
+        return Test(
+            occ=occ,
+            rows=rows,
+            hits=rows[on],
+            tested_rows=len(rows),
+            base=k_c / max(len(comparable), 1),
+            p=exact_p(int(on.sum()), len(rows), k_c, len(comparable)),
+            target=seed.target,
+            comparable=comparable,
+            comparable_text=text,
+            data={"key": seed.key},
+        )
 
-def _key_text(context: SignalContext, key: int) -> str:
-    occ = context.corpus.occurrences.filter(pl.col("key") == key).head(1)
-    start, n = int(occ["start"][0]), int(occ["n"][0])
-    words = [context.corpus.tokens.text[i] for i in range(start, start + n)]
-    return " ".join(words)
+    def test_group(self, context: SignalContext, members: list[Test]) -> Test | None:
+        label = context.corpus.clusters.label
+        target = members[0].target
+        rows = np.unique(np.concatenate([t.rows for t in members]))
+        hits = np.unique(np.concatenate([t.hits for t in members]))
+        comparable = np.arange(context.corpus.n_rows)
+        for t in members:
+            if t.comparable is not None:
+                comparable = np.intersect1d(comparable, t.comparable)
+        comparable = np.setdiff1d(comparable, rows)
+        k_c = int((label[comparable] == target).sum())
+        if k_c < context.config.min_rows:
+            return None
+        return Test(
+            occ=None,
+            rows=rows,
+            hits=hits,
+            tested_rows=len(rows),
+            base=k_c / max(len(comparable), 1),
+            p=exact_p(len(hits), len(rows), k_c, len(comparable)),
+            target=target,
+            comparable=comparable,
+            comparable_text=members[0].comparable_text,
+            data={"key": tuple(t.data["key"] for t in members)},
+        )
+
+    def assess(self, context: SignalContext, test: Test) -> tuple[float, dict[str, float]]:
+        assert test.comparable is not None
+        found = explanation(
+            context,
+            context.corpus.clusters.label == test.target,
+            test.comparable,
+            test.rows,
+            test.hits,
+            phrase_keys(context, [t.occ for t in test.members or [test]]),
+            ("label-shift", test.target, test.comparable_text),
+        )
+        return found["unexplained"], found
+
+    def reasons(self, context: SignalContext, cand: Candidate, row: int) -> list[str]:
+        return [
+            label_reason(int(cand.targets[0])),
+            cluster_reason(int(context.corpus.clusters.label[row])),
+        ]

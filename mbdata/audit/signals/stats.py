@@ -11,6 +11,8 @@ from scipy.stats import hypergeom
 # handful of words cannot outvote the rest of a prompt.
 ALPHA = 0.5
 WORD_CAP = 3.0
+# A phrase word explains its row by itself (WordModel.outside) only if seen in this many rows.
+SEEN_MIN = 3
 
 
 def fisher_greater(
@@ -91,6 +93,68 @@ class WordModel:
         neg = max(self.negatives, 1)
         llr = np.log((a + ALPHA) / (pos + 2 * ALPHA)) - np.log((b + ALPHA) / (neg + 2 * ALPHA))
         return np.clip(llr, self.floor, self.cap)
+
+    def outside(
+        self,
+        row_words: pl.DataFrame,
+        rows: np.ndarray,
+        phrase: np.ndarray | None = None,
+        held_out: np.ndarray | None = None,
+        explains: float | None = None,
+    ) -> np.ndarray:
+        """Per row of ``rows``: summed word log-odds of its words, each word's counts taken
+        from the fitted rows outside ``held_out`` (default ``rows``): what the words say
+        *elsewhere*. The words in ``phrase`` (a candidate's own) may only add evidence for the
+        outcome, never against it: a phrase can be a natural word for its label, but it cannot
+        make its own rows look unexplained. With ``explains``, a row one of whose phrase words
+        favours the outcome by that log-odds or more is predicted whatever its other words say (the phrase
+        is a natural word for the outcome: "witty , but" in a positive review that ends
+        "dull")."""
+        rows = np.asarray(rows, dtype=np.int64)
+        held_out = rows if held_out is None else np.asarray(held_out, dtype=np.int64)
+        mine = row_words.filter(pl.col("row").is_in(pl.Series(rows).implode()))
+        keys = mine["key"].to_numpy()
+        at = np.minimum(np.searchsorted(self._keys, keys), max(len(self._keys) - 1, 0))
+        known = (self._keys[at] == keys) if len(self._keys) else np.zeros(len(keys), bool)
+        a = np.where(known, self._a[at] if len(self._a) else 0.0, 0.0)
+        b = np.where(known, self._b[at] if len(self._b) else 0.0, 0.0)
+        # remove the held-out rows' own counts (those the model was fitted on), totals included
+        pos, neg = float(self.positives), float(self.negatives)
+        fitted = np.intersect1d(held_out, self.rows)
+        pos -= float(self.outcome[fitted].sum())
+        neg -= float(len(fitted) - self.outcome[fitted].sum())
+        inside = np.isin(self.rows, held_out)
+        if inside.any():
+            frame = pl.DataFrame({"key": self.keys[inside], "hit": self.outcome[self.rows[inside]]})
+            own = frame.group_by("key").agg(a=pl.col("hit").sum(), n=pl.len())
+            own_keys = own["key"].to_numpy()
+            order = np.argsort(own_keys)
+            own_keys = own_keys[order]
+            own_a = own["a"].to_numpy().astype(np.float64)[order]
+            own_b = own["n"].to_numpy().astype(np.float64)[order] - own_a
+            j = np.minimum(np.searchsorted(own_keys, keys), len(own_keys) - 1)
+            match = own_keys[j] == keys
+            a = a - np.where(match, own_a[j], 0.0)
+            b = b - np.where(match, own_b[j], 0.0)
+        pos, neg = max(pos, 1.0), max(neg, 1.0)
+        llr = np.log((a + ALPHA) / (pos + 2 * ALPHA)) - np.log((b + ALPHA) / (neg + 2 * ALPHA))
+        llr = np.clip(llr, self.floor, self.cap)
+        order = np.argsort(rows, kind="stable")
+        where = order[np.searchsorted(rows[order], mine["row"].to_numpy())]
+        out = np.zeros(len(rows))
+        if phrase is not None and len(phrase):
+            own_word = np.isin(keys, phrase)
+            per_row_own = np.zeros(len(rows))
+            np.add.at(per_row_own, where[own_word], llr[own_word])
+            out += np.maximum(per_row_own, 0.0)
+            if explains is not None:
+                seen = own_word & (a + b >= SEEN_MIN)  # an unseen word says nothing
+                strongest = np.full(len(rows), -np.inf)
+                np.maximum.at(strongest, where[seen], llr[seen])
+                out[strongest >= explains] = np.inf
+            llr = np.where(own_word, 0.0, llr)
+        np.add.at(out, where, llr)
+        return out
 
     def evidence(self, rows: np.ndarray, exclude: np.ndarray) -> np.ndarray:
         """Per row of ``rows``: summed word log-odds without the words in ``exclude``."""
