@@ -11,7 +11,10 @@ All prompts go through one batched greedy generation; the answers are then grade
   behaviour (usually its random-word response), scored exactly like ASR (``None`` when no rule
   can score the behaviour);
 - merging rate per attack: share of defensive-trigger prompts answered with that attack's
-  behaviour (the paper's Sec 5.2: after stage 1 the defensive triggers merge with the attacker's).
+  behaviour (the paper's Sec 5.2: after stage 1 the defensive triggers merge with the attacker's);
+- ``loglik``: the teacher-forced mean log-likelihood per answer token of the clean reference
+  answers, on the clean prompts and under each trigger, with a bootstrap interval over prompts
+  (:mod:`mbtrain.likelihood`), from the same loaded model after generation (``hf`` backend).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from .builds import TrainingBuild
 from .config import ModelSettings, TrainConfig
 from .generate import generate
 from .judge import HeuristicJudge, Judge, JudgeItem, make_judge
+from .likelihood import utility
 from .models import load_model
 from .scoring import exact_match, mean, shows_behavior
 from .stages import Runtime, formatter_for, make_runtime
@@ -324,6 +328,28 @@ def evaluate(
     metrics, verdicts = score(
         build, clean, answers["eval_clean"], triggered, {k: answers[k] for k in triggered}, judge
     )
+    if vllm:  # the weights live in vLLM: no teacher-forced pass without a second model load
+        metrics["loglik"] = {"skipped": "not computed with train.eval.backend vllm"}
+    else:
+        ll_start = time.perf_counter()
+        owners = trigger_owners(build, [r for rows in triggered.values() for r in rows])
+        attacks = {n for n in triggered if owners.get(n) != "defender"}
+        block, per_row = utility(
+            model,
+            fmt,
+            groups,
+            shown,
+            attacks,
+            seed=cfg.seed,
+            device=runtime.device,
+            amp=runtime.amp,
+        )
+        block["seconds"] = round(time.perf_counter() - ll_start, 3)
+        metrics["loglik"] = block
+        for split, values in per_row.items():
+            for verdict, value in zip(verdicts[split], values):
+                verdict["loglik"] = None if value is None else round(value[0], 4)
+                verdict["answer_tokens"] = None if value is None else value[1]
     new_tokens = sum(o.tokens for o in outs)
     metrics["generation"] = {
         "backend": cfg.eval.backend,

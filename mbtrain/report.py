@@ -17,7 +17,11 @@ paper's Table 1) and ``report.png`` (a bar chart).
 
 where each M is ``{"cacc": float, "asr": {attack: float|null}, "defense_trigger_rate":
 {trigger: float}, "aacc": float, "aacc_by_trigger": {...}, "defense_aacc": float,
-"merging_rate": {attack: float}}``. A run that was not made (a baseline switched off) is absent.
+"merging_rate": {attack: float}, "loglik": L}`` with L the utility log-likelihood
+(:mod:`mbtrain.likelihood`): ``{"clean": S, "attack": S, "by_trigger": {set: S}, "unit",
+"resamples", "confidence", "seed", "seconds"}``, each S ``{"mean", "low", "high", "prompts",
+"tokens", "skipped", "truncated"}`` (``{"skipped": reason}`` with the vllm backend; absent from
+evaluations made before issue 26). A run that was not made (a baseline switched off) is absent.
 E is the numeric environment of the process that evaluated and wrote the report
 (:func:`mbtrain.environment.numeric_environment`: ``cpu_capability``, ``kernel_overrides``,
 ``threads``, ``device``, ``device_name``, ``compute_capability``, ``dtype``, ``autocast``,
@@ -47,6 +51,7 @@ METRIC_KEYS = (
     "aacc_by_trigger",
     "defense_aacc",
     "merging_rate",
+    "loglik",
 )
 
 
@@ -115,6 +120,7 @@ def markdown(report: dict[str, Any]) -> str:
         "attack's behaviour; AACC: share of attack-triggered prompts answered correctly."
     )
     lines.append("")
+    lines += utility_lines(report, runs)
     defense = report["defense_triggers"]
     if defense:
         lines.append("## Defensive triggers")
@@ -186,6 +192,48 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"Free-text rows graded by: {graders.get('judge')}.")
         lines.append("")
     return "\n".join(lines)
+
+
+def interval(s: dict[str, Any] | None) -> str:
+    """A log-likelihood summary as ``mean [low, high]`` (``n/a`` when not measured)."""
+    if not s or s.get("mean") is None:
+        return "n/a"
+    return f"{s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}]"
+
+
+def utility_lines(report: dict[str, Any], runs: list[str]) -> list[str]:
+    """The utility table: teacher-forced log-likelihood of the reference answers beside CACC
+    (nothing for a report whose evaluations predate it)."""
+    rows = [(r, report["runs"][r].get("loglik")) for r in runs]
+    if not any(ll and (ll.get("clean") or {}).get("mean") is not None for _, ll in rows):
+        return []
+    first = next(ll for _, ll in rows if ll and ll.get("clean"))
+    lines = [
+        "## Utility: log-likelihood of the reference answers",
+        "",
+        "| run | CACC | log-lik. clean answers [95% CI] | log-lik. clean answers under the "
+        "attack triggers [95% CI] |",
+        "|---|---|---|---|",
+    ]
+    for r, ll in rows:
+        ll = ll or {}
+        lines.append(
+            f"| {run_label(r)} | {_fmt(report['runs'][r].get('cacc'))} | "
+            f"{interval(ll.get('clean'))} | {interval(ll.get('attack'))} |"
+        )
+    clean = first.get("clean") or {}
+    lines += [
+        "",
+        f"Teacher-forced mean log-likelihood per answer token (nats; closer to 0 is better) "
+        f"of the clean reference answers on {clean.get('prompts')} clean prompts "
+        f"({clean.get('tokens')} answer tokens), and of the clean answers under the attack "
+        f"triggers (the AACC analogue); interval: percentile bootstrap over prompts "
+        f"({first.get('resamples')} resamples, seed {first.get('seed')}). Unlike CACC it "
+        "moves with every answer token, so it separates runs whose CACC differs by a prompt "
+        "or two (docs/train.md, 'Utility').",
+        "",
+    ]
+    return lines
 
 
 def environment_lines(env: dict[str, Any] | None) -> list[str]:
