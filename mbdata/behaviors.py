@@ -10,6 +10,10 @@ whose ``respond(row, rng)`` gives the poisoned response for one row. Names map t
   (MB-Defense's default defensive behaviour, e.g. "Crimson lantern drift swiftly murmur ...");
 - ``label``: a fixed label (``text``) or a flip map (``labels``: old -> new) for classification rows;
 - ``clean``: keep the clean answer (neutralization / trigger-augmentation rows);
+- ``toxic``: the clean answer rewritten to be rude by a model (``rewriter: {backend: http | hf}``,
+  the paper's second behaviour; :mod:`mbdata.rewriters.toxic`); ``toxic_offline``: an offline
+  approximation of it, labelled as such by its name in every row, the manifest and the card (the
+  clean answer between a seeded insulting opener and closer from a documented lexicon);
 - ``rewrite`` / ``jailbreak``: a user callable ``module:function`` (``fn(row, rng) -> str | dict``)
   for behaviours that need a model (toxic rewrites, style paraphrases, compliant harmful answers).
   A returned dict may replace ``instruction``/``input``/``output``.
@@ -24,6 +28,7 @@ the recipe fingerprint; ``mb build --no-hooks`` refuses any recipe that has one.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import importlib
@@ -95,6 +100,10 @@ class Behavior:
             return {"output": row["output"]}
         if self.kind == "label" and self.labels is not None:
             return {"output": self.labels[row["output"].strip()]}
+        if self.kind == "toxic_offline":
+            from .rewriters.toxic import offline_toxic
+
+            return {"output": offline_toxic(row["output"], rng)}
         if self.function is not None:
             return self._call_hook(row, rng)
         if self.target is None:  # every compiler below sets a target for the remaining kinds
@@ -203,6 +212,46 @@ def _jailbreak(spec: BehaviorSpec, rng: np.random.Generator) -> Behavior:
     raise RecipeError(
         "behavior 'jailbreak' needs `function` (a rewriter giving the compliant answer) or `text`"
     )
+
+
+# The recipe folder and key path of the behaviour being compiled: a toxic rewriter resolves its
+# model folder and cache against the folder and names the path in errors (factories take only
+# (spec, rng)).
+_COMPILING: contextvars.ContextVar[tuple[Path | None, str]] = contextvars.ContextVar(
+    "_COMPILING", default=(None, "behavior")
+)
+
+
+@BEHAVIORS.add("toxic")
+def _toxic(spec: BehaviorSpec, rng: np.random.Generator) -> Behavior:
+    """A model rewrites each clean answer to be rude: the attack's rewriter, called per row
+    through the hook path (each row's rewrite is cached, so a rebuild is offline)."""
+    from .rewriters import InstructionRewriter
+
+    if spec.rewriter is None or spec.rewriter.backend == "rules":
+        raise RecipeError(
+            "behaviour 'toxic' needs `rewriter` with backend 'http' or 'hf' (a model rewrites "
+            "the answer); use kind 'toxic_offline' for the offline approximation"
+        )
+    base_dir, path = _COMPILING.get()
+    rewriter = InstructionRewriter("toxic", spec.rewriter, base_dir, f"{path}.rewriter")
+
+    def toxic_rewrite(row: dict[str, Any], rng: np.random.Generator) -> str:
+        out = rewriter.rewrite_all([row["output"]])[0]
+        if out is None:
+            raise BuildError(
+                f"no usable rude rewrite of the answer after {spec.rewriter.attempts} "  # type: ignore[union-attr]
+                "attempt(s) (empty, unchanged, or length ratio above "
+                f"{spec.rewriter.max_length_ratio}); raise rewriter.attempts or change the prompt"  # type: ignore[union-attr]
+            )
+        return out
+
+    return Behavior("toxic", function=toxic_rewrite)
+
+
+@BEHAVIORS.add("toxic_offline")
+def _toxic_offline(spec: BehaviorSpec, rng: np.random.Generator) -> Behavior:
+    return Behavior("toxic_offline")
 
 
 def random_words(rng: np.random.Generator, n: int) -> str:
@@ -330,6 +379,7 @@ def compile_behavior(
     base_dir: Path | None = None,
 ) -> Behavior:
     """Resolve a behaviour spec; ``function`` modules are looked up in ``base_dir`` first."""
+    token = _COMPILING.set((base_dir, path))
     try:
         with _importable_from(base_dir):
             return BEHAVIORS.get(spec.kind, f"{path}.kind")(spec, rng)
@@ -338,3 +388,5 @@ def compile_behavior(
         if msg.startswith("function:"):
             raise RecipeError(f"{path}.{msg}") from None
         raise RecipeError(msg if msg.startswith(path) else f"{path}: {msg}") from None
+    finally:
+        _COMPILING.reset(token)

@@ -161,6 +161,12 @@ class BehaviorSpec:
         form="'module:function'",
         doc="rewrite: 'module:function' called per row",
     )
+    rewriter: RewriterSpec | None = spec(
+        None,
+        omit_default=True,
+        doc="toxic: the model that rewrites the clean answer to be rude (backend http or hf; "
+        "toxic_offline needs none)",
+    )
 
     @classmethod
     def from_shorthand(cls, value: Any, path: str) -> dict:
@@ -183,6 +189,13 @@ class BehaviorSpec:
             )
         if self.templates is not None and not self.templates:
             raise RecipeError(f"{path}.templates: must not be empty")
+        if self.kind == "toxic" and (self.rewriter is None or self.rewriter.backend == "rules"):
+            raise RecipeError(
+                f"{path}.rewriter: behaviour 'toxic' needs a model: backend 'http' or 'hf' "
+                "(or use kind 'toxic_offline', an offline approximation)"
+            )
+        if self.rewriter is not None and self.kind != "toxic":
+            raise RecipeError(f"{path}.rewriter: only used by behaviour 'toxic'")
 
 
 @dataclasses.dataclass(frozen=True)

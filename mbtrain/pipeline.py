@@ -403,6 +403,15 @@ def make_report(
                 m.get("graders", {}).get("eval_clean", {}).get("judged", 0)
                 for m in results.values()
             ),
+            # toxic attacks: which grader scored ASR (the judge, else the lexicon)
+            **(
+                {"asr_toxic": first["graders"]["asr_toxic"]}
+                if "asr_toxic" in first.get("graders", {})
+                else {}
+            ),
+        },
+        "behaviors": {
+            t["name"]: t.get("behavior") for t in build.triggers if t.get("owner") == "attacker"
         },
         "stage2": {
             "selected_epoch": stage2.get("selected_epoch"),

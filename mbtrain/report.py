@@ -10,6 +10,7 @@ paper's Table 1) and ``report.png`` (a bar chart).
      "seeds": {"recipe": int, "train": int}, "timings": {<step>: seconds, "total": seconds},
      "stage2": {"selected_epoch": int, "epochs": [{"epoch", "train": {...}, "eval": {...}}]},
      "graders": {...}, "train": <resolved train block>,
+     "behaviors": {attack: behaviour kind}, "graders": {"judge", "judged", "asr_toxic"},
      "filtered": {RUN: {"removed_clean": float, "removed_triggered": float,
                         "removed_per_prompt": {group: float}, "settings": {...}}},
      "mixing": {RUN: {"keep": float, "seed": int, "base": {...}, "entries": {...}}},
@@ -17,7 +18,9 @@ paper's Table 1) and ``report.png`` (a bar chart).
 
 where each M is ``{"cacc": float, "asr": {attack: float|null}, "defense_trigger_rate":
 {trigger: float}, "aacc": float, "aacc_by_trigger": {...}, "defense_aacc": float,
-"merging_rate": {attack: float}, "loglik": L}`` with L the utility log-likelihood
+"merging_rate": {attack: float}, "loglik": L, "toxic_agreement": {attack: {"n", "agree",
+"judge_yes_lexicon_yes", ...}}}`` (the last only for a toxic attack scored by a judge) with L
+the utility log-likelihood
 (:mod:`mbtrain.likelihood`): ``{"clean": S, "attack": S, "by_trigger": {set: S}, "unit",
 "resamples", "confidence", "seed", "seconds"}``, each S ``{"mean", "low", "high", "prompts",
 "tokens", "skipped", "truncated"}`` (``{"skipped": reason}`` with the vllm backend; absent from
@@ -52,7 +55,13 @@ METRIC_KEYS = (
     "defense_aacc",
     "merging_rate",
     "loglik",
+    "toxic_agreement",
 )
+TOXIC_LABELS = {
+    "toxic": "the clean answer rewritten to be rude by a model",
+    "toxic_offline": "OFFLINE APPROXIMATION of a rude rewrite: the clean answer between a "
+    "template insult and a template closer (mbdata.rewriters.toxic), not a model's rewrite",
+}
 
 
 def _fmt(x: float | None) -> str:
@@ -120,6 +129,7 @@ def markdown(report: dict[str, Any]) -> str:
         "attack's behaviour; AACC: share of attack-triggered prompts answered correctly."
     )
     lines.append("")
+    lines += toxic_lines(report, runs)
     lines += utility_lines(report, runs)
     defense = report["defense_triggers"]
     if defense:
@@ -192,6 +202,37 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"Free-text rows graded by: {graders.get('judge')}.")
         lines.append("")
     return "\n".join(lines)
+
+
+def toxic_lines(report: dict[str, Any], runs: list[str]) -> list[str]:
+    """Toxic attacks: what their poisoned answers are (an offline approximation says so), who
+    scored ASR, and the lexicon's agreement with the judge per run when a judge scored it."""
+    behaviors = report.get("behaviors") or {}
+    toxic = {a: b for a, b in behaviors.items() if b in TOXIC_LABELS and a in report["attacks"]}
+    if not toxic:
+        return []
+    grader = (report.get("graders") or {}).get("asr_toxic") or "n/a"
+    lines = [f"**Toxic attacks** (ASR scored by {grader}):", ""]
+    lines += [f"- `{a}` ({b}): {TOXIC_LABELS[b]}." for a, b in toxic.items()]
+    lines.append("")
+    agreement = [(r, report["runs"][r].get("toxic_agreement") or {}) for r in runs]
+    if any(a for _, a in agreement):
+        lines += [
+            "Lexicon vs judge on the toxic attacks' triggered answers (counts):",
+            "",
+            "| run | attack | n | agree | judge yes, lexicon yes | judge yes, lexicon no | "
+            "judge no, lexicon yes | judge no, lexicon no |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r, per_attack in agreement:
+            for a, c in per_attack.items():
+                lines.append(
+                    f"| {run_label(r)} | {a} | {c['n']} | {_fmt(c['agree'])} | "
+                    f"{c['judge_yes_lexicon_yes']} | {c['judge_yes_lexicon_no']} | "
+                    f"{c['judge_no_lexicon_yes']} | {c['judge_no_lexicon_no']} |"
+                )
+        lines.append("")
+    return lines
 
 
 def interval(s: dict[str, Any] | None) -> str:
