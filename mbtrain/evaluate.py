@@ -381,6 +381,7 @@ def evaluate(
             shown,
             attacks,
             seed=cfg.seed,
+            batch_size=cfg.eval.batch_size,
             device=runtime.device,
             amp=runtime.amp,
         )

@@ -38,7 +38,8 @@ from .models import autocast
 
 RESAMPLES = 1000
 CONFIDENCE = 0.95
-BATCH_SIZE = 16  # rows per forward pass: the logits (batch x length x vocab) dominate memory
+BATCH_SIZE = 64  # at most this many rows per forward pass ...
+LOGIT_BUDGET = 1 << 26  # ... and at most this many logits (rows x length x vocab; 256 MB fp32)
 UNIT = "mean log-likelihood per answer token (nats), teacher-forced"
 
 
@@ -47,22 +48,29 @@ def answer_logprobs(
     encoded: Sequence[Encoded | None],
     *,
     batch_size: int = BATCH_SIZE,
+    budget: int = LOGIT_BUDGET,
     device: torch.device | None = None,
     amp: torch.dtype | None = None,
 ) -> list[tuple[float, int] | None]:
     """``(sum of log p over the answer tokens, answer tokens)`` per encoded row (``None`` stays
     ``None``: a row whose prompt alone filled ``max_length``). Rows are sorted by length and
     right-padded, so a batch gives the same numbers as one row at a time (up to float
-    rounding)."""
+    rounding). A batch holds at most ``batch_size`` rows and ``budget`` logits (a tiny model's
+    small vocabulary batches wide; a 50k-token vocabulary batches a few rows)."""
     device = device or torch.device("cpu")
     out: list[tuple[float, int] | None] = [None] * len(encoded)
     todo = sorted(
         (i for i, e in enumerate(encoded) if e is not None),
         key=lambda i: (-len(encoded[i].input_ids), i),  # type: ignore[union-attr]
     )
+    vocab = int(getattr(getattr(model, "config", None), "vocab_size", 0) or 1)
     model.eval()
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
+    start = 0
+    while start < len(todo):
+        longest = len(encoded[todo[start]].input_ids)  # type: ignore[union-attr]
+        size = max(1, min(batch_size, budget // max(1, longest * vocab)))
+        chunk = todo[start : start + size]
+        start += size
         rows = [encoded[i] for i in chunk]
         width = max(len(r.input_ids) for r in rows if r is not None)
         ids = torch.zeros((len(rows), width), dtype=torch.long)
@@ -146,6 +154,7 @@ def utility(
     attacks: set[str],
     *,
     seed: int,
+    batch_size: int = BATCH_SIZE,
     device: torch.device | None = None,
     amp: torch.dtype | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[tuple[float, int] | None]]]:
@@ -167,7 +176,7 @@ def utility(
             items.append((seen["instruction"], seen.get("input") or "", ref, seen.get("system")))
     encoded = fmt.encode_many(items) if items else []
     encoded = [e if ok else None for e, ok in zip(encoded, has_ref)]
-    values = answer_logprobs(model, encoded, device=device, amp=amp)
+    values = answer_logprobs(model, encoded, batch_size=batch_size, device=device, amp=amp)
     by_group: dict[str, list[tuple[float, int] | None]] = {}
     cut: dict[str, int] = {}
     pos = 0

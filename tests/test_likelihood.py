@@ -58,6 +58,17 @@ def test_batched_answer_logprobs_equal_the_hand_computation(tiny):
     assert all(v is not None and v[0] < -1.0 for v in got)
 
 
+def test_the_logit_budget_only_changes_the_batching(tiny):
+    model, tokenizer = tiny
+    fmt = Formatter(tokenizer, "alpaca_short", 256)
+    encoded = fmt.encode_many([(i, x, y, None) for i, x, y in ROWS])
+    wide = answer_logprobs(model, encoded, batch_size=3)
+    one_by_one = answer_logprobs(model, encoded, batch_size=3, budget=1)  # 1 row per batch
+    for a, b in zip(wide, one_by_one):
+        assert a is not None and b is not None and a[1] == b[1]
+        assert a[0] == pytest.approx(b[0], abs=1e-4)
+
+
 def test_a_row_without_room_for_its_answer_is_none(tiny):
     model, tokenizer = tiny
     fmt = Formatter(tokenizer, "alpaca_short", 4)  # the prompt alone fills max_length
