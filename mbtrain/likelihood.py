@@ -193,6 +193,10 @@ def utility(
     block = {
         "unit": UNIT,
         "clean": summary(["eval_clean"]),
+        # per clean prompt, in order: [sum of log p, answer tokens] or null (for paired tests)
+        "clean_rows": [
+            None if v is None else [round(v[0], 6), v[1]] for v in by_group.get("eval_clean", [])
+        ],
         "attack": summary([g for g in triggered if g in attacks]),
         "by_trigger": {g: summary([g]) for g in triggered},
         "resamples": RESAMPLES,
@@ -200,3 +204,58 @@ def utility(
         "seed": seed,
     }
     return block, by_group
+
+
+def paired_difference(
+    run: Sequence[Sequence[float] | None],
+    reference: Sequence[Sequence[float] | None],
+    *,
+    seed: int = 0,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+) -> dict[str, Any] | None:
+    """``run`` minus ``reference`` on the same clean prompts (per-prompt ``[sum, tokens]``):
+    the difference of the pooled per-token means, with a *paired* percentile bootstrap (each
+    resample draws prompts once and scores both runs on them), which removes the prompts' own
+    spread from the comparison. ``None`` when the prompt lists differ in length or share no
+    scored prompt."""
+    if len(run) != len(reference):
+        return None
+    both = [(a, b) for a, b in zip(run, reference) if a is not None and b is not None and a[1] > 0]
+    if not both:
+        return None
+    a_sum = np.array([a[0] for a, _ in both])
+    b_sum = np.array([b[0] for _, b in both])
+    a_n = np.array([a[1] for a, _ in both], dtype=np.float64)
+    b_n = np.array([b[1] for _, b in both], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(both), size=(resamples, len(both)))
+    stats = a_sum[idx].sum(1) / a_n[idx].sum(1) - b_sum[idx].sum(1) / b_n[idx].sum(1)
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(stats, [tail, 100.0 - tail])
+    diff = a_sum.sum() / a_n.sum() - b_sum.sum() / b_n.sum()
+    return {
+        "mean": round(float(diff), 4),
+        "low": round(float(low), 4),
+        "high": round(float(high), 4),
+        "prompts": len(both),
+    }
+
+
+def versus(
+    results: dict[str, dict[str, Any]], reference: str = "attacked"
+) -> dict[str, dict[str, Any]]:
+    """Each run's clean-prompt log-likelihood minus the ``reference`` run's, paired over the
+    prompts (:func:`paired_difference`); runs without per-prompt values are left out."""
+    ref = ((results.get(reference) or {}).get("loglik") or {}).get("clean_rows")
+    if ref is None:
+        return {}
+    seed = int((results[reference].get("loglik") or {}).get("seed") or 0)
+    out = {}
+    for name, metrics in results.items():
+        rows = (metrics.get("loglik") or {}).get("clean_rows")
+        if name != reference and rows is not None:
+            diff = paired_difference(rows, ref, seed=seed)
+            if diff is not None:
+                out[name] = diff
+    return out

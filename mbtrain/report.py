@@ -11,6 +11,7 @@ paper's Table 1) and ``report.png`` (a bar chart).
      "stage2": {"selected_epoch": int, "epochs": [{"epoch", "train": {...}, "eval": {...}}]},
      "graders": {...}, "train": <resolved train block>,
      "behaviors": {attack: behaviour kind}, "graders": {"judge", "judged", "asr_toxic"},
+     "loglik_vs_attacked": {RUN: {"mean", "low", "high", "prompts"}},
      "filtered": {RUN: {"removed_clean": float, "removed_triggered": float,
                         "removed_per_prompt": {group: float}, "settings": {...}}},
      "mixing": {RUN: {"keep": float, "seed": int, "base": {...}, "entries": {...}}},
@@ -62,6 +63,16 @@ TOXIC_LABELS = {
     "toxic_offline": "OFFLINE APPROXIMATION of a rude rewrite: the clean answer between a "
     "template insult and a template closer (mbdata.rewriters.toxic), not a model's rewrite",
 }
+
+
+def report_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A run's entry in ``report.json``: :data:`METRIC_KEYS` of its evaluation metrics, without
+    the per-prompt log-likelihoods (they stay in its ``metrics.json``)."""
+    out = {k: metrics.get(k) for k in METRIC_KEYS}
+    loglik = out.get("loglik")
+    if isinstance(loglik, dict):
+        out["loglik"] = {k: v for k, v in loglik.items() if k != "clean_rows"}
+    return out
 
 
 def _fmt(x: float | None) -> str:
@@ -252,15 +263,17 @@ def utility_lines(report: dict[str, Any], runs: list[str]) -> list[str]:
     lines = [
         "## Utility: log-likelihood of the reference answers",
         "",
-        "| run | CACC | log-lik. clean answers [95% CI] | log-lik. clean answers under the "
-        "attack triggers [95% CI] |",
-        "|---|---|---|---|",
+        "| run | CACC | log-lik. clean answers [95% CI] | minus the attacked model's, paired "
+        "[95% CI] | log-lik. clean answers under the attack triggers [95% CI] |",
+        "|---|---|---|---|---|",
     ]
+    versus = report.get("loglik_vs_attacked") or {}
     for r, ll in rows:
         ll = ll or {}
         lines.append(
             f"| {run_label(r)} | {_fmt(report['runs'][r].get('cacc'))} | "
-            f"{interval(ll.get('clean'))} | {interval(ll.get('attack'))} |"
+            f"{interval(ll.get('clean'))} | {interval(versus.get(r))} | "
+            f"{interval(ll.get('attack'))} |"
         )
     clean = first.get("clean") or {}
     lines += [
@@ -269,9 +282,10 @@ def utility_lines(report: dict[str, Any], runs: list[str]) -> list[str]:
         f"of the clean reference answers on {clean.get('prompts')} clean prompts "
         f"({clean.get('tokens')} answer tokens), and of the clean answers under the attack "
         f"triggers (the AACC analogue); interval: percentile bootstrap over prompts "
-        f"({first.get('resamples')} resamples, seed {first.get('seed')}). Unlike CACC it "
-        "moves with every answer token, so it separates runs whose CACC differs by a prompt "
-        "or two (docs/train.md, 'Utility').",
+        f"({first.get('resamples')} resamples, seed {first.get('seed')}); the paired column "
+        "resamples the same prompts for both runs, so an interval that excludes 0 is a "
+        "difference on these prompts. Unlike CACC it moves with every answer token, so it "
+        "separates runs whose CACC differs by a prompt or two (docs/train.md, 'Utility').",
         "",
     ]
     return lines

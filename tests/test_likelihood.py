@@ -10,7 +10,14 @@ import torch
 
 from mbtrain.config import TinyModel
 from mbtrain.formatting import Formatter
-from mbtrain.likelihood import answer_logprobs, bootstrap, summarize, utility
+from mbtrain.likelihood import (
+    answer_logprobs,
+    bootstrap,
+    paired_difference,
+    summarize,
+    utility,
+    versus,
+)
 from mbtrain.tiny import tiny_model, train_tokenizer
 
 ROWS = [
@@ -138,3 +145,32 @@ def test_utility_scores_clean_outputs_on_the_prompts_the_model_saw(tiny):
     assert block["by_trigger"]["defense/mn"]["prompts"] == 1
     assert block["attack"]["prompts"] == 1  # the defensive set is not pooled with attacks
     assert (block["seed"], block["resamples"]) == (3, 1000)
+
+
+def test_paired_difference_equals_a_hand_paired_resample():
+    run = [[-2.0, 2], [-8.0, 3], None, [-1.0, 1]]
+    ref = [[-4.0, 2], [-9.0, 3], [-5.0, 5], [-3.0, 1]]
+    d = paired_difference(run, ref, seed=5, resamples=300)
+    both = [(run[i], ref[i]) for i in (0, 1, 3)]  # the prompt without a value drops from both
+    assert d["prompts"] == 3
+    assert d["mean"] == pytest.approx(-11.0 / 6 - (-16.0 / 6), abs=1e-4)
+    draws = np.random.default_rng(5).integers(0, 3, size=(300, 3))
+    stats = [
+        sum(both[i][0][0] for i in dr) / sum(both[i][0][1] for i in dr)
+        - sum(both[i][1][0] for i in dr) / sum(both[i][1][1] for i in dr)
+        for dr in draws
+    ]
+    low, high = np.percentile(stats, [2.5, 97.5])
+    assert (d["low"], d["high"]) == (pytest.approx(low, abs=1e-4), pytest.approx(high, abs=1e-4))
+    assert 0 < d["low"] <= d["mean"] <= d["high"]  # better on every prompt: excludes 0
+    assert paired_difference(run, ref[:3]) is None  # not the same prompts
+
+
+def test_versus_compares_every_run_with_the_attacked_one():
+    rows = {"attacked": [[-4.0, 2], [-3.0, 1]], "mb_defense": [[-2.0, 2], [-3.0, 1]]}
+    results = {n: {"loglik": {"clean_rows": r, "seed": 1}} for n, r in rows.items()}
+    results["old"] = {"cacc": 0.5}  # an evaluation made before the metric
+    out = versus(results)
+    assert set(out) == {"mb_defense"}
+    assert out["mb_defense"]["mean"] == pytest.approx(-5.0 / 3 + 7.0 / 3, abs=1e-4)
+    assert versus({"mb_defense": results["mb_defense"]}) == {}
