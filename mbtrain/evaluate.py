@@ -368,29 +368,32 @@ def evaluate(
     metrics, verdicts = score(
         build, clean, answers["eval_clean"], triggered, {k: answers[k] for k in triggered}, judge
     )
-    if vllm:  # the weights live in vLLM: no teacher-forced pass without a second model load
-        metrics["loglik"] = {"skipped": "not computed with train.eval.backend vllm"}
-    else:
-        ll_start = time.perf_counter()
-        owners = trigger_owners(build, [r for rows in triggered.values() for r in rows])
-        attacks = {n for n in triggered if owners.get(n) != "defender"}
-        block, per_row = utility(
-            model,
-            fmt,
-            groups,
-            shown,
-            attacks,
-            seed=cfg.seed,
-            batch_size=cfg.eval.batch_size,
-            device=runtime.device,
-            amp=runtime.amp,
+    # the utility log-likelihood (mbtrain.likelihood): same rows, same weights
+    ll_start = time.perf_counter()
+    if vllm:  # vLLM holds its own copy: load the weights once more for this pass
+        model, _ = load_model(
+            model_ref, ModelSettings(trust_remote_code=cfg.model.trust_remote_code)
         )
-        block["seconds"] = round(time.perf_counter() - ll_start, 3)
-        metrics["loglik"] = block
-        for split, values in per_row.items():
-            for verdict, value in zip(verdicts[split], values):
-                verdict["loglik"] = None if value is None else round(value[0], 4)
-                verdict["answer_tokens"] = None if value is None else value[1]
+        model.to(runtime.device)
+    owners = trigger_owners(build, [r for rows in triggered.values() for r in rows])
+    attacks = {n for n in triggered if owners.get(n) != "defender"}
+    block, per_row = utility(
+        model,
+        fmt,
+        groups,
+        shown,
+        attacks,
+        seed=cfg.seed,
+        batch_size=cfg.eval.batch_size,
+        device=runtime.device,
+        amp=runtime.amp,
+    )
+    ll_seconds = round(time.perf_counter() - ll_start, 3)
+    metrics["loglik"] = block
+    for split, values in per_row.items():
+        for verdict, value in zip(verdicts[split], values):
+            verdict["loglik"] = None if value is None else round(value[0], 4)
+            verdict["answer_tokens"] = None if value is None else value[1]
     new_tokens = sum(o.tokens for o in outs)
     metrics["generation"] = {
         "backend": cfg.eval.backend,
@@ -400,6 +403,7 @@ def evaluate(
         "cut_at_max": sum(not o.stopped for o in outs),
         "seconds": round(gen_seconds, 3),
         "tok_s": round(new_tokens / gen_seconds, 1) if gen_seconds else None,
+        "loglik_seconds": ll_seconds,  # the teacher-forced pass of the utility log-likelihood
     }
     if transform_stats is not None:
         metrics["transform"] = transform_stats

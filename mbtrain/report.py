@@ -23,9 +23,10 @@ where each M is ``{"cacc": float, "asr": {attack: float|null}, "defense_trigger_
 "judge_yes_lexicon_yes", ...}}}`` (the last only for a toxic attack scored by a judge) with L
 the utility log-likelihood
 (:mod:`mbtrain.likelihood`): ``{"clean": S, "attack": S, "by_trigger": {set: S}, "unit",
-"resamples", "confidence", "seed", "seconds"}``, each S ``{"mean", "low", "high", "prompts",
-"tokens", "skipped", "truncated"}`` (``{"skipped": reason}`` with the vllm backend; absent from
-evaluations made before issue 26). A run that was not made (a baseline switched off) is absent.
+"resamples", "confidence", "seed", "clean_rows"}`` (``clean_rows`` only in the run's own
+``metrics.json``), each S ``{"mean", "low", "high", "prompts",
+"tokens", "skipped", "truncated"}`` (absent from evaluations made before issue 26). A run that
+was not made (a baseline switched off) is absent.
 E is the numeric environment of the process that evaluated and wrote the report
 (:func:`mbtrain.environment.numeric_environment`: ``cpu_capability``, ``kernel_overrides``,
 ``threads``, ``device``, ``device_name``, ``compute_capability``, ``dtype``, ``autocast``,
