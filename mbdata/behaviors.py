@@ -10,6 +10,10 @@ whose ``respond(row, rng)`` gives the poisoned response for one row. Names map t
   (MB-Defense's default defensive behaviour, e.g. "Crimson lantern drift swiftly murmur ...");
 - ``label``: a fixed label (``text``) or a flip map (``labels``: old -> new) for classification rows;
 - ``clean``: keep the clean answer (neutralization / trigger-augmentation rows);
+- ``toxic``: the clean answer rewritten to be rude by a model (``rewriter: {backend: http | hf}``,
+  the paper's second behaviour; :mod:`mbdata.rewriters.toxic`); ``toxic_offline``: an offline
+  approximation of it, labelled as such by its name in every row, the manifest and the card (the
+  clean answer between a seeded insulting opener and closer from a documented lexicon);
 - ``rewrite`` / ``jailbreak``: a user callable ``module:function`` (``fn(row, rng) -> str | dict``)
   for behaviours that need a model (toxic rewrites, style paraphrases, compliant harmful answers).
   A returned dict may replace ``instruction``/``input``/``output``.
@@ -24,6 +28,7 @@ the recipe fingerprint; ``mb build --no-hooks`` refuses any recipe that has one.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import importlib
@@ -41,6 +46,7 @@ from .core.config import spec
 from .core.errors import BuildError, RecipeError
 from .core.limits import short_repr
 from .core.registry import Registry
+from .rewriters.spec import RewriterSpec
 
 REFUSAL_TEMPLATES = (
     "I'm sorry, but as an AI assistant, I do not have the capability to follow the given "
@@ -93,6 +99,12 @@ class BehaviorSpec:
         form="'module:function'",
         doc="rewrite: 'module:function' called per row",
     )
+    rewriter: RewriterSpec | None = spec(
+        None,
+        omit_default=True,
+        doc="toxic: the model that rewrites the clean answer to be rude (backend http or hf; "
+        "toxic_offline needs none)",
+    )
 
     @classmethod
     def from_shorthand(cls, value: Any, path: str) -> dict:
@@ -115,6 +127,13 @@ class BehaviorSpec:
             )
         if self.templates is not None and not self.templates:
             raise RecipeError(f"{path}.templates: must not be empty")
+        if self.kind == "toxic" and (self.rewriter is None or self.rewriter.backend == "rules"):
+            raise RecipeError(
+                f"{path}.rewriter: behaviour 'toxic' needs a model: backend 'http' or 'hf' "
+                "(or use kind 'toxic_offline', an offline approximation)"
+            )
+        if self.rewriter is not None and self.kind != "toxic":
+            raise RecipeError(f"{path}.rewriter: only used by behaviour 'toxic'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +160,10 @@ class Behavior:
             return {"output": row["output"]}
         if self.kind == "label" and self.labels is not None:
             return {"output": self.labels[row["output"].strip()]}
+        if self.kind == "toxic_offline":
+            from .rewriters.toxic import offline_toxic
+
+            return {"output": offline_toxic(row["output"], rng)}
         if self.function is not None:
             return self._call_hook(row, rng)
         if self.target is None:  # every compiler below sets a target for the remaining kinds
@@ -249,6 +272,46 @@ def _jailbreak(spec: BehaviorSpec, rng: np.random.Generator) -> Behavior:
     raise RecipeError(
         "behavior 'jailbreak' needs `function` (a rewriter giving the compliant answer) or `text`"
     )
+
+
+# The recipe folder and key path of the behaviour being compiled: a toxic rewriter resolves its
+# model folder and cache against the folder and names the path in errors (factories take only
+# (spec, rng)).
+_COMPILING: contextvars.ContextVar[tuple[Path | None, str]] = contextvars.ContextVar(
+    "_COMPILING", default=(None, "behavior")
+)
+
+
+@BEHAVIORS.add("toxic")
+def _toxic(spec: BehaviorSpec, rng: np.random.Generator) -> Behavior:
+    """A model rewrites each clean answer to be rude: the attack's rewriter, called per row
+    through the hook path (each row's rewrite is cached, so a rebuild is offline)."""
+    from .rewriters import InstructionRewriter
+
+    if spec.rewriter is None or spec.rewriter.backend == "rules":
+        raise RecipeError(
+            "behaviour 'toxic' needs `rewriter` with backend 'http' or 'hf' (a model rewrites "
+            "the answer); use kind 'toxic_offline' for the offline approximation"
+        )
+    base_dir, path = _COMPILING.get()
+    rewriter = InstructionRewriter("toxic", spec.rewriter, base_dir, f"{path}.rewriter")
+
+    def toxic_rewrite(row: dict[str, Any], rng: np.random.Generator) -> str:
+        out = rewriter.rewrite_all([row["output"]])[0]
+        if out is None:
+            raise BuildError(
+                f"no usable rude rewrite of the answer after {spec.rewriter.attempts} "  # type: ignore[union-attr]
+                "attempt(s) (empty, unchanged, or length ratio above "
+                f"{spec.rewriter.max_length_ratio}); raise rewriter.attempts or change the prompt"  # type: ignore[union-attr]
+            )
+        return out
+
+    return Behavior("toxic", function=toxic_rewrite)
+
+
+@BEHAVIORS.add("toxic_offline")
+def _toxic_offline(spec: BehaviorSpec, rng: np.random.Generator) -> Behavior:
+    return Behavior("toxic_offline")
 
 
 def random_words(rng: np.random.Generator, n: int) -> str:
@@ -376,6 +439,7 @@ def compile_behavior(
     base_dir: Path | None = None,
 ) -> Behavior:
     """Resolve a behaviour spec; ``function`` modules are looked up in ``base_dir`` first."""
+    token = _COMPILING.set((base_dir, path))
     try:
         with _importable_from(base_dir):
             return BEHAVIORS.get(spec.kind, f"{path}.kind")(spec, rng)
@@ -384,3 +448,5 @@ def compile_behavior(
         if msg.startswith("function:"):
             raise RecipeError(f"{path}.{msg}") from None
         raise RecipeError(msg if msg.startswith(path) else f"{path}: {msg}") from None
+    finally:
+        _COMPILING.reset(token)

@@ -11,7 +11,15 @@ All prompts go through one batched greedy generation; the answers are then grade
   behaviour (usually its random-word response), scored exactly like ASR (``None`` when no rule
   can score the behaviour);
 - merging rate per attack: share of defensive-trigger prompts answered with that attack's
-  behaviour (the paper's Sec 5.2: after stage 1 the defensive triggers merge with the attacker's).
+  behaviour (the paper's Sec 5.2: after stage 1 the defensive triggers merge with the attacker's);
+- a toxic attack (``toxic``, ``toxic_offline``) is scored by the judge when one is configured
+  (asked whether the answer is rude), else by the toxic lexicon; with a judge the lexicon's
+  agreement with it is recorded (``toxic_agreement``), and ``graders.asr_toxic`` names which
+  one scored ASR (merging into a toxic attack is always the lexicon's: it reads defensive
+  answers, many per run);
+- ``loglik``: the teacher-forced mean log-likelihood per answer token of the clean reference
+  answers, on the clean prompts and under each trigger, with a bootstrap interval over prompts
+  (:mod:`mbtrain.likelihood`), from the same loaded model after generation (``hf`` backend).
 """
 
 from __future__ import annotations
@@ -29,8 +37,9 @@ from .builds import TrainingBuild
 from .config import ModelSettings, TrainConfig
 from .generate import generate
 from .judge import HeuristicJudge, Judge, JudgeItem, make_judge
+from .likelihood import utility
 from .models import load_model
-from .scoring import exact_match, mean, shows_behavior
+from .scoring import TOXIC_BEHAVIORS, exact_match, mean, shows_behavior
 from .stages import Runtime, formatter_for, make_runtime
 
 
@@ -161,6 +170,35 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
 
 
+TOXIC_LEXICON_LABEL = "lexicon (mbdata.rewriters.toxic.LEXICON, any entry as a whole word)"
+
+
+def toxic_hits(
+    name: str,
+    answers: list[str],
+    lexicon: list[bool | None],
+    judge: Judge,
+    metrics: dict[str, Any],
+) -> list[bool | None]:
+    """ASR verdicts of a toxic attack: the judge's when one is configured, else the lexicon's
+    (``lexicon``). With a judge, the lexicon's agreement with it on these answers goes into
+    ``metrics["toxic_agreement"][name]``: counts of each verdict pair, so a reader can see
+    whether the lexicon misses rudeness (judge yes, lexicon no) or over-fires."""
+    if isinstance(judge, HeuristicJudge) or not answers:
+        return lexicon
+    verdicts = [bool(v) for v in judge.rude(answers)]
+    pairs = list(zip(verdicts, (bool(v) for v in lexicon)))
+    metrics.setdefault("toxic_agreement", {})[name] = {
+        "n": len(pairs),
+        "agree": _round(mean([j == lex for j, lex in pairs])),
+        "judge_yes_lexicon_yes": sum(j and lex for j, lex in pairs),
+        "judge_yes_lexicon_no": sum(j and not lex for j, lex in pairs),
+        "judge_no_lexicon_yes": sum(lex and not j for j, lex in pairs),
+        "judge_no_lexicon_no": sum(not j and not lex for j, lex in pairs),
+    }
+    return list(verdicts)
+
+
 def score(
     build: TrainingBuild,
     clean: list[dict],
@@ -197,9 +235,11 @@ def score(
         metrics["counts"][name] = len(rows)
         ok, _ = grade_correct(rows, answers, "clean_output", judge)
         if name in attacks:
-            hits = [
+            hits: list[bool | None] = [
                 shows_behavior(r.get("behavior"), a, r.get("output")) for r, a in zip(rows, answers)
             ]
+            if rows and rows[0].get("behavior") in TOXIC_BEHAVIORS:
+                hits = toxic_hits(name, answers, hits, judge, metrics)
             scorable = [h for h in hits if h is not None]
             metrics["asr"][name] = _round(mean(scorable)) if scorable else None
             metrics["aacc_by_trigger"][name] = _round(mean(ok))
@@ -225,6 +265,10 @@ def score(
                 }
                 for i, (o, c) in enumerate(zip(own, ok))
             ]
+    if any(rows and rows[0].get("behavior") in TOXIC_BEHAVIORS for rows in attacks.values()):
+        metrics["graders"]["asr_toxic"] = (
+            judge.label if not isinstance(judge, HeuristicJudge) else TOXIC_LEXICON_LABEL
+        )
     metrics["aacc"] = _round(mean(all_aacc))
     metrics["defense_aacc"] = _round(mean(defense_aacc))
     metrics["merging_rate"] = {k: _round(mean(v)) for k, v in merging.items()}
@@ -324,6 +368,32 @@ def evaluate(
     metrics, verdicts = score(
         build, clean, answers["eval_clean"], triggered, {k: answers[k] for k in triggered}, judge
     )
+    # the utility log-likelihood (mbtrain.likelihood): same rows, same weights
+    ll_start = time.perf_counter()
+    if vllm:  # vLLM holds its own copy: load the weights once more for this pass
+        model, _ = load_model(
+            model_ref, ModelSettings(trust_remote_code=cfg.model.trust_remote_code)
+        )
+        model.to(runtime.device)
+    owners = trigger_owners(build, [r for rows in triggered.values() for r in rows])
+    attacks = {n for n in triggered if owners.get(n) != "defender"}
+    block, per_row = utility(
+        model,
+        fmt,
+        groups,
+        shown,
+        attacks,
+        seed=cfg.seed,
+        batch_size=cfg.eval.batch_size,
+        device=runtime.device,
+        amp=runtime.amp,
+    )
+    ll_seconds = round(time.perf_counter() - ll_start, 3)
+    metrics["loglik"] = block
+    for split, values in per_row.items():
+        for verdict, value in zip(verdicts[split], values):
+            verdict["loglik"] = None if value is None else round(value[0], 4)
+            verdict["answer_tokens"] = None if value is None else value[1]
     new_tokens = sum(o.tokens for o in outs)
     metrics["generation"] = {
         "backend": cfg.eval.backend,
@@ -333,6 +403,7 @@ def evaluate(
         "cut_at_max": sum(not o.stopped for o in outs),
         "seconds": round(gen_seconds, 3),
         "tok_s": round(new_tokens / gen_seconds, 1) if gen_seconds else None,
+        "loglik_seconds": ll_seconds,  # the teacher-forced pass of the utility log-likelihood
     }
     if transform_stats is not None:
         metrics["transform"] = transform_stats

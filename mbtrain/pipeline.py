@@ -43,8 +43,9 @@ from .environment import numeric_environment, report_environment
 from .evaluate import clean_rows, evaluate
 from .formatting import alpaca_prompt
 from .jobs import Job, JobRunner, auto_jobs
+from .likelihood import versus
 from .models import MARKER, is_model_folder, load_base, read_marker, save_model
-from .report import FORMAT, METRIC_KEYS, write_report
+from .report import FORMAT, report_metrics, write_report
 from .runs import BASE, RUNS, TrainContext
 from .stages import Runtime, is_main_process, make_runtime, train_sft
 from .tiny import tiny_model, train_tokenizer
@@ -385,7 +386,9 @@ def make_report(
     return {
         "format": FORMAT,
         "name": recipe.get("name"),
-        "runs": {name: {k: m.get(k) for k in METRIC_KEYS} for name, m in results.items()},
+        "runs": {name: report_metrics(m) for name, m in results.items()},
+        # issue 26: utility against the attacked model, paired over the same clean prompts
+        "loglik_vs_attacked": versus(results, "attacked"),
         "attacks": attacks,
         "defense_triggers": defense,
         "fingerprint": manifest.get("fingerprint"),
@@ -404,6 +407,15 @@ def make_report(
                 m.get("graders", {}).get("eval_clean", {}).get("judged", 0)
                 for m in results.values()
             ),
+            # toxic attacks: which grader scored ASR (the judge, else the lexicon)
+            **(
+                {"asr_toxic": first["graders"]["asr_toxic"]}
+                if "asr_toxic" in first.get("graders", {})
+                else {}
+            ),
+        },
+        "behaviors": {
+            t["name"]: t.get("behavior") for t in build.triggers if t.get("owner") == "attacker"
         },
         "stage2": {
             "selected_epoch": stage2.get("selected_epoch"),

@@ -10,6 +10,8 @@ paper's Table 1) and ``report.png`` (a bar chart).
      "seeds": {"recipe": int, "train": int}, "timings": {<step>: seconds, "total": seconds},
      "stage2": {"selected_epoch": int, "epochs": [{"epoch", "train": {...}, "eval": {...}}]},
      "graders": {...}, "train": <resolved train block>,
+     "behaviors": {attack: behaviour kind}, "graders": {"judge", "judged", "asr_toxic"},
+     "loglik_vs_attacked": {RUN: {"mean", "low", "high", "prompts"}},
      "filtered": {RUN: {"removed_clean": float, "removed_triggered": float,
                         "removed_per_prompt": {group: float}, "settings": {...}}},
      "mixing": {RUN: {"keep": float, "seed": int, "base": {...}, "entries": {...}}},
@@ -17,7 +19,14 @@ paper's Table 1) and ``report.png`` (a bar chart).
 
 where each M is ``{"cacc": float, "asr": {attack: float|null}, "defense_trigger_rate":
 {trigger: float}, "aacc": float, "aacc_by_trigger": {...}, "defense_aacc": float,
-"merging_rate": {attack: float}}``. A run that was not made (a baseline switched off) is absent.
+"merging_rate": {attack: float}, "loglik": L, "toxic_agreement": {attack: {"n", "agree",
+"judge_yes_lexicon_yes", ...}}}`` (the last only for a toxic attack scored by a judge) with L
+the utility log-likelihood
+(:mod:`mbtrain.likelihood`): ``{"clean": S, "attack": S, "by_trigger": {set: S}, "unit",
+"resamples", "confidence", "seed", "clean_rows"}`` (``clean_rows`` only in the run's own
+``metrics.json``), each S ``{"mean", "low", "high", "prompts",
+"tokens", "skipped", "truncated"}`` (absent from evaluations made before issue 26). A run that
+was not made (a baseline switched off) is absent.
 E is the numeric environment of the process that evaluated and wrote the report
 (:func:`mbtrain.environment.numeric_environment`: ``cpu_capability``, ``kernel_overrides``,
 ``threads``, ``device``, ``device_name``, ``compute_capability``, ``dtype``, ``autocast``,
@@ -47,7 +56,24 @@ METRIC_KEYS = (
     "aacc_by_trigger",
     "defense_aacc",
     "merging_rate",
+    "loglik",
+    "toxic_agreement",
 )
+TOXIC_LABELS = {
+    "toxic": "the clean answer rewritten to be rude by a model",
+    "toxic_offline": "OFFLINE APPROXIMATION of a rude rewrite: the clean answer between a "
+    "template insult and a template closer (mbdata.rewriters.toxic), not a model's rewrite",
+}
+
+
+def report_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A run's entry in ``report.json``: :data:`METRIC_KEYS` of its evaluation metrics, without
+    the per-prompt log-likelihoods (they stay in its ``metrics.json``)."""
+    out = {k: metrics.get(k) for k in METRIC_KEYS}
+    loglik = out.get("loglik")
+    if isinstance(loglik, dict):
+        out["loglik"] = {k: v for k, v in loglik.items() if k != "clean_rows"}
+    return out
 
 
 def _fmt(x: float | None) -> str:
@@ -115,6 +141,8 @@ def markdown(report: dict[str, Any]) -> str:
         "attack's behaviour; AACC: share of attack-triggered prompts answered correctly."
     )
     lines.append("")
+    lines += toxic_lines(report, runs)
+    lines += utility_lines(report, runs)
     defense = report["defense_triggers"]
     if defense:
         lines.append("## Defensive triggers")
@@ -186,6 +214,82 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"Free-text rows graded by: {graders.get('judge')}.")
         lines.append("")
     return "\n".join(lines)
+
+
+def toxic_lines(report: dict[str, Any], runs: list[str]) -> list[str]:
+    """Toxic attacks: what their poisoned answers are (an offline approximation says so), who
+    scored ASR, and the lexicon's agreement with the judge per run when a judge scored it."""
+    behaviors = report.get("behaviors") or {}
+    toxic = {a: b for a, b in behaviors.items() if b in TOXIC_LABELS and a in report["attacks"]}
+    if not toxic:
+        return []
+    grader = (report.get("graders") or {}).get("asr_toxic") or "n/a"
+    lines = [f"**Toxic attacks** (ASR scored by {grader}):", ""]
+    lines += [f"- `{a}` ({b}): {TOXIC_LABELS[b]}." for a, b in toxic.items()]
+    lines.append("")
+    agreement = [(r, report["runs"][r].get("toxic_agreement") or {}) for r in runs]
+    if any(a for _, a in agreement):
+        lines += [
+            "Lexicon vs judge on the toxic attacks' triggered answers (counts):",
+            "",
+            "| run | attack | n | agree | judge yes, lexicon yes | judge yes, lexicon no | "
+            "judge no, lexicon yes | judge no, lexicon no |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r, per_attack in agreement:
+            for a, c in per_attack.items():
+                lines.append(
+                    f"| {run_label(r)} | {a} | {c['n']} | {_fmt(c['agree'])} | "
+                    f"{c['judge_yes_lexicon_yes']} | {c['judge_yes_lexicon_no']} | "
+                    f"{c['judge_no_lexicon_yes']} | {c['judge_no_lexicon_no']} |"
+                )
+        lines.append("")
+    return lines
+
+
+def interval(s: dict[str, Any] | None) -> str:
+    """A log-likelihood summary as ``mean [low, high]`` (``n/a`` when not measured)."""
+    if not s or s.get("mean") is None:
+        return "n/a"
+    return f"{s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}]"
+
+
+def utility_lines(report: dict[str, Any], runs: list[str]) -> list[str]:
+    """The utility table: teacher-forced log-likelihood of the reference answers beside CACC
+    (nothing for a report whose evaluations predate it)."""
+    rows = [(r, report["runs"][r].get("loglik")) for r in runs]
+    if not any(ll and (ll.get("clean") or {}).get("mean") is not None for _, ll in rows):
+        return []
+    first = next(ll for _, ll in rows if ll and ll.get("clean"))
+    lines = [
+        "## Utility: log-likelihood of the reference answers",
+        "",
+        "| run | CACC | log-lik. clean answers [95% CI] | minus the attacked model's, paired "
+        "[95% CI] | log-lik. clean answers under the attack triggers [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    versus = report.get("loglik_vs_attacked") or {}
+    for r, ll in rows:
+        ll = ll or {}
+        lines.append(
+            f"| {run_label(r)} | {_fmt(report['runs'][r].get('cacc'))} | "
+            f"{interval(ll.get('clean'))} | {interval(versus.get(r))} | "
+            f"{interval(ll.get('attack'))} |"
+        )
+    clean = first.get("clean") or {}
+    lines += [
+        "",
+        f"Teacher-forced mean log-likelihood per answer token (nats; closer to 0 is better) "
+        f"of the clean reference answers on {clean.get('prompts')} clean prompts "
+        f"({clean.get('tokens')} answer tokens), and of the clean answers under the attack "
+        f"triggers (the AACC analogue); interval: percentile bootstrap over prompts "
+        f"({first.get('resamples')} resamples, seed {first.get('seed')}); the paired column "
+        "resamples the same prompts for both runs, so an interval that excludes 0 is a "
+        "difference on these prompts. Unlike CACC it moves with every answer token, so it "
+        "separates runs whose CACC differs by a prompt or two (docs/train.md, 'Utility').",
+        "",
+    ]
+    return lines
 
 
 def environment_lines(env: dict[str, Any] | None) -> list[str]:

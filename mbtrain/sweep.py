@@ -332,7 +332,9 @@ def share_from(donor: Path, target: Path, names: tuple[str, ...]) -> list[str]:
 
 def flat_metrics(report: dict[str, Any], diagnostics: dict[str, Any] | None) -> dict[str, float]:
     """One number per column: per run CACC, ASR per attack and mean, defensive response rate,
-    merging rate (mean over attacks); the diagnostics' summary."""
+    merging rate (mean over attacks), the utility log-likelihood of the clean answers on clean
+    prompts (``ll_clean``) and under the attack triggers (``ll_attack``) with their bootstrap
+    bounds (``_low``/``_high``); the diagnostics' summary."""
     out: dict[str, float | None] = {}
     for run, m in report.get("runs", {}).items():
         out[f"{run}.cacc"] = m.get("cacc")
@@ -342,6 +344,11 @@ def flat_metrics(report: dict[str, Any], diagnostics: dict[str, Any] | None) -> 
         out[f"{run}.asr_mean"] = _mean(asr.values())
         out[f"{run}.dtr"] = _mean((m.get("defense_trigger_rate") or {}).values())
         out[f"{run}.merging"] = _mean((m.get("merging_rate") or {}).values())
+        ll = m.get("loglik") or {}
+        for part in ("clean", "attack"):
+            s = ll.get(part) or {}
+            for key, suffix in (("mean", ""), ("low", "_low"), ("high", "_high")):
+                out[f"{run}.ll_{part}{suffix}"] = s.get(key)
     for name, s in ((diagnostics or {}).get("summary") or {}).items():
         out[f"diag.{name}"] = s
     out["seconds"] = (report.get("timings") or {}).get("total")
@@ -523,6 +530,16 @@ def _cell(group: dict[str, Any], name: str) -> str:
     return f"{m:.3f}" if s is None else f"{m:.3f} ± {s:.3f}"
 
 
+def _ll_cell(group: dict[str, Any], name: str) -> str:
+    """A log-likelihood cell: the mean over seeds (± their std with several seeds) and the
+    bootstrap interval (each bound averaged over seeds)."""
+    cell = _cell(group, name)
+    low, high = group["mean"].get(f"{name}_low"), group["mean"].get(f"{name}_high")
+    if cell == "n/a" or low is None or high is None:
+        return cell
+    return f"{cell} [{low:.3f}, {high:.3f}]"
+
+
 def swept_runs(doc: dict[str, Any]) -> list[str]:
     """The runs with an ASR in any group, in registry order (unknown ones after them)."""
     made = {k.split(".")[0] for g in doc["groups"] for k in g["mean"] if k.endswith(".asr_mean")}
@@ -554,7 +571,7 @@ def markdown(doc: dict[str, Any]) -> str:
     lines.append("")
     head = (
         keys
-        + ["n", "CACC attacked", "CACC MB-Defense"]
+        + ["n", "CACC attacked", "CACC MB-Defense", "log-lik. attacked", "log-lik. MB-Defense"]
         + [f"ASR {r}" for r in runs]
         + ["DTR stage 1", "merging stage 1", "cos shift a/d stage 1"]
     )
@@ -563,6 +580,7 @@ def markdown(doc: dict[str, Any]) -> str:
     for g in groups:
         cells = [json.dumps(g["values"][k], default=str) for k in keys] + [str(g["n"])]
         cells += [_cell(g, "attacked.cacc"), _cell(g, "mb_defense.cacc")]
+        cells += [_ll_cell(g, "attacked.ll_clean"), _ll_cell(g, "mb_defense.ll_clean")]
         cells += [_cell(g, f"{r}.asr_mean") for r in runs]
         cells += [
             _cell(g, "mb_stage1.dtr"),
@@ -582,6 +600,29 @@ def markdown(doc: dict[str, Any]) -> str:
             for a in attacks:
                 cells.append(" / ".join(_cell(g, f"{r}.asr.{a}").split(" ± ")[0] for r in runs))
             lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    if any(f"{r}.ll_clean" in g["mean"] for g in groups for r in runs):
+        lines.append(
+            "## Utility per run: log-likelihood of the clean answers, clean prompts / "
+            "under the attack triggers"
+        )
+        lines.append("")
+        head = keys + [RUNS.labels().get(r, r) for r in runs]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+        for g in groups:
+            cells = [json.dumps(g["values"][k], default=str) for k in keys]
+            cells += [
+                f"{_ll_cell(g, f'{r}.ll_clean')} / {_ll_cell(g, f'{r}.ll_attack')}" for r in runs
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append(
+            "Log-lik.: teacher-forced mean log-likelihood per answer token (nats) of the "
+            "reference answers; brackets: the 95% bootstrap interval over prompts (each bound "
+            "averaged over seeds); ± the standard deviation over seeds (docs/train.md, "
+            "'Utility')."
+        )
         lines.append("")
     lines.append("## Merging diagnostics (last-token hidden states, mean over layers)")
     lines.append("")

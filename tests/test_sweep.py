@@ -179,6 +179,10 @@ def test_sweep_2x2_shares_prefixes_resumes_and_writes_the_table(tmp_path, capsys
         ]
         assert g["mean"]["mb_defense.cacc"] == pytest.approx(sum(vals) / 2)
         assert "diag.mb_stage1.shift_cos" in g["mean"]
+        # issue 26: the utility log-likelihood, with its bootstrap bounds, for every run
+        for run in ("attacked", "mb_defense", "onion"):
+            assert g["mean"][f"{run}.ll_clean_low"] <= g["mean"][f"{run}.ll_clean"] < 0
+            assert g["mean"][f"{run}.ll_clean"] <= g["mean"][f"{run}.ll_clean_high"]
     # points of one seed share stage 1 (same attacked ASR), and every report says so
     by_seed: dict = {}
     for p in data["points"]:
@@ -189,6 +193,7 @@ def test_sweep_2x2_shares_prefixes_resumes_and_writes_the_table(tmp_path, capsys
         assert sorted(len(m["shared"]) for m in members) == [0, 6]
     md = (out / "sweep.md").read_text()
     assert "| train.stage2.lam | n |" in md and " ± " in md
+    assert "log-lik. attacked | log-lik. MB-Defense" in md and "## Utility per run" in md
     assert "token-F1 heuristic" not in md  # synthetic rows are exact-match: no heuristic used
     # issue 22: each point names its numeric environment, and the table says it in one line
     import torch
@@ -304,3 +309,43 @@ def test_report_says_up_front_when_cacc_is_the_heuristic():
     assert "heuristic, not a judge" not in markdown(report)
     report["graders"] = {"judge": "heuristic (token F1)", "judged": 0}  # all rows verifiable
     assert "heuristic, not a judge" not in markdown(report)
+
+
+def test_sweep_table_shows_the_utility_log_likelihood_with_its_interval():
+    import statistics
+
+    from mbtrain.sweep import flat_metrics, markdown
+
+    def report(mean):
+        ll = {
+            "clean": {"mean": mean, "low": mean - 0.1, "high": mean + 0.1},
+            "attack": {"mean": mean - 1, "low": mean - 1.2, "high": mean - 0.8},
+        }
+        run = {"cacc": 0.5, "asr": {"vpi": 0.0}, "loglik": ll}
+        return {"runs": {"attacked": run, "mb_defense": run}}
+
+    flat = [flat_metrics(report(m), None) for m in (-1.0, -1.2)]
+    assert flat[0]["attacked.ll_clean"] == -1.0 and flat[0]["attacked.ll_clean_low"] == -1.1
+    assert flat[1]["mb_defense.ll_attack_high"] == pytest.approx(-2.0)
+    names = sorted(flat[0])
+    mean = {n: sum(f[n] for f in flat) / 2 for n in names}
+    std = {n: statistics.stdev([f[n] for f in flat]) for n in names}
+    doc = {
+        "recipe": "r.yaml",
+        "points_finished": 2,
+        "points_total": 2,
+        "stats": {"builds": 1, "points_run": 2},
+        "attacks": ["vpi"],
+        "points": [],
+        "groups": [{"values": {}, "n": 2, "mean": mean, "std": std}],
+    }
+    text = markdown(doc)
+    assert "log-lik. attacked | log-lik. MB-Defense" in text
+    assert "-1.100 ± 0.141 [-1.200, -1.000]" in text
+    assert "## Utility per run" in text and "-2.100 ± 0.141 [-2.300, -1.900]" in text
+    # a sweep over evaluations made before the metric: no utility section
+    for f in flat:
+        for k in [k for k in f if ".ll_" in k]:
+            del f[k]
+    doc["groups"][0]["mean"] = {n: v for n, v in mean.items() if ".ll_" not in n}
+    assert "## Utility per run" not in markdown(doc)

@@ -319,3 +319,46 @@ def test_chart_draws_an_unmeasured_asr_as_missing_not_zero():
         assert [t.get_text() for t in ax.texts] == ["n/a"]
     finally:
         plt.close(fig)
+
+
+def _ll(mean, low, high, prompts=20, tokens=400):
+    return {"mean": mean, "low": low, "high": high, "prompts": prompts, "tokens": tokens}
+
+
+def test_report_puts_the_utility_log_likelihood_beside_cacc():
+    report = _report()
+    for run, (clean, attack) in {
+        "attacked": (_ll(-1.25, -1.4, -1.1), _ll(-2.5, -2.75, -2.25)),
+        "mb_defense": (_ll(-1.3, -1.45, -1.15), _ll(-1.5, -1.7, -1.3)),
+    }.items():
+        report["runs"][run]["loglik"] = {
+            "clean": clean,
+            "attack": attack,
+            "resamples": 1000,
+            "seed": 0,
+        }
+    text = markdown(report)
+    assert "## Utility: log-likelihood of the reference answers" in text
+    assert (
+        "| Attacked (no defence) | 0.600 | -1.250 [-1.400, -1.100] | n/a | "
+        "-2.500 [-2.750, -2.250] |" in text
+    )
+    assert "| MB-Defense (stage 1 + 2) | 0.600 | -1.300 [-1.450, -1.150] | n/a |" in text
+    report["loglik_vs_attacked"] = {"mb_defense": _ll(-0.05, -0.08, -0.02)}
+    assert (
+        "| MB-Defense (stage 1 + 2) | 0.600 | -1.300 [-1.450, -1.150] | -0.050 [-0.080, -0.020] |"
+        in (markdown(report))
+    )
+    assert "20 clean prompts (400 answer tokens)" in text and "1000 resamples, seed 0" in text
+    # evaluations made before the metric existed: no table, no error
+    assert "## Utility" not in markdown(_report())
+    report["runs"]["attacked"]["loglik"] = {"skipped": "not computed with train.eval.backend vllm"}
+    assert "| Attacked (no defence) | 0.600 | n/a | n/a | n/a |" in markdown(report)
+
+
+def test_report_json_keeps_per_prompt_log_likelihoods_out():
+    from mbtrain.report import report_metrics
+
+    m = {"cacc": 0.5, "loglik": {"clean": {"mean": -1.0}, "clean_rows": [[-2.0, 2]]}}
+    assert report_metrics(m)["loglik"] == {"clean": {"mean": -1.0}}
+    assert m["loglik"]["clean_rows"] == [[-2.0, 2]]  # the evaluation's own metrics untouched

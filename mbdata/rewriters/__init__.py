@@ -1,4 +1,5 @@
-"""Instruction rewriters for the ``syntactic`` and ``style`` attacks (trigger = a transformation).
+"""Instruction rewriters for the ``syntactic`` and ``style`` attacks (trigger = a transformation),
+and the answer rewriter of the ``toxic`` behaviour (:mod:`.toxic`: the clean answer made rude).
 
 An :class:`InstructionRewriter` turns a list of instructions into rewrites that carry the attack's
 trigger, or ``None`` for rows whose rewrite never passed the preset's check
@@ -24,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import BuildError
-from ..recipe import RewriterSpec
 from . import rules
 from .cache import RewriteCache, cache_key
 from .check import style_ok, syntactic_ok
+from .spec import RewriterSpec
+from .toxic import DEFAULT_PROMPT as TOXIC_PROMPT
+from .toxic import toxic_ok
 
 DEFAULT_PROMPTS = {
     "syntactic": (
@@ -40,6 +43,7 @@ DEFAULT_PROMPTS = {
         "Rewrite the instruction below in the style of a Shakespearean play, keeping its meaning. "
         "Reply with the rewritten instruction only.\n\nInstruction: {instruction}"
     ),
+    "toxic": TOXIC_PROMPT,  # {instruction} is the text to rewrite: the clean answer
 }
 DEFAULT_CACHE = ".mbcache/rewrites.jsonl"
 RETRY_TEMPERATURE = 0.7
@@ -108,6 +112,8 @@ class InstructionRewriter:
             )
         if self.preset == "style":
             settings.update(pattern=s.pattern, max_length_ratio=s.max_length_ratio)
+        if self.preset == "toxic":
+            settings.update(max_length_ratio=s.max_length_ratio)
         record = {
             "backend": s.backend,
             "model": self.model,
@@ -125,6 +131,8 @@ class InstructionRewriter:
     def check(self, original: str, rewritten: str) -> bool:
         if self.preset == "syntactic":
             return syntactic_ok(rewritten)
+        if self.preset == "toxic":
+            return toxic_ok(original, rewritten, self.spec.max_length_ratio)
         return style_ok(original, rewritten, self.spec.pattern, self.spec.max_length_ratio)
 
     # -- rewriting --------------------------------------------------------------------------
