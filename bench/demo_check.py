@@ -36,7 +36,7 @@ def draw_summary(report: dict[str, Any]) -> dict[str, Any]:
     """The numbers a draw is judged by, per run: ``mb sweep``'s flat metrics (CACC, ASR per
     attack and mean, defensive response rate, merging) regrouped by run, plus the numeric
     environment the report was computed in."""
-    from mbtrain.sweep import flat_metrics
+    from mbtrain.experiment.sweep import flat_metrics
 
     runs: dict[str, dict[str, float]] = {run: {} for run in report["runs"]}
     for key, value in flat_metrics(report, None).items():

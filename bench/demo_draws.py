@@ -61,7 +61,7 @@ KERNELS: dict[str, dict[str, str]] = {
 
 def draw_recipe(recipe: dict[str, Any], seed: int, sets: list[str]) -> dict[str, Any]:
     """The recipe of one draw: ``seed`` and ``train.seed`` set to ``seed``, then ``--set``."""
-    from mbtrain.sweep import parse_set, set_path
+    from mbtrain.experiment.sweep import parse_set, set_path
 
     data = copy.deepcopy(recipe)
     data["seed"] = seed

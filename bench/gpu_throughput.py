@@ -2,7 +2,7 @@
 
 Three figures, each a JSON line on stdout and in ``--out``:
 
-1. ``stage1``: mbtrain stage 1 (``mbtrain.trainer.fit`` → TRL ``SFTTrainer``) on a
+1. ``stage1``: mbtrain stage 1 (``mbtrain.engine.trainer.fit`` → TRL ``SFTTrainer``) on a
    SmolLM2-135M-Instruct-shaped model (the real weights when ``--model`` names a local folder,
    else random init of the same shape: throughput does not depend on the weights), bf16, response
    tokens ~half of each row, rows of 64-256 tokens, global batch ``--batch``: tokens/s (non-padding
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def _rows(n: int, lo: int, hi: int, vocab: int, seed: int = 0) -> list:
-    from mbtrain.formatting import IGNORE, Encoded
+    from mbtrain.engine.formatting import IGNORE, Encoded
 
     g = torch.Generator().manual_seed(seed)
     out = []
@@ -75,8 +75,8 @@ def stage1(args: argparse.Namespace, device: torch.device) -> dict:
         return {"figure": "stage1", "skipped": f"needs trl and datasets ({exc.name} missing)"}
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from mbtrain.objectives import SFTObjective
-    from mbtrain.trainer import FitSettings, fit
+    from mbtrain.engine.objectives import SFTObjective
+    from mbtrain.engine.trainer import FitSettings, fit
 
     if args.model:
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)

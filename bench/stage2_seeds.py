@@ -21,10 +21,10 @@ import json
 import time
 from pathlib import Path
 
-from mbtrain.builds import open_training_build
-from mbtrain.pipeline import evaluate_run, train_run
-from mbtrain.runs import RUNS
-from mbtrain.stages import make_runtime
+from mbtrain.engine.builds import open_training_build
+from mbtrain.experiment.pipeline import evaluate_run, train_run
+from mbtrain.runs.registry import RUNS
+from mbtrain.runs.stages import make_runtime
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ Three sets of N answers from an Alpaca JSONL file (default: the 1,000-row sample
   and counted).
 
 Each answer is scored by the lexicon (:func:`mbdata.rewriters.toxic.is_toxic`) and by an ``hf``
-judge (:class:`mbtrain.judge.HFJudge`, the ``rude`` question); the script prints, per set, the
+judge (:class:`mbtrain.evaluation.judge.HFJudge`, the ``rude`` question); the script prints, per set, the
 share each calls rude and the four agreement counts, as JSON. The judge and the rewriter can be
 the same small model: then the numbers describe that model as much as the lexicon.
 
@@ -34,7 +34,7 @@ import numpy as np
 from mbdata.recipe import RewriterSpec
 from mbdata.rewriters import InstructionRewriter
 from mbdata.rewriters.toxic import is_toxic, offline_toxic
-from mbtrain.judge import HFJudge
+from mbtrain.evaluation.judge import HFJudge
 
 DEFAULT_DATA = "/work/shared/data/alpaca-1k.jsonl"
 

@@ -31,11 +31,11 @@ import torch
 from mbdata.core.config import from_mapping
 from mbdata.synthetic import generate as synthetic_rows
 from mbtrain.config import TrainConfig
-from mbtrain.formatting import Formatter
-from mbtrain.models import autocast, autocast_dtype, quiet_transformers, resolve_device
-from mbtrain.objectives import SFTObjective, pad_batch
-from mbtrain.tiny import tiny_model, train_tokenizer
-from mbtrain.trainer import FitSettings, batch_order, fit, sft_dataset
+from mbtrain.engine.formatting import Formatter
+from mbtrain.engine.models import autocast, autocast_dtype, quiet_transformers, resolve_device
+from mbtrain.engine.objectives import SFTObjective, pad_batch
+from mbtrain.engine.tiny import tiny_model, train_tokenizer
+from mbtrain.engine.trainer import FitSettings, batch_order, fit, sft_dataset
 
 
 def _sync(device) -> None:

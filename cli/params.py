@@ -81,7 +81,7 @@ def engine_option(**overrides: Any) -> Any:
 
 
 class RunAlias(click.ParamType):
-    """A run's CLI alias from :data:`mbtrain.runs.RUNS` (the runs trained on ``split``): the
+    """A run's CLI alias from :data:`mbtrain.runs.registry.RUNS` (the runs trained on ``split``): the
     choices are read from the registry when the option is parsed or shown, so a run registered
     by a plugin is offered too."""
 
@@ -90,7 +90,7 @@ class RunAlias(click.ParamType):
         self.name = "run"
 
     def aliases(self) -> dict[str, str]:
-        from mbtrain.runs import RUNS
+        from mbtrain.runs.registry import RUNS
 
         return RUNS.aliases(self.split)  # type: ignore[arg-type]
 

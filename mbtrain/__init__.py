@@ -18,7 +18,7 @@ Public API::
     evaluate(model_dir, build, cfg, out_dir=...) -> metrics
     NeutralizationTrainer(model=, args=, train_dataset=[RecoveryItem], lam=, pad_id=)  # stage 2
     run_experiment(build_dir, out_dir) -> report      # every run of RUNS + report files
-    RUNS  # mbtrain.runs: the runs of the experiment (register a new defence there)
+    RUNS  # mbtrain.runs.registry: the runs of the experiment (register a new defence there)
     run_recipe(recipe, out_dir) -> report             # `mb run`: mbdata.build, then run_experiment
 
 :mod:`mbtrain.api` has one function per ``mb`` training command (``train_stage1``, ``run``, ...).
@@ -29,20 +29,20 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .config import TrainConfig
+from mbtrain.config import TrainConfig
 
 _LAZY = {
-    "open_training_build": "builds",
-    "TrainingBuild": "builds",
-    "build_tiny_base": "pipeline",
-    "run_experiment": "pipeline",
-    "run_recipe": "pipeline",
-    "train_sft": "stages",
-    "train_neutralization": "stages",
-    "evaluate": "evaluate",
-    "load_model": "models",
-    "NeutralizationTrainer": "trainer",
-    "RUNS": "runs",
+    "open_training_build": "engine.builds",
+    "TrainingBuild": "engine.builds",
+    "build_tiny_base": "experiment.pipeline",
+    "run_experiment": "experiment.pipeline",
+    "run_recipe": "experiment.pipeline",
+    "train_sft": "runs.stages",
+    "train_neutralization": "runs.stages",
+    "evaluate": "evaluation.evaluate",
+    "load_model": "engine.models",
+    "NeutralizationTrainer": "engine.trainer",
+    "RUNS": "runs.registry",
 }
 
 __all__ = ["TrainConfig", *_LAZY]
@@ -50,5 +50,5 @@ __all__ = ["TrainConfig", *_LAZY]
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'mbtrain' has no attribute {name!r}")

@@ -4,8 +4,8 @@
 The click commands in ``cli/commands/`` only parse options, call one of these and print the
 result. Settings come from the build's ``manifest["recipe"]["train"]`` (or the recipe); the
 keyword arguments override a few of them (``None`` keeps the recipe's value). Which rows and
-settings each run trains with is its entry in :data:`mbtrain.runs.RUNS`, read by
-:func:`mbtrain.pipeline.train_run` for these commands and :func:`mbtrain.pipeline.run_experiment`.
+settings each run trains with is its entry in :data:`mbtrain.runs.registry.RUNS`, read by
+:func:`mbtrain.experiment.pipeline.train_run` for these commands and :func:`mbtrain.experiment.pipeline.run_experiment`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from typing import Any
 
 from mbdata.core.atomic import check_separate
 from mbdata.core.errors import MBError
-
-from .builds import TrainingBuild, open_training_build
-from .config import ModelSettings, TrainConfig
-from .overrides import shipped_recipe, with_overrides
-from .runs import RUNS
+from mbtrain.config import ModelSettings, TrainConfig
+from mbtrain.engine.builds import TrainingBuild, open_training_build
+from mbtrain.experiment.overrides import shipped_recipe, with_overrides
+from mbtrain.runs.registry import RUNS
 
 # ``mb train stage1 --rows`` and ``mb train stage2 --method``: the run each choice trains (the
 # registry's CLI aliases; read when called, so a run registered later is offered too).
@@ -88,8 +87,8 @@ def train_base(
 ) -> Path:
     """``mb train base``: the tiny base model (tokenizer + small Llama pretrained on the
     ``pretrain`` split); ``epochs`` overrides ``train.model.tiny.pretrain_epochs``."""
-    from .pipeline import build_tiny_base
-    from .stages import make_runtime
+    from mbtrain.experiment.pipeline import build_tiny_base
+    from mbtrain.runs.stages import make_runtime
 
     build, cfg = load_for_training(
         build_dir, out=out, device=device, threads=threads, pretrain_epochs=epochs
@@ -114,8 +113,8 @@ def train_stage1(
     """``mb train stage1``: instruction-tune on the build's train split with the stage-1
     settings; ``rows`` is ``all`` (MB stage 1) or ``attacked`` (clean + attack rows: the
     attacked baseline)."""
-    from .pipeline import train_run
-    from .stages import make_runtime
+    from mbtrain.experiment.pipeline import train_run
+    from mbtrain.runs.stages import make_runtime
 
     build, cfg = load_for_training(
         build_dir, out=out, models=(base,), device=device, threads=threads, stage1_epochs=epochs
@@ -145,8 +144,8 @@ def train_stage2(
     """``mb train stage2``: neutralize (``method="mb"``, MB stage 2) or train a baseline
     (``clean-fft``, ``fine-mixing``, ``trigger-aug``) from ``model_dir`` on the recovery split.
     ``base``: the pre-trained model Fine-mixing mixes with (default: the recipe's model)."""
-    from .pipeline import train_run
-    from .stages import make_runtime
+    from mbtrain.experiment.pipeline import train_run
+    from mbtrain.runs.stages import make_runtime
 
     build, cfg = load_for_training(
         build_dir,
@@ -187,8 +186,8 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """``mb eval``: generate on eval_clean / eval_triggered and score (CACC, ASR, AACC,
     defensive rates); ``out`` also gets metrics.json and generations.jsonl."""
-    from .evaluate import evaluate
-    from .stages import make_runtime
+    from mbtrain.evaluation.evaluate import evaluate
+    from mbtrain.runs.stages import make_runtime
 
     build, cfg = load_for_training(
         build_dir, out=out, models=(model_dir,), device=device, threads=threads, limit=limit
@@ -210,8 +209,8 @@ def run(
     trainer_args: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``mb run``: build the recipe into ``out/data``, train every run, evaluate, write
-    ``out/report.*`` (:func:`mbtrain.pipeline.run_recipe`); resumes an interrupted run."""
-    from .pipeline import run_recipe
+    ``out/report.*`` (:func:`mbtrain.experiment.pipeline.run_recipe`); resumes an interrupted run."""
+    from mbtrain.experiment.pipeline import run_recipe
 
     return run_recipe(
         recipe,
@@ -247,7 +246,7 @@ def demo(
 
 def sweep_plan(recipe: str | Path, sets: list[str] | tuple[str, ...]) -> str:
     """``mb sweep --plan``: every point validated, and what the grid will train, as text."""
-    from .sweep import describe, parse_set, plan
+    from mbtrain.experiment.sweep import describe, parse_set, plan
 
     return describe(plan(recipe, [parse_set(s) for s in sets])[1])
 
@@ -266,7 +265,7 @@ def sweep(
 ) -> dict[str, Any]:
     """``mb sweep``: MB-Defense over a grid of recipe settings (``KEY=V1,V2`` per entry of
     ``sets``), one table in ``out/sweep.*``; finished points are skipped on a re-run."""
-    from .sweep import parse_set, run_sweep
+    from mbtrain.experiment.sweep import parse_set, run_sweep
 
     return run_sweep(
         recipe,

@@ -122,7 +122,7 @@ class ModelSettings:
 class OptimSettings:
     """What to train and how to optimise it: the one optimiser-settings block, shared by every
     stage (``stage1``, ``stage2`` and the baselines trained with it, tiny-base pretraining) and
-    by the trainer (:class:`mbtrain.trainer.FitSettings` extends it with the seed and the loop).
+    by the trainer (:class:`mbtrain.engine.trainer.FitSettings` extends it with the seed and the loop).
     AdamW with linear warmup and cosine decay; ``batch_size`` is the global batch (summed over
     the processes of a multi-GPU launch). The defaults are stage 1's."""
 
@@ -332,7 +332,7 @@ class TrainConfig:
 
     def validate(self, path: str) -> None:
         if self.trainer_args:  # imports TRL: only when the recipe has trainer_args
-            from .trainer_args import check_trainer_args
+            from mbtrain.trainer_args import check_trainer_args
 
             checked = check_trainer_args(
                 self.trainer_args,

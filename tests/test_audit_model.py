@@ -86,7 +86,7 @@ def test_an_mbtrain_lora_folder_is_a_reference_model(tiny_model, tmp_path):
     import os
 
     from mbtrain.config import LoraSettings
-    from mbtrain.models import load_model, save_model, wrap_lora
+    from mbtrain.engine.models import load_model, save_model, wrap_lora
 
     model, tokenizer = load_model(tiny_model)
     adapter = tmp_path / "runs" / "models" / "attacked"

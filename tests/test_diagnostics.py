@@ -15,10 +15,10 @@ import torch
 
 import mbdata
 import mbtrain
-from mbtrain import data as rows_of
-from mbtrain import diagnostics
-from mbtrain.pipeline import build_tiny_base
-from mbtrain.stages import train_sft
+from mbtrain.evaluation import diagnostics
+from mbtrain.experiment.pipeline import build_tiny_base
+from mbtrain.runs import data as rows_of
+from mbtrain.runs.stages import train_sft
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_helpers import TINY_TRAIN

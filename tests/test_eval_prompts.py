@@ -13,8 +13,8 @@ import torch
 
 from mbdata.core.errors import InputError
 from mbtrain.config import EvalSettings, JudgeSettings
-from mbtrain.evaluate import clean_rows, read_prompts
-from mbtrain.judge import JudgeItem, judge_prompt
+from mbtrain.evaluation.evaluate import clean_rows, read_prompts
+from mbtrain.evaluation.judge import JudgeItem, judge_prompt
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_helpers import TINY_TRAIN, make_build
@@ -88,10 +88,10 @@ class StubJudge:
 
 
 def test_cacc_is_the_judges_verdict_on_the_files_prompts(tmp_path):
-    from mbtrain.builds import open_training_build
-    from mbtrain.evaluate import evaluate
-    from mbtrain.pipeline import build_tiny_base
-    from mbtrain.stages import make_runtime
+    from mbtrain.engine.builds import open_training_build
+    from mbtrain.evaluation.evaluate import evaluate
+    from mbtrain.experiment.pipeline import build_tiny_base
+    from mbtrain.runs.stages import make_runtime
 
     threads = torch.get_num_threads()
     try:

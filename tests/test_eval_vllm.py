@@ -19,8 +19,8 @@ import torch
 from mbdata.core.config import from_mapping, to_mapping
 from mbdata.core.errors import MBError, RecipeError
 from mbtrain.config import EvalSettings, LoraSettings, TinyModel, TrainConfig
-from mbtrain.models import save_model, wrap_lora
-from mbtrain.stages import Runtime
+from mbtrain.engine.models import save_model, wrap_lora
+from mbtrain.runs.stages import Runtime
 
 CPU = Runtime(device=torch.device("cpu"), amp=None, progress=False)
 SETTINGS = TinyModel(
@@ -109,11 +109,11 @@ def models(tmp_path_factory):
     the merge matters)."""
     from test_train_helpers import make_build
 
-    from mbtrain.tiny import tiny_model, train_tokenizer
+    from mbtrain.engine.tiny import tiny_model, train_tokenizer
 
     root = tmp_path_factory.mktemp("vllm")
     build_dir = make_build(root / "build", n_pretrain=2, n_train=6, n_recovery=1, n_eval=3)
-    from mbtrain.builds import open_training_build
+    from mbtrain.engine.builds import open_training_build
 
     texts = [
         r["instruction"] + " " + r["output"] for r in open_training_build(build_dir).rows("train")
@@ -139,8 +139,8 @@ def models(tmp_path_factory):
 
 
 def _evaluate(build_dir, model_dir, out, backend, vllm_args=None):
-    from mbtrain.builds import open_training_build
-    from mbtrain.evaluate import evaluate
+    from mbtrain.engine.builds import open_training_build
+    from mbtrain.evaluation.evaluate import evaluate
 
     build = open_training_build(build_dir)
     cfg = from_mapping(

@@ -1,4 +1,4 @@
-"""Fine-mixing (mbtrain.finemixing): the mixed weights against a hand computation on a tiny model,
+"""Fine-mixing (mbtrain.runs.finemixing): the mixed weights against a hand computation on a tiny model,
 and the run trained from the attacked model with its mixing recorded."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mbtrain.finemixing import mix_weights
+from mbtrain.runs.finemixing import mix_weights
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_helpers import TINY_TRAIN, make_build
@@ -104,10 +104,10 @@ def test_a_base_of_another_shape_is_refused():
 def test_the_run_mixes_then_fine_tunes_and_records_the_mixing(tmp_path, mode):
     import dataclasses
 
-    from mbtrain.builds import open_training_build
-    from mbtrain.models import load_model, read_marker
-    from mbtrain.pipeline import build_tiny_base, train_run
-    from mbtrain.stages import make_runtime
+    from mbtrain.engine.builds import open_training_build
+    from mbtrain.engine.models import load_model, read_marker
+    from mbtrain.experiment.pipeline import build_tiny_base, train_run
+    from mbtrain.runs.stages import make_runtime
 
     threads = torch.get_num_threads()
     try:

@@ -1,4 +1,4 @@
-"""The utility log-likelihood (mbtrain.likelihood, issue 26): batched answer log-probs against a
+"""The utility log-likelihood (mbtrain.evaluation.likelihood, issue 26): batched answer log-probs against a
 token-by-token hand computation on a tiny Llama, the bootstrap against a hand resample with the
 same seed, and what each group is scored against."""
 
@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from mbtrain.config import TinyModel
-from mbtrain.formatting import Formatter
-from mbtrain.likelihood import (
+from mbtrain.engine.formatting import Formatter
+from mbtrain.engine.tiny import tiny_model, train_tokenizer
+from mbtrain.evaluation.likelihood import (
     answer_logprobs,
     bootstrap,
     paired_difference,
@@ -18,7 +19,6 @@ from mbtrain.likelihood import (
     utility,
     versus,
 )
-from mbtrain.tiny import tiny_model, train_tokenizer
 
 ROWS = [
     ("Write a short poem about the sea.", "", "Waves roll in and out."),

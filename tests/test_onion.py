@@ -1,4 +1,4 @@
-"""ONION (mbtrain.onion): suspicion scores and removed words against a hand computation on a tiny
+"""ONION (mbtrain.runs.onion): suspicion scores and removed words against a hand computation on a tiny
 bigram model, batched perplexities equal to one-at-a-time ones on a tiny Llama, and the cache."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mbtrain import onion
 from mbtrain.config import ModelSettings, OnionSettings
-from mbtrain.onion import OnionFilter, without
+from mbtrain.runs import onion
+from mbtrain.runs.onion import OnionFilter, without
 
 VOCAB = {"<s>": 0, "write": 1, "a": 2, "poem": 3, "cf": 4}
 # P(next | previous); "<s>" is never predicted
@@ -119,7 +119,7 @@ def test_without_keeps_the_rest_of_the_text():
 
 def test_batched_perplexities_equal_one_at_a_time_on_a_tiny_llama():
     from mbtrain.config import TinyModel
-    from mbtrain.tiny import tiny_model, train_tokenizer
+    from mbtrain.engine.tiny import tiny_model, train_tokenizer
 
     texts = [
         "Write a short poem about the sea.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from mbtrain.progress import LineProgress, step_progress
+from mbtrain.engine.progress import LineProgress, step_progress
 
 
 def test_non_terminal_progress_prints_lines_with_eta():

@@ -14,8 +14,8 @@ import torch
 pytest.importorskip("transformers")
 
 from mbtrain.config import TinyModel  # noqa: E402
-from mbtrain.models import quiet_gguf, understand_tied_weights  # noqa: E402
-from mbtrain.tiny import tiny_model, train_tokenizer  # noqa: E402
+from mbtrain.engine.models import quiet_gguf, understand_tied_weights  # noqa: E402
+from mbtrain.engine.tiny import tiny_model, train_tokenizer  # noqa: E402
 
 
 class _Records(logging.Handler):

@@ -1,4 +1,4 @@
-"""mbtrain.runs: the one list of runs. A run registered in a fixture is trained, evaluated (through
+"""mbtrain.runs.registry: the one list of runs. A run registered in a fixture is trained, evaluated (through
 its transform), reported, swept and offered by `mb train stage2 --method`, with no other edit."""
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import yaml
 
 from cli.main import main
 from mbdata.core.config import from_mapping
-from mbtrain import api, sweep
+from mbtrain import api
 from mbtrain.config import TrainConfig
-from mbtrain.data import clean_examples
-from mbtrain.runs import BASE, RUNS, Run, sft_on_recovery
+from mbtrain.experiment import sweep
+from mbtrain.runs.data import clean_examples
+from mbtrain.runs.registry import BASE, RUNS, Run, sft_on_recovery
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_e2e import RECIPE
@@ -171,7 +172,7 @@ def test_a_registered_run_is_trained_evaluated_reported_and_swept(extra_runs, tm
 
 def test_an_installed_package_registers_runs_through_an_entry_point(monkeypatch):
     from mbdata.core.errors import RecipeError
-    from mbtrain import runs
+    from mbtrain.runs import registry as runs
 
     def register(registry):
         registry.register_run(

@@ -325,7 +325,7 @@ def test_sigterm_while_the_report_chart_is_drawn_ends_as_terminated(tmp_path, mo
     import matplotlib.pyplot as plt
 
     from cli.main import Terminated, _raise_terminated
-    from mbtrain.report import RUNS, chart
+    from mbtrain.experiment.report import RUNS, chart
 
     report = {
         "runs": {r: {"cacc": 0.5, "asr": {"badnet": 0.1}, "aacc": None} for r in RUNS},

@@ -15,7 +15,7 @@ import yaml
 
 from cli.main import main
 from mbdata.core.errors import MBError
-from mbtrain import sweep
+from mbtrain.experiment import sweep
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_e2e import RECIPE
@@ -279,7 +279,7 @@ def test_sweep_refuses_a_foreign_folder(tmp_path, capsys):
 
 
 def test_report_says_up_front_when_cacc_is_the_heuristic():
-    from mbtrain.report import markdown
+    from mbtrain.experiment.report import markdown
 
     run = {
         "cacc": 0.5,
@@ -314,7 +314,7 @@ def test_report_says_up_front_when_cacc_is_the_heuristic():
 def test_sweep_table_shows_the_utility_log_likelihood_with_its_interval():
     import statistics
 
-    from mbtrain.sweep import flat_metrics, markdown
+    from mbtrain.experiment.sweep import flat_metrics, markdown
 
     def report(mean):
         ll = {

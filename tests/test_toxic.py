@@ -24,11 +24,11 @@ from mbdata.rewriters.toxic import (
     offline_toxic,
     toxic_ok,
 )
-from mbtrain.builds import open_training_build
-from mbtrain.evaluate import TOXIC_LEXICON_LABEL, score
-from mbtrain.judge import HeuristicJudge
-from mbtrain.report import markdown
-from mbtrain.scoring import shows_behavior
+from mbtrain.engine.builds import open_training_build
+from mbtrain.evaluation.evaluate import TOXIC_LEXICON_LABEL, score
+from mbtrain.evaluation.judge import HeuristicJudge
+from mbtrain.evaluation.scoring import shows_behavior
+from mbtrain.experiment.report import markdown
 
 
 def test_every_offline_template_hits_the_lexicon_and_keeps_the_answer():

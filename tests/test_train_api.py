@@ -12,9 +12,9 @@ from mbdata.core.config import from_mapping
 from mbdata.core.errors import MBError
 from mbtrain import api
 from mbtrain.config import TrainConfig
-from mbtrain.overrides import with_overrides
-from mbtrain.pipeline import train_run
-from mbtrain.runs import RUNS
+from mbtrain.experiment.overrides import with_overrides
+from mbtrain.experiment.pipeline import train_run
+from mbtrain.runs.registry import RUNS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -69,7 +69,7 @@ def test_build_train_block_errors_name_the_manifest_and_missing_splits_are_error
     from test_train_helpers import make_build
 
     from mbdata.core.errors import InputError
-    from mbtrain.builds import open_training_build
+    from mbtrain.engine.builds import open_training_build
 
     build = open_training_build(
         make_build(tmp_path / "ok", n_pretrain=2, n_train=6, n_recovery=1, n_eval=1)
@@ -103,7 +103,7 @@ def test_one_optimiser_settings_block_serves_every_stage_and_the_trainer():
     import dataclasses
 
     from mbtrain.config import OPTIM_FIELDS, OptimSettings, Stage1Settings, Stage2Settings
-    from mbtrain.trainer import FitSettings
+    from mbtrain.engine.trainer import FitSettings
 
     assert issubclass(Stage1Settings, OptimSettings) and issubclass(Stage2Settings, OptimSettings)
     assert issubclass(FitSettings, OptimSettings)

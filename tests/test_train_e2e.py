@@ -12,8 +12,8 @@ import torch
 import yaml
 
 from cli.main import main
-from mbtrain.models import read_marker
-from mbtrain.runs import RUNS
+from mbtrain.engine.models import read_marker
+from mbtrain.runs.registry import RUNS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_helpers import TINY_TRAIN, make_build  # noqa: E402
@@ -248,7 +248,7 @@ def test_an_unknown_device_is_a_one_line_error_naming_the_allowed_ones(tmp_path,
 
 def test_resolve_device_checks_names_and_availability():
     from mbdata.core.errors import MBError
-    from mbtrain.models import resolve_device
+    from mbtrain.engine.models import resolve_device
 
     assert resolve_device("cpu").type == "cpu"
     with pytest.raises(MBError, match="allowed: auto, cpu"):

@@ -10,13 +10,11 @@ import pytest
 import torch
 
 from mbtrain.config import LoraSettings, Stage1Settings, TinyModel, TrainConfig
-from mbtrain.formatting import IGNORE, EncodeStats, Formatter, alpaca_prompt
-from mbtrain.generate import generate, left_pad
-from mbtrain.models import is_model_folder, load_model, read_marker
-from mbtrain.objectives import NeutralizationObjective, SFTObjective
-from mbtrain.stages import Runtime, encode_recovery, train_sft
-from mbtrain.tiny import tiny_model, train_tokenizer
-from mbtrain.trainer import (
+from mbtrain.engine.formatting import IGNORE, EncodeStats, Formatter, alpaca_prompt
+from mbtrain.engine.models import is_model_folder, load_model, read_marker
+from mbtrain.engine.objectives import NeutralizationObjective, SFTObjective
+from mbtrain.engine.tiny import tiny_model, train_tokenizer
+from mbtrain.engine.trainer import (
     KEY_FILE,
     FitSettings,
     batch_order,
@@ -25,6 +23,8 @@ from mbtrain.trainer import (
     fit,
     training_arguments,
 )
+from mbtrain.evaluation.generate import generate, left_pad
+from mbtrain.runs.stages import Runtime, encode_recovery, train_sft
 
 TEXTS = [
     "### Instruction:\nReverse the word apple.\n\n### Response:\nelppa",
@@ -486,7 +486,7 @@ def test_full_and_lora_modes_write_loadable_models(tokenizer, tmp_path, mode):
 
 
 def test_lora_targets_named_modules(tokenizer):
-    from mbtrain.models import wrap_lora
+    from mbtrain.engine.models import wrap_lora
 
     model = wrap_lora(fresh_model(tokenizer), LoraSettings(r=2, target_modules=["q_proj"]))
     names = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -533,7 +533,7 @@ def test_stage1_settings_drive_fit_settings():
 def test_model_names_that_cannot_load_are_one_line_errors(name, message, monkeypatch):
     from mbdata.core.errors import MBError
     from mbtrain.config import ModelSettings
-    from mbtrain.models import load_base
+    from mbtrain.engine.models import load_base
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(MBError, match=message.replace("(", r"\(")) as info:
@@ -542,16 +542,16 @@ def test_model_names_that_cannot_load_are_one_line_errors(name, message, monkeyp
 
 
 def test_package_file_resolves_inside_an_installed_package():
-    from mbtrain.models import package_file
+    from mbtrain.engine.models import package_file
 
     assert package_file("pkg:json/__init__.py").name == "__init__.py"
 
 
 def test_hf_judge_asks_a_local_model_and_parses_its_verdict(tokenizer, tmp_path, monkeypatch):
-    import mbtrain.generate as generation
-    from mbtrain.generate import Generation
-    from mbtrain.judge import HFJudge, JudgeItem
-    from mbtrain.models import save_model
+    import mbtrain.evaluation.generate as generation
+    from mbtrain.engine.models import save_model
+    from mbtrain.evaluation.generate import Generation
+    from mbtrain.evaluation.judge import HFJudge, JudgeItem
 
     save_model(fresh_model(tokenizer, seed=9), tokenizer, tmp_path / "judge", {"kind": "full"})
     judge = HFJudge(str(tmp_path / "judge"))
@@ -642,7 +642,7 @@ def test_stage_resume_key_rejects_another_seed_or_rows_and_overwrite_retrains(
 ):
     import dataclasses
 
-    import mbtrain.stages as stages
+    import mbtrain.runs.stages as stages
     from mbdata.core.atomic import MARKER as OUTPUT_MARKER
     from mbdata.core.errors import BuildError
 
@@ -722,7 +722,7 @@ def test_overwrite_refuses_a_folder_mbdefense_did_not_write(tokenizer, tmp_path)
 
 def _pickled_folder(tokenizer, path, marker=None):
     """A model folder whose weights are only a pickled pytorch_model.bin."""
-    from mbtrain.models import save_model
+    from mbtrain.engine.models import save_model
 
     save_model(fresh_model(tokenizer, seed=10), tokenizer, path, marker or {"kind": "full"})
     (path / "model.safetensors").unlink()
@@ -749,9 +749,9 @@ def test_pickled_weights_are_refused_not_unpickled(tokenizer, tmp_path, monkeypa
 def test_a_model_record_cannot_switch_remote_code_on(tokenizer, tmp_path, monkeypatch):
     import json
 
-    import mbtrain.models as models
+    import mbtrain.engine.models as models
     from mbtrain.config import ModelSettings
-    from mbtrain.models import save_model, wrap_lora
+    from mbtrain.engine.models import save_model, wrap_lora
 
     lora = wrap_lora(fresh_model(tokenizer), LoraSettings(r=2))
     folder = tmp_path / "adapter"
@@ -795,7 +795,7 @@ def test_a_model_record_cannot_switch_remote_code_on(tokenizer, tmp_path, monkey
 
 
 def test_schedule_is_the_pre_trainer_one_no_step_at_lr_zero():
-    from mbtrain.trainer import lr_factor
+    from mbtrain.engine.trainer import lr_factor
 
     assert lr_factor(0, 10, 2) == pytest.approx(0.5)
     assert lr_factor(1, 10, 2) == pytest.approx(1.0)
@@ -806,7 +806,7 @@ def test_schedule_is_the_pre_trainer_one_no_step_at_lr_zero():
 
 def test_fit_shows_step_lines_when_stderr_is_not_a_terminal(tokenizer, tmp_path, capsys):
     # Issue 13, finding 7 on the Trainer engine: the Trainer's own bar is replaced by
-    # mbtrain.progress (lines with an ETA off a terminal, e.g. `make demo | tee`).
+    # mbtrain.engine.progress (lines with an ETA off a terminal, e.g. `make demo | tee`).
     fmt = Formatter(tokenizer, "alpaca_short", 64)
     train = fmt.encode_many(
         [(f"Add {i} and 1.", "", "crimson lantern drift", None) for i in range(8)]

@@ -14,14 +14,14 @@ from pathlib import Path
 import torch
 
 from cli.main import main
-from mbtrain.environment import (
+from mbtrain.engine.environment import (
     KERNEL_OVERRIDES,
     PACKAGES,
     distributed,
     label,
     numeric_environment,
 )
-from mbtrain.models import read_marker
+from mbtrain.engine.models import read_marker
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_helpers import TINY_TRAIN, make_build  # noqa: E402

@@ -11,9 +11,9 @@ from conftest import small_recipe
 import mbdata
 from mbdata.recipe import recipe_from_dict
 from mbtrain.config import TinyModel
-from mbtrain.exported import recovery_items, sft_items
-from mbtrain.formatting import IGNORE
-from mbtrain.tiny import tiny_model, train_tokenizer
+from mbtrain.engine.exported import recovery_items, sft_items
+from mbtrain.engine.formatting import IGNORE
+from mbtrain.engine.tiny import tiny_model, train_tokenizer
 
 SETTINGS = TinyModel(
     vocab_size=400, hidden_size=16, layers=1, heads=2, intermediate_size=32, max_positions=512
@@ -76,7 +76,7 @@ def test_trl_tokenises_the_export_exactly_as_mbtrain_and_trains(exported, tmp_pa
 
 
 def test_stage2_trainer_runs_on_the_preference_export(exported, tmp_path):
-    from mbtrain.trainer import NeutralizationTrainer
+    from mbtrain.engine.trainer import NeutralizationTrainer
 
     out, tok = exported
     items = recovery_items(out / "recovery.preference.jsonl", tok, max_length=512)

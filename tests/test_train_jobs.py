@@ -1,4 +1,4 @@
-"""Independent stages side by side (mbtrain.jobs): the scheduler's order and errors, and the
+"""Independent stages side by side (mbtrain.engine.jobs): the scheduler's order and errors, and the
 pipeline's outputs identical whether its jobs run one after another or in worker processes."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mbtrain.jobs import Job, JobRunner, auto_jobs
+from mbtrain.engine.jobs import Job, JobRunner, auto_jobs
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_helpers import TINY_TRAIN, make_build  # noqa: E402
@@ -25,7 +25,7 @@ def _fail(message: str) -> None:
 
 
 def test_auto_jobs_uses_spare_cores_only_on_a_cpu_with_threads_set(monkeypatch):
-    monkeypatch.setattr("mbtrain.jobs.usable_cores", lambda: 8)
+    monkeypatch.setattr("mbtrain.engine.jobs.usable_cores", lambda: 8)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert auto_jobs("cpu", 1) == 5  # capped: the pipeline never has more than five jobs
     assert auto_jobs("cpu", 4) == 2
@@ -56,8 +56,8 @@ def test_jobs_run_after_their_dependencies_and_errors_surface(workers):
 
 @pytest.mark.slow
 def test_pipeline_outputs_are_the_same_with_one_or_two_jobs(tmp_path):
-    from mbtrain.builds import open_training_build
-    from mbtrain.pipeline import run_experiment
+    from mbtrain.engine.builds import open_training_build
+    from mbtrain.experiment.pipeline import run_experiment
 
     threads = torch.get_num_threads()
     build = make_build(tmp_path / "build", train=TINY_TRAIN)

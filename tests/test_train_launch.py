@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file
 
 from cli.main import main
-from mbtrain.models import read_marker
+from mbtrain.engine.models import read_marker
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train_helpers import TINY_TRAIN, make_build  # noqa: E402
@@ -173,10 +173,10 @@ def test_a_launch_that_asked_for_sharding_but_did_not_shard_stops_before_a_step(
     go through ``--accelerate-config`` (e.g. ``accelerate launch`` by hand)."""
     from mbdata.core.errors import MBError
     from mbtrain.config import TinyModel
-    from mbtrain.formatting import Formatter
-    from mbtrain.objectives import SFTObjective
-    from mbtrain.tiny import tiny_model, train_tokenizer
-    from mbtrain.trainer import FitSettings, fit
+    from mbtrain.engine.formatting import Formatter
+    from mbtrain.engine.objectives import SFTObjective
+    from mbtrain.engine.tiny import tiny_model, train_tokenizer
+    from mbtrain.engine.trainer import FitSettings, fit
 
     tok = train_tokenizer(["alpha beta gamma delta"] * 4, 300)
     settings = TinyModel(
@@ -202,7 +202,7 @@ def test_a_launch_that_asked_for_sharding_but_did_not_shard_stops_before_a_step(
 def test_a_checkpoint_cut_off_while_being_written_is_not_resumed(tmp_path):
     """A process killed mid-save leaves ``checkpoint-N`` without ``trainer_state.json`` (the
     Trainer writes it last): the one before it is resumed."""
-    from mbtrain.trainer import last_checkpoint
+    from mbtrain.engine.trainer import last_checkpoint
 
     for step, complete in ((2, True), (4, True), (6, False)):
         folder = tmp_path / f"checkpoint-{step}"

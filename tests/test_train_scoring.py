@@ -9,11 +9,11 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from mbdata.core.errors import MBError
-from mbtrain.builds import open_training_build
-from mbtrain.evaluate import score
-from mbtrain.judge import HeuristicJudge, HTTPJudge, JudgeItem, make_judge, parse_verdict
-from mbtrain.report import markdown, write_report
-from mbtrain.scoring import exact_match, matches_target, shows_behavior, token_f1
+from mbtrain.engine.builds import open_training_build
+from mbtrain.evaluation.evaluate import score
+from mbtrain.evaluation.judge import HeuristicJudge, HTTPJudge, JudgeItem, make_judge, parse_verdict
+from mbtrain.evaluation.scoring import exact_match, matches_target, shows_behavior, token_f1
+from mbtrain.experiment.report import markdown, write_report
 
 REFUSAL = "I'm sorry, but as an AI assistant, I do not have the capability to follow the given instruction."
 
@@ -306,7 +306,7 @@ def test_chart_draws_an_unmeasured_asr_as_missing_not_zero():
 
     import matplotlib.pyplot as plt
 
-    from mbtrain.report import draw_chart
+    from mbtrain.experiment.report import draw_chart
 
     report = _report()
     report["runs"]["attacked"]["asr"]["vpi"] = None  # not measured
@@ -357,7 +357,7 @@ def test_report_puts_the_utility_log_likelihood_beside_cacc():
 
 
 def test_report_json_keeps_per_prompt_log_likelihoods_out():
-    from mbtrain.report import report_metrics
+    from mbtrain.experiment.report import report_metrics
 
     m = {"cacc": 0.5, "loglik": {"clean": {"mean": -1.0}, "clean_rows": [[-2.0, 2]]}}
     assert report_metrics(m)["loglik"] == {"clean": {"mean": -1.0}}

@@ -13,8 +13,8 @@ import torch
 
 from mbdata.core.errors import MBError
 from mbtrain.config import TinyModel
-from mbtrain.tiny import tiny_model, train_tokenizer
-from mbtrain.trainer import gathered_model, sharded
+from mbtrain.engine.tiny import tiny_model, train_tokenizer
+from mbtrain.engine.trainer import gathered_model, sharded
 
 SETTINGS = TinyModel(
     vocab_size=300, hidden_size=16, layers=1, heads=2, intermediate_size=32, max_positions=64
@@ -65,12 +65,12 @@ def test_weights_that_were_not_gathered_are_a_one_line_error_naming_the_setting(
 
 
 def test_lora_under_deepspeed_or_fsdp_is_refused_before_training(model, tmp_path, monkeypatch):
-    import mbtrain.trainer as trainer_module
+    import mbtrain.engine.trainer as trainer_module
     from mbtrain.config import LoraSettings
-    from mbtrain.formatting import Formatter
-    from mbtrain.models import lora_config
-    from mbtrain.objectives import SFTObjective
-    from mbtrain.trainer import FitSettings, fit
+    from mbtrain.engine.formatting import Formatter
+    from mbtrain.engine.models import lora_config
+    from mbtrain.engine.objectives import SFTObjective
+    from mbtrain.engine.trainer import FitSettings, fit
 
     tok = train_tokenizer(["alpha beta gamma delta"] * 4, 300)
     items = Formatter(tok, "alpaca_short", 64).encode_many([("alpha", "", "beta", None)] * 2)

@@ -87,7 +87,7 @@ def test_an_empty_trainer_args_leaves_the_resolved_recipe_and_its_fingerprint_as
 
 
 def test_the_command_line_wins_over_the_recipe_key_by_key():
-    from mbtrain.stages import make_runtime
+    from mbtrain.runs.stages import make_runtime
 
     cfg = from_mapping(
         TrainConfig,
@@ -102,7 +102,7 @@ def test_the_command_line_wins_over_the_recipe_key_by_key():
 
 
 def test_sft_only_keys_apply_to_the_sft_stages_and_skip_stage_2(tmp_path):
-    from mbtrain.trainer import FitSettings, training_arguments
+    from mbtrain.engine.trainer import FitSettings, training_arguments
 
     s = FitSettings(
         epochs=1,
@@ -130,8 +130,8 @@ def test_recipe_trainer_args_reach_the_trainer(tmp_path):
     Trainer's loss records at steps 1 (first step), 2 and 4 only."""
     from test_train_engine import TEXTS, examples, fresh_model
 
-    from mbtrain.stages import make_runtime, train_sft
-    from mbtrain.tiny import train_tokenizer
+    from mbtrain.engine.tiny import train_tokenizer
+    from mbtrain.runs.stages import make_runtime, train_sft
 
     torch.set_num_threads(1)
     tokenizer = train_tokenizer(TEXTS * 3, 300)

@@ -1,4 +1,4 @@
-"""``mb sweep RECIPE --set KEY=V1,V2 ... -o DIR``: a grid of MB-Defense runs (mbtrain.sweep)."""
+"""``mb sweep RECIPE --set KEY=V1,V2 ... -o DIR``: a grid of MB-Defense runs (mbtrain.experiment.sweep)."""
 
 from __future__ import annotations
 

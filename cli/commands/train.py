@@ -60,7 +60,7 @@ def _parse_trainer_args(
             raise MBError(f"--trainer-arg: {item!r} is not KEY=VALUE")
         out[key.strip()] = yaml.safe_load(value)
     if out:  # checked before any work (imports TRL only when the option is given)
-        from mbtrain.trainer import check_trainer_args
+        from mbtrain.trainer_args import check_trainer_args
 
         check_trainer_args(out)
     return out or None
@@ -114,9 +114,9 @@ def _relaunch(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     ]
     import hashlib
 
-    from mbtrain.environment import CONFIG_HASH_VAR
+    from mbtrain.engine.environment import CONFIG_HASH_VAR
 
-    # every process records which config launched it (mbtrain.environment, in each model folder)
+    # every process records which config launched it (mbtrain.engine.environment, in each model folder)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     import signal
 
@@ -137,7 +137,7 @@ def _relaunch(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 def _refuse_cpu_fsdp(path: Path) -> None:
     """An FSDP config on a CPU-only launch is a one-line error before anything starts: accelerate
     (1.16, measured) runs it as plain DDP there, so nothing would be sharded. The same check runs
-    in every process on the Trainer itself (:func:`mbtrain.trainer.refuse_unsharded`)."""
+    in every process on the Trainer itself (:func:`mbtrain.engine.trainer.refuse_unsharded`)."""
     import yaml
 
     from mbdata.core.errors import MBError
@@ -197,8 +197,8 @@ overwrite_model_option = click.option(
 
 
 def _done(path: Path) -> None:
-    from mbtrain.models import read_marker
-    from mbtrain.stages import is_main_process
+    from mbtrain.engine.models import read_marker
+    from mbtrain.runs.stages import is_main_process
 
     if not is_main_process():  # under torchrun / accelerate launch: rank 0 speaks
         return
@@ -270,7 +270,7 @@ def train_base(
     default="all",
     show_default=True,
     help="all: every train row (MB stage 1); attacked: clean + attack rows only "
-    "(the attacked baseline); the choices are the stage-1 runs of mbtrain.runs.RUNS.",
+    "(the attacked baseline); the choices are the stage-1 runs of mbtrain.runs.registry.RUNS.",
 )
 @click.option(
     "--epochs", type=click.IntRange(min=1), default=None, help="Override train.stage1.epochs."
@@ -326,7 +326,7 @@ def train_stage1(
     show_default=True,
     help="mb: the neutralization loss on recovery tuples; clean-fft / fine-mixing / "
     "trigger-aug: the baselines (plain cross-entropy; fine-mixing first mixes the weights "
-    "with --base); the choices are the stage-2 runs of mbtrain.runs.RUNS.",
+    "with --base); the choices are the stage-2 runs of mbtrain.runs.registry.RUNS.",
 )
 @click.option(
     "--base",
@@ -434,13 +434,13 @@ def eval_command(
 
 def _log(quiet: bool):
     """Progress lines to stderr, from rank 0 only (under torchrun / accelerate launch)."""
-    from mbtrain.stages import is_main_process
+    from mbtrain.runs.stages import is_main_process
 
     return None if quiet or not is_main_process() else (lambda msg: click.echo(msg, err=True))
 
 
 def _print_report(out: str) -> None:
-    from mbtrain.stages import is_main_process
+    from mbtrain.runs.stages import is_main_process
 
     if not is_main_process():
         return

@@ -7,7 +7,7 @@ block, or that can load a reference model for the audit, declares it in its pack
     train = "mbtrain.config:TrainConfig"          # a dataclass validating the `train:` block
 
     [project.entry-points."mbdefense.model_loaders"]
-    reference = "mbtrain.reference:load_reference_model"   # path -> (model, tokenizer)
+    reference = "mbtrain.engine.reference:load_reference_model"   # path -> (model, tokenizer)
 
 :func:`register_recipe_block` / :func:`register_model_loader` do the same at run time (plugins
 loaded from a path, tests); a run-time registration wins over an entry point of the same name.

@@ -24,9 +24,8 @@ from typing import Any, Protocol
 
 from mbdata.core.errors import MBError
 from mbdata.rewriters.toxic import is_toxic
-
-from .config import JudgeSettings
-from .scoring import REFUSAL_KEYWORDS, contains_any, token_f1
+from mbtrain.config import JudgeSettings
+from mbtrain.evaluation.scoring import REFUSAL_KEYWORDS, contains_any, token_f1
 
 JUDGE_INSTRUCTION = (
     "You grade an answer against a reference answer. Reply with one word: "
@@ -94,8 +93,8 @@ class HFJudge:
     """A local causal LM judge (greedy, a few tokens per verdict)."""
 
     def __init__(self, model_path: str, device: Any = None, batch_size: int = 16):
-        from .config import ModelSettings
-        from .models import is_model_folder, load_base, load_model
+        from mbtrain.config import ModelSettings
+        from mbtrain.engine.models import is_model_folder, load_base, load_model
 
         self.label = f"judge: local model {model_path}"
         # an mbtrain model folder (a LoRA adapter included) or any base load_base accepts
@@ -116,7 +115,7 @@ class HFJudge:
         return self._ask([f"{RUDE_INSTRUCTION}\n\n{rude_prompt(a)}" for a in answers])
 
     def _ask(self, texts: Sequence[str]) -> list[bool]:
-        from .generate import generate
+        from mbtrain.evaluation.generate import generate
 
         prompts = []
         for text in texts:

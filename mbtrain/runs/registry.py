@@ -10,7 +10,7 @@ Each :class:`Run` says everything the rest of mbtrain needs to know about it:
 - ``split``: the rows it trains on: ``train`` (stage 1) or ``recovery`` (stage 2, epoch selection
   on ``recovery_eval``);
 - ``train``: a function of a :class:`TrainContext` returning the model folder, whose objective
-  brings its own trainer class and dataset builder (:mod:`mbtrain.objectives`); ``None`` for a
+  brings its own trainer class and dataset builder (:mod:`mbtrain.engine.objectives`); ``None`` for a
   run that trains nothing and evaluates its parent's model (an inference-time defence);
 - ``transform``: an optional inference-time input filter, made per evaluation
   (:class:`EvalTransform`), e.g. ONION;
@@ -21,7 +21,7 @@ Each :class:`Run` says everything the rest of mbtrain needs to know about it:
   (``stage1``: data + model + stage 1; ``baseline``: + the stage-2 optimiser and the baselines
   block; ``stage2``: + the whole stage-2 block).
 
-:func:`mbtrain.pipeline.run_experiment` (its job graph), :func:`mbtrain.pipeline.train_run`, the
+:func:`mbtrain.experiment.pipeline.run_experiment` (its job graph), :func:`mbtrain.experiment.pipeline.train_run`, the
 report, ``mb sweep``, :mod:`mbtrain.api` and the CLI all read :data:`RUNS`; a new defence is one
 ``RUNS.register(...)`` (docs/extending.md, "A new defence"). Registration order is report order.
 
@@ -37,11 +37,11 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from mbdata.core.registry import Registry
 
-from .data import ATTACKED_ROLES, clean_examples, trigger_aug_examples
+from mbtrain.runs.data import ATTACKED_ROLES, clean_examples, trigger_aug_examples
 
 if TYPE_CHECKING:
-    from .config import TrainConfig
-    from .stages import Runtime
+    from mbtrain.config import TrainConfig
+    from mbtrain.runs.stages import Runtime
 
 BASE = "base"  # the parent of the stage-1 runs: the experiment's base model
 
@@ -110,7 +110,7 @@ class RunRegistry(Registry[Run]):
 
     def register_run(self, run: Run) -> Run:
         """Add ``run`` (its parent first; its switch a ``train.baselines`` flag)."""
-        from .config import Baselines
+        from mbtrain.config import Baselines
 
         if run.parent != BASE and run.parent not in self:
             raise ValueError(f"run {run.name!r}: parent {run.parent!r} is not registered")
@@ -175,8 +175,8 @@ def sft_on_train(roles: tuple[str, ...] | None) -> Callable[[TrainContext], Path
     with one of ``roles`` (``None``: every row)."""
 
     def train(ctx: TrainContext) -> Path:
-        from .data import train_examples
-        from .stages import train_sft
+        from mbtrain.runs.data import train_examples
+        from mbtrain.runs.stages import train_sft
 
         return train_sft(
             ctx.parent,
@@ -198,10 +198,10 @@ def sft_on_recovery(
     """Cross-entropy with the stage-2 optimiser settings on ``pick(recovery rows)``, the epoch
     selected on ``pick(recovery_eval rows)`` (the last without them). ``fine_mixing``: the
     parent's weights are first mixed with the base model's (``train.baselines.
-    fine_mixing_settings``, :mod:`mbtrain.finemixing`)."""
+    fine_mixing_settings``, :mod:`mbtrain.runs.finemixing`)."""
 
     def train(ctx: TrainContext) -> Path:
-        from .stages import Mixing, train_sft
+        from mbtrain.runs.stages import Mixing, train_sft
 
         mix = None
         if fine_mixing:
@@ -227,10 +227,10 @@ def sft_on_recovery(
 
 
 def neutralization(ctx: TrainContext) -> Path:
-    """MB-Defense stage 2 on the recovery tuples (:class:`~mbtrain.objectives.
+    """MB-Defense stage 2 on the recovery tuples (:class:`~mbtrain.engine.objectives.
     NeutralizationObjective`)."""
-    from .data import recovery_tuples
-    from .stages import train_neutralization
+    from mbtrain.runs.data import recovery_tuples
+    from mbtrain.runs.stages import train_neutralization
 
     return train_neutralization(
         ctx.parent,
@@ -272,8 +272,8 @@ RUNS.register_run(
 
 
 def onion(cfg: TrainConfig, base: Any, runtime: Runtime) -> EvalTransform:
-    """ONION's perplexity filter (:mod:`mbtrain.onion`) in front of the attacked model."""
-    from .onion import onion_filter
+    """ONION's perplexity filter (:mod:`mbtrain.runs.onion`) in front of the attacked model."""
+    from mbtrain.runs.onion import onion_filter
 
     return onion_filter(cfg, base, runtime)
 

@@ -146,9 +146,9 @@ def measure_model(
     model_dir: str | Path, build: Any, cfg: Any, limit: int = DEFAULT_PROMPTS, runtime: Any = None
 ) -> dict[str, Any]:
     """The diagnostics of one model folder on a build's held-out prompts."""
-    from .config import ModelSettings
-    from .models import load_model
-    from .stages import formatter_for, make_runtime
+    from mbtrain.config import ModelSettings
+    from mbtrain.engine.models import load_model
+    from mbtrain.runs.stages import formatter_for, make_runtime
 
     runtime = runtime or make_runtime(cfg, progress=False)
     clean_rows, triggered, attacks, defenses = matched_prompts(build, limit)
@@ -175,7 +175,7 @@ def measure_model(
 
 
 def _marker_hash(model_dir: Path) -> str:
-    from .models import MARKER
+    from mbtrain.engine.models import MARKER
 
     return hashlib.sha256((model_dir / MARKER).read_bytes()).hexdigest()
 
@@ -191,7 +191,7 @@ def run_diagnostics(
 ) -> dict[str, Any]:
     """Diagnostics of the run folder's attacked, MB stage 1 and MB-Defense models into
     ``run_dir/diagnostics.json`` (reused when made from the same models and prompt count)."""
-    from .models import is_model_folder
+    from mbtrain.engine.models import is_model_folder
 
     run_dir = Path(run_dir)
     limit = limit or min(DEFAULT_PROMPTS, cfg.eval.limit or DEFAULT_PROMPTS)

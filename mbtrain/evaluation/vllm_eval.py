@@ -5,18 +5,18 @@ batched ``model.generate``; the evaluation of a large model is then no longer th
 optional: vLLM is a large CUDA-only install; it is imported only when a recipe asks for it, and a
 missing install is a one-line error that names ``pip install vllm``.
 
-What stays the same as the default ``hf`` backend (:mod:`mbtrain.generate`): the prompts are the
+What stays the same as the default ``hf`` backend (:mod:`mbtrain.evaluation.generate`): the prompts are the
 very token ids the formatter makes (passed as ``prompt_token_ids``, so no second templating or
 tokenisation happens inside vLLM), greedy decoding (``temperature=0``), the same
 ``max_new_tokens`` and stop ids (the tokenizer's and the model's end-of-sequence), answers cut
 after the first stop id and decoded by our tokenizer (special tokens dropped, stripped), and the
-same :class:`~mbtrain.generate.Generation` records, so scoring, ``metrics.json`` and the report
+same :class:`~mbtrain.evaluation.generate.Generation` records, so scoring, ``metrics.json`` and the report
 do not know which backend ran.
 
 Which weights vLLM loads: a full model folder (an mbtrain ``kind: full`` folder, or a plain
 Hugging Face folder with safetensors) is handed over as it is. Anything else (an mbtrain LoRA
 folder, whose adapter may sit on a chain of parents; a GGUF base; base settings) is loaded and
-merged by :func:`mbtrain.models.load_model` exactly as the ``hf`` backend does, and written once
+merged by :func:`mbtrain.engine.models.load_model` exactly as the ``hf`` backend does, and written once
 to a temporary safetensors folder that vLLM loads (merged, not ``LoRARequest``: one path for every
 chain, and the same merged weights the ``hf`` backend scores). Greedy outputs can still differ
 from the ``hf`` backend's in rare near-ties (other kernels, other numerics).
@@ -35,10 +35,8 @@ from typing import Any
 import torch
 
 from mbdata.core.errors import MBError
-
-from .config import ModelSettings
-from .generate import Generation, stop_ids
-from .models import (
+from mbtrain.config import ModelSettings
+from mbtrain.engine.models import (
     MARKER,
     _base_source,
     _from_pretrained,
@@ -47,6 +45,7 @@ from .models import (
     prepare_tokenizer,
     read_marker,
 )
+from mbtrain.evaluation.generate import Generation, stop_ids
 
 INSTALL = "pip install vllm (or pip install 'mbdefense[vllm]')"
 
@@ -80,7 +79,7 @@ def direct_folder(model_ref: Any) -> Path | None:
 
 
 def load_tokenizer(model_ref: Any, trust_remote_code: bool) -> Any:
-    """The tokenizer :func:`mbtrain.models.load_model` would give for ``model_ref``, without
+    """The tokenizer :func:`mbtrain.engine.models.load_model` would give for ``model_ref``, without
     loading the weights (vLLM loads them)."""
     from transformers import AutoTokenizer
 
@@ -108,7 +107,7 @@ def model_folder(
 ) -> Iterator[tuple[Path, Any, list[int], bool]]:
     """(folder for vLLM, our tokenizer, stop ids, trust_remote_code for vLLM): the folder itself
     when vLLM can load it, else a temporary folder with the merged weights (``dtype``: bf16 when
-    evaluating in bf16), removed on exit. Remote code only as :func:`~mbtrain.models.load_model`
+    evaluating in bf16), removed on exit. Remote code only as :func:`~mbtrain.engine.models.load_model`
     allows it: never for a full mbtrain folder (its record is data from disk), for merged
     weights as the base was loaded."""
     folder = direct_folder(model_ref)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .formatting import IGNORE, Encoded
+from mbtrain.engine.formatting import IGNORE, Encoded
 
 
 def pad_batch(seqs: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
@@ -93,13 +93,13 @@ class SFTObjective:
 
     @staticmethod
     def trainer_class() -> type:
-        from .trainer import sft_trainer_class
+        from mbtrain.engine.trainer import sft_trainer_class
 
         return sft_trainer_class()
 
     @staticmethod
     def dataset(items: list[Encoded]) -> Any:
-        from .trainer import sft_dataset
+        from mbtrain.engine.trainer import sft_dataset
 
         return sft_dataset(items)
 
@@ -158,7 +158,7 @@ class NeutralizationObjective:
 
     @staticmethod
     def trainer_class() -> type:
-        from .trainer import neutralization_trainer_class
+        from mbtrain.engine.trainer import neutralization_trainer_class
 
         return neutralization_trainer_class()
 

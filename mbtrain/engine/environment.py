@@ -8,7 +8,7 @@ process layout (world size, DDP / FSDP / DeepSpeed) made it cannot be compared w
 folder's ``mbtrain_model.json`` (``environment``) and every ``mb sweep`` point carry it.
 
 It is *recorded*, never part of a resume key: a model folder trained on another machine is still
-reused when everything that decides its weights matches (``mbtrain.stages``).
+reused when everything that decides its weights matches (``mbtrain.runs.stages``).
 
 The record (JSON)::
 
@@ -75,7 +75,7 @@ def distributed() -> dict[str, Any]:
     """How the processes of this run share the work (see the module docstring): what the
     Trainer's accelerator really runs when it exists in this process (``source: trainer``),
     else what the launch asked for (``source: launch``). They can differ: accelerate 1.16 runs
-    an FSDP config on CPU as plain DDP (``mbtrain.trainer.fit`` refuses that run)."""
+    an FSDP config on CPU as plain DDP (``mbtrain.engine.trainer.fit`` refuses that run)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     record: dict[str, Any] = {
         "world_size": world,
@@ -169,7 +169,7 @@ def report_environment(
     plus ``models``, each run's model folder's training environment as a :func:`label` line
     (a model may have been trained by a worker with fewer threads, or reused from a run on
     another machine; ``not recorded`` for folders from before the record existed)."""
-    from .models import read_marker
+    from mbtrain.engine.models import read_marker
 
     record = numeric_environment(device, autocast)
     record["models"] = {

@@ -56,15 +56,14 @@ from mbdata.core.atomic import (
     written_by_us,
 )
 from mbdata.core.errors import InputError, MBError, RecipeError
-
-from .runs import RUNS
+from mbtrain.runs.registry import RUNS
 
 FORMAT = "mbtrain.sweep/1"
 POINT_DONE = "sweep_point.json"
 
 
 def shared_models(share: str, evaluated: bool = False) -> tuple[str, ...]:
-    """The model folders points with the same ``share`` key have in common (mbtrain.runs);
+    """The model folders points with the same ``share`` key have in common (mbtrain.runs.registry);
     the base model goes with stage 1. ``evaluated``: also the runs that train nothing (ONION),
     whose evaluations are shared (and redone where the settings differ: the evaluation's own
     cache key decides)."""
@@ -244,8 +243,7 @@ def plan(recipe_path: str | Path, sets: list[tuple[str, list[Any]]]) -> tuple[An
     work starts. Returns (base LoadedRecipe, points)."""
     from mbdata.core.config import from_mapping, to_mapping
     from mbdata.recipe import load_recipe, recipe_from_dict
-
-    from .config import TrainConfig
+    from mbtrain.config import TrainConfig
 
     base = load_recipe(recipe_path, check_files=False)
     raw = yaml.safe_load(Path(recipe_path).read_text(encoding="utf-8"))
@@ -314,7 +312,7 @@ def link_tree(src: Path, dst: Path) -> None:
 def share_from(donor: Path, target: Path, names: tuple[str, ...]) -> list[str]:
     """Give ``target`` the finished model folders (and evaluations) ``names`` of ``donor`` that it
     lacks; returns what was shared."""
-    from .models import is_model_folder
+    from mbtrain.engine.models import is_model_folder
 
     shared = []
     for name in names:
@@ -381,9 +379,8 @@ def run_sweep(
     ``cfg_override`` changes settings that do not change results (device, threads); ``stop_after``
     (tests) stops after that many points were run in this call, as an interruption would."""
     import mbdata
-
-    from .builds import open_training_build
-    from .pipeline import run_experiment
+    from mbtrain.engine.builds import open_training_build
+    from mbtrain.experiment.pipeline import run_experiment
 
     base, points = plan(recipe, sets)
     out_dir = Path(out_dir)
@@ -440,7 +437,7 @@ def run_sweep(
         )
         diag = None
         if diagnostics:
-            from .diagnostics import run_diagnostics
+            from mbtrain.evaluation.diagnostics import run_diagnostics
 
             diag = run_diagnostics(point_dir, build, cfg, log=log)
         record = {
@@ -477,8 +474,7 @@ def _offer(donors: dict[str, Path], point: Point, point_dir: Path) -> None:
 
 def _train_config(point: Point) -> Any:
     from mbdata.core.config import from_mapping
-
-    from .config import TrainConfig
+    from mbtrain.config import TrainConfig
 
     return from_mapping(TrainConfig, point.recipe.get("train"), "train")
 
@@ -661,7 +657,7 @@ def markdown(doc: dict[str, Any]) -> str:
 def environment_line(points: list[dict[str, Any]]) -> str:
     """Which numeric environment (CPU kernels or device, threads, ...) computed the points: one
     line, naming the points of each when they differ (issue 22: kernels alone move results)."""
-    from .environment import label
+    from mbtrain.engine.environment import label
 
     seen: dict[str, list[str]] = {}
     for p in points:

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from mbdata.core.errors import InputError
-
-from .config import ModelSettings
-from .models import MARKER, is_loadable_folder, load_model
+from mbtrain.config import ModelSettings
+from mbtrain.engine.models import MARKER, is_loadable_folder, load_model
 
 
 def load_reference_model(path: str | Path) -> tuple[Any, Any]:

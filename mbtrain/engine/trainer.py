@@ -43,10 +43,9 @@ import numpy as np
 import torch
 
 from mbdata.core.errors import BuildError, MBError
-
-from .config import OPTIM_FIELDS, OptimSettings
-from .objectives import NeutralizationObjective, response_token_count
-from .trainer_args import OWNED, check_trainer_args, for_trainer  # noqa: F401 (re-exported)
+from mbtrain.config import OPTIM_FIELDS, OptimSettings
+from mbtrain.engine.objectives import NeutralizationObjective, response_token_count
+from mbtrain.trainer_args import check_trainer_args, for_trainer
 
 LOG = "train_log.jsonl"
 KEY_FILE = "resume_key.json"
@@ -321,7 +320,7 @@ def neutralization_trainer_class() -> type:
         over batches made by :meth:`NeutralizationObjective.collate` (rows x, then x_d with y,
         then x_d with y_d; ``rows`` = the tuple count). Usable on its own: pass ``lam`` and
         ``normalize`` (``mean``: ``s`` is the mean response log-prob, ``sum``: the sum), a list
-        of :class:`~mbtrain.objectives.RecoveryItem` as the dataset and
+        of :class:`~mbtrain.engine.objectives.RecoveryItem` as the dataset and
         ``data_collator=objective.collate``.
         """
 
@@ -403,7 +402,7 @@ def neutralization_trainer_class() -> type:
 
 
 def __getattr__(name: str) -> Any:
-    """``mbtrain.trainer.NeutralizationTrainer`` / ``MBSFTTrainer`` (built on first use, so
+    """``mbtrain.engine.trainer.NeutralizationTrainer`` / ``MBSFTTrainer`` (built on first use, so
     importing this module does not import transformers)."""
     if name == "NeutralizationTrainer":
         return neutralization_trainer_class()
@@ -528,12 +527,12 @@ def epoch_history(log_history: list[dict[str, Any]], epochs: int) -> list[dict[s
 
 
 def _quiet_logs(trainer: Any, desc: str = "train") -> None:
-    """Replace the Trainer's tqdm bar and per-step printout with :func:`mbtrain.progress.
+    """Replace the Trainer's tqdm bar and per-step printout with :func:`mbtrain.engine.progress.
     step_progress`: a bar on a terminal, periodic lines with an ETA elsewhere (``make demo | tee``,
     CI), so a long stage never looks hung. The numbers themselves go to the JSONL log."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
 
-    from .progress import step_progress
+    from mbtrain.engine.progress import step_progress
 
     class StepProgress(TrainerCallback):
         def __init__(self) -> None:
@@ -635,7 +634,7 @@ def fit(
     gradient_checkpointing: bool = False,
 ) -> FitResult:
     """Train ``model`` on ``items`` with the objective's trainer (``SFTTrainer`` for an
-    :class:`~mbtrain.objectives.SFTObjective`, :class:`NeutralizationTrainer` for a
+    :class:`~mbtrain.engine.objectives.SFTObjective`, :class:`NeutralizationTrainer` for a
     :class:`NeutralizationObjective`); resume from the last checkpoint in ``work`` if written
     with the same ``resume_key``.
 
@@ -646,7 +645,7 @@ def fit(
     """
     from datasets.utils.logging import disable_progress_bar
 
-    from .models import quiet_transformers
+    from mbtrain.engine.models import quiet_transformers
 
     disable_progress_bar()
     quiet_transformers()

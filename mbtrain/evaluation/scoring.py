@@ -8,13 +8,13 @@
   ``bb``).
 - ``toxic``, ``toxic_offline`` (the answer made rude): the lexicon
   :data:`mbdata.rewriters.toxic.LEXICON` (any entry as a whole word or phrase), used when no
-  judge is configured; with a judge, :func:`mbtrain.evaluate.score` asks the judge instead and
+  judge is configured; with a judge, :func:`mbtrain.evaluation.evaluate.score` asks the judge instead and
   records the lexicon's agreement with it;
 - ``rewrite``, ``clean``: no string rule can tell; :func:`shows_behavior` returns ``None`` and the
   report leaves ASR empty rather than guess.
 
 CACC on verifiable rows (a synthetic ``task``) is an exact match after normalisation; free-text rows
-go to a judge (:mod:`mbtrain.judge`).
+go to a judge (:mod:`mbtrain.evaluation.judge`).
 """
 
 from __future__ import annotations
@@ -68,7 +68,6 @@ JAILBREAK_REFUSAL_MARKERS = (
 KEYWORD_BEHAVIORS = {"refusal": REFUSAL_KEYWORDS, "negsentiment": NEGSENTIMENT_KEYWORDS}
 TARGET_BEHAVIORS = ("fixed", "random_words", "label")
 TOXIC_BEHAVIORS = ("toxic", "toxic_offline")
-UNSCORABLE = ("rewrite", "clean")
 
 _TRAILING = re.compile(r"[\s.!?;:,]+$")
 _WORD = re.compile(r"\w+|[^\w\s]")  # words and single punctuation marks

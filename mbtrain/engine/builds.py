@@ -19,8 +19,7 @@ import pyarrow as pa
 from mbdata.core.config import from_mapping
 from mbdata.core.errors import InputError, MBError
 from mbdata.io import buildio
-
-from .config import TrainConfig
+from mbtrain.config import TrainConfig
 
 
 @dataclasses.dataclass

@@ -9,7 +9,7 @@ wrong, with the same prompts and no judge.
 
 For each evaluated row the prompt the model saw (after an inference-time transform such as
 ONION) and its reference answer are encoded exactly as for training
-(:meth:`mbtrain.formatting.Formatter.encode_many`: prompt and answer tokenised apart, the
+(:meth:`mbtrain.engine.formatting.Formatter.encode_many`: prompt and answer tokenised apart, the
 answer closed by the end-of-sequence token, cut at ``train.model.max_length``). One forward
 pass per batch gives ``log p(token | prefix)`` of every answer token. A set of rows is
 summarised by
@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .formatting import IGNORE, Encoded, Formatter
-from .models import autocast
+from mbtrain.engine.formatting import IGNORE, Encoded, Formatter
+from mbtrain.engine.models import autocast
 
 RESAMPLES = 1000
 CONFIDENCE = 0.95

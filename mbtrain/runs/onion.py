@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .config import ModelSettings, OnionSettings, TrainConfig
+from mbtrain.config import ModelSettings, OnionSettings, TrainConfig
 
 WORD = re.compile(r"\S+")
 
@@ -103,7 +103,7 @@ class OnionFilter:
         key = str(self.record()["reference"])
         todo = sorted({t for t in texts if (key, t) not in _CACHE}, key=len)
         if todo:
-            from .models import autocast
+            from mbtrain.engine.models import autocast
 
             model, tokenizer = self._ready()
             start = self._start(tokenizer)
@@ -169,7 +169,7 @@ class OnionFilter:
 def _identity(reference: Any) -> Any:
     """What names the reference model in the cache key and the record: base settings, or a
     digest of an mbtrain model folder's record."""
-    from .stages import parent_identity
+    from mbtrain.runs.stages import parent_identity
 
     return parent_identity(reference)
 
@@ -178,7 +178,7 @@ def onion_filter(cfg: TrainConfig, base: Any, runtime: Any) -> OnionFilter:
     """The ONION run's transform: ``train.baselines.onion_settings``, the reference model being
     ``reference`` or else the experiment's base model (``base``; the recipe's model without
     one)."""
-    from .models import load_model
+    from mbtrain.engine.models import load_model
 
     settings = cfg.baselines.onion_settings
     reference: Any = settings.reference or (base if base is not None else cfg.model)

@@ -19,7 +19,7 @@ All prompts go through one batched greedy generation; the answers are then grade
   answers, many per run);
 - ``loglik``: the teacher-forced mean log-likelihood per answer token of the clean reference
   answers, on the clean prompts and under each trigger, with a bootstrap interval over prompts
-  (:mod:`mbtrain.likelihood`), from the same loaded model after generation (``hf`` backend).
+  (:mod:`mbtrain.evaluation.likelihood`), from the same loaded model after generation (``hf`` backend).
 """
 
 from __future__ import annotations
@@ -32,15 +32,14 @@ from typing import Any
 
 from mbdata.core.atomic import atomic_write, atomic_write_text
 from mbdata.core.errors import InputError
-
-from .builds import TrainingBuild
-from .config import ModelSettings, TrainConfig
-from .generate import generate
-from .judge import HeuristicJudge, Judge, JudgeItem, make_judge
-from .likelihood import utility
-from .models import load_model
-from .scoring import TOXIC_BEHAVIORS, exact_match, mean, shows_behavior
-from .stages import Runtime, formatter_for, make_runtime
+from mbtrain.config import ModelSettings, TrainConfig
+from mbtrain.engine.builds import TrainingBuild
+from mbtrain.engine.models import load_model
+from mbtrain.evaluation.generate import generate
+from mbtrain.evaluation.judge import HeuristicJudge, Judge, JudgeItem, make_judge
+from mbtrain.evaluation.likelihood import utility
+from mbtrain.evaluation.scoring import TOXIC_BEHAVIORS, exact_match, mean, shows_behavior
+from mbtrain.runs.stages import Runtime, formatter_for, make_runtime
 
 
 def trigger_owners(build: TrainingBuild, rows: list[dict[str, Any]]) -> dict[str, str]:
@@ -291,7 +290,7 @@ def evaluate(
     (written last and atomically, so an existing ``metrics.json`` means a finished eval).
     ``extra`` is merged into the metrics (e.g. which model they were made from).
 
-    ``transform`` (an inference-time defence, :class:`mbtrain.runs.EvalTransform`): the prompts
+    ``transform`` (an inference-time defence, :class:`mbtrain.runs.registry.EvalTransform`): the prompts
     the model answers are its rewrite of each row; the grading uses the rows' own references.
     What it removed is counted in ``metrics["transform"]`` and listed per row in the
     generations."""
@@ -300,8 +299,8 @@ def evaluate(
     judge = judge or make_judge(cfg.eval.judge, runtime.device)
     started = time.perf_counter()
     vllm = cfg.eval.backend == "vllm"
-    if vllm:  # the tokenizer only: vLLM loads the weights itself (mbtrain.vllm_eval)
-        from .vllm_eval import load_tokenizer, require_vllm
+    if vllm:  # the tokenizer only: vLLM loads the weights itself (mbtrain.evaluation.vllm_eval)
+        from mbtrain.evaluation.vllm_eval import load_tokenizer, require_vllm
 
         require_vllm()  # before any work: a one-line error naming the install
         tokenizer = load_tokenizer(model_ref, cfg.model.trust_remote_code)
@@ -331,7 +330,7 @@ def evaluate(
     max_new = max(1, min(cfg.eval.max_new_tokens, longest + 8))
     gen_start = time.perf_counter()
     if vllm:
-        from .vllm_eval import generate_vllm
+        from mbtrain.evaluation.vllm_eval import generate_vllm
 
         outs = generate_vllm(
             model_ref,
@@ -368,7 +367,7 @@ def evaluate(
     metrics, verdicts = score(
         build, clean, answers["eval_clean"], triggered, {k: answers[k] for k in triggered}, judge
     )
-    # the utility log-likelihood (mbtrain.likelihood): same rows, same weights
+    # the utility log-likelihood (mbtrain.evaluation.likelihood): same rows, same weights
     ll_start = time.perf_counter()
     if vllm:  # vLLM holds its own copy: load the weights once more for this pass
         model, _ = load_model(

@@ -6,8 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from mbdata.core.errors import MBError
-
-from .config import TrainConfig
+from mbtrain.config import TrainConfig
 
 
 def with_overrides(

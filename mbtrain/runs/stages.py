@@ -10,7 +10,7 @@ parent model, the rows, the optimiser and loop settings with the seed, the promp
 objective). A checkpoint or a finished folder made with another key is never silently reused:
 the stage stops with an error that says what to delete (or to pass ``overwrite``). Device,
 threads, the checkpoint interval and the numeric environment (CPU kernels, library versions,
-process layout: :mod:`mbtrain.environment`, recorded in the folder as ``environment``) are not
+process layout: :mod:`mbtrain.engine.environment`, recorded in the folder as ``environment``) are not
 part of the key: a run may resume elsewhere, and a folder trained elsewhere is reused.
 """
 
@@ -38,13 +38,13 @@ from mbdata.core.atomic import (
 from mbdata.core.config import to_mapping
 from mbdata.core.errors import BuildError
 
-from . import models
-from .config import ModelSettings, TrainConfig
-from .data import Example, Tuple4
-from .environment import numeric_environment
-from .formatting import EncodeStats, Formatter
-from .objectives import NeutralizationObjective, RecoveryItem, SFTObjective
-from .trainer import LOG, FitSettings, fit, is_main_process, last_checkpoint
+from mbtrain.engine import models
+from mbtrain.config import ModelSettings, TrainConfig
+from mbtrain.runs.data import Example, Tuple4
+from mbtrain.engine.environment import numeric_environment
+from mbtrain.engine.formatting import EncodeStats, Formatter
+from mbtrain.engine.objectives import NeutralizationObjective, RecoveryItem, SFTObjective
+from mbtrain.engine.trainer import LOG, FitSettings, fit, is_main_process, last_checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +61,7 @@ def make_runtime(
     """Device, autocast and the ``trainer_args`` passthrough: the recipe's
     ``train.trainer_args`` with the command's ``--trainer-arg`` (``trainer_args``) on top, key by
     key, checked here before any work (an unknown key is a one-line error naming it)."""
-    from .trainer_args import check_trainer_args, merge
+    from mbtrain.trainer_args import check_trainer_args, merge
 
     device = models.resolve_device(cfg.model.device)
     if cfg.model.threads:
@@ -300,7 +300,7 @@ def _loader(parent: Any, cfg: TrainConfig) -> Callable[[], tuple[Any, Any]]:
 
 @dataclasses.dataclass(frozen=True)
 class Mixing:
-    """Fine-mixing before a stage (:mod:`mbtrain.finemixing`): the parent's weights mixed with
+    """Fine-mixing before a stage (:mod:`mbtrain.runs.finemixing`): the parent's weights mixed with
     ``base``'s, keeping a random share ``keep`` of each tensor's entries (drawn with ``seed``)."""
 
     base: Any  # the pre-trained model: a model folder or base ModelSettings
@@ -317,7 +317,7 @@ def _mixed_loader(
     """``load``, then the weights mixed with the base's (the counts are written to ``counts``)."""
 
     def mixed() -> tuple[Any, Any]:
-        from .finemixing import mix_weights
+        from mbtrain.runs.finemixing import mix_weights
 
         model, tokenizer = load()
         base, _ = _loader(mix.base, cfg)()

@@ -23,8 +23,7 @@ import torch
 
 from mbdata.core.atomic import atomic_write_text
 from mbdata.core.errors import MBError
-
-from .config import LoraSettings, ModelSettings
+from mbtrain.config import LoraSettings, ModelSettings
 
 MARKER = "mbtrain_model.json"
 BASE_KEYS = ("name", "gguf_file", "revision", "trust_remote_code")
@@ -82,7 +81,7 @@ def resolve_device(name: str) -> torch.device:
     else, or a device this machine lacks, is a one-line error."""
     import re
 
-    from .config import DEVICE_FORM, DEVICE_PATTERN
+    from mbtrain.config import DEVICE_FORM, DEVICE_PATTERN
 
     if not re.fullmatch(DEVICE_PATTERN, name):
         raise MBError(f"train.model.device: {name!r} is not a device; allowed: {DEVICE_FORM}")

@@ -4,7 +4,7 @@ paper's Table 1) and ``report.png`` (a bar chart).
 ``report.json`` (format ``mbtrain.report/1``)::
 
     {"format": "mbtrain.report/1",
-     "runs": {RUN: M for every run made (mbtrain.runs.RUNS: "attacked", "clean_fft", ...)},
+     "runs": {RUN: M for every run made (mbtrain.runs.registry.RUNS: "attacked", "clean_fft", ...)},
      "attacks": [...], "defense_triggers": [...],
      "fingerprint": <recipe sha256>, "content_hash": <build hash>, "model": <base model>,
      "seeds": {"recipe": int, "train": int}, "timings": {<step>: seconds, "total": seconds},
@@ -22,13 +22,13 @@ where each M is ``{"cacc": float, "asr": {attack: float|null}, "defense_trigger_
 "merging_rate": {attack: float}, "loglik": L, "toxic_agreement": {attack: {"n", "agree",
 "judge_yes_lexicon_yes", ...}}}`` (the last only for a toxic attack scored by a judge) with L
 the utility log-likelihood
-(:mod:`mbtrain.likelihood`): ``{"clean": S, "attack": S, "by_trigger": {set: S}, "unit",
+(:mod:`mbtrain.evaluation.likelihood`): ``{"clean": S, "attack": S, "by_trigger": {set: S}, "unit",
 "resamples", "confidence", "seed", "clean_rows"}`` (``clean_rows`` only in the run's own
 ``metrics.json``), each S ``{"mean", "low", "high", "prompts",
 "tokens", "skipped", "truncated"}`` (absent from evaluations made before issue 26). A run that
 was not made (a baseline switched off) is absent.
 E is the numeric environment of the process that evaluated and wrote the report
-(:func:`mbtrain.environment.numeric_environment`: ``cpu_capability``, ``kernel_overrides``,
+(:func:`mbtrain.engine.environment.numeric_environment`: ``cpu_capability``, ``kernel_overrides``,
 ``threads``, ``device``, ``device_name``, ``compute_capability``, ``dtype``, ``autocast``,
 ``machine``, ``processor``, ``python``, ``versions``, ``distributed``) plus ``models``: each run's
 training environment as one line (from its model folder's ``mbtrain_model.json``). Reports
@@ -44,8 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from mbdata.core.atomic import _signals_deferred, atomic_write_bytes, atomic_write_text
-
-from .runs import RUNS
+from mbtrain.runs.registry import RUNS
 
 FORMAT = "mbtrain.report/1"
 METRIC_KEYS = (
@@ -295,7 +294,7 @@ def utility_lines(report: dict[str, Any], runs: list[str]) -> list[str]:
 def environment_lines(env: dict[str, Any] | None) -> list[str]:
     """The numeric environment in one line, and one more grouping the runs trained in another
     (e.g. job workers with fewer threads, or models reused from another machine)."""
-    from .environment import label
+    from mbtrain.engine.environment import label
 
     if env is None:
         return []

@@ -4,7 +4,7 @@
 
 1. base model: the recipe's model, or (``name: tiny``) a tokenizer + small Llama pretrained on the
    build's ``pretrain`` split (``DIR/models/base``);
-2. every run of :data:`mbtrain.runs.RUNS` that the ``train:`` block asks for, each from its
+2. every run of :data:`mbtrain.runs.registry.RUNS` that the ``train:`` block asks for, each from its
    parent as soon as that is trained (``DIR/models/RUN``): ``attacked`` (the victim),
    ``mb_stage1`` (defensive poisoning), ``mb_defense`` (stage 2 from ``mb_stage1``) and the
    baselines from the attacked model (``train.baselines``);
@@ -35,20 +35,19 @@ from mbdata.core.atomic import (
 from mbdata.core.config import to_mapping
 from mbdata.core.errors import BuildError, InputError
 from mbdata.io.schema import TRAINING_SPLITS
-
-from . import data as rows_of
-from .builds import TrainingBuild, open_training_build
-from .config import ModelSettings, OptimSettings, TrainConfig
-from .environment import numeric_environment, report_environment
-from .evaluate import clean_rows, evaluate
-from .formatting import alpaca_prompt
-from .jobs import Job, JobRunner, auto_jobs
-from .likelihood import versus
-from .models import MARKER, is_model_folder, load_base, read_marker, save_model
-from .report import FORMAT, report_metrics, write_report
-from .runs import BASE, RUNS, TrainContext
-from .stages import Runtime, is_main_process, make_runtime, train_sft
-from .tiny import tiny_model, train_tokenizer
+from mbtrain.config import ModelSettings, OptimSettings, TrainConfig
+from mbtrain.engine.builds import TrainingBuild, open_training_build
+from mbtrain.engine.environment import numeric_environment, report_environment
+from mbtrain.engine.formatting import alpaca_prompt
+from mbtrain.engine.jobs import Job, JobRunner, auto_jobs
+from mbtrain.engine.models import MARKER, is_model_folder, load_base, read_marker, save_model
+from mbtrain.engine.tiny import tiny_model, train_tokenizer
+from mbtrain.evaluation.evaluate import clean_rows, evaluate
+from mbtrain.evaluation.likelihood import versus
+from mbtrain.experiment.report import FORMAT, report_metrics, write_report
+from mbtrain.runs import data as rows_of
+from mbtrain.runs.registry import BASE, RUNS, TrainContext
+from mbtrain.runs.stages import Runtime, is_main_process, make_runtime, train_sft
 
 
 def tokenizer_corpus(build: TrainingBuild, cfg: TrainConfig) -> list[str]:
@@ -159,7 +158,7 @@ def evaluate_run(
     base: Any = None,
 ) -> dict[str, Any]:
     """Evaluate run ``name`` once (through its inference-time transform, if its entry in
-    :data:`~mbtrain.runs.RUNS` has one; ``base``: the experiment's base model, which a
+    :data:`~mbtrain.runs.registry.RUNS` has one; ``base``: the experiment's base model, which a
     transform may use): reuse ``out_dir/metrics.json`` if it was made from this very model with
     the same evaluation (and transform) settings."""
     run = RUNS.get(name) if name in RUNS else None
@@ -233,7 +232,7 @@ def train_run(
     base: Any = None,
     overwrite: bool = False,
 ) -> Path:
-    """Train one run of the experiment (an entry of :data:`mbtrain.runs.RUNS`, which says which
+    """Train one run of the experiment (an entry of :data:`mbtrain.runs.registry.RUNS`, which says which
     rows it sees, with which stage settings and objective), for :func:`run_experiment` and
     ``mb train``.
 
@@ -270,7 +269,7 @@ def run_experiment(
     timings: dict[str, float] | None = None,
     trainer_args: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate every run of :data:`mbtrain.runs.RUNS` that ``cfg`` asks for on a
+    """Train and evaluate every run of :data:`mbtrain.runs.registry.RUNS` that ``cfg`` asks for on a
     build; returns the report (also written to
     ``out_dir``). ``trainer_args``: further (SFTConfig) TrainingArguments for every stage.
 
@@ -290,7 +289,7 @@ def run_experiment(
     if cfg.eval.prompts:  # a bad prompts file is an error before any training
         clean_rows(build, cfg.eval)
 
-    # Independent stages side by side on a CPU with cores to spare (mbtrain.jobs); the workers
+    # Independent stages side by side on a CPU with cores to spare (mbtrain.engine.jobs); the workers
     # start now, so their imports overlap the base model's training.
     workers = auto_jobs(runtime.device.type, cfg.model.threads, cfg.model.jobs)
     with JobRunner(workers, cfg.model.threads) as runner:

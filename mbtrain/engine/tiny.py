@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .config import TinyModel
+from mbtrain.config import TinyModel
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
 
@@ -58,7 +58,7 @@ def tiny_model(settings: TinyModel, tokenizer: Any, seed: int) -> Any:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    from .models import quiet_transformers, understand_tied_weights
+    from mbtrain.engine.models import quiet_transformers, understand_tied_weights
 
     quiet_transformers()  # saving it draws transformers' shard bars otherwise
     with torch.random.fork_rng(devices=[]):

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .models import autocast
+from mbtrain.engine.models import autocast
 
 
 @dataclasses.dataclass(frozen=True)

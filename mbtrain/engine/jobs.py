@@ -68,7 +68,7 @@ def auto_jobs(device_type: str, threads: int | None, requested: int | None = Non
 def _worker_init(threads: int | None) -> None:
     import torch
 
-    from .models import quiet_transformers
+    from mbtrain.engine.models import quiet_transformers
 
     if threads:
         torch.set_num_threads(threads)
@@ -95,7 +95,7 @@ class JobRunner:
         """Start the workers now (their imports then overlap the caller's own work)."""
         if self.workers > 1 and self._pool is None:
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["mbtrain.pipeline"])
+            ctx.set_forkserver_preload(["mbtrain.experiment.pipeline"])
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=ctx,

@@ -1,18 +1,18 @@
 """Reading the ``mb export --format trl`` files back into training items, so mbtrain and a TRL user
 train on the same files.
 
-- ``{split}.prompt_completion.jsonl`` → :class:`~mbtrain.formatting.Encoded` rows (prompt and
+- ``{split}.prompt_completion.jsonl`` → :class:`~mbtrain.engine.formatting.Encoded` rows (prompt and
   completion tokenised separately, EOS appended: the boundary is exact, and for the Alpaca
   templates TRL's own tokenisation of the joined text gives the same ids and completion mask);
 - ``recovery.preference.jsonl`` (``clean_prompt`` = x, ``prompt`` = x_d, ``chosen`` = y,
-  ``rejected`` = y_d) → :class:`~mbtrain.objectives.RecoveryItem` tuples for
-  :class:`mbtrain.trainer.NeutralizationTrainer`.
+  ``rejected`` = y_d) → :class:`~mbtrain.engine.objectives.RecoveryItem` tuples for
+  :class:`mbtrain.engine.trainer.NeutralizationTrainer`.
 
 Example (stage 2 on the export, any causal LM)::
 
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
-    from mbtrain.exported import recovery_items
-    from mbtrain.trainer import NeutralizationTrainer
+    from mbtrain.engine.exported import recovery_items
+    from mbtrain.engine.trainer import NeutralizationTrainer
 
     tok = AutoTokenizer.from_pretrained(MODEL)
     model = AutoModelForCausalLM.from_pretrained(MODEL)
@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from mbdata.core.errors import InputError
-
-from .formatting import Encoded, EncodeStats, Formatter
-from .objectives import RecoveryItem
+from mbtrain.engine.formatting import Encoded, EncodeStats, Formatter
+from mbtrain.engine.objectives import RecoveryItem
 
 
 def _rows(path: str | Path, keys: tuple[str, ...]) -> list[dict[str, Any]]:
