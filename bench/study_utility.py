@@ -30,7 +30,7 @@ RUNS = ["attacked", "clean_fft", "fine_mixing", "trigger_aug", "mb_stage1", "mb_
 
 def point_seed(point: Path) -> int:
     marker = json.loads((point / "models" / "attacked" / "mbtrain_model.json").read_text())
-    return int(marker.get("seed", marker.get("train_seed", 0)))
+    return int(marker["train_config"]["seed"])  # the point's train.seed
 
 
 def score_point(point: Path, build_dir: Path, seed: int) -> dict:
