@@ -68,7 +68,8 @@ if TYPE_CHECKING:
 @click.option("--split", default=None, help="Build folder or save_to_disk input: one split only.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 @engine_option(
-    help="Engine: 'local' (one process) or 'ray' (the corpus statistics as Ray Data map_batches; "
+    help="Engine: 'local' (one process), 'process' (local worker processes) or 'ray' (the corpus "
+    "statistics per batch on Ray; "
     "set RAY_ADDRESS to use an existing cluster; needs the 'ray' extra). Same flags."
 )
 def audit(

@@ -182,7 +182,7 @@ def audit_table(
     score every row. ``progress`` None shows a bar for large inputs only.
 
     ``engine='ray'`` computes the corpus statistics (word counts of prompts and answers) per batch
-    of ``batch_rows`` rows as Ray Data ``map_batches`` in the running Ray session and merges them
+    of ``batch_rows`` rows on the command's executor (:mod:`mbdata.executors`) and merges them
     (:mod:`.counts`); the counts, hence every score and flag, are those of ``local``, which counts
     the whole analysed corpus at once."""
     from ..engines import check_engine

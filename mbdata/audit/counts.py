@@ -4,7 +4,7 @@ The vocabulary statistics the signals read (:attr:`.corpus.Corpus.prompt_df`: in
 each lower-cased word occurs; :attr:`.corpus.Corpus.output_df`: in how many answers) are sums over
 rows, and a row never spans two batches, so per-batch counts added up key by key are exactly the
 whole-corpus counts. That is what lets the audit compute them where the rows are: batch after batch
-in one process, or as Ray Data ``map_batches`` on a cluster (``--engine ray``), merged on the
+in one process, or as one executor task per batch (``--engine process|ray``), merged on the
 driver (:func:`corpus_counts`). Mining itself (candidate phrases, clusters, scores) needs every row
 at once and runs on the driver.
 """
