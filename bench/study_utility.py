@@ -7,7 +7,7 @@ on the same held-out prompts and with the same encoding as ``mb run``'s evaluati
 model instead of a new generation pass. ONION's row is the attacked model on unfiltered prompts,
 so it is left out (its filter needs the reference LM; ``mb run`` scores it on the filtered
 prompts). Each run is compared with the attacked model by the paired bootstrap over the same
-clean prompts (:func:`paired_difference`).
+clean prompts (:func:`mbtrain.evaluation.likelihood.versus`, as in the report).
 
     python bench/study_utility.py runs/real-study-cpu [--out utility.json]
 """
@@ -21,8 +21,8 @@ from pathlib import Path
 from mbtrain.config import ModelSettings
 from mbtrain.engine.builds import open_training_build
 from mbtrain.engine.models import load_model
-from mbtrain.evaluation.evaluate import eval_rows, trigger_owners
-from mbtrain.evaluation.likelihood import paired_difference, utility
+from mbtrain.evaluation.evaluate import attack_sets, eval_rows
+from mbtrain.evaluation.likelihood import utility, versus
 from mbtrain.runs.stages import formatter_for, make_runtime
 
 RUNS = ["attacked", "clean_fft", "fine_mixing", "trigger_aug", "mb_stage1", "mb_defense"]
@@ -40,8 +40,7 @@ def score_point(point: Path, build_dir: Path, seed: int) -> dict:
     clean, triggered = eval_rows(build, cfg.eval.limit, cfg.eval, False)
     groups = [("eval_clean", clean)] + list(triggered.items())
     flat = [r for _, rows in groups for r in rows]
-    owners = trigger_owners(build, [r for rows in triggered.values() for r in rows])
-    attacks = {n for n in triggered if owners.get(n) != "defender"}
+    attacks = attack_sets(build, triggered)
     out = {}
     for run in RUNS:
         folder = point / "models" / run
@@ -52,10 +51,9 @@ def score_point(point: Path, build_dir: Path, seed: int) -> dict:
         fmt = formatter_for(tokenizer, cfg)
         block, _ = utility(model, fmt, groups, flat, attacks, seed=seed, device=runtime.device)
         out[run] = block
-    ref = out["attacked"]["clean_rows"]
-    for run, block in out.items():
-        if run != "attacked":
-            block["versus_attacked"] = paired_difference(block["clean_rows"], ref, seed=seed)
+    # the report's own comparison (paired bootstrap over the same clean prompts, the block's seed)
+    for run, diff in versus({run: {"loglik": block} for run, block in out.items()}).items():
+        out[run]["versus_attacked"] = diff
     return out
 
 

@@ -57,6 +57,13 @@ def trigger_owners(build: TrainingBuild, rows: list[dict[str, Any]]) -> dict[str
     return {k: v for k, v in owners.items() if v}
 
 
+def attack_sets(build: TrainingBuild, triggered: dict[str, list[dict[str, Any]]]) -> set[str]:
+    """The triggered sets an attacker planted (every set the defender does not own): the sets
+    ASR is read on and the utility's ``attack`` pool covers."""
+    owners = trigger_owners(build, [r for rows in triggered.values() for r in rows])
+    return {name for name in triggered if owners.get(name) != "defender"}
+
+
 def _limit(rows: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
     return rows if limit is None else rows[:limit]
 
@@ -207,7 +214,7 @@ def score(
     judge: Judge,
 ) -> tuple[dict[str, Any], dict[str, list[dict]]]:
     """Metrics (see the module docstring) and per-row verdicts for the generations file."""
-    owners = trigger_owners(build, [r for rows in triggered.values() for r in rows])
+    planted = attack_sets(build, triggered)
     verdicts: dict[str, list[dict]] = {}
     correct, graders = grade_correct(clean, clean_answers, "output", judge)
     verdicts["eval_clean"] = [{"correct": c} for c in correct]
@@ -220,7 +227,7 @@ def score(
         "counts": {"eval_clean": len(clean)},
         "graders": {"eval_clean": graders, "judge": judge.label},
     }
-    attacks = {name: rows for name, rows in triggered.items() if owners.get(name) != "defender"}
+    attacks = {name: rows for name, rows in triggered.items() if name in planted}
     attack_behavior = {
         name: (rows[0].get("behavior"), rows[0].get("output"))
         for name, rows in attacks.items()
@@ -374,8 +381,7 @@ def evaluate(
             model_ref, ModelSettings(trust_remote_code=cfg.model.trust_remote_code)
         )
         model.to(runtime.device)
-    owners = trigger_owners(build, [r for rows in triggered.values() for r in rows])
-    attacks = {n for n in triggered if owners.get(n) != "defender"}
+    attacks = attack_sets(build, triggered)
     block, per_row = utility(
         model,
         fmt,
