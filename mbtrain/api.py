@@ -276,3 +276,31 @@ def sweep(
         progress=progress,
         log=log or _quiet,
     )
+
+
+def relaunch(config: str | Path, argv: list[str] | tuple[str, ...]) -> int | None:
+    """``--accelerate-config FILE``: run ``argv`` (``sys.argv``) again under ``accelerate launch
+    --config_file FILE`` and return its exit code; ``None`` inside an already launched process
+    (the option is then a no-op). A config that cannot run here is a one-line :class:`MBError`
+    before anything starts (:mod:`mbtrain.engine.launch`)."""
+    from mbtrain.engine.launch import launched
+    from mbtrain.engine.launch import relaunch as run_launched
+
+    if launched():
+        return None
+    return run_launched(config, argv)
+
+
+def finished_model_line(path: str | Path) -> str | None:
+    """What a training command prints when its model is written (``None`` on every rank but the
+    main one: under torchrun / accelerate launch, rank 0 speaks)."""
+    from mbtrain.engine.models import read_marker
+    from mbtrain.runs.stages import is_main_process
+
+    if not is_main_process():
+        return None
+    marker = read_marker(path)
+    return (
+        f"wrote {path} ({marker['kind']}, stage {marker['stage']}, epoch "
+        f"{marker['selected_epoch']} kept, {marker['seconds']:.1f} s)"
+    )

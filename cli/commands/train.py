@@ -69,93 +69,20 @@ def _parse_trainer_args(
 def _relaunch(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """``--accelerate-config FILE``: run this very command under ``accelerate launch
     --config_file FILE`` (DDP, DeepSpeed ZeRO, FSDP: whatever the file says), unless already
-    launched by accelerate/torchrun."""
-    import os
-    import subprocess
-    import sys
-    from importlib.util import find_spec
-
-    from mbdata.core.errors import MBError
-
-    if value is None or os.environ.get("LOCAL_RANK") is not None:
+    launched by accelerate/torchrun (:func:`mbtrain.api.relaunch`)."""
+    if value is None:
         return value
-    path = Path(value)
-    if not path.is_file():
-        raise MBError(
-            f"--accelerate-config: {value} not found; write one with "
-            "`accelerate config --config_file FILE`"
-        )
-    text = path.read_text(encoding="utf-8").lower()
-    if "deepspeed" in text and find_spec("deepspeed") is None:
-        raise MBError(
-            f"--accelerate-config: {value} asks for DeepSpeed, which is not "
-            "installed; pip install 'mbdefense[deepspeed]'"
-        )
-    _refuse_cpu_fsdp(path)
-    argv, skip = [], False
-    for arg in sys.argv[1:]:
-        if skip:
-            skip = False
-            continue
-        if arg == "--accelerate-config":
-            skip = True
-            continue
-        if arg.startswith("--accelerate-config="):
-            continue
-        argv.append(arg)
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(path),
-        sys.argv[0],
-        *argv,
-    ]
-    import hashlib
+    import sys
 
-    from mbtrain.engine.environment import CONFIG_HASH_VAR
+    from mbtrain import api
 
-    # every process records which config launched it (mbtrain.engine.environment, in each model folder)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    import signal
-
-    child = subprocess.Popen(cmd, env={**os.environ, CONFIG_HASH_VAR: digest})
-    # A Ctrl-C is the launched command's to handle (its processes finish the step and write a
-    # checkpoint); this process only waits for it, as a shell would.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        code = child.wait()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    code = api.relaunch(value, sys.argv)
+    if code is None:  # inside the launched processes: train here
+        return value
     if code:  # the launched command failed: so does this one (ctx.exit's code would be lost)
         raise SystemExit(code)
     ctx.exit(0)
     return value
-
-
-def _refuse_cpu_fsdp(path: Path) -> None:
-    """An FSDP config on a CPU-only launch is a one-line error before anything starts: accelerate
-    (1.16, measured) runs it as plain DDP there, so nothing would be sharded. The same check runs
-    in every process on the Trainer itself (:func:`mbtrain.engine.trainer.refuse_unsharded`)."""
-    import yaml
-
-    from mbdata.core.errors import MBError
-
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise MBError(f"--accelerate-config: {path} is not YAML ({exc})") from None
-    if not isinstance(config, dict) or str(config.get("distributed_type")).upper() != "FSDP":
-        return
-    import torch
-
-    if config.get("use_cpu") is True or not torch.cuda.is_available():
-        raise MBError(
-            f"--accelerate-config: {path} asks for FSDP on CPU, which accelerate runs as "
-            "plain DDP (nothing sharded); for DDP on CPU use `distributed_type: MULTI_GPU` "
-            "with `use_cpu: true`, or run FSDP on GPUs"
-        )
 
 
 def launch_options(fn):
@@ -197,16 +124,11 @@ overwrite_model_option = click.option(
 
 
 def _done(path: Path) -> None:
-    from mbtrain.engine.models import read_marker
-    from mbtrain.runs.stages import is_main_process
+    from mbtrain import api
 
-    if not is_main_process():  # under torchrun / accelerate launch: rank 0 speaks
-        return
-    marker = read_marker(path)
-    click.echo(
-        f"wrote {path} ({marker['kind']}, stage {marker['stage']}, epoch "
-        f"{marker['selected_epoch']} kept, {marker['seconds']:.1f} s)"
-    )
+    line = api.finished_model_line(path)
+    if line is not None:
+        click.echo(line)
 
 
 @click.group("train")

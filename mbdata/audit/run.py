@@ -22,7 +22,6 @@ def audit_path(
     kind: str | None = None,
     layout: str = "alpaca",
     fields: dict[str, str] | None = None,
-    skip_bad_rows: bool = False,
     split: str | None = None,
     engine: str = "local",
     delimiter: str | None = None,
@@ -33,8 +32,7 @@ def audit_path(
     rows included (for a build folder: the position in its splits concatenated in manifest order,
     or only ``split``). Rows with empty texts are audited (they are data, and maybe a signal);
     only rows that cannot be parsed are skipped, and they are listed in ``summary.json``
-    (``skipped_rows``) and returned in ``result.skipped``. ``skip_bad_rows`` is accepted for
-    compatibility and changes nothing. Output paths are checked before any work, so a mistake
+    (``skipped_rows``) and returned in ``result.skipped``. Output paths are checked before any work, so a mistake
     costs nothing. ``engine`` names the executor (:mod:`mbdata.executors`) the corpus statistics
     are computed on per batch; the flags are those of ``local`` on every one."""
     from ..executors import check_engine, open_executor

@@ -116,7 +116,6 @@ def dedup_path(
     *,
     reference_path: str | Path | None = None,
     overwrite: bool = False,
-    skip_bad_rows: bool = False,
     fields: dict[str, str] | None = None,
     reference_fields: dict[str, str] | None = None,
     engine: str = "local",
@@ -130,7 +129,7 @@ def dedup_path(
 
     Rows with empty texts are deduplicated like any other (they are data); only rows that cannot
     be parsed are skipped, counted in the manifest (``skipped_rows``) and listed with their reason
-    in ``OUT/skipped.jsonl``. ``skip_bad_rows`` is accepted for compatibility and changes nothing.
+    in ``OUT/skipped.jsonl``.
     The reference may be prompts only (``output`` optional). How the input and the reference are
     read is ``read`` / ``reference_read`` (:class:`~mbdata.io.readers.ReadOptions`: kind, layout,
     column mapping, CSV delimiter; a mapping may name a list element, ``instruction=turns[0]``);
@@ -151,7 +150,6 @@ def dedup_path(
     from ..io.readers.options import read_options
     from ..io.shards import write_build
 
-    del skip_bad_rows
     read = read_options(read, fields=fields)
     reference_read = read_options(
         reference_read, fields=reference_fields, field_option="--reference-field"
