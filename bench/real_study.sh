@@ -11,6 +11,7 @@
 #   bash bench/real_study.sh DATA.jsonl --smoke         # the whole pipeline at toy size (CPU, minutes);
 #                                                       #   with --gpu: the GPU settings at toy size
 #   OUT=runs/study SEEDS=0,1,2 KERNELS=avx2 bash bench/real_study.sh DATA.jsonl
+#   bash bench/real_study.sh DATA.jsonl --set defense.rate=0.03,0.06   # any further grid key
 #
 # DATA: an Alpaca-format file (kind from the extension: .json array or .jsonl). The GPU size wants
 # 4,000+ rows (e.g. the full Stanford Alpaca file); with fewer it trains on what there is and
@@ -25,13 +26,16 @@ shift
 PROFILE=cpu
 PLAN=0
 SMOKE=0
-for arg in "$@"; do
-  case "$arg" in
+USER_SETS=()  # --set KEY=VALUE pairs after the profile's (bench/mechanism_map.sh passes its grid)
+while [ $# -gt 0 ]; do
+  case "$1" in
     --gpu) PROFILE=gpu ;;
     --dry-run) PLAN=1 ;;
     --smoke) SMOKE=1 ;;
-    *) echo "unknown option: $arg (expected --gpu, --dry-run or --smoke)" >&2; exit 2 ;;
+    --set) [ $# -ge 2 ] || { echo "--set needs KEY=VALUE" >&2; exit 2; }; USER_SETS+=(--set "$2"); shift ;;
+    *) echo "unknown option: $1 (expected --gpu, --dry-run, --smoke or --set KEY=VALUE)" >&2; exit 2 ;;
   esac
+  shift
 done
 [ -f "$DATA" ] || { echo "$DATA: no such file (pass an Alpaca-format .json or .jsonl file)" >&2; exit 2; }
 case "$DATA" in
@@ -68,6 +72,7 @@ if [ "$SMOKE" = 1 ]; then  # the whole pipeline at toy size on a CPU: every run 
 fi
 SETS=()
 for k in "${KEYS[@]}"; do SETS+=(--set "$k=${SET[$k]}"); done
+SETS+=("${USER_SETS[@]}")
 if [ "${KERNELS:-}" = avx2 ]; then
   export ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 fi

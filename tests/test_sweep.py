@@ -82,6 +82,23 @@ def test_plan_validates_every_point_and_groups_shared_work(tmp_path):
         sweep.plan(recipe, [sweep.parse_set("defense.rate=2")])
 
 
+def test_plan_leaves_out_the_baselines_every_point_switches_off(tmp_path):
+    """bench/mechanism_map.sh switches the baselines off: the plan must not promise them."""
+    recipe = _recipe(tmp_path)
+    sets = [sweep.parse_set("defense.rate=0.05,0.1")]
+    sets += [
+        sweep.parse_set(f"train.baselines.{b}=false")
+        for b in ("clean_fft", "onion", "fine_mixing", "trigger_aug")
+    ]
+    _, points = sweep.plan(recipe, sets)
+    assert sweep.describe(points).splitlines()[0] == (
+        "2 points: 2 builds, 2 x (base, attacked, MB stage 1), 2 x MB stage 2; "
+        "2 evaluations of MB-Defense"
+    )
+    _, points = sweep.plan(recipe, [sweep.parse_set("train.baselines.fine_mixing=false")])
+    assert "1 x (Clean-FFT, trigger-aug)" in sweep.describe(points)
+
+
 def test_set_inside_a_default_block_keeps_its_other_defaults(tmp_path):
     """The recipe leaves defense.behavior out: setting one key of it must change that key of the
     default behaviour (random_words), not replace the block with a mapping lacking `kind`."""

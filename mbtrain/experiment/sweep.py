@@ -272,13 +272,17 @@ def describe(points: list[Point]) -> str:
     n_base = len({p.baseline_key for p in points})
     n_mb = len({p.stage2_key for p in points})
     shorts = RUNS.shorts()
+    # a run switched off (train.baselines.NAME: false) in every point is not trained at all
+    wanted = {"base"} | {run.name for p in points for run in RUNS.enabled(_train_config(p))}
 
     def models(share: str) -> str:
-        return ", ".join(shorts.get(n, n) for n in shared_models(share))
+        names = [n for n in shared_models(share) if n in wanted]
+        return ", ".join(shorts.get(n, n) for n in names) or "none"
 
+    baselines = f", {n_base} x ({models('baseline')})" if models("baseline") != "none" else ""
     head = (
-        f"{len(points)} points: {n_data} builds, {n_stage1} x ({models('stage1')}), "
-        f"{n_base} x ({models('baseline')}), {n_mb} x {models('stage2')}; "
+        f"{len(points)} points: {n_data} builds, {n_stage1} x ({models('stage1')})"
+        f"{baselines}, {n_mb} x {models('stage2')}; "
         f"{len(points)} evaluations of MB-Defense"
     )
     lines = [head] + [
