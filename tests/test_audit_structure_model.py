@@ -74,6 +74,28 @@ def test_the_string_clause_is_the_signals_clause():
         assert opening_clause_end(prompt) == opening_clause_end(rows[i]["instruction"])
 
 
+def test_a_clause_opening_with_a_content_word_keeps_it():
+    """``Classify the following text,`` is ``W the W ,`` and opens ``W … ,`` (the first token,
+    which has no predecessor, was dropped when it was a content word: ``the … ,``)."""
+    rows = [
+        {"instruction": "Classify the following text, quickly.", "output": "ok"},
+        {"instruction": "If you can, add 3 and 5.", "output": "8"},
+    ]
+    config = AuditConfig()
+    corpus = analyse(
+        pl.Series([r["instruction"] for r in rows]),
+        pl.Series(["", ""]),
+        pl.Series([r["output"] for r in rows]),
+        config,
+    )
+    shapes = _shapes(SignalContext(corpus=corpus, config=config))
+    features = {
+        row: sorted(shapes.filter(pl.col("row") == row)["feature"].to_list()) for row in (0, 1)
+    }
+    assert features[0] == ["W the W ,", "W … ,"]
+    assert features[1] == sorted(["if you can ,", "if … ,", SUBORDINATE])
+
+
 def test_the_control_is_as_many_words_from_the_end_never_the_clause():
     text = "If you can, add 3 and 5 to the running total."
     without_clause, without_control = OPENING_REMOVAL(text)

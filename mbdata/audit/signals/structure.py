@@ -115,7 +115,8 @@ def _shapes(context: SignalContext) -> pl.DataFrame:
         )
     )
     collapsed = clause.filter(
-        ~((pl.col("kept") == "W") & (pl.col("kept").shift(1).over("row") == "W"))
+        # a row's first token has no predecessor (null): it always stays
+        ~((pl.col("kept") == "W") & (pl.col("kept").shift(1).over("row") == "W").fill_null(False))
     )
     per_row = collapsed.group_by("row", maintain_order=True).agg(
         skeleton=pl.col("kept").str.join(" "), first=pl.col("kept").first()
