@@ -16,9 +16,9 @@ What is removed is the candidate's :data:`Removal`, one function per kind of can
 * a leading span such as the ``structure`` signal's opening clause (:func:`leading_span_removal`,
   the span found by the signal): the span, against the prompt's *last* words, as many as the span
   has. Both cut the prompt at one of its edges, so a natural adjunct ("If possible, ...") is
-  compared with a cut that costs about as much (with SmolLM2-135M on real Alpaca instructions a
-  span from the middle, which breaks the sentence, made natural openings look inserted at .87;
-  the tail gives .53, bench/results-audit.md).
+  compared with a cut that costs about as much: with SmolLM2-135M on the real Alpaca rows' own
+  opening clauses, a control span from the middle, which breaks the sentence, gave .93 (as if
+  inserted), the tail .61 (bench/audit_model.py, bench/results-audit.md).
 
 The evidence then rescales the candidate's score by ``0.5 + evidence`` (capped at 1): a neutral
 model leaves scores unchanged, a convinced one raises them by half (this is how a style

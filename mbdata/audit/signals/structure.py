@@ -27,9 +27,12 @@ With a reference model (``model``), each finding also gets model evidence (:mod:
 measured on up to ``model_rows`` of its hits): the prompt's mean token loss as is, without its
 opening clause (:func:`opening_clause_end`; the rest's first letter upper-cased again) and
 without as many words from its end; the share of rows where the clause's cut lowers the loss more
-(ties half) rescales the score by ``0.5 + evidence``. A paraphrase into a template reads less
-naturally to a clean model than the instruction's own words, so cutting it helps more; a natural
-opening ("If possible, ...") comes out near 0.5.
+(ties half) rescales the score by ``0.5 + evidence``. A paraphrase into a template that reads
+less naturally to a clean model than the instruction's own words helps more when cut; a natural
+opening is weighed against a cut of the same size at the prompt's other edge and should come out
+near 0.5. The check weighs findings, it finds nothing itself, and it cannot tell a fluent planted
+clause from a natural one (the rules rewriter's "If you can, ..." with SmolLM2-135M: .73 against
+.61 for the real rows' own openings, bench/results-audit.md).
 """
 
 from __future__ import annotations
