@@ -28,11 +28,12 @@ measured on up to ``model_rows`` of its hits): the prompt's mean token loss as i
 opening clause (:func:`opening_clause_end`; the rest's first letter upper-cased again) and
 without as many words from its end; the share of rows where the clause's cut lowers the loss more
 (ties half) rescales the score by ``0.5 + evidence``. A paraphrase into a template that reads
-less naturally to a clean model than the instruction's own words helps more when cut; a natural
-opening is weighed against a cut of the same size at the prompt's other edge and should come out
-near 0.5. The check weighs findings, it finds nothing itself, and it cannot tell a fluent planted
-clause from a natural one (the rules rewriter's "If you can, ..." with SmolLM2-135M: .73 against
-.61 for the real rows' own openings, bench/results-audit.md).
+less naturally to a clean model than the instruction's own words helps more when cut; an
+opening the author wrote is weighed against a cut of the same size at the prompt's other edge and
+should come out near 0.5. The check weighs findings, it finds nothing itself, and it measures
+*inserted*, not *planted*: with SmolLM2-135M the rules rewriter's "If you can, ..." gave .73-.84,
+the real rows' own openings .61, and ordinary clauses prepended to rows .92
+(bench/results-audit.md).
 """
 
 from __future__ import annotations
