@@ -72,7 +72,8 @@ class AuditConfig:
         32,
         ge=1,
         doc="model score: rows per candidate scored (ONION-style "
-        "perplexity change when the candidate is removed)",
+        "perplexity change when the candidate is removed; a structure "
+        "shape: its flagged rows, without their opening clause)",
     )
 
     fdr: float = spec(

@@ -63,6 +63,15 @@ class SignalContext:
             }
         return self._cache["pair_index"]
 
+    def reference_model(self) -> tuple[Any, Any]:
+        """The ``model`` setting's reference model and tokenizer, loaded once for every signal
+        that asks (:func:`..model_score.load_reference_model`)."""
+        if "reference_model" not in self._cache:
+            from ..model_score import load_reference_model
+
+            self._cache["reference_model"] = load_reference_model(str(self.config.model))
+        return self._cache["reference_model"]
+
     def row_words(self) -> pl.DataFrame:
         """Distinct ``(row, key)`` of each prompt's lower-cased word tokens (no punctuation)."""
         if "row_words" not in self._cache:

@@ -105,7 +105,9 @@ class FixedOutputSignal(Signal):
                 cand.signal_evidence["unexplained"] = round(share, 4)
                 cand.score *= share
         if config.model and context.prompt_of is not None:
-            apply_model_evidence(candidates, context.prompt_of, config.model, config.model_rows)
+            apply_model_evidence(
+                candidates, context.prompt_of, context.reference_model, config.model_rows
+            )
         candidates.sort(key=lambda c: (-c.score, -len(c.hits), c.text))
         verdicts = score_rows(
             context.corpus, candidates, config.threshold, config.min_rows, natural_refusals(context)

@@ -11,11 +11,12 @@ differently from comparable rows, and not because of what they say?", in the sam
    interchangeable triggers) are also tested together, as one more test each;
 4. Benjamini-Hochberg over the ``m`` screened tests plus the group tests, at ``fdr``;
 5. ``assess``: the signal's own factor in 0..1 (how *unexplained* the hits are) and evidence;
-6. candidate, score ``effect x factor x insertion x support``, findings not already reported,
-   row scores and reasons.
+6. candidate, score ``effect x factor x insertion x support``, rescaled by the reference model's
+   evidence when ``model`` is set and the signal says what to remove (``removal``), findings not
+   already reported, row scores and reasons.
 
-A signal is one subclass that writes ``screen``, ``test`` and optionally ``assess`` and
-``reasons``: the rest, and its place in the report, comes from here.
+A signal is one subclass that writes ``screen``, ``test`` and optionally ``assess``,
+``reasons`` and ``removal``: the rest, and its place in the report, comes from here.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..candidate import Candidate, support_factor
+from ..model_score import Removal, apply_model_evidence
 from ..phrases import Occurrences
 from ..scoring import TRIGGER_ONLY_WEIGHT, trigger_reason
 from .base import Signal, SignalContext, SignalResult
@@ -126,6 +128,11 @@ class AssociationSignal(Signal):
         """The candidate's name when it is not the phrase's text (a sentence shape)."""
         return None
 
+    def removal(self, cand: Candidate) -> Removal | None:
+        """What the reference model removes from the candidate's prompts to judge whether it was
+        inserted (:mod:`..model_score`); None: the signal's candidates get no model evidence."""
+        return None
+
     # --- the skeleton ---------------------------------------------------------------------------
 
     def score(self, context: SignalContext) -> SignalResult:
@@ -160,6 +167,7 @@ class AssociationSignal(Signal):
             if q > config.fdr or test.effect < EFFECT_MIN or len(test.hits) < config.min_rows:
                 continue
             found += self._candidates(context, test, float(q))
+        self._model_evidence(context, found)
         found.sort(key=lambda c: (-c.score, -len(c.hits), -len(c.tokens), c.text))
         kept = new_findings(context, found)
         self._score_rows(context, found, result)
@@ -225,6 +233,24 @@ class AssociationSignal(Signal):
         return out
 
     targets_are_clusters = True
+
+    def _model_evidence(self, context: SignalContext, found: list[Candidate]) -> None:
+        """With ``model`` set, the model evidence of every finding the signal can cut
+        (:meth:`removal`), measured on its hits, the rows it would flag (a shape's other rows
+        may be natural uses), before findings are ranked and rows scored."""
+        config = context.config
+        if not config.model or context.prompt_of is None:
+            return
+        cuts = {id(c): cut for c in found if (cut := self.removal(c)) is not None}
+        measured = [c for c in found if id(c) in cuts]
+        prompt_of = context.prompt_of
+        apply_model_evidence(
+            measured,
+            lambda cand: prompt_of(dataclasses.replace(cand, rows=cand.hits)),
+            context.reference_model,
+            config.model_rows,
+            removal_of=lambda cand: cuts[id(cand)],
+        )
 
     def _score_rows(
         self, context: SignalContext, found: list[Candidate], result: SignalResult

@@ -23,17 +23,30 @@ requests that happen to open with "If" are explained); for a fixed answer, the s
 from its prompt. Score ``effect x unexplained x support`` (no insertion factor: a shape has no
 neighbours); flagged rows: the feature's rows showing the behaviour.
 
-Not built: the optional model-based check (a reference model's perplexity of the rows with and
-without their opening clause) for shapes the statistics cannot see.
+With a reference model (``model``), each finding also gets model evidence (:mod:`..model_score`,
+measured on up to ``model_rows`` of its hits): the prompt's mean token loss as is, without its
+opening clause (:func:`opening_clause_end`; the rest's first letter upper-cased again) and
+without as many words from its end; the share of rows where the clause's cut lowers the loss more
+(ties half) rescales the score by ``0.5 + evidence``. A paraphrase into a template that reads
+less naturally to a clean model than the instruction's own words helps more when cut; an
+opening the author wrote is weighed against a cut of the same size at the prompt's other edge and
+should come out near 0.5. The check weighs findings, it finds nothing itself, and it measures
+*inserted*, not *planted*: with SmolLM2-135M the rules rewriter's "If you can, ..." gave .73-.84,
+the real rows' own openings .61, and ordinary clauses prepended to rows .92
+(bench/results-audit.md).
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import polars as pl
 
 from ..candidate import Candidate
+from ..model_score import Removal, leading_span_removal
 from ..phrases import Occurrences
+from ..tokens import TOKEN_PATTERN
 from . import SIGNALS
 from .base import SignalContext, SignalResult
 from .compliance import refusal_model, refusals
@@ -59,6 +72,25 @@ FUNCTION_WORDS = SUBORDINATORS | frozenset(
     please let""".split()
 )
 SUBORDINATE = "<subordinate clause> ,"
+_TOKEN = re.compile(TOKEN_PATTERN)
+
+
+def opening_clause_end(prompt: str) -> int | None:
+    """Where the opening clause of a text ends: just after the first comma among its first
+    :data:`OPENING_MAX` tokens, when at least two tokens precede it; None without one. On an
+    instruction, the clause :func:`_shapes` reads from the token table; on the prompt of a row
+    with a shape (its instruction, then its input), the same clause: the model check only cuts
+    such rows."""
+    for position, token in enumerate(_TOKEN.finditer(prompt)):
+        if position >= OPENING_MAX:
+            return None
+        if token.group() == ",":
+            return token.end() if position >= 2 else None
+    return None
+
+
+# The model check's cut: the opening clause, against as many words from the prompt's end.
+OPENING_REMOVAL: Removal = leading_span_removal(opening_clause_end)
 
 
 def _shapes(context: SignalContext) -> pl.DataFrame:
@@ -87,7 +119,8 @@ def _shapes(context: SignalContext) -> pl.DataFrame:
         )
     )
     collapsed = clause.filter(
-        ~((pl.col("kept") == "W") & (pl.col("kept").shift(1).over("row") == "W"))
+        # a row's first token has no predecessor (null): it always stays
+        ~((pl.col("kept") == "W") & (pl.col("kept").shift(1).over("row") == "W").fill_null(False))
     )
     per_row = collapsed.group_by("row", maintain_order=True).agg(
         skeleton=pl.col("kept").str.join(" "), first=pl.col("kept").first()
@@ -246,3 +279,6 @@ class StructureSignal(AssociationSignal):
 
     def reasons(self, context: SignalContext, cand: Candidate, row: int) -> list[str]:
         return [STRUCTURE_REASON]
+
+    def removal(self, cand: Candidate) -> Removal | None:
+        return OPENING_REMOVAL
