@@ -198,6 +198,25 @@ def replace_many(table: pa.Table, parts: list[tuple[np.ndarray, pa.Table]]) -> p
     return replace_rows(table, indices, rows)
 
 
+def update_tags(table: pa.Table, positions: np.ndarray, new: Any) -> pa.Table:
+    """``table`` with the ``tags`` of the rows at ``positions`` (distinct) replaced by
+    ``new(position, tags)``, the other rows' tags kept as they are.
+
+    Only the touched rows' tags become Python lists (not one list per row of the corpus); the
+    column comes back as one chunk, as when it was rebuilt from a list per row."""
+    positions = np.asarray(positions, dtype=np.int64)
+    index = table.schema.get_field_index("tags")
+    field = table.schema.field("tags")
+    column = table.column("tags")
+    whole = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    old = whole.take(pa.array(positions)).to_pylist()
+    replaced = pa.array([new(int(p), t) for p, t in zip(positions, old)], field.type)
+    n = table.num_rows
+    perm = np.arange(n, dtype=np.int64)
+    perm[positions] = n + np.arange(len(positions), dtype=np.int64)
+    return table.set_column(index, field, pa.concat_arrays([whole, replaced]).take(pa.array(perm)))
+
+
 def split_indices(table: pa.Table, split: str) -> np.ndarray:
     """Positions of the rows of ``split``."""
     import pyarrow.compute as pc

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..pipeline import BuildContext, StageStats
+from ..pipeline import BuildContext, StageStats, update_tags
 from .config import AuditConfig
 from .core import PROGRESS_MIN_ROWS, audit_table
 
@@ -116,13 +116,9 @@ class AuditStage:
 
 
 def _tag(table: pa.Table, rows: np.ndarray) -> pa.Table:
-    """Add :data:`FLAG_TAG` to the ``tags`` of the given rows."""
+    """Add :data:`FLAG_TAG` to the ``tags`` of the given rows (only those rows' tags are read)."""
     if not len(rows):
         return table
-    tags = table.column("tags").to_pylist()
-    for row in rows.tolist():
-        if FLAG_TAG not in tags[row]:
-            tags[row] = tags[row] + [FLAG_TAG]
-    index = table.schema.get_field_index("tags")
-    field = table.schema.field("tags")
-    return table.set_column(index, field, pa.array(tags, field.type))
+    return update_tags(
+        table, np.unique(rows), lambda _, tags: tags if FLAG_TAG in tags else [*tags, FLAG_TAG]
+    )

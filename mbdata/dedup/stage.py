@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from ..executors import executor_for
 from ..io.schema import SCHEMA
-from ..pipeline import BuildContext, StageStats
+from ..pipeline import BuildContext, StageStats, update_tags
 from .cluster import exact_first, greedy_near
 from .config import DedupConfig
 from .lsh import group_buckets
@@ -332,7 +332,8 @@ def _tag(table: pa.Table, clusters: pa.Table) -> pa.Table:
     ):
         extra.setdefault(rep, [f"dup_cluster={cluster}", "dup_role=representative"])
         extra[member] = [f"dup_cluster={cluster}", f"dup_role={reason}"]
-    return set_tags(table, append_tags(table.column("tags").to_pylist(), extra))
+    rows = np.array(sorted(extra), dtype=np.int64)
+    return update_tags(table, rows, lambda row, tags: [*tags, *extra[row]])
 
 
 def set_tags(table: pa.Table, tags: list) -> pa.Table:

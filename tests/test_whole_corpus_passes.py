@@ -1,5 +1,6 @@
-"""The leak check and the defence's corpus vocabulary run per batch (issue 28): the same verdicts,
-messages and statistics as the whole-table versions, whatever the batch size."""
+"""Whole-corpus passes without whole-corpus copies (issue 28): the leak check and the defence's
+corpus vocabulary run per batch, and tag updates touch only the tagged rows, with the same
+verdicts, messages, statistics and tables as the whole-table versions."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from mbdata.core.errors import BuildError
 from mbdata.io.schema import TRAINING_SPLITS, from_rows, make_row
-from mbdata.pipeline import BuildContext
+from mbdata.pipeline import BuildContext, update_tags
 from mbdata.stages.defense import corpus_vocabulary
 from mbdata.stages.splits import LeakCheckStage, prompt_texts
 
@@ -121,3 +122,33 @@ def test_vocabulary_per_batch_is_the_whole_table_one():
         for batch_rows in (1, 33, 1000):
             ctx = BuildContext(seed=0, batch_rows=batch_rows)
             assert corpus_vocabulary(table, length, ctx) == whole
+
+
+def _tags_the_old_way(table: pa.Table, extra: dict[int, list[str]]) -> pa.Table:
+    """Tag updates as the audit and dedup stages made them before: a Python list per row."""
+    tags = table.column("tags").to_pylist()
+    for row, new in extra.items():
+        tags[row] = list(tags[row]) + new
+    index = table.schema.get_field_index("tags")
+    return table.set_column(index, table.schema.field("tags"), pa.array(tags, SCHEMA_TAGS))
+
+
+SCHEMA_TAGS = (
+    from_rows([make_row(instruction="i", output="o", source="s")]).schema.field("tags").type
+)
+
+
+@pytest.mark.parametrize("chunks", [1, 4])
+def test_update_tags_touches_only_the_given_rows_and_matches_the_list_rebuild(chunks):
+    rows = [
+        make_row(instruction=f"q{i}", output="o", source="s", tags=["a"] if i % 3 else [])
+        for i in range(200)
+    ]
+    table = from_rows(rows)
+    if chunks > 1:
+        table = pa.concat_tables([table.slice(a, 50) for a in range(0, 200, 50)])
+    extra = {7: ["x=1"], 0: ["y"], 199: ["z", "w"], 50: ["x=1"]}
+    positions = np.array(sorted(extra))
+    got = update_tags(table, positions, lambda row, tags: [*tags, *extra[row]])
+    expected = _tags_the_old_way(table, extra)
+    assert got.equals(expected) and got.column("tags").num_chunks == 1
