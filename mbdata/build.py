@@ -136,7 +136,9 @@ def _run_stages(
         for stage in stages:
             if bar is not None:
                 bar.set_postfix_str(stage.name)
-            table, stage_stats = run_stage(stage, table, ctx)
+            owned = [table]  # handed over: the stage may free the old columns as it goes
+            del table
+            table, stage_stats = run_stage(stage, owned, ctx)
             stats.append(stage_stats)
             if bar is not None:
                 bar.update(1)

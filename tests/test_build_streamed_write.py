@@ -59,6 +59,8 @@ def _corpus(n: int, seed: int, chunks: int) -> pa.Table:
                     if poisoned
                     else [],
                     "tags": ["t"] if rng.random() < 0.3 else [],
+                    # text only near the start: the columns null after a shard (system, x_d)
+                    "triggered_instruction": "x_d" if i < n // 20 else None,
                 }
             )
         )
@@ -66,7 +68,15 @@ def _corpus(n: int, seed: int, chunks: int) -> pa.Table:
     cuts = np.sort(rng.choice(np.arange(1, n), size=chunks - 1, replace=False))
     edges = [0, *cuts.tolist(), n]
     parts = [table.slice(a, b - a).combine_chunks() for a, b in zip(edges, edges[1:])]
-    return pa.concat_tables(parts)
+    table = pa.concat_tables(parts)
+    if chunks > 1:  # one column cut elsewhere: Table.filter cuts every column at all boundaries
+        cut = int(rng.integers(1, n))
+        role = table.column("role").combine_chunks()
+        index = table.schema.get_field_index("role")
+        table = table.set_column(
+            index, table.schema.field("role"), pa.chunked_array([role[:cut], role[cut:]])
+        )
+    return table
 
 
 @pytest.mark.parametrize(("seed", "chunks", "shard_rows"), [(0, 1, 97), (1, 3, 250), (2, 7, 64)])

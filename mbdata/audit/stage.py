@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..pipeline import BuildContext, StageStats, update_tags
+from ..pipeline import BuildContext, StageStats, filter_rows, update_tags
 from .config import AuditConfig
 from .core import PROGRESS_MIN_ROWS, audit_table
 
@@ -112,7 +112,9 @@ class AuditStage:
         stats.drop(DROP_REASON, int(len(flagged)))
         keep = np.ones(table.num_rows, dtype=bool)
         keep[flagged] = False
-        return table.filter(pa.array(keep)), stats
+        owned = [table]  # handed over: the corpus is not held twice while it is filtered
+        del table
+        return filter_rows(owned, keep), stats
 
 
 def _tag(table: pa.Table, rows: np.ndarray) -> pa.Table:

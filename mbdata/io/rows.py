@@ -41,62 +41,87 @@ def _bounds(column: pa.ChunkedArray) -> np.ndarray:
     return np.cumsum([0] + [len(chunk) for chunk in column.chunks], dtype=np.int64)
 
 
-# Rows taken past a shard's end (doubled while not enough; see shard_column), and the bytes every
-# buffer must hold past it: the writer reads at most Arrow's 64-byte alignment past a slice.
+# Rows taken past a shard's end, and the bytes every buffer must then hold past it: the writer
+# reads at most Arrow's 64-byte alignment past a slice.
 LOOKAHEAD = 1024
 PAST = 64
 
 
-def shard_column(column: pa.ChunkedArray, positions: np.ndarray, start: int, stop: int):
-    """Rows ``positions[start:stop]`` of ``column`` laid out as in ``column.filter(mask)`` sliced
-    to ``[start, stop)`` and combined (what the writer wrote before shards were streamed), so the
-    IPC bytes are the same.
-
-    Why the layout matters: the IPC writer sends a sliced buffer's padding (and a bitmap up to
-    Arrow's alignment) from the bytes that follow the slice in its buffer, i.e. from the next rows
-    of the filtered chunk. So a shard that lies inside one chunk of the filtered column is taken
-    with the rows after it in that chunk (``LOOKAHEAD``, doubled until every buffer has ``PAST``
-    bytes past the shard, or to the chunk's end) and one row before it when it did not start the
-    chunk (the writer takes another path for a slice at offset 0), then sliced; a shard over
-    several chunks was concatenated (fresh buffers) and is again."""
-    if stop <= start:
-        return pa.array([], type=column.type)
-    # Filtered chunk j holds the split's rows [bounds[j], bounds[j + 1]).
-    bounds = np.searchsorted(positions, _bounds(column))
-    first = int(np.searchsorted(bounds, start, side="right")) - 1
-    if bounds[first + 1] < stop:  # over several chunks: concatenated, as before
-        return _take_column(column, positions[start:stop]).combine_chunks()
-    chunk, base = column.chunk(first), int(bounds[first])
-    origin = _bounds(column)[first]
-    before = _rows_before(chunk, positions[base:start] - origin) if start > base else 0
-    ahead = LOOKAHEAD
-    while True:
-        end = min(stop + ahead, int(bounds[first + 1]))
-        if end == bounds[first + 1] and pa.types.is_list(column.type):
-            before = start - base  # to the chunk's end: the whole filtered chunk, as before
-        rows = positions[start - before : end] - origin
-        taken = chunk.take(pa.array(rows))
-        if end == bounds[first + 1] or _enough(taken, before + stop - start):
-            return taken.slice(before, stop - start)
-        ahead *= 2
+def table_bounds(table: pa.Table) -> np.ndarray:
+    """The row boundaries ``Table.filter`` cuts a table at: every column's chunk boundaries
+    (its output chunk ``j`` holds the kept rows of ``[bounds[j], bounds[j + 1])``)."""
+    edges = [_bounds(column) for column in table.columns]
+    return np.unique(np.concatenate(edges)) if edges else np.zeros(1, dtype=np.int64)
 
 
-def _rows_before(chunk: pa.Array, earlier: np.ndarray) -> int:
-    """How many of the chunk's ``earlier`` rows (the split's rows before the shard) to take with
-    it: one, so the slice does not start at offset 0, and for a list column back to the last row
-    with an item, so its items do not start at offset 0 either when they did not in the filtered
-    chunk (``earlier`` is searched backwards a block at a time)."""
-    if not pa.types.is_list(chunk.type):
-        return 1
-    stop = len(earlier)
-    while stop > 0:
-        lo = max(0, stop - LOOKAHEAD)
-        lengths = pc.list_value_length(chunk.take(pa.array(earlier[lo:stop])))
-        filled = np.flatnonzero(lengths.to_numpy(zero_copy_only=False) > 0)
-        if len(filled):
-            return len(earlier) - (lo + int(filled[-1]))
-        stop = lo
-    return 1
+class SplitRows:
+    """The rows of one split of ``corpus`` (at ``positions``, ascending), as the writer reads them:
+    ``num_rows`` and ``slice(offset, length)``, the two things it needs of a table.
+
+    A shard's bytes are those of the same rows sliced from ``corpus.filter(split == name)`` (the
+    writer before shards were streamed), whose layout they depend on: the IPC writer sends a
+    sliced buffer's padding (and a bitmap up to Arrow's alignment) from the bytes that follow the
+    slice in its buffer, i.e. from the next rows of the same chunk of the filtered table, and it
+    takes other paths for a slice at offset 0 than elsewhere. So (:meth:`_column`):
+
+    * a shard over several chunks of the filtered table was concatenated (fresh buffers), and is;
+    * inside one chunk, a column whose buffers have ``PAST`` bytes within ``LOOKAHEAD`` rows after
+      the shard (the text columns) is taken with those rows and one row before it, then sliced;
+    * any other column (lists, and columns null or empty after the shard: ``system``,
+      ``triggered_*``) is that chunk of the filtered column itself, taken once and kept while the
+      shards inside it are written (a few bytes a row: offsets and validity).
+    """
+
+    def __init__(self, corpus: pa.Table, positions: np.ndarray):
+        self.corpus = corpus
+        self.positions = np.asarray(positions, dtype=np.int64)
+        bounds = table_bounds(corpus)
+        self._rows = bounds  # corpus rows where a chunk of the filtered table starts
+        self._split = np.searchsorted(self.positions, bounds)  # the same in split rows
+        self._kept: dict[int, tuple[int, pa.Array]] = {}  # column -> (chunk, filtered chunk)
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.positions)
+
+    def slice(self, offset: int = 0, length: int | None = None) -> pa.Table:
+        """Rows ``[offset, offset + length)`` of the split, laid out as a slice of the filtered
+        split table would be, so the shards' bytes do not change."""
+        stop = self.num_rows if length is None else min(self.num_rows, offset + length)
+        columns = [self._column(i, offset, stop) for i in range(self.corpus.num_columns)]
+        if stop == self.num_rows:
+            self._kept.clear()  # the split's last shard: nothing more is sliced from them
+        return pa.Table.from_arrays(columns, schema=self.corpus.schema)
+
+    def table(self) -> pa.Table:
+        """Every row of the split as one table (what a caller of ``build_in_memory`` gets)."""
+        return take_sorted(self.corpus, self.positions)
+
+    def _column(self, i: int, start: int, stop: int) -> pa.Array:
+        column = self.corpus.column(i)
+        if stop <= start:
+            return pa.array([], type=column.type)
+        chunk = int(np.searchsorted(self._split, start, side="right")) - 1
+        first, last = int(self._split[chunk]), int(self._split[chunk + 1])
+        if last < stop:  # over several chunks: concatenated, as before
+            return _take_column(column, self.positions[start:stop]).combine_chunks()
+        if not pa.types.is_list(column.type):
+            before = 1 if start > first else 0
+            end = min(stop + LOOKAHEAD, last)
+            taken = self._take(column, self.positions[start - before : end])
+            if end == last or _enough(taken, before + stop - start):
+                return taken.slice(before, stop - start)
+        kept = self._kept.get(i)
+        if kept is None or kept[0] != chunk:
+            self._kept[i] = kept = (chunk, self._take(column, self.positions[first:last]))
+        return kept[1].slice(start - first, stop - start)
+
+    @staticmethod
+    def _take(column: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
+        """Rows at ascending ``rows`` (corpus positions, inside one chunk of ``column``)."""
+        bounds = _bounds(column)
+        k = int(np.searchsorted(bounds, rows[0], side="right")) - 1
+        return column.chunk(k).take(pa.array(rows - bounds[k]))
 
 
 def _enough(arr: pa.Array, stop: int) -> bool:
@@ -110,37 +135,9 @@ def _enough(arr: pa.Array, stop: int) -> bool:
         buf = arr.buffers()[1]
         offsets = np.frombuffer(buf, dtype=np.int32, count=n + 1, offset=arr.offset * 4)
         return int(offsets[n]) - int(offsets[stop]) >= PAST
-    if pa.types.is_list(kind):
-        offsets = arr.offsets
-        lo, hi = offsets[stop].as_py(), offsets[n].as_py()
-        return _enough(arr.values.slice(0, hi), lo) if hi - lo else False
     if pa.types.is_struct(kind):
         return all(_enough(arr.field(i), stop) for i in range(kind.num_fields))
-    return True  # fixed width: 8 * PAST values past the end are more than PAST bytes
-
-
-class SplitRows:
-    """The rows of one split of ``corpus`` (at ``positions``, ascending), as the writer reads them:
-    ``num_rows`` and ``slice(offset, length)``, the two things it needs of a table."""
-
-    def __init__(self, corpus: pa.Table, positions: np.ndarray):
-        self.corpus = corpus
-        self.positions = np.asarray(positions, dtype=np.int64)
-
-    @property
-    def num_rows(self) -> int:
-        return len(self.positions)
-
-    def slice(self, offset: int = 0, length: int | None = None) -> pa.Table:
-        """Rows ``[offset, offset + length)`` of the split, laid out as a slice of the filtered
-        split table would be (:func:`shard_column`), so the shards' bytes do not change."""
-        stop = self.num_rows if length is None else min(self.num_rows, offset + length)
-        columns = [shard_column(c, self.positions, offset, stop) for c in self.corpus.columns]
-        return pa.Table.from_arrays(columns, schema=self.corpus.schema)
-
-    def table(self) -> pa.Table:
-        """Every row of the split as one table (what a caller of ``build_in_memory`` gets)."""
-        return take_sorted(self.corpus, self.positions)
+    return not pa.types.is_nested(kind)  # fixed width: 8 * PAST values are PAST bytes or more
 
 
 def split_positions(corpus: pa.Table) -> dict[str, np.ndarray]:

@@ -195,7 +195,9 @@ class DefenseStage:
                 "train_rows": n,
             }
         if replaced:
-            table = replace_many(table, replaced)
+            owned = [table]  # handed over: the corpus is not held twice while rows are replaced
+            del table
+            table = replace_many(owned, replaced)
         if poisoned is not None:
             ctx.put(poisoned)
         ctx.put(planted)
