@@ -20,6 +20,7 @@ import pyarrow as pa
 from .artifacts import SkippedRows, TriggerSets
 from .core.atomic import check_output_dir, check_separate
 from .core.errors import BuildError, RecipeError
+from .core.memory import build_memory_pool
 from .io.card import dataset_card
 from .io.manifest import MANIFEST_VERSION, library_versions
 from .io.rows import SplitRows, split_rows
@@ -247,6 +248,18 @@ def build(
     out_dir = Path(out_dir)
     check_separate(recipe_inputs(loaded), [out_dir])
     check_output_dir(out_dir, overwrite, kind="build")
+    with build_memory_pool():  # jemalloc where available: see mbdata.core.memory
+        return _build_and_write(loaded, out_dir, overwrite, skip_bad_rows, progress, engine)
+
+
+def _build_and_write(
+    loaded: LoadedRecipe,
+    out_dir: Path,
+    overwrite: bool,
+    skip_bad_rows: bool,
+    progress: bool,
+    engine: str | None,
+) -> Path:
     result = build_in_memory(loaded, skip_bad_rows=skip_bad_rows, progress=progress, engine=engine)
     train = result.splits.get("train")
     if train is None or not train.num_rows:
