@@ -5,7 +5,8 @@ that table into one filtered copy per split before writing held a second copy of
 :class:`SplitRows` holds only the split's row positions and materialises a shard's rows when the
 writer asks for them (:meth:`SplitRows.slice`), so writing holds the corpus plus one shard.
 
-The bytes are those of the filtered tables: a shard is the same rows in the same order, and
+The bytes are those of the filtered tables: a shard is the same rows in the same order, laid out
+as the filtered table's slice was (see :class:`SplitRows` for why the layout matters), and
 :func:`mbdata.io.shards.write_ipc` combines the chunks and fixes the batch layout before writing.
 """
 
@@ -16,17 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
-def take_sorted(table: pa.Table, positions: np.ndarray) -> pa.Table:
-    """The rows of ``table`` at ascending ``positions``, each column taken chunk by chunk.
-
-    (``Table.take`` over a table of many chunks may concatenate a column's chunks first, a copy of
-    the whole column for every shard; here each chunk gives only the rows that fall inside it.)"""
-    idx = np.asarray(positions, dtype=np.int64)
-    columns = [_take_column(column, idx) for column in table.columns]
-    return pa.Table.from_arrays(columns, schema=table.schema)
-
-
 def _take_column(column: pa.ChunkedArray, idx: np.ndarray) -> pa.ChunkedArray:
+    """Rows at ascending ``idx``, each chunk giving the rows inside it (``take`` over a column of
+    many chunks may concatenate them first: a copy of the whole column)."""
     bounds = _bounds(column)
     cuts = np.searchsorted(idx, bounds)
     parts = [
@@ -94,8 +87,11 @@ class SplitRows:
         return pa.Table.from_arrays(columns, schema=self.corpus.schema)
 
     def table(self) -> pa.Table:
-        """Every row of the split as one table (what a caller of ``build_in_memory`` gets)."""
-        return take_sorted(self.corpus, self.positions)
+        """Every row of the split as one table, ``corpus.filter(split == name)`` (what a caller of
+        ``build_in_memory`` gets: a copy of the split's rows)."""
+        mask = np.zeros(self.corpus.num_rows, dtype=bool)
+        mask[self.positions] = True
+        return self.corpus.filter(pa.array(mask))
 
     def _column(self, i: int, start: int, stop: int) -> pa.Array:
         column = self.corpus.column(i)
