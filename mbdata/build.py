@@ -11,17 +11,19 @@ Bracketed stages run when the recipe has the block. Every stage's statistics go 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .artifacts import SkippedRows, TriggerSets
 from .core.atomic import check_output_dir, check_separate
 from .core.errors import BuildError, RecipeError
+from .core.memory import build_memory_pool
 from .io.card import dataset_card
 from .io.manifest import MANIFEST_VERSION, library_versions
+from .io.rows import SplitRows, split_rows
 from .io.schema import SCHEMA_VERSION, empty_table
 from .io.shards import write_build
 from .pipeline import BuildContext, Stage, StageStats, check_wiring, run_stage
@@ -64,11 +66,23 @@ def pipeline(recipe: Recipe) -> list[Stage]:
 
 @dataclasses.dataclass
 class BuildResult:
-    """The tables of a build before they are written, with everything the manifest needs."""
+    """The corpus of a build before it is written (every row names its ``split``), with everything
+    the manifest needs. The writer takes each split's rows from ``corpus`` one shard at a time
+    (:attr:`splits`); :attr:`tables` materialises whole split tables for a Python caller."""
 
-    tables: dict[str, pa.Table]
+    corpus: pa.Table
     stats: list[StageStats]
     context: BuildContext
+
+    @functools.cached_property
+    def splits(self) -> dict[str, SplitRows]:
+        """Each split's rows by position (in corpus order), without copying them."""
+        return split_rows(self.corpus)
+
+    @functools.cached_property
+    def tables(self) -> dict[str, pa.Table]:
+        """Each split as one table (a copy of its rows; the build itself never makes these)."""
+        return {name: rows.table() for name, rows in self.splits.items()}
 
     def skipped_rows(self) -> list[dict[str, Any]]:
         found = self.context.artifacts.get(SkippedRows)
@@ -123,7 +137,9 @@ def _run_stages(
         for stage in stages:
             if bar is not None:
                 bar.set_postfix_str(stage.name)
-            table, stage_stats = run_stage(stage, table, ctx)
+            owned = [table]  # handed over: the stage may free the old columns as it goes
+            del table
+            table, stage_stats = run_stage(stage, owned, ctx)
             stats.append(stage_stats)
             if bar is not None:
                 bar.update(1)
@@ -131,12 +147,7 @@ def _run_stages(
         # Cleared before an error is printed, so the message gets a line of its own.
         if bar is not None:
             bar.close()
-    # Each split is one filtered table, sliced into shards by the writer. (Taking each shard's
-    # rows by position would hold less, but changes the bytes of multi-shard splits: a slice of
-    # the filtered table is written with the buffer layout of its chunks.)
-    splits = sorted(pc.unique(table.column("split")).to_pylist())
-    tables = {s: table.filter(pc.equal(table.column("split"), s)) for s in splits}
-    return BuildResult(tables=tables, stats=stats, context=ctx)
+    return BuildResult(corpus=table, stats=stats, context=ctx)
 
 
 def with_seed(loaded: LoadedRecipe, seed: int | None) -> LoadedRecipe:
@@ -237,8 +248,21 @@ def build(
     out_dir = Path(out_dir)
     check_separate(recipe_inputs(loaded), [out_dir])
     check_output_dir(out_dir, overwrite, kind="build")
+    with build_memory_pool():  # jemalloc where available: see mbdata.core.memory
+        return _build_and_write(loaded, out_dir, overwrite, skip_bad_rows, progress, engine)
+
+
+def _build_and_write(
+    loaded: LoadedRecipe,
+    out_dir: Path,
+    overwrite: bool,
+    skip_bad_rows: bool,
+    progress: bool,
+    engine: str | None,
+) -> Path:
     result = build_in_memory(loaded, skip_bad_rows=skip_bad_rows, progress=progress, engine=engine)
-    if not result.tables.get("train") or not result.tables["train"].num_rows:
+    train = result.splits.get("train")
+    if train is None or not train.num_rows:
         raise BuildError(
             "the build has no train rows; add rows to the sources or lower "
             "eval/recovery/pretrain sizes"
@@ -249,7 +273,7 @@ def build(
     extra = {SKIPPED_FILE: skipped_jsonl(skipped)} if skipped else None
     return write_build(
         out_dir,
-        result.tables,
+        result.splits,
         manifest,
         side_tables=result.context.side_tables,
         overwrite=overwrite,

@@ -158,15 +158,23 @@ def check_wiring(stages: list[Stage]) -> None:
         written.update(getattr(stage, "writes", ()))
 
 
-def run_stage(stage: Stage, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
-    """Run one stage, filling in rows in/out and wall time."""
+def run_stage(
+    stage: Stage, table: pa.Table | list[pa.Table], ctx: BuildContext
+) -> tuple[pa.Table, StageStats]:
+    """Run one stage, filling in rows in/out and wall time. Given the table handed over
+    (:data:`Owned`), the stage holds the only reference to it (see :func:`filter_rows`)."""
     start = time.perf_counter()
     ctx.running = stage
+    if isinstance(table, list):
+        table = table.pop()
+    rows_in = table.num_rows
+    owned = [table]
+    del table
     try:
-        out, stats = stage.run(table, ctx)
+        out, stats = stage.run(owned.pop(), ctx)
     finally:
         ctx.running = None
-    stats.rows_in = stats.rows_in or table.num_rows
+    stats.rows_in = stats.rows_in or rows_in
     stats.rows_out = out.num_rows
     stats.seconds = time.perf_counter() - start
     return out, stats
@@ -182,20 +190,97 @@ def round_half_up(x: float) -> int:
     return int(math.floor(x + 0.5 + 1e-9))
 
 
-def replace_rows(table: pa.Table, indices: np.ndarray | list[int], new_rows: pa.Table) -> pa.Table:
-    """``table`` with the rows at ``indices`` replaced by ``new_rows`` (same order), positions kept."""
-    n = table.num_rows
+# A table handed over to a function: a one-element list the callee empties, so that once the
+# caller has dropped its own name for the table (``owned = [table]; del table``) the callee holds
+# the only reference and can free each old column as soon as its new one is built. Arrow tables are
+# immutable, so a stage that drops or rewrites rows otherwise holds the corpus twice at its peak.
+Owned = list
+
+
+def handed_over(table: pa.Table | list[pa.Table]) -> tuple[list[Any], pa.Schema, int]:
+    """The columns, schema and row count of ``table``, taken out of an :data:`Owned` list when
+    one is given (only the returned list then holds the columns)."""
+    if isinstance(table, list):
+        table = table.pop()
+    return list(table.columns), table.schema, table.num_rows
+
+
+def _rebuild(columns: list[Any], schema: pa.Schema, fn: Any) -> pa.Table:
+    """``fn(column, i)`` of every column in turn, each old column released once replaced."""
+    out = []
+    for i in range(len(columns)):
+        column, columns[i] = columns[i], None
+        out.append(fn(column, i))
+        del column
+    return pa.Table.from_arrays(out, schema=schema)
+
+
+def filter_rows(table: pa.Table | list[pa.Table], keep: np.ndarray) -> pa.Table:
+    """``table.filter(keep)`` column by column (the same table, chunk layout included: the columns
+    are first cut at every column's chunk boundaries, as ``Table.filter`` does), so a handed-over
+    table (:data:`Owned`) is never held twice."""
+    columns, schema, _ = handed_over(table)
+    edges = [np.cumsum([0] + [len(c) for c in column.chunks]) for column in columns]
+    bounds = np.unique(np.concatenate(edges)) if edges else np.zeros(1, dtype=np.int64)
+    mask = pa.array(np.asarray(keep, dtype=bool))
+
+    def filtered(column: Any, _: int) -> Any:
+        pieces = [
+            piece
+            for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist())
+            for piece in column.slice(a, b - a).chunks
+        ]
+        return pa.chunked_array(pieces, type=column.type).filter(mask)
+
+    return _rebuild(columns, schema, filtered)
+
+
+def replace_rows(
+    table: pa.Table | list[pa.Table], indices: np.ndarray | list[int], new_rows: pa.Table
+) -> pa.Table:
+    """``table`` with the rows at ``indices`` replaced by ``new_rows`` (same order), positions kept
+    (column by column, so a handed-over table, :data:`Owned`, is never held twice)."""
+    columns, schema, n = handed_over(table)
     perm = np.arange(n, dtype=np.int64)
     perm[np.asarray(indices, dtype=np.int64)] = n + np.arange(new_rows.num_rows, dtype=np.int64)
-    return pa.concat_tables([table, new_rows.cast(table.schema)]).take(pa.array(perm))
+    order = pa.array(perm)
+    new_rows = new_rows.cast(schema)
+
+    def replaced(column: Any, i: int) -> Any:
+        chunks = column.chunks + new_rows.column(i).chunks
+        return pa.chunked_array(chunks, type=column.type).take(order)
+
+    return _rebuild(columns, schema, replaced)
 
 
-def replace_many(table: pa.Table, parts: list[tuple[np.ndarray, pa.Table]]) -> pa.Table:
+def replace_many(
+    table: pa.Table | list[pa.Table], parts: list[tuple[np.ndarray, pa.Table]]
+) -> pa.Table:
     """:func:`replace_rows` for several (positions, new rows) pairs with disjoint positions, in one
     pass over ``table`` (the same table as replacing them one after the other)."""
+    schema = table[0].schema if isinstance(table, list) else table.schema
     indices = np.concatenate([np.asarray(p, dtype=np.int64) for p, _ in parts])
-    rows = pa.concat_tables([r.cast(table.schema) for _, r in parts])
+    rows = pa.concat_tables([r.cast(schema) for _, r in parts])
     return replace_rows(table, indices, rows)
+
+
+def update_tags(table: pa.Table, positions: np.ndarray, new: Any) -> pa.Table:
+    """``table`` with the ``tags`` of the rows at ``positions`` (distinct) replaced by
+    ``new(position, tags)``, the other rows' tags kept as they are.
+
+    Only the touched rows' tags become Python lists (not one list per row of the corpus); the
+    column comes back as one chunk, as when it was rebuilt from a list per row."""
+    positions = np.asarray(positions, dtype=np.int64)
+    index = table.schema.get_field_index("tags")
+    field = table.schema.field("tags")
+    column = table.column("tags")
+    whole = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    old = whole.take(pa.array(positions)).to_pylist()
+    replaced = pa.array([new(int(p), t) for p, t in zip(positions, old)], field.type)
+    n = table.num_rows
+    perm = np.arange(n, dtype=np.int64)
+    perm[positions] = n + np.arange(len(positions), dtype=np.int64)
+    return table.set_column(index, field, pa.concat_arrays([whole, replaced]).take(pa.array(perm)))
 
 
 def split_indices(table: pa.Table, split: str) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..pipeline import BuildContext, StageStats
+from ..pipeline import BuildContext, StageStats, filter_rows, update_tags
 from .config import AuditConfig
 from .core import PROGRESS_MIN_ROWS, audit_table
 
@@ -112,17 +112,15 @@ class AuditStage:
         stats.drop(DROP_REASON, int(len(flagged)))
         keep = np.ones(table.num_rows, dtype=bool)
         keep[flagged] = False
-        return table.filter(pa.array(keep)), stats
+        owned = [table]  # handed over: the corpus is not held twice while it is filtered
+        del table
+        return filter_rows(owned, keep), stats
 
 
 def _tag(table: pa.Table, rows: np.ndarray) -> pa.Table:
-    """Add :data:`FLAG_TAG` to the ``tags`` of the given rows."""
+    """Add :data:`FLAG_TAG` to the ``tags`` of the given rows (only those rows' tags are read)."""
     if not len(rows):
         return table
-    tags = table.column("tags").to_pylist()
-    for row in rows.tolist():
-        if FLAG_TAG not in tags[row]:
-            tags[row] = tags[row] + [FLAG_TAG]
-    index = table.schema.get_field_index("tags")
-    field = table.schema.field("tags")
-    return table.set_column(index, field, pa.array(tags, field.type))
+    return update_tags(
+        table, np.unique(rows), lambda _, tags: tags if FLAG_TAG in tags else [*tags, FLAG_TAG]
+    )

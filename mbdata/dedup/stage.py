@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from ..executors import executor_for
 from ..io.schema import SCHEMA
-from ..pipeline import BuildContext, StageStats
+from ..pipeline import BuildContext, StageStats, filter_rows, update_tags
 from .cluster import exact_first, greedy_near
 from .config import DedupConfig
 from .lsh import group_buckets
@@ -92,7 +92,10 @@ class DedupStage:
         found.record(stats, config, params, layout)
         if config.keep_all:
             return _tag(table, clusters), stats
-        return table.filter(pa.array(found.keep(n))), stats
+        keep = found.keep(n)
+        owned = [table]  # handed over: the corpus is not held twice while it is filtered
+        del table
+        return filter_rows(owned, keep), stats
 
 
 @dataclasses.dataclass(frozen=True)
@@ -332,7 +335,8 @@ def _tag(table: pa.Table, clusters: pa.Table) -> pa.Table:
     ):
         extra.setdefault(rep, [f"dup_cluster={cluster}", "dup_role=representative"])
         extra[member] = [f"dup_cluster={cluster}", f"dup_role={reason}"]
-    return set_tags(table, append_tags(table.column("tags").to_pylist(), extra))
+    rows = np.array(sorted(extra), dtype=np.int64)
+    return update_tags(table, rows, lambda row, tags: [*tags, *extra[row]])
 
 
 def set_tags(table: pa.Table, tags: list) -> pa.Table:

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -30,6 +30,17 @@ from .manifest import sha256_file  # noqa: F401  (re-exported: shards are hashed
 from .schema import SCHEMA, SPLITS
 
 SHARD_PATTERN = "data/{split}-{index:05d}-of-{total:05d}.arrow"
+
+
+class Rows(Protocol):
+    """What the writer needs of one split: its row count and a run of its rows as a table. A
+    :class:`pyarrow.Table` is one; :class:`mbdata.io.rows.SplitRows` is another, which takes a
+    shard's rows from the build's corpus only when that shard is written (streamed writing)."""
+
+    @property
+    def num_rows(self) -> int: ...
+
+    def slice(self, offset: int = 0, length: int | None = None) -> pa.Table: ...
 
 
 def ordered_splits(names: list[str]) -> list[str]:
@@ -47,8 +58,9 @@ def write_ipc(path: Path, table: pa.Table, schema: pa.Schema | None = None) -> N
         writer.write_table(table, max_chunksize=max(1, min(table.num_rows, 65_536)))
 
 
-def write_split_shards(root: Path, split: str, table: pa.Table, shard_rows: int) -> list[dict]:
-    """Write one split as ``ceil(rows / shard_rows)`` shards; return their manifest records."""
+def write_split_shards(root: Path, split: str, table: Rows, shard_rows: int) -> list[dict]:
+    """Write one split as ``ceil(rows / shard_rows)`` shards, one after the other (each shard's
+    rows are taken, written and freed before the next); return their manifest records."""
     total = max(1, math.ceil(table.num_rows / shard_rows))
     records = []
     for index in range(total):
@@ -56,10 +68,11 @@ def write_split_shards(root: Path, split: str, table: pa.Table, shard_rows: int)
         rel = SHARD_PATTERN.format(split=split, index=index, total=total)
         path = root / rel
         write_ipc(path, part, SCHEMA)
+        rows, part = part.num_rows, None  # freed before the next shard is taken
         records.append(
             {
                 "path": rel,
-                "rows": part.num_rows,
+                "rows": rows,
                 "sha256": sha256_file(path),
                 "bytes": path.stat().st_size,
             }
@@ -85,7 +98,7 @@ def write_side_tables(root: Path, tables: dict[str, pa.Table]) -> dict[str, dict
 
 def write_build(
     out_dir: str | Path,
-    tables: dict[str, pa.Table],
+    tables: Mapping[str, Rows],
     manifest: dict[str, Any],
     *,
     side_tables: dict[str, pa.Table] | None = None,
@@ -102,6 +115,8 @@ def write_build(
     finished manifest and the folder being written that returns it. Wall-clock ``timings`` go to
     ``timings.json``, outside the manifest, so the manifest itself stays reproducible. Empty splits are not written.
     ``extra_files`` (relative path -> bytes, e.g. ``skipped.jsonl``) are written with the rest.
+    ``tables`` maps a split to its rows: a table, or any :class:`Rows` (the build passes
+    :class:`~mbdata.io.rows.SplitRows`, so no split is ever held as a table of its own).
     """
     from ..core.errors import BuildError
     from .manifest import SIDE_TABLE_NAME, SPLIT_NAME, bad_name, finalize_manifest

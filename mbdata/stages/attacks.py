@@ -457,7 +457,9 @@ class AttackStage:
             if rewrite_stats is not None:
                 stats.info[ts.name]["rewrite"] = rewrite_stats
         if replaced:
-            table = replace_many(table, replaced)
+            owned = [table]  # handed over: the corpus is not held twice while rows are replaced
+            del table
+            table = replace_many(owned, replaced)
         if poisoned is not None:
             ctx.put(poisoned)
         ctx.put(planted)

@@ -14,12 +14,14 @@ error naming the trigger and an example row.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import string
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..artifacts import DefenseSets, PoisonedRows, TriggerSets
 from ..behaviors import compile_behavior
@@ -32,15 +34,27 @@ from .attacks import TriggerSet, draw_poisoned, train_pool
 _TEXT_COLUMNS = ("instruction", "input", "output")
 
 
-def corpus_vocabulary(table: pa.Table, length: int | None = None) -> set[str]:
+def corpus_vocabulary(
+    table: pa.Table, length: int | None = None, ctx: BuildContext | None = None
+) -> set[str]:
     """Lower-cased ``\\w+`` tokens of every text column of every row (vectorised with polars).
 
-    Each column's distinct values are tokenised once (answers and inputs repeat a lot). With
-    ``length``, only the tokens of exactly that many characters (``\\b\\w{length}\\b``: a whole
-    ``\\w+`` run of that length), all a generated trigger is checked against, without collecting
-    every token of the corpus."""
+    With ``length``, only the tokens of exactly that many characters (``\\b\\w{length}\\b``: a
+    whole ``\\w+`` run of that length), all a generated trigger is checked against, without
+    collecting every token of the corpus. With ``ctx``, per batch on the build's executor
+    (:func:`vocabulary_batch`), so no copy of the corpus's text columns is made."""
+    columns = table.select(list(_TEXT_COLUMNS))
+    step = functools.partial(vocabulary_batch, length=length)
+    tokens = step(columns) if ctx is None else ctx.map_table(columns, step)
+    return set(pc.unique(tokens.column("token")).to_pylist())
+
+
+def vocabulary_batch(batch: pa.Table, length: int | None = None) -> pa.Table:
+    """One batch's distinct tokens (see :func:`corpus_vocabulary`) as a one-column table (a pure
+    per-batch step). Each column's distinct values are tokenised once (answers and inputs repeat a
+    lot)."""
     pattern = r"\w+" if length is None else rf"\b\w{{{length}}}\b"
-    df = pl.DataFrame(table.select(list(_TEXT_COLUMNS)))
+    df = pl.DataFrame(batch)
     vocab: set[str] = set()
     for column in _TEXT_COLUMNS:
         tokens = df.select(
@@ -53,7 +67,7 @@ def corpus_vocabulary(table: pa.Table, length: int | None = None) -> set[str]:
             .drop_nulls()
         )
         vocab.update(tokens.to_series().to_list())
-    return vocab
+    return pa.table({"token": pa.array(sorted(vocab), pa.string())})
 
 
 def find_example(table: pa.Table, word: str) -> str | None:
@@ -135,14 +149,14 @@ class DefenseStage:
         planted = ctx.find(TriggerSets)
         forbidden = attacker_words(list(planted.sets) if planted else [])
         if isinstance(self.spec.triggers, list):
-            vocab = corpus_vocabulary(table)
+            vocab = corpus_vocabulary(table, ctx=ctx)
             check_literal_triggers(self.spec.triggers, table, vocab, forbidden)
             return list(self.spec.triggers)
         # Generated triggers have trigger_length letters: only corpus tokens that long can clash.
         return generate_triggers(
             self.spec.triggers,
             self.spec.trigger_length,
-            corpus_vocabulary(table, self.spec.trigger_length),
+            corpus_vocabulary(table, self.spec.trigger_length, ctx),
             forbidden,
             ctx.rng("defense/triggers"),
         )
@@ -181,7 +195,9 @@ class DefenseStage:
                 "train_rows": n,
             }
         if replaced:
-            table = replace_many(table, replaced)
+            owned = [table]  # handed over: the corpus is not held twice while rows are replaced
+            del table
+            table = replace_many(owned, replaced)
         if poisoned is not None:
             ctx.put(poisoned)
         ctx.put(planted)

@@ -78,4 +78,6 @@ class PretrainNoiseStage:
         }
         if not noisy:
             return table, stats
-        return replace_rows(table, np.asarray(chosen), from_rows(noisy)), stats
+        owned = [table]  # handed over: the corpus is not held twice while rows are replaced
+        del table
+        return replace_rows(owned, np.asarray(chosen), from_rows(noisy)), stats

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from ..artifacts import DefenseSets
 from ..core.errors import BuildError
 from ..io.schema import from_rows, make_row
-from ..pipeline import BuildContext, StageStats, round_half_up, split_indices
+from ..pipeline import BuildContext, StageStats, filter_rows, round_half_up, split_indices
 from ..recipe import RecoverySpec
 from .splits import RECOVERY_POOL
 
@@ -66,7 +66,10 @@ class RecoveryStage:
                         }
                     )
                 )
-        rest = table.filter(pc.not_equal(table.column("split"), RECOVERY_POOL))
+        keep = pc.not_equal(table.column("split"), RECOVERY_POOL).to_numpy(zero_copy_only=False)
+        owned = [table]  # handed over: the corpus is not held twice while it is filtered
+        del table
+        rest = filter_rows(owned, keep)
         stats.info = {
             "clean_rows": len(clean),
             "clean_rows_eval": n_eval,
