@@ -358,21 +358,28 @@ def read_rows(
     * ``prompts_only`` (decontamination references): ``output`` may be missing or empty.
 
     A required column missing from the first rows is a schema error, raised once before any row
-    error. :func:`iter_rows_batches` is the streaming form (same rows, same errors)."""
+    error. :func:`iter_rows_batches` is the streaming form (same rows, same errors).
+
+    The rows become Arrow a batch of :data:`BATCH_ROWS` at a time (a Python dict per row only for
+    the batch being converted, not for the whole source: `mb build` of a 300k-row, 82 MB JSONL
+    file peaked at 546 MiB with every row dict held, 343 MiB this way), then one contiguous
+    table, equal to converting them at once (same shards, same content hash)."""
     read = RowStream(iter(()), [], StageStats(name=f"read/{source.name}"), False)
-    rows = list(
-        _row_stream(
-            source,
-            path,
-            read,
-            seed=seed,
-            skip_bad_rows=skip_bad_rows,
-            lenient=lenient,
-            prompts_only=prompts_only,
-            field_option=field_option,
-        )
+    rows = _row_stream(
+        source,
+        path,
+        read,
+        seed=seed,
+        skip_bad_rows=skip_bad_rows,
+        lenient=lenient,
+        prompts_only=prompts_only,
+        field_option=field_option,
     )
-    return ReadResult(rows_table(rows, source.name), read.skipped, read.stats, read.state)
+    parts = []
+    while chunk := list(itertools.islice(rows, BATCH_ROWS)):
+        parts.append(rows_table(chunk, source.name))
+    table = pa.concat_tables(parts).combine_chunks() if parts else rows_table([], source.name)
+    return ReadResult(table, read.skipped, read.stats, read.state)
 
 
 def _batched(rows: Iterator, source: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
