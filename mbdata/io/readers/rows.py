@@ -364,21 +364,20 @@ def read_rows(
     the batch being converted, not for the whole source: `mb build` of a 300k-row, 82 MB JSONL
     file peaked at 546 MiB with every row dict held, 343 MiB this way), then one contiguous
     table, equal to converting them at once (same shards, same content hash)."""
-    read = RowStream(iter(()), [], StageStats(name=f"read/{source.name}"), False)
-    rows = _row_stream(
+    read = iter_rows_batches(
         source,
         path,
-        read,
         seed=seed,
         skip_bad_rows=skip_bad_rows,
         lenient=lenient,
         prompts_only=prompts_only,
         field_option=field_option,
+        batch_rows=BATCH_ROWS,
     )
-    parts = []
-    while chunk := list(itertools.islice(rows, BATCH_ROWS)):
-        parts.append(rows_table(chunk, source.name))
-    table = pa.concat_tables(parts).combine_chunks() if parts else rows_table([], source.name)
+    batches = list(read.batches)
+    table = (
+        pa.Table.from_batches(batches).combine_chunks() if batches else rows_table([], source.name)
+    )
     return ReadResult(table, read.skipped, read.stats, read.state)
 
 
