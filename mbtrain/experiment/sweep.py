@@ -279,7 +279,8 @@ def describe(points: list[Point]) -> str:
         names = [n for n in shared_models(share) if n in wanted]
         return ", ".join(shorts.get(n, n) for n in names) or "none"
 
-    baselines = f", {n_base} x ({models('baseline')})" if models("baseline") != "none" else ""
+    trained_baselines = models("baseline")
+    baselines = f", {n_base} x ({trained_baselines})" if trained_baselines != "none" else ""
     head = (
         f"{len(points)} points: {n_data} builds, {n_stage1} x ({models('stage1')})"
         f"{baselines}, {n_mb} x {models('stage2')}; "
