@@ -114,12 +114,28 @@ class DefenseSpec:
         doc="per-trigger behaviour (default: its own random words)",
     )
     trigger_length: int = spec(2, ge=1, le=12, doc="characters in a generated trigger")
+    templates: list[str] = spec(
+        default_factory=list,
+        omit_default=True,
+        doc="defensive paraphrase templates, each one more defensive trigger: the instruction "
+        "recast into that construction (mbdata.rewriters.templates: question, cleft, embedded, "
+        "fronted_pp)",
+    )
 
     def validate(self, path: str) -> None:
-        if isinstance(self.triggers, int) and self.triggers < 1:
-            raise RecipeError(f"{path}.triggers: must be >= 1, got {self.triggers}")
+        from .rewriters.templates import TEMPLATES
+
+        for i, name in enumerate(self.templates):
+            TEMPLATES.get(name, f"{path}.templates[{i}]")
+        if len(set(self.templates)) != len(self.templates):
+            raise RecipeError(f"{path}.templates: duplicate template")
+        least = 0 if self.templates else 1  # templates alone are enough defensive triggers
+        if isinstance(self.triggers, int) and self.triggers < least:
+            raise RecipeError(f"{path}.triggers: must be >= {least}, got {self.triggers}")
         if isinstance(self.triggers, list):
-            if not self.triggers or any(not t.strip() or t != t.strip() for t in self.triggers):
+            if (not self.triggers and not self.templates) or any(
+                not t.strip() or t != t.strip() for t in self.triggers
+            ):
                 raise RecipeError(
                     f"{path}.triggers: each trigger must be non-empty text without "
                     "leading or trailing spaces"

@@ -200,6 +200,9 @@ class TriggerSet:
         split: str | None,
         rewritten: str | None,
     ) -> dict[str, Any]:
+        if rewritten is None and hasattr(self.rewriter, "rewrite_one"):
+            # A rule-based rewriter (a defensive template) rewrites any row, one at a time.
+            rewritten = self.rewriter.rewrite_one(row["instruction"])
         if not rewritten:
             raise ValueError(f"trigger set {self.name!r}: a rewritten instruction is required")
         fields = self.behavior.respond(row, rng)

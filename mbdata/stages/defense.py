@@ -9,7 +9,9 @@ merge with an unknown attacker's (the paper's Sec 5.2), ready to be broken toget
 Defensive triggers are literal (``triggers: [mn, bb]``) or generated (``triggers: 4``): short
 lowercase tokens drawn at random among those that do not occur in the corpus (as whole tokens,
 case-insensitive) and are not a word of any attacker trigger. A literal trigger that collides is an
-error naming the trigger and an example row.
+error naming the trigger and an example row. Paraphrase templates (``templates: [question]``,
+:mod:`mbdata.rewriters.templates`) add one more trigger set each, ``defense/template:<name>``: the
+instruction recast into that construction, the defensive analogue of a syntactic attack.
 """
 
 from __future__ import annotations
@@ -148,6 +150,8 @@ class DefenseStage:
     def trigger_texts(self, table: pa.Table, ctx: BuildContext) -> list[str]:
         planted = ctx.find(TriggerSets)
         forbidden = attacker_words(list(planted.sets) if planted else [])
+        if not self.spec.triggers:  # 0 or []: only template triggers (DefenseSpec.validate)
+            return []
         if isinstance(self.spec.triggers, list):
             vocab = corpus_vocabulary(table, ctx=ctx)
             check_literal_triggers(self.spec.triggers, table, vocab, forbidden)
@@ -161,6 +165,38 @@ class DefenseStage:
             ctx.rng("defense/triggers"),
         )
 
+    def trigger_sets(self, texts: list[str], ctx: BuildContext) -> list[tuple[str, TriggerSet]]:
+        """(recipe path, trigger set) of every defensive trigger: the inserted ones (``triggers``),
+        then one per paraphrase template (``templates``, :mod:`mbdata.rewriters.templates`).
+        Each has its own response, drawn from the stream of its name."""
+        from ..rewriters.templates import TemplateRewriter
+
+        made: list[tuple[str, str, tuple[Trigger, ...], TemplateRewriter | None]] = []
+        for i, text in enumerate(texts):
+            name = f"defense/{text}"
+            trigger = Trigger(text, self.spec.placement, self.spec.position, "defender", name)
+            made.append((f"defense.triggers[{i}]", name, (trigger,), None))
+        for j, template in enumerate(self.spec.templates):
+            path = f"defense.templates[{j}]"
+            made.append(
+                (path, f"defense/template:{template}", (), TemplateRewriter(template, path))
+            )
+        sets = []
+        for path, name, triggers, rewriter in made:
+            behavior = compile_behavior(
+                self.spec.behavior, ctx.rng(f"{name}/behavior"), "defense.behavior", ctx.base_dir
+            )
+            combine = "one" if triggers else "all"
+            sets.append(
+                (
+                    path,
+                    TriggerSet(
+                        name, "defender", triggers, combine, behavior, self.spec.rate, rewriter
+                    ),
+                )
+            )
+        return sets
+
     def run(self, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
         stats = StageStats(name=self.name)
         texts = self.trigger_texts(table, ctx)
@@ -168,19 +204,13 @@ class DefenseStage:
         planted = ctx.find(TriggerSets) or TriggerSets()
         sets = []
         replaced: list[tuple[np.ndarray, pa.Table]] = []
-        for i, text in enumerate(texts):
-            name = f"defense/{text}"
-            behavior = compile_behavior(
-                self.spec.behavior, ctx.rng(f"{name}/behavior"), "defense.behavior", ctx.base_dir
-            )
-            trigger = Trigger(text, self.spec.placement, self.spec.position, "defender", name)
-            ts = TriggerSet(name, "defender", (trigger,), "one", behavior, self.spec.rate)
+        for path, ts in self.trigger_sets(texts, ctx):
+            name = ts.name
+            behavior = ts.behavior
             pool, poisoned = train_pool(table, poisoned)
             n = poisoned.train_rows
             count = round_half_up(self.spec.rate * n)
-            rows, chosen = draw_poisoned(
-                table, ts, count, pool, ctx.rng(name), "defense", f"defense.triggers[{i}]"
-            )
+            rows, chosen = draw_poisoned(table, ts, count, pool, ctx.rng(name), "defense", path)
             # Later triggers draw only among rows not yet replaced, whose content this table
             # still holds: every trigger's rows are replaced together below.
             replaced.append((chosen, rows))
