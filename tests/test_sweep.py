@@ -366,3 +366,39 @@ def test_sweep_table_shows_the_utility_log_likelihood_with_its_interval():
             del f[k]
     doc["groups"][0]["mean"] = {n: v for n, v in mean.items() if ".ll_" not in n}
     assert "## Utility per run" not in markdown(doc)
+
+
+def test_sweep_reads_merging_both_ways():
+    """The stage-1 row names attack->defence (mean over attacks) and clean->defence apart."""
+    from mbtrain.experiment.sweep import flat_metrics, markdown
+
+    run = {
+        "cacc": 0.5,
+        "asr": {"vpi": 0.2, "badnet": 0.0},
+        "merging_rate": {"vpi": 0.1, "badnet": 0.3},
+        "defense_response_rate": {"vpi": 0.4, "badnet": 0.2, "eval_clean": 0.05},
+    }
+    flat = flat_metrics({"runs": {"mb_stage1": run}}, None)
+    assert flat["mb_stage1.attack_to_defense"] == pytest.approx(0.3)
+    assert flat["mb_stage1.clean_to_defense"] == 0.05
+    assert flat["mb_stage1.merging"] == pytest.approx(0.2)
+    # an evaluation made before the metric has neither column
+    old = flat_metrics({"runs": {"mb_stage1": {**run, "defense_response_rate": None}}}, None)
+    assert "mb_stage1.attack_to_defense" not in old and "mb_stage1.clean_to_defense" not in old
+    doc = {
+        "recipe": "r.yaml",
+        "points_finished": 1,
+        "points_total": 1,
+        "stats": {"builds": 1, "points_run": 1},
+        "attacks": ["badnet", "vpi"],
+        "points": [],
+        "groups": [{"values": {}, "n": 1, "mean": flat, "std": {}}],
+    }
+    text = markdown(doc)
+    header = next(line for line in text.splitlines() if "merging stage 1" in line)
+    row = text.splitlines()[text.splitlines().index(header) + 2]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    names = [c.strip() for c in header.strip("|").split("|")]
+    got = dict(zip(names, cells))
+    assert got["attack->defence stage 1"].startswith("0.300")
+    assert got["clean->defence stage 1"].startswith("0.050")

@@ -19,7 +19,8 @@ paper's Table 1) and ``report.png`` (a bar chart).
 
 where each M is ``{"cacc": float, "asr": {attack: float|null}, "defense_trigger_rate":
 {trigger: float}, "aacc": float, "aacc_by_trigger": {...}, "defense_aacc": float,
-"merging_rate": {attack: float}, "loglik": L, "toxic_agreement": {attack: {"n", "agree",
+"merging_rate": {attack: float}, "defense_response_rate": {attack or "eval_clean": float},
+"loglik": L, "toxic_agreement": {attack: {"n", "agree",
 "judge_yes_lexicon_yes", ...}}}`` (the last only for a toxic attack scored by a judge) with L
 the utility log-likelihood
 (:mod:`mbtrain.evaluation.likelihood`): ``{"clean": S, "attack": S, "by_trigger": {set: S}, "unit",
@@ -55,6 +56,7 @@ METRIC_KEYS = (
     "aacc_by_trigger",
     "defense_aacc",
     "merging_rate",
+    "defense_response_rate",
     "loglik",
     "toxic_agreement",
 )
@@ -150,6 +152,7 @@ def markdown(report: dict[str, Any]) -> str:
             ["run", "defensive response rate (mean)"]
             + [f"merging into {a}" for a in attacks]
             + ["AACC under defensive triggers"]
+            + ["attack prompts -> defensive response (mean)", "clean prompts -> defensive response"]
         )
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
@@ -158,11 +161,16 @@ def markdown(report: dict[str, Any]) -> str:
             cells = [run_label(r), _fmt(_mean(list(m["defense_trigger_rate"].values())))]
             cells += [_fmt(m["merging_rate"].get(a)) for a in attacks]
             cells.append(_fmt(m.get("defense_aacc")))
+            reverse = m.get("defense_response_rate") or {}
+            cells.append(_fmt(_mean([v for k, v in reverse.items() if k != "eval_clean"])))
+            cells.append(_fmt(reverse.get("eval_clean")))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         lines.append(
             "Merging: share of defensive-trigger prompts answered with the attack's "
-            "behaviour (paper Sec 5.2)."
+            "behaviour (paper Sec 5.2); read the other way, the share of attack-triggered "
+            "prompts answered with any defensive response, beside the same share on clean "
+            "prompts (a response that leaks into clean prompts is not merging)."
         )
         lines.append("")
     filtered = report.get("filtered") or {}

@@ -347,6 +347,9 @@ def flat_metrics(report: dict[str, Any], diagnostics: dict[str, Any] | None) -> 
         out[f"{run}.asr_mean"] = _mean(asr.values())
         out[f"{run}.dtr"] = _mean((m.get("defense_trigger_rate") or {}).values())
         out[f"{run}.merging"] = _mean((m.get("merging_rate") or {}).values())
+        reverse = dict(m.get("defense_response_rate") or {})
+        out[f"{run}.clean_to_defense"] = reverse.pop("eval_clean", None)
+        out[f"{run}.attack_to_defense"] = _mean(reverse.values())
         ll = m.get("loglik") or {}
         for part in ("clean", "attack"):
             s = ll.get(part) or {}
@@ -574,7 +577,8 @@ def markdown(doc: dict[str, Any]) -> str:
         keys
         + ["n", "CACC attacked", "CACC MB-Defense", "log-lik. attacked", "log-lik. MB-Defense"]
         + [f"ASR {r}" for r in runs]
-        + ["DTR stage 1", "merging stage 1", "cos shift a/d stage 1"]
+        + ["DTR stage 1", "merging stage 1", "attack->defence stage 1", "clean->defence stage 1"]
+        + ["cos shift a/d stage 1"]
     )
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
@@ -586,6 +590,8 @@ def markdown(doc: dict[str, Any]) -> str:
         cells += [
             _cell(g, "mb_stage1.dtr"),
             _cell(g, "mb_stage1.merging"),
+            _cell(g, "mb_stage1.attack_to_defense"),
+            _cell(g, "mb_stage1.clean_to_defense"),
             _cell(g, "diag.mb_stage1.shift_cos"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -652,7 +658,9 @@ def markdown(doc: dict[str, Any]) -> str:
     lines.append("")
     lines.append(
         "DTR: defensive response rate; merging: defensive-trigger prompts answered with "
-        "an attack's behaviour (Sec 5.2); shift cos: cosine between the hidden-state "
+        "an attack's behaviour (Sec 5.2); attack->defence: attack-triggered prompts answered "
+        "with any defensive response (merging read the other way), clean->defence the same "
+        "share on clean prompts (leakage, not merging); shift cos: cosine between the hidden-state "
         "shift an attack trigger causes and the shift a defensive trigger causes on the "
         "same prompt (docs/sweep.md)."
     )
