@@ -10,6 +10,8 @@
 #   bash bench/mechanism_map.sh DATA.jsonl --gpu            # the GPU size of bench/real_study.sh
 #   bash bench/mechanism_map.sh DATA.jsonl --gpu --dry-run  # validate every point on a CPU first
 #   FAMILIES="words prefixes" SEEDS=0,1 bash bench/mechanism_map.sh DATA.jsonl
+#   FAMILIES=tokens COUNT=8 RATES=0.03 OUT=runs/map-count bash bench/mechanism_map.sh DATA.jsonl
+#       # the number of generated tokens (COUNT, default 4) at the same defence budget
 #
 # Families (the attacks they mirror):
 #   tokens    four generated two-letter tokens at random positions (the default; BadNet's `cf`)
@@ -34,7 +36,7 @@ export SEEDS="${SEEDS:-0}"  # one draw per point by default; SEEDS=0,1,2 for err
 
 family_sets() {  # the --set pairs of one family (one value each: the grid is rate x epochs)
   case "$1" in
-    tokens) echo "defense.triggers=4|defense.placement=random" ;;
+    tokens) echo "defense.triggers=${COUNT:-4}|defense.placement=random" ;;
     words) echo "defense.triggers=[lantern,velvet,orchard,quartz]|defense.placement=random" ;;
     phrases)
       echo 'defense.triggers=["The kettle whistled twice.","Rain tapped on the roof.","A blue kite drifted by.","The clock struck nine."]|defense.placement=random' ;;

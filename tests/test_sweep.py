@@ -402,3 +402,12 @@ def test_sweep_reads_merging_both_ways():
     got = dict(zip(names, cells))
     assert got["attack->defence stage 1"].startswith("0.300")
     assert got["clean->defence stage 1"].startswith("0.050")
+
+
+def test_a_key_given_twice_is_named_alone():
+    from mbdata.core.errors import InputError
+    from mbtrain.experiment.sweep import grid
+
+    assert grid([("a", [1, 2]), ("b", [3])]) == [{"a": 1, "b": 3}, {"a": 2, "b": 3}]
+    with pytest.raises(InputError, match=r"^--set: defense\.triggers given twice; give each key"):
+        grid([("defense.triggers", [8]), ("defense.rate", [0.03]), ("defense.triggers", [4])])

@@ -163,8 +163,12 @@ def _child(node: Any, key: str | int) -> Any:
 def grid(sets: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
     """Every combination of the ``--set`` values, first key slowest."""
     keys = [k for k, _ in sets]
-    if len(set(keys)) != len(keys):
-        raise InputError(f"--set: a key is given twice ({', '.join(keys)})")
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise InputError(
+            f"--set: {', '.join(twice)} given twice; give each key once, its values "
+            "comma-separated (--set KEY=A,B)"
+        )
     return [dict(zip(keys, combo)) for combo in itertools.product(*(v for _, v in sets))]
 
 
