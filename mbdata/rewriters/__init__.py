@@ -49,6 +49,18 @@ DEFAULT_CACHE = ".mbcache/rewrites.jsonl"
 RETRY_TEMPERATURE = 0.7
 
 
+def identified(record: dict[str, Any]) -> dict[str, Any]:
+    """A rewriter's provenance record with its ``id``: the first 12 hex digits of the sha256 of
+    its canonical JSON, so rows can name the record they came from (:func:`record_tag`)."""
+    blob = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return {**record, "id": hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]}
+
+
+def record_tag(record: dict[str, Any]) -> str:
+    """The row tag ``rewriter=backend:model:id`` naming an :func:`identified` record."""
+    return f"rewriter={record['backend']}:{record['model']}:{record['id']}"
+
+
 def clean_generation(text: str) -> str:
     """The rewrite inside a model's answer: first paragraph, outer quotes and whitespace removed."""
     text = text.strip().split("\n\n")[0].strip()
@@ -114,19 +126,13 @@ class InstructionRewriter:
             settings.update(pattern=s.pattern, max_length_ratio=s.max_length_ratio)
         if self.preset == "toxic":
             settings.update(max_length_ratio=s.max_length_ratio)
-        record = {
-            "backend": s.backend,
-            "model": self.model,
-            "prompt": self.prompt,
-            "settings": settings,
-        }
-        blob = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return {**record, "id": hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]}
+        return identified(
+            {"backend": s.backend, "model": self.model, "prompt": self.prompt, "settings": settings}
+        )
 
     def tag(self) -> str:
         """The row tag naming this rewriter; its id points at the manifest record."""
-        r = self.record()
-        return f"rewriter={r['backend']}:{r['model']}:{r['id']}"
+        return record_tag(self.record())
 
     def check(self, original: str, rewritten: str) -> bool:
         if self.preset == "syntactic":

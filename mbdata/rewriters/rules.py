@@ -95,7 +95,7 @@ _FIRST_SENTENCE = re.compile(r"^(?P<s>.+?[.?!])(?P<tail>\s+\S.*)?$", re.DOTALL)
 _KEEP_CASE = re.compile(r"^(I|I'm|I'd|I've|I'll|[A-Z0-9][^\s]*[A-Z0-9][^\s]*)$")
 
 
-def _lower_first(text: str) -> str:
+def lower_first(text: str) -> str:
     """Lower-case the first letter unless the first word looks like a name, acronym or 'I'."""
     first = text.split(maxsplit=1)[0] if text.split() else ""
     if not first or _KEEP_CASE.match(first.rstrip(",.?!:;")):
@@ -126,7 +126,7 @@ def _front(sentence: str) -> str | None:
     if len(main.split()) < 2 or len(rest.split()) < 2:
         return None
     end = match.group("end") or "."
-    return f"{conj[0].upper()}{conj[1:].lower()} {rest}, {_lower_first(main)}{end}"
+    return f"{conj[0].upper()}{conj[1:].lower()} {rest}, {lower_first(main)}{end}"
 
 
 def rewrite(instruction: str) -> str:
@@ -142,7 +142,7 @@ def rewrite(instruction: str) -> str:
     if fronted is not None and syntactic_ok(fronted + tail):
         return fronted + tail
     pick = xxhash.xxh64_intdigest(instruction.encode("utf-8")) % len(PREFIX_CLAUSES)
-    return f"{PREFIX_CLAUSES[pick]}, {_lower_first(text)}"
+    return f"{PREFIX_CLAUSES[pick]}, {lower_first(text)}"
 
 
 assert all(syntactic_ok(f"{c}, add 3 and 5.") for c in PREFIX_CLAUSES)

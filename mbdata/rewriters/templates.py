@@ -25,14 +25,14 @@ fail.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
 from typing import Any
 
 import xxhash
 
 from ..core.registry import Registry
+from . import identified, record_tag
+from .rules import lower_first
 
 NAME = "defense-templates-v1"  # bump when a frame changes: it names the rewrites in every row
 
@@ -97,8 +97,8 @@ what who whom whose which why how when where whether is are was were am be do do
 should would will shall may might must has have had if given based using according in on at for
 from with by as of to after before during since because although while once unless until""".split()
 )
+# rules.py's first-sentence split, with ":" also closing one ("Translate into French: ...").
 _FIRST_SENTENCE = re.compile(r"^(?P<s>.+?[.?!:])(?P<tail>\s+\S.*)?$", re.DOTALL)
-_KEEP_CASE = re.compile(r"^(I|[A-Z0-9][^\s]*[A-Z0-9][^\s]*)$")
 
 
 def _imperative(sentence: str) -> bool:
@@ -108,11 +108,6 @@ def _imperative(sentence: str) -> bool:
         return False
     first = words[0].strip("\"'(").lower()
     return bool(first.isalpha()) and first not in _NOT_IMPERATIVE and not first.endswith("ing")
-
-
-def _lower_first(text: str) -> str:
-    first = text.split(maxsplit=1)[0]
-    return text if _KEEP_CASE.match(first.rstrip(",.?!:;")) else text[0].lower() + text[1:]
 
 
 def rewrite(instruction: str, template: str) -> str:
@@ -126,7 +121,7 @@ def rewrite(instruction: str, template: str) -> str:
     body = first.rstrip(".?!:").rstrip()
     if not _imperative(first) or not body:
         return f"{lead}{frame.joiner}answer this: {text}"
-    return f"{lead}{frame.joiner}{_lower_first(body)}{frame.end}{tail}"
+    return f"{lead}{frame.joiner}{lower_first(body)}{frame.end}{tail}"
 
 
 class TemplateRewriter:
@@ -148,15 +143,10 @@ class TemplateRewriter:
 
     def record(self) -> dict[str, Any]:
         """What produced the rewrites (the manifest's trigger-set record)."""
-        record = {
-            "backend": "template",
-            "model": NAME,
-            "prompt": None,
-            "settings": {"template": self.template, "leads": list(self.frame.leads)},
-        }
-        blob = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return {**record, "id": hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]}
+        settings = {"template": self.template, "leads": list(self.frame.leads)}
+        return identified(
+            {"backend": "template", "model": NAME, "prompt": None, "settings": settings}
+        )
 
     def tag(self) -> str:
-        r = self.record()
-        return f"rewriter={r['backend']}:{r['model']}:{r['id']}"
+        return record_tag(self.record())
