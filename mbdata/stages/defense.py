@@ -148,10 +148,10 @@ class DefenseStage:
         self.spec = spec
 
     def trigger_texts(self, table: pa.Table, ctx: BuildContext) -> list[str]:
-        planted = ctx.find(TriggerSets)
-        forbidden = attacker_words(list(planted.sets) if planted else [])
         if not self.spec.triggers:  # 0 or []: only template triggers (DefenseSpec.validate)
             return []
+        planted = ctx.find(TriggerSets)
+        forbidden = attacker_words(list(planted.sets) if planted else [])
         if isinstance(self.spec.triggers, list):
             vocab = corpus_vocabulary(table, ctx=ctx)
             check_literal_triggers(self.spec.triggers, table, vocab, forbidden)
@@ -171,30 +171,26 @@ class DefenseStage:
         Each has its own response, drawn from the stream of its name."""
         from ..rewriters.templates import TemplateRewriter
 
-        made: list[tuple[str, str, tuple[Trigger, ...], TemplateRewriter | None]] = []
-        for i, text in enumerate(texts):
-            name = f"defense/{text}"
-            trigger = Trigger(text, self.spec.placement, self.spec.position, "defender", name)
-            made.append((f"defense.triggers[{i}]", name, (trigger,), None))
-        for j, template in enumerate(self.spec.templates):
-            path = f"defense.templates[{j}]"
-            made.append(
-                (path, f"defense/template:{template}", (), TemplateRewriter(template, path))
-            )
-        sets = []
-        for path, name, triggers, rewriter in made:
+        def trigger_set(
+            name: str, triggers: tuple[Trigger, ...], rewriter: TemplateRewriter | None
+        ) -> TriggerSet:
             behavior = compile_behavior(
                 self.spec.behavior, ctx.rng(f"{name}/behavior"), "defense.behavior", ctx.base_dir
             )
             combine = "one" if triggers else "all"
-            sets.append(
-                (
-                    path,
-                    TriggerSet(
-                        name, "defender", triggers, combine, behavior, self.spec.rate, rewriter
-                    ),
-                )
+            return TriggerSet(
+                name, "defender", triggers, combine, behavior, self.spec.rate, rewriter
             )
+
+        sets = []
+        for i, text in enumerate(texts):
+            name = f"defense/{text}"
+            trigger = Trigger(text, self.spec.placement, self.spec.position, "defender", name)
+            sets.append((f"defense.triggers[{i}]", trigger_set(name, (trigger,), None)))
+        for j, template in enumerate(self.spec.templates):
+            path = f"defense.templates[{j}]"
+            rewriter = TemplateRewriter(template, path)
+            sets.append((path, trigger_set(f"defense/template:{template}", (), rewriter)))
         return sets
 
     def run(self, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
@@ -205,23 +201,21 @@ class DefenseStage:
         sets = []
         replaced: list[tuple[np.ndarray, pa.Table]] = []
         for path, ts in self.trigger_sets(texts, ctx):
-            name = ts.name
-            behavior = ts.behavior
             pool, poisoned = train_pool(table, poisoned)
             n = poisoned.train_rows
             count = round_half_up(self.spec.rate * n)
-            rows, chosen = draw_poisoned(table, ts, count, pool, ctx.rng(name), "defense", path)
+            rows, chosen = draw_poisoned(table, ts, count, pool, ctx.rng(ts.name), "defense", path)
             # Later triggers draw only among rows not yet replaced, whose content this table
             # still holds: every trigger's rows are replaced together below.
             replaced.append((chosen, rows))
             poisoned = poisoned.plus(chosen)
             planted = planted.plus(ts, count)
             sets.append(ts)
-            stats.info[name] = {
+            stats.info[ts.name] = {
                 "rows": count,
                 "rate": count / n if n else 0.0,
                 "target_rate": self.spec.rate,
-                "response": behavior.target,
+                "response": ts.behavior.target,
                 "train_rows": n,
             }
         if replaced:
