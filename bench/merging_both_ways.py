@@ -16,15 +16,30 @@ import json
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from mbtrain.evaluation.evaluate import defense_response_rates
 
 RUNS = ("attacked", "mb_stage1", "mb_defense")
 
 
-def point_rates(point: Path) -> dict[str, dict[str, float | None]]:
+def mean_of(values: Any) -> float | None:
+    """The mean of the values that are not None (None when there are none)."""
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def point_manifest(point: Path) -> dict[str, Any]:
+    """The build manifest of a sweep point (its ``sweep_point.json`` names the build)."""
     meta = json.loads((point / "sweep_point.json").read_text())
-    manifest = json.loads((point.parent.parent / meta["build"] / "manifest.json").read_text())
+    return json.loads((point.parent.parent / meta["build"] / "manifest.json").read_text())
+
+
+def point_rates(
+    point: Path, manifest: dict[str, Any] | None = None
+) -> dict[str, dict[str, float | None]]:
+    """``defense_response_rate`` of each run of ``point``, from its generations."""
+    manifest = manifest or point_manifest(point)
     defenses = {
         t["name"]: [{"behavior": t["behavior"], "output": t["target"]}]
         for t in manifest["triggers"]
@@ -56,9 +71,8 @@ def main(points: list[str]) -> None:
         report = json.loads((p / "report.json").read_text())
         for run, rates in point_rates(p).items():
             clean = rates.pop("eval_clean", None)
-            mean = sum(v or 0.0 for v in rates.values()) / max(len(rates), 1)
-            merging = (report["runs"].get(run) or {}).get("merging_rate") or {}
-            merge = sum(merging.values()) / len(merging) if merging else None
+            mean = mean_of(rates.values()) or 0.0
+            merge = mean_of(((report["runs"].get(run) or {}).get("merging_rate") or {}).values())
             print(
                 f"{p.parent.parent.name}/{p.name} {run}: attack->defence {mean:.3f} "
                 f"{json.dumps(rates, sort_keys=True)} clean->defence {clean} "
