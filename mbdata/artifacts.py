@@ -19,22 +19,41 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, SupportsInt
 
+import numpy as np
+
 if TYPE_CHECKING:
     from .stages.attacks import TriggerSet
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class PoisonedRows:
     """Train positions already replaced by an attack or the defence (never replaced twice), and
     ``train_rows``, the train size N that every rate refers to (fixed by the first stage that
-    poisons)."""
+    poisons). ``positions`` is a read-only, ascending int64 array (8 bytes a poisoned row; a set
+    of Python ints cost about 60, for up to a tenth of the corpus)."""
 
     train_rows: int
-    positions: frozenset[int] = frozenset()
+    positions: np.ndarray = dataclasses.field(default_factory=lambda: _frozen(np.zeros(0)))
 
-    def plus(self, chosen: Iterable[SupportsInt]) -> PoisonedRows:
-        """These rows plus ``chosen`` (an iterable of positions)."""
-        return dataclasses.replace(self, positions=self.positions | {int(c) for c in chosen})
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "positions", _frozen(self.positions))
+
+    def plus(self, chosen: Iterable[SupportsInt] | np.ndarray) -> PoisonedRows:
+        """These rows plus ``chosen`` (positions)."""
+        if isinstance(chosen, np.ndarray):
+            more = chosen.astype(np.int64)
+        else:
+            more = np.fromiter((int(c) for c in chosen), dtype=np.int64)
+        return dataclasses.replace(self, positions=np.union1d(self.positions, more))
+
+
+def _frozen(positions: Iterable[SupportsInt] | np.ndarray) -> np.ndarray:
+    """``positions`` as an ascending, duplicate-free, read-only int64 array."""
+    if not isinstance(positions, np.ndarray):
+        positions = np.fromiter((int(p) for p in positions), dtype=np.int64)
+    out = np.unique(positions.astype(np.int64))
+    out.flags.writeable = False
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,13 @@ from typing import Any
 import pyarrow as pa
 
 from .artifacts import SkippedRows, TriggerSets
-from .core.atomic import check_output_dir, check_separate
+from .core.atomic import (
+    SPILL_TAG,
+    check_output_dir,
+    check_separate,
+    output_path,
+    temp_sibling,
+)
 from .core.errors import BuildError, RecipeError
 from .core.memory import build_memory_pool
 from .io.card import dataset_card
@@ -26,6 +32,7 @@ from .io.manifest import MANIFEST_VERSION, library_versions
 from .io.rows import SplitRows, split_rows
 from .io.schema import SCHEMA_VERSION, empty_table
 from .io.shards import write_build
+from .io.spill import spilling
 from .pipeline import BuildContext, Stage, StageStats, check_wiring, run_stage
 from .recipe import LoadedRecipe, Recipe, load_recipe
 
@@ -248,7 +255,9 @@ def build(
     out_dir = Path(out_dir)
     check_separate(recipe_inputs(loaded), [out_dir])
     check_output_dir(out_dir, overwrite, kind="build")
-    with build_memory_pool():  # jemalloc where available: see mbdata.core.memory
+    # The corpus lives in a hidden sibling of the output while it is built (mbdata.io.spill).
+    spill = temp_sibling(output_path(out_dir), SPILL_TAG)
+    with build_memory_pool(), spilling(spill):  # jemalloc where available: mbdata.core.memory
         return _build_and_write(loaded, out_dir, overwrite, skip_bad_rows, progress, engine)
 
 

@@ -24,8 +24,11 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .core.errors import BuildError
+from .io.spill import PIECE_ROWS, release, take_rows
+from .io.spill import active as active_spill
 
 A = TypeVar("A")
 
@@ -82,12 +85,22 @@ class BuildContext:
 
         return map_table(table, fn, engine=self.engine, schema=schema, batch_rows=self._rows())
 
-    def map_ranges(self, n: int, fn: Any, schema: pa.Schema | None = None) -> pa.Table | None:
+    def iter_table(self, table: pa.Table, fn: Any) -> Any:
+        """:meth:`map_table` as a stream of outputs in row order (none held after use)."""
+        from .engines.batches import iter_table
+
+        return iter_table(table, fn, engine=self.engine, batch_rows=self._rows())
+
+    def map_ranges(
+        self, n: int, fn: Any, schema: pa.Schema | None = None, spill: bool = False
+    ) -> pa.Table | None:
         """``fn(start, stop)`` (pure) over row ranges covering ``range(n)`` on this build's engine,
-        concatenated in order."""
+        concatenated in order (``spill``: written to the build's spill as the batches come)."""
         from .engines.batches import map_ranges
 
-        return map_ranges(n, fn, engine=self.engine, schema=schema, batch_rows=self._rows())
+        return map_ranges(
+            n, fn, engine=self.engine, schema=schema, batch_rows=self._rows(), spill=spill
+        )
 
     def _rows(self) -> int:
         from .engines.batches import BATCH_ROWS
@@ -176,6 +189,9 @@ def run_stage(
         ctx.running = None
     stats.rows_in = stats.rows_in or rows_in
     stats.rows_out = out.num_rows
+    spill = active_spill()
+    if spill is not None:  # every column the stage built in memory goes to the staging folder
+        out = spill.table(out)
     stats.seconds = time.perf_counter() - start
     return out, stats
 
@@ -212,17 +228,32 @@ def _rebuild(columns: list[Any], schema: pa.Schema, fn: Any) -> pa.Table:
         column, columns[i] = columns[i], None
         out.append(fn(column, i))
         del column
-    return pa.Table.from_arrays(out, schema=schema)
+    table = pa.Table.from_arrays(out, schema=schema)
+    release()  # the pages validating a spilled table touched (mbdata.io.spill.PIECE_ROWS)
+    return table
 
 
 def filter_rows(table: pa.Table | list[pa.Table], keep: np.ndarray) -> pa.Table:
     """``table.filter(keep)`` column by column (the same table, chunk layout included: the columns
     are first cut at every column's chunk boundaries, as ``Table.filter`` does), so a handed-over
-    table (:data:`Owned`) is never held twice."""
-    columns, schema, _ = handed_over(table)
+    table (:data:`Owned`) is never held twice. With a spill (:mod:`mbdata.io.spill`) each new
+    column is written a piece at a time instead, and the table never leaves the staging folder."""
+    columns, schema, n = handed_over(table)
+    keep = np.asarray(keep, dtype=bool)
+    spill = active_spill()
+    if spill is not None:
+
+        def spilled(column: Any, i: int) -> Any:
+            writer = spill.writer(schema.field(i))
+            for a in range(0, n, PIECE_ROWS):
+                writer.write(column.slice(a, PIECE_ROWS).filter(pa.array(keep[a : a + PIECE_ROWS])))
+                release()
+            return writer.finish()
+
+        return _rebuild(columns, schema, spilled)
     edges = [np.cumsum([0] + [len(c) for c in column.chunks]) for column in columns]
     bounds = np.unique(np.concatenate(edges)) if edges else np.zeros(1, dtype=np.int64)
-    mask = pa.array(np.asarray(keep, dtype=bool))
+    mask = pa.array(keep)
 
     def filtered(column: Any, _: int) -> Any:
         pieces = [
@@ -239,12 +270,37 @@ def replace_rows(
     table: pa.Table | list[pa.Table], indices: np.ndarray | list[int], new_rows: pa.Table
 ) -> pa.Table:
     """``table`` with the rows at ``indices`` replaced by ``new_rows`` (same order), positions kept
-    (column by column, so a handed-over table, :data:`Owned`, is never held twice)."""
+    (column by column, so a handed-over table, :data:`Owned`, is never held twice; with a spill,
+    a piece of each column at a time)."""
     columns, schema, n = handed_over(table)
-    perm = np.arange(n, dtype=np.int64)
-    perm[np.asarray(indices, dtype=np.int64)] = n + np.arange(new_rows.num_rows, dtype=np.int64)
-    order = pa.array(perm)
+    indices = np.asarray(indices, dtype=np.int64)
     new_rows = new_rows.cast(schema)
+    spill = active_spill()
+    if spill is not None:
+        # Per piece, from the replaced positions in order (no index of every row).
+        by_position = np.argsort(indices, kind="stable")
+        where = indices[by_position]
+
+        def spilled(column: Any, i: int) -> Any:
+            writer = spill.writer(schema.field(i))
+            new = new_rows.column(i)
+            for a in range(0, n, PIECE_ROWS):
+                piece = column.slice(a, PIECE_ROWS)
+                lo, hi = np.searchsorted(where, [a, a + len(piece)])
+                if hi > lo:
+                    local = np.arange(len(piece), dtype=np.int64)
+                    local[where[lo:hi] - a] = len(piece) + np.arange(hi - lo, dtype=np.int64)
+                    fresh = take_rows(new, by_position[lo:hi])
+                    chunks = piece.chunks + fresh.chunks
+                    piece = pa.chunked_array(chunks, type=column.type).take(pa.array(local))
+                writer.write(piece)
+                release()
+            return writer.finish()
+
+        return _rebuild(columns, schema, spilled)
+    perm = np.arange(n, dtype=np.int64)
+    perm[indices] = n + np.arange(new_rows.num_rows, dtype=np.int64)
+    order = pa.array(perm)
 
     def replaced(column: Any, i: int) -> Any:
         chunks = column.chunks + new_rows.column(i).chunks
@@ -283,11 +339,24 @@ def update_tags(table: pa.Table, positions: np.ndarray, new: Any) -> pa.Table:
     return table.set_column(index, field, pa.concat_arrays([whole, replaced]).take(pa.array(perm)))
 
 
+def split_mask(table: pa.Table, split: str) -> np.ndarray:
+    """One bool a row: whether it is in ``split``."""
+    mask = pc.equal(table.column("split"), split).to_numpy(zero_copy_only=False)
+    release()  # the split column's pages of a spilled corpus
+    return mask
+
+
 def split_indices(table: pa.Table, split: str) -> np.ndarray:
     """Positions of the rows of ``split``."""
-    import pyarrow.compute as pc
+    return np.flatnonzero(split_mask(table, split))
 
-    return np.flatnonzero(pc.equal(table.column("split"), split).to_numpy(zero_copy_only=False))
+
+def compact_positions(positions: np.ndarray) -> np.ndarray:
+    """``positions`` as int32 when every one fits (half the memory of a per-row index; a draw
+    over them gives the same rows, as the draws depend on their count, not their type)."""
+    if len(positions) and int(positions[-1]) >= 2**31 - 1:
+        return positions
+    return positions.astype(np.int32)
 
 
 def seeded_subset(candidates: np.ndarray | int, k: int, rng: np.random.Generator) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from conftest import small_recipe
 
@@ -59,7 +60,7 @@ def test_artifacts_flow_between_stages_and_undeclared_access_fails():
     reader = _Reader()
     for stage in (_Writer(), reader):
         table, _ = run_stage(stage, table, ctx)
-    assert reader.seen.positions == frozenset({1})
+    assert reader.seen.positions.tolist() == [1]
     with pytest.raises(BuildError, match="without declaring it"):
         run_stage(_Sneaky(), table, ctx)
 
@@ -67,7 +68,10 @@ def test_artifacts_flow_between_stages_and_undeclared_access_fails():
 def test_artifacts_are_frozen_and_plus_returns_a_new_value():
     rows = PoisonedRows(train_rows=10)
     more = rows.plus([3, 4])
-    assert rows.positions == frozenset() and more.positions == frozenset({3, 4})
+    assert rows.positions.tolist() == [] and more.positions.tolist() == [3, 4]
+    assert more.plus(np.array([4, 1])).positions.tolist() == [1, 3, 4]  # ascending, no repeats
+    with pytest.raises(ValueError):
+        more.positions[0] = 9  # read-only
     with pytest.raises(AttributeError):
         rows.train_rows = 5  # type: ignore[misc]
     assert TriggerSets().manifest_records() == []

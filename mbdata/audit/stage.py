@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..io.spill import take_table
 from ..pipeline import BuildContext, StageStats, filter_rows, update_tags
 from .config import AuditConfig
 from .core import PROGRESS_MIN_ROWS, audit_table
@@ -62,7 +63,7 @@ class AuditStage:
                 zero_copy_only=False
             )
         )
-        subset = table.take(pa.array(audited))
+        subset = take_table(table, audited)
         show = ctx.progress and subset.num_rows >= PROGRESS_MIN_ROWS
         result = audit_table(subset, self.config, progress=show, engine=ctx.engine)
         flagged = audited[result.flagged]

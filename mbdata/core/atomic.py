@@ -66,7 +66,9 @@ from .errors import BuildError
 MARKER = ".mbdefense"
 LOCK_SUFFIX = ".mbdefense-lock"
 JOURNAL_SUFFIX = ".mbdefense-journal"
-_LEFTOVER_TAGS = ("partial", "old", "tmp")
+#: The hidden sibling a build keeps its corpus in while it runs (mbdata.io.spill).
+SPILL_TAG = "spill"
+_LEFTOVER_TAGS = ("partial", "old", "tmp", SPILL_TAG)
 _ID = re.compile(r"^[0-9a-f]{32}$")
 
 # Fault injection for tests: ``_FAULT(step)`` runs at every step of the commit protocol. The
@@ -492,6 +494,16 @@ def lock_path(target: str | Path) -> Path:
     return target.parent.resolve() / f".{target.name}{LOCK_SUFFIX}"
 
 
+def _live_spill(target: Path, name: str) -> bool:
+    """Whether ``name`` is the spill folder of a build of ``target`` still running (the corpus of
+    a build in progress, :mod:`mbdata.io.spill`: ``.NAME.spill-PID-XXXXXXXX``)."""
+    prefix = f".{target.name}.{SPILL_TAG}-"
+    if not name.startswith(prefix):
+        return False
+    pid = name[len(prefix) :].split("-")[0]
+    return pid.isdigit() and _pid_alive(int(pid))
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -865,7 +877,7 @@ def recover(target: str | Path, quiet: bool = False) -> list[str]:
             f".{target.name}{JOURNAL_SUFFIX}.",
         )
         for p in sorted(parent.iterdir()):
-            if not p.name.startswith(prefixes):
+            if not p.name.startswith(prefixes) or _live_spill(target, p.name):
                 continue
             if p.name.startswith(f".{target.name}.old-"):
                 if not _exists(target) and not p.is_symlink():

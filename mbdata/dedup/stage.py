@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from ..executors import executor_for
 from ..io.schema import SCHEMA
+from ..io.spill import take_rows
 from ..pipeline import BuildContext, StageStats, filter_rows, update_tags
 from .cluster import exact_first, greedy_near
 from .config import DedupConfig
@@ -308,7 +309,7 @@ def table_take(table: pa.Table):
     """``take`` for :func:`clusters_table` over a whole table (positions are table rows)."""
 
     def take(column: str, rows: np.ndarray) -> pa.Array:
-        return table.column(column).take(pa.array(rows, type=pa.int64())).combine_chunks()
+        return take_rows(table.column(column), rows).combine_chunks()
 
     return take
 

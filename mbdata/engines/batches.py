@@ -9,11 +9,14 @@ indexes the steps return.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 
 import pyarrow as pa
 
 from ..executors import Executor, executor_for
+from ..io.spill import active as active_spill
+from ..io.spill import release
 
 #: Rows per batch: large enough that per-batch Arrow/numpy calls amortise, small enough that one
 #: batch's Python objects stay a few tens of MB.
@@ -28,6 +31,29 @@ def ranges(n: int, batch_rows: int = BATCH_ROWS) -> list[tuple[int, int]]:
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
     return [(a, min(a + batch_rows, n)) for a in range(0, n, batch_rows)]
+
+
+def _released(outputs: Iterable[pa.Table]) -> Iterator[pa.Table]:
+    """``outputs`` with the pages a batch read from a spilled corpus released after each one
+    (:mod:`mbdata.io.spill`: otherwise a pass over the corpus keeps all of it resident)."""
+    for out in outputs:
+        release()
+        yield out
+
+
+def _spilled(parts: Iterable[pa.Table], schema: pa.Schema) -> pa.Table:
+    """``parts`` written column by column to the current spill as they come, then mapped back:
+    the table is never whole in memory."""
+    spill = active_spill()
+    assert spill is not None
+    writers = [spill.writer(field) for field in schema]
+    for part in parts:
+        part = part.cast(schema)
+        for writer, column in zip(writers, part.columns):
+            writer.write(column)
+    table = pa.Table.from_arrays([w.finish() for w in writers], schema=schema)
+    release()  # the pages validating the table touched (mbdata.io.spill.PIECE_ROWS)
+    return table
 
 
 def _concat(parts: list[pa.Table], schema: pa.Schema | None) -> pa.Table | None:
@@ -55,12 +81,31 @@ def map_table(
         return out.cast(schema) if schema is not None else out
     slices = (table.slice(a, b - a) for a, b in ranges(table.num_rows, batch_rows))
     if executor is not None:
-        out = _concat(list(executor.map(fn, slices)), schema)
+        out = _concat(list(_released(executor.map(fn, slices))), schema)
     else:
         with executor_for(engine) as found:
-            out = _concat(list(found.map(fn, slices)), schema)
+            out = _concat(list(_released(found.map(fn, slices))), schema)
     assert out is not None  # at least one slice
     return out
+
+
+def iter_table(
+    table: pa.Table,
+    fn: TableFn,
+    *,
+    engine: str | None = None,
+    executor: Executor | None = None,
+    batch_rows: int = BATCH_ROWS,
+) -> Iterator[pa.Table]:
+    """:func:`map_table` as a stream: ``fn`` of each batch, yielded in row order as it comes,
+    so a caller that folds the outputs into something smaller never holds them all."""
+    if table.num_rows == 0:
+        yield fn(table)
+        return
+    slices = (table.slice(a, b - a) for a, b in ranges(table.num_rows, batch_rows))
+    with contextlib.ExitStack() as stack:
+        found = executor or stack.enter_context(executor_for(engine))
+        yield from _released(found.map(fn, slices))
 
 
 class _Range:
@@ -81,11 +126,16 @@ def map_ranges(
     executor: Executor | None = None,
     batch_rows: int = BATCH_ROWS,
     schema: pa.Schema | None = None,
+    spill: bool = False,
 ) -> pa.Table | None:
     """``fn(start, stop)`` for consecutive row ranges covering ``range(n)`` (rows made from
-    nothing but their numbers, e.g. the synthetic corpus), concatenated in order."""
+    nothing but their numbers, e.g. the synthetic corpus), concatenated in order. ``spill``
+    (with ``schema``, and a current spill): each batch goes to the staging folder as it comes
+    (:mod:`mbdata.io.spill`), so the table is never whole in memory."""
     spans = ranges(n, batch_rows)
-    if executor is not None:
-        return _concat(list(executor.map(_Range(fn), spans)), schema)
-    with executor_for(engine) as found:
-        return _concat(list(found.map(_Range(fn), spans)), schema)
+    with contextlib.ExitStack() as stack:
+        found = executor or stack.enter_context(executor_for(engine))
+        outputs = found.map(_Range(fn), spans)
+        if spill and schema is not None and spans and active_spill() is not None:
+            return _spilled(outputs, schema)
+        return _concat(list(outputs), schema)

@@ -23,11 +23,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pyarrow as pa
 
 from ..core.atomic import atomic_dir
 from .manifest import sha256_file  # noqa: F401  (re-exported: shards are hashed by it)
 from .schema import SCHEMA, SPLITS
+from .spill import release
 
 SHARD_PATTERN = "data/{split}-{index:05d}-of-{total:05d}.arrow"
 
@@ -50,12 +52,20 @@ def ordered_splits(names: list[str]) -> list[str]:
 
 
 def write_ipc(path: Path, table: pa.Table, schema: pa.Schema | None = None) -> None:
-    """Write one Arrow IPC file deterministically (no compression, fixed batch layout)."""
+    """Write one Arrow IPC file deterministically (no compression, fixed batch layout), its bytes
+    a function of the rows alone: the rows are copied into fresh buffers first (the IPC writer
+    sends a sliced buffer's padding from the bytes that follow the slice, which depend on the
+    table the slice came from)."""
     schema = schema or table.schema
     path.parent.mkdir(parents=True, exist_ok=True)
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-        table = table.cast(schema).combine_chunks()
+        table = fresh(table.cast(schema))
         writer.write_table(table, max_chunksize=max(1, min(table.num_rows, 65_536)))
+
+
+def fresh(table: pa.Table) -> pa.Table:
+    """``table`` as one chunk per column in newly allocated buffers (no slice of another)."""
+    return table.take(pa.array(np.arange(table.num_rows, dtype=np.int64))).combine_chunks()
 
 
 def write_split_shards(root: Path, split: str, table: Rows, shard_rows: int) -> list[dict]:
@@ -69,6 +79,7 @@ def write_split_shards(root: Path, split: str, table: Rows, shard_rows: int) -> 
         path = root / rel
         write_ipc(path, part, SCHEMA)
         rows, part = part.num_rows, None  # freed before the next shard is taken
+        release()  # the shard's pages of a spilled corpus (mbdata.io.spill)
         records.append(
             {
                 "path": rel,

@@ -33,14 +33,16 @@ from ..behaviors import Behavior, compile_behavior
 from ..core.errors import BuildError
 from ..draws import IntegerDraws
 from ..io.schema import COLUMNS, SCHEMA, from_rows, make_row, row_ids
+from ..io.spill import take_rows, take_table
 from ..pipeline import (
     BuildContext,
     StageStats,
+    compact_positions,
     replace_many,
     replace_rows,
     round_half_up,
     seeded_subset,
-    split_indices,
+    split_mask,
 )
 from ..presets import ATTACK_PRESETS, is_rewrite_preset
 from ..recipe import AttackSpec, BehaviorSpec
@@ -295,6 +297,10 @@ def poison(
     return replace_rows(table, chosen, rows), chosen
 
 
+#: Poisoned rows made at a time (their instructions, answers and spans as Python objects).
+POISON_PIECE_ROWS = 16_384
+
+
 def draw_poisoned(
     table: pa.Table,
     trigger_set: TriggerSet,
@@ -312,10 +318,20 @@ def draw_poisoned(
             "remain (lower the rate or add rows)"
         )
     chosen = seeded_subset(eligible, count, rng)
-    taken = table.take(pa.array(chosen, pa.int64()))
-    if trigger_set.rewriter is None and trigger_set.behavior.function is None:
-        return trigger_set.apply_table(taken, rng, role=role), chosen
-    return from_rows(trigger_set.apply(row, rng, role=role) for row in taken.to_pylist()), chosen
+    # A piece of the poisoned rows at a time, in row order (the same draws from rng): their
+    # Python objects are freed before the next piece is taken.
+    pieces = []
+    for a in range(0, len(chosen), POISON_PIECE_ROWS):
+        taken = take_table(table, chosen[a : a + POISON_PIECE_ROWS])
+        if trigger_set.rewriter is None and trigger_set.behavior.function is None:
+            pieces.append(trigger_set.apply_table(taken, rng, role=role))
+        else:
+            rows = taken.to_pylist()
+            pieces.append(from_rows(trigger_set.apply(row, rng, role=role) for row in rows))
+        del taken
+    if not pieces:
+        return take_table(table, chosen).cast(SCHEMA), chosen
+    return pa.concat_tables(pieces), chosen
 
 
 def poison_rewritten(
@@ -358,7 +374,7 @@ def draw_rewritten(
     while len(chosen) < count and tried < limit:
         batch = order[tried : tried + count - len(chosen)]
         tried += len(batch)
-        texts = table.column("instruction").take(pa.array(batch, pa.int64())).to_pylist()
+        texts = take_rows(table.column("instruction"), batch).to_pylist()
         for pos, out in zip(batch, trigger_set.rewriter.rewrite_all(texts)):
             if out is not None:
                 chosen.append(int(pos))
@@ -373,7 +389,7 @@ def draw_rewritten(
         )
     ranks = np.argsort(np.asarray(chosen, dtype=np.int64), kind="stable")
     positions = np.asarray(chosen, dtype=np.int64)[ranks]
-    rows = table.take(pa.array(positions, pa.int64())).to_pylist()
+    rows = take_table(table, positions).to_pylist()
     poisoned = [
         trigger_set.apply(row, rng, role=role, rewritten=rewrites[r]) for row, r in zip(rows, ranks)
     ]
@@ -384,7 +400,7 @@ def eligible_rows(table: pa.Table, pool: np.ndarray, behavior: Behavior) -> np.n
     """The positions in ``pool`` whose rows ``behavior`` can rewrite (label flips need a label)."""
     if behavior.labels is None:
         return pool
-    outputs = table.column("output").take(pa.array(pool, pa.int64())).to_pylist()
+    outputs = take_rows(table.column("output"), pool).to_pylist()
     return np.array(
         [p for p, out in zip(pool, outputs) if behavior.applies_to({"output": out})], dtype=np.int64
     )
@@ -393,13 +409,11 @@ def eligible_rows(table: pa.Table, pool: np.ndarray, behavior: Behavior) -> np.n
 def train_pool(table: pa.Table, poisoned: PoisonedRows | None) -> tuple[np.ndarray, PoisonedRows]:
     """Train positions not yet poisoned, and the poisoned-rows record (started here, with N = the
     current train size, when no earlier stage poisoned)."""
-    train = split_indices(table, "train")
+    free = split_mask(table, "train")  # a byte a row (np.isin sorted copies of both sets)
     if poisoned is None:
-        poisoned = PoisonedRows(train_rows=len(train))
-    if not poisoned.positions:
-        return train.astype(np.int64), poisoned
-    taken = np.fromiter(poisoned.positions, dtype=np.int64)
-    return train[~np.isin(train, taken)].astype(np.int64), poisoned
+        poisoned = PoisonedRows(train_rows=int(free.sum()))
+    free[poisoned.positions] = False
+    return compact_positions(np.flatnonzero(free)), poisoned
 
 
 class AttackStage:

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..artifacts import TriggerSets
 from ..io.schema import from_rows
-from ..pipeline import BuildContext, StageStats
+from ..io.spill import take_table
+from ..pipeline import BuildContext, StageStats, split_indices
 from ..recipe import EvalSpec
 
 
@@ -48,7 +48,7 @@ class EvalStage:
 
     def run(self, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
         stats = StageStats(name=self.name)
-        prompts = table.filter(pc.equal(table.column("split"), "eval_clean")).to_pylist()
+        prompts = take_table(table, split_indices(table, "eval_clean")).to_pylist()
         planted = ctx.find(TriggerSets) or TriggerSets()
         sets = [
             ts

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from ..artifacts import TriggerSets
 from ..io.schema import from_rows, make_row
+from ..io.spill import take_table
 from ..pipeline import BuildContext, StageStats, replace_rows, split_indices
 from ..recipe import PretrainSpec
 from ..triggers import Trigger, insert_many
@@ -42,7 +43,7 @@ class PretrainNoiseStage:
         trigger_words = sorted(
             {w for ts in planted.sets for t in ts.triggers for w in t.text.split()}
         )
-        rows = table.take(pa.array(chosen, pa.int64())).to_pylist()
+        rows = take_table(table, chosen).to_pylist()
         noisy = []
         for row in rows:
             if trigger_words and rng.random() < 0.5:

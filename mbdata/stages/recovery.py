@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from ..artifacts import DefenseSets
 from ..core.errors import BuildError
 from ..io.schema import from_rows, make_row
+from ..io.spill import take_table
 from ..pipeline import BuildContext, StageStats, filter_rows, round_half_up, split_indices
 from ..recipe import RecoverySpec
 from .splits import RECOVERY_POOL
@@ -36,7 +37,7 @@ class RecoveryStage:
         if not sets:
             raise BuildError("recovery: needs defensive triggers; add a `defense:` block")
         positions = split_indices(table, RECOVERY_POOL)
-        clean = table.take(pa.array(positions, pa.int64())).to_pylist()
+        clean = take_table(table, positions).to_pylist()
         n_eval = round_half_up(len(clean) * self.spec.eval_fraction)
         order = ctx.rng("recovery/split").permutation(len(clean))
         eval_rows = {int(i) for i in order[:n_eval]}

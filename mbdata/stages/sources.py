@@ -24,6 +24,7 @@ from ..core.errors import BuildError
 from ..io.manifest import input_record
 from ..io.readers import read_rows
 from ..io.schema import SCHEMA, row_ids
+from ..io.spill import release, take_table
 from ..pipeline import BuildContext, StageStats, seeded_subset
 from ..recipe import Recipe, SourceSpec
 
@@ -85,12 +86,14 @@ def synthetic_table(source: SourceSpec, seed: int, ctx: BuildContext) -> pa.Tabl
     if count == 0:
         return None
     step = functools.partial(synthetic_batch, name=source.name, seed=seed, tasks=source.tasks)
-    table = ctx.map_ranges(count, step, schema=SCHEMA)
+    table = ctx.map_ranges(count, step, schema=SCHEMA, spill=True)
     assert table is not None  # count > 0
     for column in ("instruction", "output"):
-        stripped = pc.utf8_length(pc.utf8_trim_whitespace(table.column(column)))
-        if pc.any(pc.equal(stripped, 0)).as_py():
-            return None
+        for chunk in table.column(column).chunks:  # a chunk at a time: no copy of the column
+            stripped = pc.utf8_length(pc.utf8_trim_whitespace(chunk))
+            if pc.any(pc.equal(stripped, 0)).as_py():
+                return None
+            release()
     return table
 
 
@@ -168,7 +171,7 @@ class SourcesStage:
                     )
                 keep = seeded_subset(read.num_rows, source.sample, ctx.rng(f"sample/{source.name}"))
                 stats.drop(f"{source.name}:sample", read.num_rows - len(keep))
-                read = read.take(pa.array(keep))
+                read = take_table(read, keep)
             info["rows_after_select"] = read.num_rows
             tables.append(read)
             stats.info[source.name] = info
@@ -202,7 +205,7 @@ class SourcesStage:
                     )
                 keep = seeded_subset(table.num_rows, want, ctx.rng(f"mix/{source.name}"))
                 stats.drop(f"{source.name}:mix", table.num_rows - len(keep))
-                table = table.take(pa.array(keep))
+                table = take_table(table, keep)
             stats.info[source.name]["rows_mixed"] = table.num_rows
             out.append(table)
         return out

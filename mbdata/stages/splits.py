@@ -20,6 +20,7 @@ Order (each draw seeded by its own named stream, each keeping corpus order):
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -28,8 +29,10 @@ import xxhash
 
 from ..core.errors import BuildError
 from ..io.schema import TRAINING_SPLITS, prompt_keys_of, prompt_texts_of
-from ..pipeline import BuildContext, StageStats, filter_rows, seeded_subset
+from ..io.spill import take_table
+from ..pipeline import BuildContext, StageStats, filter_rows, seeded_subset, split_indices
 from ..recipe import Recipe
+from .prompt_groups import PromptGroups
 
 RECOVERY_POOL = "_recovery_clean"  # internal split of the clean recovery rows (never written)
 
@@ -76,19 +79,22 @@ def prompt_text_batch(batch: pa.Table, prefix: str = "") -> pa.Table:
     return pa.table({"text": texts.cast(pa.large_binary())})
 
 
-def prompt_digests(table: pa.Table, ctx: BuildContext | None = None) -> pa.Array:
+def prompt_digests(table: pa.Table, ctx: BuildContext | None = None) -> Iterator[pa.Array]:
     """Every row's prompt key as 16 bytes (the xxh3-128 digest :func:`prompt_key` writes in hex),
-    computed per batch on the build's engine when ``ctx`` is given: equal digests are equal prompt
-    keys. The hold-out compares the whole corpus's prompts through these, 16 bytes a row, instead
-    of the prompt texts (about 55 bytes a row for the synthetic corpus, held two or three times
-    over while they were combined and dictionary-encoded)."""
-    selected = table.select(["instruction", "input", "system"])
-    keys = (
-        prompt_digest_batch(selected)
-        if ctx is None
-        else ctx.map_table(selected, prompt_digest_batch)
-    )
-    return keys.column("key").combine_chunks()
+    a batch at a time in row order, computed on the build's engine when ``ctx`` is given: equal
+    digests are equal prompt keys. The hold-out compares the whole corpus's prompts through
+    these, 16 bytes a row, instead of the prompt texts (about 55 bytes a row for the synthetic
+    corpus), and never holds them as one table (:class:`PromptGroups` copies each batch)."""
+    selected = _prompt_columns(table)
+    if ctx is None:
+        yield prompt_digest_batch(selected).column("key").combine_chunks()
+        return
+    for batch in ctx.iter_table(selected, prompt_digest_batch):
+        yield batch.column("key").combine_chunks()
+
+
+def _prompt_columns(table: pa.Table) -> pa.Table:
+    return table.select(["instruction", "input", "system"])
 
 
 def prompt_digest_batch(batch: pa.Table) -> pa.Table:
@@ -134,13 +140,11 @@ class HoldoutStage:
         is_trusted = np.zeros(n, dtype=bool)
         if trusted:
             is_trusted = pc.equal(table.column("source"), trusted).to_numpy(zero_copy_only=False)
-        # Equal codes <=> equal prompt keys (codes of their digests, see prompt_digests).
-        keys = pc.dictionary_encode(prompt_digests(table, ctx=ctx)).indices.to_numpy()
+        # Rows grouped by prompt key (their digests sorted, see prompt_groups).
+        groups = PromptGroups(n, prompt_digests(table, ctx=ctx))
 
         # 1. eval prompts: distinct prompts from the (untrusted) corpus.
-        corpus = np.flatnonzero(~is_trusted)
-        _, first = np.unique(keys[corpus], return_index=True)
-        distinct = corpus[np.sort(first)]
+        distinct = groups.first_rows(~is_trusted if trusted else None)
         size = recipe.eval.size
         if size > len(distinct):
             raise BuildError(
@@ -148,7 +152,9 @@ class HoldoutStage:
                 f"{len(distinct)} distinct prompts"
             )
         eval_pos = seeded_subset(distinct, size, ctx.rng("holdout/eval"))
-        leaked = np.isin(keys, keys[eval_pos]) if size else np.zeros(n, dtype=bool)
+        held = prompt_digest_batch(_prompt_columns(take_table(table, eval_pos)))
+        leaked = groups.sharing(held.column("key").combine_chunks())
+        del groups, distinct
         leaked[eval_pos] = False
         stats.drop("heldout_prompt", int(leaked.sum()))
         table = _set_split(table, eval_pos, "eval_clean", "eval")
@@ -262,7 +268,7 @@ class LeakCheckStage:
 
     def run(self, table: pa.Table, ctx: BuildContext) -> tuple[pa.Table, StageStats]:
         stats = StageStats(name=self.name)
-        eval_rows = table.filter(pc.equal(table.column("split"), "eval_clean"))
+        eval_rows = take_table(table, split_indices(table, "eval_clean"))
         eval_texts = pc.unique(prompt_texts(eval_rows, ctx=ctx))
         step = functools.partial(leak_flags_batch, eval_texts=eval_texts)
         flags = ctx.map_table(table.select(_LEAK_COLUMNS), step)
@@ -270,9 +276,7 @@ class LeakCheckStage:
         triggered = flags.column("triggered").to_numpy()
         checked = 0
         for split in TRAINING_SPLITS:
-            positions = np.flatnonzero(
-                pc.equal(table.column("split"), split).to_numpy(zero_copy_only=False)
-            )
+            positions = split_indices(table, split)
             prefixes = (plain, triggered) if split.startswith("recovery") else (plain,)
             for hits in prefixes:
                 found = np.flatnonzero(hits[positions])
