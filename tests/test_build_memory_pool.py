@@ -52,3 +52,16 @@ def test_the_bytes_do_not_depend_on_the_pool(tmp_path, monkeypatch):
     assert hashes[0] == hashes[1]
     for shard in sorted((a / "data").iterdir()):
         assert shard.read_bytes() == (b / "data" / shard.name).read_bytes()
+
+
+def test_large_blocks_are_handed_back_on_glibc_unless_the_user_chose(monkeypatch):
+    """glibc's mmap threshold is fixed for a build (freed per-row indexes leave the process);
+    MALLOC_MMAP_THRESHOLD_ in the environment is the user's choice and is left alone."""
+    import platform
+
+    from mbdata.core.memory import release_large_blocks
+
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert release_large_blocks() is False
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    assert release_large_blocks() is (platform.libc_ver()[0] == "glibc")
