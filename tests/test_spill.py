@@ -181,3 +181,23 @@ def test_release_drops_read_pages_from_the_resident_set(tmp_path):
         touched = file_kib() - before
         where.release()
         assert touched > 10_000 and file_kib() - before < touched / 4
+
+
+def test_a_file_source_is_read_into_the_spill(tmp_path, write_jsonl):
+    """Inside a build, a file source's batches go to the spill as they are read: the same table
+    as the in-memory read, its columns in the mapped files."""
+    from conftest import alpaca_rows
+
+    from mbdata.io.readers import read_rows
+    from mbdata.recipe import SourceSpec
+
+    path = write_jsonl("rows.jsonl", alpaca_rows(50))
+    source = SourceSpec(name="rows", kind="jsonl", path=str(path))
+    plain = read_rows(source, path).table
+    with spilling(tmp_path / "spill") as where:
+        assert where is not None
+        spilled = read_rows(source, path).table
+        assert spilled.equals(plain)
+        assert where.table(spilled).column("id").chunk(0).buffers()[1].address == (
+            spilled.column("id").chunk(0).buffers()[1].address
+        )

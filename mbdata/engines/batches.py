@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from ..executors import Executor, executor_for
 from ..io.spill import active as active_spill
-from ..io.spill import release
+from ..io.spill import release, spill_batches
 
 #: Rows per batch: large enough that per-batch Arrow/numpy calls amortise, small enough that one
 #: batch's Python objects stay a few tens of MB.
@@ -39,21 +39,6 @@ def _released(outputs: Iterable[pa.Table]) -> Iterator[pa.Table]:
     for out in outputs:
         release()
         yield out
-
-
-def _spilled(parts: Iterable[pa.Table], schema: pa.Schema) -> pa.Table:
-    """``parts`` written column by column to the current spill as they come, then mapped back:
-    the table is never whole in memory."""
-    spill = active_spill()
-    assert spill is not None
-    writers = [spill.writer(field) for field in schema]
-    for part in parts:
-        part = part.cast(schema)
-        for writer, column in zip(writers, part.columns):
-            writer.write(column)
-    table = pa.Table.from_arrays([w.finish() for w in writers], schema=schema)
-    release()  # the pages validating the table touched (mbdata.io.spill.PIECE_ROWS)
-    return table
 
 
 def _concat(parts: list[pa.Table], schema: pa.Schema | None) -> pa.Table | None:
@@ -137,5 +122,5 @@ def map_ranges(
         found = executor or stack.enter_context(executor_for(engine))
         outputs = found.map(_Range(fn), spans)
         if spill and schema is not None and spans and active_spill() is not None:
-            return _spilled(outputs, schema)
+            return spill_batches(outputs, schema)
         return _concat(list(outputs), schema)

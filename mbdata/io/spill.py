@@ -27,7 +27,7 @@ import mmap
 import os
 import shutil
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -183,6 +183,23 @@ class ColumnWriter:
         self._writer.close()
         self._sink.close()
         return self.spill.map_file(self.path, self.field)
+
+
+def spill_batches(parts: Iterable[pa.Table | pa.RecordBatch], schema: pa.Schema) -> pa.Table:
+    """``parts`` (tables or record batches of ``schema``, e.g. a reader's or an executor's output)
+    written column by column to the current spill as they come, then mapped back: the table is
+    never whole in memory. Needs a current spill (:func:`active`)."""
+    spill = _ACTIVE.get()
+    if spill is None:
+        raise RuntimeError("spill_batches: no spill is active")
+    writers = [spill.writer(field) for field in schema]
+    for part in parts:
+        part = part.cast(schema)
+        for writer, column in zip(writers, part.columns):
+            writer.write(column)
+    table = pa.Table.from_arrays([w.finish() for w in writers], schema=schema)
+    spill.release()  # the pages validating the table touched (see PIECE_ROWS)
+    return table
 
 
 def active() -> Spill | None:

@@ -17,6 +17,8 @@ from ...core.errors import InputError
 from ...pipeline import StageStats
 from ..inputfile import FileState, check_unchanged, file_state
 from ..schema import SCHEMA, from_rows, row_ids
+from ..spill import active as spill_active
+from ..spill import spill_batches
 from .chat import layout_without_answer
 from .records import RawRecord, RowProblem, column_root, column_value
 from .registry import CONTAINERS, LAYOUT_FIELDS, LAYOUTS
@@ -363,7 +365,9 @@ def read_rows(
     The rows become Arrow a batch of :data:`BATCH_ROWS` at a time (a Python dict per row only for
     the batch being converted, not for the whole source: `mb build` of a 300k-row, 82 MB JSONL
     file peaked at 546 MiB with every row dict held, 343 MiB this way), then one contiguous
-    table, equal to converting them at once (same shards, same content hash)."""
+    table, equal to converting them at once (same shards, same content hash). Inside
+    ``mb build`` (a current spill, :mod:`mbdata.io.spill`) each batch goes to the build's spill
+    as it is read, and the table is never whole in memory."""
     read = iter_rows_batches(
         source,
         path,
@@ -374,6 +378,11 @@ def read_rows(
         field_option=field_option,
         batch_rows=BATCH_ROWS,
     )
+    if spill_active() is not None:  # mb build: the rows go to its spill as they are read
+        table = spill_batches(read.batches, SCHEMA)
+        if not table.num_rows:
+            table = rows_table([], source.name)
+        return ReadResult(table, read.skipped, read.stats, read.state)
     batches = list(read.batches)
     table = (
         pa.Table.from_batches(batches).combine_chunks() if batches else rows_table([], source.name)
