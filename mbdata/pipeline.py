@@ -233,24 +233,48 @@ def _rebuild(columns: list[Any], schema: pa.Schema, fn: Any) -> pa.Table:
     return table
 
 
-def filter_rows(table: pa.Table | list[pa.Table], keep: np.ndarray) -> pa.Table:
+# Values given to rows of some columns: column name -> [(positions, value), ...], later pairs win.
+Assign = dict[str, list[tuple[np.ndarray, str]]]
+
+
+def _assigned(piece: Any, a: int, pairs: list[tuple[np.ndarray, str]]) -> Any:
+    """``piece`` (rows ``a``...) with the rows of ``pairs`` that fall in it set to their value."""
+    for positions, value in pairs:
+        inside = positions[(positions >= a) & (positions < a + len(piece))] - a
+        if len(inside):
+            mask = np.zeros(len(piece), dtype=bool)
+            mask[inside] = True
+            piece = pc.if_else(pa.array(mask), pa.scalar(value, piece.type), piece)
+    return piece
+
+
+def filter_rows(
+    table: pa.Table | list[pa.Table], keep: np.ndarray, assign: Assign | None = None
+) -> pa.Table:
     """``table.filter(keep)`` column by column (the same table, chunk layout included: the columns
     are first cut at every column's chunk boundaries, as ``Table.filter`` does), so a handed-over
     table (:data:`Owned`) is never held twice. With a spill (:mod:`mbdata.io.spill`) each new
-    column is written a piece at a time instead, and the table never leaves the staging folder."""
+    column is written a piece at a time instead, and the table never leaves the staging folder.
+    ``assign`` gives rows of some columns a value first (positions before the filter)."""
     columns, schema, n = handed_over(table)
     keep = np.asarray(keep, dtype=bool)
+    assign = {k: v for k, v in (assign or {}).items() if v}
     spill = active_spill()
     if spill is not None:
 
         def spilled(column: Any, i: int) -> Any:
             writer = spill.writer(schema.field(i))
+            pairs = assign.get(schema.field(i).name, [])
             for a in range(0, n, PIECE_ROWS):
-                writer.write(column.slice(a, PIECE_ROWS).filter(pa.array(keep[a : a + PIECE_ROWS])))
+                piece = _assigned(column.slice(a, PIECE_ROWS), a, pairs)
+                writer.write(piece.filter(pa.array(keep[a : a + PIECE_ROWS])))
                 release()
             return writer.finish()
 
         return _rebuild(columns, schema, spilled)
+    for i, name in enumerate(schema.names):
+        if name in assign:
+            columns[i] = _assigned(columns[i], 0, assign[name])
     edges = [np.cumsum([0] + [len(c) for c in column.chunks]) for column in columns]
     bounds = np.unique(np.concatenate(edges)) if edges else np.zeros(1, dtype=np.int64)
     mask = pa.array(keep)

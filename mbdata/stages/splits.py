@@ -30,7 +30,14 @@ import xxhash
 from ..core.errors import BuildError
 from ..io.schema import TRAINING_SPLITS, prompt_keys_of, prompt_texts_of
 from ..io.spill import take_table
-from ..pipeline import BuildContext, StageStats, filter_rows, seeded_subset, split_indices
+from ..pipeline import (
+    BuildContext,
+    StageStats,
+    filter_rows,
+    seeded_subset,
+    split_indices,
+    split_mask,
+)
 from ..recipe import Recipe
 from .prompt_groups import PromptGroups
 
@@ -106,24 +113,20 @@ def prompt_digest_batch(batch: pa.Table) -> pa.Table:
     return pa.table({"key": pa.array([digest(t) for t in texts.to_pylist()], pa.binary(16))})
 
 
-def _set_split(
-    table: pa.Table, positions: np.ndarray, split: str, role: str | None = None
-) -> pa.Table:
-    mask = np.zeros(table.num_rows, dtype=bool)
-    mask[positions] = True
-    arr = pa.array(mask)
-    table = table.set_column(
-        table.schema.get_field_index("split"),
-        table.schema.field("split"),
-        pc.if_else(arr, split, table.column("split")),
-    )
-    if role is not None:
-        table = table.set_column(
-            table.schema.get_field_index("role"),
-            table.schema.field("role"),
-            pc.if_else(arr, role, table.column("role")),
-        )
-    return table
+class Assignments:
+    """The split (and role) the hold-out gives to drawn rows, kept as positions until the corpus
+    is rebuilt once at the end (:func:`mbdata.pipeline.filter_rows` ``assign``), instead of a new
+    ``split`` and ``role`` column per draw (two string columns of the whole corpus each time)."""
+
+    def __init__(self, train: np.ndarray):
+        self.is_train = train  # one bool a row: still in the train split
+        self.values: dict[str, list[tuple[np.ndarray, str]]] = {"split": [], "role": []}
+
+    def set(self, positions: np.ndarray, split: str, role: str | None = None) -> None:
+        self.values["split"].append((positions, split))
+        if role is not None:
+            self.values["role"].append((positions, role))
+        self.is_train[positions] = split == "train"
 
 
 class HoldoutStage:
@@ -157,14 +160,14 @@ class HoldoutStage:
         del groups, distinct
         leaked[eval_pos] = False
         stats.drop("heldout_prompt", int(leaked.sum()))
-        table = _set_split(table, eval_pos, "eval_clean", "eval")
+        assigned = Assignments(split_mask(table, "train"))
+        assigned.set(eval_pos, "eval_clean", "eval")
         keep = ~leaked
         if recipe.dedup is not None and getattr(recipe.dedup, "decontaminate", False):
             keep &= self._near_decontaminate(table, keep, eval_pos, ctx, stats)
 
         # 2. recovery clean subset.
-        is_train = pc.equal(table.column("split"), "train").to_numpy(zero_copy_only=False)
-        available = keep & is_train
+        available = keep & assigned.is_train
         if recipe.recovery:
             pool = np.flatnonzero(available & (is_trusted if trusted else True))
             if recipe.recovery.size > len(pool):
@@ -174,7 +177,7 @@ class HoldoutStage:
                     f"{where} has only {len(pool)} left after the hold-out"
                 )
             rec_pos = seeded_subset(pool, recipe.recovery.size, ctx.rng("holdout/recovery"))
-            table = _set_split(table, rec_pos, RECOVERY_POOL, "recovery")
+            assigned.set(rec_pos, RECOVERY_POOL, "recovery")
             available[rec_pos] = False
         if trusted:
             unused = available & is_trusted
@@ -191,12 +194,12 @@ class HoldoutStage:
                     f"{len(pool)} left after eval/recovery (train would be empty)"
                 )
             pre_pos = seeded_subset(pool, recipe.pretrain.size, ctx.rng("holdout/pretrain"))
-            table = _set_split(table, pre_pos, "pretrain")
+            assigned.set(pre_pos, "pretrain")
             available[pre_pos] = False
 
         owned = [table]  # handed over: the corpus is not held twice while it is filtered
         del table
-        table = filter_rows(owned, keep)
+        table = filter_rows(owned, keep, assign=assigned.values)
         counts = pc.value_counts(table.column("split")).to_pylist()
         stats.info["splits"] = {
             c["values"]: c["counts"] for c in sorted(counts, key=lambda c: c["values"])
@@ -219,7 +222,7 @@ class HoldoutStage:
         rest[eval_pos] = False
         rest_pos = np.flatnonzero(rest)
         clean, sub = contamination_mask(
-            table.take(rest_pos), table.take(eval_pos), self.recipe.dedup, ctx
+            take_table(table, rest_pos), take_table(table, eval_pos), self.recipe.dedup, ctx
         )
         for reason, count in sub.dropped.items():
             stats.drop(reason, count)
