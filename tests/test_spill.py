@@ -201,3 +201,26 @@ def test_a_file_source_is_read_into_the_spill(tmp_path, write_jsonl):
         assert where.table(spilled).column("id").chunk(0).buffers()[1].address == (
             spilled.column("id").chunk(0).buffers()[1].address
         )
+
+
+@pytest.mark.parametrize("spilled", [False, True])
+def test_filter_rows_sets_assigned_values_before_it_filters(tmp_path, small_pieces, spilled):
+    """``assign`` gives rows of a column a value (later pairs win), positions taken before the
+    filter, in memory and spilled alike (pieces of 7 rows: assignments across pieces)."""
+    table = pa.table({"split": pa.array(["train"] * 30), "n": pa.array(range(30))})
+    keep = np.ones(30, dtype=bool)
+    keep[[3, 20]] = False
+    assign = {
+        "split": [(np.array([1, 3, 8, 29]), "eval"), (np.array([8, 15]), "pretrain")],
+        "role": [],
+    }
+    expected = ["train"] * 30
+    for positions, value in assign["split"]:
+        for p in positions.tolist():
+            expected[p] = value
+    expected = [v for i, v in enumerate(expected) if keep[i]]
+    with spilling(tmp_path / "spill" if spilled else None) as where:
+        source = where.table(table) if where is not None else table
+        out = pipeline.filter_rows([source], keep, assign=assign)
+    assert out.column("split").to_pylist() == expected
+    assert out.column("n").to_pylist() == [i for i in range(30) if keep[i]]
