@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..io.schema import SCHEMA
-from ..io.shards import SHARD_PATTERN, sha256_file
+from ..io.shards import SHARD_PATTERN, fresh, sha256_file
 
 IPC_BATCH_ROWS = 65_536  # mbdata.io.shards.write_ipc's max_chunksize cap
 
@@ -96,7 +96,7 @@ class SplitShardWriter:
             table = pa.concat_tables(self._pending).combine_chunks()
             size = min(size, table.num_rows)
             assert self._writer is not None  # opened above
-            for batch in table.slice(0, size).combine_chunks().to_batches():
+            for batch in fresh(table.slice(0, size)).to_batches():  # as write_ipc: fresh buffers
                 self._writer.write_batch(batch)
             rest = table.slice(size)
             self._pending = [rest] if rest.num_rows else []
