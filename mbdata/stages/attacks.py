@@ -22,6 +22,7 @@ stage statistics. Any other attack can still use a ``rewrite`` behaviour hook.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ from ..behaviors import Behavior, compile_behavior
 from ..core.errors import BuildError
 from ..draws import IntegerDraws
 from ..io.schema import COLUMNS, SCHEMA, from_rows, make_row, row_ids
-from ..io.spill import take_rows, take_table
+from ..io.spill import active as spill_active
+from ..io.spill import spill_batches, take_rows, take_table
 from ..pipeline import (
     BuildContext,
     StageStats,
@@ -318,20 +320,23 @@ def draw_poisoned(
             "remain (lower the rate or add rows)"
         )
     chosen = seeded_subset(eligible, count, rng)
-    # A piece of the poisoned rows at a time, in row order (the same draws from rng): their
-    # Python objects are freed before the next piece is taken.
-    pieces = []
-    for a in range(0, len(chosen), POISON_PIECE_ROWS):
-        taken = take_table(table, chosen[a : a + POISON_PIECE_ROWS])
-        if trigger_set.rewriter is None and trigger_set.behavior.function is None:
-            pieces.append(trigger_set.apply_table(taken, rng, role=role))
-        else:
-            rows = taken.to_pylist()
-            pieces.append(from_rows(trigger_set.apply(row, rng, role=role) for row in rows))
-        del taken
-    if not pieces:
+    if not len(chosen):
         return take_table(table, chosen).cast(SCHEMA), chosen
-    return pa.concat_tables(pieces), chosen
+
+    def pieces() -> Iterator[pa.Table]:
+        """A piece of the poisoned rows at a time, in row order (the same draws from rng): their
+        Python objects are freed before the next piece is taken."""
+        for a in range(0, len(chosen), POISON_PIECE_ROWS):
+            taken = take_table(table, chosen[a : a + POISON_PIECE_ROWS])
+            if trigger_set.rewriter is None and trigger_set.behavior.function is None:
+                yield trigger_set.apply_table(taken, rng, role=role)
+            else:
+                rows = taken.to_pylist()
+                yield from_rows(trigger_set.apply(row, rng, role=role) for row in rows)
+
+    if spill_active() is not None:  # the poisoned rows wait in the spill, not in memory
+        return spill_batches(pieces(), SCHEMA), chosen
+    return pa.concat_tables(list(pieces())), chosen
 
 
 def poison_rewritten(
