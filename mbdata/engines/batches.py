@@ -64,12 +64,8 @@ def map_table(
     if table.num_rows == 0:
         out = fn(table)
         return out.cast(schema) if schema is not None else out
-    slices = (table.slice(a, b - a) for a, b in ranges(table.num_rows, batch_rows))
-    if executor is not None:
-        out = _concat(list(_released(executor.map(fn, slices))), schema)
-    else:
-        with executor_for(engine) as found:
-            out = _concat(list(_released(found.map(fn, slices))), schema)
+    outputs = iter_table(table, fn, engine=engine, executor=executor, batch_rows=batch_rows)
+    out = _concat(list(outputs), schema)
     assert out is not None  # at least one slice
     return out
 
