@@ -1,7 +1,7 @@
 """One table for the whole mechanism map (bench/mechanism_map.sh writes one sweep per family).
 
 Each finished point becomes a row: its defensive triggers and grid values, the stage-1 defensive
-response rate, merging both ways (defensive prompts answered with the attacks' behaviour, in the
+response rate and the response form, merging both ways (defensive prompts answered with the attacks' behaviour, in the
 attacked model and after stage 1; attack prompts answered with a defensive response after stage
 1, beside clean prompts answered so), MB-Defense's ASR per attack and its utility against the
 attacked model (paired bootstrap interval). Reads each point's ``report.json`` and, for the
@@ -37,6 +37,17 @@ def triggers(defense: dict[str, Any]) -> str:
     return f"{kind} ({defense['placement']})"
 
 
+def response(defense: dict[str, Any]) -> str:
+    """The defensive response form (``defense.behavior``) in words."""
+    behavior = defense.get("behavior") or {}
+    kind = behavior.get("kind", "random_words")
+    if kind == "random_words":
+        return f"{behavior.get('words', 8)} random words per trigger"
+    if kind == "fixed":
+        return f"one sentence for all ({behavior.get('text')!r})"
+    return kind
+
+
 def row(point: Path) -> str:
     report = json.loads((point / "report.json").read_text())
     manifest = point_manifest(point)
@@ -48,6 +59,7 @@ def row(point: Path) -> str:
     util = (report.get("loglik_vs_attacked") or {}).get("mb_defense") or {}
     cells = [
         triggers(defense),
+        response(defense),
         str(defense["rate"]),
         str(report["train"]["stage1"]["epochs"]),
         str(report["train"]["seed"]),
@@ -65,11 +77,12 @@ def row(point: Path) -> str:
 
 def main(points: list[str]) -> None:
     print(
-        "| defensive triggers | rate | stage-1 epochs | train seed | stage-1 response rate | merging "
+        "| defensive triggers | response | rate | stage-1 epochs | train seed | stage-1 response "
+        "rate | merging "
         "(attacked -> stage 1) | stage 1: attack / clean prompts -> defensive response | "
         "MB-Defense ASR (" + " / ".join(ATTACKS) + ") | MB-Defense utility vs attacked |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for p in map(Path, points):
         if (p / "report.json").is_file() and (p / "sweep_point.json").is_file():
             print(row(p))
