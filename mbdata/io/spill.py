@@ -103,6 +103,9 @@ class Spill:
             mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         finally:
             os.close(fd)
+        with contextlib.suppress(
+            OSError
+        ):  # Windows keeps a mapped file: the folder goes at the end
             os.unlink(path)
         buffer = pa.py_buffer(mapped)
         self._maps = [m for m in self._maps if m[0]() is not None]
@@ -110,7 +113,7 @@ class Spill:
         reader = pa.ipc.open_file(pa.BufferReader(buffer))
         chunks = [reader.get_batch(i).column(0) for i in range(reader.num_record_batches)]
         # Reading each batch's metadata maps the pages around it (fault-around): drop them.
-        mapped.madvise(mmap.MADV_DONTNEED)
+        _drop_pages(mapped)
         return pa.chunked_array(chunks, type=field.type)
 
     def release(self, array: pa.Array | None = None) -> None:
@@ -124,7 +127,15 @@ class Spill:
             if mapped is None:
                 continue
             if starts is None or any(address <= a < address + size for a in starts):
-                mapped.madvise(mmap.MADV_DONTNEED)
+                _drop_pages(mapped)
+
+
+def _drop_pages(mapped: mmap.mmap) -> None:
+    """``madvise(MADV_DONTNEED)`` on the whole mapping, where the platform has it (not Windows:
+    there the pages stay until the system needs them)."""
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if advice is not None and hasattr(mapped, "madvise"):
+        mapped.madvise(advice)
 
 
 def _inside(chunk: pa.Array, spans: list[tuple[int, int]]) -> bool:
