@@ -66,8 +66,9 @@ def prompt_key_batch(batch: pa.Table, prefix: str = "") -> pa.Table:
 
 def prompt_texts(table: pa.Table, prefix: str = "", ctx: BuildContext | None = None) -> pa.Array:
     """The normalised prompt text of every row, the bytes its prompt key hashes (one
-    ``large_binary`` array): equal texts are equal keys, so the hold-out and the leak check compare
-    these with Arrow kernels (``dictionary_encode``, ``is_in``) instead of hashing every row."""
+    ``large_binary`` array): equal texts are equal keys, so the leak check compares the held-out
+    prompts' texts with ``is_in`` instead of hashing every row (the hold-out itself groups the
+    corpus by digests, :func:`prompt_digests`)."""
     columns = [f"{prefix}instruction", f"{prefix}input", "system"]
     step = functools.partial(prompt_text_batch, prefix=prefix)
     selected = table.select(columns)
