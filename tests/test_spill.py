@@ -148,11 +148,14 @@ def test_a_build_spills_beside_its_output_and_removes_the_folder(tmp_path, monke
     assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
 
 
-def test_a_failing_build_removes_its_spill(tmp_path):
+def test_a_failing_build_removes_its_spill_and_the_folders_it_made(tmp_path):
     bad = small_recipe(eval={"size": 100_000})
     with pytest.raises(BuildError):
         mbdata.build(recipe_from_dict(bad), tmp_path / "out")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    with pytest.raises(BuildError):
+        mbdata.build(recipe_from_dict(bad), tmp_path / "new" / "deeper" / "out")
+    assert not (tmp_path / "new").exists()
 
 
 def test_only_a_dead_builds_spill_is_a_leftover(tmp_path):

@@ -234,6 +234,7 @@ def spilling(folder: Path | None) -> Iterator[Spill | None]:
     if folder is None:
         yield None
         return
+    made = [p for p in folder.parents if not p.exists()]  # the output's folders, made early
     folder.parent.mkdir(parents=True, exist_ok=True)  # as the output's commit would
     folder.mkdir(mode=0o700)
     spill = Spill(folder)
@@ -243,6 +244,9 @@ def spilling(folder: Path | None) -> Iterator[Spill | None]:
     finally:
         _ACTIVE.reset(token)
         shutil.rmtree(folder, ignore_errors=True)
+        for parent in made:  # deepest first; a build that failed leaves no empty folders
+            with contextlib.suppress(OSError):
+                parent.rmdir()
 
 
 def take_rows(column: pa.ChunkedArray, positions: np.ndarray) -> pa.ChunkedArray:
