@@ -165,7 +165,9 @@ class ColumnWriter:
         self.path = path
         self.field = field
         self.schema = pa.schema([field])
-        self._sink = pa.OSFile(str(path), "wb")
+        # A new file, never through a link (the folder is this build's own, mode 0700).
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        self._sink = pa.PythonFile(os.fdopen(os.open(path, flags, 0o600), "wb"), mode="w")
         self._writer = pa.ipc.new_file(self._sink, self.schema)
         self._held: list[pa.Array] = []
         self._held_rows = 0
