@@ -40,11 +40,7 @@ class PoisonedRows:
 
     def plus(self, chosen: Iterable[SupportsInt] | np.ndarray) -> PoisonedRows:
         """These rows plus ``chosen`` (positions)."""
-        if isinstance(chosen, np.ndarray):
-            more = chosen.astype(np.int64)
-        else:
-            more = np.fromiter((int(c) for c in chosen), dtype=np.int64)
-        return dataclasses.replace(self, positions=np.union1d(self.positions, more))
+        return dataclasses.replace(self, positions=np.union1d(self.positions, _frozen(chosen)))
 
 
 def _frozen(positions: Iterable[SupportsInt] | np.ndarray) -> np.ndarray:

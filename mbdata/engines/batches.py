@@ -61,12 +61,9 @@ def map_table(
     """``fn`` applied to each ``batch_rows`` slice of ``table``, outputs concatenated in order
     (cast to ``schema`` when given), on ``executor`` (else the executor named ``engine``, else the
     command's). An empty table gives ``fn`` of the empty table."""
-    if table.num_rows == 0:
-        out = fn(table)
-        return out.cast(schema) if schema is not None else out
     outputs = iter_table(table, fn, engine=engine, executor=executor, batch_rows=batch_rows)
     out = _concat(list(outputs), schema)
-    assert out is not None  # at least one slice
+    assert out is not None  # at least one output (fn of the empty table when there are no rows)
     return out
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .spill import release, take_table
+from .spill import take_table
 
 
 class SplitRows:
@@ -44,13 +44,10 @@ class SplitRows:
 def split_positions(corpus: pa.Table) -> dict[str, np.ndarray]:
     """Each split name of ``corpus`` (sorted) -> the positions of its rows, ascending (the rows
     ``corpus.filter(split == name)`` holds, without the copy: a mask of one byte per row)."""
-    column = corpus.column("split")
-    found = {
-        name: np.flatnonzero(pc.equal(column, name).to_numpy(zero_copy_only=False))
-        for name in sorted(pc.unique(column).to_pylist())
-    }
-    release()  # the split column's pages of a spilled corpus (mbdata.io.spill)
-    return found
+    from ..pipeline import split_indices
+
+    names = sorted(pc.unique(corpus.column("split")).to_pylist())
+    return {name: split_indices(corpus, name) for name in names}
 
 
 def split_rows(corpus: pa.Table) -> dict[str, SplitRows]:

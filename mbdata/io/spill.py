@@ -66,8 +66,7 @@ class Spill:
             return column
         writer = self.writer(field)
         for i in fresh:
-            for a in range(0, len(chunks[i]), PIECE_ROWS):
-                writer.write(chunks[i].slice(a, PIECE_ROWS))
+            writer.write(chunks[i])  # cut into batches of PIECE_ROWS rows by the writer
         written = iter(_pieces(writer.finish(), [len(chunks[i]) for i in fresh]))
         spilled = set(fresh)
         out: list[pa.Array] = []
@@ -103,9 +102,8 @@ class Spill:
             mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         finally:
             os.close(fd)
-        with contextlib.suppress(
-            OSError
-        ):  # Windows keeps a mapped file: the folder goes at the end
+        # Windows keeps a mapped file open: there the folder goes at the end.
+        with contextlib.suppress(OSError):
             os.unlink(path)
         buffer = pa.py_buffer(mapped)
         self._maps = [m for m in self._maps if m[0]() is not None]
